@@ -1,0 +1,57 @@
+# Moment&Cross — the menu. `make help` lists every target.
+# Job targets pass ARGS through as Hydra overrides: make simulate ARGS="world=tiny"
+
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup setup-gpu check-stack test test-full simulate ingest history bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+setup: ## create .venv and install the pinned CPU stack (torch+cpu, fbgemm-gpu-cpu, torchrec --no-deps, project)
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet --only-binary=:all: -r requirements/torch-cpu.txt
+	$(PIP) install --quiet -c requirements/constraints-cpu.txt "fbgemm-gpu-cpu==1.8.0"
+	$(PIP) install --quiet --no-deps "torchrec==1.8.0"
+	$(PIP) install --quiet -c requirements/constraints-cpu.txt -e ".[dev]"
+	$(MAKE) --no-print-directory check-stack
+
+setup-gpu: ## create .venv with the CUDA stack (run on a GPU machine; see README "GPU install")
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "torch==2.13.0" "fbgemm-gpu==1.8.0"
+	$(PIP) install --quiet --no-deps "torchrec==1.8.0"
+	$(PIP) install --quiet -e ".[dev]"
+	$(PY) -c "import torch, fbgemm_gpu, torchrec; assert torch.cuda.is_available(), 'CUDA torch installed but no GPU visible'; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+
+check-stack: ## verify the installed stack is the CPU build and imports
+	@$(PY) -m recsys.stack_check
+
+test: ## the fast test suite (what CI runs)
+	$(PY) -m pytest -q -m "not slow"
+
+test-full: ## every test, slow ones included
+	$(PY) -m pytest -q
+
+simulate: ## simulate a world, ingest it, build its history store (ARGS="world=tiny|default|large")
+	$(PY) -m data_pipelines.simulate $(ARGS)
+
+ingest: ## ingest KuaiLive-schema logs (ARGS="data=kuailive data.source_dir=/path data.name=kuailive")
+	$(PY) -m data_pipelines.ingest $(ARGS)
+
+history: ## (re)build the interaction-log store from canonical tables (ARGS="data.name=tiny")
+	$(PY) -m data_pipelines.build_history $(ARGS)
+
+bench: ## every benchmark, figures printed (ARGS="world=default")
+	$(PY) -m recsys.bench $(ARGS)
+
+clean: ## remove generated data, reports and build outputs (keeps .venv)
+	rm -rf data outputs logs reports artifacts wandb export/ranker/build

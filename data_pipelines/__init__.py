@@ -1,0 +1,1 @@
+"""Data jobs: the simulated world, ingestion of KuaiLive-schema logs, the interaction-log store."""
