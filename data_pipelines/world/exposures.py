@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from data_pipelines.world.config import HOUR_MS, WorldConfig
 from data_pipelines.world.latent import DIURNAL_WEIGHTS, Population
@@ -130,3 +131,28 @@ def unique_rows(*columns: np.ndarray) -> np.ndarray:
     return keep
 
 
+
+
+def outside_own_stays(user: np.ndarray, room: np.ndarray, t: np.ndarray, exit_t: np.ndarray) -> np.ndarray:
+    """Mask of live impressions that do not fall inside the same user's ongoing stay in the same
+    room (a viewer already in a room is not shown it again). Removing an impression can end a
+    stay early and so re-admit a later one; the fixed point is reached in a few passes."""
+    keep = np.ones(len(t), dtype=bool)
+    order = np.lexsort((t, room, user))
+    u, r, ts, ex = user[order], room[order], t[order], exit_t[order]
+    group_start = np.ones(len(order), dtype=bool)
+    group_start[1:] = (u[1:] != u[:-1]) | (r[1:] != r[:-1])
+    group_id = np.cumsum(group_start) - 1
+    kept_sorted = np.ones(len(order), dtype=bool)
+    while True:
+        # Latest exit among kept earlier impressions of the same (user, room).
+        exits = np.where(kept_sorted, ex, np.iinfo(np.int64).min)
+        running = pd.Series(exits).groupby(group_id).cummax().to_numpy()
+        previous = np.concatenate([[np.iinfo(np.int64).min], running[:-1]])
+        previous[group_start] = np.iinfo(np.int64).min
+        new_kept = ts >= previous
+        if np.array_equal(new_kept, kept_sorted):
+            break
+        kept_sorted = new_kept
+    keep[order] = kept_sorted
+    return keep

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from data_pipelines.world.config import HOUR_MS, MINUTE_MS, WorldConfig
-from data_pipelines.world.exposures import draw_exposures, live_coverage, unique_rows
+from data_pipelines.world.exposures import draw_exposures, live_coverage, outside_own_stays, unique_rows
 from data_pipelines.world.feedback import COMMENT, GIFT, LIKE, live_outcomes, short_outcomes
 from data_pipelines.world.latent import build_population
 from data_pipelines.world.rooms import LiveNowIndex, build_highlights, build_rooms
@@ -61,8 +61,11 @@ def simulate_world(cfg: WorldConfig, out_dir: Path, progress: bool = True) -> Si
         keep = unique_rows(exp.live_user, exp.live_room, exp.live_t)
         lu, lr, lt = exp.live_user[keep], exp.live_room[keep], exp.live_t[keep]
         live, actions = live_outcomes(cfg, pop, rooms, highlights, lu, lr, lt, rng)
-        parts["live"].append((lu, lr, lt, live))
-        parts["action"].append((lu[actions.impression], lr[actions.impression], lt[actions.impression], actions))
+        keep = outside_own_stays(lu, lr, lt, live.exit_t)
+        parts["live"].append((lu[keep], lr[keep], lt[keep], live.select(keep)))
+        kept_actions = keep[actions.impression]
+        ai = actions.impression[kept_actions]
+        parts["action"].append((lu[ai], lr[ai], lt[ai], actions.select(kept_actions)))
 
     t0 = np.int64(cfg.start_ms)
     su = np.concatenate([p[0] for p in parts["short"]])

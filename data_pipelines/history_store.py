@@ -1,0 +1,151 @@
+"""The interaction-log store: for a user and a time t, the most recent interactions strictly
+before t, in both domains.
+
+Interactions are held as CSR arrays: one block per user, sorted by the time the interaction
+became known. A batch of as-of queries is one `np.searchsorted` over a composite (user, time)
+key, so millions of lookups cost milliseconds and never loop over events in Python.
+
+An interaction becomes known when it ends (a short-video play at leave, a live stay at exit),
+because only then are its watch time and long-view flag logged. Keying by the end time means an
+as-of query can never see a watch time that was still running at the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SHORT, LIVE = 0, 1  # values of `domain`
+_FIELDS = ("ts", "start_ts", "item_id", "author_id", "domain", "watch_ms", "long_view")
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class HistoryStoreConfig:
+    max_events: int = 10_000
+    short_long_view_ms: int = 15_000
+    live_long_view_ms: int = 60_000
+
+
+@dataclass(frozen=True)
+class HistoryStore:
+    user_ids: np.ndarray  # [U] sorted ids of users with any interaction
+    offsets: np.ndarray  # [U + 1] user u's interactions are rows offsets[u]:offsets[u+1]
+    ts: np.ndarray  # [N] ms, when the interaction became known (its end); sorted within a user
+    start_ts: np.ndarray  # [N] ms, when it began
+    item_id: np.ndarray  # [N] photo_id (domain SHORT) or live_id (domain LIVE)
+    author_id: np.ndarray  # [N]
+    domain: np.ndarray  # [N] int8
+    watch_ms: np.ndarray  # [N]
+    long_view: np.ndarray  # [N] bool
+    max_events: int = 10_000
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    # ---------------------------------------------------------------- building, saving, loading
+    @classmethod
+    def build(cls, short_plays: pd.DataFrame | None, live_impressions: pd.DataFrame,
+              cfg: HistoryStoreConfig) -> "HistoryStore":
+        """From canonical tables: every short-video play and every live stay (clicked impression)."""
+        stays = live_impressions[live_impressions["clicked"]]
+        parts = [pd.DataFrame({
+            "user_id": stays["user_id"].to_numpy(), "ts": stays["exit_ts"].to_numpy(),
+            "start_ts": stays["request_ts"].to_numpy(), "item_id": stays["live_id"].to_numpy(),
+            "author_id": stays["author_id"].to_numpy(), "domain": np.int8(LIVE),
+            "watch_ms": stays["watch_ms"].to_numpy(),
+            "long_view": stays["watch_ms"].to_numpy() >= cfg.live_long_view_ms,
+        })]
+        if short_plays is not None and len(short_plays):
+            parts.append(pd.DataFrame({
+                "user_id": short_plays["user_id"].to_numpy(), "ts": short_plays["end_ts"].to_numpy(),
+                "start_ts": short_plays["start_ts"].to_numpy(), "item_id": short_plays["photo_id"].to_numpy(),
+                "author_id": short_plays["author_id"].to_numpy(), "domain": np.int8(SHORT),
+                "watch_ms": short_plays["watch_ms"].to_numpy(),
+                "long_view": short_plays["watch_ms"].to_numpy() >= cfg.short_long_view_ms,
+            }))
+        events = pd.concat(parts, ignore_index=True)
+        order = np.lexsort((events["domain"].to_numpy(), events["start_ts"].to_numpy(),
+                            events["ts"].to_numpy(), events["user_id"].to_numpy()))
+        events = events.iloc[order]
+        user_ids, counts = np.unique(events["user_id"].to_numpy(), return_counts=True)
+        return cls(
+            user_ids=user_ids.astype(np.int64),
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            **{f: events[f].to_numpy(dtype=np.int8 if f == "domain" else bool if f == "long_view" else np.int64)
+               for f in _FIELDS},
+            max_events=cfg.max_events,
+        )
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, format_version=_FORMAT_VERSION, user_ids=self.user_ids, offsets=self.offsets,
+                 max_events=self.max_events, **{f: getattr(self, f) for f in _FIELDS})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HistoryStore":
+        with np.load(path, allow_pickle=False) as data:  # never decode pickles from data files
+            version = int(data["format_version"])
+            if version != _FORMAT_VERSION:
+                raise ValueError(f"{path}: history store format {version}, this code reads {_FORMAT_VERSION}; "
+                                 f"rebuild it with `make history`")
+            return cls(user_ids=data["user_ids"], offsets=data["offsets"], max_events=int(data["max_events"]),
+                       **{f: data[f] for f in _FIELDS})
+
+    # ---------------------------------------------------------------- as-of queries
+    def query(self, user_id: int, t: int) -> slice:
+        """Rows of `user_id`'s most recent interactions known strictly before `t` (oldest first)."""
+        begin, end = self.query_batch(np.array([user_id]), np.array([t]))
+        return slice(int(begin[0]), int(end[0]))
+
+    def query_batch(self, user_ids: np.ndarray, t: np.ndarray, max_events: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """For each (user, t): rows [begin, end) holding that user's at most `max_events` most
+        recent interactions with ts < t. Unknown users get an empty range."""
+        max_events = self.max_events if max_events is None else max_events
+        user_ids, t = np.asarray(user_ids, dtype=np.int64), np.asarray(t, dtype=np.int64)
+        pos = np.searchsorted(self.user_ids, user_ids)
+        pos_ok = np.minimum(pos, max(len(self.user_ids) - 1, 0))
+        known = (pos < len(self.user_ids)) & (self.user_ids[pos_ok] == user_ids) if len(self.user_ids) else \
+            np.zeros(len(user_ids), dtype=bool)
+        seg_begin, seg_end = self.offsets[pos_ok], self.offsets[pos_ok + 1]
+        end = seg_begin + self._count_before(pos_ok, t)
+        end = np.where(known, np.minimum(end, seg_end), 0)
+        begin = np.where(known, np.maximum(seg_begin, end - max_events), 0)
+        return begin, end
+
+    def _count_before(self, user_pos: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """How many of each user's interactions have ts < t: one searchsorted over the composite
+        key user_pos * stride + (ts - t_min), which is sorted because rows are (user, ts) sorted."""
+        if len(self.ts) == 0:
+            return np.zeros(len(t), dtype=np.int64)
+        t_min, t_max = int(self.ts.min()), int(self.ts.max())
+        stride = t_max - t_min + 2
+        if len(self.user_ids) * stride >= 2**62:
+            raise OverflowError(f"history spans {stride} ms over {len(self.user_ids)} users: the composite "
+                                f"(user, time) key does not fit in int64")
+        keys = self._composite_keys(t_min, stride)
+        query = user_pos * stride + np.clip(t - t_min, 0, stride - 1)
+        return np.searchsorted(keys, query, side="left") - self.offsets[user_pos]
+
+    def _composite_keys(self, t_min: int, stride: int) -> np.ndarray:
+        cached = getattr(self, "_keys_cache", None)
+        if cached is None or cached[0] != (t_min, stride):
+            user_pos = np.repeat(np.arange(len(self.user_ids), dtype=np.int64), np.diff(self.offsets))
+            cached = ((t_min, stride), user_pos * stride + (self.ts - t_min))
+            object.__setattr__(self, "_keys_cache", cached)  # derived once per store, not state
+        return cached[1]
+
+    def gather(self, begin: np.ndarray, end: np.ndarray, length: int, field: str = "item_id",
+               pad: int = -1) -> np.ndarray:
+        """[B, length] values of `field` for the `length` most recent rows of each range, most
+        recent first, padded with `pad`."""
+        values = getattr(self, field)
+        count = np.minimum(end - begin, length)
+        idx = end[:, None] - 1 - np.arange(length)[None, :]
+        valid = np.arange(length)[None, :] < count[:, None]
+        out = np.full((len(begin), length), pad, dtype=values.dtype if field != "long_view" else np.int8)
+        out[valid] = values[idx[valid]]
+        return out

@@ -1,0 +1,128 @@
+"""Row checks. Each check takes a frame and returns the failing rows' mask and messages; the
+pipeline moves failing rows to quarantine and carries on with the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from data_pipelines.ingest.quarantine import Quarantine
+from data_pipelines.ingest.reader import ROW
+from data_pipelines.ingest.schema import FLOAT, INT
+
+
+@dataclass(frozen=True)
+class Failure:
+    check: str  # short name, counted in the report
+    mask: np.ndarray  # [len(frame)] True where the row fails
+    reasons: pd.Series | str  # per failing row, or one message for all
+
+
+def reject(frame: pd.DataFrame, failures: list[Failure], table: str, file: str, quarantine: Quarantine,
+           source_columns: list[str]) -> pd.DataFrame:
+    """Quarantine rows that fail any of `failures` (under the first failing check) and return the
+    rest. Failures are applied in order, so a row is reported once."""
+    bad = np.zeros(len(frame), dtype=bool)
+    for failure in failures:
+        newly = failure.mask & ~bad
+        if newly.any():
+            reasons = failure.reasons
+            if isinstance(reasons, pd.Series):  # one message per failing row, in row order
+                reasons = reasons.iloc[np.flatnonzero(newly[failure.mask])]
+            rows = frame.loc[newly]
+            quarantine.add(table, file, rows[ROW], failure.check, reasons, rows[source_columns])
+        bad |= failure.mask
+    return frame.loc[~bad].reset_index(drop=True)
+
+
+def coerce_types(frame: pd.DataFrame, fields: dict[str, str]) -> tuple[pd.DataFrame, list[Failure]]:
+    """Convert the typed fields; values that are missing, not numbers, or not integers fail."""
+    out = frame.copy()
+    failures = []
+    for name, kind in fields.items():
+        raw = frame[name]
+        if kind == INT and pd.api.types.is_integer_dtype(raw.dtype):
+            continue  # already integers (Parquet): nothing can be wrong with the type
+        values = pd.to_numeric(raw, errors="coerce")
+        missing = raw.isna().to_numpy()
+        not_number = values.isna().to_numpy() & ~missing
+        failures.append(Failure(f"missing:{name}", missing, f"{name}: missing value"))
+        failures.append(Failure(f"type:{name}", not_number,
+                                f"{name}: not a number (" + raw[not_number].astype(str) + ")"))
+        ok = ~(missing | not_number)
+        if kind == INT:
+            fractional = ok & (np.floor(values.fillna(0)) != values.fillna(0)).to_numpy()
+            failures.append(Failure(f"type:{name}", fractional,
+                                    f"{name}: not an integer (" + raw[fractional].astype(str) + ")"))
+            ok &= ~fractional
+            out[name] = np.where(ok, values.fillna(0), 0).astype(np.int64)
+        else:
+            out[name] = values.fillna(0.0).astype(np.float64)
+    return out, failures
+
+
+def duplicates(frame: pd.DataFrame, key: tuple[str, ...]) -> Failure:
+    dup = frame.duplicated(subset=list(key), keep="first").to_numpy()
+    first_row = frame.groupby(list(key), sort=False)[ROW].transform("first")
+    return Failure("duplicate", dup, "duplicate of row " + first_row[dup].astype(str) + " on " + ",".join(key))
+
+
+def negative(frame: pd.DataFrame, name: str, what: str) -> Failure:
+    mask = (frame[name] < 0).to_numpy()
+    return Failure("negative_duration" if "duration" in what else f"negative:{name}", mask,
+                   f"{what}: {name} = " + frame.loc[mask, name].astype(str))
+
+
+def ends_before_start(frame: pd.DataFrame, start: str, end: str) -> Failure:
+    mask = (frame[end] < frame[start]).to_numpy()
+    return Failure("negative_duration", mask,
+                   f"negative duration: {end} " + frame.loc[mask, end].astype(str)
+                   + f" < {start} " + frame.loc[mask, start].astype(str))
+
+
+def in_room(frame: pd.DataFrame, rooms: pd.DataFrame) -> list[Failure]:
+    """Live events must name a known room, its author, and fall inside its lifetime."""
+    room = rooms.set_index("live_id")
+    known = frame["live_id"].isin(room.index).to_numpy()
+    ids = frame["live_id"].where(known, rooms["live_id"].iloc[0] if len(rooms) else 0)
+    start = room["start_ts"].reindex(ids).to_numpy()
+    end = room["end_ts"].reindex(ids).to_numpy()
+    author = room["author_id"].reindex(ids).to_numpy()
+    ts = frame["ts"].to_numpy()
+    outside = known & ((ts < start) | (ts > end))
+    wrong_author = known & ~outside & (frame["author_id"].to_numpy() != author)
+    return [
+        Failure("unknown_live_id", ~known,
+                "live_id " + frame.loc[~known, "live_id"].astype(str) + " has no (valid) room row"),
+        Failure("outside_room_lifetime", outside,
+                "ts " + frame.loc[outside, "ts"].astype(str) + " outside the room's lifetime ["
+                + pd.Series(start[outside]).astype(str).to_numpy() + ", "
+                + pd.Series(end[outside]).astype(str).to_numpy() + "]"),
+        Failure("author_mismatch", wrong_author,
+                "author_id " + frame.loc[wrong_author, "author_id"].astype(str) + " is not the room's author "
+                + pd.Series(author[wrong_author]).astype(str).to_numpy()),
+    ]
+
+
+def known_ids(frame: pd.DataFrame, name: str, valid: pd.Series, table: str) -> Failure:
+    unknown = ~frame[name].isin(valid).to_numpy()
+    return Failure(f"unknown_{name}", unknown,
+                   f"{name} " + frame.loc[unknown, name].astype(str) + f" has no (valid) {table} row")
+
+
+def attribute(events: pd.DataFrame, stays: pd.DataFrame, by: list[str], start: str, end: str,
+              grace_ms: int, what: str) -> tuple[np.ndarray, Failure]:
+    """For each event, the index into `stays` of the latest stay with the same `by` keys that
+    started at or before the event, provided the event falls before that stay's end (+ grace).
+    Returns (stay index or -1, the failure for events no stay encloses)."""
+    left = events[[*by, "ts"]].assign(_event=np.arange(len(events))).sort_values("ts", kind="stable")
+    right = stays[[*by, start, end]].assign(_stay=np.arange(len(stays))).sort_values(start, kind="stable")
+    merged = pd.merge_asof(left, right, left_on="ts", right_on=start, by=by, direction="backward")
+    merged = merged.sort_values("_event")
+    stay = merged["_stay"].to_numpy()
+    found = ~np.isnan(stay)
+    inside = found & (merged["ts"].to_numpy() <= np.where(found, merged[end].to_numpy(), 0) + grace_ms)
+    stay_index = np.where(inside, np.nan_to_num(stay, nan=-1), -1).astype(np.int64)
+    return stay_index, Failure("no_enclosing_stay", ~inside, f"not inside any {what}")

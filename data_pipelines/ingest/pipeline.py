@@ -1,0 +1,251 @@
+"""Source tables -> canonical tables: validate, quarantine, attribute actions, write."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_pipelines.ingest import checks
+from data_pipelines.ingest.quarantine import Quarantine
+from data_pipelines.ingest.reader import ROW, IngestError, read_source
+from data_pipelines.ingest.schema import ACTION_CODES, ACTION_TABLES, LIVE_EVENT_TABLES, SOURCES
+
+CANONICAL = "canonical"
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """Where one source table is and how its columns are named (`columns`: canonical -> source)."""
+
+    file: str
+    columns: dict[str, str]
+    keep: list[str] = field(default_factory=list)  # extra source columns carried through as they are
+
+
+@dataclass(frozen=True)
+class EmbeddingSource:
+    """A [N, E] .npy file whose row i belongs to the item whose `row_key` column equals i."""
+
+    file: str
+    row_key: str
+
+
+@dataclass
+class IngestReport:
+    output_dir: Path
+    tables: dict[str, dict] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{'table':<12}{'rows':>12}{'ok':>12}{'quarantined':>13}  checks failed"]
+        for name, t in self.tables.items():
+            failed = ", ".join(f"{k}={v}" for k, v in sorted(t["checks"].items())) or "-"
+            lines.append(f"{name:<12}{t['rows']:>12,}{t['ok']:>12,}{t['quarantined']:>13,}  {failed}")
+        return lines
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="zstd")
+
+
+class _Run:
+    """State of one ingestion run: the sources, the quarantine, the per-table counts."""
+
+    def __init__(self, source_dir: Path, tables: dict[str, TableSource | None]):
+        self.source_dir = source_dir
+        self.tables = tables
+        self.quarantine = Quarantine()
+        self.rows_read: dict[str, int] = {}
+        self.rows_kept: dict[str, int] = {}
+
+    def load(self, name: str) -> pd.DataFrame | None:
+        """Read, type-check and de-duplicate one table; None when it is not configured."""
+        spec = self.tables.get(name)
+        if spec is None:
+            if SOURCES[name].required:
+                raise IngestError(f"table '{name}' is required but data.tables.{name} is not configured")
+            return None
+        schema = SOURCES[name]
+        unmapped = [f for f in schema.fields if f not in spec.columns]
+        if unmapped:
+            raise IngestError(f"data.tables.{name}.columns does not map the canonical field(s) {unmapped}")
+        path = self.source_dir / spec.file
+        frame = read_source(path, name, spec.columns, list(spec.keep), self.quarantine)
+        self.rows_read[name] = len(frame) + self.quarantine.total(name)  # malformed CSV rows count as read
+        typed = {**schema.fields, **{f: t for f, t in schema.optional_fields.items() if f in spec.columns}}
+        frame, failures = checks.coerce_types(frame, typed)
+        frame = self.reject(name, frame, failures)
+        return self.reject(name, frame, [checks.duplicates(frame, schema.key)])
+
+    def reject(self, name: str, frame: pd.DataFrame, failures: list[checks.Failure]) -> pd.DataFrame:
+        spec = self.tables[name]
+        source_columns = [*spec.columns.keys(), *spec.keep]
+        return checks.reject(frame, failures, name, str(self.source_dir / spec.file), self.quarantine,
+                             source_columns)
+
+    def done(self, name: str, frame: pd.DataFrame | None) -> None:
+        if frame is not None:
+            self.rows_kept[name] = len(frame)
+
+
+def _load_embedding(source_dir: Path, spec: EmbeddingSource | None, items: pd.DataFrame, what: str
+                    ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Embedding rows aligned with `items`; rows whose key has no embedding are zero and flagged."""
+    if spec is None:
+        return None, np.zeros(len(items), dtype=bool)
+    path = source_dir / spec.file
+    if not path.exists():
+        raise IngestError(f"{what} embeddings: file not found: {path}")
+    try:
+        matrix = np.load(path, allow_pickle=False)  # never decode pickles from data files
+    except ValueError as exc:
+        raise IngestError(f"{path}: not a plain numeric .npy array ({exc})") from exc
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+        raise IngestError(f"{path}: expected a 2-D numeric array, got shape {matrix.shape} dtype {matrix.dtype}")
+    if spec.row_key not in items.columns:
+        raise IngestError(f"{what} embeddings: row_key '{spec.row_key}' is not a column of the {what} table "
+                          f"(map it in columns or list it in keep)")
+    key = pd.to_numeric(items[spec.row_key], errors="coerce").to_numpy()
+    present = ~np.isnan(key) & (key >= 0) & (key < len(matrix))
+    aligned = np.zeros((len(items), matrix.shape[1]), dtype=np.float32)
+    aligned[present] = matrix[key[present].astype(np.int64)]
+    return aligned, present
+
+
+def ingest(source_dir: str | Path, output_dir: str | Path, tables: dict[str, TableSource | None],
+           embeddings: dict[str, EmbeddingSource | None] | None = None, max_bad_share: float = 0.01,
+           attribution_grace_ms: int = 0) -> IngestReport:
+    """Validate the source tables and write canonical ones under `output_dir/canonical/`.
+
+    Raises IngestError for structural problems (missing file or column) at once, and after
+    writing the quarantine and report when some table's share of bad rows exceeds `max_bad_share`.
+    """
+    source_dir, out = Path(source_dir), Path(output_dir) / CANONICAL
+    out.mkdir(parents=True, exist_ok=True)
+    embeddings = embeddings or {}
+    run = _Run(source_dir, tables)
+
+    rooms = run.load("room")
+    rooms = run.reject("room", rooms, [checks.ends_before_start(rooms, "start_ts", "end_ts")])
+    run.done("room", rooms)
+
+    live: dict[str, pd.DataFrame] = {}
+    for name in LIVE_EVENT_TABLES:
+        frame = run.load(name)
+        if frame is None:
+            continue
+        failures = checks.in_room(frame, rooms)
+        if name == "click":
+            failures.append(checks.negative(frame, "watch_ms", "negative duration"))
+        if name == "gift":
+            failures.append(checks.negative(frame, "gift_price", "negative gift price"))
+        live[name] = run.reject(name, frame, failures)
+
+    clicks, negatives = live["click"], live["negative"]
+    also_click = negatives.merge(clicks[["user_id", "live_id", "ts"]], how="left", indicator=True,
+                                 on=["user_id", "live_id", "ts"])["_merge"].eq("both").to_numpy()
+    negatives = run.reject("negative", negatives, [checks.Failure(
+        "also_a_click", also_click, "the same impression (user, live, ts) is also in the click table")])
+    run.done("click", clicks)
+    run.done("negative", negatives)
+
+    impressions = pd.concat([
+        clicks.assign(clicked=True, exit_ts=clicks["ts"] + clicks["watch_ms"]),
+        negatives.assign(clicked=False, exit_ts=negatives["ts"], watch_ms=0),
+    ], ignore_index=True).rename(columns={"ts": "request_ts"})
+    impressions = impressions.sort_values(["request_ts", "user_id", "live_id"], kind="stable").reset_index(drop=True)
+    impressions.insert(0, "impression_id", np.arange(len(impressions), dtype=np.int64))
+    stays = impressions[impressions["clicked"]]
+
+    actions = []
+    for name in ACTION_TABLES:
+        frame = live.get(name)
+        if frame is None:
+            continue
+        stay, failure = checks.attribute(frame, stays, ["user_id", "live_id"], "request_ts", "exit_ts",
+                                         attribution_grace_ms, "click's stay by this user in this room")
+        frame = frame.assign(impression_id=np.where(stay >= 0, stays["impression_id"].to_numpy()[np.maximum(stay, 0)], -1))
+        frame = run.reject(name, frame, [failure])
+        run.done(name, frame)
+        actions.append(frame.assign(action=np.int8(ACTION_CODES[name]),
+                                    gift_price=frame["gift_price"] if "gift_price" in frame else 0.0))
+    action_columns = ["impression_id", "user_id", "live_id", "author_id", "ts", "action", "gift_price"]
+    live_actions = (pd.concat(actions, ignore_index=True)[action_columns] if actions
+                    else pd.DataFrame({c: pd.Series(dtype="int64") for c in action_columns}))
+    live_actions = live_actions.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
+
+    users = run.load("user")
+    run.done("user", users)
+    authors = run.load("streamer")
+    run.done("streamer", authors)
+    photos = run.load("photo")
+    run.done("photo", photos)
+    plays = run.load("photo_play")
+    short_plays = None
+    if plays is not None:
+        failures = [checks.ends_before_start(plays, "start_ts", "end_ts")]
+        if photos is not None:
+            failures.append(checks.known_ids(plays, "photo_id", photos["photo_id"], "photo"))
+        plays = run.reject("photo_play", plays, failures)
+        run.done("photo_play", plays)
+        short_plays = plays.sort_values(["start_ts", "user_id"], kind="stable").reset_index(drop=True)
+        if photos is not None:
+            short_plays["author_id"] = photos.set_index("photo_id")["author_id"].reindex(short_plays["photo_id"]).to_numpy()
+        elif "author_id" not in short_plays:
+            short_plays["author_id"] = -1
+        short_plays["watch_ms"] = short_plays["end_ts"] - short_plays["start_ts"]
+        short_plays["liked"] = False
+        likes = run.load("photo_like")
+        if likes is not None:
+            play, failure = checks.attribute(likes, short_plays, ["user_id", "photo_id"], "start_ts", "end_ts",
+                                             attribution_grace_ms, "play of this photo by this user")
+            run.reject("photo_like", likes, [failure])
+            run.done("photo_like", likes[play >= 0])
+            short_plays.loc[np.unique(play[play >= 0]), "liked"] = True
+
+    live_emb, live_has_emb = _load_embedding(source_dir, embeddings.get("live"), rooms, "room")
+    lives = rooms.drop(columns=[ROW]).assign(has_embedding=live_has_emb)
+    _write(lives, out / "lives.parquet")
+    if live_emb is not None:
+        np.save(out / "live_embedding.npy", live_emb, allow_pickle=False)
+    _write(impressions[["impression_id", "user_id", "live_id", "author_id", "request_ts", "exit_ts", "clicked",
+                        "watch_ms"]], out / "live_impressions.parquet")
+    _write(live_actions, out / "live_actions.parquet")
+    for name, frame in (("users", users), ("authors", authors)):
+        if frame is not None:
+            _write(frame.drop(columns=[ROW]), out / f"{name}.parquet")
+    if photos is not None:
+        photo_emb, photo_has_emb = _load_embedding(source_dir, embeddings.get("photo"), photos, "photo")
+        _write(photos.drop(columns=[ROW]).assign(has_embedding=photo_has_emb), out / "photos.parquet")
+        if photo_emb is not None:
+            np.save(out / "photo_embedding.npy", photo_emb, allow_pickle=False)
+    if short_plays is not None:
+        _write(short_plays[["user_id", "photo_id", "author_id", "start_ts", "end_ts", "watch_ms", "liked"]],
+               out / "short_plays.parquet")
+
+    report = IngestReport(output_dir=out)
+    for name, rows in run.rows_read.items():
+        bad = run.quarantine.total(name)
+        report.tables[name] = {"file": str(source_dir / tables[name].file), "rows": rows, "ok": rows - bad,
+                               "quarantined": bad, "bad_share": bad / rows if rows else 0.0,
+                               "checks": dict(run.quarantine.counts.get(name, {}))}
+        if run.rows_kept.get(name, rows - bad) != rows - bad:  # every row is either kept or quarantined
+            raise AssertionError(f"{name}: {rows} rows read, {run.rows_kept[name]} kept, {bad} quarantined")
+    run.quarantine.write(out / "quarantine.parquet")
+    with open(out / "ingest_report.json", "w") as f:
+        json.dump({"max_bad_share": max_bad_share, "tables": report.tables}, f, indent=2)
+
+    too_bad = {n: t for n, t in report.tables.items() if t["bad_share"] > max_bad_share}
+    if too_bad:
+        details = "; ".join(
+            f"{n} ({t['file']}): {t['quarantined']:,} of {t['rows']:,} rows bad ({t['bad_share']:.1%}), "
+            + ", ".join(f"{k}={v}" for k, v in sorted(t["checks"].items(), key=lambda kv: -kv[1])[:3])
+            for n, t in too_bad.items())
+        raise IngestError(f"too many bad rows (limit data.max_bad_share={max_bad_share:.1%}): {details}. "
+                          f"Rows and reasons: {out / 'quarantine.parquet'}")
+    return report
