@@ -95,10 +95,15 @@ class HistoryStore:
                        **{f: data[f] for f in _FIELDS})
 
     # ---------------------------------------------------------------- as-of queries
-    def query(self, user_id: int, t: int) -> slice:
+    def query(self, user_id: int, t: int, max_events: int | None = None) -> slice:
         """Rows of `user_id`'s most recent interactions known strictly before `t` (oldest first)."""
-        begin, end = self.query_batch(np.array([user_id]), np.array([t]))
-        return slice(int(begin[0]), int(end[0]))
+        max_events = self.max_events if max_events is None else max_events
+        pos = int(np.searchsorted(self.user_ids, user_id))
+        if pos == len(self.user_ids) or self.user_ids[pos] != user_id:
+            return slice(0, 0)
+        seg_begin, seg_end = int(self.offsets[pos]), int(self.offsets[pos + 1])
+        end = seg_begin + int(np.searchsorted(self.ts[seg_begin:seg_end], t, side="left"))
+        return slice(max(seg_begin, end - max_events), end)
 
     def query_batch(self, user_ids: np.ndarray, t: np.ndarray, max_events: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -106,37 +111,33 @@ class HistoryStore:
         recent interactions with ts < t. Unknown users get an empty range."""
         max_events = self.max_events if max_events is None else max_events
         user_ids, t = np.asarray(user_ids, dtype=np.int64), np.asarray(t, dtype=np.int64)
-        pos = np.searchsorted(self.user_ids, user_ids)
-        pos_ok = np.minimum(pos, max(len(self.user_ids) - 1, 0))
-        known = (pos < len(self.user_ids)) & (self.user_ids[pos_ok] == user_ids) if len(self.user_ids) else \
-            np.zeros(len(user_ids), dtype=bool)
-        seg_begin, seg_end = self.offsets[pos_ok], self.offsets[pos_ok + 1]
-        end = seg_begin + self._count_before(pos_ok, t)
-        end = np.where(known, np.minimum(end, seg_end), 0)
-        begin = np.where(known, np.maximum(seg_begin, end - max_events), 0)
+        if len(self.user_ids) == 0:
+            zeros = np.zeros(len(user_ids), dtype=np.int64)
+            return zeros, zeros.copy()
+        pos = np.minimum(np.searchsorted(self.user_ids, user_ids), len(self.user_ids) - 1)
+        known = self.user_ids[pos] == user_ids
+        t_min, stride, keys = self._composite_keys()
+        # Rows are sorted by (user, ts), so keys user_pos * stride + (ts - t_min) are sorted too and
+        # one searchsorted finds, for every query, the first row of its user at or after t.
+        query = pos * stride + np.clip(t - t_min, 0, stride - 1)
+        end = np.searchsorted(keys, query, side="left")
+        end = np.where(known, end, 0)
+        begin = np.where(known, np.maximum(self.offsets[pos], end - max_events), 0)
         return begin, end
 
-    def _count_before(self, user_pos: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """How many of each user's interactions have ts < t: one searchsorted over the composite
-        key user_pos * stride + (ts - t_min), which is sorted because rows are (user, ts) sorted."""
-        if len(self.ts) == 0:
-            return np.zeros(len(t), dtype=np.int64)
-        t_min, t_max = int(self.ts.min()), int(self.ts.max())
-        stride = t_max - t_min + 2
-        if len(self.user_ids) * stride >= 2**62:
-            raise OverflowError(f"history spans {stride} ms over {len(self.user_ids)} users: the composite "
-                                f"(user, time) key does not fit in int64")
-        keys = self._composite_keys(t_min, stride)
-        query = user_pos * stride + np.clip(t - t_min, 0, stride - 1)
-        return np.searchsorted(keys, query, side="left") - self.offsets[user_pos]
-
-    def _composite_keys(self, t_min: int, stride: int) -> np.ndarray:
-        cached = getattr(self, "_keys_cache", None)
-        if cached is None or cached[0] != (t_min, stride):
+    def _composite_keys(self) -> tuple[int, int, np.ndarray]:
+        """(t_min, stride, keys), derived once per store and cached (not part of its state)."""
+        cached = self.__dict__.get("_composite_cache")
+        if cached is None:
+            t_min = int(self.ts.min()) if len(self.ts) else 0
+            stride = (int(self.ts.max()) if len(self.ts) else 0) - t_min + 2
+            if len(self.user_ids) * stride >= 2**62:
+                raise OverflowError(f"history spans {stride} ms over {len(self.user_ids)} users: the composite "
+                                    f"(user, time) key does not fit in int64")
             user_pos = np.repeat(np.arange(len(self.user_ids), dtype=np.int64), np.diff(self.offsets))
-            cached = ((t_min, stride), user_pos * stride + (self.ts - t_min))
-            object.__setattr__(self, "_keys_cache", cached)  # derived once per store, not state
-        return cached[1]
+            cached = (t_min, stride, user_pos * stride + (self.ts - t_min))
+            object.__setattr__(self, "_composite_cache", cached)
+        return cached
 
     def gather(self, begin: np.ndarray, end: np.ndarray, length: int, field: str = "item_id",
                pad: int = -1) -> np.ndarray:

@@ -1,0 +1,22 @@
+"""`make bench`: run every benchmark and print its figures."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from recsys.bench import history_store
+
+BENCHMARKS = {"history_store": history_store.run}
+
+
+@hydra.main(config_path="../../conf", config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    for name in cfg.bench.run:
+        if name not in BENCHMARKS:
+            raise SystemExit(f"unknown benchmark '{name}'; known: {sorted(BENCHMARKS)}")
+        BENCHMARKS[name](cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""As-of lookups per second on a world's interaction-log store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from data_pipelines.history_store import HistoryStore
+from data_pipelines.ingest.pipeline import CANONICAL
+from data_pipelines.jobs import HISTORY_FILE, run_build_history, run_ingest, run_simulation
+
+
+def ensure_world(cfg: DictConfig) -> Path:
+    """The data set's directory, simulating the world first if its history store is missing."""
+    data_dir = Path(cfg.data.output_dir)
+    if not (data_dir / HISTORY_FILE).exists():
+        print(f"[bench] {data_dir / HISTORY_FILE} missing: simulating world '{cfg.world.name}' first")
+        run_simulation(cfg)
+        run_ingest(cfg)
+        run_build_history(cfg)
+    return data_dir
+
+
+def _request_sample(data_dir: Path, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(user, request time) pairs of real live impressions, as the stream engine will query them."""
+    impressions = pd.read_parquet(data_dir / CANONICAL / "live_impressions.parquet", columns=["user_id", "request_ts"])
+    pick = rng.integers(0, len(impressions), size=n)
+    return impressions["user_id"].to_numpy()[pick], impressions["request_ts"].to_numpy()[pick]
+
+
+def run(cfg: DictConfig) -> dict:
+    bc = cfg.bench.history_store
+    data_dir = ensure_world(cfg)
+    store = HistoryStore.load(data_dir / HISTORY_FILE)
+    rng = np.random.default_rng(0)
+    users, ts = _request_sample(data_dir, bc.batch_queries, rng)
+
+    store.query_batch(users[:10], ts[:10])  # builds the composite key once, as a long-lived store would
+    start = time.perf_counter()
+    for u, t in zip(users[: bc.single_queries], ts[: bc.single_queries]):
+        store.query(int(u), int(t))
+    single_qps = bc.single_queries / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    begin, end = store.query_batch(users, ts)
+    batch_s = time.perf_counter() - start
+    start = time.perf_counter()
+    store.gather(begin, end, bc.sequence_length, "item_id")
+    gather_s = time.perf_counter() - start
+
+    figures = {
+        "interactions": len(store),
+        "users": len(store.user_ids),
+        "single_queries_per_s": single_qps,
+        "batched_queries_per_s": bc.batch_queries / batch_s,
+        "batched_with_gather_per_s": bc.batch_queries / (batch_s + gather_s),
+        "mean_events_before_request": float((end - begin).mean()),
+    }
+    print(f"history store ({data_dir.name}: {figures['interactions']:,} interactions, {figures['users']:,} users)")
+    print(f"  as-of lookup, one at a time          {figures['single_queries_per_s']:>14,.0f} queries/s")
+    print(f"  as-of lookup, batches of {bc.batch_queries:,}  {figures['batched_queries_per_s']:>14,.0f} queries/s")
+    print(f"  ... plus gathering the latest {bc.sequence_length} ids {figures['batched_with_gather_per_s']:>10,.0f} queries/s")
+    print(f"  mean interactions before a request   {figures['mean_events_before_request']:>14,.1f}")
+    return figures
