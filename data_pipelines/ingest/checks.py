@@ -17,22 +17,28 @@ from data_pipelines.ingest.schema import FLOAT, INT
 class Failure:
     check: str  # short name, counted in the report
     mask: np.ndarray  # [len(frame)] True where the row fails
-    reasons: pd.Series | str  # per failing row, or one message for all
+    reasons: pd.Series | str  # one message per failing row (in row order), or one for all
+    records: pd.DataFrame | None = None  # the failing rows as read, when the frame's values were converted
 
 
 def reject(frame: pd.DataFrame, failures: list[Failure], table: str, file: str, quarantine: Quarantine,
-           source_columns: list[str]) -> pd.DataFrame:
+           record_columns: dict[str, str]) -> pd.DataFrame:
     """Quarantine rows that fail any of `failures` (under the first failing check) and return the
-    rest. Failures are applied in order, so a row is reported once."""
+    rest. `record_columns` maps the frame's canonical names to the source names used in records."""
     bad = np.zeros(len(frame), dtype=bool)
     for failure in failures:
         newly = failure.mask & ~bad
         if newly.any():
+            among_failing = np.flatnonzero(newly[failure.mask])
             reasons = failure.reasons
-            if isinstance(reasons, pd.Series):  # one message per failing row, in row order
-                reasons = reasons.iloc[np.flatnonzero(newly[failure.mask])]
-            rows = frame.loc[newly]
-            quarantine.add(table, file, rows[ROW], failure.check, reasons, rows[source_columns])
+            if isinstance(reasons, pd.Series):
+                reasons = reasons.iloc[among_failing]
+            if failure.records is not None:
+                records = failure.records.iloc[among_failing]
+            else:
+                records = frame.loc[newly]
+            records = records[list(record_columns)].rename(columns=record_columns)
+            quarantine.add(table, file, frame.loc[newly, ROW], failure.check, reasons, records)
         bad |= failure.mask
     return frame.loc[~bad].reset_index(drop=True)
 
@@ -48,14 +54,16 @@ def coerce_types(frame: pd.DataFrame, fields: dict[str, str]) -> tuple[pd.DataFr
         values = pd.to_numeric(raw, errors="coerce")
         missing = raw.isna().to_numpy()
         not_number = values.isna().to_numpy() & ~missing
-        failures.append(Failure(f"missing:{name}", missing, f"{name}: missing value"))
+        failures.append(Failure(f"missing:{name}", missing, f"{name}: missing value", frame.loc[missing]))
         failures.append(Failure(f"type:{name}", not_number,
-                                f"{name}: not a number (" + raw[not_number].astype(str) + ")"))
+                                f"{name}: not a number (" + raw[not_number].astype(str) + ")",
+                                frame.loc[not_number]))
         ok = ~(missing | not_number)
         if kind == INT:
             fractional = ok & (np.floor(values.fillna(0)) != values.fillna(0)).to_numpy()
             failures.append(Failure(f"type:{name}", fractional,
-                                    f"{name}: not an integer (" + raw[fractional].astype(str) + ")"))
+                                    f"{name}: not an integer (" + raw[fractional].astype(str) + ")",
+                                    frame.loc[fractional]))
             ok &= ~fractional
             out[name] = np.where(ok, values.fillna(0), 0).astype(np.int64)
         else:

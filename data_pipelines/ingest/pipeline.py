@@ -84,9 +84,9 @@ class _Run:
 
     def reject(self, name: str, frame: pd.DataFrame, failures: list[checks.Failure]) -> pd.DataFrame:
         spec = self.tables[name]
-        source_columns = [*spec.columns.keys(), *spec.keep]
+        record_columns = {**dict(spec.columns), **{c: c for c in spec.keep}}
         return checks.reject(frame, failures, name, str(self.source_dir / spec.file), self.quarantine,
-                             source_columns)
+                             record_columns)
 
     def done(self, name: str, frame: pd.DataFrame | None) -> None:
         if frame is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from pathlib import Path
 
@@ -22,8 +23,9 @@ class IngestError(RuntimeError):
 
 
 def _csv_header(path: Path) -> list[str]:
-    with pa.input_stream(str(path), compression="detect") as stream:
-        first_line = stream.readline().decode("utf-8-sig")
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as stream:
+        first_line = stream.readline()
     if not first_line.strip():
         raise IngestError(f"{path}: empty file, expected a CSV header")
     return next(csv.reader([first_line]))

@@ -1,0 +1,144 @@
+"""The simulated world: deterministic by seed, and showing the phenomena Moment&Cross relies on.
+
+Every figure here is recomputed from the written KuaiLive-schema tables and the saved highlight
+segments, not taken from the simulator's own summary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from data_pipelines.world.config import WorldConfig
+from tests.conftest import BuiltWorld, build_world, compose_config
+
+SMALL = ["world=tiny", "world.n_users=300", "world.users_per_chunk=200"]
+
+
+def read(world: BuiltWorld, name: str) -> pd.DataFrame:
+    return pd.read_parquet(world.raw / f"{name}.parquet")
+
+
+def raw_tables_equal(a: BuiltWorld, b: BuiltWorld) -> bool:
+    for path in sorted(a.raw.glob("*.parquet")):
+        if not pd.read_parquet(path).equals(pd.read_parquet(b.raw / path.name)):
+            return False
+    return all(np.array_equal(np.load(p), np.load(b.raw / p.name)) for p in a.raw.glob("*.npy"))
+
+
+def test_same_seed_gives_identical_world(tmp_path):
+    first = build_world(tmp_path / "a", SMALL)
+    second = build_world(tmp_path / "b", SMALL)
+    assert raw_tables_equal(first, second)
+    assert pd.read_parquet(first.truth / "highlights.parquet").equals(
+        pd.read_parquet(second.truth / "highlights.parquet"))
+
+
+def test_other_seed_gives_other_world(tmp_path):
+    first = build_world(tmp_path / "a", SMALL)
+    other = build_world(tmp_path / "b", [*SMALL, "world.seed=1"])
+    assert not read(first, "click").equals(read(other, "click"))
+
+
+def impressions_with_highlight_flag(world: BuiltWorld) -> pd.DataFrame:
+    """Clicks and negatives, each flagged if its timestamp lies in a highlight segment of its room."""
+    clicks = read(world, "click").assign(clicked=True)
+    negatives = read(world, "negative").assign(clicked=False)
+    imps = pd.concat([clicks, negatives], ignore_index=True).reset_index(names="imp")
+    segments = pd.read_parquet(world.truth / "highlights.parquet")
+    pairs = imps[["imp", "live_id", "timestamp"]].merge(segments, on="live_id")
+    inside = pairs[(pairs["timestamp"] >= pairs["start_timestamp"]) & (pairs["timestamp"] < pairs["end_timestamp"])]
+    imps["in_highlight"] = imps["imp"].isin(inside["imp"])
+    imps["room_has_highlight"] = imps["live_id"].isin(segments["live_id"])
+    return imps
+
+
+def test_ctr_inside_highlights_is_at_least_twice_outside(tiny_world):
+    imps = impressions_with_highlight_flag(tiny_world)
+    same_rooms = imps[imps["room_has_highlight"]]
+    ctr_in = same_rooms.loc[same_rooms["in_highlight"], "clicked"].mean()
+    ctr_out = same_rooms.loc[~same_rooms["in_highlight"], "clicked"].mean()
+    assert same_rooms["in_highlight"].sum() > 500
+    assert ctr_in >= 2.0 * ctr_out, (ctr_in, ctr_out)
+
+
+def test_watch_time_rises_inside_highlights(tiny_world):
+    imps = impressions_with_highlight_flag(tiny_world)
+    clicks = imps[imps["clicked"] & imps["room_has_highlight"]]
+    assert (clicks.loc[clicks["in_highlight"], "watch_live_time"].median()
+            > clicks.loc[~clicks["in_highlight"], "watch_live_time"].median())
+
+
+def test_exposures_are_about_nine_short_videos_to_one_live(tiny_world):
+    n_short = len(read(tiny_world, "photo_play"))
+    n_live = len(read(tiny_world, "click")) + len(read(tiny_world, "negative"))
+    assert 8.0 <= n_short / n_live <= 10.5
+
+
+def gift_delays_ms(world: BuiltWorld) -> np.ndarray:
+    """Delay of each gift after the entry of the click whose stay holds it."""
+    clicks = read(world, "click")
+    gifts = read(world, "gift").reset_index(names="gift")
+    pairs = gifts.merge(clicks, on=["user_id", "live_id"], suffixes=("", "_click"))
+    enclosing = pairs[(pairs["timestamp_click"] <= pairs["timestamp"])
+                      & (pairs["timestamp"] <= pairs["timestamp_click"] + pairs["watch_live_time"])]
+    assert enclosing["gift"].nunique() == len(gifts), "every gift lies inside a stay"
+    return (enclosing["timestamp"] - enclosing["timestamp_click"]).to_numpy()
+
+
+def test_some_gifts_arrive_after_five_minutes_and_after_an_hour(tiny_world):
+    delays = gift_delays_ms(tiny_world)
+    assert len(delays) > 100
+    assert (delays > 5 * 60_000).mean() > 0.2
+    assert (delays > 60 * 60_000).mean() > 0.03
+
+
+def test_live_authors_also_post_short_videos(tiny_world):
+    streamers = set(read(tiny_world, "room")["streamer_id"])
+    photo_authors = set(read(tiny_world, "photo")["author_id"])
+    assert len(streamers) > 20
+    assert len(streamers & photo_authors) / len(streamers) > 0.9
+
+
+def test_long_tail_of_light_users(tiny_world):
+    users = read(tiny_world, "user")["user_id"]
+    plays = read(tiny_world, "photo_play")["user_id"].value_counts().reindex(users, fill_value=0)
+    live_clicks = read(tiny_world, "click")["user_id"].value_counts().reindex(users, fill_value=0)
+    assert (live_clicks <= 2).mean() > 0.5  # most users barely touch lives
+    top_decile = np.sort(plays.to_numpy())[::-1][: len(users) // 10]
+    assert top_decile.sum() / plays.sum() > 0.3  # a heavy head
+
+
+def test_content_embeddings_track_latent_interest(tiny_world):
+    latent = np.load(tiny_world.truth / "latent.npz")
+    emb = np.load(tiny_world.raw / "live_embedding.npy")
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, len(emb), 500), rng.integers(0, len(emb), 500)
+    emb_dot = np.einsum("nd,nd->n", emb[a], emb[b])
+    latent_dot = np.einsum("nd,nd->n", latent["room"][a], latent["room"][b])
+    assert np.corrcoef(emb_dot, latent_dot)[0, 1] > 0.8
+
+
+def test_simulated_logs_pass_ingestion_untouched(tiny_world):
+    report = json.loads((tiny_world.canonical / "ingest_report.json").read_text())
+    assert {name: t["quarantined"] for name, t in report["tables"].items()} == {
+        name: 0 for name in report["tables"]}
+    assert report["tables"]["click"]["rows"] == len(read(tiny_world, "click"))
+
+
+@pytest.mark.parametrize("name", ["tiny", "default", "large"])
+def test_every_world_config_builds(name):
+    cfg = compose_config("simulate", [f"world={name}"])
+    world = instantiate(cfg.world, _convert_="all")
+    assert isinstance(world, WorldConfig) and world.name == name
+
+
+def test_invalid_world_config_is_named():
+    cfg = compose_config("simulate", ["world=tiny", "world.live_share=1.5"])
+    # Hydra wraps the constructor's ValueError; its message must still name world and field.
+    with pytest.raises(InstantiationException, match="world 'tiny': live_share must be in"):
+        instantiate(cfg.world, _convert_="all")
