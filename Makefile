@@ -47,7 +47,7 @@ simulate: ## simulate a world, ingest it, build its history store (ARGS="world=t
 ingest: ## ingest KuaiLive-schema logs (ARGS="data=kuailive data.source_dir=/path data.name=kuailive")
 	$(PY) -m data_pipelines.ingest $(ARGS)
 
-history: ## (re)build the interaction-log store from canonical tables (ARGS="data.name=tiny")
+history: ## rebuild the interaction-log store from canonical tables (ARGS="world=tiny" or "data=kuailive")
 	$(PY) -m data_pipelines.build_history $(ARGS)
 
 bench: ## every benchmark, figures printed (ARGS="world=default")

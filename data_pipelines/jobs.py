@@ -40,7 +40,8 @@ def run_ingest(cfg: DictConfig) -> IngestReport:
     embeddings = {name: None if spec is None else EmbeddingSource(**OmegaConf.to_container(spec))
                   for name, spec in (data.get("embeddings") or {}).items()}
     return ingest(data.source_dir, data.output_dir, tables, embeddings,
-                  max_bad_share=data.max_bad_share, attribution_grace_ms=data.attribution_grace_ms)
+                  max_bad_share=data.max_bad_share, attribution_grace_ms=data.attribution_grace_ms,
+                  progress=cfg.get("progress", True))
 
 
 def run_build_history(cfg: DictConfig) -> tuple[HistoryStore, Path]:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from data_pipelines.ingest import checks
 from data_pipelines.ingest.quarantine import Quarantine
@@ -56,9 +57,11 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
 class _Run:
     """State of one ingestion run: the sources, the quarantine, the per-table counts."""
 
-    def __init__(self, source_dir: Path, tables: dict[str, TableSource | None]):
+    def __init__(self, source_dir: Path, tables: dict[str, TableSource | None], progress: bool):
         self.source_dir = source_dir
         self.tables = tables
+        self.progress = tqdm(total=sum(spec is not None for spec in tables.values()), desc="ingest",
+                             unit="table", disable=not progress)
         self.quarantine = Quarantine()
         self.rows_read: dict[str, int] = {}
         self.rows_kept: dict[str, int] = {}
@@ -75,6 +78,8 @@ class _Run:
         if unmapped:
             raise IngestError(f"data.tables.{name}.columns does not map the canonical field(s) {unmapped}")
         path = self.source_dir / spec.file
+        self.progress.set_postfix_str(spec.file)
+        self.progress.update()
         frame = read_source(path, name, spec.columns, list(spec.keep), self.quarantine)
         self.rows_read[name] = len(frame) + self.quarantine.total(name)  # malformed CSV rows count as read
         typed = {**schema.fields, **{f: t for f, t in schema.optional_fields.items() if f in spec.columns}}
@@ -119,7 +124,7 @@ def _load_embedding(source_dir: Path, spec: EmbeddingSource | None, items: pd.Da
 
 def ingest(source_dir: str | Path, output_dir: str | Path, tables: dict[str, TableSource | None],
            embeddings: dict[str, EmbeddingSource | None] | None = None, max_bad_share: float = 0.01,
-           attribution_grace_ms: int = 0) -> IngestReport:
+           attribution_grace_ms: int = 0, progress: bool = False) -> IngestReport:
     """Validate the source tables and write canonical ones under `output_dir/canonical/`.
 
     Raises IngestError for structural problems (missing file or column) at once, and after
@@ -128,7 +133,7 @@ def ingest(source_dir: str | Path, output_dir: str | Path, tables: dict[str, Tab
     source_dir, out = Path(source_dir), Path(output_dir) / CANONICAL
     out.mkdir(parents=True, exist_ok=True)
     embeddings = embeddings or {}
-    run = _Run(source_dir, tables)
+    run = _Run(source_dir, tables, progress)
 
     rooms = run.load("room")
     rooms = run.reject("room", rooms, [checks.ends_before_start(rooms, "start_ts", "end_ts")])
@@ -236,6 +241,7 @@ def ingest(source_dir: str | Path, output_dir: str | Path, tables: dict[str, Tab
                                "checks": dict(run.quarantine.counts.get(name, {}))}
         if run.rows_kept.get(name, rows - bad) != rows - bad:  # every row is either kept or quarantined
             raise AssertionError(f"{name}: {rows} rows read, {run.rows_kept[name]} kept, {bad} quarantined")
+    run.progress.close()
     run.quarantine.write(out / "quarantine.parquet")
     with open(out / "ingest_report.json", "w") as f:
         json.dump({"max_bad_share": max_bad_share, "tables": report.tables}, f, indent=2)
