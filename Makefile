@@ -7,9 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 ARGS ?=
+# Where the torch CPU wheel lies on this kind of machine; any folder of wheels works.
+TORCH_FIND_LINKS ?= /opt/wheels
+FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu check-stack test test-full simulate ingest history bench clean
+.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -18,19 +21,23 @@ help: ## list the targets
 setup: ## create .venv and install the pinned CPU stack (torch+cpu, fbgemm-gpu-cpu, torchrec --no-deps, project)
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet --only-binary=:all: -r requirements/torch-cpu.txt
+	$(PIP) install --quiet --only-binary=:all: $(FIND_LINKS) -r requirements/torch-cpu.txt
 	$(PIP) install --quiet -c requirements/constraints-cpu.txt "fbgemm-gpu-cpu==1.8.0"
 	$(PIP) install --quiet --no-deps "torchrec==1.8.0"
 	$(PIP) install --quiet -c requirements/constraints-cpu.txt -e ".[dev]"
 	$(MAKE) --no-print-directory check-stack
 
-setup-gpu: ## create .venv with the CUDA stack (run on a GPU machine; see README "GPU install")
+setup-gpu: install-gpu check-gpu ## create .venv with the CUDA stack and check a GPU is visible (GPU machines only)
+
+install-gpu: ## install the CUDA stack into .venv without checking for a GPU (used by docker/train-gpu.Dockerfile)
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "torch==2.13.0" "fbgemm-gpu==1.8.0"
 	$(PIP) install --quiet --no-deps "torchrec==1.8.0"
-	$(PIP) install --quiet -e ".[dev]"
-	$(PY) -c "import torch, fbgemm_gpu, torchrec; assert torch.cuda.is_available(), 'CUDA torch installed but no GPU visible'; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+	$(PIP) install --quiet "torch==2.13.0" -e ".[dev]"
+
+check-gpu: ## verify the CUDA stack imports and sees a GPU
+	$(PY) -c "import torch, fbgemm_gpu, torchrec; assert torch.cuda.is_available(), 'CUDA torch installed but no GPU visible'; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count())"
 
 check-stack: ## verify the installed stack is the CPU build and imports
 	@$(PY) -m recsys.stack_check
