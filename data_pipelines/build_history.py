@@ -5,13 +5,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from data_pipelines.jobs import run_build_history
+from data_pipelines.jobs import describe_history, run_build_history
 
 
 @hydra.main(config_path="../conf", config_name="simulate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    store, path = run_build_history(cfg)
-    print(f"history store -> {path}: {len(store):,} interactions of {len(store.user_ids):,} users")
+    print(describe_history(*run_build_history(cfg)))
 
 
 if __name__ == "__main__":

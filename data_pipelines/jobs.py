@@ -57,3 +57,28 @@ def run_build_history(cfg: DictConfig) -> tuple[HistoryStore, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     store.save(path)
     return store, path
+
+
+def describe_ingest(report: IngestReport) -> str:
+    return "\n".join([f"ingested -> {report.output_dir}", *("  " + line for line in report.summary_lines())])
+
+
+def describe_history(store: HistoryStore, path: Path) -> str:
+    return f"history store -> {path}: {len(store):,} interactions of {len(store.user_ids):,} users"
+
+
+def describe_simulation(result: SimulationResult) -> str:
+    s = result.summary
+    return "\n".join([
+        f"world '{s['world']}' (seed {s['seed']}) -> {result.raw_dir.parent}",
+        f"  users {s['users']:,}  authors {s['authors']:,}  rooms {s['rooms']:,}  "
+        f"highlight segments {s['highlight_segments']:,}",
+        f"  exposures: short video {s['short_video_exposures']:,}  live {s['live_impressions']:,}  "
+        f"(ratio {s['short_to_live_ratio']}:1)",
+        f"  live clicks {s['live_clicks']:,}  CTR {s['ctr']:.3f}  inside highlights "
+        f"{s['ctr_inside_highlights']:.3f}  outside (same rooms) {s['ctr_outside_highlights_same_rooms']:.3f}",
+        f"  likes {s['likes']:,}  comments {s['comments']:,}  gifts {s['gifts']:,}: <=5 min "
+        f"{s['gifts_within_5min']:,}  5 min-1 h {s['gifts_5min_to_1h']:,}  >1 h {s['gifts_after_1h']:,}",
+        f"  live authors who also post short videos {s['live_authors_with_short_videos']:,}  "
+        f"users with <=2 live clicks {s['users_with_at_most_2_live_clicks_share']:.0%}",
+    ])

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from data_pipelines.ingest.reader import IngestError
-from data_pipelines.jobs import run_build_history, run_ingest
+from data_pipelines.jobs import describe_history, describe_ingest, run_build_history, run_ingest
 
 
 @hydra.main(config_path="../../conf", config_name="ingest", version_base="1.3")
@@ -18,11 +18,8 @@ def main(cfg: DictConfig) -> None:
     except IngestError as exc:
         print(f"ingest failed: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(f"ingested -> {report.output_dir}")
-    print("\n".join("  " + line for line in report.summary_lines()))
-    store, path = run_build_history(cfg)
-    print(f"history store -> {path}: {len(store):,} interactions of {len(store.user_ids):,} users")
-
+    print(describe_ingest(report))
+    print(describe_history(*run_build_history(cfg)))
 
 if __name__ == "__main__":
     main()

@@ -135,6 +135,34 @@ def ingest(source_dir: str | Path, output_dir: str | Path, tables: dict[str, Tab
     embeddings = embeddings or {}
     run = _Run(source_dir, tables, progress)
 
+    rooms, impressions, live_actions = _live_domain(run, attribution_grace_ms)
+    live_emb, live_has_emb = _load_embedding(source_dir, embeddings.get("live"), rooms, "room")
+    _write(rooms.drop(columns=[ROW]).assign(has_embedding=live_has_emb), out / "lives.parquet")
+    if live_emb is not None:
+        np.save(out / "live_embedding.npy", live_emb, allow_pickle=False)
+    _write(impressions, out / "live_impressions.parquet")
+    _write(live_actions, out / "live_actions.parquet")
+
+    for name, canonical_name in (("user", "users"), ("streamer", "authors")):
+        profiles = run.load(name)
+        run.done(name, profiles)
+        if profiles is not None:
+            _write(profiles.drop(columns=[ROW]), out / f"{canonical_name}.parquet")
+
+    photos, short_plays = _short_domain(run, attribution_grace_ms)
+    if photos is not None:
+        photo_emb, photo_has_emb = _load_embedding(source_dir, embeddings.get("photo"), photos, "photo")
+        _write(photos.drop(columns=[ROW]).assign(has_embedding=photo_has_emb), out / "photos.parquet")
+        if photo_emb is not None:
+            np.save(out / "photo_embedding.npy", photo_emb, allow_pickle=False)
+    if short_plays is not None:
+        _write(short_plays, out / "short_plays.parquet")
+    run.progress.close()
+    return _finish(run, out, max_bad_share)
+
+
+def _live_domain(run: _Run, grace_ms: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Rooms; impressions (clicks and negatives, with exit times); actions attributed to stays."""
     rooms = run.load("room")
     rooms = run.reject("room", rooms, [checks.ends_before_start(rooms, "start_ts", "end_ts")])
     run.done("room", rooms)
@@ -165,6 +193,8 @@ def ingest(source_dir: str | Path, output_dir: str | Path, tables: dict[str, Tab
     ], ignore_index=True).rename(columns={"ts": "request_ts"})
     impressions = impressions.sort_values(["request_ts", "user_id", "live_id"], kind="stable").reset_index(drop=True)
     impressions.insert(0, "impression_id", np.arange(len(impressions), dtype=np.int64))
+    impressions = impressions[["impression_id", "user_id", "live_id", "author_id", "request_ts", "exit_ts",
+                               "clicked", "watch_ms"]]
     stays = impressions[impressions["clicked"]]
 
     actions = []
@@ -173,75 +203,57 @@ def ingest(source_dir: str | Path, output_dir: str | Path, tables: dict[str, Tab
         if frame is None:
             continue
         stay, failure = checks.attribute(frame, stays, ["user_id", "live_id"], "request_ts", "exit_ts",
-                                         attribution_grace_ms, "click's stay by this user in this room")
-        frame = frame.assign(impression_id=np.where(stay >= 0, stays["impression_id"].to_numpy()[np.maximum(stay, 0)], -1))
-        frame = run.reject(name, frame, [failure])
+                                         grace_ms, "click's stay by this user in this room")
+        impression_id = stays["impression_id"].to_numpy()[np.maximum(stay, 0)]
+        frame = run.reject(name, frame.assign(impression_id=np.where(stay >= 0, impression_id, -1)), [failure])
         run.done(name, frame)
         actions.append(frame.assign(action=np.int8(ACTION_CODES[name]),
                                     gift_price=frame["gift_price"] if "gift_price" in frame else 0.0))
-    action_columns = ["impression_id", "user_id", "live_id", "author_id", "ts", "action", "gift_price"]
-    live_actions = (pd.concat(actions, ignore_index=True)[action_columns] if actions
-                    else pd.DataFrame({c: pd.Series(dtype="int64") for c in action_columns}))
+    columns = ["impression_id", "user_id", "live_id", "author_id", "ts", "action", "gift_price"]
+    live_actions = (pd.concat(actions, ignore_index=True)[columns] if actions
+                    else pd.DataFrame({c: pd.Series(dtype="int64") for c in columns}))
     live_actions = live_actions.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
+    return rooms, impressions, live_actions
 
-    users = run.load("user")
-    run.done("user", users)
-    authors = run.load("streamer")
-    run.done("streamer", authors)
+
+def _short_domain(run: _Run, grace_ms: int) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Photos, and plays with their author, watch time and whether a like fell inside them."""
     photos = run.load("photo")
     run.done("photo", photos)
     plays = run.load("photo_play")
-    short_plays = None
-    if plays is not None:
-        failures = [checks.ends_before_start(plays, "start_ts", "end_ts")]
-        if photos is not None:
-            failures.append(checks.known_ids(plays, "photo_id", photos["photo_id"], "photo"))
-        plays = run.reject("photo_play", plays, failures)
-        run.done("photo_play", plays)
-        short_plays = plays.sort_values(["start_ts", "user_id"], kind="stable").reset_index(drop=True)
-        if photos is not None:
-            short_plays["author_id"] = photos.set_index("photo_id")["author_id"].reindex(short_plays["photo_id"]).to_numpy()
-        elif "author_id" not in short_plays:
-            short_plays["author_id"] = -1
-        short_plays["watch_ms"] = short_plays["end_ts"] - short_plays["start_ts"]
-        short_plays["liked"] = False
-        likes = run.load("photo_like")
-        if likes is not None:
-            play, failure = checks.attribute(likes, short_plays, ["user_id", "photo_id"], "start_ts", "end_ts",
-                                             attribution_grace_ms, "play of this photo by this user")
-            run.reject("photo_like", likes, [failure])
-            run.done("photo_like", likes[play >= 0])
-            short_plays.loc[np.unique(play[play >= 0]), "liked"] = True
-
-    live_emb, live_has_emb = _load_embedding(source_dir, embeddings.get("live"), rooms, "room")
-    lives = rooms.drop(columns=[ROW]).assign(has_embedding=live_has_emb)
-    _write(lives, out / "lives.parquet")
-    if live_emb is not None:
-        np.save(out / "live_embedding.npy", live_emb, allow_pickle=False)
-    _write(impressions[["impression_id", "user_id", "live_id", "author_id", "request_ts", "exit_ts", "clicked",
-                        "watch_ms"]], out / "live_impressions.parquet")
-    _write(live_actions, out / "live_actions.parquet")
-    for name, frame in (("users", users), ("authors", authors)):
-        if frame is not None:
-            _write(frame.drop(columns=[ROW]), out / f"{name}.parquet")
+    if plays is None:
+        return photos, None
+    failures = [checks.ends_before_start(plays, "start_ts", "end_ts")]
     if photos is not None:
-        photo_emb, photo_has_emb = _load_embedding(source_dir, embeddings.get("photo"), photos, "photo")
-        _write(photos.drop(columns=[ROW]).assign(has_embedding=photo_has_emb), out / "photos.parquet")
-        if photo_emb is not None:
-            np.save(out / "photo_embedding.npy", photo_emb, allow_pickle=False)
-    if short_plays is not None:
-        _write(short_plays[["user_id", "photo_id", "author_id", "start_ts", "end_ts", "watch_ms", "liked"]],
-               out / "short_plays.parquet")
+        failures.append(checks.known_ids(plays, "photo_id", photos["photo_id"], "photo"))
+    plays = run.reject("photo_play", plays, failures)
+    run.done("photo_play", plays)
+    plays = plays.sort_values(["start_ts", "user_id"], kind="stable").reset_index(drop=True)
+    if photos is not None:  # the photo table is the authority on authorship
+        plays["author_id"] = photos.set_index("photo_id")["author_id"].reindex(plays["photo_id"]).to_numpy()
+    elif "author_id" not in plays:
+        plays["author_id"] = -1
+    plays["watch_ms"] = plays["end_ts"] - plays["start_ts"]
+    plays["liked"] = False
+    likes = run.load("photo_like")
+    if likes is not None:
+        play, failure = checks.attribute(likes, plays, ["user_id", "photo_id"], "start_ts", "end_ts", grace_ms,
+                                         "play of this photo by this user")
+        run.done("photo_like", run.reject("photo_like", likes, [failure]))
+        plays.loc[np.unique(play[play >= 0]), "liked"] = True
+    return photos, plays[["user_id", "photo_id", "author_id", "start_ts", "end_ts", "watch_ms", "liked"]]
 
+
+def _finish(run: _Run, out: Path, max_bad_share: float) -> IngestReport:
+    """Write the quarantine and the report; fail if some table has too many bad rows."""
     report = IngestReport(output_dir=out)
     for name, rows in run.rows_read.items():
         bad = run.quarantine.total(name)
-        report.tables[name] = {"file": str(source_dir / tables[name].file), "rows": rows, "ok": rows - bad,
+        report.tables[name] = {"file": str(run.source_dir / run.tables[name].file), "rows": rows, "ok": rows - bad,
                                "quarantined": bad, "bad_share": bad / rows if rows else 0.0,
                                "checks": dict(run.quarantine.counts.get(name, {}))}
-        if run.rows_kept.get(name, rows - bad) != rows - bad:  # every row is either kept or quarantined
+        if run.rows_kept[name] != rows - bad:  # every row read is either kept or quarantined
             raise AssertionError(f"{name}: {rows} rows read, {run.rows_kept[name]} kept, {bad} quarantined")
-    run.progress.close()
     run.quarantine.write(out / "quarantine.parquet")
     with open(out / "ingest_report.json", "w") as f:
         json.dump({"max_bad_share": max_bad_share, "tables": report.tables}, f, indent=2)

@@ -14,11 +14,13 @@ from tqdm import tqdm
 from data_pipelines.world.config import HOUR_MS, MINUTE_MS, WorldConfig
 from data_pipelines.world.exposures import draw_exposures, live_coverage, outside_own_stays, unique_rows
 from data_pipelines.world.feedback import COMMENT, GIFT, LIKE, live_outcomes, short_outcomes
-from data_pipelines.world.latent import build_population
-from data_pipelines.world.rooms import LiveNowIndex, build_highlights, build_rooms
+from data_pipelines.world.latent import Population, build_population
+from data_pipelines.world.rooms import Highlights, LiveNowIndex, Rooms, build_highlights, build_rooms
 
 # Sub-streams of the world's seed: entities, rooms, then one per user chunk.
 _POPULATION_STREAM, _ROOM_STREAM, _CHUNK_STREAM = 0, 1, 2
+
+Columns = dict[str, np.ndarray]  # a table as named, equally long columns
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,58 @@ class SimulationResult:
     summary: dict
 
 
-def _write(table: dict[str, np.ndarray], path: Path) -> None:
+@dataclass(frozen=True)
+class _World:
+    """Everything fixed before users act."""
+
+    cfg: WorldConfig
+    pop: Population
+    rooms: Rooms
+    highlights: Highlights
+    live_now: LiveNowIndex
+    coverage: float
+
+
+def _take(columns: Columns, index: np.ndarray) -> Columns:
+    return {name: values[index] for name, values in columns.items()}
+
+
+def _concat(parts: list[Columns]) -> Columns:
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _sorted_by(columns: Columns, *keys: str) -> Columns:
+    """Rows ordered by `keys`, the first one primary."""
+    return _take(columns, np.lexsort([columns[k] for k in reversed(keys)]))
+
+
+def _write(table: Columns, path: Path) -> None:
     pq.write_table(pa.table(table), path, compression="zstd")
+
+
+def _simulate_users(world: _World, users: np.ndarray, rng: np.random.Generator) -> tuple[Columns, Columns, Columns]:
+    """Short plays, live impressions and in-room actions of one chunk of users (simulated time)."""
+    cfg, pop = world.cfg, world.pop
+    exp = draw_exposures(cfg, pop, world.rooms, world.live_now, world.coverage, users, rng)
+
+    keep = unique_rows(exp.short_user, exp.short_photo, exp.short_t)
+    user, photo, t = exp.short_user[keep], exp.short_photo[keep], exp.short_t[keep]
+    played = short_outcomes(cfg, pop, user, photo, t, rng)
+    short = {"user": user, "photo": photo, "t": t, "leave_t": played.leave_t, "liked": played.liked,
+             "like_t": played.like_t}
+
+    keep = unique_rows(exp.live_user, exp.live_room, exp.live_t)
+    user, room, t = exp.live_user[keep], exp.live_room[keep], exp.live_t[keep]
+    outcome, actions = live_outcomes(cfg, pop, world.rooms, world.highlights, user, room, t, rng)
+    keep = outside_own_stays(user, room, t, outcome.exit_t)
+    live = _take({"user": user, "room": room, "t": t, "clicked": outcome.clicked, "exit_t": outcome.exit_t,
+                  "true_ctr": outcome.true_ctr, "segment": outcome.highlight_segment,
+                  "intensity": outcome.highlight_intensity}, keep)
+    kept = keep[actions.impression]
+    imp = actions.impression[kept]
+    action = {"user": user[imp], "room": room[imp], "entry_t": t[imp], "kind": actions.kind[kept],
+              "t": actions.t[kept], "gift_price": actions.gift_price[kept]}
+    return short, live, action
 
 
 def simulate_world(cfg: WorldConfig, out_dir: Path, progress: bool = True) -> SimulationResult:
@@ -43,147 +95,116 @@ def simulate_world(cfg: WorldConfig, out_dir: Path, progress: bool = True) -> Si
     rooms = build_rooms(cfg, pop, room_rng)
     highlights = build_highlights(cfg, rooms, room_rng)
     live_now = LiveNowIndex.build(rooms, cfg.span_ms)
-    coverage = live_coverage(cfg, live_now)
+    world = _World(cfg, pop, rooms, highlights, live_now, live_coverage(cfg, live_now))
 
-    parts: dict[str, list] = {name: [] for name in ("short", "live", "action")}
+    shorts, lives, actions = [], [], []
     chunks = range(0, cfg.n_users, cfg.users_per_chunk)
-    for chunk_index, first_user in enumerate(tqdm(chunks, desc=f"simulate {cfg.name}", unit="chunk",
-                                                  disable=not progress)):
-        rng = np.random.default_rng([cfg.seed, _CHUNK_STREAM, chunk_index])
+    for index, first_user in enumerate(tqdm(chunks, desc=f"simulate {cfg.name}", unit="chunk", disable=not progress)):
         users = np.arange(first_user, min(first_user + cfg.users_per_chunk, cfg.n_users))
-        exp = draw_exposures(cfg, pop, rooms, live_now, coverage, users, rng)
-
-        keep = unique_rows(exp.short_user, exp.short_photo, exp.short_t)
-        su, sp, st = exp.short_user[keep], exp.short_photo[keep], exp.short_t[keep]
-        short = short_outcomes(cfg, pop, su, sp, st, rng)
-        parts["short"].append((su, sp, st, short))
-
-        keep = unique_rows(exp.live_user, exp.live_room, exp.live_t)
-        lu, lr, lt = exp.live_user[keep], exp.live_room[keep], exp.live_t[keep]
-        live, actions = live_outcomes(cfg, pop, rooms, highlights, lu, lr, lt, rng)
-        keep = outside_own_stays(lu, lr, lt, live.exit_t)
-        parts["live"].append((lu[keep], lr[keep], lt[keep], live.select(keep)))
-        kept_actions = keep[actions.impression]
-        ai = actions.impression[kept_actions]
-        parts["action"].append((lu[ai], lr[ai], lt[ai], actions.select(kept_actions)))
-
-    t0 = np.int64(cfg.start_ms)
-    su = np.concatenate([p[0] for p in parts["short"]])
-    sp = np.concatenate([p[1] for p in parts["short"]])
-    st = np.concatenate([p[2] for p in parts["short"]])
-    leave = np.concatenate([p[3].leave_t for p in parts["short"]])
-    liked = np.concatenate([p[3].liked for p in parts["short"]])
-    like_t = np.concatenate([p[3].like_t for p in parts["short"]])
-
-    lu = np.concatenate([p[0] for p in parts["live"]])
-    lr = np.concatenate([p[1] for p in parts["live"]])
-    lt = np.concatenate([p[2] for p in parts["live"]])
-    clicked = np.concatenate([p[3].clicked for p in parts["live"]])
-    exit_t = np.concatenate([p[3].exit_t for p in parts["live"]])
-    true_ctr = np.concatenate([p[3].true_ctr for p in parts["live"]])
-    segment = np.concatenate([p[3].highlight_segment for p in parts["live"]])
-    intensity = np.concatenate([p[3].highlight_intensity for p in parts["live"]])
-
-    au = np.concatenate([p[0] for p in parts["action"]])
-    ar = np.concatenate([p[1] for p in parts["action"]])
-    a_entry = np.concatenate([p[2] for p in parts["action"]])
-    a_kind = np.concatenate([p[3].kind for p in parts["action"]])
-    a_t = np.concatenate([p[3].t for p in parts["action"]])
-    a_price = np.concatenate([p[3].gift_price for p in parts["action"]])
+        short, live, action = _simulate_users(world, users, np.random.default_rng([cfg.seed, _CHUNK_STREAM, index]))
+        shorts.append(short)
+        lives.append(live)
+        actions.append(action)
+    short = _sorted_by(_concat(shorts), "t", "user")
+    live = _sorted_by(_concat(lives), "t", "user")
+    action = _concat(actions)
     # Two actions of one kind by one user in one room in the same millisecond are one event.
-    keep = unique_rows(au, ar, a_kind, a_t)
-    au, ar, a_entry, a_kind, a_t, a_price = au[keep], ar[keep], a_entry[keep], a_kind[keep], a_t[keep], a_price[keep]
+    action = _sorted_by(_take(action, unique_rows(action["user"], action["room"], action["kind"], action["t"])),
+                        "t", "user")
 
-    author_of_room = rooms.author
-    users = np.arange(cfg.n_users)
-    _write({"user_id": users, "age_group": pop.user_age_group, "gender": pop.user_gender,
+    _write_raw(world, raw_dir, short, live, action)
+    _write_truth(world, truth_dir, live)
+    summary = summarize(world, short, live, action)
+    with open(truth_dir / "world.json", "w") as f:
+        json.dump({"config": asdict(cfg), "summary": summary}, f, indent=2)
+    return SimulationResult(raw_dir=raw_dir, truth_dir=truth_dir, summary=summary)
+
+
+def _write_raw(world: _World, raw_dir: Path, short: Columns, live: Columns, action: Columns) -> None:
+    """The KuaiLive schema: ids, epoch-ms timestamps, ms durations."""
+    cfg, pop, rooms = world.cfg, world.pop, world.rooms
+    t0 = np.int64(cfg.start_ms)
+    _write({"user_id": np.arange(cfg.n_users), "age_group": pop.user_age_group, "gender": pop.user_gender,
             "activity_level": np.digitize(pop.user_activity, [0.25, 0.5, 1.0, 2.0, 4.0])}, raw_dir / "user.parquet")
     _write({"streamer_id": np.arange(cfg.n_authors), "category": pop.author_category,
             "goes_live": np.arange(cfg.n_authors) < cfg.n_live_authors}, raw_dir / "streamer.parquet")
     room_ids = np.arange(len(rooms))
-    _write({"live_id": room_ids, "streamer_id": author_of_room, "start_timestamp": t0 + rooms.start,
+    _write({"live_id": room_ids, "streamer_id": rooms.author, "start_timestamp": t0 + rooms.start,
             "end_timestamp": t0 + rooms.end, "live_type": rooms.live_type,
             "live_content_category": rooms.category, "live_name_id": room_ids}, raw_dir / "room.parquet")
     np.save(raw_dir / "live_embedding.npy", rooms.embedding, allow_pickle=False)
 
-    order = np.lexsort((lu, lt))
-    lu, lr, lt, clicked, exit_t, true_ctr, segment, intensity = (
-        a[order] for a in (lu, lr, lt, clicked, exit_t, true_ctr, segment, intensity))
-    click_mask = clicked
-    _write({"user_id": lu[click_mask], "live_id": lr[click_mask], "streamer_id": author_of_room[lr[click_mask]],
-            "timestamp": t0 + lt[click_mask], "watch_live_time": (exit_t - lt)[click_mask]}, raw_dir / "click.parquet")
-    _write({"user_id": lu[~click_mask], "live_id": lr[~click_mask], "streamer_id": author_of_room[lr[~click_mask]],
-            "timestamp": t0 + lt[~click_mask]}, raw_dir / "negative.parquet")
-    order = np.lexsort((au, a_t))
-    au, ar, a_entry, a_kind, a_t, a_price = (a[order] for a in (au, ar, a_entry, a_kind, a_t, a_price))
+    click = live["clicked"]
+    _write({"user_id": live["user"][click], "live_id": live["room"][click],
+            "streamer_id": rooms.author[live["room"][click]], "timestamp": t0 + live["t"][click],
+            "watch_live_time": (live["exit_t"] - live["t"])[click]}, raw_dir / "click.parquet")
+    _write({"user_id": live["user"][~click], "live_id": live["room"][~click],
+            "streamer_id": rooms.author[live["room"][~click]], "timestamp": t0 + live["t"][~click]},
+           raw_dir / "negative.parquet")
     for kind, name in ((LIKE, "like"), (COMMENT, "comment"), (GIFT, "gift")):
-        m = a_kind == kind
-        table = {"user_id": au[m], "live_id": ar[m], "streamer_id": author_of_room[ar[m]], "timestamp": t0 + a_t[m]}
+        rows = action["kind"] == kind
+        table = {"user_id": action["user"][rows], "live_id": action["room"][rows],
+                 "streamer_id": rooms.author[action["room"][rows]], "timestamp": t0 + action["t"][rows]}
         if kind == GIFT:
-            table["gift_price"] = a_price[m]
+            table["gift_price"] = action["gift_price"][rows]
         _write(table, raw_dir / f"{name}.parquet")
 
     _write({"photo_id": np.arange(len(pop.photo_author)), "author_id": pop.photo_author,
             "duration_ms": pop.photo_duration_ms, "category": pop.author_category[pop.photo_author]},
            raw_dir / "photo.parquet")
     np.save(raw_dir / "photo_embedding.npy", pop.photo_embedding, allow_pickle=False)
-    order = np.lexsort((su, st))
-    su, sp, st, leave, liked, like_t = (a[order] for a in (su, sp, st, leave, liked, like_t))
-    _write({"user_id": su, "photo_id": sp, "author_id": pop.photo_author[sp],
-            "enter_timestamp": t0 + st, "leave_timestamp": t0 + leave}, raw_dir / "photo_play.parquet")
-    _write({"user_id": su[liked], "photo_id": sp[liked], "author_id": pop.photo_author[sp[liked]],
-            "timestamp": t0 + like_t[liked]}, raw_dir / "photo_like.parquet")
+    _write({"user_id": short["user"], "photo_id": short["photo"], "author_id": pop.photo_author[short["photo"]],
+            "enter_timestamp": t0 + short["t"], "leave_timestamp": t0 + short["leave_t"]},
+           raw_dir / "photo_play.parquet")
+    liked = short["liked"]
+    _write({"user_id": short["user"][liked], "photo_id": short["photo"][liked],
+            "author_id": pop.photo_author[short["photo"][liked]], "timestamp": t0 + short["like_t"][liked]},
+           raw_dir / "photo_like.parquet")
 
-    _write({"live_id": highlights.room, "start_timestamp": t0 + highlights.start, "end_timestamp": t0 + highlights.end,
-            "peak_ctr_boost": highlights.peak_ctr_boost, "peak_watch_boost": highlights.peak_watch_boost},
+
+def _write_truth(world: _World, truth_dir: Path, live: Columns) -> None:
+    """What real logs never tell: highlight segments, true click probabilities, latent vectors."""
+    t0, hl, pop = np.int64(world.cfg.start_ms), world.highlights, world.pop
+    _write({"live_id": hl.room, "start_timestamp": t0 + hl.start, "end_timestamp": t0 + hl.end,
+            "peak_ctr_boost": hl.peak_ctr_boost, "peak_watch_boost": hl.peak_watch_boost},
            truth_dir / "highlights.parquet")
-    _write({"user_id": lu, "live_id": lr, "timestamp": t0 + lt, "true_ctr": true_ctr, "clicked": clicked,
-            "highlight_segment": segment, "highlight_intensity": intensity}, truth_dir / "live_impressions.parquet")
-    np.savez(truth_dir / "latent.npz", user=pop.user_latent, room=rooms.latent, photo=pop.photo_latent,
+    _write({"user_id": live["user"], "live_id": live["room"], "timestamp": t0 + live["t"],
+            "true_ctr": live["true_ctr"], "clicked": live["clicked"], "highlight_segment": live["segment"],
+            "highlight_intensity": live["intensity"]}, truth_dir / "live_impressions.parquet")
+    np.savez(truth_dir / "latent.npz", user=pop.user_latent, room=world.rooms.latent, photo=pop.photo_latent,
              author=pop.author_latent, category_centers=pop.category_centers)
 
-    summary = summarize(
-        cfg, n_rooms=len(rooms), n_highlights=len(highlights), room_has_highlight=np.isin(room_ids, highlights.room),
-        short_user=su, live_user=lu, live_room=lr, clicked=clicked, in_highlight=segment >= 0,
-        photo_author=pop.photo_author, gift_delay_ms=(a_t - a_entry)[a_kind == GIFT],
-        n_likes=int((a_kind == LIKE).sum()), n_comments=int((a_kind == COMMENT).sum()),
-    )
-    with open(truth_dir / "world.json", "w") as f:
-        json.dump({"config": asdict(cfg), "summary": summary}, f, indent=2)
-    return SimulationResult(raw_dir=raw_dir, truth_dir=truth_dir, summary=summary)
 
-
-def summarize(
-    cfg: WorldConfig, *, n_rooms: int, n_highlights: int, room_has_highlight: np.ndarray, short_user: np.ndarray,
-    live_user: np.ndarray, live_room: np.ndarray, clicked: np.ndarray, in_highlight: np.ndarray,
-    photo_author: np.ndarray, gift_delay_ms: np.ndarray, n_likes: int, n_comments: int,
-) -> dict:
+def summarize(world: _World, short: Columns, live: Columns, action: Columns) -> dict:
     """The figures `make simulate` prints: sizes, the exposure mix, highlight lift, gift delays."""
-    in_rooms_with_highlights = room_has_highlight[live_room]
+    cfg = world.cfg
+    clicked, in_highlight = live["clicked"], live["segment"] >= 0
+    in_rooms_with_highlights = np.isin(live["room"], world.highlights.room)
     inside = clicked[in_highlight]
     outside = clicked[in_rooms_with_highlights & ~in_highlight]
-    live_clicks_per_user = np.bincount(live_user[clicked], minlength=cfg.n_users)
-    live_authors = np.arange(cfg.n_live_authors)
+    live_clicks_per_user = np.bincount(live["user"][clicked], minlength=cfg.n_users)
+    gift_delay = (action["t"] - action["entry_t"])[action["kind"] == GIFT]
+    n_short, n_live = len(short["user"]), len(live["user"])
     return {
         "world": cfg.name,
         "seed": cfg.seed,
         "users": cfg.n_users,
         "authors": cfg.n_authors,
-        "live_authors_with_short_videos": int(np.isin(live_authors, photo_author).sum()),
-        "rooms": n_rooms,
-        "highlight_segments": n_highlights,
-        "short_video_exposures": int(len(short_user)),
-        "live_impressions": int(len(live_user)),
-        "short_to_live_ratio": round(len(short_user) / max(len(live_user), 1), 2),
+        "live_authors_with_short_videos": int(np.isin(np.arange(cfg.n_live_authors), world.pop.photo_author).sum()),
+        "rooms": len(world.rooms),
+        "highlight_segments": len(world.highlights),
+        "short_video_exposures": n_short,
+        "live_impressions": n_live,
+        "short_to_live_ratio": round(n_short / max(n_live, 1), 2),
         "live_clicks": int(clicked.sum()),
-        "ctr": round(float(clicked.mean()) if len(clicked) else 0.0, 4),
+        "ctr": round(float(clicked.mean()) if n_live else 0.0, 4),
         "ctr_inside_highlights": round(float(inside.mean()) if len(inside) else 0.0, 4),
         "ctr_outside_highlights_same_rooms": round(float(outside.mean()) if len(outside) else 0.0, 4),
-        "likes": n_likes,
-        "comments": n_comments,
-        "gifts": int(len(gift_delay_ms)),
-        "gifts_within_5min": int((gift_delay_ms <= 5 * MINUTE_MS).sum()),
-        "gifts_5min_to_1h": int(((gift_delay_ms > 5 * MINUTE_MS) & (gift_delay_ms <= HOUR_MS)).sum()),
-        "gifts_after_1h": int((gift_delay_ms > HOUR_MS).sum()),
+        "likes": int((action["kind"] == LIKE).sum()),
+        "comments": int((action["kind"] == COMMENT).sum()),
+        "gifts": int(len(gift_delay)),
+        "gifts_within_5min": int((gift_delay <= 5 * MINUTE_MS).sum()),
+        "gifts_5min_to_1h": int(((gift_delay > 5 * MINUTE_MS) & (gift_delay <= HOUR_MS)).sum()),
+        "gifts_after_1h": int((gift_delay > HOUR_MS).sum()),
         "users_with_at_most_2_live_clicks_share": round(float((live_clicks_per_user <= 2).mean()), 3),
     }
