@@ -12,7 +12,7 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history bench clean
+.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history streams bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -56,6 +56,9 @@ ingest: ## ingest KuaiLive-schema logs (ARGS="data=kuailive data.source_dir=/pat
 
 history: ## rebuild the interaction-log store from canonical tables (ARGS="world=tiny" or "data=kuailive")
 	$(PY) -m data_pipelines.build_history $(ARGS)
+
+streams: ## label streams + GSU sequences -> WebDataset shards + label-consistency report (ARGS="stream=realtime")
+	$(PY) -m data_pipelines.streams $(ARGS)
 
 bench: ## every benchmark, figures printed (ARGS="world=default")
 	$(PY) -m recsys.bench $(ARGS)

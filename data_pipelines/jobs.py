@@ -82,3 +82,35 @@ def describe_simulation(result: SimulationResult) -> str:
         f"  live authors who also post short videos {s['live_authors_with_short_videos']:,}  "
         f"users with <=2 live clicks {s['users_with_at_most_2_live_clicks_share']:.0%}",
     ])
+
+
+def run_streams(cfg: DictConfig):
+    """Both (or the configured) label streams of a data set, written as shards, plus reports."""
+    from data_pipelines.streams.build import build_streams
+
+    data_dir = Path(cfg.data.output_dir)
+    history_path = data_dir / HISTORY_FILE
+    if not history_path.exists():
+        raise FileNotFoundError(f"{history_path} not found: build the data set first (make simulate / make ingest)")
+    engines = {name: instantiate(engine) for name, engine in cfg.stream.engines.items()}
+    return build_streams(
+        canonical=data_dir / CANONICAL, store=HistoryStore.load(history_path), out_dir=Path(cfg.shards.dir),
+        reports_dir=Path(cfg.paths.reports_dir), data_name=str(cfg.data.name), engines=engines,
+        tasks=tuple(cfg.stream.tasks), long_view_ms=int(cfg.stream.long_view_ms),
+        columns=instantiate(cfg.data.features), gsu_length=int(cfg.gsu.length), max_pairs=int(cfg.gsu.max_pairs),
+        micro_batch_size=int(cfg.shards.micro_batch_size),
+        micro_batches_per_shard=int(cfg.shards.micro_batches_per_shard), progress=cfg.get("progress", True))
+
+
+def describe_streams(build, shard_dir: Path) -> str:
+    lines = [f"streams -> {shard_dir}  ({len(build.impressions):,} impressions; "
+             + ", ".join(f"{k} {v:.1f}s" for k, v in build.seconds.items()) + ")"]
+    for name, samples in build.samples.items():
+        lines.append(f"  {name:<10} {len(samples):>10,} samples")
+    for name, per_task in build.consistency.items():
+        lines.append(f"  label consistency, {name}:")
+        for task, r in per_task.items():
+            delay = "-" if r["delay_median_s"] is None else f"{r['delay_median_s']:.0f}s / {r['delay_p90_s']:.0f}s"
+            lines.append(f"    {task:<5} coverage {r['coverage']:.3f}  false negatives first "
+                         f"{r['false_negative_share']:.3f}  delay median/p90 {delay}")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""The label-consistency report (the analogue of the paper's Table 1): for each stream and task,
+how many true positives the stream ever reports, how many it first reports as negatives, and how
+long after the positive happened it becomes visible to training."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data_pipelines.streams.labels import NEG, NO_POSITIVE, POS, PU_POS, Impressions, Samples
+
+_NEVER = np.iinfo(np.int64).max
+
+
+def _first_report(samples: Samples, n: int, task: int, states: tuple[int, ...]) -> np.ndarray:
+    """[N] earliest report_ts of a sample giving `task` one of `states`; _NEVER if none."""
+    first = np.full(n, _NEVER, dtype=np.int64)
+    hit = np.isin(samples.state[:, task], states)
+    np.minimum.at(first, samples.impression[hit], samples.report_ts[hit])
+    return first
+
+
+def label_consistency(samples: Samples, imps: Impressions, tasks: tuple[str, ...]) -> dict:
+    """Per task: coverage, false_negative_share, delay_median_s, delay_p90_s (over true positives)."""
+    n = len(imps)
+    out: dict[str, dict] = {}
+    for j, task in enumerate(tasks):
+        truth = imps.first_positive_ts[:, j]
+        positive = truth != NO_POSITIVE
+        first_pos = _first_report(samples, n, j, (POS, PU_POS))[positive]
+        first_neg = _first_report(samples, n, j, (NEG,))[positive]
+        reported = first_pos != _NEVER
+        delay_s = (first_pos[reported] - truth[positive][reported]) / 1000.0
+        out[task] = {
+            "true_positives": int(positive.sum()),
+            "coverage": float(reported.mean()) if positive.any() else 0.0,
+            "false_negative_share": float((first_neg < first_pos).mean()) if positive.any() else 0.0,
+            "delay_median_s": float(np.median(delay_s)) if len(delay_s) else None,
+            "delay_p90_s": float(np.percentile(delay_s, 90)) if len(delay_s) else None,
+        }
+    return out
+
+
+def render_markdown(report: dict, title: str) -> str:
+    lines = [f"# Label consistency — {title}", "",
+             "Share of true positives each stream ever reports (coverage), share first reported as a "
+             "negative (false negatives), and the delay from the positive to its first report.", ""]
+    for stream, per_task in report.items():
+        if stream.startswith("_"):
+            continue
+        lines += [f"## {stream}", "", "| task | true positives | coverage | false negatives first | "
+                  "delay median (s) | delay p90 (s) |", "|---|---|---|---|---|---|"]
+        for task, r in per_task.items():
+            def fmt(x):
+                return "—" if x is None else f"{x:,.1f}"
+            lines.append(f"| {task} | {r['true_positives']:,} | {r['coverage']:.3f} | "
+                         f"{r['false_negative_share']:.3f} | {fmt(r['delay_median_s'])} | {fmt(r['delay_p90_s'])} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""General search units: at request time, five sequences retrieved from the user's history
+strictly before the request (at most the last `max_events` interactions, DESIGN.md "Cross").
+
+| name     | retrieves                                                             |
+|----------|-----------------------------------------------------------------------|
+| short    | the latest L short-video interactions                                 |
+| long     | the top-L short videos by content-embedding dot product with the live |
+| aidhard  | the latest L short videos by the target live's author                 |
+| livelong | the top-L lives by content-embedding dot product with the live        |
+| mixed    | the latest L long-view interactions, lives and short videos mixed     |
+
+Each sequence is ragged (no padding): per request a length, then per element the item row, the
+author row, the domain, a time-gap bucket and a watch-time bucket. "Latest" sequences are most
+recent first; searched ones are best score first, ties broken by recency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_pipelines.history_store import LIVE, SHORT, HistoryStore
+from data_pipelines.streams.features import Vocabularies, log2_bucket
+
+GSU_NAMES = ("short", "long", "aidhard", "livelong", "mixed")
+SEQUENCE_FIELDS = ("item", "author", "domain", "gap", "watch")
+
+
+@dataclass
+class Sequences:
+    """One GSU's output for N requests, ragged: element rows of request i are
+    offsets[i]:offsets[i+1] of each field."""
+
+    lengths: np.ndarray  # [N] int32
+    fields: dict[str, np.ndarray]  # SEQUENCE_FIELDS -> [sum(lengths)]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+
+    @staticmethod
+    def concat(parts: list["Sequences"]) -> "Sequences":
+        return Sequences(np.concatenate([p.lengths for p in parts]),
+                         {f: np.concatenate([p.fields[f] for p in parts]) for f in SEQUENCE_FIELDS})
+
+    def take(self, rows: np.ndarray) -> "Sequences":
+        """The sequences of requests `rows`, in that order."""
+        lengths = self.lengths[rows]
+        starts = self.offsets[rows]
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        positions = np.repeat(starts, lengths) + within
+        return Sequences(lengths, {f: v[positions] for f, v in self.fields.items()})
+
+
+@dataclass(frozen=True)
+class RowSubset:
+    """Rows of the history store that satisfy a condition (e.g. short videos only), ascending.
+    Because the store's rows are sorted by (user, time), a window [begin, end) of the full
+    store maps onto a window of the subset with two plain searchsorted calls."""
+
+    rows: np.ndarray
+
+    def window(self, begin: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.searchsorted(self.rows, begin), np.searchsorted(self.rows, end)
+
+
+def _latest(subset: RowSubset, begin: np.ndarray, end: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(request index, store row) of the latest `length` subset rows per request, most recent first."""
+    b, e = subset.window(begin, end)
+    counts = np.minimum(e - b, length)
+    request = np.repeat(np.arange(len(begin)), counts)
+    rank = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return request, subset.rows[np.repeat(e, counts) - 1 - rank]
+
+
+def _pairs(subset: RowSubset, begin: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (request index, store row) with the row in the request's subset window."""
+    b, e = subset.window(begin, end)
+    counts = e - b
+    request = np.repeat(np.arange(len(begin)), counts)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return request, subset.rows[np.repeat(b, counts) + within]
+
+
+def _top(request: np.ndarray, row: np.ndarray, score: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per request the `length` pairs of highest score (ties: the more recent row first)."""
+    order = np.lexsort((-row, -score, request))
+    request, row = request[order], row[order]
+    first_of_request = np.searchsorted(request, request, side="left")
+    keep = np.arange(len(request)) - first_of_request < length
+    return request[keep], row[keep]
+
+
+@dataclass(frozen=True)
+class GsuRetriever:
+    """Retrieves the five sequences for batches of requests from one history store."""
+
+    store: HistoryStore
+    vocab: Vocabularies
+    photo_embedding: np.ndarray  # [P, E] rows aligned with vocab.photo ids
+    live_embedding: np.ndarray  # [R, E] rows aligned with vocab.live ids
+    length: int = 50
+    max_pairs: int = 500_000  # bound on (request, candidate) pairs scored at once
+
+    @classmethod
+    def build(cls, store: HistoryStore, vocab: Vocabularies, photo_embedding: np.ndarray,
+              live_embedding: np.ndarray, length: int = 50, max_pairs: int = 500_000) -> "GsuRetriever":
+        return cls(store, vocab, photo_embedding.astype(np.float32), live_embedding.astype(np.float32),
+                   length, max_pairs)
+
+    @property
+    def _subsets(self) -> dict[str, RowSubset]:
+        cached = self.__dict__.get("_subset_cache")
+        if cached is None:
+            s = self.store
+            cached = {"short": RowSubset(np.flatnonzero(s.domain == SHORT)),
+                      "live": RowSubset(np.flatnonzero(s.domain == LIVE)),
+                      "long_view": RowSubset(np.flatnonzero(s.long_view))}
+            # Embedding row of every history row (-1: no embedding), and its item / author rows.
+            emb_row = np.where(s.domain == LIVE, self.vocab.live.index(s.item_id) - self.vocab.live.offset,
+                               self.vocab.photo.index(s.item_id)) - 1
+            object.__setattr__(self, "_subset_cache", cached)
+            object.__setattr__(self, "_emb_row", emb_row)
+            object.__setattr__(self, "_item_row", self.vocab.item_index(s.item_id, s.domain))
+            object.__setattr__(self, "_author_row", self.vocab.author.index(s.author_id))
+        return cached
+
+    def retrieve(self, user_id: np.ndarray, request_ts: np.ndarray, live_id: np.ndarray,
+                 author_id: np.ndarray) -> dict[str, Sequences]:
+        """All five GSUs for requests (user, t0, target live, its author); raw ids in, table rows out."""
+        subsets = self._subsets
+        begin, end = self.store.query_batch(user_id, request_ts)
+        # Split requests so that the scored (request, candidate) pairs stay within max_pairs.
+        sizes = np.maximum(end - begin, 1)
+        cuts = np.searchsorted(np.cumsum(sizes), np.arange(self.max_pairs, sizes.sum(), self.max_pairs))
+        bounds = np.unique(np.concatenate([[0], cuts, [len(begin)]]))
+        parts: dict[str, list[Sequences]] = {name: [] for name in GSU_NAMES}
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            chunk = slice(lo, hi)
+            for name, (request, row) in self._select(subsets, begin[chunk], end[chunk], live_id[chunk],
+                                                     author_id[chunk]).items():
+                parts[name].append(self._sequences(request, row, request_ts[chunk], hi - lo))
+        return {name: Sequences.concat(p) for name, p in parts.items()}
+
+    def _select(self, subsets: dict[str, RowSubset], begin, end, live_id, author_id) -> dict[str, tuple]:
+        L = self.length
+        target_emb_row = self.vocab.live.index(live_id) - self.vocab.live.offset - 1
+        target = np.where((target_emb_row >= 0)[:, None], self.live_embedding[np.maximum(target_emb_row, 0)], 0.0)
+        selected = {"short": _latest(subsets["short"], begin, end, L),
+                    "mixed": _latest(subsets["long_view"], begin, end, L)}
+
+        request, row = _pairs(subsets["short"], begin, end)
+        emb_row = self._emb_row[row]
+        score = np.einsum("ne,ne->n", self.photo_embedding[np.maximum(emb_row, 0)], target[request])
+        has_emb = emb_row >= 0
+        selected["long"] = _top(request[has_emb], row[has_emb], score[has_emb], L)
+        same_author = self.store.author_id[row] == author_id[request]
+        selected["aidhard"] = _top(request[same_author], row[same_author],
+                                   np.zeros(int(same_author.sum())), L)  # ties -> latest first
+
+        request, row = _pairs(subsets["live"], begin, end)
+        emb_row = self._emb_row[row]
+        score = np.einsum("ne,ne->n", self.live_embedding[np.maximum(emb_row, 0)], target[request])
+        has_emb = emb_row >= 0
+        selected["livelong"] = _top(request[has_emb], row[has_emb], score[has_emb], L)
+        return selected
+
+    def _sequences(self, request: np.ndarray, row: np.ndarray, request_ts: np.ndarray, n: int) -> Sequences:
+        s = self.store
+        gap_min = (request_ts[request] - s.ts[row]) / 60_000.0
+        return Sequences(
+            lengths=np.bincount(request, minlength=n).astype(np.int32),
+            fields={"item": self._item_row[row].astype(np.int32),
+                    "author": self._author_row[row].astype(np.int32),
+                    "domain": s.domain[row].astype(np.int8),
+                    "gap": (log2_bucket(gap_min) + 1).astype(np.int8),
+                    "watch": (log2_bucket(s.watch_ms[row] / 1000.0) + 1).astype(np.int8)},
+        )

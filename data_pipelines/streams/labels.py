@@ -1,0 +1,168 @@
+"""Label-window semantics, in one place (DESIGN.md, "Label-window streams").
+
+An impression has, per task, the time of its first positive (or none) and an exit time. A stream
+engine turns that into samples, each with `report_ts` (when it becomes visible to training) and a
+label state per task. Every function here is a pure function of arrays, so the engine can be
+mapped over partitions (users, rooms, days) by a distributed runner without shared state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from data_pipelines.ingest.schema import ACTION_CODES
+
+TASKS = ("ctr", "lvtr", "ltr", "cmtr", "gtr")  # click, long view, like, comment, gift
+
+# Label states; the loss reads these (pos/neg: BCE, pu_pos: the PU correction, masked: nothing).
+MASKED, NEG, POS, PU_POS = 0, 1, 2, 3
+STATE_NAMES = {MASKED: "masked", NEG: "neg", POS: "pos", PU_POS: "pu_pos"}
+NO_POSITIVE = -1  # in first-positive arrays
+
+# What kind of sample each one is, to order samples with equal report_ts deterministically.
+KIND_FAST, KIND_SLOW, KIND_POSITIVE, KIND_EXIT, KIND_FINAL = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class Impressions:
+    """The label-relevant facts of N live impressions."""
+
+    request_ts: np.ndarray  # [N] ms
+    exit_ts: np.ndarray  # [N] ms; equals request_ts for an impression without a click
+    first_positive_ts: np.ndarray  # [N, T] ms, NO_POSITIVE where the task never turned positive
+
+    def __len__(self) -> int:
+        return len(self.request_ts)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Samples of one stream, sorted by (report_ts, impression, kind)."""
+
+    impression: np.ndarray  # [S] row into the Impressions the samples were made from
+    report_ts: np.ndarray  # [S] ms
+    kind: np.ndarray  # [S] int8, KIND_*
+    state: np.ndarray  # [S, T] int8 label states
+
+    def __len__(self) -> int:
+        return len(self.report_ts)
+
+    @property
+    def label(self) -> np.ndarray:
+        """[S, T] float32: 1 for pos and pu_pos, 0 otherwise (masked labels carry no gradient)."""
+        return ((self.state == POS) | (self.state == PU_POS)).astype(np.float32)
+
+    @staticmethod
+    def concat_sorted(parts: list["Samples"]) -> "Samples":
+        impression = np.concatenate([p.impression for p in parts])
+        report_ts = np.concatenate([p.report_ts for p in parts])
+        kind = np.concatenate([p.kind for p in parts])
+        state = np.concatenate([p.state for p in parts])
+        order = np.lexsort((kind, impression, report_ts))
+        return Samples(impression[order], report_ts[order], kind[order], state[order])
+
+
+def first_positive_times(impressions: pd.DataFrame, actions: pd.DataFrame, long_view_ms: int,
+                         tasks: tuple[str, ...] = TASKS) -> np.ndarray:
+    """[N, T] first-positive times from canonical live_impressions and live_actions.
+
+    ctr: the click, at request time. lvtr: the moment the stay reaches `long_view_ms`.
+    ltr / cmtr / gtr: the first like / comment / gift attributed to the impression.
+    """
+    n = len(impressions)
+    request = impressions["request_ts"].to_numpy()
+    clicked = impressions["clicked"].to_numpy()
+    long_view = clicked & (impressions["watch_ms"].to_numpy() >= long_view_ms)
+    row_of = pd.Series(np.arange(n), index=impressions["impression_id"].to_numpy())
+    first_action = actions.groupby(["impression_id", "action"], sort=False)["ts"].min().reset_index()
+    out = np.full((n, len(tasks)), NO_POSITIVE, dtype=np.int64)
+    action_of_task = {"ltr": "like", "cmtr": "comment", "gtr": "gift"}
+    for j, task in enumerate(tasks):
+        if task == "ctr":
+            out[:, j] = np.where(clicked, request, NO_POSITIVE)
+        elif task == "lvtr":
+            out[:, j] = np.where(long_view, request + long_view_ms, NO_POSITIVE)
+        elif task in action_of_task:
+            mine = first_action[first_action["action"] == ACTION_CODES[action_of_task[task]]]
+            out[row_of.reindex(mine["impression_id"]).to_numpy(), j] = mine["ts"].to_numpy()
+        else:
+            raise ValueError(f"unknown task '{task}'; known: {TASKS}")
+    return out
+
+
+@dataclass(frozen=True)
+class FastSlowStream:
+    """The baseline (paper 2.1-2.2). At t0 + fast_window one sample with every task as observed
+    in [t0, t0 + fast_window] (pos or neg: later positives are false negatives). At
+    t0 + slow_window, only if some task's first positive fell in (fast, slow], one sample with
+    those tasks pu_pos and all others masked. Anything later is ignored."""
+
+    fast_window_ms: int = 300_000
+    slow_window_ms: int = 3_600_000
+
+    def emit(self, imps: Impressions) -> Samples:
+        t0, fp = imps.request_ts[:, None], imps.first_positive_ts
+        has = fp != NO_POSITIVE
+        fast_end, slow_end = t0 + self.fast_window_ms, t0 + self.slow_window_ms
+        fast_state = np.where(has & (fp <= fast_end), POS, NEG).astype(np.int8)
+        late = has & (fp > fast_end) & (fp <= slow_end)
+        slow_rows = np.flatnonzero(late.any(axis=1))
+        n = len(imps)
+        fast = Samples(np.arange(n), imps.request_ts + self.fast_window_ms, np.full(n, KIND_FAST, np.int8), fast_state)
+        slow = Samples(slow_rows, imps.request_ts[slow_rows] + self.slow_window_ms,
+                       np.full(len(slow_rows), KIND_SLOW, np.int8),
+                       np.where(late[slow_rows], PU_POS, MASKED).astype(np.int8))
+        return Samples.concat_sorted([fast, slow])
+
+
+@dataclass(frozen=True)
+class RealtimeStream:
+    """Moment (paper 2.3). Time is cut into ticks from t0: tick k is [t0 + k*tick, t0 + (k+1)*tick).
+    At the end of each tick in which some task had its first positive, one sample with those tasks
+    pos and all others masked (first-only: later positives of a task are never reported). At the
+    end of the tick holding t_exit, one sample with every task that had no positive by then as neg
+    and all others masked (none if every task was positive)."""
+
+    tick_ms: int = 30_000
+
+    def tick_end(self, t0: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return t0 + ((t - t0) // self.tick_ms + 1) * self.tick_ms
+
+    def emit(self, imps: Impressions) -> Samples:
+        n, n_tasks = imps.first_positive_ts.shape
+        rows, tasks = np.nonzero(imps.first_positive_ts != NO_POSITIVE)
+        report = self.tick_end(imps.request_ts[rows], imps.first_positive_ts[rows, tasks])
+        # One sample per (impression, tick) holding at least one first positive.
+        order = np.lexsort((report, rows))
+        rows, tasks, report = rows[order], tasks[order], report[order]
+        new_sample = np.ones(len(rows), dtype=bool)
+        new_sample[1:] = (rows[1:] != rows[:-1]) | (report[1:] != report[:-1])
+        sample_of = np.cumsum(new_sample) - 1
+        pos_state = np.zeros((int(new_sample.sum()), n_tasks), dtype=np.int8)
+        pos_state[sample_of, tasks] = POS
+        positives = Samples(rows[new_sample], report[new_sample], np.full(len(pos_state), KIND_POSITIVE, np.int8),
+                            pos_state)
+
+        exit_report = self.tick_end(imps.request_ts, imps.exit_ts)
+        fp = imps.first_positive_ts
+        never = (fp == NO_POSITIVE) | (fp > exit_report[:, None])
+        exit_rows = np.flatnonzero(never.any(axis=1))
+        exits = Samples(exit_rows, exit_report[exit_rows], np.full(len(exit_rows), KIND_EXIT, np.int8),
+                        np.where(never[exit_rows], NEG, MASKED).astype(np.int8))
+        return Samples.concat_sorted([positives, exits])
+
+
+@dataclass(frozen=True)
+class FinalLabels:
+    """Not a training stream: one sample per impression with its final truth for every task,
+    reported once everything about it is known. Evaluation reads it."""
+
+    def emit(self, imps: Impressions) -> Samples:
+        fp = imps.first_positive_ts
+        last = np.maximum(imps.exit_ts, fp.max(axis=1))
+        n = len(imps)
+        return Samples.concat_sorted([Samples(np.arange(n), last, np.full(n, KIND_FINAL, np.int8),
+                                              np.where(fp != NO_POSITIVE, POS, NEG).astype(np.int8))])
