@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,9 +26,9 @@ def test_help_lists_the_targets():
     assert {"setup", "setup-gpu", "test", "test-full", "simulate", "ingest", "history", "bench"} <= listed
 
 
-def test_simulate_and_bench_on_a_tiny_world(tmp_path):
-    args = f'ARGS=world=tiny paths.data_dir={tmp_path} world.n_users=300 progress=false'
-    result = make("simulate", args)
+def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
+    base = f"world=tiny paths.data_dir={tmp_path} paths.reports_dir={tmp_path}/reports progress=false"
+    result = make("simulate", f"ARGS={base} world.n_users=300")
     assert result.returncode == 0, result.stderr
     assert "world 'tiny' (seed 0)" in result.stdout
     assert "CTR" in result.stdout and "gifts" in result.stdout
@@ -33,10 +36,31 @@ def test_simulate_and_bench_on_a_tiny_world(tmp_path):
                 "canonical/quarantine.parquet", "history/store.npz"):
         assert (tmp_path / "tiny" / sub).exists(), sub
 
-    result = make("bench", f"ARGS=world=tiny paths.data_dir={tmp_path} bench.history_store.single_queries=100 "
-                           f"bench.history_store.batch_queries=1000")
+    result = make("streams", f"ARGS={base}")
     assert result.returncode == 0, result.stderr
-    assert "queries/s" in result.stdout
+    report = json.loads((tmp_path / "reports" / "label_consistency.json").read_text())
+    assert set(report) == {"realtime", "fast_slow"}
+    assert set(report["realtime"]) == {"ctr", "lvtr", "ltr", "cmtr", "gtr"}
+    assert report["realtime"]["ctr"]["delay_median_s"] == 30.0  # a click lands at the end of its first tick
+    assert report["fast_slow"]["ctr"]["delay_median_s"] == 300.0
+    assert all(r["coverage"] == 1.0 for r in report["realtime"].values())
+    assert report["realtime"]["gtr"]["coverage"] >= report["fast_slow"]["gtr"]["coverage"]
+    assert (tmp_path / "reports" / "label_consistency.md").read_text().startswith("# Label consistency")
+    for stream in ("realtime", "fast_slow", "final"):
+        manifest = json.loads((tmp_path / "tiny" / "streams" / stream / "manifest.json").read_text())
+        assert manifest["samples"] == sum(s["samples"] for s in manifest["shards"])
+    impressions = pd.read_parquet(tmp_path / "tiny" / "canonical" / "live_impressions.parquet")
+    final = json.loads((tmp_path / "tiny" / "streams" / "final" / "manifest.json").read_text())
+    assert final["samples"] == len(impressions)
+
+    result = make("streams", f"ARGS={base} stream=realtime")
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads((tmp_path / "reports" / "label_consistency.json").read_text())) == {"realtime"}
+
+    result = make("bench", f"ARGS={base} bench.history_store.single_queries=100 "
+                           f"bench.history_store.batch_queries=1000 bench.streams.loader_batches=5")
+    assert result.returncode == 0, result.stderr
+    assert "queries/s" in result.stdout and "impressions/s" in result.stdout and "samples/s" in result.stdout
 
 
 def test_ingest_failure_is_one_clear_line(tmp_path):

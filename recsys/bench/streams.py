@@ -1,0 +1,63 @@
+"""Impressions per second through each label engine with GSU retrieval, and loader samples per second."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from data_pipelines.history_store import HistoryStore
+from data_pipelines.ingest.pipeline import CANONICAL
+from data_pipelines.jobs import HISTORY_FILE, run_streams
+from data_pipelines.streams.build import build_features, run_engines
+from recsys.bench.history_store import ensure_world
+from recsys.data import ShardDataset, make_loader
+
+
+def _loader_rate(shard_dir: Path, batch_size: int, n_batches: int, shuffle: bool, num_workers: int) -> float:
+    loader = make_loader(ShardDataset(shard_dir, batch_size=batch_size, shuffle=shuffle), num_workers=num_workers)
+    it = iter(loader)
+    next(it)  # worker start-up is not throughput
+    start, samples = time.perf_counter(), 0
+    for _, batch in zip(range(n_batches), it):
+        samples += len(batch)
+    return samples / (time.perf_counter() - start)
+
+
+def run(cfg: DictConfig) -> dict:
+    bc = cfg.bench.streams
+    data_dir = ensure_world(cfg)
+    canonical = data_dir / CANONICAL
+    store = HistoryStore.load(data_dir / HISTORY_FILE)
+
+    start = time.perf_counter()
+    features, _ = build_features(canonical, store, instantiate(cfg.data.features), int(cfg.gsu.length),
+                                 int(cfg.gsu.max_pairs), progress=False)
+    shared_s = time.perf_counter() - start
+    n = len(features.impression_id)
+    figures: dict = {"impressions": n, "features_and_gsu_per_s": n / shared_s}
+    print(f"streams ({data_dir.name}: {n:,} live impressions, GSU length {cfg.gsu.length})")
+    print(f"  request features + 5 GSUs                {n / shared_s:>12,.0f} impressions/s")
+    for name, engine_cfg in cfg.stream.engines.items():
+        start = time.perf_counter()
+        _, samples, _ = run_engines(canonical, {name: instantiate(engine_cfg)}, tuple(cfg.stream.tasks),
+                                    int(cfg.stream.long_view_ms), with_final=False)
+        engine_s = time.perf_counter() - start
+        rate = n / (shared_s + engine_s)
+        figures[f"{name}_impressions_per_s"] = rate
+        print(f"  {name:<10} engine with GSU retrieval    {rate:>12,.0f} impressions/s "
+              f"({len(samples[name]):,} samples; labels alone {n / engine_s:,.0f}/s)")
+
+    shard_root = Path(cfg.shards.dir)
+    if not (shard_root / "realtime" / "manifest.json").exists():
+        print(f"[bench] {shard_root / 'realtime'} missing: running make streams first")
+        run_streams(cfg)
+    for shuffle, workers in ((False, 0), (True, 0), (True, 2)):
+        rate = _loader_rate(shard_root / "realtime", bc.batch_size, bc.loader_batches, shuffle, workers)
+        mode = "shuffled" if shuffle else "time-ordered"
+        figures[f"loader_{mode}_{workers}w_samples_per_s"] = rate
+        print(f"  loader, {mode:<12}, {workers} workers, batch {bc.batch_size}  {rate:>10,.0f} samples/s")
+    return figures
