@@ -83,13 +83,39 @@ def _pairs(subset: RowSubset, begin: np.ndarray, end: np.ndarray) -> tuple[np.nd
     return request, subset.rows[np.repeat(b, counts) + within]
 
 
+def _descending_key(score: np.ndarray) -> np.ndarray:
+    """int64 in [0, 2**32) that orders like -score (float32 bits made monotonic)."""
+    bits = score.astype(np.float32).view(np.int32).astype(np.int64)
+    monotonic = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # increases with the float
+    return (2**31 - 1) - monotonic
+
+
+def _rank_within_request(request: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal (sorted) request indices."""
+    counts = np.bincount(request, minlength=int(request.max()) + 1 if len(request) else 0)
+    return np.arange(len(request)) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def _top(request: np.ndarray, row: np.ndarray, score: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per request the `length` pairs of highest score (ties: the more recent row first)."""
-    order = np.lexsort((-row, -score, request))
+    """Per request the `length` pairs of highest score, best first (ties: the more recent row first).
+    Pairs arrive grouped by request with rows ascending, as `_pairs` makes them; the composite
+    (request, -score) key is then almost sorted, which a stable sort handles in near-linear time."""
+    backwards = np.arange(len(score))[::-1]  # a stable sort then puts the later (more recent) row first
+    key = request[backwards].astype(np.int64) * 2**32 + _descending_key(score[backwards])
+    order = backwards[np.argsort(key, kind="stable")]
     request, row = request[order], row[order]
-    first_of_request = np.searchsorted(request, request, side="left")
-    keep = np.arange(len(request)) - first_of_request < length
+    keep = _rank_within_request(request) < length
     return request[keep], row[keep]
+
+
+def _last(request: np.ndarray, row: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per request the last `length` pairs, most recent first (pairs grouped by request, rows ascending)."""
+    counts = np.bincount(request, minlength=int(request.max()) + 1 if len(request) else 0)
+    ends = np.cumsum(counts)
+    taken = np.minimum(counts, length)
+    within = np.arange(int(taken.sum())) - np.repeat(np.cumsum(taken) - taken, taken)
+    positions = np.repeat(ends, taken) - 1 - within
+    return request[positions], row[positions]
 
 
 @dataclass(frozen=True)
@@ -156,8 +182,7 @@ class GsuRetriever:
         has_emb = emb_row >= 0
         selected["long"] = _top(request[has_emb], row[has_emb], score[has_emb], L)
         same_author = self.store.author_id[row] == author_id[request]
-        selected["aidhard"] = _top(request[same_author], row[same_author],
-                                   np.zeros(int(same_author.sum())), L)  # ties -> latest first
+        selected["aidhard"] = _last(request[same_author], row[same_author], L)
 
         request, row = _pairs(subsets["live"], begin, end)
         emb_row = self._emb_row[row]
