@@ -133,5 +133,6 @@ def build_streams(canonical: Path, store: HistoryStore, out_dir: Path, reports_d
     for directory in (reports_dir, out_dir):
         with open(directory / "label_consistency.json", "w") as f:
             json.dump(consistency, f, indent=2)
-        (directory / "label_consistency.md").write_text(render_markdown(consistency, data_name))
+        (directory / "label_consistency.md").write_text(
+            render_markdown(consistency, data_name, {name: len(s) for name, s in samples.items()}))
     return StreamBuild(features, imps, samples, consistency, seconds)

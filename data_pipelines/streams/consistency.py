@@ -40,10 +40,12 @@ def label_consistency(samples: Samples, imps: Impressions, tasks: tuple[str, ...
     return out
 
 
-def render_markdown(report: dict, title: str) -> str:
+def render_markdown(report: dict, title: str, sample_counts: dict[str, int] | None = None) -> str:
     lines = [f"# Label consistency — {title}", "",
              "Share of true positives each stream ever reports (coverage), share first reported as a "
              "negative (false negatives), and the delay from the positive to its first report.", ""]
+    if sample_counts:
+        lines += ["Samples written: " + ", ".join(f"{k} {v:,}" for k, v in sample_counts.items()), ""]
     for stream, per_task in report.items():
         if stream.startswith("_"):
             continue
