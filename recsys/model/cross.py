@@ -1,0 +1,54 @@
+"""Cross: the ESU target attention over each GSU sequence (eq. 7) and the contrastive alignment
+of the sequences' embedding spaces (eq. 6)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TargetAttention(nn.Module):
+    """softmax(q k^T / sqrt(d)) v over a sequence, with q from the live-side features of the sample.
+
+    query [B, D_q], sequence [B, L, D_s], mask [B, L] (True = a real element) -> [B, D_attn].
+    Padding gets no weight; a sample with an empty sequence gets zeros.
+    """
+
+    def __init__(self, query_dim: int, sequence_dim: int, attention_dim: int):
+        super().__init__()
+        self.w_q = nn.Linear(query_dim, attention_dim, bias=False)
+        self.w_k = nn.Linear(sequence_dim, attention_dim, bias=False)
+        self.w_v = nn.Linear(sequence_dim, attention_dim, bias=False)
+        self.scale = 1.0 / math.sqrt(attention_dim)
+
+    def forward(self, query: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q = self.w_q(query).unsqueeze(1)  # [B, 1, A]
+        k, v = self.w_k(sequence), self.w_v(sequence)  # [B, L, A]
+        scores = (q * k).sum(-1) * self.scale  # [B, L]
+        # A finite floor rather than -inf keeps an all-padding row free of NaN in the backward pass;
+        # multiplying by the mask then gives that row zero weight everywhere.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1) * mask
+        return torch.einsum("bl,bla->ba", weights, v)
+
+
+def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, L, D], [B, L] -> [B, D]; zeros for an empty sequence."""
+    count = mask.sum(-1, keepdim=True).clamp(min=1)
+    return (sequence * mask.unsqueeze(-1)).sum(1) / count
+
+
+def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float,
+             valid: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE with in-batch negatives: row i of `positive` is the positive of row i of `anchor`,
+    every other row a negative. Both are L2-normalised here. Rows where `valid` is False (an empty
+    sequence on either side) take no part. Returns the mean over anchors (0 if none is valid)."""
+    if valid is not None:
+        anchor, positive = anchor[valid], positive[valid]
+    if anchor.shape[0] == 0:
+        return anchor.new_zeros(())
+    logits = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T / temperature  # [N, N]
+    return F.cross_entropy(logits, torch.arange(anchor.shape[0], device=anchor.device))
