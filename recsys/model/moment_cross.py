@@ -1,0 +1,112 @@
+"""The Moment&Cross ranking model.
+
+  pooled ids --EBC--> [B, F*d]      target live + author, GSU elements --EBC (position bags)--> [B, L, d]
+                 \\                                  |
+                  \\                    ESU target attention per GSU (eq. 7); InfoNCE mixed vs others (eq. 6)
+                   \\                                |
+                    +---- concat with dense features + ESU outputs ----> CGC / PLE ----> one tower per task
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+
+from recsys.model.cross import TargetAttention, info_nce, masked_mean
+from recsys.model.inputs import SIDE_FIELDS, TARGET_SEQUENCE_FEATURES, ModelInput
+from recsys.model.mlp import MLP
+from recsys.model.multitask import PLE
+
+QUERY_POOLED_FEATURES = ("category", "live_type")  # live-side ids that join the ESU query
+
+
+@dataclass(frozen=True)
+class ContrastiveConfig:
+    temperature: float = 0.1
+    weights: dict[str, float] | None = None  # GSU -> weight of InfoNCE(mixed, GSU); 0 or absent = off
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, T]
+    contrastive: dict[str, torch.Tensor]  # GSU -> InfoNCE loss (already unweighted)
+
+
+class MomentCrossModel(nn.Module):
+    def __init__(
+        self,
+        tasks: list[str],
+        table_sizes: dict[str, int],
+        pooled_tables: dict[str, list[str]],  # table -> pooled features that share it
+        gsu_names: list[str],  # the GSUs the model uses (ablations remove some)
+        seq_len: int,
+        n_dense: int,
+        embedding_dim: int = 32,
+        side_dim: int = 8,
+        attention_dim: int = 32,
+        multitask: dict | None = None,  # PLE arguments: n_levels (1 = CGC), experts, dims, dropout
+        tower_dims: list[int] = (64,),
+        contrastive: ContrastiveConfig = ContrastiveConfig(),
+        embedding_device: torch.device | str = "cpu",
+    ):
+        super().__init__()
+        self.tasks, self.gsu_names, self.seq_len = list(tasks), list(gsu_names), seq_len
+        self.pooled_features = [f for features in pooled_tables.values() for f in features]
+        device = torch.device(embedding_device)
+        self.pooled_ebc = EmbeddingBagCollection(tables=[
+            EmbeddingBagConfig(name=table, embedding_dim=embedding_dim, num_embeddings=table_sizes[table],
+                               feature_names=list(features), pooling=PoolingType.SUM)
+            for table, features in pooled_tables.items()], device=device)
+        # Target ids and every GSU element share the item and author tables.
+        self.sequence_ebc = EmbeddingBagCollection(tables=[
+            EmbeddingBagConfig(name="item", embedding_dim=embedding_dim, num_embeddings=table_sizes["item"],
+                               feature_names=["live_item", *(f"{g}.item" for g in self.gsu_names)],
+                               pooling=PoolingType.SUM),
+            EmbeddingBagConfig(name="author", embedding_dim=embedding_dim, num_embeddings=table_sizes["author"],
+                               feature_names=["author_id", *(f"{g}.author" for g in self.gsu_names)],
+                               pooling=PoolingType.SUM)], device=device)
+        self.side_embeddings = nn.ModuleList(nn.Embedding(18, side_dim, padding_idx=0) for _ in SIDE_FIELDS)
+        element_dim = 2 * embedding_dim + len(SIDE_FIELDS) * side_dim
+        query_dim = (len(TARGET_SEQUENCE_FEATURES) + len(QUERY_POOLED_FEATURES)) * embedding_dim
+        self.attention = nn.ModuleDict({g: TargetAttention(query_dim, element_dim, attention_dim)
+                                        for g in self.gsu_names})
+        self.contrastive_temperature = contrastive.temperature
+        self.contrastive_gsus = [g for g, w in (contrastive.weights or {}).items()
+                                 if w and g in self.gsu_names and g != "mixed" and "mixed" in self.gsu_names]
+        input_dim = (len(self.pooled_features) + len(TARGET_SEQUENCE_FEATURES)) * embedding_dim + n_dense \
+            + len(self.gsu_names) * attention_dim
+        self.dense_norm = nn.BatchNorm1d(n_dense)
+        self.multitask = PLE(input_dim, len(self.tasks), **(multitask or {}))
+        self.towers = nn.ModuleList(MLP(self.multitask.output_dim, list(tower_dims), output_dim=1)
+                                    for _ in self.tasks)
+
+    def forward(self, x: ModelInput) -> ModelOutput:
+        b, L = x.dense.shape[0], self.seq_len
+        pooled = self.pooled_ebc(x.pooled).to_dict()  # feature -> [B, d]
+        seq = {k: v.view(b, L, -1) for k, v in self.sequence_ebc(x.sequence).to_dict().items()}  # [B, L, d]
+        target = [seq[name][:, 0] for name in TARGET_SEQUENCE_FEATURES]  # position 0 holds the target
+        query = torch.cat(target + [pooled[f] for f in QUERY_POOLED_FEATURES], dim=-1)
+
+        esu, item_means = [], {}
+        for g, name in enumerate(self.gsu_names):
+            mask = x.mask[:, g]  # [B, L]
+            side = [emb(x.side[:, g, :, j]) for j, emb in enumerate(self.side_embeddings)]
+            elements = torch.cat([seq[f"{name}.item"], seq[f"{name}.author"], *side], dim=-1)  # [B, L, D_s]
+            esu.append(self.attention[name](query, elements, mask))
+            item_means[name] = masked_mean(seq[f"{name}.item"], mask)
+        contrastive = {}
+        if self.contrastive_gsus:
+            has_mixed = x.mask[:, self.gsu_names.index("mixed")].any(-1)
+            for name in self.contrastive_gsus:
+                valid = has_mixed & x.mask[:, self.gsu_names.index(name)].any(-1)
+                contrastive[name] = info_nce(item_means["mixed"], item_means[name], self.contrastive_temperature,
+                                             valid)
+
+        features = torch.cat([pooled[f] for f in self.pooled_features] + target
+                             + [self.dense_norm(x.dense)] + esu, dim=-1)
+        per_task = self.multitask(features)
+        logits = torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1)  # [B, T]
+        return ModelOutput(logits=logits, contrastive=contrastive)
