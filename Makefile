@@ -12,7 +12,7 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history streams bench clean
+.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history streams train bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -59,6 +59,9 @@ history: ## rebuild the interaction-log store from canonical tables (ARGS="world
 
 streams: ## label streams + GSU sequences -> WebDataset shards + label-consistency report (ARGS="stream=realtime")
 	$(PY) -m data_pipelines.streams $(ARGS)
+
+train: ## one training run (ARGS="world=tiny trainer.devices=2 model=cgc cross=none ...")
+	$(PY) -m recsys.train.train $(ARGS)
 
 bench: ## every benchmark, figures printed (ARGS="world=default")
 	$(PY) -m recsys.bench $(ARGS)

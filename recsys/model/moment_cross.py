@@ -49,7 +49,7 @@ class MomentCrossModel(nn.Module):
         attention_dim: int = 32,
         multitask: dict | None = None,  # PLE arguments: n_levels (1 = CGC), experts, dims, dropout
         tower_dims: list[int] = (64,),
-        contrastive: ContrastiveConfig = ContrastiveConfig(),
+        contrastive: ContrastiveConfig | dict = ContrastiveConfig(),
         embedding_device: torch.device | str = "cpu",
     ):
         super().__init__()
@@ -73,6 +73,8 @@ class MomentCrossModel(nn.Module):
         query_dim = (len(TARGET_SEQUENCE_FEATURES) + len(QUERY_POOLED_FEATURES)) * embedding_dim
         self.attention = nn.ModuleDict({g: TargetAttention(query_dim, element_dim, attention_dim)
                                         for g in self.gsu_names})
+        if isinstance(contrastive, dict):
+            contrastive = ContrastiveConfig(**contrastive)
         self.contrastive_temperature = contrastive.temperature
         self.contrastive_gsus = [g for g, w in (contrastive.weights or {}).items()
                                  if w and g in self.gsu_names and g != "mixed" and "mixed" in self.gsu_names]

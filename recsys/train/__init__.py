@@ -1,0 +1,1 @@
+"""Lightning + TorchRec glue: the LightningModule, the DMP strategy, data, metrics, entry point."""

@@ -1,0 +1,63 @@
+"""Time-ordered split of a data set's streams: train on the training stream's samples reported
+before the split, validate on the `final` stream's impressions requested after it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+from data_pipelines.streams.shards import read_manifest
+from recsys.data import ShardDataset, make_loader
+
+log = logging.getLogger(__name__)
+
+
+class StreamDataModule(pl.LightningDataModule):
+    def __init__(self, shard_root: str, train_stream: str = "realtime", eval_stream: str = "final",
+                 batch_size: int = 1024, val_batch_size: int = 2048, val_fraction: float = 0.2,
+                 num_workers: int = 0, shuffle_buffer: int = 8, seed: int = 0, on_corrupt: str = "raise"):
+        super().__init__()
+        self.shard_root = Path(shard_root)
+        self.train_stream, self.eval_stream = train_stream, eval_stream
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.val_fraction, self.num_workers = val_fraction, num_workers
+        self.shuffle_buffer, self.seed, self.on_corrupt = shuffle_buffer, seed, on_corrupt
+        self.split_ts: int | None = None
+
+    @property
+    def manifest(self) -> dict:
+        return read_manifest(self.shard_root / self.train_stream)
+
+    def split(self) -> tuple[list[str], list[str], int]:
+        """(training shards, validation shards, split time): the last `val_fraction` of the final
+        stream's shards are validation; training keeps shards wholly reported before they begin."""
+        evaluation = read_manifest(self.shard_root / self.eval_stream)["shards"]
+        n_val = min(max(1, round(self.val_fraction * len(evaluation))), len(evaluation) - 1) if len(evaluation) > 1 else 0
+        if n_val == 0:
+            raise ValueError(f"{self.shard_root / self.eval_stream}: one shard cannot be split in time; "
+                             f"write smaller shards (shards.micro_batches_per_shard)")
+        val = evaluation[-n_val:]
+        split_ts = min(s["request_ts_min"] for s in val)
+        train = [s["file"] for s in self.manifest["shards"] if s["report_ts_max"] < split_ts]
+        if not train:
+            raise ValueError(f"no {self.train_stream} shard is reported entirely before the validation slice "
+                             f"(split at {split_ts}); write smaller shards or lower val_fraction")
+        return train, [s["file"] for s in val], split_ts
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_shards, self.val_shards, self.split_ts = self.split()
+        log.info("time split at %d: %d %s shards for training, %d %s shards for validation", self.split_ts,
+                 len(self.train_shards), self.train_stream, len(self.val_shards), self.eval_stream)
+
+    def train_dataloader(self):
+        dataset = ShardDataset(self.shard_root / self.train_stream, self.batch_size, shuffle=True, seed=self.seed,
+                               shuffle_buffer=self.shuffle_buffer, on_corrupt=self.on_corrupt,
+                               shards=self.train_shards)
+        return make_loader(dataset, num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        dataset = ShardDataset(self.shard_root / self.eval_stream, self.val_batch_size, shuffle=False,
+                               on_corrupt=self.on_corrupt, shards=self.val_shards)
+        return make_loader(dataset, num_workers=min(self.num_workers, 1))

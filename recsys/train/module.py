@@ -1,0 +1,102 @@
+"""The LightningModule: losses, optimizers and metrics around a MomentCrossModel.
+
+Sparse (embedding) parameters get fused optimizers applied in backward (TorchRec's
+`apply_optimizer_in_backward`); once the strategy has wrapped the model in
+DistributedModelParallel they live inside the sharded kernels. Dense parameters get a normal
+optimizer; the two are combined as TorchRec's examples do. Optimization is manual because a
+CombinedOptimizer would run Lightning's closure once per inner optimizer.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import lightning.pytorch as pl
+import torch
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from recsys.data.batch import Batch
+from data_pipelines.streams.labels import POS, PU_POS
+from recsys.model.inputs import ModelInput, to_model_input
+from recsys.model.losses import ranking_score, task_losses
+from recsys.model.moment_cross import MomentCrossModel
+from recsys.train.metrics import TaskMetrics
+
+SPARSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+
+
+class MomentCrossTask(pl.LightningModule):
+    def __init__(self, model: MomentCrossModel, dense_optimizer: Callable[..., torch.optim.Optimizer],
+                 sparse_optimizer: str = "adagrad", sparse_lr: float = 0.05, contrastive_weights: dict | None = None,
+                 score_weights: dict[str, float] | None = None):
+        super().__init__()
+        self.model = model
+        self.tasks, self.gsu_names, self.seq_len = model.tasks, model.gsu_names, model.seq_len
+        self.pooled_features = model.pooled_features
+        self.dense_optimizer = dense_optimizer
+        self.contrastive_weights = {g: float(w) for g, w in (contrastive_weights or {}).items()}
+        weights = score_weights or {}
+        self.register_buffer("score_weights", torch.tensor([float(weights.get(t, 1.0)) for t in self.tasks]))
+        self.automatic_optimization = False
+        sparse = [*model.pooled_ebc.parameters(), *model.sequence_ebc.parameters()]
+        apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], sparse, {"lr": sparse_lr})
+        self.val_metrics = TaskMetrics(self.tasks)
+
+    # ------------------------------------------------------------------ steps
+    def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> ModelInput:
+        """Lay the batch out as the model consumes it, on the CPU, before it moves to the device."""
+        return to_model_input(batch, self.gsu_names, self.seq_len, self.pooled_features)
+
+    def training_step(self, x: ModelInput, batch_idx: int) -> torch.Tensor:
+        out = self.model(x)
+        per_task = task_losses(out.logits, x.states)
+        loss = per_task.sum()
+        for name, value in out.contrastive.items():
+            loss = loss + self.contrastive_weights.get(name, 0.0) * value
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        b = len(x)
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        for t, value in zip(self.tasks, per_task):
+            self.log(f"train/loss/{t}", value, batch_size=b)
+        for name, value in out.contrastive.items():
+            self.log(f"train/contrastive/{name}", value, batch_size=b)
+        return loss
+
+    def validation_step(self, x: ModelInput, batch_idx: int) -> None:
+        probabilities = torch.sigmoid(self.model(x).logits)
+        labels = ((x.states == POS) | (x.states == PU_POS)).long()
+        self.val_metrics.update(probabilities, labels, x.user)
+
+    def on_validation_epoch_end(self) -> None:
+        for name, value in self.val_metrics.compute().items():
+            self.log(f"val/{name}", value, sync_dist=True, prog_bar=name == "auc/ctr")  # equal on every rank already
+        self.val_metrics.reset()
+
+    def predict_scores(self, x: ModelInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-task probabilities [B, T] and the ranking score [B]."""
+        probabilities = torch.sigmoid(self.model(x).logits)
+        return probabilities, ranking_score(probabilities, self.score_weights)
+
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers(self):
+        dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(self.model.named_parameters())),
+                                      lambda params: self.dense_optimizer(params))
+        fused = getattr(self.model, "fused_optimizer", None)  # present once DMP has wrapped the model
+        return CombinedOptimizer([fused, dense]) if fused is not None else dense
+
+    def on_train_epoch_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        dataset = getattr(getattr(loader, "loader", None), "dataset", None)
+        if dataset is not None and hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
+
+def dense_adam(lr: float = 1e-3, weight_decay: float = 0.0) -> Callable[..., torch.optim.Optimizer]:
+    """Hydra-friendly factory (`_partial_` works too): the dense optimizer's constructor."""
+    return partial(torch.optim.Adam, lr=lr, weight_decay=weight_decay)

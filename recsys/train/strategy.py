@@ -1,0 +1,107 @@
+"""A Lightning strategy that wraps the model in TorchRec's DistributedModelParallel.
+
+Lightning's DDP strategy would replicate every embedding table on every rank. Instead the inner
+`MomentCrossModel` is handed to DMP with a plan from TorchRec's planner: tables are sharded
+(table-wise on CPU, any supported type on GPU) and materialised from the meta device, and the
+dense layers are wrapped in DDP by DMP itself. Checkpoints are sharded: every rank writes its own
+shards with torch.distributed.checkpoint, and resume loads them back in place, fused optimizer
+state included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from lightning.pytorch.strategies import DDPStrategy
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingEnv
+
+log = logging.getLogger(__name__)
+TRAINER_STATE = "trainer_state.pt"
+
+
+class TorchRecStrategy(DDPStrategy):
+    strategy_name = "torchrec"
+
+    def __init__(self, sharding_types: list[str] | None = None, **kwargs: Any):
+        """`sharding_types` limits the planner (e.g. ["table_wise"]); None lets it choose."""
+        kwargs.setdefault("process_group_backend", None)
+        super().__init__(**kwargs)
+        self.sharding_types = list(sharding_types) if sharding_types else None
+
+    def model_to_device(self) -> None:
+        """Move the dense layers only: embedding tables stay on meta until DMP materialises them."""
+        assert self.model is not None
+        for module in self.model.modules():
+            for name, param in list(module.named_parameters(recurse=False)):
+                if not param.is_meta and param.device != self.root_device:
+                    module._parameters[name] = torch.nn.Parameter(param.to(self.root_device),
+                                                                  requires_grad=param.requires_grad)
+            for name, buf in list(module.named_buffers(recurse=False)):
+                if buf is not None and not buf.is_meta:
+                    module._buffers[name] = buf.to(self.root_device)
+
+    def _setup_model(self, model: pl.LightningModule) -> pl.LightningModule:
+        inner = model.model
+        constraints = None
+        if self.sharding_types:
+            constraints = {name: ParameterConstraints(sharding_types=self.sharding_types)
+                           for ebc in (inner.pooled_ebc, inner.sequence_ebc) for name in
+                           (cfg.name for cfg in ebc.embedding_bag_configs())}
+        topology = Topology(world_size=self.world_size, compute_device=self.root_device.type,
+                            local_world_size=self.num_processes)
+        planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, debug=False)
+        plan = planner.collective_plan(inner, None, dist.GroupMember.WORLD)
+        model.model = DistributedModelParallel(inner, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+                                               device=self.root_device, plan=plan)
+        if self.is_global_zero:
+            log.info("sharding plan:\n%s", plan)
+        return model  # no DDP wrapper around the LightningModule: DMP already handles the dense layers
+
+    def _register_ddp_hooks(self) -> None:
+        """DDP communication hooks belong to a DDP wrapper, which this strategy does not create."""
+
+    # ------------------------------------------------------------------ sharded checkpoints
+    def _sharded_state(self) -> dict[str, Any]:
+        return {"model": self.lightning_module.state_dict(),
+                "optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        """Every rank writes its shards into the directory `filepath`; rank 0 adds the rest."""
+        path = Path(filepath)
+        dcp.save(self._sharded_state(), checkpoint_id=str(path))
+        if self.is_global_zero:
+            rest = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
+            torch.save(rest, path / TRAINER_STATE)
+        self.barrier("save_checkpoint")
+
+    def load_checkpoint(self, checkpoint_path: str | os.PathLike) -> dict[str, Any]:
+        path = Path(checkpoint_path)
+        for opt in self.optimizers:  # lazily created optimizer state must exist to be loaded into
+            if hasattr(opt, "init_state"):
+                opt.init_state()
+        state = self._sharded_state()
+        dcp.load(state, checkpoint_id=str(path))  # in place: parameters and optimizer state are restored
+        rest = torch.load(path / TRAINER_STATE, weights_only=False)  # our own file: loop and callback state
+        return {**rest, "state_dict": state["model"], "optimizer_states": state["optimizers"]}
+
+    def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
+        """Already loaded in place by `load_checkpoint`."""
+
+    def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Already loaded in place by `load_checkpoint`."""
+
+    def remove_checkpoint(self, filepath: str | os.PathLike) -> None:
+        if self.is_global_zero:
+            import shutil
+
+            shutil.rmtree(filepath, ignore_errors=True)

@@ -1,0 +1,78 @@
+"""`make train`: one training run from the Hydra config. `train(cfg)` is what tests and sweeps call."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from recsys.model.moment_cross import ContrastiveConfig, MomentCrossModel
+from recsys.train.datamodule import StreamDataModule
+from recsys.train.module import MomentCrossTask
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: DictConfig, manifest: dict, embedding_device: str = "meta") -> MomentCrossModel:
+    """The model from `model` + `cross` config and the shards' manifest (tasks, table sizes, features)."""
+    contrastive = cfg.cross.contrastive
+    return instantiate(
+        cfg.model, tasks=manifest["tasks"], table_sizes=manifest["table_sizes"],
+        gsu_names=list(cfg.cross.gsu_names), n_dense=len(manifest["dense_features"]),
+        contrastive=ContrastiveConfig(temperature=contrastive.temperature,
+                                      weights=dict(contrastive.weights) if contrastive.enabled else {}),
+        embedding_device=embedding_device, _convert_="all")
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if name == "wandb" and not os.environ.get("WANDB_API_KEY"):
+            os.environ.setdefault("WANDB_MODE", "offline")  # syncable later with `wandb sync`
+        loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule: StreamDataModule = instantiate(cfg.datamodule)
+    manifest = datamodule.manifest
+    task = MomentCrossTask(build_model(cfg, manifest), dense_optimizer=instantiate(cfg.optim.dense),
+                           sparse_optimizer=cfg.optim.sparse, sparse_lr=cfg.optim.sparse_lr,
+                           contrastive_weights=dict(cfg.cross.contrastive.weights),
+                           score_weights=dict(cfg.score_weights))
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
+    if trainer.is_global_zero:
+        for lg in trainer.loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return metrics, {"trainer": trainer, "task": task, "datamodule": datamodule}
+
+
+def format_metrics(metrics: dict[str, float], tasks: list[str]) -> str:
+    lines = [f"{'task':<6}{'AUC':>8}{'GAUC':>8}{'logloss':>9}"]
+    for t in tasks:
+        lines.append(f"{t:<6}{metrics.get(f'val/auc/{t}', float('nan')):>8.4f}"
+                     f"{metrics.get(f'val/gauc/{t}', float('nan')):>8.4f}"
+                     f"{metrics.get(f'val/logloss/{t}', float('nan')):>9.4f}")
+    return "\n".join(lines)
+
+
+@hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    metrics, objects = train(cfg)
+    if objects["trainer"].is_global_zero:
+        print(f"\nvalidation on the later time slice ({Path(cfg.datamodule.shard_root).parent.name}):")
+        print(format_metrics(metrics, objects["task"].tasks))
+
+
+if __name__ == "__main__":
+    main()
