@@ -16,6 +16,7 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 
 from recsys.model.cross import TargetAttention, info_nce, masked_mean
+from recsys.model.losses import ranking_score
 from recsys.model.inputs import SIDE_FIELDS, TARGET_SEQUENCE_FEATURES, ModelInput
 from recsys.model.mlp import MLP
 from recsys.model.multitask import PLE
@@ -50,6 +51,7 @@ class MomentCrossModel(nn.Module):
         multitask: dict | None = None,  # PLE arguments: n_levels (1 = CGC), experts, dims, dropout
         tower_dims: list[int] = (64,),
         contrastive: ContrastiveConfig | dict = ContrastiveConfig(),
+        score_weights: dict[str, float] | None = None,  # task -> w_t in prod_t (1 + p_t) ** w_t (default 1)
         embedding_device: torch.device | str = "cpu",
     ):
         super().__init__()
@@ -82,6 +84,8 @@ class MomentCrossModel(nn.Module):
             + len(self.gsu_names) * attention_dim
         self.dense_norm = nn.BatchNorm1d(n_dense)
         self.multitask = PLE(input_dim, len(self.tasks), **(multitask or {}))
+        weights = score_weights or {}
+        self.register_buffer("score_weights", torch.tensor([float(weights.get(t, 1.0)) for t in self.tasks]))
         self.towers = nn.ModuleList(MLP(self.multitask.output_dim, list(tower_dims), output_dim=1)
                                     for _ in self.tasks)
 
@@ -112,3 +116,7 @@ class MomentCrossModel(nn.Module):
         per_task = self.multitask(features)
         logits = torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1)  # [B, T]
         return ModelOutput(logits=logits, contrastive=contrastive)
+
+    def score(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """The ranking score prod_t (1 + p_t) ** w_t of [B, T] probabilities -> [B]."""
+        return ranking_score(probabilities, self.score_weights)

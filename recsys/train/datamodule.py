@@ -30,14 +30,16 @@ class StreamDataModule(pl.LightningDataModule):
     def manifest(self) -> dict:
         return read_manifest(self.shard_root / self.train_stream)
 
-    def split(self) -> tuple[list[str], list[str], int]:
+    def split(self, world_size: int = 1) -> tuple[list[str], list[str], int]:
         """(training shards, validation shards, split time): the last `val_fraction` of the final
-        stream's shards are validation; training keeps shards wholly reported before they begin."""
+        stream's shards (at least one per rank) are validation; training keeps the training
+        stream's shards wholly reported before they begin."""
         evaluation = read_manifest(self.shard_root / self.eval_stream)["shards"]
-        n_val = min(max(1, round(self.val_fraction * len(evaluation))), len(evaluation) - 1) if len(evaluation) > 1 else 0
-        if n_val == 0:
-            raise ValueError(f"{self.shard_root / self.eval_stream}: one shard cannot be split in time; "
-                             f"write smaller shards (shards.micro_batches_per_shard)")
+        n_val = max(world_size, round(self.val_fraction * len(evaluation)))
+        if n_val >= len(evaluation):
+            raise ValueError(f"{self.shard_root / self.eval_stream}: {len(evaluation)} shards cannot give "
+                             f"{world_size} rank(s) a validation shard each and leave earlier ones for "
+                             f"training; write smaller shards (shards.micro_batches_per_shard)")
         val = evaluation[-n_val:]
         split_ts = min(s["request_ts_min"] for s in val)
         train = [s["file"] for s in self.manifest["shards"] if s["report_ts_max"] < split_ts]
@@ -47,7 +49,8 @@ class StreamDataModule(pl.LightningDataModule):
         return train, [s["file"] for s in val], split_ts
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_shards, self.val_shards, self.split_ts = self.split()
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        self.train_shards, self.val_shards, self.split_ts = self.split(world_size)
         log.info("time split at %d: %d %s shards for training, %d %s shards for validation", self.split_ts,
                  len(self.train_shards), self.train_stream, len(self.val_shards), self.eval_stream)
 

@@ -21,7 +21,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from recsys.data.batch import Batch
 from data_pipelines.streams.labels import POS, PU_POS
 from recsys.model.inputs import ModelInput, to_model_input
-from recsys.model.losses import ranking_score, task_losses
+from recsys.model.losses import task_losses
 from recsys.model.moment_cross import MomentCrossModel
 from recsys.train.metrics import TaskMetrics
 
@@ -30,16 +30,13 @@ SPARSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD, "ad
 
 class MomentCrossTask(pl.LightningModule):
     def __init__(self, model: MomentCrossModel, dense_optimizer: Callable[..., torch.optim.Optimizer],
-                 sparse_optimizer: str = "adagrad", sparse_lr: float = 0.05, contrastive_weights: dict | None = None,
-                 score_weights: dict[str, float] | None = None):
+                 sparse_optimizer: str = "adagrad", sparse_lr: float = 0.05, contrastive_weights: dict | None = None):
         super().__init__()
         self.model = model
         self.tasks, self.gsu_names, self.seq_len = model.tasks, model.gsu_names, model.seq_len
         self.pooled_features = model.pooled_features
         self.dense_optimizer = dense_optimizer
         self.contrastive_weights = {g: float(w) for g, w in (contrastive_weights or {}).items()}
-        weights = score_weights or {}
-        self.register_buffer("score_weights", torch.tensor([float(weights.get(t, 1.0)) for t in self.tasks]))
         self.automatic_optimization = False
         sparse = [*model.pooled_ebc.parameters(), *model.sequence_ebc.parameters()]
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], sparse, {"lr": sparse_lr})
@@ -80,8 +77,9 @@ class MomentCrossTask(pl.LightningModule):
 
     def predict_scores(self, x: ModelInput) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-task probabilities [B, T] and the ranking score [B]."""
+        model = getattr(self.model, "module", self.model)  # the model inside DMP, once wrapped
         probabilities = torch.sigmoid(self.model(x).logits)
-        return probabilities, ranking_score(probabilities, self.score_weights)
+        return probabilities, model.score(probabilities)
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self):

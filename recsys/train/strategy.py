@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from lightning.pytorch.strategies import DDPStrategy
-from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingEnv
 
@@ -60,8 +60,11 @@ class TorchRecStrategy(DDPStrategy):
                             local_world_size=self.num_processes)
         planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, debug=False)
         plan = planner.collective_plan(inner, None, dist.GroupMember.WORLD)
-        model.model = DistributedModelParallel(inner, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
-                                               device=self.root_device, plan=plan)
+        # static_graph=False: DDP's static-graph mode delays the first all-reduce to a callback that
+        # Lightning's manual backward never triggers here, and dense gradients silently stay per rank.
+        model.model = DistributedModelParallel(
+            inner, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD), device=self.root_device, plan=plan,
+            data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False))
         if self.is_global_zero:
             log.info("sharding plan:\n%s", plan)
         return model  # no DDP wrapper around the LightningModule: DMP already handles the dense layers
@@ -70,6 +73,11 @@ class TorchRecStrategy(DDPStrategy):
         """DDP communication hooks belong to a DDP wrapper, which this strategy does not create."""
 
     # ------------------------------------------------------------------ sharded checkpoints
+    @property
+    def restore_checkpoint_after_setup(self) -> bool:
+        """Shards can only be loaded into the sharded model and the optimizers built for it."""
+        return True
+
     def _sharded_state(self) -> dict[str, Any]:
         return {"model": self.lightning_module.state_dict(),
                 "optimizers": [opt.state_dict() for opt in self.optimizers]}
@@ -84,21 +92,30 @@ class TorchRecStrategy(DDPStrategy):
             torch.save(rest, path / TRAINER_STATE)
         self.barrier("save_checkpoint")
 
-    def load_checkpoint(self, checkpoint_path: str | os.PathLike) -> dict[str, Any]:
+    def load_checkpoint(self, checkpoint_path: str | os.PathLike, weights_only: bool | None = None) -> dict[str, Any]:
         path = Path(checkpoint_path)
         for opt in self.optimizers:  # lazily created optimizer state must exist to be loaded into
             if hasattr(opt, "init_state"):
                 opt.init_state()
         state = self._sharded_state()
-        dcp.load(state, checkpoint_id=str(path))  # in place: parameters and optimizer state are restored
-        rest = torch.load(path / TRAINER_STATE, weights_only=False)  # our own file: loop and callback state
+        dcp.load(state, checkpoint_id=str(path))  # fills `state`: this rank's shards and the replicated rest
+        rest = torch.load(path / TRAINER_STATE, weights_only=True)  # loop and callback state: plain data
         return {**rest, "state_dict": state["model"], "optimizer_states": state["optimizers"]}
 
     def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
-        """Already loaded in place by `load_checkpoint`."""
+        # Copied explicitly (a sharded module's state_dict may hand out copies, not views), through
+        # DMP's own load_state_dict, which knows how its wrapped module names its parameters.
+        state = checkpoint["state_dict"]
+        prefix = "model."
+        unexpected = [k for k in state if not k.startswith(prefix)]
+        if strict and unexpected:
+            raise KeyError(f"checkpoint entries outside the model: {unexpected[:5]}")
+        self.lightning_module.model.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                                     if k.startswith(prefix)}, strict=strict)
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        """Already loaded in place by `load_checkpoint`."""
+        for optimizer, state in zip(self.optimizers, checkpoint["optimizer_states"]):
+            optimizer.load_state_dict(state)
 
     def remove_checkpoint(self, filepath: str | os.PathLike) -> None:
         if self.is_global_zero:

@@ -27,7 +27,7 @@ def build_model(cfg: DictConfig, manifest: dict, embedding_device: str = "meta")
         gsu_names=list(cfg.cross.gsu_names), n_dense=len(manifest["dense_features"]),
         contrastive=ContrastiveConfig(temperature=contrastive.temperature,
                                       weights=dict(contrastive.weights) if contrastive.enabled else {}),
-        embedding_device=embedding_device, _convert_="all")
+        score_weights=dict(cfg.score_weights), embedding_device=embedding_device, _convert_="all")
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -45,8 +45,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     manifest = datamodule.manifest
     task = MomentCrossTask(build_model(cfg, manifest), dense_optimizer=instantiate(cfg.optim.dense),
                            sparse_optimizer=cfg.optim.sparse, sparse_lr=cfg.optim.sparse_lr,
-                           contrastive_weights=dict(cfg.cross.contrastive.weights),
-                           score_weights=dict(cfg.score_weights))
+                           contrastive_weights=dict(cfg.cross.contrastive.weights))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
     if trainer.is_global_zero:
