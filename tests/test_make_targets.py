@@ -58,9 +58,13 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     assert set(json.loads((tmp_path / "reports" / "label_consistency.json").read_text())) == {"realtime"}
 
     result = make("bench", f"ARGS={base} bench.history_store.single_queries=100 "
-                           f"bench.history_store.batch_queries=1000 bench.streams.loader_batches=5")
+                           f"bench.history_store.batch_queries=1000 bench.streams.loader_batches=5 "
+                           f"bench.training.batch_size=64 bench.training.steps=1 bench.training.warmup_steps=1 "
+                           f"bench.training.profile_steps=1 bench.training.item_rows=1000 "
+                           f"bench.training.author_rows=100")
     assert result.returncode == 0, result.stderr
     assert "queries/s" in result.stdout and "impressions/s" in result.stdout and "samples/s" in result.stdout
+    assert "TorchRec (DMP, fused Adagrad)" in result.stdout and "speed-up" in result.stdout
 
 
 def test_ingest_failure_is_one_clear_line(tmp_path):

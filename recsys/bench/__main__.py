@@ -5,9 +5,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from recsys.bench import history_store, streams
+from recsys.bench import history_store, streams, training
 
-BENCHMARKS = {"history_store": history_store.run, "streams": streams.run}
+BENCHMARKS = {"history_store": history_store.run, "streams": streams.run, "training": training.run}
 
 
 @hydra.main(config_path="../../conf", config_name="bench", version_base="1.3")

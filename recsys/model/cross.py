@@ -25,14 +25,16 @@ class TargetAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(attention_dim)
 
     def forward(self, query: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = self.w_q(query).unsqueeze(1)  # [B, 1, A]
-        k, v = self.w_k(sequence), self.w_v(sequence)  # [B, L, A]
-        scores = (q * k).sum(-1) * self.scale  # [B, L]
+        # The projections are linear, so they move off the L positions: q.(W_k s) = (W_k^T q).s and
+        # sum_l a_l W_v s_l = W_v (sum_l a_l s_l). Same result, L times fewer matrix products.
+        q = self.w_q(query)  # [B, A]
+        q_in_sequence_space = q @ self.w_k.weight  # [B, D_s]
+        scores = torch.einsum("bld,bd->bl", sequence, q_in_sequence_space) * self.scale  # [B, L]
         # A finite floor rather than -inf keeps an all-padding row free of NaN in the backward pass;
         # multiplying by the mask then gives that row zero weight everywhere.
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         weights = torch.softmax(scores, dim=-1) * mask
-        return torch.einsum("bl,bla->ba", weights, v)
+        return self.w_v(torch.einsum("bl,bld->bd", weights, sequence))  # [B, A]
 
 
 def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,9 @@ class MomentCrossModel(nn.Module):
             EmbeddingBagConfig(name="author", embedding_dim=embedding_dim, num_embeddings=table_sizes["author"],
                                feature_names=["author_id", *(f"{g}.author" for g in self.gsu_names)],
                                pooling=PoolingType.SUM)], device=device)
-        self.side_embeddings = nn.ModuleList(nn.Embedding(18, side_dim, padding_idx=0) for _ in SIDE_FIELDS)
+        # Only with some GSU: a parameter that never gets a gradient is an error under DDP.
+        self.side_embeddings = nn.ModuleList(nn.Embedding(18, side_dim, padding_idx=0) for _ in SIDE_FIELDS
+                                             if self.gsu_names)
         element_dim = 2 * embedding_dim + len(SIDE_FIELDS) * side_dim
         query_dim = (len(TARGET_SEQUENCE_FEATURES) + len(QUERY_POOLED_FEATURES)) * embedding_dim
         self.attention = nn.ModuleDict({g: TargetAttention(query_dim, element_dim, attention_dim)
@@ -90,29 +92,38 @@ class MomentCrossModel(nn.Module):
                                     for _ in self.tasks)
 
     def forward(self, x: ModelInput) -> ModelOutput:
-        b, L = x.dense.shape[0], self.seq_len
-        pooled = self.pooled_ebc(x.pooled).to_dict()  # feature -> [B, d]
-        seq = {k: v.view(b, L, -1) for k, v in self.sequence_ebc(x.sequence).to_dict().items()}  # [B, L, d]
+        return self.head(*self.embed(x), side=x.side, mask=x.mask, dense=x.dense)
+
+    def embed(self, x: ModelInput) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Pooled features -> [B, d]; target ids and GSU elements -> [B, L, d] (target at position 0)."""
+        b = x.dense.shape[0]
+        pooled = self.pooled_ebc(x.pooled).to_dict()
+        seq = {k: v.view(b, self.seq_len, -1) for k, v in self.sequence_ebc(x.sequence).to_dict().items()}
+        return pooled, seq
+
+    def head(self, pooled: dict[str, torch.Tensor], seq: dict[str, torch.Tensor], side: torch.Tensor,
+             mask: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
+        """Everything after the embedding lookups: ESU, contrastive terms, PLE/CGC, towers."""
         target = [seq[name][:, 0] for name in TARGET_SEQUENCE_FEATURES]  # position 0 holds the target
         query = torch.cat(target + [pooled[f] for f in QUERY_POOLED_FEATURES], dim=-1)
 
         esu, item_means = [], {}
         for g, name in enumerate(self.gsu_names):
-            mask = x.mask[:, g]  # [B, L]
-            side = [emb(x.side[:, g, :, j]) for j, emb in enumerate(self.side_embeddings)]
-            elements = torch.cat([seq[f"{name}.item"], seq[f"{name}.author"], *side], dim=-1)  # [B, L, D_s]
-            esu.append(self.attention[name](query, elements, mask))
-            item_means[name] = masked_mean(seq[f"{name}.item"], mask)
+            valid = mask[:, g]  # [B, L]
+            side_emb = [emb(side[:, g, :, j]) for j, emb in enumerate(self.side_embeddings)]
+            elements = torch.cat([seq[f"{name}.item"], seq[f"{name}.author"], *side_emb], dim=-1)  # [B, L, D_s]
+            esu.append(self.attention[name](query, elements, valid))
+            item_means[name] = masked_mean(seq[f"{name}.item"], valid)
         contrastive = {}
         if self.contrastive_gsus:
-            has_mixed = x.mask[:, self.gsu_names.index("mixed")].any(-1)
+            has_mixed = mask[:, self.gsu_names.index("mixed")].any(-1)
             for name in self.contrastive_gsus:
-                valid = has_mixed & x.mask[:, self.gsu_names.index(name)].any(-1)
+                both = has_mixed & mask[:, self.gsu_names.index(name)].any(-1)
                 contrastive[name] = info_nce(item_means["mixed"], item_means[name], self.contrastive_temperature,
-                                             valid)
+                                             both)
 
         features = torch.cat([pooled[f] for f in self.pooled_features] + target
-                             + [self.dense_norm(x.dense)] + esu, dim=-1)
+                             + [self.dense_norm(dense)] + esu, dim=-1)
         per_task = self.multitask(features)
         logits = torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1)  # [B, T]
         return ModelOutput(logits=logits, contrastive=contrastive)
