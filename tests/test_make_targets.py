@@ -61,7 +61,7 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
                            f"bench.history_store.batch_queries=1000 bench.streams.loader_batches=5 "
                            f"bench.training.batch_size=64 bench.training.steps=1 bench.training.warmup_steps=1 "
                            f"bench.training.profile_steps=1 bench.training.item_rows=1000 "
-                           f"bench.training.author_rows=100")
+                           f"bench.training.author_rows=100 bench.training.more_item_rows=[]")
     assert result.returncode == 0, result.stderr
     assert "queries/s" in result.stdout and "impressions/s" in result.stdout and "samples/s" in result.stdout
     assert "TorchRec (DMP, fused Adagrad)" in result.stdout and "speed-up" in result.stdout
