@@ -10,7 +10,7 @@ import pandas as pd
 
 from data_pipelines.ingest.quarantine import Quarantine
 from data_pipelines.ingest.reader import ROW
-from data_pipelines.ingest.schema import FLOAT, INT
+from data_pipelines.ingest.schema import INT
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_pipelines.history_store import HistoryStore
-from data_pipelines.ingest.pipeline import CANONICAL
 from data_pipelines.streams.consistency import label_consistency, render_markdown
 from data_pipelines.streams.features import DENSE_FEATURES, SPARSE_FEATURES, Vocabularies, request_features
 from data_pipelines.streams.gsu import GSU_NAMES, SEQUENCE_FIELDS, GsuRetriever, Sequences

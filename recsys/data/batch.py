@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
-from torchrec.streamable import Pipelineable
 
 from data_pipelines.streams.labels import POS, PU_POS
+from recsys.data.transferable import TensorFields
 
 
 @dataclass
-class Batch(Pipelineable):
+class Batch(TensorFields):
     sparse: KeyedJaggedTensor  # one id per sample for each sparse feature (table rows)
     sequences: KeyedJaggedTensor  # keys "<gsu>.<field>", one jagged sequence per sample
     dense: torch.Tensor  # [B, D] float32
@@ -25,17 +25,6 @@ class Batch(Pipelineable):
 
     def __len__(self) -> int:
         return self.dense.shape[0]
-
-    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name).to(device=device, non_blocking=non_blocking)
-                        for f in fields(self)})
-
-    def record_stream(self, stream: torch.Stream) -> None:
-        for f in fields(self):
-            getattr(self, f.name).record_stream(stream)
-
-    def pin_memory(self) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
 
 
 def _kjt(keys: list[str], values: list[np.ndarray], lengths: list[np.ndarray]) -> KeyedJaggedTensor:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -40,8 +39,7 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def _take(arrays: dict[str, np.ndarray], rows: np.ndarray, gsu_names: list[str]) -> dict[str, np.ndarray]:
     """Samples `rows` of a micro-batch-like dict; ragged sequence fields follow their lengths."""
     out = {}
-    ragged = {name: f"seq.{name}." for name in gsu_names}
-    for name, prefix in ragged.items():
+    for prefix in (f"seq.{name}." for name in gsu_names):
         lengths = arrays[prefix + "lengths"]
         offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
         taken = lengths[rows]

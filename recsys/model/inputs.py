@@ -10,20 +10,20 @@ author tables with the sequences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
-from torchrec.streamable import Pipelineable
 
 from recsys.data.batch import Batch
+from recsys.data.transferable import TensorFields
 
 SIDE_FIELDS = ("gap", "watch", "domain")
 TARGET_SEQUENCE_FEATURES = ("live_item", "author_id")  # looked up with the sequences' tables
 
 
 @dataclass
-class ModelInput(Pipelineable):
+class ModelInput(TensorFields):
     pooled: KeyedJaggedTensor  # stride B: one id per sample per pooled feature
     sequence: KeyedJaggedTensor  # stride B * L: the target features and "<gsu>.item" / "<gsu>.author"
     side: torch.Tensor  # [B, G, L, 3] gap, watch, domain buckets (0 = padding)
@@ -31,14 +31,6 @@ class ModelInput(Pipelineable):
     dense: torch.Tensor  # [B, D]
     states: torch.Tensor  # [B, T]
     user: torch.Tensor  # [B] user rows, for GAUC
-
-    def to(self, device: torch.device, non_blocking: bool = False) -> "ModelInput":
-        return ModelInput(**{f.name: getattr(self, f.name).to(device=device, non_blocking=non_blocking)
-                             for f in fields(self)})
-
-    def record_stream(self, stream: torch.Stream) -> None:
-        for f in fields(self):
-            getattr(self, f.name).record_stream(stream)
 
     def __len__(self) -> int:
         return self.dense.shape[0]

@@ -114,7 +114,7 @@ class TorchRecStrategy(DDPStrategy):
                                                      if k.startswith(prefix)}, strict=strict)
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        for optimizer, state in zip(self.optimizers, checkpoint["optimizer_states"]):
+        for optimizer, state in zip(self.optimizers, checkpoint["optimizer_states"], strict=True):
             optimizer.load_state_dict(state)
 
     def remove_checkpoint(self, filepath: str | os.PathLike) -> None:
