@@ -18,8 +18,8 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-from recsys.data.batch import Batch
 from data_pipelines.streams.labels import POS, PU_POS
+from recsys.data.batch import Batch
 from recsys.model.inputs import ModelInput, to_model_input
 from recsys.model.losses import task_losses
 from recsys.model.moment_cross import MomentCrossModel
