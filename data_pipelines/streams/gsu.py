@@ -120,42 +120,35 @@ def _last(request: np.ndarray, row: np.ndarray, length: int) -> tuple[np.ndarray
 
 @dataclass(frozen=True)
 class GsuRetriever:
-    """Retrieves the five sequences for batches of requests from one history store."""
+    """Retrieves the five sequences for batches of requests from one history store.
+    Build it with `GsuRetriever.build`, which derives the per-history-row arrays once."""
 
     store: HistoryStore
     vocab: Vocabularies
-    photo_embedding: np.ndarray  # [P, E] rows aligned with vocab.photo ids
-    live_embedding: np.ndarray  # [R, E] rows aligned with vocab.live ids
+    photo_embedding: np.ndarray  # [P, E] float32, rows aligned with vocab.photo ids
+    live_embedding: np.ndarray  # [R, E] float32, rows aligned with vocab.live ids
+    subsets: dict[str, RowSubset]  # "short", "live", "long_view" rows of the store
+    emb_row: np.ndarray  # [N] embedding row of every history row (-1: none)
+    item_row: np.ndarray  # [N] item-table row of every history row
+    author_row: np.ndarray  # [N] author-table row of every history row
     length: int = 50
     max_pairs: int = 500_000  # bound on (request, candidate) pairs scored at once
 
     @classmethod
     def build(cls, store: HistoryStore, vocab: Vocabularies, photo_embedding: np.ndarray,
               live_embedding: np.ndarray, length: int = 50, max_pairs: int = 500_000) -> "GsuRetriever":
-        return cls(store, vocab, photo_embedding.astype(np.float32), live_embedding.astype(np.float32),
+        subsets = {"short": RowSubset(np.flatnonzero(store.domain == SHORT)),
+                   "live": RowSubset(np.flatnonzero(store.domain == LIVE)),
+                   "long_view": RowSubset(np.flatnonzero(store.long_view))}
+        emb_row = np.where(store.domain == LIVE, vocab.live.index(store.item_id) - vocab.live.offset,
+                           vocab.photo.index(store.item_id)) - 1
+        return cls(store, vocab, photo_embedding.astype(np.float32), live_embedding.astype(np.float32), subsets,
+                   emb_row, vocab.item_index(store.item_id, store.domain), vocab.author.index(store.author_id),
                    length, max_pairs)
-
-    @property
-    def _subsets(self) -> dict[str, RowSubset]:
-        cached = self.__dict__.get("_subset_cache")
-        if cached is None:
-            s = self.store
-            cached = {"short": RowSubset(np.flatnonzero(s.domain == SHORT)),
-                      "live": RowSubset(np.flatnonzero(s.domain == LIVE)),
-                      "long_view": RowSubset(np.flatnonzero(s.long_view))}
-            # Embedding row of every history row (-1: no embedding), and its item / author rows.
-            emb_row = np.where(s.domain == LIVE, self.vocab.live.index(s.item_id) - self.vocab.live.offset,
-                               self.vocab.photo.index(s.item_id)) - 1
-            object.__setattr__(self, "_subset_cache", cached)
-            object.__setattr__(self, "_emb_row", emb_row)
-            object.__setattr__(self, "_item_row", self.vocab.item_index(s.item_id, s.domain))
-            object.__setattr__(self, "_author_row", self.vocab.author.index(s.author_id))
-        return cached
 
     def retrieve(self, user_id: np.ndarray, request_ts: np.ndarray, live_id: np.ndarray,
                  author_id: np.ndarray) -> dict[str, Sequences]:
         """All five GSUs for requests (user, t0, target live, its author); raw ids in, table rows out."""
-        subsets = self._subsets
         begin, end = self.store.query_batch(user_id, request_ts)
         # Split requests so that the scored (request, candidate) pairs stay within max_pairs.
         sizes = np.maximum(end - begin, 1)
@@ -164,20 +157,20 @@ class GsuRetriever:
         parts: dict[str, list[Sequences]] = {name: [] for name in GSU_NAMES}
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             chunk = slice(lo, hi)
-            for name, (request, row) in self._select(subsets, begin[chunk], end[chunk], live_id[chunk],
+            for name, (request, row) in self._select(begin[chunk], end[chunk], live_id[chunk],
                                                      author_id[chunk]).items():
                 parts[name].append(self._sequences(request, row, request_ts[chunk], hi - lo))
         return {name: Sequences.concat(p) for name, p in parts.items()}
 
-    def _select(self, subsets: dict[str, RowSubset], begin, end, live_id, author_id) -> dict[str, tuple]:
-        L = self.length
+    def _select(self, begin, end, live_id, author_id) -> dict[str, tuple]:
+        L, subsets = self.length, self.subsets
         target_emb_row = self.vocab.live.index(live_id) - self.vocab.live.offset - 1
         target = np.where((target_emb_row >= 0)[:, None], self.live_embedding[np.maximum(target_emb_row, 0)], 0.0)
         selected = {"short": _latest(subsets["short"], begin, end, L),
                     "mixed": _latest(subsets["long_view"], begin, end, L)}
 
         request, row = _pairs(subsets["short"], begin, end)
-        emb_row = self._emb_row[row]
+        emb_row = self.emb_row[row]
         score = np.einsum("ne,ne->n", self.photo_embedding[np.maximum(emb_row, 0)], target[request])
         has_emb = emb_row >= 0
         selected["long"] = _top(request[has_emb], row[has_emb], score[has_emb], L)
@@ -185,7 +178,7 @@ class GsuRetriever:
         selected["aidhard"] = _last(request[same_author], row[same_author], L)
 
         request, row = _pairs(subsets["live"], begin, end)
-        emb_row = self._emb_row[row]
+        emb_row = self.emb_row[row]
         score = np.einsum("ne,ne->n", self.live_embedding[np.maximum(emb_row, 0)], target[request])
         has_emb = emb_row >= 0
         selected["livelong"] = _top(request[has_emb], row[has_emb], score[has_emb], L)
@@ -196,8 +189,8 @@ class GsuRetriever:
         gap_min = (request_ts[request] - s.ts[row]) / 60_000.0
         return Sequences(
             lengths=np.bincount(request, minlength=n).astype(np.int32),
-            fields={"item": self._item_row[row].astype(np.int32),
-                    "author": self._author_row[row].astype(np.int32),
+            fields={"item": self.item_row[row].astype(np.int32),
+                    "author": self.author_row[row].astype(np.int32),
                     "domain": s.domain[row].astype(np.int8),
                     "gap": (log2_bucket(gap_min) + 1).astype(np.int8),
                     "watch": (log2_bucket(s.watch_ms[row] / 1000.0) + 1).astype(np.int8)},
