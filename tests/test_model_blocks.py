@@ -53,6 +53,8 @@ def test_attention_ignores_padding_and_empty_sequences_give_zeros():
     k, v = attention.w_k(sequence[0, :3]), attention.w_v(sequence[0, :3])
     weights = torch.softmax(k @ q / math.sqrt(5), dim=0)
     torch.testing.assert_close(out[0], weights @ v)
+    # The same sequence given as parts of its feature dimension gives the same result.
+    torch.testing.assert_close(attention(query, [sequence[..., :2], sequence[..., 2:]], mask), out)
     out.sum().backward()  # an all-padding row must not poison the gradients
     assert all(torch.isfinite(p.grad).all() for p in attention.parameters())
 

@@ -119,10 +119,12 @@ def _outermost_embedding_us(events) -> float:
 def _measure(model, optimizers, batches, bc: DictConfig, embedding_optimizer=None) -> dict:
     for batch in batches[: bc.warmup_steps]:
         _step(model, optimizers, batch)
-    start = time.perf_counter()
-    for i in range(bc.steps):
+    step_times = []
+    for i in range(bc.steps):  # the median step: this machine is shared, single steps stall now and then
+        start = time.perf_counter()
         _step(model, optimizers, batches[i % len(batches)])
-    step_s = (time.perf_counter() - start) / bc.steps
+        step_times.append(time.perf_counter() - start)
+    step_s = float(np.median(step_times))
 
     # Embedding share, all inside one profiled window: the lookup and backward kernels' own time plus,
     # on the plain path, the separate embedding optimizer step, over the window's wall time.

@@ -13,7 +13,8 @@ from torch import nn
 class TargetAttention(nn.Module):
     """softmax(q k^T / sqrt(d)) v over a sequence, with q from the live-side features of the sample.
 
-    query [B, D_q], sequence [B, L, D_s], mask [B, L] (True = a real element) -> [B, D_attn].
+    query [B, D_q]; sequence [B, L, D_s], or a list of parts [B, L, D_i] that together form it (the
+    concatenation is never built); mask [B, L] (True = a real element) -> [B, D_attn].
     Padding gets no weight; a sample with an empty sequence gets zeros.
     """
 
@@ -24,17 +25,19 @@ class TargetAttention(nn.Module):
         self.w_v = nn.Linear(sequence_dim, attention_dim, bias=False)
         self.scale = 1.0 / math.sqrt(attention_dim)
 
-    def forward(self, query: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, sequence: torch.Tensor | list[torch.Tensor],
+                mask: torch.Tensor) -> torch.Tensor:
+        parts = [sequence] if isinstance(sequence, torch.Tensor) else list(sequence)
         # The projections are linear, so they move off the L positions: q.(W_k s) = (W_k^T q).s and
         # sum_l a_l W_v s_l = W_v (sum_l a_l s_l). Same result, L times fewer matrix products.
-        q = self.w_q(query)  # [B, A]
-        q_in_sequence_space = q @ self.w_k.weight  # [B, D_s]
-        scores = torch.einsum("bld,bd->bl", sequence, q_in_sequence_space) * self.scale  # [B, L]
+        q_in_sequence_space = self.w_q(query) @ self.w_k.weight  # [B, D_s]
+        q_parts = torch.split(q_in_sequence_space, [p.shape[-1] for p in parts], dim=-1)
+        scores = sum(torch.matmul(p, q.unsqueeze(-1)).squeeze(-1) for p, q in zip(parts, q_parts)) * self.scale
         # A finite floor rather than -inf keeps an all-padding row free of NaN in the backward pass;
         # multiplying by the mask then gives that row zero weight everywhere.
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores, dim=-1) * mask
-        return self.w_v(torch.einsum("bl,bld->bd", weights, sequence))  # [B, A]
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # [B, L]
+        weights = (torch.softmax(scores, dim=-1) * mask).unsqueeze(1)  # [B, 1, L]
+        return self.w_v(torch.cat([torch.matmul(weights, p).squeeze(1) for p in parts], dim=-1))  # [B, A]
 
 
 def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -111,8 +111,7 @@ class MomentCrossModel(nn.Module):
         side_all = [emb(side[..., j]) for j, emb in enumerate(self.side_embeddings)]  # each [B, G, L, s]
         for g, name in enumerate(self.gsu_names):
             valid = mask[:, g]  # [B, L]
-            side_emb = [e[:, g] for e in side_all]
-            elements = torch.cat([seq[f"{name}.item"], seq[f"{name}.author"], *side_emb], dim=-1)  # [B, L, D_s]
+            elements = [seq[f"{name}.item"], seq[f"{name}.author"], *(e[:, g] for e in side_all)]  # [B, L, *]
             esu.append(self.attention[name](query, elements, valid))
             item_means[name] = masked_mean(seq[f"{name}.item"], valid)
         contrastive = {}
