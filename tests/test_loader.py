@@ -158,3 +158,10 @@ def test_valid_tar_missing_a_member_is_reported_as_truncated(shard_dir):
         writer.write({"__key__": first.name.split(".")[0], "msgpack": payload})
     with pytest.raises(CorruptShardError, match=r"shard-000001.tar: truncated: 1 of 2 micro-batches"):
         list(make_loader(ShardDataset(shard_dir, batch_size=4)))
+
+
+def test_skip_mode_with_every_shard_corrupt_raises_instead_of_looping(shard_dir):
+    for shard in shard_dir.glob("shard-*.tar"):
+        shard.write_bytes(b"garbage")
+    with pytest.raises(CorruptShardError, match="no readable shard left"):
+        list(make_loader(ShardDataset(shard_dir, batch_size=4, on_corrupt="skip")))

@@ -156,18 +156,19 @@ class ShardDataset(IterableDataset):
         self.skipped: list[str] = []
         rng = np.random.default_rng([self.seed, self.epoch, len(shards)])
         made, buffer, pending = 0, [], None
-        source = self._samples(shards)
+        source, read_since_refill = self._samples(shards), 0
         while made < quota:
             mb = next(source, None)
             if mb is not None:
+                read_since_refill += 1
                 buffer.append(mb)
                 if self.shuffle and len(buffer) < self.shuffle_buffer:
                     continue
             elif not buffer:  # exhausted yet short: only after skipped shards, refill from the good ones
                 good = [s for s in shards if s["file"] not in self.skipped]
-                if not good:
-                    raise CorruptShardError(f"every shard of this worker is corrupt: {self.skipped}")
-                source = self._samples(good)
+                if not good or read_since_refill == 0:
+                    raise CorruptShardError(f"no readable shard left for this worker (skipped: {self.skipped})")
+                source, read_since_refill = self._samples(good), 0
                 continue
             pool = _concat(([pending] if pending is not None else []) + buffer)
             buffer = []
