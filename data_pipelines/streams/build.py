@@ -53,10 +53,11 @@ def _aligned_embedding(canonical: Path, name: str, table: pd.DataFrame, id_colum
     return aligned
 
 
-def build_features(canonical: Path, store: HistoryStore, columns: FeatureColumns, gsu_length: int,
-                   max_pairs: int, progress: bool = True, chunk: int = 20_000) -> tuple[ImpressionFeatures, Vocabularies]:
+def build_features(canonical: Path, impressions: pd.DataFrame, store: HistoryStore, columns: FeatureColumns,
+                   gsu_length: int, max_pairs: int, progress: bool = True, chunk: int = 20_000,
+                   ) -> tuple[ImpressionFeatures, Vocabularies]:
+    """Request-time features and the five GSU sequences of canonical `impressions`."""
     lives = pd.read_parquet(canonical / "lives.parquet")
-    impressions = pd.read_parquet(canonical / "live_impressions.parquet")
     photos_path, plays_path = canonical / "photos.parquet", canonical / "short_plays.parquet"
     photos = pd.read_parquet(photos_path) if photos_path.exists() else None
     plays = pd.read_parquet(plays_path, columns=["user_id", "photo_id"]) if plays_path.exists() else None
@@ -81,10 +82,9 @@ def build_features(canonical: Path, store: HistoryStore, columns: FeatureColumns
     return features, vocab
 
 
-def run_engines(canonical: Path, engines: dict[str, object], tasks: tuple[str, ...], long_view_ms: int,
-                with_final: bool = True) -> tuple[Impressions, dict[str, Samples], dict[str, dict]]:
-    impressions = pd.read_parquet(canonical / "live_impressions.parquet")
-    actions = pd.read_parquet(canonical / "live_actions.parquet")
+def run_engines(impressions: pd.DataFrame, actions: pd.DataFrame, engines: dict[str, object],
+                tasks: tuple[str, ...], long_view_ms: int, with_final: bool = True,
+                ) -> tuple[Impressions, dict[str, Samples], dict[str, dict]]:
     imps = Impressions(impressions["request_ts"].to_numpy(), impressions["exit_ts"].to_numpy(),
                        first_positive_times(impressions, actions, long_view_ms, tasks))
     samples = {name: engine.emit(imps) for name, engine in engines.items()}
@@ -114,10 +114,12 @@ def build_streams(canonical: Path, store: HistoryStore, out_dir: Path, reports_d
                   micro_batches_per_shard: int = 200, progress: bool = True) -> StreamBuild:
     seconds = {}
     start = time.perf_counter()
-    features, vocab = build_features(canonical, store, columns, gsu_length, max_pairs, progress)
+    impressions = pd.read_parquet(canonical / "live_impressions.parquet")
+    features, vocab = build_features(canonical, impressions, store, columns, gsu_length, max_pairs, progress)
     seconds["features_and_gsu"] = time.perf_counter() - start
     start = time.perf_counter()
-    imps, samples, consistency = run_engines(canonical, engines, tasks, long_view_ms)
+    actions = pd.read_parquet(canonical / "live_actions.parquet")
+    imps, samples, consistency = run_engines(impressions, actions, engines, tasks, long_view_ms)
     seconds["label_engines"] = time.perf_counter() - start
 
     out_dir.mkdir(parents=True, exist_ok=True)

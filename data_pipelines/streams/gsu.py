@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipelines.history_store import LIVE, SHORT, HistoryStore
+from data_pipelines.ragged import gather_rows, within_group
 from data_pipelines.streams.features import Vocabularies, log2_bucket
 
 GSU_NAMES = ("short", "long", "aidhard", "livelong", "mixed")
@@ -46,11 +47,8 @@ class Sequences:
 
     def take(self, rows: np.ndarray) -> "Sequences":
         """The sequences of requests `rows`, in that order."""
-        lengths = self.lengths[rows]
-        starts = self.offsets[rows]
-        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        positions = np.repeat(starts, lengths) + within
-        return Sequences(lengths, {f: v[positions] for f, v in self.fields.items()})
+        lengths, positions = gather_rows(self.lengths, rows)
+        return Sequences(lengths.astype(np.int32), {f: v[positions] for f, v in self.fields.items()})
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,7 @@ def _latest(subset: RowSubset, begin: np.ndarray, end: np.ndarray, length: int) 
     b, e = subset.window(begin, end)
     counts = np.minimum(e - b, length)
     request = np.repeat(np.arange(len(begin)), counts)
-    rank = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return request, subset.rows[np.repeat(e, counts) - 1 - rank]
+    return request, subset.rows[np.repeat(e, counts) - 1 - within_group(counts)]
 
 
 def _pairs(subset: RowSubset, begin: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,8 +76,7 @@ def _pairs(subset: RowSubset, begin: np.ndarray, end: np.ndarray) -> tuple[np.nd
     b, e = subset.window(begin, end)
     counts = e - b
     request = np.repeat(np.arange(len(begin)), counts)
-    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return request, subset.rows[np.repeat(b, counts) + within]
+    return request, subset.rows[np.repeat(b, counts) + within_group(counts)]
 
 
 def _descending_key(score: np.ndarray) -> np.ndarray:
@@ -92,8 +88,7 @@ def _descending_key(score: np.ndarray) -> np.ndarray:
 
 def _rank_within_request(request: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... within each run of equal (sorted) request indices."""
-    counts = np.bincount(request, minlength=int(request.max()) + 1 if len(request) else 0)
-    return np.arange(len(request)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return within_group(np.bincount(request, minlength=int(request.max()) + 1 if len(request) else 0))
 
 
 def _top(request: np.ndarray, row: np.ndarray, score: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +108,7 @@ def _last(request: np.ndarray, row: np.ndarray, length: int) -> tuple[np.ndarray
     counts = np.bincount(request, minlength=int(request.max()) + 1 if len(request) else 0)
     ends = np.cumsum(counts)
     taken = np.minimum(counts, length)
-    within = np.arange(int(taken.sum())) - np.repeat(np.cumsum(taken) - taken, taken)
-    positions = np.repeat(ends, taken) - 1 - within
+    positions = np.repeat(ends, taken) - 1 - within_group(taken)
     return request[positions], row[positions]
 
 

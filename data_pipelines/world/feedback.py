@@ -25,9 +25,6 @@ class LiveOutcomes:
     clicked: np.ndarray
     exit_t: np.ndarray
 
-    def select(self, mask: np.ndarray) -> "LiveOutcomes":
-        return LiveOutcomes(**{k: v[mask] for k, v in vars(self).items()})
-
 
 @dataclass(frozen=True)
 class LiveActions:
@@ -37,10 +34,6 @@ class LiveActions:
     kind: np.ndarray  # LIKE, COMMENT or GIFT
     t: np.ndarray
     gift_price: np.ndarray  # 0 for likes and comments
-
-    def select(self, mask: np.ndarray) -> "LiveActions":
-        """Keep the masked actions; `impression` still indexes the unfiltered impressions."""
-        return LiveActions(**{k: v[mask] for k, v in vars(self).items()})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_pipelines.ragged import within_group
 from data_pipelines.world.config import HOUR_MS, MINUTE_MS, WorldConfig
 from data_pipelines.world.latent import Population, embed
 
@@ -111,7 +112,7 @@ def build_highlights(cfg: WorldConfig, rooms: Rooms, rng: np.random.Generator) -
     slot_ms = int(hc.slot_min * MINUTE_MS)
     n_slots = np.ceil((rooms.end - rooms.start) / slot_ms).astype(np.int64)
     room = np.repeat(np.arange(len(rooms)), n_slots)
-    slot_index = np.arange(n_slots.sum()) - np.repeat(np.cumsum(n_slots) - n_slots, n_slots)
+    slot_index = within_group(n_slots)
     slot_start = rooms.start[room] + slot_index * slot_ms
     has_highlight = rng.random(len(room)) < hc.probability_per_slot
     room, slot_start = room[has_highlight], slot_start[has_highlight]
@@ -148,7 +149,7 @@ class LiveNowIndex:
         last = (rooms.end - 1) // MINUTE_MS
         counts = (last - first + 1).astype(np.int64)
         room_ids = np.repeat(np.arange(len(rooms)), counts)
-        minute = np.repeat(first, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+        minute = np.repeat(first, counts) + within_group(counts)
         order = np.argsort(minute, kind="stable")
         per_minute = np.bincount(minute, minlength=n_minutes)
         offsets = np.concatenate([[0], np.cumsum(per_minute)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -32,8 +33,10 @@ def run(cfg: DictConfig) -> dict:
     canonical = data_dir / CANONICAL
     store = HistoryStore.load(data_dir / HISTORY_FILE)
 
+    impressions = pd.read_parquet(canonical / "live_impressions.parquet")
+    actions = pd.read_parquet(canonical / "live_actions.parquet")
     start = time.perf_counter()
-    features, _ = build_features(canonical, store, instantiate(cfg.data.features), int(cfg.gsu.length),
+    features, _ = build_features(canonical, impressions, store, instantiate(cfg.data.features), int(cfg.gsu.length),
                                  int(cfg.gsu.max_pairs), progress=False)
     shared_s = time.perf_counter() - start
     n = len(features.impression_id)
@@ -42,7 +45,7 @@ def run(cfg: DictConfig) -> dict:
     print(f"  request features + 5 GSUs                {n / shared_s:>12,.0f} impressions/s")
     for name, engine_cfg in cfg.stream.engines.items():
         start = time.perf_counter()
-        _, samples, _ = run_engines(canonical, {name: instantiate(engine_cfg)}, tuple(cfg.stream.tasks),
+        _, samples, _ = run_engines(impressions, actions, {name: instantiate(engine_cfg)}, tuple(cfg.stream.tasks),
                                     int(cfg.stream.long_view_ms), with_final=False)
         engine_s = time.perf_counter() - start
         rate = n / (shared_s + engine_s)

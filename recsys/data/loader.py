@@ -21,6 +21,7 @@ import numpy as np
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
+from data_pipelines.ragged import gather_rows
 from data_pipelines.streams import codec
 from data_pipelines.streams.shards import MEMBER_SUFFIX, read_manifest
 from recsys.data.batch import Batch, to_batch
@@ -40,14 +41,10 @@ def _take(arrays: dict[str, np.ndarray], rows: np.ndarray, gsu_names: list[str])
     """Samples `rows` of a micro-batch-like dict; ragged sequence fields follow their lengths."""
     out = {}
     for prefix in (f"seq.{name}." for name in gsu_names):
-        lengths = arrays[prefix + "lengths"]
-        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        taken = lengths[rows]
-        positions = np.repeat(offsets[rows], taken) + (
-            np.arange(int(taken.sum())) - np.repeat(np.cumsum(taken) - taken, taken))
+        taken, positions = gather_rows(arrays[prefix + "lengths"], rows)
         for key, values in arrays.items():
             if key.startswith(prefix):
-                out[key] = taken if key == prefix + "lengths" else values[positions]
+                out[key] = taken.astype(values.dtype) if key == prefix + "lengths" else values[positions]
     for key, values in arrays.items():
         if not key.startswith("seq."):
             out[key] = values[rows]

@@ -75,12 +75,6 @@ class MomentCrossTask(pl.LightningModule):
             self.log(f"val/{name}", value, sync_dist=True, prog_bar=name == "auc/ctr")  # equal on every rank already
         self.val_metrics.reset()
 
-    def predict_scores(self, x: ModelInput) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-task probabilities [B, T] and the ranking score [B]."""
-        model = getattr(self.model, "module", self.model)  # the model inside DMP, once wrapped
-        probabilities = torch.sigmoid(self.model(x).logits)
-        return probabilities, model.score(probabilities)
-
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self):
         dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(self.model.named_parameters())),
