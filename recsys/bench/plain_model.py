@@ -46,4 +46,5 @@ class PlainMomentCross(nn.Module):
         for g, name in enumerate(t.gsu_names):  # padding rows are zeroed, as empty bags are in TorchRec
             seq[f"{name}.item"] = self.item(x.items[:, g]) * mask[:, g]
             seq[f"{name}.author"] = self.author(x.authors[:, g]) * mask[:, g]
-        return t.head(pooled, seq, side=x.side, mask=x.mask, dense=x.dense)
+        return ModelOutput(logits=t.logits(pooled, seq, side=x.side, mask=x.mask, dense=x.dense),
+                           contrastive=t.contrastive_losses(seq, x.mask))

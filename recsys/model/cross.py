@@ -10,16 +10,26 @@ import torch.nn.functional as F
 from torch import nn
 
 
+MASKED_SCORE = -1e9  # far below any real score; finite in float32 and bfloat16
+
+
 class TargetAttention(nn.Module):
     """softmax(q k^T / sqrt(d)) v over a sequence, with q from the live-side features of the sample.
 
-    query [B, D_q]; sequence [B, L, D_s], or a list of parts [B, L, D_i] that together form it (the
-    concatenation is never built); mask [B, L] (True = a real element) -> [B, D_attn].
+    query [B, D_q]; sequence [B, L, D_s], or a list of parts [B, L, D_i] with the widths `part_dims`
+    that together form it (the concatenation is never built); mask [B, L] (True = a real element)
+    -> [B, D_attn].
     Padding gets no weight; a sample with an empty sequence gets zeros.
     """
 
-    def __init__(self, query_dim: int, sequence_dim: int, attention_dim: int):
+    def __init__(self, query_dim: int, sequence_dim: int, attention_dim: int, part_dims: list[int] | None = None):
         super().__init__()
+        part_dims = list(part_dims or [sequence_dim])
+        if sum(part_dims) != sequence_dim:
+            raise ValueError(f"part_dims {part_dims} do not add up to sequence_dim {sequence_dim}")
+        # Fixed slice bounds rather than shapes read at run time, so that torch.fx can trace it.
+        ends = [sum(part_dims[: i + 1]) for i in range(len(part_dims))]
+        self.part_bounds = list(zip([0, *ends[:-1]], ends))
         self.w_q = nn.Linear(query_dim, attention_dim, bias=False)
         self.w_k = nn.Linear(sequence_dim, attention_dim, bias=False)
         self.w_v = nn.Linear(sequence_dim, attention_dim, bias=False)
@@ -31,11 +41,13 @@ class TargetAttention(nn.Module):
         # The projections are linear, so they move off the L positions: q.(W_k s) = (W_k^T q).s and
         # sum_l a_l W_v s_l = W_v (sum_l a_l s_l). Same result, L times fewer matrix products.
         q_in_sequence_space = self.w_q(query) @ self.w_k.weight  # [B, D_s]
-        q_parts = torch.split(q_in_sequence_space, [p.shape[-1] for p in parts], dim=-1)
+        if len(parts) != len(self.part_bounds):
+            raise ValueError(f"expected {len(self.part_bounds)} sequence parts, got {len(parts)}")
+        q_parts = [q_in_sequence_space[:, start:end] for start, end in self.part_bounds]
         scores = sum(torch.matmul(p, q.unsqueeze(-1)).squeeze(-1) for p, q in zip(parts, q_parts)) * self.scale
         # A finite floor rather than -inf keeps an all-padding row free of NaN in the backward pass;
         # multiplying by the mask then gives that row zero weight everywhere.
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # [B, L]
+        scores = scores.masked_fill(~mask, MASKED_SCORE)  # [B, L]
         weights = (torch.softmax(scores, dim=-1) * mask).unsqueeze(1)  # [B, 1, L]
         return self.w_v(torch.cat([torch.matmul(weights, p).squeeze(1) for p in parts], dim=-1))  # [B, A]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.model.cross import TargetAttention, info_nce, masked_mean
 from recsys.model.losses import ranking_score
@@ -57,6 +58,7 @@ class MomentCrossModel(nn.Module):
         super().__init__()
         self.tasks, self.gsu_names, self.seq_len = list(tasks), list(gsu_names), seq_len
         self.pooled_features = [f for features in pooled_tables.values() for f in features]
+        self.sequence_features = [*TARGET_SEQUENCE_FEATURES, *(f"{g}.{f}" for g in self.gsu_names for f in ("item", "author"))]
         device = torch.device(embedding_device)
         self.pooled_ebc = EmbeddingBagCollection(tables=[
             EmbeddingBagConfig(name=table, embedding_dim=embedding_dim, num_embeddings=table_sizes[table],
@@ -75,7 +77,8 @@ class MomentCrossModel(nn.Module):
                                              if self.gsu_names)
         element_dim = 2 * embedding_dim + len(SIDE_FIELDS) * side_dim
         query_dim = (len(TARGET_SEQUENCE_FEATURES) + len(QUERY_POOLED_FEATURES)) * embedding_dim
-        self.attention = nn.ModuleDict({g: TargetAttention(query_dim, element_dim, attention_dim)
+        part_dims = [embedding_dim, embedding_dim, *(side_dim for _ in SIDE_FIELDS)]  # item, author, side info
+        self.attention = nn.ModuleDict({g: TargetAttention(query_dim, element_dim, attention_dim, part_dims)
                                         for g in self.gsu_names})
         if isinstance(contrastive, dict):
             contrastive = ContrastiveConfig(**contrastive)
@@ -92,41 +95,51 @@ class MomentCrossModel(nn.Module):
                                     for _ in self.tasks)
 
     def forward(self, x: ModelInput) -> ModelOutput:
-        return self.head(*self.embed(x), side=x.side, mask=x.mask, dense=x.dense)
+        pooled, seq = self.embed(x)
+        return ModelOutput(logits=self.logits(pooled, seq, side=x.side, mask=x.mask, dense=x.dense),
+                           contrastive=self.contrastive_losses(seq, x.mask))
 
     def embed(self, x: ModelInput) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return self.lookup(x.pooled, x.sequence, x.dense.shape[0])
+
+    def lookup(self, pooled_ids: KeyedJaggedTensor, sequence_ids: KeyedJaggedTensor,
+               batch_size: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Pooled features -> [B, d]; target ids and GSU elements -> [B, L, d] (target at position 0)."""
-        b = x.dense.shape[0]
-        pooled = self.pooled_ebc(x.pooled).to_dict()
-        seq = {k: v.view(b, self.seq_len, -1) for k, v in self.sequence_ebc(x.sequence).to_dict().items()}
+        pooled = self.pooled_ebc(pooled_ids).to_dict()
+        # Keys from the model, not from the dict: the export traces this with torch.fx.
+        by_key = self.sequence_ebc(sequence_ids).to_dict()
+        seq = {k: by_key[k].view(batch_size, self.seq_len, -1) for k in self.sequence_features}
         return pooled, seq
 
-    def head(self, pooled: dict[str, torch.Tensor], seq: dict[str, torch.Tensor], side: torch.Tensor,
-             mask: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
-        """Everything after the embedding lookups: ESU, contrastive terms, PLE/CGC, towers."""
+    def logits(self, pooled: dict[str, torch.Tensor], seq: dict[str, torch.Tensor], side: torch.Tensor,
+               mask: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """Everything after the embedding lookups that serving needs: ESU, PLE/CGC, towers -> [B, T]."""
         target = [seq[name][:, 0] for name in TARGET_SEQUENCE_FEATURES]  # position 0 holds the target
         query = torch.cat(target + [pooled[f] for f in QUERY_POOLED_FEATURES], dim=-1)
-
-        esu, item_means = [], {}
         side_all = [emb(side[..., j]) for j, emb in enumerate(self.side_embeddings)]  # each [B, G, L, s]
+        esu = []
         for g, name in enumerate(self.gsu_names):
-            valid = mask[:, g]  # [B, L]
             elements = [seq[f"{name}.item"], seq[f"{name}.author"], *(e[:, g] for e in side_all)]  # [B, L, *]
-            esu.append(self.attention[name](query, elements, valid))
-            item_means[name] = masked_mean(seq[f"{name}.item"], valid)
-        contrastive = {}
-        if self.contrastive_gsus:
-            has_mixed = mask[:, self.gsu_names.index("mixed")].any(-1)
-            for name in self.contrastive_gsus:
-                both = has_mixed & mask[:, self.gsu_names.index(name)].any(-1)
-                contrastive[name] = info_nce(item_means["mixed"], item_means[name], self.contrastive_temperature,
-                                             both)
-
+            esu.append(self.attention[name](query, elements, mask[:, g]))
         features = torch.cat([pooled[f] for f in self.pooled_features] + target
                              + [self.dense_norm(dense)] + esu, dim=-1)
         per_task = self.multitask(features)
-        logits = torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1)  # [B, T]
-        return ModelOutput(logits=logits, contrastive=contrastive)
+        return torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1)  # [B, T]
+
+    def contrastive_losses(self, seq: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """InfoNCE(mixed, GSU) for each GSU with a contrastive weight (training only)."""
+        if not self.contrastive_gsus:
+            return {}
+        mixed = self.gsu_names.index("mixed")
+        has_mixed = mask[:, mixed].any(-1)
+        mixed_mean = masked_mean(seq["mixed.item"], mask[:, mixed])
+        losses = {}
+        for name in self.contrastive_gsus:
+            g = self.gsu_names.index(name)
+            both = has_mixed & mask[:, g].any(-1)
+            losses[name] = info_nce(mixed_mean, masked_mean(seq[f"{name}.item"], mask[:, g]),
+                                    self.contrastive_temperature, both)
+        return losses
 
     def score(self, probabilities: torch.Tensor) -> torch.Tensor:
         """The ranking score prod_t (1 + p_t) ** w_t of [B, T] probabilities -> [B]."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+TRAINER_STATE = "trainer_state.pt"  # written by TorchRecStrategy beside the shards
 MODEL_PREFIX = "model."  # LightningModule.model (DMP) -> the keys of the MomentCrossModel inside
 
 
@@ -28,3 +29,9 @@ def model_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
     state = read_unsharded(checkpoint_dir)
     model = state["model"]
     return {k[len(MODEL_PREFIX):]: v for k, v in model.items() if k.startswith(MODEL_PREFIX)}
+
+
+def read_trainer_state(checkpoint_dir: str | Path) -> dict[str, object]:
+    """What rank 0 saved beside the shards: loop counters, callback state and the run config."""
+    path = Path(checkpoint_dir) / TRAINER_STATE
+    return torch.load(path, weights_only=True) if path.exists() else {}

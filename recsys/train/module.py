@@ -41,6 +41,12 @@ class MomentCrossTask(pl.LightningModule):
         sparse = [*model.pooled_ebc.parameters(), *model.sequence_ebc.parameters()]
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], sparse, {"lr": sparse_lr})
         self.val_metrics = TaskMetrics(self.tasks)
+        self.run_config: dict | None = None  # the resolved config of the run, saved with every checkpoint
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints describe the run that wrote them, so `make export` rebuilds the same model."""
+        if self.run_config is not None:
+            checkpoint["run_config"] = self.run_config
 
     # ------------------------------------------------------------------ steps
     def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> ModelInput:

@@ -24,8 +24,9 @@ from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, Dist
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingEnv
 
+from recsys.train.checkpoint import TRAINER_STATE
+
 log = logging.getLogger(__name__)
-TRAINER_STATE = "trainer_state.pt"
 
 
 class TorchRecStrategy(DDPStrategy):

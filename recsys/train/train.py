@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,11 @@ def build_model(cfg: DictConfig, manifest: dict, embedding_device: str = "meta")
         score_weights=dict(cfg.score_weights), embedding_device=embedding_device, _convert_="all")
 
 
+def run_id(cfg: DictConfig) -> str:
+    """An id naming this run in exported artifacts: the run name and when it started."""
+    return f"{cfg.run_name}@{time.strftime('%Y%m%dT%H%M%S')}"
+
+
 def build_loggers(cfg: DictConfig) -> list:
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
@@ -46,6 +52,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     task = MomentCrossTask(build_model(cfg, manifest), dense_optimizer=instantiate(cfg.optim.dense),
                            sparse_optimizer=cfg.optim.sparse, sparse_lr=cfg.optim.sparse_lr,
                            contrastive_weights=dict(cfg.cross.contrastive.weights))
+    task.run_config = {**OmegaConf.to_container(cfg, resolve=True), "run_id": run_id(cfg)}
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
     if trainer.is_global_zero:

@@ -1,0 +1,102 @@
+#include "meta.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "json.hpp"
+
+namespace ranker {
+namespace {
+
+constexpr int64_t kFormatVersion = 1;
+
+struct Reader {
+  std::string file;
+
+  [[noreturn]] void fail(const std::string& what) const { throw std::runtime_error(file + ": " + what); }
+
+  const json::Value& member(const json::Value& obj, const std::string& key, const std::string& where) const {
+    const json::Value* v = obj.is_object() ? obj.find(key) : nullptr;
+    if (v == nullptr) fail("missing field " + where + key);
+    return *v;
+  }
+  int64_t integer(const json::Value& v, const std::string& where) const {
+    if (!v.is_number() || !v.integral || !v.integer_fits) fail(where + " must be an integer");
+    return v.integer;
+  }
+  std::string text(const json::Value& v, const std::string& where) const {
+    if (!v.is_string()) fail(where + " must be a string");
+    return v.string;
+  }
+  std::vector<std::string> texts(const json::Value& v, const std::string& where) const {
+    if (!v.is_array()) fail(where + " must be an array");
+    std::vector<std::string> out;
+    for (const auto& item : v.array) out.push_back(text(item, where + "[]"));
+    return out;
+  }
+};
+
+bool contains(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+}  // namespace
+
+ModelMeta ModelMeta::load(const std::filesystem::path& path) {
+  Reader r{path.string()};
+  std::ifstream in(path);
+  if (!in) r.fail("cannot open");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  json::Value doc;
+  try {
+    doc = json::parse(buffer.str());
+  } catch (const json::ParseError& e) {
+    r.fail(std::string("not valid JSON: ") + e.what());
+  }
+  int64_t version = r.integer(r.member(doc, "format_version", ""), "format_version");
+  if (version != kFormatVersion)
+    r.fail("format_version " + std::to_string(version) + " is not the " + std::to_string(kFormatVersion) +
+           " this ranker reads; rebuild the ranker or re-export the model");
+
+  const auto& layout = r.member(r.member(doc, "request_layout", ""), "user", "request_layout.");
+  auto user_ids = r.texts(r.member(layout, "ids", "request_layout.user."), "request_layout.user.ids");
+  auto user_dense = r.texts(r.member(layout, "dense", "request_layout.user."), "request_layout.user.dense");
+  auto user_gsus = r.texts(r.member(layout, "sequences", "request_layout.user."), "request_layout.user.sequences");
+
+  ModelMeta meta;
+  const auto& ids = r.member(doc, "id_features", "");
+  if (!ids.is_array()) r.fail("id_features must be an array");
+  for (const auto& f : ids.array) {
+    IdFeature feature;
+    feature.name = r.text(r.member(f, "name", "id_features[]."), "id_features[].name");
+    feature.rows = r.integer(r.member(f, "rows", "id_features[]."), "id_features[].rows");
+    feature.from_user = contains(user_ids, feature.name);
+    meta.id_features.push_back(feature);
+  }
+  for (const auto& name : r.texts(r.member(doc, "dense_features", ""), "dense_features"))
+    meta.dense_features.push_back({name, contains(user_dense, name)});
+
+  const auto& gsus = r.member(doc, "gsus", "");
+  for (const auto& name : r.texts(r.member(gsus, "names", "gsus."), "gsus.names"))
+    meta.gsus.push_back({name, contains(user_gsus, name)});
+  meta.seq_len = r.integer(r.member(gsus, "length", "gsus."), "gsus.length");
+  meta.sequence_fields = r.texts(r.member(gsus, "fields", "gsus."), "gsus.fields");
+  if (meta.sequence_fields.size() < 2 || meta.sequence_fields[0] != "item" || meta.sequence_fields[1] != "author")
+    r.fail("gsus.fields must start with item, author");
+  const auto& side_rows = r.member(gsus, "side_rows", "gsus.");
+  for (const auto& field : meta.sequence_fields) {
+    if (field == "item") meta.sequence_rows.push_back(r.integer(r.member(gsus, "item_rows", "gsus."), "gsus.item_rows"));
+    else if (field == "author") meta.sequence_rows.push_back(r.integer(r.member(gsus, "author_rows", "gsus."), "gsus.author_rows"));
+    else meta.sequence_rows.push_back(r.integer(r.member(side_rows, field, "gsus.side_rows."), "gsus.side_rows." + field));
+  }
+  meta.tasks = r.texts(r.member(doc, "tasks", ""), "tasks");
+  meta.max_candidates = r.integer(r.member(doc, "max_candidates", ""), "max_candidates");
+  if (const auto* training = doc.find("training"); training != nullptr && training->is_object())
+    if (const auto* id = training->find("run_id"); id != nullptr && id->is_string()) meta.run_id = id->string;
+  return meta;
+}
+
+}  // namespace ranker

@@ -1,0 +1,42 @@
+// model.json, as the ranker needs it: what a valid request holds and how to lay it out as tensors.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ranker {
+
+struct IdFeature {
+  std::string name;
+  int64_t rows = 0;  // valid ids are [0, rows)
+  bool from_user = false;
+};
+
+struct DenseFeature {
+  std::string name;
+  bool from_user = false;
+};
+
+struct Gsu {
+  std::string name;
+  bool from_user = false;
+};
+
+struct ModelMeta {
+  std::vector<IdFeature> id_features;       // column order of `ids`
+  std::vector<DenseFeature> dense_features; // column order of `dense`
+  std::vector<Gsu> gsus;                    // order of the G axis
+  int64_t seq_len = 0;
+  std::vector<std::string> sequence_fields;  // item, author, then the side fields (last axis order)
+  std::vector<int64_t> sequence_rows;        // valid values [0, rows) per sequence field
+  std::vector<std::string> tasks;
+  int64_t max_candidates = 0;
+  std::string run_id;
+
+  static ModelMeta load(const std::filesystem::path& path);  // throws std::runtime_error naming the field
+};
+
+}  // namespace ranker

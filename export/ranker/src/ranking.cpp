@@ -1,0 +1,77 @@
+#include "ranking.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+#include "json.hpp"
+
+namespace ranker {
+
+Scores score(const LoadedModel& model, const Request& request) {
+  c10::InferenceMode guard;
+  std::vector<c10::IValue> inputs{request.ids, request.dense, request.seq_ids, request.seq_side, request.seq_lengths};
+  auto out = const_cast<torch::jit::Module&>(model.module).forward(inputs).toTuple();
+  Scores s{out->elements()[0].toTensor().contiguous(), out->elements()[1].toTensor().contiguous()};
+  const int64_t n = request.candidates, t = static_cast<int64_t>(model.meta.tasks.size());
+  if (s.probabilities.sizes() != at::IntArrayRef({n, t}) || s.score.sizes() != at::IntArrayRef({n}))
+    throw std::runtime_error("the model returned unexpected shapes; is model.json from the same export?");
+  return s;
+}
+
+std::string ranked_line(const Request& request, const Scores& scores, const LoadedModel& model) {
+  const int64_t n = request.candidates;
+  const auto& tasks = model.meta.tasks;
+  at::Tensor p = scores.probabilities.to(at::kFloat), sc = scores.score.to(at::kFloat);
+  const float* prob = p.data_ptr<float>();
+  const float* score = sc.data_ptr<float>();
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return score[a] > score[b]; });
+
+  std::string out;
+  out.reserve(64 + n * (48 + 24 * tasks.size()));
+  out += "{\"request_id\":";
+  if (request.request_id) json::append_string(out, *request.request_id); else out += "null";
+  out += ",\"model_generation\":" + std::to_string(model.generation) + ",\"ranked\":[";
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t i = order[k];
+    if (k) out += ',';
+    out += "{\"candidate\":" + std::to_string(i) + ",\"score\":";
+    json::append_number(out, score[i]);
+    out += ",\"probabilities\":{";
+    for (size_t j = 0; j < tasks.size(); ++j) {
+      if (j) out += ',';
+      json::append_string(out, tasks[j]);
+      out += ':';
+      json::append_number(out, prob[i * tasks.size() + j]);
+    }
+    out += "}}";
+  }
+  out += "]}";
+  return out;
+}
+
+std::string error_line(const std::optional<std::string>& request_id, std::string_view message) {
+  std::string out = "{\"request_id\":";
+  if (request_id) json::append_string(out, *request_id); else out += "null";
+  out += ",\"error\":";
+  json::append_string(out, message);
+  out += '}';
+  return out;
+}
+
+std::string handle_line(std::string_view line, const LoadedModel& model) {
+  std::optional<std::string> request_id;
+  try {
+    Request request = parse_request(line, model.meta, request_id);
+    return ranked_line(request, score(model, request), model);
+  } catch (const RequestError& e) {
+    return error_line(request_id, e.what());
+  } catch (const c10::Error& e) {
+    return error_line(request_id, std::string("model error: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return error_line(request_id, std::string("internal error: ") + e.what());
+  }
+}
+
+}  // namespace ranker

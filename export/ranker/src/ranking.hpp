@@ -1,0 +1,30 @@
+// Scoring a validated request with the loaded model and writing the response line.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "model_store.hpp"
+#include "request.hpp"
+
+namespace ranker {
+
+struct Scores {
+  at::Tensor probabilities;  // [N, T]
+  at::Tensor score;          // [N]
+};
+
+Scores score(const LoadedModel& model, const Request& request);
+
+// {"request_id": ..., "model_generation": g, "ranked": [{"candidate": i, "score": s, "probabilities": {...}}]}
+// candidates by descending score, ties in request order.
+std::string ranked_line(const Request& request, const Scores& scores, const LoadedModel& model);
+
+// {"request_id": ... or null, "error": "..."}
+std::string error_line(const std::optional<std::string>& request_id, std::string_view message);
+
+// The whole path for one input line: parse, validate, score, rank. Never throws.
+std::string handle_line(std::string_view line, const LoadedModel& model);
+
+}  // namespace ranker

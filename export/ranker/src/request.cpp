@@ -1,0 +1,195 @@
+#include "request.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "json.hpp"
+
+namespace ranker {
+namespace {
+
+using json::Value;
+
+[[noreturn]] void fail(const std::string& what) { throw RequestError(what); }
+
+std::string list_repr(const std::vector<std::string>& names) {  // as Python prints a list of str
+  std::string out = "[";
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", '" : "'") + names[i] + "'";
+  return out + "]";
+}
+
+// Checks that `value` is an object with exactly the fields `expected`.
+void check_fields(const Value& value, const std::string& where, const std::vector<std::string>& expected) {
+  if (!value.is_object()) fail(where + " must be an object");
+  std::set<std::string> unknown;
+  for (const auto& [key, _] : value.object)
+    if (std::find(expected.begin(), expected.end(), key) == expected.end()) unknown.insert(key);
+  if (!unknown.empty())
+    fail(where + ": unexpected field '" + *unknown.begin() + "' (expected here: " + list_repr(expected) + ")");
+  for (const auto& name : expected)
+    if (value.find(name) == nullptr) fail(where + ": missing field '" + name + "'");
+}
+
+int64_t check_id(const Value& v, int64_t rows, const std::string& where) {
+  if (!v.is_number() || !v.integral) fail(where + " must be an integer, got " + v.repr());
+  if (!v.integer_fits || v.integer < 0 || v.integer >= rows)
+    fail(where + "=" + v.repr() + " out of range [0, " + std::to_string(rows) + ")");
+  return v.integer;
+}
+
+struct Sequence {
+  int64_t length = 0;
+  std::vector<std::vector<int64_t>> fields;  // meta.sequence_fields order
+};
+
+// What one side of a request (the user, or one candidate) holds; entries it does not own stay empty.
+struct Part {
+  std::vector<int64_t> ids;
+  std::vector<float> dense;
+  std::vector<Sequence> sequences;
+};
+
+Sequence read_sequence(const Value& value, const ModelMeta& meta, const std::string& where) {
+  check_fields(value, where, meta.sequence_fields);
+  Sequence seq;
+  seq.fields.resize(meta.sequence_fields.size());
+  for (size_t f = 0; f < meta.sequence_fields.size(); ++f) {
+    const std::string& name = meta.sequence_fields[f];
+    const Value& items = *value.find(name);
+    if (!items.is_array()) fail(where + "." + name + " must be an array");
+    int64_t n = static_cast<int64_t>(items.array.size());
+    if (f == 0) {
+      seq.length = n;
+      if (n > meta.seq_len)
+        fail(where + "." + name + " has " + std::to_string(n) + " elements, more than the model's " +
+             std::to_string(meta.seq_len));
+    } else if (n != seq.length) {
+      fail(where + "." + name + " has " + std::to_string(n) + " elements, " + meta.sequence_fields[0] + " has " +
+           std::to_string(seq.length));
+    }
+    seq.fields[f].reserve(n);
+    for (int64_t i = 0; i < n; ++i)
+      seq.fields[f].push_back(
+          check_id(items.array[i], meta.sequence_rows[f], where + "." + name + "[" + std::to_string(i) + "]"));
+  }
+  return seq;
+}
+
+Part read_part(const Value& obj, bool user, const std::string& where, const ModelMeta& meta) {
+  if (!obj.is_object()) fail(where + " must be an object");
+  std::set<std::string> unknown;
+  for (const auto& [key, _] : obj.object)
+    if (key != "ids" && key != "dense" && key != "sequences") unknown.insert(key);
+  if (!unknown.empty()) fail(where + ": unexpected field '" + *unknown.begin() + "'");
+
+  std::vector<std::string> id_names, dense_names, gsu_names;
+  for (const auto& f : meta.id_features) if (f.from_user == user) id_names.push_back(f.name);
+  for (const auto& f : meta.dense_features) if (f.from_user == user) dense_names.push_back(f.name);
+  for (const auto& g : meta.gsus) if (g.from_user == user) gsu_names.push_back(g.name);
+  static const Value kEmpty = [] { Value v; v.type = Value::Type::Object; return v; }();
+  auto section = [&](const char* name) -> const Value& {
+    const Value* v = obj.find(name);
+    return v != nullptr ? *v : kEmpty;
+  };
+  const Value& ids = section("ids");
+  const Value& dense = section("dense");
+  const Value& sequences = section("sequences");
+  check_fields(ids, where + ".ids", id_names);
+  check_fields(dense, where + ".dense", dense_names);
+  check_fields(sequences, where + ".sequences", gsu_names);
+
+  Part part;
+  part.ids.assign(meta.id_features.size(), 0);
+  for (size_t j = 0; j < meta.id_features.size(); ++j) {
+    const auto& f = meta.id_features[j];
+    if (f.from_user == user) part.ids[j] = check_id(*ids.find(f.name), f.rows, where + ".ids." + f.name);
+  }
+  part.dense.assign(meta.dense_features.size(), 0.0f);
+  for (size_t j = 0; j < meta.dense_features.size(); ++j) {
+    const auto& f = meta.dense_features[j];
+    if (f.from_user != user) continue;
+    const Value& v = *dense.find(f.name);
+    if (!v.is_number() || !std::isfinite(v.number))
+      fail(where + ".dense." + f.name + " must be a finite number, got " + v.repr());
+    part.dense[j] = static_cast<float>(v.number);
+  }
+  part.sequences.resize(meta.gsus.size());
+  for (size_t g = 0; g < meta.gsus.size(); ++g) {
+    const auto& gsu = meta.gsus[g];
+    if (gsu.from_user == user)
+      part.sequences[g] = read_sequence(*sequences.find(gsu.name), meta, where + ".sequences." + gsu.name);
+  }
+  return part;
+}
+
+}  // namespace
+
+Request parse_request(std::string_view line, const ModelMeta& meta, std::optional<std::string>& request_id) {
+  Value doc;
+  try {
+    doc = json::parse(line);
+  } catch (const json::ParseError& e) {
+    fail(std::string("bad JSON: ") + e.what());
+  }
+  if (!doc.is_object()) fail("a request must be a JSON object");
+  if (const Value* id = doc.find("request_id"); id != nullptr && !id->is_null()) {
+    if (!id->is_string()) fail("request_id must be a string");
+    request_id = id->string;
+  }
+  std::set<std::string> unknown;
+  for (const auto& [key, _] : doc.object)
+    if (key != "request_id" && key != "user" && key != "candidates") unknown.insert(key);
+  if (!unknown.empty()) fail("unexpected field '" + *unknown.begin() + "'");
+  const Value* user_value = doc.find("user");
+  if (user_value == nullptr) fail("missing field 'user'");
+  Part user = read_part(*user_value, true, "user", meta);
+  const Value* candidates = doc.find("candidates");
+  if (candidates == nullptr || !candidates->is_array()) fail("missing or non-array field 'candidates'");
+  if (candidates->array.empty()) fail("candidates is empty");
+  const int64_t n = static_cast<int64_t>(candidates->array.size());
+  if (n > meta.max_candidates)
+    fail(std::to_string(n) + " candidates, more than the limit of " + std::to_string(meta.max_candidates));
+  std::vector<Part> parts;
+  parts.reserve(n);
+  for (int64_t i = 0; i < n; ++i)
+    parts.push_back(read_part(candidates->array[i], false, "candidates[" + std::to_string(i) + "]", meta));
+
+  // Every check has passed: only now are tensors made.
+  const int64_t F = meta.id_features.size(), D = meta.dense_features.size(), G = meta.gsus.size();
+  const int64_t L = meta.seq_len, S = static_cast<int64_t>(meta.sequence_fields.size()) - 2;
+  Request req;
+  req.request_id = request_id;
+  req.candidates = n;
+  auto i64 = at::TensorOptions().dtype(at::kLong);
+  req.ids = at::empty({n, F}, i64);
+  req.dense = at::empty({n, D}, at::TensorOptions().dtype(at::kFloat));
+  req.seq_ids = at::zeros({n, G, L, 2}, i64);
+  req.seq_side = at::zeros({n, G, L, S}, i64);
+  req.seq_lengths = at::empty({n, G}, i64);
+  int64_t* ids = req.ids.data_ptr<int64_t>();
+  float* dense = req.dense.data_ptr<float>();
+  int64_t* seq_ids = req.seq_ids.data_ptr<int64_t>();
+  int64_t* seq_side = req.seq_side.data_ptr<int64_t>();
+  int64_t* lengths = req.seq_lengths.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const Part& cand = parts[i];
+    for (int64_t j = 0; j < F; ++j) ids[i * F + j] = (meta.id_features[j].from_user ? user : cand).ids[j];
+    for (int64_t j = 0; j < D; ++j) dense[i * D + j] = (meta.dense_features[j].from_user ? user : cand).dense[j];
+    for (int64_t g = 0; g < G; ++g) {
+      const Sequence& seq = (meta.gsus[g].from_user ? user : cand).sequences[g];
+      lengths[i * G + g] = seq.length;
+      for (int64_t p = 0; p < seq.length; ++p) {
+        int64_t* id_slot = seq_ids + ((i * G + g) * L + p) * 2;
+        id_slot[0] = seq.fields[0][p];
+        id_slot[1] = seq.fields[1][p];
+        int64_t* side_slot = seq_side + ((i * G + g) * L + p) * S;
+        for (int64_t s = 0; s < S; ++s) side_slot[s] = seq.fields[2 + s][p];
+      }
+    }
+  }
+  return req;
+}
+
+}  // namespace ranker

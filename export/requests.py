@@ -1,0 +1,206 @@
+"""The ranker's request format, read in Python: the reference the C++ ranker (export/ranker/src/
+request.cpp) is tested against, and how tests and benchmarks turn requests into scorer inputs.
+
+One request is one JSON object on one line: a user and the candidate lives to rank for them.
+
+    {"request_id": "r-17",
+     "user": {"ids": {"user_id": 812, "hour": 21, ...}, "dense": {"user_history_len": 3.2, ...},
+              "sequences": {"short": {"item": [...], "author": [...], "gap": [...], "watch": [...],
+                                      "domain": [...]}, "mixed": {...}}},
+     "candidates": [{"ids": {"live_item": 40, "author_id": 7, ...}, "dense": {"room_viewers_now": 2.1, ...},
+                     "sequences": {"long": {...}, "aidhard": {...}, "livelong": {...}}}, ...]}
+
+Which id, dense feature and GSU belongs to the user and which to each candidate is fixed by
+`model.json` "request_layout" (target-dependent GSUs travel with their candidate). Every feature
+must appear exactly where the layout puts it; ids are table rows in [0, rows), sequences have at
+most `seq_len` elements and equal-length fields. Anything else is a RequestError naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.scorer import SEQUENCE_ID_FIELDS, ScorerInputs
+from recsys.model.inputs import SIDE_FIELDS
+
+SEQUENCE_FIELDS = (*SEQUENCE_ID_FIELDS, *SIDE_FIELDS)
+
+
+class RequestError(ValueError):
+    """A request that cannot be scored; the message names the offending field."""
+
+
+class RequestSchema:
+    """What a valid request looks like, from model.json."""
+
+    def __init__(self, meta: dict[str, Any]):
+        self.id_features = [f["name"] for f in meta["id_features"]]
+        self.id_rows = {f["name"]: f["rows"] for f in meta["id_features"]}
+        self.dense_features = list(meta["dense_features"])
+        self.gsu_names = list(meta["gsus"]["names"])
+        self.seq_len = int(meta["gsus"]["length"])
+        self.sequence_rows = {"item": meta["gsus"]["item_rows"], "author": meta["gsus"]["author_rows"],
+                              **meta["gsus"]["side_rows"]}
+        self.max_candidates = int(meta["max_candidates"])
+        user = meta["request_layout"]["user"]
+        self.owner = {("ids", f): "user" if f in user["ids"] else "candidate" for f in self.id_features}
+        self.owner |= {("dense", f): "user" if f in user["dense"] else "candidate" for f in self.dense_features}
+        self.owner |= {("sequences", g): "user" if g in user["sequences"] else "candidate" for g in self.gsu_names}
+
+    def names(self, section: str) -> list[str]:
+        return {"ids": self.id_features, "dense": self.dense_features, "sequences": self.gsu_names}[section]
+
+    def fields_of(self, owner: str, section: str) -> list[str]:
+        return [n for n in self.names(section) if self.owner[(section, n)] == owner]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fields(values: Any, where: str, expected: list[str]) -> dict:
+    """An object holding exactly the fields `expected`."""
+    if not isinstance(values, dict):
+        raise RequestError(f"{where} must be an object")
+    unknown = sorted(set(values) - set(expected))
+    if unknown:
+        raise RequestError(f"{where}: unexpected field '{unknown[0]}' (expected here: {expected})")
+    missing = [n for n in expected if n not in values]
+    if missing:
+        raise RequestError(f"{where}: missing field '{missing[0]}'")
+    return values
+
+
+def _check_id(value: Any, rows: int, where: str) -> int:
+    if not _is_int(value):
+        raise RequestError(f"{where} must be an integer, got {json.dumps(value)}")
+    if not 0 <= value < rows:
+        raise RequestError(f"{where}={value} out of range [0, {rows})")
+    return value
+
+
+def _sequence(value: Any, schema: RequestSchema, where: str) -> dict[str, list[int]]:
+    fields = _fields(value, where, list(SEQUENCE_FIELDS))
+    n = None
+    for field in SEQUENCE_FIELDS:
+        items = fields[field]
+        if not isinstance(items, list):
+            raise RequestError(f"{where}.{field} must be an array")
+        if n is None:
+            n = len(items)
+            if n > schema.seq_len:
+                raise RequestError(f"{where}.{field} has {n} elements, more than the model's {schema.seq_len}")
+        elif len(items) != n:
+            raise RequestError(f"{where}.{field} has {len(items)} elements, {SEQUENCE_FIELDS[0]} has {n}")
+        for i, v in enumerate(items):
+            _check_id(v, schema.sequence_rows[field], f"{where}.{field}[{i}]")
+    return fields
+
+
+def _check_part(obj: Any, owner: str, where: str, schema: RequestSchema) -> dict[str, dict]:
+    if not isinstance(obj, dict):
+        raise RequestError(f"{where} must be an object")
+    unknown = sorted(set(obj) - {"ids", "dense", "sequences"})
+    if unknown:
+        raise RequestError(f"{where}: unexpected field '{unknown[0]}'")
+    part = {s: _fields(obj.get(s, {}), f"{where}.{s}", schema.fields_of(owner, s)) for s in ("ids", "dense", "sequences")}
+    for name, value in part["ids"].items():
+        _check_id(value, schema.id_rows[name], f"{where}.ids.{name}")
+    for name, value in part["dense"].items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RequestError(f"{where}.dense.{name} must be a finite number, got {json.dumps(value)}")
+    part["sequences"] = {g: _sequence(v, schema, f"{where}.sequences.{g}") for g, v in part["sequences"].items()}
+    return part
+
+
+def parse_request(line: str | dict, schema: RequestSchema) -> tuple[str | None, ScorerInputs]:
+    """One request -> (request_id, scorer inputs with one row per candidate, in request order)."""
+    if isinstance(line, str):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RequestError(f"bad JSON: {e.msg} at column {e.colno}") from None
+    else:
+        obj = line
+    if not isinstance(obj, dict):
+        raise RequestError("a request must be a JSON object")
+    request_id = obj.get("request_id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError("request_id must be a string")
+    unknown = sorted(set(obj) - {"request_id", "user", "candidates"})
+    if unknown:
+        raise RequestError(f"unexpected field '{unknown[0]}'")
+    if "user" not in obj:
+        raise RequestError("missing field 'user'")
+    user = _check_part(obj["user"], "user", "user", schema)
+    candidates = obj.get("candidates")
+    if not isinstance(candidates, list):
+        raise RequestError("missing or non-array field 'candidates'")
+    if not candidates:
+        raise RequestError("candidates is empty")
+    if len(candidates) > schema.max_candidates:
+        raise RequestError(f"{len(candidates)} candidates, more than the limit of {schema.max_candidates}")
+    parts = [_check_part(c, "candidate", f"candidates[{i}]", schema) for i, c in enumerate(candidates)]
+
+    n, g_count, length = len(parts), len(schema.gsu_names), schema.seq_len
+    ids = np.zeros((n, len(schema.id_features)), dtype=np.int64)
+    dense = np.zeros((n, len(schema.dense_features)), dtype=np.float32)
+    seq = np.zeros((n, g_count, length, len(SEQUENCE_FIELDS)), dtype=np.int64)
+    lengths = np.zeros((n, g_count), dtype=np.int64)
+    for i, cand in enumerate(parts):
+        def value(section: str, name: str) -> Any:
+            return (user if schema.owner[(section, name)] == "user" else cand)[section][name]
+        ids[i] = [value("ids", f) for f in schema.id_features]
+        dense[i] = [value("dense", f) for f in schema.dense_features]
+        for g, name in enumerate(schema.gsu_names):
+            fields = value("sequences", name)
+            k = len(fields["item"])
+            lengths[i, g] = k
+            for j, field in enumerate(SEQUENCE_FIELDS):
+                seq[i, g, :k, j] = fields[field]
+    seq_t = torch.from_numpy(seq)
+    return request_id, ScorerInputs(ids=torch.from_numpy(ids), dense=torch.from_numpy(dense),
+                                    seq_ids=seq_t[..., :2].contiguous(), seq_side=seq_t[..., 2:].contiguous(),
+                                    seq_lengths=torch.from_numpy(lengths))
+
+
+def requests_from_inputs(inputs: ScorerInputs, schema: RequestSchema, n_candidates: int,
+                         prefix: str = "req") -> list[dict]:
+    """Requests built from real samples: each takes the user part of its first sample and the candidate
+    part of `n_candidates` consecutive samples (wrapping around), so every value is one the data holds."""
+    total = len(inputs)
+    requests = []
+    for r, start in enumerate(range(0, total, n_candidates)):
+        rows = [(start + k) % total for k in range(n_candidates)]
+
+        def part(row: int, owner: str) -> dict:
+            out = {"ids": {f: int(inputs.ids[row, j]) for j, f in enumerate(schema.id_features)
+                           if schema.owner[("ids", f)] == owner},
+                   "dense": {f: float(inputs.dense[row, j]) for j, f in enumerate(schema.dense_features)
+                             if schema.owner[("dense", f)] == owner},
+                   "sequences": {}}
+            for g, name in enumerate(schema.gsu_names):
+                if schema.owner[("sequences", name)] != owner:
+                    continue
+                k = int(inputs.seq_lengths[row, g])
+                both = torch.cat([inputs.seq_ids[row, g, :k], inputs.seq_side[row, g, :k]], -1)
+                out["sequences"][name] = {f: both[:, j].tolist() for j, f in enumerate(SEQUENCE_FIELDS)}
+            return out
+
+        requests.append({"request_id": f"{prefix}-{n_candidates}-{r}", "user": part(rows[0], "user"),
+                         "candidates": [part(row, "candidate") for row in rows]})
+    return requests
+
+
+def rank(request_id: str | None, probabilities: torch.Tensor, score: torch.Tensor, tasks: list[str]) -> dict:
+    """The response the ranker writes: candidates by descending score (ties by request order)."""
+    order = sorted(range(len(score)), key=lambda i: (-float(score[i]), i))
+    return {"request_id": request_id,
+            "ranked": [{"candidate": i, "score": float(score[i]),
+                        "probabilities": {t: float(probabilities[i, k]) for k, t in enumerate(tasks)}}
+                       for i in order]}
