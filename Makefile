@@ -12,7 +12,7 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history streams train bench clean
+.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history streams train export ranker bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -62,6 +62,17 @@ streams: ## label streams + GSU sequences -> WebDataset shards + label-consisten
 
 train: ## one training run (ARGS="world=tiny trainer.devices=2 model=cgc cross=none ...")
 	$(PY) -m recsys.train.train $(ARGS)
+
+export: ## TorchScript + model.json from the newest checkpoint (ARGS="checkpoint=logs/checkpoints/<run>/<ckpt> name=...")
+	$(PY) -m export $(ARGS)
+
+RANKER_BUILD := export/ranker/build
+ranker: ## build the C++ ranker against the wheel's libtorch -> export/ranker/build/ranker
+	@test -x $(PY) || { echo "no .venv: run make setup first"; exit 1; }
+	cmake -S export/ranker -B $(RANKER_BUILD) -DCMAKE_BUILD_TYPE=Release \
+		-DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+		-DFBGEMM_OPS_DIR="$$($(PY) -c 'import os, fbgemm_gpu; print(os.path.dirname(fbgemm_gpu.__file__))')" >/dev/null
+	cmake --build $(RANKER_BUILD) -j $$(nproc)
 
 bench: ## every benchmark, figures printed (ARGS="world=default")
 	$(PY) -m recsys.bench $(ARGS)

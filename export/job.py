@@ -59,7 +59,13 @@ def run_export(cfg: DictConfig) -> tuple[ExportReport, dict[str, Any]]:
     manifest = json.loads(manifest_path.read_text())
 
     model = build_model(run_cfg, manifest, embedding_device="cpu")
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        source = "its own run config" if "run_config" in trainer_state else "this command's config"
+        raise ValueError(f"{checkpoint} does not fit the model built from {source} (world "
+                         f"'{run_cfg.world.name}', model/cross groups); pass the overrides it was trained with, "
+                         f"e.g. world=... model=... cross=...\n{e}") from None
     model.eval()
     used = {*model.pooled_features, "live_item", "author_id"}
     id_features = [f for f in manifest["sparse_features"] if f in used]

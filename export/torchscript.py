@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -24,6 +25,9 @@ from recsys.model.inputs import SIDE_FIELDS, TARGET_SEQUENCE_FEATURES
 from recsys.model.moment_cross import MomentCrossModel
 
 log = logging.getLogger(__name__)
+# TorchRec asks torch.fx "are we tracing?" in every eager forward, which makes torch log a one-time
+# notice about torch.export meant for torch's own developers.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 FORMAT_VERSION = 1
 
 
@@ -41,9 +45,14 @@ class ExportReport:
 
 
 def to_torchscript(scorer: Scorer) -> torch.jit.ScriptModule:
-    """TorchRec's fx tracer turns the KeyedJaggedTensor plumbing into a graph TorchScript compiles."""
+    """TorchRec's fx tracer turns the KeyedJaggedTensor plumbing into a graph TorchScript compiles.
+
+    TorchScript's deprecation and the tracer's notices are known (README: the torch.export path) and
+    silenced here so that the export's own report stays readable."""
     scorer.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+        warnings.filterwarnings("ignore", message=r".*(TorchScript|instance-level annotations)", category=UserWarning)
         return torch.jit.script(torchrec.fx.symbolic_trace(scorer))
 
 

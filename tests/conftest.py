@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,9 +12,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from data_pipelines.jobs import run_build_history, run_ingest, run_simulation
+from data_pipelines.jobs import run_build_history, run_ingest, run_simulation, run_streams
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -49,3 +53,33 @@ def build_world(data_dir: Path, overrides: list[str]) -> BuiltWorld:
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> BuiltWorld:
     """The `tiny` world exactly as `make simulate ARGS="world=tiny"` builds it."""
     return build_world(tmp_path_factory.mktemp("data"), ["world=tiny"])
+
+
+@pytest.fixture(scope="session")
+def tiny_streams(tiny_world, tmp_path_factory) -> Path:
+    """The tiny world's streams and shards (small shards, so that two ranks each get several);
+    returns the data directory."""
+    reports = tmp_path_factory.mktemp("reports")
+    cfg = compose_config("streams", [f"paths.data_dir={tiny_world.root.parent}", f"paths.reports_dir={reports}",
+                                     "world=tiny", "progress=false", "shards.micro_batches_per_shard=10"])
+    run_streams(cfg)
+    return tiny_world.root.parent
+
+
+def train_cli(data_dir: Path, log_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`make train` on the tiny world, as a subprocess (Hydra's entry point, real launch)."""
+    args = [sys.executable, "-m", "recsys.train.train", "world=tiny", f"paths.data_dir={data_dir}",
+            f"paths.log_dir={log_dir}", "logger=csv", "trainer.enable_progress_bar=false",
+            "datamodule.batch_size=256", "datamodule.val_batch_size=256", *overrides]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_training(tiny_streams, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One 4-epoch training run on the tiny world (run name `e2e`, a checkpoint per epoch):
+    (the finished process, its log directory)."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    return train_cli(tiny_streams, log_dir, "trainer.max_epochs=4", "run_name=e2e"), log_dir

@@ -23,7 +23,8 @@ def make(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_the_targets():
     plain = re.sub(r"\x1b\[[0-9;]*m", "", make("help").stdout)
     listed = {line.split()[0] for line in plain.splitlines() if line.strip()}
-    assert {"setup", "setup-gpu", "test", "test-full", "simulate", "ingest", "history", "bench"} <= listed
+    assert {"setup", "setup-gpu", "test", "test-full", "simulate", "ingest", "history", "streams", "train", "export",
+            "ranker", "bench"} <= listed
 
 
 def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
@@ -61,10 +62,12 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
                            f"bench.history_store.batch_queries=1000 bench.streams.loader_batches=5 "
                            f"bench.training.batch_size=64 bench.training.steps=1 bench.training.warmup_steps=1 "
                            f"bench.training.profile_steps=1 bench.training.item_rows=1000 "
-                           f"bench.training.author_rows=100 bench.training.more_item_rows=[]")
+                           f"bench.training.author_rows=100 bench.training.more_item_rows=[] "
+                           f"bench.serving.candidates=[5,20] bench.serving.repeat=2 bench.serving.warmup=1")
     assert result.returncode == 0, result.stderr
     assert "queries/s" in result.stdout and "impressions/s" in result.stdout and "samples/s" in result.stdout
     assert "TorchRec (DMP, fused Adagrad)" in result.stdout and "speed-up" in result.stdout
+    assert "C++ ranker" in result.stdout and "Python TorchScript call" in result.stdout
 
 
 def test_ingest_failure_is_one_clear_line(tmp_path):

@@ -54,7 +54,11 @@ def test_attention_ignores_padding_and_empty_sequences_give_zeros():
     weights = torch.softmax(k @ q / math.sqrt(5), dim=0)
     torch.testing.assert_close(out[0], weights @ v)
     # The same sequence given as parts of its feature dimension gives the same result.
-    torch.testing.assert_close(attention(query, [sequence[..., :2], sequence[..., 2:]], mask), out)
+    split = TargetAttention(query_dim=4, sequence_dim=6, attention_dim=5, part_dims=[2, 4])
+    split.load_state_dict(attention.state_dict())
+    torch.testing.assert_close(split(query, [sequence[..., :2], sequence[..., 2:]], mask), out)
+    with pytest.raises(ValueError, match="expected 2 sequence parts"):
+        split(query, sequence, mask)
     out.sum().backward()  # an all-padding row must not poison the gradients
     assert all(torch.isfinite(p.grad).all() for p in attention.parameters())
 

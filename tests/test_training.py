@@ -4,44 +4,19 @@ sharded checkpoint resumes to exactly the parameters and optimizer state of an u
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from data_pipelines.jobs import run_streams
 from recsys.train.checkpoint import model_state_dict, read_unsharded
 from recsys.train.train import build_model
-from tests.conftest import compose_config
+from tests.conftest import compose_config, train_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(scope="session")
-def tiny_streams(tiny_world, tmp_path_factory):
-    reports = tmp_path_factory.mktemp("reports")
-    cfg = compose_config("streams", [f"paths.data_dir={tiny_world.root.parent}", f"paths.reports_dir={reports}",
-                                     "world=tiny", "progress=false", "shards.micro_batches_per_shard=10"])
-    run_streams(cfg)
-    return tiny_world.root.parent
-
-
-def train_cli(data_dir: Path, log_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "recsys.train.train", "world=tiny", f"paths.data_dir={data_dir}",
-            f"paths.log_dir={log_dir}", "logger=csv", "trainer.enable_progress_bar=false",
-            "datamodule.batch_size=256", "datamodule.val_batch_size=256", *overrides]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def test_make_train_on_the_tiny_world_beats_a_constant_predictor(tiny_streams, tmp_path):
-    result = train_cli(tiny_streams, tmp_path, "trainer.max_epochs=4", "run_name=e2e")
+def test_make_train_on_the_tiny_world_beats_a_constant_predictor(tiny_training):
+    result, log_dir = tiny_training
     metrics = {}
     for line in result.stdout.splitlines():
         parts = line.split()
@@ -50,7 +25,7 @@ def test_make_train_on_the_tiny_world_beats_a_constant_predictor(tiny_streams, t
     assert set(metrics) == {"ctr", "lvtr", "ltr", "cmtr", "gtr"}
     auc, gauc, logloss = metrics["ctr"]
     assert auc > 0.55, metrics  # a constant predictor scores 0.5 (seeded: 0.577 when written)
-    csv = (tmp_path / "e2e").glob("version_*/metrics.csv")
+    csv = (log_dir / "e2e").glob("version_*/metrics.csv")
     header = next(csv).read_text().splitlines()[0]
     for name in ("train/loss", "train/loss/gtr", "train/contrastive/short", "val/auc/ctr", "val/gauc/ctr",
                  "val/logloss/ctr"):

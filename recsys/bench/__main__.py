@@ -5,9 +5,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from recsys.bench import history_store, streams, training
+from recsys.bench import history_store, serving, streams, training
 
-BENCHMARKS = {"history_store": history_store.run, "streams": streams.run, "training": training.run}
+BENCHMARKS = {"history_store": history_store.run, "streams": streams.run, "training": training.run,
+              "serving": serving.run}
 
 
 @hydra.main(config_path="../../conf", config_name="bench", version_base="1.3")

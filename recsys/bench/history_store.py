@@ -11,18 +11,8 @@ from omegaconf import DictConfig
 
 from data_pipelines.history_store import HistoryStore
 from data_pipelines.ingest.pipeline import CANONICAL
-from data_pipelines.jobs import HISTORY_FILE, run_build_history, run_ingest, run_simulation
-
-
-def ensure_world(cfg: DictConfig) -> Path:
-    """The data set's directory, simulating the world first if its history store is missing."""
-    data_dir = Path(cfg.data.output_dir)
-    if not (data_dir / HISTORY_FILE).exists():
-        print(f"[bench] {data_dir / HISTORY_FILE} missing: simulating world '{cfg.world.name}' first")
-        run_simulation(cfg)
-        run_ingest(cfg)
-        run_build_history(cfg)
-    return data_dir
+from data_pipelines.jobs import HISTORY_FILE
+from recsys.bench.data import ensure_world
 
 
 def _request_sample(data_dir: Path, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -11,9 +11,9 @@ from omegaconf import DictConfig
 
 from data_pipelines.history_store import HistoryStore
 from data_pipelines.ingest.pipeline import CANONICAL
-from data_pipelines.jobs import HISTORY_FILE, run_streams
+from data_pipelines.jobs import HISTORY_FILE
 from data_pipelines.streams.build import build_features, run_engines
-from recsys.bench.history_store import ensure_world
+from recsys.bench.data import ensure_shards, ensure_world
 from recsys.data import ShardDataset, make_loader
 
 
@@ -53,10 +53,7 @@ def run(cfg: DictConfig) -> dict:
         print(f"  {name:<10} engine with GSU retrieval    {rate:>12,.0f} impressions/s "
               f"({len(samples[name]):,} samples; labels alone {n / engine_s:,.0f}/s)")
 
-    shard_root = Path(cfg.shards.dir)
-    if not (shard_root / "realtime" / "manifest.json").exists():
-        print(f"[bench] {shard_root / 'realtime'} missing: running make streams first")
-        run_streams(cfg)
+    shard_root = ensure_shards(cfg)
     for shuffle, workers in ((False, 0), (True, 0), (True, 2)):
         rate = _loader_rate(shard_root / "realtime", bc.batch_size, bc.loader_batches, shuffle, workers)
         mode = "shuffled" if shuffle else "time-ordered"

@@ -1,0 +1,119 @@
+"""Serving latency: the same requests through the C++ ranker and through the Python TorchScript call.
+
+The model has the default architecture (conf/model, conf/cross) with the world's table sizes, freshly
+initialised: latency does not depend on trained weights, and the benchmark needs no training run.
+Requests are built from real samples of the evaluation stream (export/requests.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from export.requests import RequestSchema, parse_request, rank, requests_from_inputs
+from export.scorer import Scorer, inputs_from_batch
+from export.torchscript import export, metadata
+from recsys.bench.data import ensure_shards
+from recsys.data import ShardDataset, make_loader
+from recsys.train.train import build_model
+
+ROOT = Path(__file__).resolve().parents[2]
+RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
+
+
+def _export_model(cfg: DictConfig, shard_root: Path, out_dir: Path, n_samples: int):
+    bc = cfg.bench.serving
+    manifest = json.loads((shard_root / "realtime" / "manifest.json").read_text())
+    torch.manual_seed(0)
+    model = build_model(OmegaConf.create({"model": bc.model, "cross": bc.cross, "score_weights": bc.score_weights}),
+                        manifest, embedding_device="cpu").eval()
+    ids = [f for f in manifest["sparse_features"] if f in {*model.pooled_features, "live_item", "author_id"}]
+    final = json.loads((shard_root / "final" / "manifest.json").read_text())
+    batch = next(iter(make_loader(ShardDataset(shard_root / "final", min(n_samples, final["samples"])))))
+    inputs = inputs_from_batch(batch, model.gsu_names, model.seq_len, ids)
+    scorer = Scorer(model, ids)
+    with torch.no_grad():
+        expected = scorer(*inputs)
+    layout = OmegaConf.to_container(bc.request_layout, resolve=True)
+    meta = metadata(model, ids, manifest["dense_features"], manifest["table_sizes"], dict(bc.model.pooled_tables),
+                    layout, 10_000, {"run_id": "bench (untrained)"})
+    report = export(scorer, meta, out_dir, inputs.slice(0, 256), (expected[0][:256], expected[1][:256]))
+    return report, inputs
+
+
+def _percentiles(ms: list[float]) -> tuple[float, float]:
+    # nearest rank, as the ranker computes them
+    values = np.sort(np.asarray(ms))
+    def at(q: float) -> float:
+        return float(values[max(int(np.ceil(q * len(values))) - 1, 0)])
+    return at(0.5), at(0.99)
+
+
+def _python_figures(model_path: Path, schema: RequestSchema, lines: list[str], tasks: list[str],
+                    repeat: int, warmup: int) -> dict:
+    module = torch.jit.load(str(model_path))
+    total, forward = [], []
+    for r in range(warmup + repeat):
+        for line in lines:
+            t0 = time.perf_counter()
+            request_id, inputs = parse_request(line, schema)
+            t1 = time.perf_counter()
+            with torch.inference_mode():
+                probabilities, score = module(*inputs)
+            t2 = time.perf_counter()
+            json.dumps(rank(request_id, probabilities, score, tasks))
+            t3 = time.perf_counter()
+            if r >= warmup:
+                total.append((t3 - t0) * 1e3)
+                forward.append((t2 - t1) * 1e3)
+    p50, p99 = _percentiles(total)
+    return {"p50_ms": p50, "p99_ms": p99, "forward_p50_ms": _percentiles(forward)[0],
+            "candidates_per_s": len(json.loads(lines[0])["candidates"]) / (np.mean(total) / 1e3)}
+
+
+def _ranker_figures(model_dir: Path, requests: Path, repeat: int, warmup: int) -> dict[int, dict]:
+    if not RANKER.exists():
+        print("[bench] building the C++ ranker first (make ranker)")
+        subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, check=True, capture_output=True)
+    result = subprocess.run([str(RANKER), "--model", str(model_dir), "--bench", str(requests), "--repeat",
+                             str(repeat), "--warmup", str(warmup)], capture_output=True, text=True, check=True)
+    line = next(l for l in result.stdout.splitlines() if l.startswith("BENCH_JSON "))
+    return {r["candidates"]: r for r in json.loads(line.removeprefix("BENCH_JSON "))["results"]}
+
+
+def run(cfg: DictConfig) -> dict:
+    bc = cfg.bench.serving
+    shard_root = ensure_shards(cfg)
+    sizes = [int(n) for n in bc.candidates]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        report, inputs = _export_model(cfg, shard_root, model_dir, max(sizes) * int(bc.requests_per_size))
+        meta = json.loads(report.meta_path.read_text())
+        schema = RequestSchema(meta)
+        lines_by_size = {}
+        for n in sizes:
+            requests = requests_from_inputs(inputs, schema, n, prefix="bench")[: int(bc.requests_per_size)]
+            lines_by_size[n] = [json.dumps(r) for r in requests]
+        request_file = Path(tmp) / "requests.jsonl"
+        request_file.write_text("".join(l + "\n" for ls in lines_by_size.values() for l in ls))
+        cpp = _ranker_figures(model_dir, request_file, int(bc.repeat), int(bc.warmup))
+        python = {n: _python_figures(report.model_path, schema, lines, meta["tasks"], int(bc.repeat), int(bc.warmup))
+                  for n, lines in lines_by_size.items()}
+
+    print(f"serving ({cfg.world.name} world tables, {len(meta['gsus']['names'])} GSUs x {meta['gsus']['length']}, "
+          f"{torch.get_num_threads()} threads, {bc.requests_per_size} requests x {bc.repeat} repeats per size; "
+          f"end to end = parse + validate + score + rank + JSON)")
+    print(f"  {'candidates':>10}  {'':<22} {'p50 ms':>8} {'p99 ms':>8} {'forward p50':>12} {'candidates/s':>13}")
+    for n in sizes:
+        for name, f in (("C++ ranker", cpp[n]), ("Python TorchScript call", python[n])):
+            print(f"  {n:>10}  {name:<22} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['forward_p50_ms']:>12.2f} "
+                  f"{f['candidates_per_s']:>13,.0f}")
+    return {"cpp": cpp, "python": python}

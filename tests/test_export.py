@@ -1,0 +1,265 @@
+"""Export and serving: a tiny trained model scored the same way in Python eager, in the loaded
+TorchScript file and in the C++ ranker; malformed requests answered with error lines; a newer export
+picked up by a running ranker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.job import run_export
+from export.requests import RequestError, RequestSchema, parse_request
+from export.scorer import Scorer, inputs_from_batch
+from export.torchscript import ExportValidationError, export
+from recsys.data import ShardDataset, make_loader
+from recsys.model.inputs import to_model_input
+from recsys.train.checkpoint import model_state_dict
+from recsys.train.train import build_model
+from tests.conftest import ROOT, compose_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="session")
+def ranker_binary() -> Path:
+    """`make ranker` (incremental: quick when the build is current)."""
+    result = subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return RANKER
+
+
+def export_cfg(data_dir: Path, log_dir: Path, artifacts: Path, checkpoint: Path | None, *overrides: str):
+    return compose_config("export", [f"paths.data_dir={data_dir}", f"paths.log_dir={log_dir}",
+                                     f"paths.artifacts_dir={artifacts}", "world=tiny",
+                                     f"checkpoint={checkpoint}" if checkpoint else "checkpoint=null", *overrides])
+
+
+def checkpoints(log_dir: Path) -> list[Path]:
+    return sorted((log_dir / "checkpoints" / "e2e").glob("epoch*"))
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_streams, tiny_training, tmp_path_factory):
+    """The newest checkpoint of the tiny training run, exported with `make export`'s job."""
+    _, log_dir = tiny_training
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    report, meta = run_export(export_cfg(tiny_streams, log_dir, artifacts, None, "name=tiny"))
+    return report.model_path.parent, meta, log_dir
+
+
+def eager_model(checkpoint: Path, data_dir: Path):
+    manifest = json.loads((data_dir / "tiny" / "streams" / "realtime" / "manifest.json").read_text())
+    model = build_model(compose_config("train", ["world=tiny"]), manifest, embedding_device="cpu")
+    model.load_state_dict(model_state_dict(checkpoint), strict=True)
+    return model.eval(), manifest
+
+
+def run_ranker(binary: Path, model_dir: Path, lines: list[str]) -> list[dict]:
+    result = subprocess.run([str(binary), "--model", str(model_dir), "--reload-check-ms", "0"],
+                            input="".join(line + "\n" for line in lines), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert len(out) == len(lines), result.stderr  # one answer per line, whatever the line held
+    return [json.loads(line) for line in out]
+
+
+def test_the_export_scorer_reproduces_the_training_forward(tiny_streams):
+    """The tensor-only layout (padded sequences + lengths) gives what the training layout gives,
+    for the full model and for an ablation that drops GSUs."""
+    manifest = json.loads((tiny_streams / "tiny" / "streams" / "realtime" / "manifest.json").read_text())
+    batch = next(iter(make_loader(ShardDataset(tiny_streams / "tiny" / "streams" / "final", 64))))
+    for cross in (["cross=all"], ["cross=all", "cross.gsu_names=[long,mixed]"]):
+        torch.manual_seed(0)
+        model = build_model(compose_config("train", ["world=tiny", *cross]), manifest, embedding_device="cpu").eval()
+        ids = [f for f in manifest["sparse_features"] if f in {*model.pooled_features, "live_item", "author_id"}]
+        with torch.no_grad():
+            expected = torch.sigmoid(model(to_model_input(batch, model.gsu_names, model.seq_len,
+                                                          model.pooled_features)).logits)
+            got, score = Scorer(model, ids)(*inputs_from_batch(batch, model.gsu_names, model.seq_len, ids))
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+        by_hand = torch.prod((1 + expected) ** model.score_weights, dim=-1)
+        torch.testing.assert_close(score, by_hand, rtol=1e-6, atol=1e-6)
+
+
+def test_python_eager_torchscript_and_cpp_ranker_agree(exported, tiny_streams, ranker_binary):
+    model_dir, meta, log_dir = exported
+    assert meta["training"]["checkpoint"] == str(checkpoints(log_dir)[-1])  # the newest one
+    assert meta["training"]["run_id"].startswith("e2e@")
+    assert meta["validation"]["max_abs_diff_probabilities"] <= TOLERANCE
+    assert set(meta["fbgemm_operators"])  # the file calls fbgemm: the ranker must have loaded them
+    schema = RequestSchema(meta)
+    lines = (model_dir / "requests.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+
+    model, _ = eager_model(checkpoints(log_dir)[-1], tiny_streams)
+    ids = [f["name"] for f in meta["id_features"]]
+    eager, scripted = Scorer(model, ids).eval(), torch.jit.load(str(model_dir / "model.pt"))
+    answers = run_ranker(ranker_binary, model_dir, lines)
+    for line, answer in zip(lines, answers):
+        request_id, inputs = parse_request(line, schema)
+        with torch.no_grad():
+            p_eager, s_eager = eager(*inputs)
+            p_script, s_script = scripted(*inputs)
+        torch.testing.assert_close(p_script, p_eager, rtol=0, atol=TOLERANCE)
+        torch.testing.assert_close(s_script, s_eager, rtol=0, atol=TOLERANCE)
+        assert answer["request_id"] == request_id
+        ranked = answer["ranked"]
+        assert sorted(r["candidate"] for r in ranked) == list(range(len(inputs)))
+        assert all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:]))
+        p_cpp = torch.zeros_like(p_eager)
+        s_cpp = torch.zeros_like(s_eager)
+        for r in ranked:
+            s_cpp[r["candidate"]] = r["score"]
+            p_cpp[r["candidate"]] = torch.tensor([r["probabilities"][t] for t in meta["tasks"]])
+        torch.testing.assert_close(p_cpp, p_eager, rtol=0, atol=TOLERANCE)
+        torch.testing.assert_close(s_cpp, s_eager, rtol=0, atol=TOLERANCE)
+
+
+def _mutations(request: dict) -> list[tuple[str, str]]:
+    """(line, the error it must get) for malformed variants of a valid request."""
+    def mutated(change) -> str:
+        r = json.loads(json.dumps(request))
+        change(r)
+        return json.dumps(r)
+
+    short = request["user"]["sequences"]["short"]
+    return [
+        ("{not json", "bad JSON"),
+        ("[1, 2]", "a request must be a JSON object"),
+        (mutated(lambda r: r.update(candidates=[])), "candidates is empty"),
+        (mutated(lambda r: r.pop("candidates")), "missing or non-array field 'candidates'"),
+        (mutated(lambda r: r["user"]["sequences"]["short"]["author"].append(1)),
+         f"user.sequences.short.author has {len(short['author']) + 1} elements, item has {len(short['item'])}"),
+        (mutated(lambda r: r["candidates"][3]["ids"].update(live_item=10 ** 9)),
+         "candidates[3].ids.live_item=1000000000 out of range"),
+        (mutated(lambda r: r["candidates"][0]["ids"].update(live_item=-1)), "candidates[0].ids.live_item=-1 out of range"),
+        (mutated(lambda r: r["candidates"][1]["ids"].update(category=2.5)),
+         "candidates[1].ids.category must be an integer, got 2.5"),
+        (mutated(lambda r: r["user"]["ids"].pop("user_id")), "user.ids: missing field 'user_id'"),
+        (mutated(lambda r: r["user"]["ids"].update(live_item=3)), "user.ids: unexpected field 'live_item'"),
+        (mutated(lambda r: r["candidates"][2]["dense"].update(room_ctr_5min="high")),
+         'candidates[2].dense.room_ctr_5min must be a finite number, got "high"'),
+        (mutated(lambda r: r["user"]["sequences"].update(
+            short={f: [1] * 51 for f in ("item", "author", "gap", "watch", "domain")})),
+         "user.sequences.short.item has 51 elements, more than the model's 50"),
+        (mutated(lambda r: r["candidates"][0]["sequences"]["long"].update(gap=[99] * len(
+            r["candidates"][0]["sequences"]["long"]["item"]))), "candidates[0].sequences.long.gap[0]=99 out of range"),
+        (mutated(lambda r: r.update(request_id=7)), "request_id must be a string"),
+    ]
+
+
+def test_the_ranker_answers_malformed_requests_with_errors_and_keeps_serving(exported, ranker_binary):
+    model_dir, meta, _ = exported
+    schema = RequestSchema(meta)
+    valid = (model_dir / "requests.jsonl").read_text().splitlines()[0]
+    request = json.loads(valid)
+    # the candidate whose long sequence is mutated must have one for the `gap` case to apply
+    request["candidates"][0]["sequences"]["long"] = {f: [1, 1] for f in ("item", "author", "gap", "watch", "domain")}
+    valid = json.dumps(request)
+    cases = _mutations(request)
+    odd_id = json.dumps({**request, "request_id": 'r "é" \\ 1'})
+    lines = [valid, *(line for line, _ in cases), "", odd_id, valid]
+    answers = run_ranker(ranker_binary, model_dir, lines)
+
+    assert "ranked" in answers[0] and answers[-1]["ranked"] == answers[0]["ranked"]  # still serving, same scores
+    for (line, expected), answer in zip(cases, answers[1:]):
+        assert "error" in answer and "ranked" not in answer, (expected, answer)
+        assert expected in answer["error"], (expected, answer["error"])
+        with pytest.raises(RequestError) as python_error:  # the Python reference refuses it too ...
+            parse_request(line, schema)
+        if expected != "bad JSON":  # ... with the same words (JSON syntax errors are worded by each parser)
+            assert answer["error"] == str(python_error.value)
+    assert answers[len(cases) + 1] == {"request_id": None, "error": "empty request"}
+    assert answers[len(cases) + 2]["request_id"] == 'r "é" \\ 1' and "ranked" in answers[len(cases) + 2]
+
+
+def test_parse_request_lays_out_user_and_candidate_fields(exported):
+    """A hand-written request against the layout model.json declares."""
+    _, meta, _ = exported
+    schema = RequestSchema(meta)
+    empty = {f: [] for f in ("item", "author", "gap", "watch", "domain")}
+    user = {"ids": {"user_id": 5, "hour": 20, "user_history_bucket": 3, "user_live_bucket": 1},
+            "dense": {"user_history_len": 1.5, "user_live_history_len": 0.25},
+            "sequences": {"short": {"item": [7, 8], "author": [2, 3], "gap": [1, 2], "watch": [3, 4], "domain": [0, 0]},
+                          "mixed": empty}}
+    cands = [{"ids": {"live_item": 100 + i, "author_id": 10 + i, "category": 1, "live_type": 2},
+              "dense": {f: float(i) for f in ("room_viewers_now", "room_clicks_30s", "room_clicks_5min",
+                                              "room_impressions_5min", "room_ctr_5min", "room_age_min")},
+              "sequences": {"long": {"item": [9] * (i + 1), "author": [4] * (i + 1), "gap": [5] * (i + 1),
+                                     "watch": [6] * (i + 1), "domain": [1] * (i + 1)},
+                            "aidhard": empty, "livelong": empty}} for i in range(2)]
+    request_id, x = parse_request(json.dumps({"request_id": "h", "user": user, "candidates": cands}), schema)
+    assert request_id == "h" and len(x) == 2
+    assert schema.id_features == ["user_id", "live_item", "author_id", "category", "live_type", "hour",
+                                  "user_history_bucket", "user_live_bucket"]
+    assert x.ids.tolist() == [[5, 100, 10, 1, 2, 20, 3, 1], [5, 101, 11, 1, 2, 20, 3, 1]]
+    assert x.dense[1].tolist() == [1.0] * 6 + [1.5, 0.25]
+    g = schema.gsu_names
+    assert x.seq_lengths.tolist() == [[2, 1, 0, 0, 0], [2, 2, 0, 0, 0]] and g[:2] == ["short", "long"]
+    assert x.seq_ids[0, 0, :3].tolist() == [[7, 2], [8, 3], [0, 0]]  # padding after the real elements
+    assert x.seq_side[1, 0, 1].tolist() == [2, 4, 0]  # gap, watch, domain
+    assert x.seq_ids[1, 1, :3].tolist() == [[9, 4], [9, 4], [0, 0]]
+    assert x.seq_ids.shape == (2, 5, 50, 2) and x.seq_side.shape == (2, 5, 50, 3)
+
+
+def test_an_export_that_does_not_reproduce_the_eager_model_is_not_kept(exported, tiny_streams, tmp_path):
+    model_dir, meta, log_dir = exported
+    model, _ = eager_model(checkpoints(log_dir)[-1], tiny_streams)
+    ids = [f["name"] for f in meta["id_features"]]
+    _, inputs = parse_request((model_dir / "requests.jsonl").read_text().splitlines()[0], RequestSchema(meta))
+    scorer = Scorer(model, ids)
+    with torch.no_grad():
+        p, s = scorer(*inputs)
+    with pytest.raises(ExportValidationError, match="differs from the eager model"):
+        export(scorer, {}, tmp_path / "bad", inputs, (p + 1e-3, s), tolerance=TOLERANCE)
+    assert not (tmp_path / "bad" / "model.pt").exists() and not list((tmp_path / "bad").iterdir())
+
+
+def test_a_running_ranker_picks_up_a_newer_export_without_dropping_requests(exported, tiny_streams, ranker_binary,
+                                                                             tmp_path):
+    model_dir, meta, log_dir = exported
+    serving = tmp_path / "serving"
+    first, newest = checkpoints(log_dir)[0], checkpoints(log_dir)[-1]
+    run_export(export_cfg(tiny_streams, log_dir, tmp_path, first, "name=serving"))
+    line = (model_dir / "requests.jsonl").read_text().splitlines()[0]
+    proc = subprocess.Popen([str(ranker_binary), "--model", str(serving), "--reload-check-ms", "50"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def ask() -> dict:
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            return json.loads(proc.stdout.readline())
+
+        before = ask()
+        assert before["model_generation"] == 1
+        run_export(export_cfg(tiny_streams, log_dir, tmp_path, newest, "name=serving"))
+        answers, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline:
+            answers.append(ask())
+            if answers[-1]["model_generation"] == 2:
+                break
+            time.sleep(0.05)
+        assert all("ranked" in a for a in answers)  # every request answered while the reload happened
+        after = answers[-1]
+        assert after["model_generation"] == 2
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    scripted = torch.jit.load(str(serving / "model.pt"))
+    _, inputs = parse_request(line, RequestSchema(json.loads((serving / "model.json").read_text())))
+    with torch.no_grad():
+        _, score = scripted(*inputs)
+    got = torch.zeros_like(score)
+    for r in after["ranked"]:
+        got[r["candidate"]] = r["score"]
+    torch.testing.assert_close(got, score, rtol=0, atol=TOLERANCE)  # the new model's scores
+    assert before["ranked"] != after["ranked"]
+    assert "reloaded" in proc.stderr.read()
