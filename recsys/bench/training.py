@@ -11,7 +11,6 @@ plain path.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -31,6 +30,7 @@ from recsys.bench.plain_model import PlainInput, PlainMomentCross
 from recsys.model.inputs import SIDE_FIELDS, ModelInput
 from recsys.model.losses import task_losses
 from recsys.model.moment_cross import MomentCrossModel
+from recsys.train.strategy import ensure_process_group
 
 GSUS = ["short", "long", "aidhard", "livelong", "mixed"]
 EMBEDDING_OPS = ("embedding", "fbgemm", "lookup")  # profiler op names that are lookups or their backward
@@ -77,13 +77,6 @@ def _model(bc: DictConfig, pooled_tables: dict[str, list[str]], rows: dict[str, 
         multitask=OmegaConf.to_container(m.multitask), tower_dims=list(m.tower_dims),
         contrastive={"temperature": 0.1, "weights": {g: 0.05 for g in GSUS if g != "mixed"}},
         embedding_device=device)
-
-
-def _ensure_process_group() -> None:
-    if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29611")
-        dist.init_process_group("gloo", rank=0, world_size=1)
 
 
 def _step(model, optimizers, batch) -> None:
@@ -180,7 +173,7 @@ def compare(bc: DictConfig, item_rows: int) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     bc = cfg.bench.training
-    _ensure_process_group()
+    ensure_process_group()
     n_pooled = sum(len(spec.features) for spec in bc.pooled_tables.values())
     print(f"training, reference config (batch {bc.batch_size}, 5 GSUs x {bc.seq_len}, dim {bc.embedding_dim}, "
           f"{n_pooled} pooled features, PLE x{bc.model.multitask.n_levels}, {torch.get_num_threads()} threads)")

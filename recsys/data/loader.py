@@ -33,11 +33,12 @@ class CorruptShardError(RuntimeError):
     """A shard that cannot be read; the message names the shard and what is wrong with it."""
 
 
-def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def concat_arrays(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Micro-batch-like dicts joined sample-wise (ragged fields stay aligned with their lengths)."""
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def _take(arrays: dict[str, np.ndarray], rows: np.ndarray, gsu_names: list[str]) -> dict[str, np.ndarray]:
+def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray, gsu_names: list[str]) -> dict[str, np.ndarray]:
     """Samples `rows` of a micro-batch-like dict; ragged sequence fields follow their lengths."""
     out = {}
     for prefix in (f"seq.{name}." for name in gsu_names):
@@ -98,6 +99,15 @@ class ShardDataset(IterableDataset):
         return totals
 
     # ------------------------------------------------------------------ reading
+    def micro_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """Every micro-batch of every shard in shard order, read in this process (replay walks a
+        stream this way; time order when shuffle=False)."""
+        self.skipped = []
+        return self._samples(self.shard_order())
+
+    def to_batch(self, arrays: dict[str, np.ndarray]) -> Batch:
+        return to_batch(arrays, self.sparse_features, self.gsu_names, self.sequence_fields)
+
     def _micro_batches(self, shard: dict) -> Iterator[dict[str, np.ndarray]]:
         path = self.shard_dir / shard["file"]
         seen = samples = 0
@@ -167,18 +177,18 @@ class ShardDataset(IterableDataset):
                     raise CorruptShardError(f"no readable shard left for this worker (skipped: {self.skipped})")
                 source, read_since_refill = self._samples(good), 0
                 continue
-            pool = _concat(([pending] if pending is not None else []) + buffer)
+            pool = concat_arrays(([pending] if pending is not None else []) + buffer)
             buffer = []
             n = len(pool["report_ts"])
             order = rng.permutation(n) if self.shuffle else np.arange(n)
             full = n // self.batch_size
             for b in range(min(full, quota - made)):
                 rows = order[b * self.batch_size:(b + 1) * self.batch_size]
-                yield to_batch(_take(pool, rows, self.gsu_names), self.sparse_features, self.gsu_names,
+                yield to_batch(take_rows(pool, rows, self.gsu_names), self.sparse_features, self.gsu_names,
                                self.sequence_fields)
                 made += 1
             rest = order[full * self.batch_size:]
-            pending = _take(pool, rest, self.gsu_names) if len(rest) else None
+            pending = take_rows(pool, rest, self.gsu_names) if len(rest) else None
 
     def __iter__(self) -> Iterator[Batch]:
         pipeline = wds.DataPipeline(

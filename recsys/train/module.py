@@ -22,7 +22,7 @@ from data_pipelines.streams.labels import POS, PU_POS
 from recsys.data.batch import Batch
 from recsys.model.inputs import ModelInput, to_model_input
 from recsys.model.losses import task_losses
-from recsys.model.moment_cross import MomentCrossModel
+from recsys.model.moment_cross import ModelOutput, MomentCrossModel
 from recsys.train.metrics import TaskMetrics
 
 SPARSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD, "adam": torch.optim.Adam}
@@ -53,12 +53,17 @@ class MomentCrossTask(pl.LightningModule):
         """Lay the batch out as the model consumes it, on the CPU, before it moves to the device."""
         return to_model_input(batch, self.gsu_names, self.seq_len, self.pooled_features)
 
-    def training_step(self, x: ModelInput, batch_idx: int) -> torch.Tensor:
+    def loss(self, x: ModelInput) -> tuple[torch.Tensor, torch.Tensor, ModelOutput]:
+        """(total loss, per-task losses [T], model output): every term, weighted as configured."""
         out = self.model(x)
         per_task = task_losses(out.logits, x.states)
         loss = per_task.sum()
         for name, value in out.contrastive.items():
             loss = loss + self.contrastive_weights.get(name, 0.0) * value
+        return loss, per_task, out
+
+    def training_step(self, x: ModelInput, batch_idx: int) -> torch.Tensor:
+        loss, per_task, out = self.loss(x)
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)

@@ -51,23 +51,8 @@ class TorchRecStrategy(DDPStrategy):
                     module._buffers[name] = buf.to(self.root_device)
 
     def _setup_model(self, model: pl.LightningModule) -> pl.LightningModule:
-        inner = model.model
-        constraints = None
-        if self.sharding_types:
-            constraints = {name: ParameterConstraints(sharding_types=self.sharding_types)
-                           for ebc in (inner.pooled_ebc, inner.sequence_ebc) for name in
-                           (cfg.name for cfg in ebc.embedding_bag_configs())}
-        topology = Topology(world_size=self.world_size, compute_device=self.root_device.type,
-                            local_world_size=self.num_processes)
-        planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, debug=False)
-        plan = planner.collective_plan(inner, None, dist.GroupMember.WORLD)
-        # static_graph=False: DDP's static-graph mode delays the first all-reduce to a callback that
-        # Lightning's manual backward never triggers here, and dense gradients silently stay per rank.
-        model.model = DistributedModelParallel(
-            inner, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD), device=self.root_device, plan=plan,
-            data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False))
-        if self.is_global_zero:
-            log.info("sharding plan:\n%s", plan)
+        model.model = distributed_model(model.model, self.root_device, self.num_processes, self.sharding_types,
+                                        log_plan=self.is_global_zero)
         return model  # no DDP wrapper around the LightningModule: DMP already handles the dense layers
 
     def _register_ddp_hooks(self) -> None:
@@ -123,3 +108,33 @@ class TorchRecStrategy(DDPStrategy):
             import shutil
 
             shutil.rmtree(filepath, ignore_errors=True)
+
+
+def distributed_model(inner: torch.nn.Module, device: torch.device, local_world_size: int,
+                      sharding_types: list[str] | None = None, log_plan: bool = False) -> DistributedModelParallel:
+    """`inner` (tables on meta) in DMP over the default process group, with a plan from TorchRec's
+    planner; `sharding_types` limits the planner (e.g. ["table_wise"])."""
+    constraints = None
+    if sharding_types:
+        constraints = {name: ParameterConstraints(sharding_types=list(sharding_types))
+                       for ebc in (inner.pooled_ebc, inner.sequence_ebc) for name in
+                       (cfg.name for cfg in ebc.embedding_bag_configs())}
+    topology = Topology(world_size=dist.get_world_size(), compute_device=device.type,
+                        local_world_size=local_world_size)
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, debug=False)
+    plan = planner.collective_plan(inner, None, dist.GroupMember.WORLD)
+    if log_plan:
+        log.info("sharding plan:\n%s", plan)
+    # static_graph=False: DDP's static-graph mode delays the first all-reduce to a callback that
+    # Lightning's manual backward never triggers here, and dense gradients silently stay per rank.
+    return DistributedModelParallel(
+        inner, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD), device=device, plan=plan,
+        data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False))
+
+
+def ensure_process_group(port: int = 29611) -> None:
+    """A one-process gloo group, for DMP outside a Lightning run (replay, benchmarks)."""
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(port))
+        dist.init_process_group("gloo", rank=0, world_size=1)

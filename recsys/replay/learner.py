@@ -1,0 +1,43 @@
+"""The model replay trains online: the same LightningModule, model, losses and optimizers as
+`make train`, wrapped in DistributedModelParallel in this one process, driven batch by batch."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from hydra.utils import instantiate
+
+from recsys.data.batch import Batch
+from recsys.train.module import MomentCrossTask
+from recsys.train.strategy import distributed_model, ensure_process_group
+from recsys.train.train import build_model
+
+
+class OnlineLearner:
+    def __init__(self, cfg: DictConfig, manifest: dict, seed: int):
+        ensure_process_group()
+        torch.manual_seed(seed)
+        self.task = MomentCrossTask(build_model(cfg, manifest), dense_optimizer=instantiate(cfg.optim.dense),
+                                    sparse_optimizer=cfg.optim.sparse, sparse_lr=cfg.optim.sparse_lr,
+                                    contrastive_weights=dict(cfg.cross.contrastive.weights))
+        self.task.model = distributed_model(self.task.model, torch.device("cpu"), local_world_size=1)
+        self.optimizer = self.task.configure_optimizers()
+        self.steps = 0
+
+    def train(self, batch: Batch) -> float:
+        x = self.task.on_before_batch_transfer(batch, 0)
+        self.task.model.train()
+        loss, _, _ = self.task.loss(x)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """Per-task probabilities [B, T] with the model as it is now (inference mode: BatchNorm
+        uses its running statistics, nothing is learned)."""
+        x = self.task.on_before_batch_transfer(batch, 0)
+        self.task.model.eval()
+        return torch.sigmoid(self.task.model(x).logits)
