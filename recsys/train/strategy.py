@@ -132,9 +132,8 @@ def distributed_model(inner: torch.nn.Module, device: torch.device, local_world_
         data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False))
 
 
-def ensure_process_group(port: int = 29611) -> None:
-    """A one-process gloo group, for DMP outside a Lightning run (replay, benchmarks)."""
+def ensure_process_group() -> None:
+    """A one-process gloo group, for DMP outside a Lightning run (replay, benchmarks). Its store
+    lives in memory, so no port is taken and concurrent jobs cannot collide."""
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(port))
-        dist.init_process_group("gloo", rank=0, world_size=1)
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
