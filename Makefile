@@ -12,7 +12,7 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history streams train replay export ranker bench clean
+.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history streams train replay ablate export ranker bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -65,6 +65,9 @@ train: ## one training run (ARGS="world=tiny trainer.devices=2 model=cgc cross=n
 
 replay: ## replay evaluation, realtime vs fast_slow over seeds -> reports/replay.{json,md} + PNG (ARGS="replay.seeds=[0]")
 	$(PY) -m recsys.replay $(ARGS)
+
+ablate: ## the experiment grid, seeds x conf/experiment/* -> reports/ablation.{json,md,png} (resumable)
+	$(PY) -m recsys.ablate $(ARGS)
 
 export: ## TorchScript + model.json from the newest checkpoint (ARGS="checkpoint=logs/checkpoints/<run>/<ckpt> name=...")
 	$(PY) -m export $(ARGS)

@@ -30,7 +30,10 @@ SPARSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD, "ad
 
 class MomentCrossTask(pl.LightningModule):
     def __init__(self, model: MomentCrossModel, dense_optimizer: Callable[..., torch.optim.Optimizer],
-                 sparse_optimizer: str = "adagrad", sparse_lr: float = 0.05, contrastive_weights: dict | None = None):
+                 sparse_optimizer: str = "adagrad", sparse_lr: float = 0.05, contrastive_weights: dict | None = None,
+                 light_users: tuple[int, int] | None = None):
+        """`light_users` = (index of the dense feature log1p(earlier live interactions), the most a light
+        user has): validation then also reports `val_light/...` on light users' impressions."""
         super().__init__()
         self.model = model
         self.tasks, self.gsu_names, self.seq_len = model.tasks, model.gsu_names, model.seq_len
@@ -41,6 +44,8 @@ class MomentCrossTask(pl.LightningModule):
         sparse = [*model.pooled_ebc.parameters(), *model.sequence_ebc.parameters()]
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], sparse, {"lr": sparse_lr})
         self.val_metrics = TaskMetrics(self.tasks)
+        self.light_users = light_users
+        self.val_light_metrics = TaskMetrics(self.tasks) if light_users is not None else None
         self.run_config: dict | None = None  # the resolved config of the run, saved with every checkpoint
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -80,11 +85,19 @@ class MomentCrossTask(pl.LightningModule):
         probabilities = torch.sigmoid(self.model(x).logits)
         labels = ((x.states == POS) | (x.states == PU_POS)).long()
         self.val_metrics.update(probabilities, labels, x.user)
+        if self.val_light_metrics is not None:
+            feature, most = self.light_users
+            light = torch.expm1(x.dense[:, feature]) <= most + 0.5
+            self.val_light_metrics.update(probabilities[light], labels[light], x.user[light])
 
     def on_validation_epoch_end(self) -> None:
         for name, value in self.val_metrics.compute().items():
             self.log(f"val/{name}", value, sync_dist=True, prog_bar=name == "auc/ctr")  # equal on every rank already
         self.val_metrics.reset()
+        if self.val_light_metrics is not None:
+            for name, value in self.val_light_metrics.compute().items():
+                self.log(f"val_light/{name}", value, sync_dist=True)
+            self.val_light_metrics.reset()
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self):

@@ -31,6 +31,23 @@ def build_model(cfg: DictConfig, manifest: dict, embedding_device: str = "meta")
         score_weights=dict(cfg.score_weights), embedding_device=embedding_device, _convert_="all")
 
 
+def light_user_feature(manifest: dict, cfg: DictConfig) -> tuple[int, int] | None:
+    """(dense column of log1p(earlier live interactions), the most a light user has), if the data has it."""
+    name = "user_live_history_len"
+    if name not in manifest["dense_features"]:
+        return None
+    return manifest["dense_features"].index(name), int(cfg.get("light_user_max_live", 2))
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """W&B tags that say what a run compares: model, training stream, GSU set, contrastive on/off."""
+    gsus = list(cfg.cross.gsu_names)
+    contrastive = cfg.cross.contrastive.enabled and any(cfg.cross.contrastive.weights.values()) and "mixed" in gsus
+    return [f"model:{'ple' if cfg.model.multitask.n_levels > 1 else 'cgc'}",
+            f"stream:{cfg.datamodule.train_stream}", f"gsus:{'+'.join(gsus) if gsus else 'none'}",
+            f"contrastive:{'on' if contrastive else 'off'}", *cfg.get("tags", [])]
+
+
 def run_id(cfg: DictConfig) -> str:
     """An id naming this run in exported artifacts: the run name and when it started."""
     return f"{cfg.run_name}@{time.strftime('%Y%m%dT%H%M%S')}"
@@ -39,9 +56,12 @@ def run_id(cfg: DictConfig) -> str:
 def build_loggers(cfg: DictConfig) -> list:
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if name == "wandb" and not os.environ.get("WANDB_API_KEY"):
-            os.environ.setdefault("WANDB_MODE", "offline")  # syncable later with `wandb sync`
-        loggers.append(instantiate(logger_cfg))
+        if name == "wandb":
+            if not os.environ.get("WANDB_API_KEY"):
+                os.environ.setdefault("WANDB_MODE", "offline")  # syncable later with `wandb sync`
+            loggers.append(instantiate(logger_cfg, tags=run_tags(cfg)))
+        else:
+            loggers.append(instantiate(logger_cfg))
     return loggers
 
 
@@ -51,7 +71,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     manifest = datamodule.manifest
     task = MomentCrossTask(build_model(cfg, manifest), dense_optimizer=instantiate(cfg.optim.dense),
                            sparse_optimizer=cfg.optim.sparse, sparse_lr=cfg.optim.sparse_lr,
-                           contrastive_weights=dict(cfg.cross.contrastive.weights))
+                           contrastive_weights=dict(cfg.cross.contrastive.weights),
+                           light_users=light_user_feature(manifest, cfg))
     task.run_config = {**OmegaConf.to_container(cfg, resolve=True), "run_id": run_id(cfg)}
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
