@@ -24,7 +24,6 @@ from export.scorer import SEQUENCE_ID_FIELDS, Scorer, ScorerInputs
 from recsys.model.inputs import SIDE_FIELDS, TARGET_SEQUENCE_FEATURES
 from recsys.model.moment_cross import MomentCrossModel
 
-log = logging.getLogger(__name__)
 # TorchRec asks torch.fx "are we tracing?" in every eager forward, which makes torch log a one-time
 # notice about torch.export meant for torch's own developers.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)

@@ -8,7 +8,6 @@ Requests are built from real samples of the evaluation stream (export/requests.p
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import tempfile
 import time

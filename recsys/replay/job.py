@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from recsys.replay.learner import OnlineLearner
 from recsys.replay.loop import ReplayObserver, replay
 from recsys.replay.timeline import ReportedSamples, step_edges
 
-log = logging.getLogger(__name__)
 
 
 def _manifest(shard_dir: Path) -> dict:
