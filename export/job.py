@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from export.requests import RequestSchema, requests_from_inputs
-from export.scorer import Scorer, inputs_from_batch
+from export.scorer import Scorer, inputs_from_batch, model_id_features
 from export.torchscript import ExportReport, export, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.inputs import to_model_input
@@ -67,8 +67,7 @@ def run_export(cfg: DictConfig) -> tuple[ExportReport, dict[str, Any]]:
                          f"'{run_cfg.world.name}', model/cross groups); pass the overrides it was trained with, "
                          f"e.g. world=... model=... cross=...\n{e}") from None
     model.eval()
-    used = {*model.pooled_features, "live_item", "author_id"}
-    id_features = [f for f in manifest["sparse_features"] if f in used]
+    id_features = model_id_features(model, manifest["sparse_features"])
 
     # Validation data: the first batch of the evaluation stream, as the trainer's validation sees it.
     dataset = ShardDataset(shard_root / run_cfg.datamodule.eval_stream, int(cfg.validate.batch_size))

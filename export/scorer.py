@@ -41,6 +41,12 @@ class ScorerInputs(NamedTuple):
         return ScorerInputs(*(t[start:end] for t in self))
 
 
+def model_id_features(model: MomentCrossModel, sparse_features: list[str]) -> list[str]:
+    """The id features the model reads, in the data's (manifest) order: the `ids` columns."""
+    used = {*model.pooled_features, *TARGET_SEQUENCE_FEATURES}
+    return [f for f in sparse_features if f in used]
+
+
 class Scorer(nn.Module):
     def __init__(self, model: MomentCrossModel, id_features: list[str]):
         super().__init__()

@@ -14,7 +14,7 @@ import torch
 
 from export.job import run_export
 from export.requests import RequestError, RequestSchema, parse_request
-from export.scorer import Scorer, inputs_from_batch
+from export.scorer import Scorer, inputs_from_batch, model_id_features
 from export.torchscript import ExportValidationError, export
 from recsys.data import ShardDataset, make_loader
 from recsys.model.inputs import to_model_input
@@ -79,7 +79,7 @@ def test_the_export_scorer_reproduces_the_training_forward(tiny_streams):
     for cross in (["cross=all"], ["cross=all", "cross.gsu_names=[long,mixed]"]):
         torch.manual_seed(0)
         model = build_model(compose_config("train", ["world=tiny", *cross]), manifest, embedding_device="cpu").eval()
-        ids = [f for f in manifest["sparse_features"] if f in {*model.pooled_features, "live_item", "author_id"}]
+        ids = model_id_features(model, manifest["sparse_features"])
         with torch.no_grad():
             expected = torch.sigmoid(model(to_model_input(batch, model.gsu_names, model.seq_len,
                                                           model.pooled_features)).logits)

@@ -122,3 +122,13 @@ def test_the_report_aggregates_given_per_seed_figures():
     text = markdown(report, ["realtime", "fast_slow"], ["ctr"])
     assert "| ctr | 0.7200 ± 0.0200 | 0.6100 ± 0.0100 | +0.1100 | yes |" in text
     assert aggregate([run(0.5, 0.1)["overall"]])["auc_std"]["ctr"] == 0.0
+
+
+def test_light_users_are_those_with_at_most_the_given_live_history():
+    import torch
+
+    from recsys.train.metrics import light_users
+
+    counts = [0, 1, 2, 3, 40]  # the dense feature holds log1p(count)
+    assert light_users(np.log1p(np.array(counts, dtype=np.float32)), 2).tolist() == [True, True, True, False, False]
+    assert light_users(torch.log1p(torch.tensor(counts, dtype=torch.float32)), 0).tolist() == [True] + [False] * 4

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from export.requests import RequestSchema, parse_request, rank, requests_from_inputs
-from export.scorer import Scorer, inputs_from_batch
+from export.scorer import Scorer, inputs_from_batch, model_id_features
 from export.torchscript import export, metadata
 from recsys.bench.data import ensure_shards
 from recsys.data import ShardDataset, make_loader
@@ -34,7 +34,7 @@ def _export_model(cfg: DictConfig, shard_root: Path, out_dir: Path, n_samples: i
     torch.manual_seed(0)
     model = build_model(OmegaConf.create({"model": bc.model, "cross": bc.cross, "score_weights": bc.score_weights}),
                         manifest, embedding_device="cpu").eval()
-    ids = [f for f in manifest["sparse_features"] if f in {*model.pooled_features, "live_item", "author_id"}]
+    ids = model_id_features(model, manifest["sparse_features"])
     final = json.loads((shard_root / "final" / "manifest.json").read_text())
     batch = next(iter(make_loader(ShardDataset(shard_root / "final", min(n_samples, final["samples"])))))
     inputs = inputs_from_batch(batch, model.gsu_names, model.seq_len, ids)

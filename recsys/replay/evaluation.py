@@ -12,8 +12,8 @@ import pandas as pd
 from data_pipelines.streams.labels import POS
 from recsys.data import ShardDataset
 from recsys.data.loader import concat_arrays, take_rows
+from recsys.train.metrics import LIVE_HISTORY_FEATURE, light_users
 
-LIVE_HISTORY_FEATURE = "user_live_history_len"  # log1p(earlier live interactions of the user)
 
 
 @dataclass
@@ -46,8 +46,7 @@ def load_evaluation(dataset: ShardDataset, canonical_dir: Path, truth_dir: Path 
     impressions = pd.read_parquet(canonical_dir / "live_impressions.parquet",
                                   columns=["impression_id", "user_id", "live_id", "request_ts"])
     by_id = impressions.set_index("impression_id").loc[arrays["impression_id"]]
-    live_history = np.expm1(arrays["dense"][:, dense_features.index(LIVE_HISTORY_FEATURE)])
-    light = live_history <= light_user_max_live + 0.5
+    light = light_users(arrays["dense"][:, dense_features.index(LIVE_HISTORY_FEATURE)], light_user_max_live)
     groups = {"overall": np.ones(n, dtype=bool), "light_users": light, "heavy_users": ~light}
 
     true_ctr = segment = None

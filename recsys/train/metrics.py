@@ -3,12 +3,22 @@ mean over users of each user's AUC (users with both labels only), built on torch
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAUROC
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.aggregation import MeanMetric
+
+
+LIVE_HISTORY_FEATURE = "user_live_history_len"  # dense feature: log1p(the user's earlier live interactions)
+
+
+def light_users(live_history_log1p, most: int):
+    """True for users with at most `most` earlier live interactions (numpy arrays or torch tensors)."""
+    return live_history_log1p <= math.log1p(most + 0.5)
 
 
 class GroupedAUC(Metric):

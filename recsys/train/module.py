@@ -23,7 +23,7 @@ from recsys.data.batch import Batch
 from recsys.model.inputs import ModelInput, to_model_input
 from recsys.model.losses import task_losses
 from recsys.model.moment_cross import ModelOutput, MomentCrossModel
-from recsys.train.metrics import TaskMetrics
+from recsys.train.metrics import TaskMetrics, light_users
 
 SPARSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -87,7 +87,7 @@ class MomentCrossTask(pl.LightningModule):
         self.val_metrics.update(probabilities, labels, x.user)
         if self.val_light_metrics is not None:
             feature, most = self.light_users
-            light = torch.expm1(x.dense[:, feature]) <= most + 0.5
+            light = light_users(x.dense[:, feature], most)
             self.val_light_metrics.update(probabilities[light], labels[light], x.user[light])
 
     def on_validation_epoch_end(self) -> None:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.model.moment_cross import ContrastiveConfig, MomentCrossModel
 from recsys.train.datamodule import StreamDataModule
+from recsys.train.metrics import LIVE_HISTORY_FEATURE
 from recsys.train.module import MomentCrossTask
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,9 @@ def build_model(cfg: DictConfig, manifest: dict, embedding_device: str = "meta")
 
 def light_user_feature(manifest: dict, cfg: DictConfig) -> tuple[int, int] | None:
     """(dense column of log1p(earlier live interactions), the most a light user has), if the data has it."""
-    name = "user_live_history_len"
-    if name not in manifest["dense_features"]:
+    if LIVE_HISTORY_FEATURE not in manifest["dense_features"]:
         return None
-    return manifest["dense_features"].index(name), int(cfg.get("light_user_max_live", 2))
+    return manifest["dense_features"].index(LIVE_HISTORY_FEATURE), int(cfg.get("light_user_max_live", 2))
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
