@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.scorer import SEQUENCE_ID_FIELDS, ScorerInputs
-from recsys.model.inputs import SIDE_FIELDS
+from export.scorer import ScorerInputs
+from recsys.model.inputs import SEQUENCE_ID_FIELDS, SIDE_FIELDS
 
 SEQUENCE_FIELDS = (*SEQUENCE_ID_FIELDS, *SIDE_FIELDS)
 

@@ -8,7 +8,7 @@
   -> probabilities [B, T] float32 (task order of "tasks"), score [B] float32
 
 Inside, the tensors are laid out exactly as training lays out a batch (KeyedJaggedTensors with one
-position bag per sequence slot, recsys/model/inputs.py) and go through the same TorchRec
+position bag per sequence position and slot, recsys/model/inputs.py) and go through the same TorchRec
 EmbeddingBagCollections, so serving runs the trained kernels, fbgemm operators included.
 """
 
@@ -21,10 +21,8 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.data.batch import Batch
-from recsys.model.inputs import SIDE_FIELDS, TARGET_SEQUENCE_FEATURES
+from recsys.model.inputs import TARGET_SEQUENCE_FEATURES, padded_sequences, sequence_bags
 from recsys.model.moment_cross import MomentCrossModel
-
-SEQUENCE_ID_FIELDS = ("item", "author")
 
 
 class ScorerInputs(NamedTuple):
@@ -55,8 +53,7 @@ class Scorer(nn.Module):
             raise ValueError(f"id features {missing} of the model are not in the inputs {id_features}")
         self.model = model.eval()
         self.pooled_keys = list(model.pooled_features)
-        self.sequence_keys = list(model.sequence_features)
-        self.n_gsus, self.seq_len = len(model.gsu_names), model.seq_len
+        self.seq_len = model.seq_len
         self.register_buffer("pooled_columns", torch.tensor([id_features.index(f) for f in model.pooled_features]),
                              persistent=False)
         self.register_buffer("target_columns", torch.tensor(
@@ -68,33 +65,16 @@ class Scorer(nn.Module):
         pooled = KeyedJaggedTensor(
             keys=self.pooled_keys, values=torch.index_select(ids, 1, self.pooled_columns).t().reshape(-1),
             lengths=torch.ones(b * len(self.pooled_keys), dtype=torch.int32))
-        # One bag per (sample, position): the target ids sit at position 0, a GSU element at its own.
-        slots = torch.arange(self.seq_len)
-        mask = slots.view(1, 1, self.seq_len) < seq_lengths.unsqueeze(-1)  # [B, G, L]
-        target = torch.index_select(ids, 1, self.target_columns)
-        first_slot = (slots == 0).repeat(b).to(torch.int32)
-        values, lengths = [target[:, 0], target[:, 1]], [first_slot, first_slot]
-        by_gsu = seq_ids.permute(1, 3, 0, 2)  # [G, 2, B, L]
-        mask_by_gsu = mask.permute(1, 0, 2)  # [G, B, L]
-        for g in range(self.n_gsus):  # python ints: unrolled when traced
-            bags = mask_by_gsu[g].reshape(-1).to(torch.int32)
-            for f in range(len(SEQUENCE_ID_FIELDS)):
-                values.append(by_gsu[g, f][mask_by_gsu[g]])
-                lengths.append(bags)
-        sequence = KeyedJaggedTensor(keys=self.sequence_keys, values=torch.cat(values), lengths=torch.cat(lengths))
-        pooled_emb, seq_emb = self.model.lookup(pooled, sequence, b)
-        probabilities = torch.sigmoid(self.model.logits(pooled_emb, seq_emb, seq_side, mask, dense))
+        mask = torch.arange(self.seq_len).view(1, 1, self.seq_len) < seq_lengths.unsqueeze(-1)  # [B, G, L]
+        sequence = sequence_bags(torch.index_select(ids, 1, self.target_columns), seq_ids, mask)
+        pooled_emb, target_emb, seq_emb = self.model.lookup(pooled, sequence, b)
+        probabilities = torch.sigmoid(self.model.logits(pooled_emb, target_emb, seq_emb, seq_side, mask, dense))
         return probabilities, self.model.score(probabilities)
 
 
 def inputs_from_batch(batch: Batch, gsu_names: list[str], seq_len: int, id_features: list[str]) -> ScorerInputs:
     """A training/evaluation batch as scorer inputs: the first `seq_len` elements of each GSU, as
     training keeps them."""
-    def padded(key: str) -> torch.Tensor:
-        return batch.sequences[key].to_padded_dense(desired_length=seq_len, padding_value=0).long()
-
-    seq_ids = torch.stack([torch.stack([padded(f"{g}.{f}") for f in SEQUENCE_ID_FIELDS], -1) for g in gsu_names], 1)
-    seq_side = torch.stack([torch.stack([padded(f"{g}.{f}") for f in SIDE_FIELDS], -1) for g in gsu_names], 1)
-    lengths = torch.stack([batch.sequences[f"{g}.item"].lengths().long().clamp(max=seq_len) for g in gsu_names], 1)
+    seq_ids, seq_side, lengths = padded_sequences(batch, gsu_names, seq_len)
     ids = torch.stack([batch.sparse[f].values().long() for f in id_features], 1)
     return ScorerInputs(ids=ids, dense=batch.dense.float(), seq_ids=seq_ids, seq_side=seq_side, seq_lengths=lengths)

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 import torchrec.fx
 
-from export.scorer import SEQUENCE_ID_FIELDS, Scorer, ScorerInputs
-from recsys.model.inputs import SIDE_FIELDS, TARGET_SEQUENCE_FEATURES
+from export.scorer import Scorer, ScorerInputs
+from recsys.model.inputs import SEQUENCE_ID_FIELDS, SIDE_FIELDS, TARGET_SEQUENCE_FEATURES
 from recsys.model.moment_cross import MomentCrossModel
 
 # TorchRec asks torch.fx "are we tracing?" in every eager forward, which makes torch log a one-time
@@ -65,8 +65,8 @@ def metadata(model: MomentCrossModel, id_features: list[str], dense_features: li
              request_layout: dict[str, list[str]], max_candidates: int, training: dict[str, Any]) -> dict[str, Any]:
     table_of = {f: t for t, features in pooled_tables.items() for f in features}
     table_of |= dict(zip(TARGET_SEQUENCE_FEATURES, ("item", "author")))
-    side_rows = {f: emb.num_embeddings for f, emb in zip(SIDE_FIELDS, model.side_embeddings)} or \
-        {f: 1 for f in SIDE_FIELDS}  # no GSU: the side fields are never read
+    side_rows = {f: model.esu.side_rows if model.esu is not None else 1  # no GSU: side fields never read
+                 for f in SIDE_FIELDS}
     unknown = {s: sorted(set(names) - set({"ids": id_features, "dense": dense_features,
                                            "sequences": model.gsu_names}[s]))
                for s, names in request_layout.items()}

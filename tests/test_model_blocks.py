@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data_pipelines.streams.labels import MASKED, NEG, POS, PU_POS
-from recsys.model.cross import TargetAttention, info_nce, masked_mean
+from recsys.model.cross import TargetAttention, info_nce
 from recsys.model.losses import ranking_score, task_losses
 from recsys.model.multitask import CGC, PLE, CGCLayer
 
@@ -38,35 +38,72 @@ def test_cgc_output_is_the_gated_mix_of_its_experts():
     torch.testing.assert_close(layer([x, x])[0], w[:, :1] * own + w[:, 1:] * shared)
 
 
-def test_attention_ignores_padding_and_empty_sequences_give_zeros():
+def _naive_attention(attention: TargetAttention, query, sequence, side, mask, slots, d):
+    """Eq. 7 written out per sample and GSU: build each element by concatenation, project, softmax
+    over the real positions."""
+    b, n_seq, length, n_side = side.shape
+    out = torch.zeros(b, n_seq, attention.w_q.shape[1])
+    for i in range(b):
+        for g in range(n_seq):
+            real = [pos for pos in range(length) if mask[i, g, pos]]
+            if not real:
+                continue
+            elements = torch.stack([torch.cat(
+                [sequence[i, pos, s * d:(s + 1) * d] for s in slots[g]]
+                + [attention.side_embeddings[j].weight[side[i, g, pos, j]] if side[i, g, pos, j] else torch.zeros(
+                    attention.side_dim) for j in range(n_side)]) for pos in real])
+            q = attention.w_q[g] @ query[i]
+            keys, values = elements @ attention.w_k[g].T, elements @ attention.w_v[g].T
+            weights = torch.softmax(keys @ q / math.sqrt(attention.w_q.shape[1]), dim=0)
+            out[i, g] = weights @ values
+    return out
+
+
+def test_attention_matches_eq7_ignores_padding_and_gives_zeros_for_empty_sequences():
     torch.manual_seed(0)
-    attention = TargetAttention(query_dim=4, sequence_dim=6, attention_dim=5)
-    query, sequence = torch.randn(3, 4), torch.randn(3, 7, 6)
-    mask = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1] * 7, [0] * 7], dtype=torch.bool)
-    out = attention(query, sequence, mask)
-    changed = sequence.clone()
-    changed[~mask] = 1000.0  # whatever sits in padded positions must not matter
-    torch.testing.assert_close(attention(query, changed, mask), out)
-    torch.testing.assert_close(out[2], torch.zeros(5))
-    # By hand for row 0: softmax over the three real positions.
-    q = attention.w_q(query[0])
-    k, v = attention.w_k(sequence[0, :3]), attention.w_v(sequence[0, :3])
-    weights = torch.softmax(k @ q / math.sqrt(5), dim=0)
-    torch.testing.assert_close(out[0], weights @ v)
-    # The same sequence given as parts of its feature dimension gives the same result.
-    split = TargetAttention(query_dim=4, sequence_dim=6, attention_dim=5, part_dims=[2, 4])
-    split.load_state_dict(attention.state_dict())
-    torch.testing.assert_close(split(query, [sequence[..., :2], sequence[..., 2:]], mask), out)
-    with pytest.raises(ValueError, match="expected 2 sequence parts"):
-        split(query, sequence, mask)
+    d, n_slots, slots = 3, 5, [[1, 3], [2, 4]]  # slot 0 is not read by either sequence (a target)
+    attention = TargetAttention(slots=slots, n_slots=n_slots, embedding_dim=d, query_dim=4, attention_dim=6,
+                                side_rows=5, n_side_fields=2, side_dim=2)
+    b, length = 3, 4
+    query, sequence = torch.randn(b, 4), torch.randn(b, length, n_slots * d)
+    mask = torch.tensor([[[1, 1, 1, 0], [1, 0, 0, 0]],
+                         [[1, 1, 1, 1], [0, 0, 0, 0]],
+                         [[0, 0, 0, 0], [1, 1, 0, 0]]], dtype=torch.bool)
+    side = torch.randint(1, 5, (b, 2, length, 2)) * mask.unsqueeze(-1)
+    side[0, 0, 1, 0] = 0  # a real element may carry the zero bucket: its side embedding is zero
+    out, means = attention(query, sequence, side, mask)
+    assert out.shape == (b, 2, 6) and means.shape == (b, 0, 2 * d)
+    torch.testing.assert_close(out, _naive_attention(attention, query, sequence, side, mask, slots, d))
+    torch.testing.assert_close(out[1, 1], torch.zeros(6))
+    torch.testing.assert_close(out[2, 0], torch.zeros(6))
+    # Whatever a sequence's padded positions hold (its slots, its side buckets) must not matter.
+    changed, changed_side = sequence.clone(), side.clone()
+    for g, own in enumerate(slots):
+        for s in own:
+            changed[..., s * d:(s + 1) * d][~mask[:, g]] = 1000.0
+    changed[..., 0:d] = -50.0  # a slot no sequence reads
+    changed_side[~mask] = 4
+    torch.testing.assert_close(attention(query, changed, changed_side, mask)[0], out)
     out.sum().backward()  # an all-padding row must not poison the gradients
     assert all(torch.isfinite(p.grad).all() for p in attention.parameters())
+    assert attention.side_embeddings[0].weight.grad[0].abs().sum() == 0  # the padding row stays zero
 
 
-def test_masked_mean():
-    seq = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 5.0], [0.0, 0.0], [0.0, 0.0]]])
-    mask = torch.tensor([[True, True, False], [False, False, False]])
-    torch.testing.assert_close(masked_mean(seq, mask), torch.tensor([[2.0, 3.0], [0.0, 0.0]]))
+def test_attention_also_gives_the_mean_embedding_slots_of_the_sequences_asked_for():
+    torch.manual_seed(1)
+    d, slots = 2, [[0, 1], [2, 3]]
+    attention = TargetAttention(slots=slots, n_slots=4, embedding_dim=d, query_dim=3, attention_dim=4,
+                                side_rows=3, n_side_fields=1, side_dim=2)
+    sequence = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8)  # [B=2, L=3, S * d = 8]
+    mask = torch.tensor([[[True, True, False], [False, False, True]], [[False, False, False], [True, False, False]]])
+    side = torch.ones(2, 2, 3, 1, dtype=torch.long) * mask.unsqueeze(-1)
+    attended, means = attention(torch.randn(2, 3), sequence, side, mask, mean_of=torch.tensor([1, 0]))
+    # Sequence 1 reads slots 2, 3 (columns 4..7); sequence 0 slots 0, 1 (columns 0..3).
+    expected = torch.stack([
+        torch.stack([sequence[0, 2, 4:8], sequence[0, :2, 0:4].mean(0)]),
+        torch.stack([sequence[1, 0, 4:8], torch.zeros(4)])])  # sample 1 has no element in sequence 0
+    torch.testing.assert_close(means, expected)
+    assert attended.shape == (2, 2, 4)
 
 
 def test_info_nce_matches_a_hand_computed_value():

@@ -1,6 +1,7 @@
 """The plain-PyTorch twin of MomentCrossModel for the training benchmark: the same layers after
 the lookups, but embeddings as nn.EmbeddingBag (pooled) and nn.Embedding (sequences) trained by a
-dense optimizer, as an eager implementation without TorchRec would do it."""
+dense optimizer, as an eager implementation without TorchRec would do it. It hands the layers the
+same layouts the EmbeddingBagCollections produce, with one lookup per table."""
 
 from __future__ import annotations
 
@@ -32,19 +33,31 @@ class PlainMomentCross(nn.Module):
         self.twin = twin  # built on the meta device: only its layers after the lookups are used
         self.twin.pooled_ebc = None
         self.twin.sequence_ebc = None
-        self.table_of = {f: t for t, features in pooled_tables.items() for f in features}
+        self.pooled_tables = pooled_tables
         self.pooled = nn.ModuleDict({t: nn.EmbeddingBag(table_sizes[t], embedding_dim, mode="sum")
                                      for t in pooled_tables})
         self.item = nn.Embedding(table_sizes["item"], embedding_dim)
         self.author = nn.Embedding(table_sizes["author"], embedding_dim)
 
     def forward(self, x: PlainInput) -> ModelOutput:
-        t = self.twin
-        pooled = {f: self.pooled[self.table_of[f]](x.pooled[:, j:j + 1]) for j, f in enumerate(t.pooled_features)}
-        seq = {"live_item": self.item(x.target_item).unsqueeze(1), "author_id": self.author(x.target_author).unsqueeze(1)}
-        mask = x.mask.unsqueeze(-1)
-        for g, name in enumerate(t.gsu_names):  # padding rows are zeroed, as empty bags are in TorchRec
-            seq[f"{name}.item"] = self.item(x.items[:, g]) * mask[:, g]
-            seq[f"{name}.author"] = self.author(x.authors[:, g]) * mask[:, g]
-        return ModelOutput(logits=t.logits(pooled, seq, side=x.side, mask=x.mask, dense=x.dense),
-                           contrastive=t.contrastive_losses(seq, x.mask))
+        t, b = self.twin, x.pooled.shape[0]
+        pooled, column = [], 0
+        for table, features in self.pooled_tables.items():  # features of a table sit side by side
+            ids = x.pooled[:, column:column + len(features)].reshape(-1, 1)
+            pooled.append(self.pooled[table](ids).view(b, -1))
+            column += len(features)
+        target_item, item = self._lookup(self.item, x.target_item, x.items, x.mask)
+        target_author, author = self._lookup(self.author, x.target_author, x.authors, x.mask)
+        target = torch.cat([target_item, target_author], dim=-1)
+        sequence = torch.stack([item, author], dim=3).view(b, t.seq_len, -1)  # [B, L, S * d], the EBC's slot layout
+        logits, means = t._head(torch.cat(pooled, -1), target, sequence, x.side, x.mask, x.dense, with_means=True)
+        return ModelOutput(logits=logits, contrastive=t.contrastive_losses(means, x.mask))
+
+    @staticmethod
+    def _lookup(table: nn.Embedding, target: torch.Tensor, elements: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One lookup of the targets [B] and elements [B, G, L] -> [B, d] and [B, L, G, d]; empty
+        positions are zero, as empty bags are in TorchRec."""
+        b, n_seq, length = elements.shape
+        rows = table(torch.cat([target, elements.transpose(1, 2).reshape(-1)]))
+        return rows[:b], rows[b:].view(b, length, n_seq, -1) * mask.transpose(1, 2).unsqueeze(-1)

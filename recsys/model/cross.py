@@ -1,5 +1,13 @@
-"""Cross: the ESU target attention over each GSU sequence (eq. 7) and the contrastive alignment
-of the sequences' embedding spaces (eq. 6)."""
+"""Cross: the ESU target attention over the GSU sequences (eq. 7) and the contrastive alignment of
+the sequences' embedding spaces (eq. 6).
+
+Both read the sequence embeddings where the embedding kernel wrote them: one [B, L, S * d] tensor
+with S embedding slots per position (the target ids and every GSU's item and author features, in
+the EmbeddingBagCollection's output order). Slicing that tensor per feature would hand strided
+views to every product and build full-size zero gradients for each slice; instead every read of it
+is one batched matrix product over all slots, and the GSU-specific parts are picked from the small
+results.
+"""
 
 from __future__ import annotations
 
@@ -14,48 +22,93 @@ MASKED_SCORE = -1e9  # far below any real score; finite in float32 and bfloat16
 
 
 class TargetAttention(nn.Module):
-    """softmax(q k^T / sqrt(d)) v over a sequence, with q from the live-side features of the sample.
+    """ESU (eq. 7) for G sequences at once: per GSU g, softmax(q_g k^T / sqrt(A)) v with its own
+    projections W_q[g], W_k[g], W_v[g] and q from the live-side features of the sample.
 
-    query [B, D_q]; sequence [B, L, D_s], or a list of parts [B, L, D_i] with the widths `part_dims`
-    that together form it (the concatenation is never built); mask [B, L] (True = a real element)
-    -> [B, D_attn].
-    Padding gets no weight; a sample with an empty sequence gets zeros.
+    The element at position l of GSU g is the concatenation of its embedding slots `slots[g]` at
+    l (item, author) and the embeddings of its side buckets side[b, g, l, :] (0 = padding, a zero
+    vector). That concatenation is never built:
+      * the projections are linear, so they move off the L positions: q.(W_k e) = (W_k^T q).e and
+        sum_l a_l W_v e_l = W_v (sum_l a_l e_l);
+      * the embedding part of every GSU's scores is one product of the slot layout with the
+        queries placed at their GSU's slots (zeros elsewhere), and its weighted sums one product
+        of the attention weights with the layout, from which each GSU keeps its own slots;
+      * a side table has a handful of rows, so a side bucket's score is a row of (table @ q) and
+        the weighted sum of side embeddings is (attention mass per bucket) @ table.
+
+    query [B, D_q]; sequence [B, L, S * d]; side [B, G, L, J] int64; mask [B, G, L] bool (True = a
+    real element) -> [B, G, A]. Padding gets no weight; an empty sequence gives zeros.
+    `mean_of` (indices of sequences) also returns their mean embedding slots over the real
+    elements, [B, R, P * d], from the same product (the contrastive terms read them).
     """
 
-    def __init__(self, query_dim: int, sequence_dim: int, attention_dim: int, part_dims: list[int] | None = None):
+    def __init__(self, slots: list[list[int]], n_slots: int, embedding_dim: int, query_dim: int,
+                 attention_dim: int, side_rows: int, n_side_fields: int, side_dim: int):
         super().__init__()
-        part_dims = list(part_dims or [sequence_dim])
-        if sum(part_dims) != sequence_dim:
-            raise ValueError(f"part_dims {part_dims} do not add up to sequence_dim {sequence_dim}")
-        # Fixed slice bounds rather than shapes read at run time, so that torch.fx can trace it.
-        ends = [sum(part_dims[: i + 1]) for i in range(len(part_dims))]
-        self.part_bounds = list(zip([0, *ends[:-1]], ends))
-        self.w_q = nn.Linear(query_dim, attention_dim, bias=False)
-        self.w_k = nn.Linear(sequence_dim, attention_dim, bias=False)
-        self.w_v = nn.Linear(sequence_dim, attention_dim, bias=False)
+        if len({len(s) for s in slots}) != 1:
+            raise ValueError(f"every sequence needs the same number of embedding slots, got {slots}")
+        if any(not 0 <= s < n_slots for ss in slots for s in ss):
+            raise ValueError(f"slots {slots} outside the layout's {n_slots} slots")
+        n_seq, self.n_parts = len(slots), len(slots[0])
+        self.n_slots, self.embedding_dim, self.side_rows, self.side_dim = n_slots, embedding_dim, side_rows, side_dim
+        element_dim = self.n_parts * embedding_dim + n_side_fields * side_dim
+        self.w_q = nn.Parameter(torch.empty(n_seq, attention_dim, query_dim))
+        self.w_k = nn.Parameter(torch.empty(n_seq, attention_dim, element_dim))
+        self.w_v = nn.Parameter(torch.empty(n_seq, attention_dim, element_dim))
+        for w in (self.w_q, self.w_k, self.w_v):  # as nn.Linear initialises each GSU's projection
+            bound = 1.0 / math.sqrt(w.shape[-1])
+            nn.init.uniform_(w, -bound, bound)
+        self.side_embeddings = nn.ModuleList(nn.Embedding(side_rows, side_dim, padding_idx=0)
+                                             for _ in range(n_side_fields))
         self.scale = 1.0 / math.sqrt(attention_dim)
+        self.register_buffer("slots", torch.tensor(slots), persistent=False)  # [G, P]
+        # Row g * S + slot of the [B, G * S, d] view of a per-sequence product over the layout.
+        self.register_buffer("own_rows", (torch.arange(n_seq).unsqueeze(1) * n_slots + self.slots).reshape(-1),
+                             persistent=False)
+        self.register_buffer("side_offsets", torch.arange(n_side_fields) * side_rows, persistent=False)
+        not_padding = torch.ones(side_rows, 1)
+        not_padding[0] = 0.0
+        self.register_buffer("not_padding", not_padding, persistent=False)
 
-    def forward(self, query: torch.Tensor, sequence: torch.Tensor | list[torch.Tensor],
-                mask: torch.Tensor) -> torch.Tensor:
-        parts = [sequence] if isinstance(sequence, torch.Tensor) else list(sequence)
-        # The projections are linear, so they move off the L positions: q.(W_k s) = (W_k^T q).s and
-        # sum_l a_l W_v s_l = W_v (sum_l a_l s_l). Same result, L times fewer matrix products.
-        q_in_sequence_space = self.w_q(query) @ self.w_k.weight  # [B, D_s]
-        if len(parts) != len(self.part_bounds):
-            raise ValueError(f"expected {len(self.part_bounds)} sequence parts, got {len(parts)}")
-        q_parts = [q_in_sequence_space[:, start:end] for start, end in self.part_bounds]
-        scores = sum(torch.matmul(p, q.unsqueeze(-1)).squeeze(-1) for p, q in zip(parts, q_parts)) * self.scale
+    def side_tables(self) -> torch.Tensor:
+        """[J, R, s]; the padding row is held at zero, as nn.Embedding's padding_idx does."""
+        return torch.stack([e.weight for e in self.side_embeddings]) * self.not_padding
+
+    def forward(self, query: torch.Tensor, sequence: torch.Tensor, side: torch.Tensor, mask: torch.Tensor,
+                mean_of: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n_seq, length, n_side = side.shape
+        d, parts, n_slots = self.embedding_dim, self.n_parts, self.n_slots
+        q = torch.einsum("bq,gaq->bga", query, self.w_q)
+        q = torch.einsum("bga,gae->bge", q, self.w_k)  # [B, G, D_e]: the query in element space
+        q_embedding = q[..., : parts * d].reshape(b, n_seq * parts, d)
+        q_side = q[..., parts * d:].reshape(b, n_seq, n_side, self.side_dim)
+
+        # [B, L, S * d] @ [B, S * d, G]: the product's gradient comes out in the layout's own order.
+        q_layout = query.new_zeros(b, n_seq * n_slots, d).index_copy(1, self.own_rows, q_embedding)
+        scores = torch.bmm(sequence, q_layout.view(b, n_seq, n_slots * d).transpose(1, 2)).transpose(1, 2)
+        tables = self.side_tables()
+        side_scores = torch.einsum("bgjs,jrs->bgjr", q_side, tables).reshape(b, n_seq, n_side * self.side_rows)
+        side_index = (side + self.side_offsets).view(b, n_seq, length * n_side)
+        scores = scores + side_scores.gather(2, side_index).view(b, n_seq, length, n_side).sum(-1)
         # A finite floor rather than -inf keeps an all-padding row free of NaN in the backward pass;
         # multiplying by the mask then gives that row zero weight everywhere.
-        scores = scores.masked_fill(~mask, MASKED_SCORE)  # [B, L]
-        weights = (torch.softmax(scores, dim=-1) * mask).unsqueeze(1)  # [B, 1, L]
-        return self.w_v(torch.cat([torch.matmul(weights, p).squeeze(1) for p in parts], dim=-1))  # [B, A]
+        scores = (scores * self.scale).masked_fill(~mask, MASKED_SCORE)
+        weights = torch.softmax(scores, dim=-1) * mask  # [B, G, L]
 
-
-def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, L, D], [B, L] -> [B, D]; zeros for an empty sequence."""
-    count = mask.sum(-1, keepdim=True).clamp(min=1)
-    return (sequence * mask.unsqueeze(-1)).sum(1) / count
+        rows, picked = weights, self.own_rows
+        if mean_of is not None:
+            counted = mask.index_select(1, mean_of).to(weights.dtype)
+            rows = torch.cat([weights, counted / counted.sum(-1, keepdim=True).clamp(min=1)], dim=1)
+            mean_rows = (torch.arange(mean_of.shape[0], device=mean_of.device).unsqueeze(1) + n_seq) * n_slots \
+                + self.slots.index_select(0, mean_of)
+            picked = torch.cat([picked, mean_rows.reshape(-1)])
+        summed = torch.bmm(rows, sequence).view(b, -1, d).index_select(1, picked).view(b, -1, parts * d)
+        v_embedding, means = summed[:, :n_seq], summed[:, n_seq:]
+        mass = weights.unsqueeze(-1).expand(b, n_seq, length, n_side).reshape(b, n_seq, length * n_side)
+        per_bucket = torch.zeros_like(side_scores).scatter_add(2, side_index, mass)  # attention mass per bucket
+        v_side = torch.einsum("bgjr,jrs->bgjs", per_bucket.view(b, n_seq, n_side, self.side_rows), tables)
+        values = torch.cat([v_embedding, v_side.reshape(b, n_seq, n_side * self.side_dim)], dim=-1)
+        return torch.einsum("bge,gae->bga", values, self.w_v), means
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float,

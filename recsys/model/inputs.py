@@ -1,11 +1,16 @@
 """Batches as the model consumes them.
 
-Sequence lookups take TorchRec's fast CPU path: every sequence position is its own bag of length
-0 or 1 in an EmbeddingBagCollection (pooled SUM over one id is that id's row), instead of an
-un-pooled EmbeddingCollection whose CPU backward is an order of magnitude slower (DESIGN.md).
-So the sequence KJT has stride B * L: bag b * L + p holds element p of sample b, or nothing.
-The target live and its author ride in the same KJT at position 0, so they share the item and
-author tables with the sequences.
+Sequence lookups take fbgemm's fast CPU path: every target id and every (sample, position, GSU)
+element is its own bag of length 0 or 1 in a pooled EmbeddingBagCollection (pooled SUM over one id
+is that id's row), and each table has a single feature. An un-pooled EmbeddingCollection has a CPU
+backward an order of magnitude slower, and a table shared by several features falls off the
+parallel row-wise Adagrad kernel onto a serial loop (DESIGN.md, "Measured on this machine").
+
+So the sequence KJT has two keys, "item" and "author" (SEQUENCE_ID_FIELDS), each with B + B * L * G
+bags: first the B targets (the live of each sample, or its author), then bag B + (b * L + l) * G + g
+holding element l of GSU g of sample b, or nothing. The lookup output [B + B * L * G, 2 * d] splits
+into the targets [B, 2 * d] and, viewed as [B, L, G * 2 * d], every position's 2 * G embedding slots
+side by side: slot 2 * g + f for field f of GSU g (`embedding_slots`).
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from recsys.data.batch import Batch
 from recsys.data.transferable import TensorFields
 
 SIDE_FIELDS = ("gap", "watch", "domain")
-TARGET_SEQUENCE_FEATURES = ("live_item", "author_id")  # looked up with the sequences' tables
+SEQUENCE_ID_FIELDS = ("item", "author")  # the sequence KJT's keys, one table each
+TARGET_SEQUENCE_FEATURES = ("live_item", "author_id")  # the target's id features, looked up with the sequences' tables
 
 
 @dataclass
 class ModelInput(TensorFields):
     pooled: KeyedJaggedTensor  # stride B: one id per sample per pooled feature
-    sequence: KeyedJaggedTensor  # stride B * L: the target features and "<gsu>.item" / "<gsu>.author"
+    sequence: KeyedJaggedTensor  # keys SEQUENCE_ID_FIELDS, B + B * L * G bags each: see the module's doc
     side: torch.Tensor  # [B, G, L, 3] gap, watch, domain buckets (0 = padding)
     mask: torch.Tensor  # [B, G, L] bool, True at real elements
     dense: torch.Tensor  # [B, D]
@@ -36,44 +42,47 @@ class ModelInput(TensorFields):
         return self.dense.shape[0]
 
 
-def _positions(lengths: torch.Tensor) -> torch.Tensor:
-    """Position of each jagged value inside its sample: 0, 1, ... per sample."""
-    offsets = torch.cumsum(lengths, 0) - lengths
-    return torch.arange(int(lengths.sum()), dtype=torch.long) - torch.repeat_interleave(offsets, lengths)
+def embedding_slots(gsu_names: list[str]) -> list[str]:
+    """Names of the 2 * G embedding slots of a sequence position, in lookup output order."""
+    return [f"{g}.{field}" for g in gsu_names for field in SEQUENCE_ID_FIELDS]
+
+
+def sequence_bags(target_ids: torch.Tensor, seq_ids: torch.Tensor, mask: torch.Tensor) -> KeyedJaggedTensor:
+    """target_ids [B, 2] and seq_ids [B, G, L, 2] (item, author rows), mask [B, G, L] -> the
+    sequence KJT. Plain tensor code: the export traces it with torch.fx."""
+    by_position = mask.transpose(1, 2)  # [B, L, G]: bags in (b, l, g) order
+    bags = torch.cat([torch.ones_like(target_ids[:, 0], dtype=torch.bool), by_position.reshape(-1)]).to(torch.int32)
+    elements = seq_ids.transpose(1, 2)[by_position]  # [N, 2]
+    return KeyedJaggedTensor(keys=list(SEQUENCE_ID_FIELDS),
+                             values=torch.cat([torch.cat([target_ids[:, f], elements[:, f]])
+                                               for f in range(len(SEQUENCE_ID_FIELDS))]),
+                             lengths=torch.cat([bags, bags]))
+
+
+def padded_sequences(batch: Batch, gsu_names: list[str],
+                     seq_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first `seq_len` elements of each GSU (the most recent or the best scored), padded:
+    ids [B, G, L, 2] (item, author rows), side [B, G, L, 3] buckets, lengths [B, G]."""
+    def padded(key: str) -> torch.Tensor:
+        return batch.sequences[key].to_padded_dense(desired_length=seq_len, padding_value=0).long()
+
+    if not gsu_names:
+        b = len(batch)
+        return (torch.zeros(b, 0, seq_len, 2, dtype=torch.long), torch.zeros(b, 0, seq_len, 3, dtype=torch.long),
+                torch.zeros(b, 0, dtype=torch.long))
+    ids = torch.stack([torch.stack([padded(f"{g}.{f}") for f in SEQUENCE_ID_FIELDS], -1) for g in gsu_names], 1)
+    side = torch.stack([torch.stack([padded(f"{g}.{f}") for f in SIDE_FIELDS], -1) for g in gsu_names], 1)
+    lengths = torch.stack([batch.sequences[f"{g}.item"].lengths().long().clamp(max=seq_len) for g in gsu_names], 1)
+    return ids, side, lengths
 
 
 def to_model_input(batch: Batch, gsu_names: list[str], seq_len: int, pooled_features: list[str]) -> ModelInput:
-    """Keep the first `seq_len` elements of each enabled GSU (they are the most recent or the best
-    scored) and lay them out as position bags."""
-    b = len(batch)
-    slots = torch.arange(seq_len)
-    first_slot = (slots == 0).repeat(b).to(torch.int32)  # [B * L]: a target id at position 0 only
-    keys, values, lengths = [], [], []
-    for name in TARGET_SEQUENCE_FEATURES:
-        keys.append(name)
-        values.append(batch.sparse[name].values())
-        lengths.append(first_slot)
-    side = torch.zeros(b, len(gsu_names), seq_len, len(SIDE_FIELDS), dtype=torch.long)
-    mask = torch.zeros(b, len(gsu_names), seq_len, dtype=torch.bool)
-    for g, name in enumerate(gsu_names):
-        jagged = batch.sequences[f"{name}.item"]
-        seq_lengths = jagged.lengths().long()
-        pos = _positions(seq_lengths)
-        keep = pos < seq_len
-        kept_len = torch.clamp(seq_lengths, max=seq_len)
-        sample = torch.repeat_interleave(torch.arange(b), seq_lengths)[keep]
-        mask[:, g] = slots[None, :] < kept_len[:, None]
-        bag_lengths = mask[:, g].reshape(-1).to(torch.int32)
-        for field in ("item", "author"):
-            keys.append(f"{name}.{field}")
-            values.append(batch.sequences[f"{name}.{field}"].values()[keep])
-            lengths.append(bag_lengths)
-        for j, field in enumerate(SIDE_FIELDS):
-            side[sample, g, pos[keep], j] = batch.sequences[f"{name}.{field}"].values()[keep]
-    sequence = KeyedJaggedTensor(keys=keys, values=torch.cat(values).long(), lengths=torch.cat(lengths))
+    seq_ids, side, lengths = padded_sequences(batch, gsu_names, seq_len)
+    mask = torch.arange(seq_len).view(1, 1, seq_len) < lengths.unsqueeze(-1)  # [B, G, L]
+    target_ids = torch.stack([batch.sparse[f].values().long() for f in TARGET_SEQUENCE_FEATURES], 1)
     pooled = KeyedJaggedTensor(
         keys=list(pooled_features),
         values=torch.cat([batch.sparse[k].values() for k in pooled_features]).long(),
-        lengths=torch.ones(b * len(pooled_features), dtype=torch.int32))
-    return ModelInput(pooled=pooled, sequence=sequence, side=side, mask=mask, dense=batch.dense,
-                      states=batch.states, user=batch.sparse["user_id"].values().long())
+        lengths=torch.ones(len(batch) * len(pooled_features), dtype=torch.int32))
+    return ModelInput(pooled=pooled, sequence=sequence_bags(target_ids, seq_ids, mask), side=side, mask=mask,
+                      dense=batch.dense, states=batch.states, user=batch.sparse["user_id"].values().long())

@@ -1,10 +1,13 @@
 """The Moment&Cross ranking model.
 
-  pooled ids --EBC--> [B, F*d]      target live + author, GSU elements --EBC (position bags)--> [B, L, d]
+  pooled ids --EBC--> [B, F*d]      target live + author, GSU elements --EBC (position bags)--> [B, L, S*d]
                  \\                                  |
                   \\                    ESU target attention per GSU (eq. 7); InfoNCE mixed vs others (eq. 6)
                    \\                                |
                     +---- concat with dense features + ESU outputs ----> CGC / PLE ----> one tower per task
+
+Both embedding outputs stay in the layout the kernels write ([B, features * d], and [B, L, slots * d]
+for the sequence slots); nothing downstream splits them per feature (recsys/model/cross.py says why).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys.model.cross import TargetAttention, info_nce, masked_mean
+from recsys.model.cross import TargetAttention, info_nce
 from recsys.model.losses import ranking_score
-from recsys.model.inputs import SIDE_FIELDS, TARGET_SEQUENCE_FEATURES, ModelInput
+from recsys.model.inputs import (SEQUENCE_ID_FIELDS, SIDE_FIELDS, TARGET_SEQUENCE_FEATURES, ModelInput,
+                                 embedding_slots)
 from recsys.model.mlp import MLP
 from recsys.model.multitask import PLE
 
 QUERY_POOLED_FEATURES = ("category", "live_type")  # live-side ids that join the ESU query
+SIDE_ROWS = 18  # rows of each side-bucket table: 0 = padding, buckets 1..17
 
 
 @dataclass(frozen=True)
@@ -57,34 +62,39 @@ class MomentCrossModel(nn.Module):
     ):
         super().__init__()
         self.tasks, self.gsu_names, self.seq_len = list(tasks), list(gsu_names), seq_len
+        self.embedding_dim = embedding_dim
         self.pooled_features = [f for features in pooled_tables.values() for f in features]
-        self.sequence_features = [*TARGET_SEQUENCE_FEATURES, *(f"{g}.{f}" for g in self.gsu_names for f in ("item", "author"))]
+        self.sequence_features = list(SEQUENCE_ID_FIELDS)
         device = torch.device(embedding_device)
         self.pooled_ebc = EmbeddingBagCollection(tables=[
             EmbeddingBagConfig(name=table, embedding_dim=embedding_dim, num_embeddings=table_sizes[table],
                                feature_names=list(features), pooling=PoolingType.SUM)
             for table, features in pooled_tables.items()], device=device)
-        # Target ids and every GSU element share the item and author tables.
+        # The target live and every GSU element share the item table (authors likewise), as bags of one
+        # feature per table (recsys/model/inputs.py).
         self.sequence_ebc = EmbeddingBagCollection(tables=[
-            EmbeddingBagConfig(name="item", embedding_dim=embedding_dim, num_embeddings=table_sizes["item"],
-                               feature_names=["live_item", *(f"{g}.item" for g in self.gsu_names)],
-                               pooling=PoolingType.SUM),
-            EmbeddingBagConfig(name="author", embedding_dim=embedding_dim, num_embeddings=table_sizes["author"],
-                               feature_names=["author_id", *(f"{g}.author" for g in self.gsu_names)],
-                               pooling=PoolingType.SUM)], device=device)
-        # Only with some GSU: a parameter that never gets a gradient is an error under DDP.
-        self.side_embeddings = nn.ModuleList(nn.Embedding(18, side_dim, padding_idx=0) for _ in SIDE_FIELDS
-                                             if self.gsu_names)
-        element_dim = 2 * embedding_dim + len(SIDE_FIELDS) * side_dim
+            EmbeddingBagConfig(name=field, embedding_dim=embedding_dim, num_embeddings=table_sizes[field],
+                               feature_names=[field], pooling=PoolingType.SUM)
+            for field in SEQUENCE_ID_FIELDS], device=device)
+        self.embedding_slots = embedding_slots(self.gsu_names)  # per sequence position, in lookup output order
+        slot = {f: i for i, f in enumerate(self.embedding_slots)}
+        self.register_buffer("query_columns", torch.tensor([self.pooled_features.index(f) for f in QUERY_POOLED_FEATURES]),
+                             persistent=False)
         query_dim = (len(TARGET_SEQUENCE_FEATURES) + len(QUERY_POOLED_FEATURES)) * embedding_dim
-        part_dims = [embedding_dim, embedding_dim, *(side_dim for _ in SIDE_FIELDS)]  # item, author, side info
-        self.attention = nn.ModuleDict({g: TargetAttention(query_dim, element_dim, attention_dim, part_dims)
-                                        for g in self.gsu_names})
+        # Only with some GSU: a parameter that never gets a gradient is an error under DDP.
+        self.esu = TargetAttention(
+            slots=[[slot[f"{g}.{field}"] for field in SEQUENCE_ID_FIELDS] for g in self.gsu_names],
+            n_slots=len(slot), embedding_dim=embedding_dim, query_dim=query_dim, attention_dim=attention_dim,
+            side_rows=SIDE_ROWS, n_side_fields=len(SIDE_FIELDS), side_dim=side_dim) if self.gsu_names else None
         if isinstance(contrastive, dict):
             contrastive = ContrastiveConfig(**contrastive)
         self.contrastive_temperature = contrastive.temperature
         self.contrastive_gsus = [g for g, w in (contrastive.weights or {}).items()
                                  if w and g in self.gsu_names and g != "mixed" and "mixed" in self.gsu_names]
+        # Sequences whose mean item embeddings the contrastive terms compare: "mixed" first, then the others.
+        contrasted = ["mixed", *self.contrastive_gsus] if self.contrastive_gsus else []
+        self.register_buffer("contrasted", torch.tensor([self.gsu_names.index(g) for g in contrasted], dtype=torch.long),
+                             persistent=False)
         input_dim = (len(self.pooled_features) + len(TARGET_SEQUENCE_FEATURES)) * embedding_dim + n_dense \
             + len(self.gsu_names) * attention_dim
         self.dense_norm = nn.BatchNorm1d(n_dense)
@@ -95,51 +105,50 @@ class MomentCrossModel(nn.Module):
                                     for _ in self.tasks)
 
     def forward(self, x: ModelInput) -> ModelOutput:
-        pooled, seq = self.embed(x)
-        return ModelOutput(logits=self.logits(pooled, seq, side=x.side, mask=x.mask, dense=x.dense),
-                           contrastive=self.contrastive_losses(seq, x.mask))
+        pooled, target, sequence = self.embed(x)
+        logits, means = self._head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
+        return ModelOutput(logits=logits, contrastive=self.contrastive_losses(means, x.mask))
 
-    def embed(self, x: ModelInput) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def embed(self, x: ModelInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.lookup(x.pooled, x.sequence, x.dense.shape[0])
 
     def lookup(self, pooled_ids: KeyedJaggedTensor, sequence_ids: KeyedJaggedTensor,
-               batch_size: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Pooled features -> [B, d]; target ids and GSU elements -> [B, L, d] (target at position 0)."""
-        pooled = self.pooled_ebc(pooled_ids).to_dict()
-        # Keys from the model, not from the dict: the export traces this with torch.fx.
-        by_key = self.sequence_ebc(sequence_ids).to_dict()
-        seq = {k: by_key[k].view(batch_size, self.seq_len, -1) for k in self.sequence_features}
-        return pooled, seq
+               batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> pooled [B, F * d] in `pooled_features` order, target [B, 2 * d] (live, author) and
+        sequence [B, L, S * d] with S slots per position in `embedding_slots` order."""
+        pooled = self.pooled_ebc(pooled_ids).values()
+        # One split, not two slices: its backward writes the kernel's gradient in a single pass.
+        target, elements = torch.split(self.sequence_ebc(sequence_ids).values(),
+                                       [batch_size, batch_size * self.seq_len * len(self.gsu_names)])
+        return pooled, target, elements.view(batch_size, self.seq_len, -1)
 
-    def logits(self, pooled: dict[str, torch.Tensor], seq: dict[str, torch.Tensor], side: torch.Tensor,
+    def logits(self, pooled: torch.Tensor, target: torch.Tensor, sequence: torch.Tensor, side: torch.Tensor,
                mask: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """Everything after the embedding lookups that serving needs: ESU, PLE/CGC, towers -> [B, T]."""
-        target = [seq[name][:, 0] for name in TARGET_SEQUENCE_FEATURES]  # position 0 holds the target
-        query = torch.cat(target + [pooled[f] for f in QUERY_POOLED_FEATURES], dim=-1)
-        side_all = [emb(side[..., j]) for j, emb in enumerate(self.side_embeddings)]  # each [B, G, L, s]
-        esu = []
-        for g, name in enumerate(self.gsu_names):
-            elements = [seq[f"{name}.item"], seq[f"{name}.author"], *(e[:, g] for e in side_all)]  # [B, L, *]
-            esu.append(self.attention[name](query, elements, mask[:, g]))
-        features = torch.cat([pooled[f] for f in self.pooled_features] + target
-                             + [self.dense_norm(dense)] + esu, dim=-1)
-        per_task = self.multitask(features)
-        return torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1)  # [B, T]
+        return self._head(pooled, target, sequence, side, mask, dense, with_means=False)[0]
 
-    def contrastive_losses(self, seq: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """InfoNCE(mixed, GSU) for each GSU with a contrastive weight (training only)."""
-        if not self.contrastive_gsus:
+    def _head(self, pooled: torch.Tensor, target: torch.Tensor, sequence: torch.Tensor, side: torch.Tensor,
+              mask: torch.Tensor, dense: torch.Tensor, with_means: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, d = pooled.shape[0], self.embedding_dim
+        features = [pooled, target, self.dense_norm(dense)]
+        means = None
+        if self.esu is not None:
+            query = torch.cat([target, pooled.view(b, -1, d).index_select(1, self.query_columns).reshape(b, -1)], -1)
+            attended, means = self.esu(query, sequence, side, mask,
+                                       mean_of=self.contrasted if with_means and self.contrastive_gsus else None)
+            features.append(attended.reshape(b, -1))
+        per_task = self.multitask(torch.cat(features, dim=-1))
+        return torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1), means  # [B, T]
+
+    def contrastive_losses(self, means: torch.Tensor | None, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """InfoNCE(mixed, GSU) of the sequences' mean item embeddings ([B, R, 2 * d] from the ESU,
+        mixed first), for each GSU with a contrastive weight (training only)."""
+        if not self.contrastive_gsus or means is None:
             return {}
-        mixed = self.gsu_names.index("mixed")
-        has_mixed = mask[:, mixed].any(-1)
-        mixed_mean = masked_mean(seq["mixed.item"], mask[:, mixed])
-        losses = {}
-        for name in self.contrastive_gsus:
-            g = self.gsu_names.index(name)
-            both = has_mixed & mask[:, g].any(-1)
-            losses[name] = info_nce(mixed_mean, masked_mean(seq[f"{name}.item"], mask[:, g]),
-                                    self.contrastive_temperature, both)
-        return losses
+        items = means[..., : self.embedding_dim]
+        present = mask.index_select(1, self.contrasted).any(-1)  # [B, R]
+        return {name: info_nce(items[:, 0], items[:, r], self.contrastive_temperature, present[:, 0] & present[:, r])
+                for r, name in enumerate(self.contrastive_gsus, start=1)}
 
     def score(self, probabilities: torch.Tensor) -> torch.Tensor:
         """The ranking score prod_t (1 + p_t) ** w_t of [B, T] probabilities -> [B]."""

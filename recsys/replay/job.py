@@ -10,6 +10,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from data_pipelines.ingest.pipeline import CANONICAL
+from recsys.allocator import keep_freed_memory
 from recsys.data import ShardDataset
 from recsys.replay import report as rpt
 from recsys.replay.evaluation import load_evaluation
@@ -27,6 +28,7 @@ def _manifest(shard_dir: Path) -> dict:
 
 
 def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
+    keep_freed_memory()
     rc = cfg.replay
     shard_root, data_dir = Path(cfg.shards.dir), Path(cfg.data.output_dir)
     streams, seeds = list(rc.streams), [int(s) for s in rc.seeds]

@@ -17,6 +17,7 @@ import torch
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from data_pipelines.streams.labels import POS, PU_POS
 from recsys.data.batch import Batch
@@ -25,12 +26,16 @@ from recsys.model.losses import task_losses
 from recsys.model.moment_cross import ModelOutput, MomentCrossModel
 from recsys.train.metrics import TaskMetrics, light_users
 
-SPARSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+# Fused into the embedding kernels' backward. Row-wise Adagrad (one accumulator per row) is
+# TorchRec's usual choice and the only one with fbgemm's parallel CPU kernel; the others run a
+# serial loop there.
+SPARSE_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD,
+                     "adam": torch.optim.Adam}
 
 
 class MomentCrossTask(pl.LightningModule):
     def __init__(self, model: MomentCrossModel, dense_optimizer: Callable[..., torch.optim.Optimizer],
-                 sparse_optimizer: str = "adagrad", sparse_lr: float = 0.05, contrastive_weights: dict | None = None,
+                 sparse_optimizer: str = "rowwise_adagrad", sparse_lr: float = 0.05, contrastive_weights: dict | None = None,
                  light_users: tuple[int, int] | None = None):
         """`light_users` = (index of the dense feature log1p(earlier live interactions), the most a light
         user has): validation then also reports `val_light/...` on light users' impressions."""

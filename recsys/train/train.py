@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from recsys.allocator import keep_freed_memory
 from recsys.model.moment_cross import ContrastiveConfig, MomentCrossModel
 from recsys.train.datamodule import StreamDataModule
 from recsys.train.metrics import LIVE_HISTORY_FEATURE
@@ -66,6 +67,7 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    keep_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: StreamDataModule = instantiate(cfg.datamodule)
     manifest = datamodule.manifest
