@@ -6,10 +6,12 @@ import math
 
 import pytest
 import torch
+from torchrec.sparse.jagged_tensor import KeyedTensor
 
 from data_pipelines.streams.labels import MASKED, NEG, POS, PU_POS
 from recsys.model.cross import TargetAttention, info_nce
 from recsys.model.losses import ranking_score, task_losses
+from recsys.model.moment_cross import ordered_values
 from recsys.model.multitask import CGC, PLE, CGCLayer
 
 
@@ -139,3 +141,12 @@ def test_ranking_score_is_the_weighted_product():
     p = torch.tensor([[0.5, 0.2, 0.0]])
     w = torch.tensor([1.0, 2.0, 3.0])
     assert ranking_score(p, w).item() == pytest.approx(1.5 * 1.2**2 * 1.0)
+
+
+def test_embedding_outputs_are_read_in_the_model_s_feature_order():
+    # A sharded collection may hand back its features grouped by rank: [c, a, b] instead of [a, b, c].
+    a, b, c = torch.full((2, 2), 1.0), torch.full((2, 3), 2.0), torch.full((2, 1), 3.0)
+    sharded_order = KeyedTensor.from_tensor_list(["c", "a", "b"], [c, a, b])
+    torch.testing.assert_close(ordered_values(sharded_order, ["a", "b", "c"]), torch.cat([a, b, c], dim=1))
+    in_order = KeyedTensor.from_tensor_list(["a", "b", "c"], [a, b, c])
+    assert ordered_values(in_order, ["a", "b", "c"]) is in_order.values()  # no copy when nothing moves

@@ -40,7 +40,14 @@ class PlainMomentCross(nn.Module):
         self.author = nn.Embedding(table_sizes["author"], embedding_dim)
 
     def forward(self, x: PlainInput) -> ModelOutput:
-        t, b = self.twin, x.pooled.shape[0]
+        pooled, target, sequence = self.embed(x)
+        logits, means = self.twin._head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
+        return ModelOutput(logits=logits, contrastive=self.twin.contrastive_losses(means, x.mask))
+
+    def embed(self, x: PlainInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layouts MomentCrossModel.lookup returns: pooled [B, F * d], target [B, 2 * d],
+        sequence [B, L, S * d]."""
+        b = x.pooled.shape[0]
         pooled, column = [], 0
         for table, features in self.pooled_tables.items():  # features of a table sit side by side
             ids = x.pooled[:, column:column + len(features)].reshape(-1, 1)
@@ -48,10 +55,8 @@ class PlainMomentCross(nn.Module):
             column += len(features)
         target_item, item = self._lookup(self.item, x.target_item, x.items, x.mask)
         target_author, author = self._lookup(self.author, x.target_author, x.authors, x.mask)
-        target = torch.cat([target_item, target_author], dim=-1)
-        sequence = torch.stack([item, author], dim=3).view(b, t.seq_len, -1)  # [B, L, S * d], the EBC's slot layout
-        logits, means = t._head(torch.cat(pooled, -1), target, sequence, x.side, x.mask, x.dense, with_means=True)
-        return ModelOutput(logits=logits, contrastive=t.contrastive_losses(means, x.mask))
+        sequence = torch.stack([item, author], dim=3).view(b, self.twin.seq_len, -1)
+        return torch.cat(pooled, -1), torch.cat([target_item, target_author], dim=-1), sequence
 
     @staticmethod
     def _lookup(table: nn.Embedding, target: torch.Tensor, elements: torch.Tensor,

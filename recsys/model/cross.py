@@ -52,14 +52,15 @@ class TargetAttention(nn.Module):
         n_seq, self.n_parts = len(slots), len(slots[0])
         self.n_slots, self.embedding_dim, self.side_rows, self.side_dim = n_slots, embedding_dim, side_rows, side_dim
         element_dim = self.n_parts * embedding_dim + n_side_fields * side_dim
+        self.side_embeddings = nn.ModuleList(nn.Embedding(side_rows, side_dim, padding_idx=0)
+                                             for _ in range(n_side_fields))
         self.w_q = nn.Parameter(torch.empty(n_seq, attention_dim, query_dim))
         self.w_k = nn.Parameter(torch.empty(n_seq, attention_dim, element_dim))
         self.w_v = nn.Parameter(torch.empty(n_seq, attention_dim, element_dim))
-        for w in (self.w_q, self.w_k, self.w_v):  # as nn.Linear initialises each GSU's projection
-            bound = 1.0 / math.sqrt(w.shape[-1])
-            nn.init.uniform_(w, -bound, bound)
-        self.side_embeddings = nn.ModuleList(nn.Embedding(side_rows, side_dim, padding_idx=0)
-                                             for _ in range(n_side_fields))
+        for g in range(n_seq):  # as an nn.Linear per GSU and projection would be initialised, in that order
+            for w in (self.w_q[g], self.w_k[g], self.w_v[g]):
+                bound = 1.0 / math.sqrt(w.shape[-1])
+                nn.init.uniform_(w, -bound, bound)
         self.scale = 1.0 / math.sqrt(attention_dim)
         self.register_buffer("slots", torch.tensor(slots), persistent=False)  # [G, P]
         # Row g * S + slot of the [B, G * S, d] view of a per-sequence product over the layout.

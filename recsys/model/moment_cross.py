@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.fx.tracer import is_fx_tracing
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.model.cross import TargetAttention, info_nce
 from recsys.model.losses import ranking_score
@@ -40,6 +41,16 @@ class ContrastiveConfig:
 class ModelOutput:
     logits: torch.Tensor  # [B, T]
     contrastive: dict[str, torch.Tensor]  # GSU -> InfoNCE loss (already unweighted)
+
+
+def ordered_values(embeddings: KeyedTensor, keys: list[str]) -> torch.Tensor:
+    """[B, sum of dims] with the features in `keys` order. A sharded collection returns them
+    grouped by sharding type and rank (two processes, table-wise: one rank's tables first); then
+    they are regrouped, one copy. The export traces an unsharded collection: its order is the
+    config's."""
+    if is_fx_tracing() or embeddings.keys() == keys:
+        return embeddings.values()
+    return KeyedTensor.regroup([embeddings], [keys])[0]
 
 
 class MomentCrossModel(nn.Module):
@@ -106,7 +117,8 @@ class MomentCrossModel(nn.Module):
 
     def forward(self, x: ModelInput) -> ModelOutput:
         pooled, target, sequence = self.embed(x)
-        logits, means = self._head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
+        # The contrastive terms are training losses: evaluation skips their means.
+        logits, means = self._head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=self.training)
         return ModelOutput(logits=logits, contrastive=self.contrastive_losses(means, x.mask))
 
     def embed(self, x: ModelInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -116,9 +128,9 @@ class MomentCrossModel(nn.Module):
                batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> pooled [B, F * d] in `pooled_features` order, target [B, 2 * d] (live, author) and
         sequence [B, L, S * d] with S slots per position in `embedding_slots` order."""
-        pooled = self.pooled_ebc(pooled_ids).values()
+        pooled = ordered_values(self.pooled_ebc(pooled_ids), self.pooled_features)
         # One split, not two slices: its backward writes the kernel's gradient in a single pass.
-        target, elements = torch.split(self.sequence_ebc(sequence_ids).values(),
+        target, elements = torch.split(ordered_values(self.sequence_ebc(sequence_ids), self.sequence_features),
                                        [batch_size, batch_size * self.seq_len * len(self.gsu_names)])
         return pooled, target, elements.view(batch_size, self.seq_len, -1)
 
@@ -134,8 +146,9 @@ class MomentCrossModel(nn.Module):
         means = None
         if self.esu is not None:
             query = torch.cat([target, pooled.view(b, -1, d).index_select(1, self.query_columns).reshape(b, -1)], -1)
-            attended, means = self.esu(query, sequence, side, mask,
-                                       mean_of=self.contrasted if with_means and self.contrastive_gsus else None)
+            mean_of = self.contrasted if with_means and self.contrastive_gsus else None
+            attended, means = self.esu(query, sequence, side, mask, mean_of=mean_of)
+            means = means if mean_of is not None else None
             features.append(attended.reshape(b, -1))
         per_task = self.multitask(torch.cat(features, dim=-1))
         return torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1), means  # [B, T]
