@@ -41,7 +41,7 @@ class PlainMomentCross(nn.Module):
 
     def forward(self, x: PlainInput) -> ModelOutput:
         pooled, target, sequence = self.embed(x)
-        logits, means = self.twin._head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
+        logits, means = self.twin.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
         return ModelOutput(logits=logits, contrastive=self.twin.contrastive_losses(means, x.mask))
 
     def embed(self, x: PlainInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -35,6 +35,7 @@ from recsys.train.module import SPARSE_OPTIMIZERS
 from recsys.train.strategy import ensure_process_group
 
 GSUS = ["short", "long", "aidhard", "livelong", "mixed"]
+CONTRASTIVE_WEIGHT = 0.05
 EMBEDDING_OPS = ("embedding", "fbgemm", "lookup")  # profiler op names that are lookups or their backward
 
 
@@ -71,15 +72,19 @@ def _model(bc: DictConfig, pooled_tables: dict[str, list[str]], rows: dict[str, 
         tasks=list(TASKS), table_sizes=rows, pooled_tables=pooled_tables, gsu_names=GSUS, seq_len=bc.seq_len,
         n_dense=bc.n_dense, embedding_dim=bc.embedding_dim, side_dim=m.side_dim, attention_dim=m.attention_dim,
         multitask=OmegaConf.to_container(m.multitask), tower_dims=list(m.tower_dims),
-        contrastive={"temperature": 0.1, "weights": {g: 0.05 for g in GSUS if g != "mixed"}},
+        contrastive={"temperature": 0.1, "weights": {g: CONTRASTIVE_WEIGHT for g in GSUS if g != "mixed"}},
         embedding_device=device)
+
+
+def _loss(logits: torch.Tensor, contrastive: dict[str, torch.Tensor], states: torch.Tensor) -> torch.Tensor:
+    return task_losses(logits, states).sum() + CONTRASTIVE_WEIGHT * sum(contrastive.values())
 
 
 def _step(model, optimizers, batch) -> None:
     for opt in optimizers:
         opt.zero_grad()
     out = model(batch)
-    loss = task_losses(out.logits, batch.states).sum() + 0.05 * sum(out.contrastive.values())
+    loss = _loss(out.logits, out.contrastive, batch.states)
     loss.backward()
     for opt in optimizers:
         opt.step()
@@ -125,7 +130,7 @@ def _measure(model, optimizers, batches, bc: DictConfig, embedding_optimizer=Non
             for opt in optimizers:
                 opt.zero_grad()
             out = model(batch)
-            (task_losses(out.logits, batch.states).sum() + 0.05 * sum(out.contrastive.values())).backward()
+            _loss(out.logits, out.contrastive, batch.states).backward()
             for opt in optimizers:
                 t0 = time.perf_counter()
                 opt.step()
@@ -183,9 +188,9 @@ def _dense_layers_ms(plain: PlainMomentCross, dense_opt: torch.optim.Optimizer, 
         dense_opt.zero_grad()
         for looked_up in (pooled, target, sequence):  # the backward reaches the embeddings, as in training
             looked_up.requires_grad_().grad = None
-        logits, means = plain.twin._head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
+        logits, means = plain.twin.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
         contrastive = plain.twin.contrastive_losses(means, x.mask)
-        (task_losses(logits, x.states).sum() + 0.05 * sum(contrastive.values())).backward()
+        _loss(logits, contrastive, x.states).backward()
         dense_opt.step()
         if i >= bc.warmup_steps:
             times.append(time.perf_counter() - start)

@@ -2,8 +2,8 @@
 the sequences' embedding spaces (eq. 6).
 
 Both read the sequence embeddings where the embedding kernel wrote them: one [B, L, S * d] tensor
-with S embedding slots per position (the target ids and every GSU's item and author features, in
-the EmbeddingBagCollection's output order). Slicing that tensor per feature would hand strided
+with S embedding slots per position (every GSU's item and author features, in the lookup's output
+order, recsys/model/inputs.py). Slicing that tensor per feature would hand strided
 views to every product and build full-size zero gradients for each slice; instead every read of it
 is one batched matrix product over all slots, and the GSU-specific parts are picked from the small
 results.
@@ -39,7 +39,7 @@ class TargetAttention(nn.Module):
     query [B, D_q]; sequence [B, L, S * d]; side [B, G, L, J] int64; mask [B, G, L] bool (True = a
     real element) -> [B, G, A]. Padding gets no weight; an empty sequence gives zeros.
     `mean_of` (indices of sequences) also returns their mean embedding slots over the real
-    elements, [B, R, P * d], from the same product (the contrastive terms read them).
+    elements, [B, R, P * d], from the same product (the contrastive terms read them); else None.
     """
 
     def __init__(self, slots: list[list[int]], n_slots: int, embedding_dim: int, query_dim: int,
@@ -76,7 +76,7 @@ class TargetAttention(nn.Module):
         return torch.stack([e.weight for e in self.side_embeddings]) * self.not_padding
 
     def forward(self, query: torch.Tensor, sequence: torch.Tensor, side: torch.Tensor, mask: torch.Tensor,
-                mean_of: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                mean_of: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n_seq, length, n_side = side.shape
         d, parts, n_slots = self.embedding_dim, self.n_parts, self.n_slots
         q = torch.einsum("bq,gaq->bga", query, self.w_q)
@@ -104,7 +104,7 @@ class TargetAttention(nn.Module):
                 + self.slots.index_select(0, mean_of)
             picked = torch.cat([picked, mean_rows.reshape(-1)])
         summed = torch.bmm(rows, sequence).view(b, -1, d).index_select(1, picked).view(b, -1, parts * d)
-        v_embedding, means = summed[:, :n_seq], summed[:, n_seq:]
+        v_embedding, means = summed[:, :n_seq], (summed[:, n_seq:] if mean_of is not None else None)
         mass = weights.unsqueeze(-1).expand(b, n_seq, length, n_side).reshape(b, n_seq, length * n_side)
         per_bucket = torch.zeros_like(side_scores).scatter_add(2, side_index, mass)  # attention mass per bucket
         v_side = torch.einsum("bgjr,jrs->bgjs", per_bucket.view(b, n_seq, n_side, self.side_rows), tables)

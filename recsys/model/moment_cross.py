@@ -118,7 +118,7 @@ class MomentCrossModel(nn.Module):
     def forward(self, x: ModelInput) -> ModelOutput:
         pooled, target, sequence = self.embed(x)
         # The contrastive terms are training losses: evaluation skips their means.
-        logits, means = self._head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=self.training)
+        logits, means = self.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=self.training)
         return ModelOutput(logits=logits, contrastive=self.contrastive_losses(means, x.mask))
 
     def embed(self, x: ModelInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -137,10 +137,12 @@ class MomentCrossModel(nn.Module):
     def logits(self, pooled: torch.Tensor, target: torch.Tensor, sequence: torch.Tensor, side: torch.Tensor,
                mask: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """Everything after the embedding lookups that serving needs: ESU, PLE/CGC, towers -> [B, T]."""
-        return self._head(pooled, target, sequence, side, mask, dense, with_means=False)[0]
+        return self.head(pooled, target, sequence, side, mask, dense, with_means=False)[0]
 
-    def _head(self, pooled: torch.Tensor, target: torch.Tensor, sequence: torch.Tensor, side: torch.Tensor,
-              mask: torch.Tensor, dense: torch.Tensor, with_means: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def head(self, pooled: torch.Tensor, target: torch.Tensor, sequence: torch.Tensor, side: torch.Tensor,
+             mask: torch.Tensor, dense: torch.Tensor, with_means: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [B, T] and, `with_means` and contrastive terms configured, the contrasted
+        sequences' mean embeddings [B, R, 2 * d] (mixed first) from the same ESU product."""
         b, d = pooled.shape[0], self.embedding_dim
         features = [pooled, target, self.dense_norm(dense)]
         means = None
@@ -148,7 +150,6 @@ class MomentCrossModel(nn.Module):
             query = torch.cat([target, pooled.view(b, -1, d).index_select(1, self.query_columns).reshape(b, -1)], -1)
             mean_of = self.contrasted if with_means and self.contrastive_gsus else None
             attended, means = self.esu(query, sequence, side, mask, mean_of=mean_of)
-            means = means if mean_of is not None else None
             features.append(attended.reshape(b, -1))
         per_task = self.multitask(torch.cat(features, dim=-1))
         return torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1), means  # [B, T]
