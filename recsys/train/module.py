@@ -28,14 +28,14 @@ from recsys.train.metrics import TaskMetrics, light_users
 
 # Fused into the embedding kernels' backward. Row-wise Adagrad (one accumulator per row) is
 # TorchRec's usual choice and the only one with fbgemm's parallel CPU kernel; the others run a
-# serial loop there. Exact Adagrad is the default (conf/train.yaml): it ended more accurate here.
+# serial loop there. It is the default (conf/train.yaml).
 SPARSE_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD,
                      "adam": torch.optim.Adam}
 
 
 class MomentCrossTask(pl.LightningModule):
     def __init__(self, model: MomentCrossModel, dense_optimizer: Callable[..., torch.optim.Optimizer],
-                 sparse_optimizer: str = "adagrad", sparse_lr: float = 0.05, contrastive_weights: dict | None = None,
+                 sparse_optimizer: str = "rowwise_adagrad", sparse_lr: float = 0.02, contrastive_weights: dict | None = None,
                  light_users: tuple[int, int] | None = None):
         """`light_users` = (index of the dense feature log1p(earlier live interactions), the most a light
         user has): validation then also reports `val_light/...` on light users' impressions."""
