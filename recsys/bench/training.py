@@ -155,7 +155,7 @@ def compare(bc: DictConfig, item_rows: int) -> dict:
     model = _model(bc, pooled_tables, rows, "meta")
     sparse_optimizer = SPARSE_OPTIMIZERS[bc.sparse_optimizer]
     apply_optimizer_in_backward(sparse_optimizer, [*model.pooled_ebc.parameters(), *model.sequence_ebc.parameters()],
-                                {"lr": 0.05})
+                                {"lr": bc.sparse_lr})
     dmp = DistributedModelParallel(model, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
                                    device=torch.device("cpu"),
                                    data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False))
@@ -166,7 +166,7 @@ def compare(bc: DictConfig, item_rows: int) -> dict:
     plain = PlainMomentCross(_model(bc, pooled_tables, rows, "meta"), rows, pooled_tables, bc.embedding_dim)
     embedding_params = [*plain.pooled.parameters(), *plain.item.parameters(), *plain.author.parameters()]
     embedding_ids = {id(p) for p in embedding_params}
-    embedding_opt = sparse_optimizer(embedding_params, lr=0.05)  # the same update rule, on dense gradients
+    embedding_opt = sparse_optimizer(embedding_params, lr=bc.sparse_lr)  # the same update rule, on dense gradients
     dense_opt = torch.optim.Adam([p for p in plain.parameters() if id(p) not in embedding_ids], lr=1e-3)
     plain_figures = _measure(plain, [embedding_opt, dense_opt], [b[1] for b in batches], bc, embedding_opt)
     dense_ms = _dense_layers_ms(plain, dense_opt, [b[1] for b in batches], bc)

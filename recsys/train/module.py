@@ -35,8 +35,8 @@ SPARSE_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.A
 
 class MomentCrossTask(pl.LightningModule):
     def __init__(self, model: MomentCrossModel, dense_optimizer: Callable[..., torch.optim.Optimizer],
-                 sparse_optimizer: str = "rowwise_adagrad", sparse_lr: float = 0.02, contrastive_weights: dict | None = None,
-                 light_users: tuple[int, int] | None = None):
+                 sparse_optimizer: str = "rowwise_adagrad", sparse_lr: float = 0.02,
+                 contrastive_weights: dict | None = None, light_users: tuple[int, int] | None = None):
         """`light_users` = (index of the dense feature log1p(earlier live interactions), the most a light
         user has): validation then also reports `val_light/...` on light users' impressions."""
         super().__init__()
