@@ -1,13 +1,14 @@
 """The Moment&Cross ranking model.
 
-  pooled ids --EBC--> [B, F*d]      target live + author, GSU elements --EBC (position bags)--> [B, L, S*d]
+  pooled ids --EBC--> [B, F*d]      target live + author, GSU elements --EBC (bags of one)--> [B, 2d], [B, L, S*d]
                  \\                                  |
                   \\                    ESU target attention per GSU (eq. 7); InfoNCE mixed vs others (eq. 6)
                    \\                                |
                     +---- concat with dense features + ESU outputs ----> CGC / PLE ----> one tower per task
 
-Both embedding outputs stay in the layout the kernels write ([B, features * d], and [B, L, slots * d]
-for the sequence slots); nothing downstream splits them per feature (recsys/model/cross.py says why).
+The embedding outputs stay in the layout the kernels write ([B, features * d]; the targets [B, 2d]
+and the sequences [B, L, slots * d] from one split); nothing downstream splits them per feature
+(recsys/model/cross.py says why).
 """
 
 from __future__ import annotations
