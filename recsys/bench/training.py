@@ -5,13 +5,15 @@ sequences of length 64, dim 32, about 20 pooled features, two-level PLE). TorchR
 DistributedModelParallel (one process), sequences as position bags, the sparse optimizer
 (`bench.training.sparse_optimizer`, as training) fused into the embedding kernels' backward. Plain
 path: nn.EmbeddingBag / nn.Embedding with the same optimizer class stepping over dense gradients.
-Dense layers use Adam in both. The embedding share of a step is measured with torch.profiler:
+Dense layers use Adam in both; each precision in `bench.training.precisions` runs both, the
+forward under the context Lightning's precision plugin enters. The embedding share of a step is measured with torch.profiler:
 lookup and backward kernels, plus the separate embedding optimizer step on the plain path. The
 layers after the lookups are also timed alone: no embedding path can beat that step.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -32,6 +34,7 @@ from recsys.model.inputs import SIDE_FIELDS, ModelInput, sequence_bags
 from recsys.model.losses import task_losses
 from recsys.model.moment_cross import MomentCrossModel
 from recsys.train.module import SPARSE_OPTIMIZERS
+from recsys.train.precision import forward_context
 from recsys.train.strategy import ensure_process_group
 
 GSUS = ["short", "long", "aidhard", "livelong", "mixed"]
@@ -80,12 +83,12 @@ def _loss(logits: torch.Tensor, contrastive: dict[str, torch.Tensor], states: to
     return task_losses(logits, states).sum() + CONTRASTIVE_WEIGHT * sum(contrastive.values())
 
 
-def _step(model, optimizers, batch) -> None:
+def _step(model, optimizers, batch, precision: str) -> None:
     for opt in optimizers:
         opt.zero_grad()
-    out = model(batch)
-    loss = _loss(out.logits, out.contrastive, batch.states)
-    loss.backward()
+    with forward_context(precision):
+        out = model(batch)
+    _loss(out.logits, out.contrastive, batch.states).backward()
     for opt in optimizers:
         opt.step()
 
@@ -110,13 +113,13 @@ def _outermost_embedding_us(events) -> float:
     return total
 
 
-def _measure(model, optimizers, batches, bc: DictConfig, embedding_optimizer=None) -> dict:
+def _measure(model, optimizers, batches, bc: DictConfig, precision: str, embedding_optimizer=None) -> dict:
     for batch in batches[: bc.warmup_steps]:
-        _step(model, optimizers, batch)
+        _step(model, optimizers, batch, precision)
     step_times = []
     for i in range(bc.steps):  # the median step: this machine is shared, single steps stall now and then
         start = time.perf_counter()
-        _step(model, optimizers, batches[i % len(batches)])
+        _step(model, optimizers, batches[i % len(batches)], precision)
         step_times.append(time.perf_counter() - start)
     step_s = float(np.median(step_times))
 
@@ -129,7 +132,8 @@ def _measure(model, optimizers, batches, bc: DictConfig, embedding_optimizer=Non
             batch = batches[i % len(batches)]
             for opt in optimizers:
                 opt.zero_grad()
-            out = model(batch)
+            with forward_context(precision):
+                out = model(batch)
             _loss(out.logits, out.contrastive, batch.states).backward()
             for opt in optimizers:
                 t0 = time.perf_counter()
@@ -142,7 +146,7 @@ def _measure(model, optimizers, batches, bc: DictConfig, embedding_optimizer=Non
             "embedding_share": min((kernel_us / 1e6 + update_s) / window_s, 1.0)}
 
 
-def compare(bc: DictConfig, item_rows: int) -> dict:
+def compare(bc: DictConfig, item_rows: int, precision: str) -> dict:
     """Both implementations on the reference configuration with an item table of `item_rows`."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -161,22 +165,23 @@ def compare(bc: DictConfig, item_rows: int) -> dict:
                                    data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False))
     dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
                                   lambda params: torch.optim.Adam(params, lr=1e-3))
-    torchrec_figures = _measure(dmp, [CombinedOptimizer([dmp.fused_optimizer, dense])], [b[0] for b in batches], bc)
+    torchrec_figures = _measure(dmp, [CombinedOptimizer([dmp.fused_optimizer, dense])], [b[0] for b in batches], bc,
+                                precision)
 
     plain = PlainMomentCross(_model(bc, pooled_tables, rows, "meta"), rows, pooled_tables, bc.embedding_dim)
     embedding_params = [*plain.pooled.parameters(), *plain.item.parameters(), *plain.author.parameters()]
     embedding_ids = {id(p) for p in embedding_params}
     embedding_opt = sparse_optimizer(embedding_params, lr=bc.sparse_lr)  # the same update rule, on dense gradients
     dense_opt = torch.optim.Adam([p for p in plain.parameters() if id(p) not in embedding_ids], lr=1e-3)
-    plain_figures = _measure(plain, [embedding_opt, dense_opt], [b[1] for b in batches], bc, embedding_opt)
-    dense_ms = _dense_layers_ms(plain, dense_opt, [b[1] for b in batches], bc)
-    return {"item_rows": item_rows, "torchrec": torchrec_figures, "plain": plain_figures, "dense_ms": dense_ms,
+    plain_figures = _measure(plain, [embedding_opt, dense_opt], [b[1] for b in batches], bc, precision, embedding_opt)
+    dense_ms = _dense_layers_ms(plain, dense_opt, [b[1] for b in batches], bc, precision)
+    return {"item_rows": item_rows, "precision": precision, "torchrec": torchrec_figures, "plain": plain_figures, "dense_ms": dense_ms,
             "speedup": torchrec_figures["samples_per_s"] / plain_figures["samples_per_s"],
             "speedup_ceiling": plain_figures["step_ms"] / dense_ms}
 
 
 def _dense_layers_ms(plain: PlainMomentCross, dense_opt: torch.optim.Optimizer, batches: list[PlainInput],
-                     bc: DictConfig) -> float:
+                     bc: DictConfig, precision: str) -> float:
     """Median step of the layers after the lookups alone (embeddings given, not learned): the same
     code in both implementations, so no embedding path can make a step cheaper than this."""
     with torch.no_grad():
@@ -188,8 +193,9 @@ def _dense_layers_ms(plain: PlainMomentCross, dense_opt: torch.optim.Optimizer, 
         dense_opt.zero_grad()
         for looked_up in (pooled, target, sequence):  # the backward reaches the embeddings, as in training
             looked_up.requires_grad_().grad = None
-        logits, means = plain.twin.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
-        contrastive = plain.twin.contrastive_losses(means, x.mask)
+        with forward_context(precision):
+            logits, means = plain.twin.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
+            contrastive = plain.twin.contrastive_losses(means, x.mask)
         _loss(logits, contrastive, x.states).backward()
         dense_opt.step()
         if i >= bc.warmup_steps:
@@ -204,10 +210,10 @@ def run(cfg: DictConfig) -> dict:
     print(f"training, reference config (batch {bc.batch_size}, 5 GSUs x {bc.seq_len}, dim {bc.embedding_dim}, "
           f"{n_pooled} pooled features, PLE x{bc.model.multitask.n_levels}, {torch.get_num_threads()} threads)")
     results = []
-    for item_rows in [bc.item_rows, *bc.more_item_rows]:
-        r = compare(bc, int(item_rows))
+    for item_rows, precision in itertools.product([bc.item_rows, *bc.more_item_rows], bc.precisions):
+        r = compare(bc, int(item_rows), precision)
         results.append(r)
-        print(f"  item table {item_rows:,} rows")
+        print(f"  item table {item_rows:,} rows, precision {precision}")
         for name, f in ((f"TorchRec (DMP, fused {bc.sparse_optimizer})", r["torchrec"]),
                         (f"plain PyTorch (dense {bc.sparse_optimizer})", r["plain"])):
             print(f"    {name:<40} {f['samples_per_s']:>9,.0f} samples/s  {f['step_ms']:>7.0f} ms/step  "

@@ -85,7 +85,7 @@ class TargetAttention(nn.Module):
         q_side = q[..., parts * d:].reshape(b, n_seq, n_side, self.side_dim)
 
         # [B, L, S * d] @ [B, S * d, G]: the product's gradient comes out in the layout's own order.
-        q_layout = query.new_zeros(b, n_seq * n_slots, d).index_copy(1, self.own_rows, q_embedding)
+        q_layout = q_embedding.new_zeros(b, n_seq * n_slots, d).index_copy(1, self.own_rows, q_embedding)
         scores = torch.bmm(sequence, q_layout.view(b, n_seq, n_slots * d).transpose(1, 2)).transpose(1, 2)
         tables = self.side_tables()
         side_scores = torch.einsum("bgjs,jrs->bgjr", q_side, tables).reshape(b, n_seq, n_side * self.side_rows)
@@ -116,10 +116,14 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float,
              valid: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE with in-batch negatives: row i of `positive` is the positive of row i of `anchor`,
     every other row a negative. Both are L2-normalised here. Rows where `valid` is False (an empty
-    sequence on either side) take no part. Returns the mean over anchors (0 if none is valid)."""
+    sequence on either side) take no part. Returns the mean over anchors (0 if none is valid).
+    Computed in float32 under autocast too: at temperature 0.1, bfloat16's rounding of the
+    cosines would move the logits by several hundredths."""
     if valid is not None:
         anchor, positive = anchor[valid], positive[valid]
     if anchor.shape[0] == 0:
-        return anchor.new_zeros(())
-    logits = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T / temperature  # [N, N]
-    return F.cross_entropy(logits, torch.arange(anchor.shape[0], device=anchor.device))
+        return anchor.new_zeros((), dtype=torch.float32)
+    with torch.autocast(anchor.device.type, enabled=False):
+        anchor, positive = anchor.float(), positive.float()
+        logits = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T / temperature  # [N, N]
+        return F.cross_entropy(logits, torch.arange(anchor.shape[0], device=anchor.device))

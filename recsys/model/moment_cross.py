@@ -54,6 +54,15 @@ def ordered_values(embeddings: KeyedTensor, keys: list[str]) -> torch.Tensor:
     return KeyedTensor.regroup([embeddings], [keys])[0]
 
 
+def in_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
+    """`x` in the autocast dtype when autocast is on for its device (mixed-precision training).
+    The sequence embeddings are the largest tensor the layers read, several times: one cast here
+    rather than one per product, forward and backward. The export traces without autocast."""
+    if is_fx_tracing() or not torch.is_autocast_enabled(x.device.type):
+        return x
+    return x.to(torch.get_autocast_dtype(x.device.type))
+
+
 class MomentCrossModel(nn.Module):
     def __init__(
         self,
@@ -150,10 +159,11 @@ class MomentCrossModel(nn.Module):
         if self.esu is not None:
             query = torch.cat([target, pooled.view(b, -1, d).index_select(1, self.query_columns).reshape(b, -1)], -1)
             mean_of = self.contrasted if with_means and self.contrastive_gsus else None
-            attended, means = self.esu(query, sequence, side, mask, mean_of=mean_of)
+            attended, means = self.esu(query, in_autocast_dtype(sequence), side, mask, mean_of=mean_of)
             features.append(attended.reshape(b, -1))
         per_task = self.multitask(torch.cat(features, dim=-1))
-        return torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1), means  # [B, T]
+        # float32 whatever the layers ran in: losses and AUC need more than bfloat16's 8 bits.
+        return torch.cat([tower(h) for tower, h in zip(self.towers, per_task)], dim=-1).float(), means  # [B, T]
 
     def contrastive_losses(self, means: torch.Tensor | None, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """InfoNCE(mixed, GSU) of the sequences' mean item embeddings ([B, R, 2 * d] from the ESU,

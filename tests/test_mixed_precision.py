@@ -1,0 +1,88 @@
+"""bf16-mixed precision: the layers after the lookups run in bfloat16, while the logits, the
+contrastive terms and every parameter stay float32 and close to a float32 run of the same model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from recsys.bench.training import _model, synthetic_batch
+from recsys.model.cross import info_nce
+from recsys.train.precision import forward_context
+
+
+def test_info_nce_is_computed_in_float32_under_bfloat16_autocast():
+    anchor = torch.tensor([[0.31, 0.72, -0.15], [0.05, -0.44, 0.93], [0.66, 0.12, 0.27]])
+    positive = torch.tensor([[0.29, 0.70, -0.11], [0.61, 0.18, 0.22], [0.02, -0.41, 0.95]])
+    temperature = 0.1
+
+    def cos(u, v):
+        return sum(a * b for a, b in zip(u, v)) / math.sqrt(sum(a * a for a in u) * sum(b * b for b in v))
+
+    a, p = anchor.double().tolist(), positive.double().tolist()
+    expected = 0.0
+    for i in range(3):  # row i: -log softmax of its cosines / T at its own positive
+        logits = [cos(a[i], p[j]) / temperature for j in range(3)]
+        expected += -(logits[i] - math.log(sum(math.exp(x) for x in logits))) / 3
+    with forward_context("bf16-mixed"):
+        got = info_nce(anchor.bfloat16(), positive.bfloat16(), temperature)
+    assert got.dtype == torch.float32
+    # The inputs were rounded to bfloat16 above; the loss itself is not (bfloat16 logits miss by ~1e-2).
+    a16, p16 = anchor.bfloat16().double().tolist(), positive.bfloat16().double().tolist()
+    expected16 = 0.0
+    for i in range(3):
+        logits = [cos(a16[i], p16[j]) / temperature for j in range(3)]
+        expected16 += -(logits[i] - math.log(sum(math.exp(x) for x in logits))) / 3
+    assert got.item() == pytest.approx(expected16, rel=1e-5)
+    assert got.item() == pytest.approx(expected, rel=2e-2)
+
+
+def test_model_layers_run_in_bfloat16_and_hand_back_float32_close_to_a_float32_run():
+    bc = OmegaConf.merge(OmegaConf.load("conf/bench/training.yaml"),
+                         {"batch_size": 32, "seq_len": 8, "author_rows": 40})
+    pooled_tables = {t: list(spec.features) for t, spec in bc.pooled_tables.items()}
+    rows = {t: int(spec.rows) for t, spec in bc.pooled_tables.items()} | {"item": 300, "author": 40}
+    feature_rows = {f: rows[t] for t, fs in pooled_tables.items() for f in fs}
+    pooled_features = [f for fs in pooled_tables.values() for f in fs]
+    x, _ = synthetic_batch(bc, pooled_features, feature_rows, np.random.default_rng(0), 300)
+    torch.manual_seed(0)
+    model = _model(bc, pooled_tables, rows, "cpu").train()
+    seen = []
+    model.esu.register_forward_hook(lambda module, args, out: seen.append((args[1].dtype, out[0].dtype)))
+
+    def run(precision):
+        model.zero_grad()
+        with forward_context(precision):
+            out = model(x)
+        loss = out.logits.sum() + sum(out.contrastive.values())
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out, grads
+
+    full, full_grads = run("32-true")
+    mixed, mixed_grads = run("bf16-mixed")
+    # The sequences reach the ESU in bfloat16 (one cast) and its products run in bfloat16 ...
+    assert seen == [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)]
+    # ... while what losses and metrics read is float32 and near the float32 run.
+    assert mixed.logits.dtype == torch.float32
+    torch.testing.assert_close(mixed.logits, full.logits, rtol=0, atol=5e-2)
+    assert mixed.contrastive.keys() == full.contrastive.keys() and full.contrastive
+    for name, value in full.contrastive.items():
+        assert mixed.contrastive[name].dtype == torch.float32
+        torch.testing.assert_close(mixed.contrastive[name], value, rtol=0, atol=5e-2)
+    # Parameters and their gradients stay float32; the gradients point the same way.
+    assert mixed_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():
+        assert mixed_grads[name].dtype == torch.float32, name
+        if grad.norm() > 0:
+            assert F.cosine_similarity(mixed_grads[name].flatten(), grad.flatten(), dim=0) > 0.98, name
+
+
+def test_an_unknown_precision_is_named():
+    with pytest.raises(ValueError, match="unknown precision '16-mixed'"):
+        forward_context("16-mixed")
