@@ -1,5 +1,6 @@
 """The model replay trains online: the same LightningModule, model, losses and optimizers as
-`make train`, wrapped in DistributedModelParallel in this one process, driven batch by batch."""
+`make train`, wrapped in DistributedModelParallel in this one process, driven batch by batch, at
+the training's precision (`trainer.precision`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hydra.utils import instantiate
 
 from recsys.data.batch import Batch
 from recsys.train.module import MomentCrossTask
+from recsys.train.precision import forward_context
 from recsys.train.strategy import distributed_model, ensure_process_group
 from recsys.train.train import build_model
 
@@ -22,12 +24,14 @@ class OnlineLearner:
                                     contrastive_weights=dict(cfg.cross.contrastive.weights))
         self.task.model = distributed_model(self.task.model, torch.device("cpu"), local_world_size=1)
         self.optimizer = self.task.configure_optimizers()
+        self.precision = cfg.trainer.precision
         self.steps = 0
 
     def train(self, batch: Batch) -> float:
         x = self.task.on_before_batch_transfer(batch, 0)
         self.task.model.train()
-        loss, _, _ = self.task.loss(x)
+        with forward_context(self.precision):
+            loss, _, _ = self.task.loss(x)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -40,4 +44,5 @@ class OnlineLearner:
         uses its running statistics, nothing is learned)."""
         x = self.task.on_before_batch_transfer(batch, 0)
         self.task.model.eval()
-        return torch.sigmoid(self.task.model(x).logits)
+        with forward_context(self.precision):
+            return torch.sigmoid(self.task.model(x).logits)
