@@ -122,6 +122,10 @@ def test_the_report_aggregates_given_per_seed_figures():
     text = markdown(report, ["realtime", "fast_slow"], ["ctr"])
     assert "| ctr | 0.7200 ± 0.0200 | 0.6100 ± 0.0100 | +0.1100 | yes |" in text
     assert aggregate([run(0.5, 0.1)["overall"]])["auc_std"]["ctr"] == 0.0
+    # One seed has no spread: no difference is called beyond it.
+    one = build_report({s: {0: runs[0]} for s, runs in per_run.items()}, [0], {"overall": 123})
+    assert "| ctr | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | +0.1000 | n/a (one seed) |" in markdown(
+        one, ["realtime", "fast_slow"], ["ctr"])
 
 
 def test_light_users_are_those_with_at_most_the_given_live_history():

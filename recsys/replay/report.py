@@ -73,7 +73,9 @@ def markdown(report: dict, streams: list[str], tasks: list[str]) -> str:
             if b:
                 diff = report[a][group]["auc"][t] - report[b][group]["auc"][t]
                 spread = report[a][group]["auc_std"][t] + report[b][group]["auc_std"][t]
-                extra = [f"{diff:+.4f}", "yes" if abs(diff) > spread else "no"]
+                # One seed has no spread to be beyond: its zero std would flag every difference.
+                beyond = ("yes" if abs(diff) > spread else "no") if len(report["seeds"]) > 1 else "n/a (one seed)"
+                extra = [f"{diff:+.4f}", beyond]
             ll = [_fmt(report[s][group]["logloss"][t], report[s][group]["logloss_std"][t]) for s in streams]
             lines.append("| " + " | ".join([t, *cells, *extra, *ll]) + " |")
         lines.append("")
