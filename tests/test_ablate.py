@@ -18,7 +18,7 @@ GSUS = ["short", "long", "aidhard", "livelong", "mixed"]
 def test_experiment_files_change_only_what_they_name():
     ref = compose_config("train", ["+experiment=reference"])
     assert run_tags(ref) == ["model:ple", "stream:realtime", "gsus:short+long+aidhard+livelong+mixed",
-                             "contrastive:on"]
+                             "contrastive:on", "precision:32-true"]
     assert ref.experiment_name == "reference"
     expected = {"fast_slow": (2, "fast_slow", GSUS, True), "cgc": (1, "realtime", GSUS, True),
                 "no_contrastive": (2, "realtime", GSUS, False),
@@ -31,6 +31,7 @@ def test_experiment_files_change_only_what_they_name():
         assert cfg.optim == ref.optim and cfg.datamodule.batch_size == ref.datamodule.batch_size
     assert "contrastive:off" in run_tags(compose_config("train", ["+experiment=no_mixed"]))  # mixed anchors it
     assert "model:cgc" in run_tags(compose_config("train", ["+experiment=cgc"]))
+    assert "precision:bf16-mixed" in run_tags(compose_config("train", ["trainer.precision=bf16-mixed"]))
     ablate = compose_config("ablate", [])
     assert set(ablate.ablate.experiments) == {"reference", *expected} and len(ablate.ablate.seeds) >= 3
 

@@ -41,12 +41,13 @@ def light_user_feature(manifest: dict, cfg: DictConfig) -> tuple[int, int] | Non
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
-    """W&B tags that say what a run compares: model, training stream, GSU set, contrastive on/off."""
+    """W&B tags that say what a run compares: model, training stream, GSU set, contrastive on/off,
+    precision."""
     gsus = list(cfg.cross.gsu_names)
     contrastive = cfg.cross.contrastive.enabled and any(cfg.cross.contrastive.weights.values()) and "mixed" in gsus
     return [f"model:{'ple' if cfg.model.multitask.n_levels > 1 else 'cgc'}",
             f"stream:{cfg.datamodule.train_stream}", f"gsus:{'+'.join(gsus) if gsus else 'none'}",
-            f"contrastive:{'on' if contrastive else 'off'}", *cfg.get("tags", [])]
+            f"contrastive:{'on' if contrastive else 'off'}", f"precision:{cfg.trainer.precision}", *cfg.get("tags", [])]
 
 
 def run_id(cfg: DictConfig) -> str:
