@@ -9,7 +9,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedTensor
 
 from data_pipelines.streams.labels import MASKED, NEG, POS, PU_POS
-from recsys.model.cross import TargetAttention, info_nce
+from recsys.model.cross import TargetAttention, _attend, _Attend, info_nce
 from recsys.model.losses import ranking_score, task_losses
 from recsys.model.moment_cross import ordered_values
 from recsys.model.multitask import CGC, PLE, CGCLayer
@@ -106,6 +106,34 @@ def test_attention_also_gives_the_mean_embedding_slots_of_the_sequences_asked_fo
         torch.stack([sequence[1, 0, 4:8], torch.zeros(4)])])  # sample 1 has no element in sequence 0
     torch.testing.assert_close(means, expected)
     assert attended.shape == (2, 2, 4)
+
+
+def test_attention_products_backward_matches_numerical_and_autograd_gradients():
+    # Float64, so that finite differences are exact enough; a full, a partial and an all-padding row.
+    torch.manual_seed(0)
+    b, length, n_seq, width = 3, 5, 2, 6
+    sequence = torch.randn(b, length, width, dtype=torch.float64, requires_grad=True)
+    queries = torch.randn(b, n_seq, width, dtype=torch.float64, requires_grad=True)
+    extra = torch.randn(b, n_seq, length, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(b, n_seq, length, dtype=torch.bool)
+    mask[0, 1, 3:] = False
+    mask[2, 0] = False  # an empty sequence
+    counted = mask[:, 1:].double()
+    mean_weights = counted / counted.sum(-1, keepdim=True).clamp(min=1)  # [B, 1, L]
+
+    def custom(s, q, e):
+        return _Attend.apply(s, q, e, mask, mean_weights, 0.7)
+
+    assert torch.autograd.gradcheck(custom, (sequence, queries, extra))
+    # ... and equals autograd's own backward of the same forward, on both outputs at once.
+    upstream = [torch.randn(b, n_seq + 1, width, dtype=torch.float64), torch.randn(b, n_seq, length, dtype=torch.float64)]
+    sums, weights = custom(sequence, queries, extra)
+    mine = torch.autograd.grad([sums, weights], [sequence, queries, extra], upstream)
+    sums, weights = _attend(sequence, queries, extra, mask, mean_weights, 0.7)[:2]
+    reference = torch.autograd.grad([sums, weights], [sequence, queries, extra], upstream)
+    for got, expected in zip(mine, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert torch.equal(weights[2, 0], torch.zeros(length, dtype=torch.float64))  # the empty sequence: no weight
 
 
 def test_info_nce_matches_a_hand_computed_value():

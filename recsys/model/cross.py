@@ -16,9 +16,69 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchrec.fx.tracer import is_fx_tracing
 
 
 MASKED_SCORE = -1e9  # far below any real score; finite in float32 and bfloat16
+
+
+def _attend(sequence: torch.Tensor, queries: torch.Tensor, extra_scores: torch.Tensor, mask: torch.Tensor,
+            mean_weights: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, ...]:
+    """The two products over the sequences and the masked softmax between them.
+
+    sequence [B, L, C]; queries [B, G, C] (each GSU's query at its own slots, zeros elsewhere);
+    extra_scores [B, G, L] (the side buckets' part); mask [B, G, L]; mean_weights [B, R, L] or None
+    -> (sums [B, G + R, C] of the sequence weighted by the attention weights, then by the mean
+    weights; attention weights [B, G, L]; softmax probabilities [B, G, L]; the rows of
+    the second product [B, G + R, L]). The softmax runs in float32 at least (bfloat16 inputs)."""
+    scores = torch.bmm(sequence, queries.transpose(1, 2)).transpose(1, 2) + extra_scores
+    # A finite floor rather than -inf keeps an all-padding row free of NaN; multiplying by the mask
+    # then gives that row zero weight everywhere.
+    softmax_dtype = torch.promote_types(scores.dtype, torch.float32)
+    probabilities = torch.softmax((scores.to(softmax_dtype) * scale).masked_fill(~mask, MASKED_SCORE), dim=-1)
+    weights = (probabilities * mask).to(sequence.dtype)
+    rows = weights if mean_weights is None else torch.cat([weights, mean_weights], dim=1)
+    return torch.bmm(rows, sequence), weights, probabilities, rows
+
+
+class _Attend(torch.autograd.Function):
+    """`_attend` with a backward written for these shapes. Autograd's own backward of the two
+    products computes the sequence's gradient twice with inner dimensions of G and G + R (a few
+    rows: slow, and each writes a [B, L, C] tensor that is then added to the other) and the queries'
+    gradient from the transposed sequence; here the sequence's gradient is one product with inner
+    dimension 2G + R, and every other product reads the sequence in its own layout."""
+
+    @staticmethod
+    def forward(ctx, sequence, queries, extra_scores, mask, mean_weights, scale):
+        sums, weights, probabilities, rows = _attend(sequence, queries, extra_scores, mask, mean_weights, scale)
+        ctx.save_for_backward(sequence, queries, mask, probabilities, rows)
+        ctx.scale = scale
+        return sums, weights
+
+    @staticmethod
+    def backward(ctx, grad_sums, grad_weights):
+        sequence, queries, mask, probabilities, rows = ctx.saved_tensors
+        n_seq = queries.shape[1]
+        grad_sums = grad_sums.to(sequence.dtype)
+        # d sums / d weights, as the forward's scores product: [B, L, C] @ [B, C, G + R].
+        grad_rows = torch.bmm(sequence, grad_sums.transpose(1, 2)).transpose(1, 2)
+        dtype = probabilities.dtype
+        grad_probabilities = (grad_rows[:, :n_seq].to(dtype) + grad_weights.to(dtype)) * mask
+        # Softmax backward; padding (probability 0, or a masked all-padding row) gets nothing.
+        grad_logits = probabilities * (grad_probabilities - (grad_probabilities * probabilities).sum(-1, keepdim=True))
+        grad_scores = (grad_logits * ctx.scale).masked_fill(~mask, 0.0).to(sequence.dtype)  # [B, G, L]
+        grad_sequence = torch.bmm(torch.cat([grad_scores, rows], dim=1).transpose(1, 2),
+                                  torch.cat([queries.to(sequence.dtype), grad_sums], dim=1))
+        return grad_sequence, torch.bmm(grad_scores, sequence), grad_scores, None, None, None
+
+
+def attend(sequence: torch.Tensor, queries: torch.Tensor, extra_scores: torch.Tensor, mask: torch.Tensor,
+           mean_weights: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sums [B, G + R, C], attention weights [B, G, L]); see `_attend`. The export traces the
+    plain function (TorchScript cannot hold a Python autograd Function)."""
+    if is_fx_tracing() or not torch.is_grad_enabled():
+        return _attend(sequence, queries, extra_scores, mask, mean_weights, scale)[:2]
+    return _Attend.apply(sequence, queries, extra_scores, mask, mean_weights, scale)
 
 
 class TargetAttention(nn.Module):
@@ -84,26 +144,24 @@ class TargetAttention(nn.Module):
         q_embedding = q[..., : parts * d].reshape(b, n_seq * parts, d)
         q_side = q[..., parts * d:].reshape(b, n_seq, n_side, self.side_dim)
 
-        # [B, L, S * d] @ [B, S * d, G]: the product's gradient comes out in the layout's own order.
+        # The queries at their GSU's slots of the layout, [B, G, S * d]: the scores are then one
+        # product with the sequences, whose gradient comes out in the layout's own order.
         q_layout = q_embedding.new_zeros(b, n_seq * n_slots, d).index_copy(1, self.own_rows, q_embedding)
-        scores = torch.bmm(sequence, q_layout.view(b, n_seq, n_slots * d).transpose(1, 2)).transpose(1, 2)
         tables = self.side_tables()
         side_scores = torch.einsum("bgjs,jrs->bgjr", q_side, tables).reshape(b, n_seq, n_side * self.side_rows)
         side_index = (side + self.side_offsets).view(b, n_seq, length * n_side)
-        scores = scores + side_scores.gather(2, side_index).view(b, n_seq, length, n_side).sum(-1)
-        # A finite floor rather than -inf keeps an all-padding row free of NaN in the backward pass;
-        # multiplying by the mask then gives that row zero weight everywhere.
-        scores = (scores * self.scale).masked_fill(~mask, MASKED_SCORE)
-        weights = torch.softmax(scores, dim=-1) * mask  # [B, G, L]
+        extra_scores = side_scores.gather(2, side_index).view(b, n_seq, length, n_side).sum(-1)
 
-        rows, picked = weights, self.own_rows
+        mean_weights, picked = None, self.own_rows
         if mean_of is not None:
-            counted = mask.index_select(1, mean_of).to(weights.dtype)
-            rows = torch.cat([weights, counted / counted.sum(-1, keepdim=True).clamp(min=1)], dim=1)
+            counted = mask.index_select(1, mean_of).to(sequence.dtype)
+            mean_weights = counted / counted.sum(-1, keepdim=True).clamp(min=1)
             mean_rows = (torch.arange(mean_of.shape[0], device=mean_of.device).unsqueeze(1) + n_seq) * n_slots \
                 + self.slots.index_select(0, mean_of)
             picked = torch.cat([picked, mean_rows.reshape(-1)])
-        summed = torch.bmm(rows, sequence).view(b, -1, d).index_select(1, picked).view(b, -1, parts * d)
+        summed, weights = attend(sequence, q_layout.view(b, n_seq, n_slots * d).to(sequence.dtype),
+                                 extra_scores.to(sequence.dtype), mask, mean_weights, self.scale)
+        summed = summed.view(b, -1, d).index_select(1, picked).view(b, -1, parts * d)
         v_embedding, means = summed[:, :n_seq], (summed[:, n_seq:] if mean_of is not None else None)
         mass = weights.unsqueeze(-1).expand(b, n_seq, length, n_side).reshape(b, n_seq, length * n_side)
         per_bucket = torch.zeros_like(side_scores).scatter_add(2, side_index, mass)  # attention mass per bucket
