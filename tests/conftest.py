@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from data_pipelines.jobs import run_build_history, run_ingest, run_simulation, run_streams
 
@@ -39,6 +39,18 @@ class BuiltWorld:
     @property
     def canonical(self) -> Path:
         return self.root / "canonical"
+
+
+def small_bench_reference(batch_size: int, seq_len: int, item_rows: int, author_rows: int):
+    """The training benchmark's reference configuration shrunk for a test: (config, pooled table ->
+    features, table -> rows, one synthetic batch as (TorchRec input, plain input))."""
+    from recsys.bench.training import reference_tables, synthetic_batches
+
+    bc = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "bench" / "training.yaml"),
+                         {"batch_size": batch_size, "seq_len": seq_len, "author_rows": author_rows})
+    pooled_tables, rows = reference_tables(bc, item_rows)
+    [batch] = synthetic_batches(bc, pooled_tables, rows, 1)
+    return bc, pooled_tables, rows, batch
 
 
 def build_world(data_dir: Path, overrides: list[str]) -> BuiltWorld:

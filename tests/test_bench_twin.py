@@ -3,22 +3,16 @@ table rows and layers, it computes the same logits and contrastive terms."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from recsys.bench.plain_model import PlainMomentCross
-from recsys.bench.training import _model, synthetic_batch
+from recsys.bench.training import _model
+from tests.conftest import small_bench_reference
 
 
 def test_plain_twin_computes_what_the_torchrec_model_computes():
-    bc = OmegaConf.merge(OmegaConf.load("conf/bench/training.yaml"),
-                         {"batch_size": 16, "seq_len": 6, "author_rows": 30})
-    pooled_tables = {t: list(spec.features) for t, spec in bc.pooled_tables.items()}
-    rows = {t: int(spec.rows) for t, spec in bc.pooled_tables.items()} | {"item": 200, "author": 30}
-    feature_rows = {f: rows[t] for t, fs in pooled_tables.items() for f in fs}
-    pooled_features = [f for fs in pooled_tables.values() for f in fs]
-    torchrec_input, plain_input = synthetic_batch(bc, pooled_features, feature_rows, np.random.default_rng(0), 200)
+    bc, pooled_tables, rows, (torchrec_input, plain_input) = small_bench_reference(
+        batch_size=16, seq_len=6, item_rows=200, author_rows=30)
 
     torch.manual_seed(0)
     model = _model(bc, pooled_tables, rows, "cpu")

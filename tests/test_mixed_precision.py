@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
-from recsys.bench.training import _model, synthetic_batch
+from recsys.bench.training import _model
 from recsys.model.cross import info_nce
 from recsys.train.precision import forward_context
+from tests.conftest import small_bench_reference
 
 
 def test_info_nce_is_computed_in_float32_under_bfloat16_autocast():
@@ -43,13 +42,7 @@ def test_info_nce_is_computed_in_float32_under_bfloat16_autocast():
 
 
 def test_model_layers_run_in_bfloat16_and_hand_back_float32_close_to_a_float32_run():
-    bc = OmegaConf.merge(OmegaConf.load("conf/bench/training.yaml"),
-                         {"batch_size": 32, "seq_len": 8, "author_rows": 40})
-    pooled_tables = {t: list(spec.features) for t, spec in bc.pooled_tables.items()}
-    rows = {t: int(spec.rows) for t, spec in bc.pooled_tables.items()} | {"item": 300, "author": 40}
-    feature_rows = {f: rows[t] for t, fs in pooled_tables.items() for f in fs}
-    pooled_features = [f for fs in pooled_tables.values() for f in fs]
-    x, _ = synthetic_batch(bc, pooled_features, feature_rows, np.random.default_rng(0), 300)
+    bc, pooled_tables, rows, (x, _) = small_bench_reference(batch_size=32, seq_len=8, item_rows=300, author_rows=40)
     torch.manual_seed(0)
     model = _model(bc, pooled_tables, rows, "cpu").train()
     seen = []

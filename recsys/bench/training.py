@@ -69,6 +69,22 @@ def synthetic_batch(bc: DictConfig, pooled_features: list[str], rows: dict[str, 
     return model_input, plain
 
 
+def reference_tables(bc: DictConfig, item_rows: int) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """(pooled table -> its features, table -> rows) of the configuration, items at `item_rows`."""
+    pooled_tables = {t: list(spec.features) for t, spec in bc.pooled_tables.items()}
+    rows = {t: int(spec.rows) for t, spec in bc.pooled_tables.items()} | {"item": item_rows, "author": bc.author_rows}
+    return pooled_tables, rows
+
+
+def synthetic_batches(bc: DictConfig, pooled_tables: dict[str, list[str]], rows: dict[str, int], n: int,
+                      seed: int = 0) -> list[tuple[ModelInput, PlainInput]]:
+    """`n` batches, each as both implementations take it."""
+    rng = np.random.default_rng(seed)
+    feature_rows = {f: rows[t] for t, fs in pooled_tables.items() for f in fs}
+    pooled_features = [f for fs in pooled_tables.values() for f in fs]
+    return [synthetic_batch(bc, pooled_features, feature_rows, rng, rows["item"]) for _ in range(n)]
+
+
 def _model(bc: DictConfig, pooled_tables: dict[str, list[str]], rows: dict[str, int], device: str) -> MomentCrossModel:
     m = bc.model
     return MomentCrossModel(
@@ -147,12 +163,8 @@ def _measure(model, optimizers, batches, bc: DictConfig, precision: str, embeddi
 def compare(bc: DictConfig, item_rows: int, precision: str) -> dict:
     """Both implementations on the reference configuration with an item table of `item_rows`."""
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    pooled_tables = {t: list(spec.features) for t, spec in bc.pooled_tables.items()}
-    rows = {t: int(spec.rows) for t, spec in bc.pooled_tables.items()} | {"item": item_rows, "author": bc.author_rows}
-    feature_rows = {f: rows[t] for t, fs in pooled_tables.items() for f in fs}
-    pooled_features = [f for fs in pooled_tables.values() for f in fs]
-    batches = [synthetic_batch(bc, pooled_features, feature_rows, rng, item_rows) for _ in range(4)]
+    pooled_tables, rows = reference_tables(bc, item_rows)
+    batches = synthetic_batches(bc, pooled_tables, rows, 4)
 
     model = _model(bc, pooled_tables, rows, "meta")
     sparse_optimizer = SPARSE_OPTIMIZERS[bc.sparse_optimizer]
