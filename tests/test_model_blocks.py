@@ -126,7 +126,8 @@ def test_attention_products_backward_matches_numerical_and_autograd_gradients():
 
     assert torch.autograd.gradcheck(custom, (sequence, queries, extra))
     # ... and equals autograd's own backward of the same forward, on both outputs at once.
-    upstream = [torch.randn(b, n_seq + 1, width, dtype=torch.float64), torch.randn(b, n_seq, length, dtype=torch.float64)]
+    upstream = [torch.randn(b, n_seq + 1, width, dtype=torch.float64),
+                torch.randn(b, n_seq, length, dtype=torch.float64)]
     sums, weights = custom(sequence, queries, extra)
     mine = torch.autograd.grad([sums, weights], [sequence, queries, extra], upstream)
     sums, weights = _attend(sequence, queries, extra, mask, mean_weights, 0.7)[:2]

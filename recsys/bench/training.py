@@ -6,9 +6,9 @@ DistributedModelParallel (one process), sequences as position bags, the sparse o
 (`bench.training.sparse_optimizer`, as training) fused into the embedding kernels' backward. Plain
 path: nn.EmbeddingBag / nn.Embedding with the same optimizer class stepping over dense gradients.
 Dense layers use Adam in both; each precision in `bench.training.precisions` runs both, the
-forward under the context Lightning's precision plugin enters. The embedding share of a step is measured with torch.profiler:
-lookup and backward kernels, plus the separate embedding optimizer step on the plain path. The
-layers after the lookups are also timed alone: no embedding path can beat that step.
+forward under the context Lightning's precision plugin enters. The embedding share of a step: the
+lookup and backward kernels (torch.profiler), plus the separate embedding optimizer step on the
+plain path. The layers after the lookups are also timed alone: no embedding path can beat that step.
 """
 
 from __future__ import annotations
@@ -185,8 +185,8 @@ def compare(bc: DictConfig, item_rows: int, precision: str) -> dict:
     dense_opt = torch.optim.Adam([p for p in plain.parameters() if id(p) not in embedding_ids], lr=1e-3)
     plain_figures = _measure(plain, [embedding_opt, dense_opt], [b[1] for b in batches], bc, precision, embedding_opt)
     dense_ms = _dense_layers_ms(plain, dense_opt, [b[1] for b in batches], bc, precision)
-    return {"item_rows": item_rows, "precision": precision, "torchrec": torchrec_figures, "plain": plain_figures, "dense_ms": dense_ms,
-            "speedup": torchrec_figures["samples_per_s"] / plain_figures["samples_per_s"],
+    return {"item_rows": item_rows, "precision": precision, "torchrec": torchrec_figures, "plain": plain_figures,
+            "dense_ms": dense_ms, "speedup": torchrec_figures["samples_per_s"] / plain_figures["samples_per_s"],
             "speedup_ceiling": plain_figures["step_ms"] / dense_ms}
 
 
