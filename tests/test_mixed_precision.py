@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from recsys.bench.training import _model
 from recsys.model.cross import info_nce
-from recsys.train.precision import forward_context
+from recsys.train.precision import cpu_multiplies_bf16_natively, forward_context, warn_if_emulated
 from tests.conftest import small_bench_reference
 
 
@@ -77,3 +77,20 @@ def test_model_layers_run_in_bfloat16_and_hand_back_float32_close_to_a_float32_r
 def test_an_unknown_precision_is_named():
     with pytest.raises(ValueError, match="unknown precision '16-mixed'"):
         forward_context("16-mixed")
+
+
+def test_bf16_mixed_on_a_cpu_without_native_bfloat16_is_warned_about(tmp_path, caplog):
+    zen4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+    sapphire_rapids = "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
+    skylake = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\nbugs\t\t: avx512_bf16_is_not_a_flag_here\n"
+    assert cpu_multiplies_bf16_natively(zen4) and cpu_multiplies_bf16_natively(sapphire_rapids)
+    assert not cpu_multiplies_bf16_natively(skylake)
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(skylake)
+    assert warn_if_emulated("bf16-mixed", "cpu", cpuinfo)
+    assert "bfloat16 products are emulated" in caplog.text
+    assert not warn_if_emulated("32-true", "cpu", cpuinfo)
+    assert not warn_if_emulated("bf16-mixed", "gpu", cpuinfo)
+    cpuinfo.write_text(zen4)
+    assert not warn_if_emulated("bf16-mixed", "cpu", cpuinfo)

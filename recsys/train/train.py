@@ -18,6 +18,7 @@ from recsys.model.moment_cross import ContrastiveConfig, MomentCrossModel
 from recsys.train.datamodule import StreamDataModule
 from recsys.train.metrics import LIVE_HISTORY_FEATURE
 from recsys.train.module import MomentCrossTask
+from recsys.train.precision import warn_if_emulated
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     keep_freed_memory()
+    warn_if_emulated(cfg.trainer.precision, cfg.trainer.accelerator)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: StreamDataModule = instantiate(cfg.datamodule)
     manifest = datamodule.manifest
