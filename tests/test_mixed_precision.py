@@ -83,13 +83,15 @@ def test_bf16_mixed_on_a_cpu_without_native_bfloat16_is_warned_about(tmp_path, c
     zen4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
     sapphire_rapids = "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
     skylake = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\nbugs\t\t: avx512_bf16_is_not_a_flag_here\n"
-    assert cpu_multiplies_bf16_natively(zen4) and cpu_multiplies_bf16_natively(sapphire_rapids)
-    assert not cpu_multiplies_bf16_natively(skylake)
+    graviton3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+    graviton2 = "processor\t: 0\nFeatures\t: fp asimd asimddp\n"
+    assert all(cpu_multiplies_bf16_natively(c) for c in (zen4, sapphire_rapids, graviton3))
+    assert not cpu_multiplies_bf16_natively(skylake) and not cpu_multiplies_bf16_natively(graviton2)
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(skylake)
     assert warn_if_emulated("bf16-mixed", "cpu", cpuinfo)
-    assert "bfloat16 products are emulated" in caplog.text
+    assert "they are emulated here" in caplog.text
     assert not warn_if_emulated("32-true", "cpu", cpuinfo)
     assert not warn_if_emulated("bf16-mixed", "gpu", cpuinfo)
     cpuinfo.write_text(zen4)

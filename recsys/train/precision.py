@@ -3,8 +3,8 @@
 `bf16-mixed` keeps every parameter, optimizer state and embedding table in float32 and runs the
 layers after the lookups under `torch.autocast` to bfloat16; the model hands back float32 logits
 and computes the contrastive terms in float32 (recsys/model/moment_cross.py, cross.py). The
-trainer applies it to `make train`; jobs outside a Trainer (the benchmark, tests) enter the same
-context through `forward_context` here.
+trainer applies it to `make train`; jobs outside a Trainer (replay, the benchmark, tests) enter
+the same context through `forward_context` here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("32-true", "bf16-mixed")
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that multiply bfloat16 natively
+# /proc/cpuinfo flags of CPUs that multiply bfloat16 natively: x86 (`flags`), Arm (`Features`).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def forward_context(precision: str, device_type: str = "cpu") -> AbstractContextManager:
@@ -30,9 +31,10 @@ def forward_context(precision: str, device_type: str = "cpu") -> AbstractContext
 
 
 def cpu_multiplies_bf16_natively(cpuinfo: str) -> bool:
-    """Whether the `flags` lines of a /proc/cpuinfo text name an instruction set that multiplies
+    """Whether the flag lines of a /proc/cpuinfo text name an instruction set that multiplies
     bfloat16 natively (without one, oneDNN converts and bf16-mixed runs slower than 32-true)."""
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    flags = {f for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))
+             for f in line.split(":", 1)[-1].split()}
     return any(f in flags for f in NATIVE_BF16_FLAGS)
 
 
@@ -43,6 +45,7 @@ def warn_if_emulated(precision: str, accelerator: str, cpuinfo_path: Path = Path
         return False
     if cpu_multiplies_bf16_natively(cpuinfo_path.read_text()):
         return False
-    log.warning("trainer.precision=bf16-mixed on a CPU without %s: bfloat16 products are emulated here "
-                "and training will likely be slower than with 32-true", " or ".join(NATIVE_BF16_FLAGS))
+    log.warning("trainer.precision=bf16-mixed on a CPU without native bfloat16 products (none of the flags %s): "
+                "they are emulated here and training will likely be slower than with 32-true",
+                ", ".join(NATIVE_BF16_FLAGS))
     return True
