@@ -36,9 +36,11 @@ def _batch(b: int, rng: np.random.Generator) -> ModelInput:
     mask = torch.tensor(rng.random((b, len(GSUS), 4)) < 0.6)
     seq_ids = torch.stack([torch.tensor(rng.integers(1, ROWS["item"], (b, len(GSUS), 4))),
                            torch.tensor(rng.integers(1, ROWS["author"], (b, len(GSUS), 4)))], -1) * mask.unsqueeze(-1)
-    targets = torch.stack([torch.tensor(rng.integers(1, ROWS["item"], b)), torch.tensor(rng.integers(1, ROWS["author"], b))], 1)
+    targets = torch.stack([torch.tensor(rng.integers(1, ROWS["item"], b)),
+                           torch.tensor(rng.integers(1, ROWS["author"], b))], 1)
     return ModelInput(
-        pooled=KeyedJaggedTensor(keys=features, values=ids.reshape(-1), lengths=torch.ones(b * len(features), dtype=torch.int32)),
+        pooled=KeyedJaggedTensor(keys=features, values=ids.reshape(-1),
+                                 lengths=torch.ones(b * len(features), dtype=torch.int32)),
         sequence=sequence_bags(targets, seq_ids, mask),
         side=torch.tensor(rng.integers(1, 18, (b, len(GSUS), 4, 3))) * mask.unsqueeze(-1), mask=mask,
         dense=torch.tensor(rng.standard_normal((b, 3)), dtype=torch.float32),
@@ -54,8 +56,8 @@ def test_sharded_forward_equals_unsharded_with_features_returned_out_of_order():
              "hour": "data_parallel", "item": "data_parallel", "author": "table_wise"}
     constraints = {t: ParameterConstraints(sharding_types=[k]) for t, k in kinds.items()}
     sharded_inner = _model("meta")
-    plan = EmbeddingShardingPlanner(topology=Topology(world_size=1, compute_device="cpu"),
-                                    constraints=constraints).collective_plan(sharded_inner, None, dist.GroupMember.WORLD)
+    planner = EmbeddingShardingPlanner(topology=Topology(world_size=1, compute_device="cpu"), constraints=constraints)
+    plan = planner.collective_plan(sharded_inner, None, dist.GroupMember.WORLD)
     sharded = DistributedModelParallel(sharded_inner, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
                                        device=torch.device("cpu"), plan=plan)
     x = _batch(16, np.random.default_rng(0))

@@ -68,8 +68,8 @@ def padded_sequences(batch: Batch, gsu_names: list[str],
 
     if not gsu_names:
         b = len(batch)
-        return (torch.zeros(b, 0, seq_len, 2, dtype=torch.long), torch.zeros(b, 0, seq_len, 3, dtype=torch.long),
-                torch.zeros(b, 0, dtype=torch.long))
+        return (torch.zeros(b, 0, seq_len, len(SEQUENCE_ID_FIELDS), dtype=torch.long),
+                torch.zeros(b, 0, seq_len, len(SIDE_FIELDS), dtype=torch.long), torch.zeros(b, 0, dtype=torch.long))
     ids = torch.stack([torch.stack([padded(f"{g}.{f}") for f in SEQUENCE_ID_FIELDS], -1) for g in gsu_names], 1)
     side = torch.stack([torch.stack([padded(f"{g}.{f}") for f in SIDE_FIELDS], -1) for g in gsu_names], 1)
     lengths = torch.stack([batch.sequences[f"{g}.item"].lengths().long().clamp(max=seq_len) for g in gsu_names], 1)

@@ -101,8 +101,8 @@ class MomentCrossModel(nn.Module):
             for field in SEQUENCE_ID_FIELDS], device=device)
         self.embedding_slots = embedding_slots(self.gsu_names)  # per sequence position, in lookup output order
         slot = {f: i for i, f in enumerate(self.embedding_slots)}
-        self.register_buffer("query_columns", torch.tensor([self.pooled_features.index(f) for f in QUERY_POOLED_FEATURES]),
-                             persistent=False)
+        query_columns = [self.pooled_features.index(f) for f in QUERY_POOLED_FEATURES]
+        self.register_buffer("query_columns", torch.tensor(query_columns), persistent=False)
         query_dim = (len(TARGET_SEQUENCE_FEATURES) + len(QUERY_POOLED_FEATURES)) * embedding_dim
         # Only with some GSU: a parameter that never gets a gradient is an error under DDP.
         self.esu = TargetAttention(
@@ -116,8 +116,8 @@ class MomentCrossModel(nn.Module):
                                  if w and g in self.gsu_names and g != "mixed" and "mixed" in self.gsu_names]
         # Sequences whose mean item embeddings the contrastive terms compare: "mixed" first, then the others.
         contrasted = ["mixed", *self.contrastive_gsus] if self.contrastive_gsus else []
-        self.register_buffer("contrasted", torch.tensor([self.gsu_names.index(g) for g in contrasted], dtype=torch.long),
-                             persistent=False)
+        self.register_buffer("contrasted", torch.tensor([self.gsu_names.index(g) for g in contrasted],
+                                                        dtype=torch.long), persistent=False)
         input_dim = (len(self.pooled_features) + len(TARGET_SEQUENCE_FEATURES)) * embedding_dim + n_dense \
             + len(self.gsu_names) * attention_dim
         self.dense_norm = nn.BatchNorm1d(n_dense)
@@ -128,13 +128,10 @@ class MomentCrossModel(nn.Module):
                                     for _ in self.tasks)
 
     def forward(self, x: ModelInput) -> ModelOutput:
-        pooled, target, sequence = self.embed(x)
+        pooled, target, sequence = self.lookup(x.pooled, x.sequence, len(x))
         # The contrastive terms are training losses: evaluation skips their means.
         logits, means = self.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=self.training)
         return ModelOutput(logits=logits, contrastive=self.contrastive_losses(means, x.mask))
-
-    def embed(self, x: ModelInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.lookup(x.pooled, x.sequence, x.dense.shape[0])
 
     def lookup(self, pooled_ids: KeyedJaggedTensor, sequence_ids: KeyedJaggedTensor,
                batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
