@@ -81,7 +81,7 @@ ranker: ## build the C++ ranker against the wheel's libtorch -> export/ranker/bu
 	cmake --build $(RANKER_BUILD) -j $$(nproc)
 
 bench: ## every benchmark, figures printed (ARGS="world=default")
-	$(PY) -m recsys.bench $(ARGS)
+	$(PY) -m bench $(ARGS)
 
 clean: ## remove generated data, reports and build outputs (keeps .venv)
 	rm -rf data outputs logs reports artifacts wandb export/ranker/build

@@ -18,16 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SHORT, LIVE = 0, 1  # values of `domain`
+from data_pipelines.contract import LIVE, SHORT
+
 _FIELDS = ("ts", "start_ts", "item_id", "author_id", "domain", "watch_ms", "long_view")
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: domains are contract.SHORT / LIVE (1 and 2), no longer 0 and 1
 
 
 @dataclass(frozen=True)
 class HistoryStoreConfig:
-    max_events: int = 10_000
-    short_long_view_ms: int = 15_000
-    live_long_view_ms: int = 60_000
+    """conf/history/*.yaml."""
+
+    max_events: int  # an as-of query returns at most this many most recent interactions
+    short_long_view_ms: int  # a short-video play this long or longer is a long view
+    live_long_view_ms: int  # a live stay this long or longer is a long view
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,10 @@ class HistoryStore:
     start_ts: np.ndarray  # [N] ms, when it began
     item_id: np.ndarray  # [N] photo_id (domain SHORT) or live_id (domain LIVE)
     author_id: np.ndarray  # [N]
-    domain: np.ndarray  # [N] int8
+    domain: np.ndarray  # [N] int8, contract.SHORT or contract.LIVE
     watch_ms: np.ndarray  # [N]
     long_view: np.ndarray  # [N] bool
-    max_events: int = 10_000
+    max_events: int
 
     def __len__(self) -> int:
         return len(self.ts)

@@ -1,13 +1,6 @@
-"""The data jobs behind `make simulate`, `make ingest` and `make history`, callable from tests.
-
-Each takes the composed Hydra config and returns what it built; the `__main__` wrappers only
-print. Layout of a data set directory `data/<name>/`:
-
-    raw/        source tables (the simulator writes the KuaiLive schema here)
-    truth/      the simulator's ground truth (highlight segments, true click probabilities)
-    canonical/  validated tables, quarantine.parquet and ingest_report.json
-    history/    the interaction-log store (store.npz)
-"""
+"""The data jobs behind `make simulate`, `make ingest`, `make history` and `make streams`, callable
+from tests. Each takes the composed Hydra config and returns what it built; the `__main__` wrappers
+only print. A data set's files are where `DataSet` (data_pipelines/dataset.py) puts them."""
 
 from __future__ import annotations
 
@@ -17,46 +10,61 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from data_pipelines.dataset import DataSet
 from data_pipelines.history_store import HistoryStore, HistoryStoreConfig
 from data_pipelines.ingest import IngestReport, ingest
-from data_pipelines.ingest.pipeline import CANONICAL, EmbeddingSource, TableSource
+from data_pipelines.ingest.pipeline import EmbeddingSource, TableSource
 from data_pipelines.world.config import WorldConfig
 from data_pipelines.world.simulate import SimulationResult, simulate_world
 
-HISTORY_FILE = Path("history") / "store.npz"
+
+def data_set(cfg: DictConfig) -> DataSet:
+    """The data set the configured job reads and writes (`data.output_dir`)."""
+    return DataSet(Path(cfg.data.output_dir))
 
 
 def run_simulation(cfg: DictConfig) -> SimulationResult:
     world: WorldConfig = instantiate(cfg.world, _convert_="all")
-    return simulate_world(world, Path(cfg.paths.data_dir) / world.name, progress=cfg.get("progress", True))
+    return simulate_world(world, data_set(cfg), progress=cfg.get("progress", True))
 
 
 def run_ingest(cfg: DictConfig) -> IngestReport:
     data = cfg.data
     if OmegaConf.is_missing(data, "source_dir"):
         raise ValueError("data.source_dir is not set: pass it, e.g. make ingest ARGS=\"data.source_dir=/path/to/logs\"")
+    source_dir = data.source_dir if data.source_dir is not None else data_set(cfg).raw  # null: the data set's raw/
     tables = {name: None if spec is None else TableSource(**OmegaConf.to_container(spec))
               for name, spec in data.tables.items()}
     embeddings = {name: None if spec is None else EmbeddingSource(**OmegaConf.to_container(spec))
                   for name, spec in (data.get("embeddings") or {}).items()}
-    return ingest(data.source_dir, data.output_dir, tables, embeddings,
-                  max_bad_share=data.max_bad_share, attribution_grace_ms=data.attribution_grace_ms,
-                  progress=cfg.get("progress", True))
+    return ingest(source_dir, data_set(cfg), tables, embeddings, max_bad_share=data.max_bad_share,
+                  attribution_grace_ms=data.attribution_grace_ms, progress=cfg.get("progress", True))
 
 
 def run_build_history(cfg: DictConfig) -> tuple[HistoryStore, Path]:
-    canonical = Path(cfg.data.output_dir) / CANONICAL
-    impressions_path = canonical / "live_impressions.parquet"
-    if not impressions_path.exists():
-        raise FileNotFoundError(f"{impressions_path} not found: ingest the data first (make simulate / make ingest)")
-    plays_path = canonical / "short_plays.parquet"
+    data = data_set(cfg)
+    impressions = pd.read_parquet(data.require(data.canonical.live_impressions, "make simulate / make ingest"))
+    plays_path = data.canonical.short_plays
     short_plays = pd.read_parquet(plays_path) if plays_path.exists() else None
     history_cfg: HistoryStoreConfig = instantiate(cfg.history)
-    store = HistoryStore.build(short_plays, pd.read_parquet(impressions_path), history_cfg)
-    path = Path(cfg.data.output_dir) / HISTORY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    store.save(path)
-    return store, path
+    store = HistoryStore.build(short_plays, impressions, history_cfg)
+    data.history.parent.mkdir(parents=True, exist_ok=True)
+    store.save(data.history)
+    return store, data.history
+
+
+def run_streams(cfg: DictConfig):
+    """Both (or the configured) label streams of a data set, written as shards, plus reports."""
+    from data_pipelines.streams.build import ShardLayout, build_streams
+
+    data = data_set(cfg)
+    store = HistoryStore.load(data.require(data.history, "make simulate / make ingest"))
+    engines = {name: instantiate(engine) for name, engine in cfg.stream.engines.items()}
+    return build_streams(
+        data, store, reports_dir=Path(cfg.paths.reports_dir), engines=engines, tasks=tuple(cfg.stream.tasks),
+        long_view_ms=int(cfg.stream.long_view_ms), columns=instantiate(cfg.data.features),
+        gsu_length=int(cfg.gsu.length), max_pairs=int(cfg.gsu.max_pairs), layout=instantiate(cfg.shards),
+        progress=cfg.get("progress", True))
 
 
 def describe_ingest(report: IngestReport) -> str:
@@ -70,7 +78,7 @@ def describe_history(store: HistoryStore, path: Path) -> str:
 def describe_simulation(result: SimulationResult) -> str:
     s = result.summary
     return "\n".join([
-        f"world '{s['world']}' (seed {s['seed']}) -> {result.raw_dir.parent}",
+        f"world '{s['world']}' (seed {s['seed']}) -> {result.data.root}",
         f"  users {s['users']:,}  authors {s['authors']:,}  rooms {s['rooms']:,}  "
         f"highlight segments {s['highlight_segments']:,}",
         f"  exposures: short video {s['short_video_exposures']:,}  live {s['live_impressions']:,}  "
@@ -84,26 +92,8 @@ def describe_simulation(result: SimulationResult) -> str:
     ])
 
 
-def run_streams(cfg: DictConfig):
-    """Both (or the configured) label streams of a data set, written as shards, plus reports."""
-    from data_pipelines.streams.build import build_streams
-
-    data_dir = Path(cfg.data.output_dir)
-    history_path = data_dir / HISTORY_FILE
-    if not history_path.exists():
-        raise FileNotFoundError(f"{history_path} not found: build the data set first (make simulate / make ingest)")
-    engines = {name: instantiate(engine) for name, engine in cfg.stream.engines.items()}
-    return build_streams(
-        canonical=data_dir / CANONICAL, store=HistoryStore.load(history_path), out_dir=Path(cfg.shards.dir),
-        reports_dir=Path(cfg.paths.reports_dir), data_name=str(cfg.data.name), engines=engines,
-        tasks=tuple(cfg.stream.tasks), long_view_ms=int(cfg.stream.long_view_ms),
-        columns=instantiate(cfg.data.features), gsu_length=int(cfg.gsu.length), max_pairs=int(cfg.gsu.max_pairs),
-        micro_batch_size=int(cfg.shards.micro_batch_size),
-        micro_batches_per_shard=int(cfg.shards.micro_batches_per_shard), progress=cfg.get("progress", True))
-
-
-def describe_streams(build, shard_dir: Path) -> str:
-    lines = [f"streams -> {shard_dir}  ({len(build.impressions):,} impressions; "
+def describe_streams(build, data: DataSet) -> str:
+    lines = [f"streams -> {data.streams}  ({len(build.impressions):,} impressions; "
              + ", ".join(f"{k} {v:.1f}s" for k, v in build.seconds.items()) + ")"]
     for name, samples in build.samples.items():
         lines.append(f"  {name:<10} {len(samples):>10,} samples")

@@ -11,13 +11,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from data_pipelines.dataset import DataSet
 from export.requests import RequestSchema, requests_from_inputs
-from export.scorer import Scorer, inputs_from_batch, model_id_features
+from export.scorer import Scorer, ScorerInputs, inputs_from_batch, model_id_features
 from export.torchscript import ExportReport, export, metadata
 from recsys.data import ShardDataset, make_loader
+from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
+from recsys.model.moment_cross import MomentCrossModel
 from recsys.train.checkpoint import MODEL_PREFIX, model_state_dict, read_trainer_state
-from recsys.train.train import build_model
 
 log = logging.getLogger(__name__)
 
@@ -43,56 +45,55 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return {k.removeprefix(MODEL_PREFIX): v for k, v in state.items()}, {}
 
 
-def run_export(cfg: DictConfig) -> tuple[ExportReport, dict[str, Any]]:
-    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else newest_checkpoint(Path(cfg.paths.log_dir) / "checkpoints")
+def rebuild_model(checkpoint: Path, cfg: DictConfig) -> tuple[MomentCrossModel, DictConfig, dict[str, Any]]:
+    """(the trained model in eval mode, the config it was trained with, the trainer state). A
+    checkpoint that does not carry its run config is read with this command's config."""
     state, trainer_state = load_checkpoint(checkpoint)
     run = trainer_state.get("run_config")
     if run is None:
         log.warning("%s does not carry its run config; building the model from this command's config", checkpoint)
         run = OmegaConf.to_container(cfg, resolve=True)
     run_cfg = OmegaConf.create(run)
-    shard_root = Path(run_cfg.datamodule.shard_root)
-    manifest_path = shard_root / run_cfg.datamodule.train_stream / "manifest.json"
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{manifest_path} (the training shards' manifest) is needed for table sizes "
-                                f"and feature order; run `make streams` for that world first")
-    manifest = json.loads(manifest_path.read_text())
-
-    model = build_model(run_cfg, manifest, embedding_device="cpu")
+    data = DataSet(run_cfg.datamodule.data_dir)
+    model = model_from_config(run_cfg, data.manifest(run_cfg.datamodule.train_stream), embedding_device="cpu")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         source = "its own run config" if "run_config" in trainer_state else "this command's config"
-        raise ValueError(f"{checkpoint} does not fit the model built from {source} (world "
-                         f"'{run_cfg.world.name}', model/cross groups); pass the overrides it was trained with, "
+        raise ValueError(f"{checkpoint} does not fit the model built from {source} (data set "
+                         f"'{data.name}', model/cross groups); pass the overrides it was trained with, "
                          f"e.g. world=... model=... cross=...\n{e}") from None
-    model.eval()
-    id_features = model_id_features(model, manifest["sparse_features"])
+    return model.eval(), run_cfg, trainer_state
 
-    # Validation data: the first batch of the evaluation stream, as the trainer's validation sees it.
-    dataset = ShardDataset(shard_root / run_cfg.datamodule.eval_stream, int(cfg.validate.batch_size))
-    batch = next(iter(make_loader(dataset)))
+
+def validation_inputs(model: MomentCrossModel, data: DataSet, eval_stream: str, batch_size: int
+                      ) -> tuple[ScorerInputs, tuple[torch.Tensor, torch.Tensor]]:
+    """The first batch of the evaluation stream as scorer inputs, and the eager model's
+    (probabilities, score) of it on the training code path."""
+    batch = next(iter(make_loader(ShardDataset(data.stream(eval_stream), batch_size))))
     with torch.no_grad():
         logits = model(to_model_input(batch, model.gsu_names, model.seq_len, model.pooled_features)).logits
         probabilities = torch.sigmoid(logits)
-        expected = (probabilities, model.score(probabilities))
-    inputs = inputs_from_batch(batch, model.gsu_names, model.seq_len, id_features)
+    return inputs_from_batch(batch, model), (probabilities, model.head.score(probabilities))
 
-    training = {"run_id": run.get("run_id", "unknown"), "run_name": run.get("run_name"),
+
+def run_export(cfg: DictConfig) -> tuple[ExportReport, dict[str, Any]]:
+    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else newest_checkpoint(Path(cfg.paths.log_dir) / "checkpoints")
+    model, run_cfg, trainer_state = rebuild_model(checkpoint, cfg)
+    data = DataSet(run_cfg.datamodule.data_dir)
+    inputs, expected = validation_inputs(model, data, run_cfg.datamodule.eval_stream, int(cfg.validate.batch_size))
+    training = {"run_id": run_cfg.get("run_id", "unknown"), "run_name": run_cfg.get("run_name"),
                 "checkpoint": str(checkpoint), "global_step": trainer_state.get("global_step"),
-                "epoch": trainer_state.get("epoch"), "data": manifest.get("data"),
-                "stream": manifest.get("stream")}
+                "epoch": trainer_state.get("epoch"), "data": data.name, "stream": run_cfg.datamodule.train_stream}
     layout = OmegaConf.to_container(cfg.request_layout, resolve=True)
     layout["sequences"] = [g for g in layout["sequences"] if g in model.gsu_names]  # ablations drop GSUs
-    meta = metadata(model, id_features, manifest["dense_features"], manifest["table_sizes"],
-                    dict(run_cfg.model.pooled_tables), layout, int(cfg.max_candidates), training)
-    name = cfg.name or run.get("run_name") or checkpoint.parent.name
+    meta = metadata(model, layout, int(cfg.max_candidates), training)
+    name = cfg.name or run_cfg.get("run_name") or checkpoint.parent.name
     out_dir = Path(cfg.paths.artifacts_dir) / name
-    report = export(Scorer(model, id_features), meta, out_dir, inputs, expected, float(cfg.validate.tolerance))
+    report = export(Scorer(model, model_id_features(model)), meta, out_dir, inputs, expected,
+                    float(cfg.validate.tolerance))
 
     meta = json.loads(report.meta_path.read_text())  # as written, with what validation added
-    schema = RequestSchema(meta)
-    sample = requests_from_inputs(inputs, schema, int(cfg.sample_requests.candidates), prefix=name)
-    sample = sample[: int(cfg.sample_requests.count)]
-    (out_dir / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sample))
+    sample = requests_from_inputs(inputs, RequestSchema(meta), int(cfg.sample_requests.candidates), prefix=name)
+    (out_dir / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sample[: int(cfg.sample_requests.count)]))
     return report, meta

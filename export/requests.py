@@ -14,6 +14,7 @@ Which id, dense feature and GSU belongs to the user and which to each candidate 
 `model.json` "request_layout" (target-dependent GSUs travel with their candidate). Every feature
 must appear exactly where the layout puts it; ids are table rows in [0, rows), sequences have at
 most `seq_len` elements and equal-length fields. Anything else is a RequestError naming the field.
+Like the C++ ranker, this reads every name, order and bound from model.json, none from the code.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ import numpy as np
 import torch
 
 from export.scorer import ScorerInputs
-from recsys.model.inputs import SEQUENCE_ID_FIELDS, SIDE_FIELDS
-
-SEQUENCE_FIELDS = (*SEQUENCE_ID_FIELDS, *SIDE_FIELDS)
 
 
 class RequestError(ValueError):
@@ -42,10 +40,13 @@ class RequestSchema:
         self.id_features = [f["name"] for f in meta["id_features"]]
         self.id_rows = {f["name"]: f["rows"] for f in meta["id_features"]}
         self.dense_features = list(meta["dense_features"])
-        self.gsu_names = list(meta["gsus"]["names"])
-        self.seq_len = int(meta["gsus"]["length"])
-        self.sequence_rows = {"item": meta["gsus"]["item_rows"], "author": meta["gsus"]["author_rows"],
-                              **meta["gsus"]["side_rows"]}
+        gsus = meta["gsus"]
+        self.gsu_names = list(gsus["names"])
+        self.seq_len = int(gsus["length"])
+        # An element's fields: the first n_id_fields are seq_ids' last axis, the rest seq_side's.
+        self.sequence_fields = [*gsus["id_fields"], *gsus["side_fields"]]
+        self.n_id_fields = len(gsus["id_fields"])
+        self.sequence_rows = {f: int(gsus["rows"][f]) for f in self.sequence_fields}
         self.max_candidates = int(meta["max_candidates"])
         user = meta["request_layout"]["user"]
         self.owner = {("ids", f): "user" if f in user["ids"] else "candidate" for f in self.id_features}
@@ -85,9 +86,9 @@ def _check_id(value: Any, rows: int, where: str) -> int:
 
 
 def _sequence(value: Any, schema: RequestSchema, where: str) -> dict[str, list[int]]:
-    fields = _fields(value, where, list(SEQUENCE_FIELDS))
+    fields = _fields(value, where, schema.sequence_fields)
     n = None
-    for field in SEQUENCE_FIELDS:
+    for field in schema.sequence_fields:
         items = fields[field]
         if not isinstance(items, list):
             raise RequestError(f"{where}.{field} must be an array")
@@ -96,7 +97,7 @@ def _sequence(value: Any, schema: RequestSchema, where: str) -> dict[str, list[i
             if n > schema.seq_len:
                 raise RequestError(f"{where}.{field} has {n} elements, more than the model's {schema.seq_len}")
         elif len(items) != n:
-            raise RequestError(f"{where}.{field} has {len(items)} elements, {SEQUENCE_FIELDS[0]} has {n}")
+            raise RequestError(f"{where}.{field} has {len(items)} elements, {schema.sequence_fields[0]} has {n}")
         for i, v in enumerate(items):
             _check_id(v, schema.sequence_rows[field], f"{where}.{field}[{i}]")
     return fields
@@ -150,7 +151,7 @@ def parse_request(line: str | dict, schema: RequestSchema) -> tuple[str | None, 
     n, g_count, length = len(parts), len(schema.gsu_names), schema.seq_len
     ids = np.zeros((n, len(schema.id_features)), dtype=np.int64)
     dense = np.zeros((n, len(schema.dense_features)), dtype=np.float32)
-    seq = np.zeros((n, g_count, length, len(SEQUENCE_FIELDS)), dtype=np.int64)
+    seq = np.zeros((n, g_count, length, len(schema.sequence_fields)), dtype=np.int64)
     lengths = np.zeros((n, g_count), dtype=np.int64)
     for i, cand in enumerate(parts):
         def value(section: str, name: str) -> Any:
@@ -161,11 +162,11 @@ def parse_request(line: str | dict, schema: RequestSchema) -> tuple[str | None, 
             fields = value("sequences", name)
             k = len(fields["item"])
             lengths[i, g] = k
-            for j, field in enumerate(SEQUENCE_FIELDS):
+            for j, field in enumerate(schema.sequence_fields):
                 seq[i, g, :k, j] = fields[field]
-    seq_t = torch.from_numpy(seq)
+    seq_t, p = torch.from_numpy(seq), schema.n_id_fields
     return request_id, ScorerInputs(ids=torch.from_numpy(ids), dense=torch.from_numpy(dense),
-                                    seq_ids=seq_t[..., :2].contiguous(), seq_side=seq_t[..., 2:].contiguous(),
+                                    seq_ids=seq_t[..., :p].contiguous(), seq_side=seq_t[..., p:].contiguous(),
                                     seq_lengths=torch.from_numpy(lengths))
 
 
@@ -189,7 +190,7 @@ def requests_from_inputs(inputs: ScorerInputs, schema: RequestSchema, n_candidat
                     continue
                 k = int(inputs.seq_lengths[row, g])
                 both = torch.cat([inputs.seq_ids[row, g, :k], inputs.seq_side[row, g, :k]], -1)
-                out["sequences"][name] = {f: both[:, j].tolist() for j, f in enumerate(SEQUENCE_FIELDS)}
+                out["sequences"][name] = {f: both[:, j].tolist() for j, f in enumerate(schema.sequence_fields)}
             return out
 
         requests.append({"request_id": f"{prefix}-{n_candidates}-{r}", "user": part(rows[0], "user"),

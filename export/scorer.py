@@ -2,8 +2,8 @@
 
     ids          [B, F] int64    one table row per id feature, in `model.json` "id_features" order
     dense        [B, D] float32  in "dense_features" order, transformed as in the shards
-    seq_ids      [B, G, L, 2] int64  item and author rows of each GSU element (G GSUs, L positions)
-    seq_side     [B, G, L, 3] int64  side buckets of each element (gap, watch, domain: SIDE_FIELDS)
+    seq_ids      [B, G, L, 2] int64  rows of each GSU element's SEQUENCE_ID_FIELDS (item, author)
+    seq_side     [B, G, L, J] int64  buckets of each element's SIDE_FIELDS (gap, watch, domain)
     seq_lengths  [B, G] int64    real elements per GSU; positions past it are ignored
   -> probabilities [B, T] float32 (task order of "tasks"), score [B] float32
 
@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from data_pipelines.contract import SPARSE_FEATURES, TARGET_FEATURES
 from recsys.data.batch import Batch
-from recsys.model.inputs import TARGET_SEQUENCE_FEATURES, padded_sequences, sequence_bags
+from recsys.model.inputs import padded_sequences, sequence_bags
 from recsys.model.moment_cross import MomentCrossModel
 
 
@@ -39,16 +40,16 @@ class ScorerInputs(NamedTuple):
         return ScorerInputs(*(t[start:end] for t in self))
 
 
-def model_id_features(model: MomentCrossModel, sparse_features: list[str]) -> list[str]:
-    """The id features the model reads, in the data's (manifest) order: the `ids` columns."""
-    used = {*model.pooled_features, *TARGET_SEQUENCE_FEATURES}
-    return [f for f in sparse_features if f in used]
+def model_id_features(model: MomentCrossModel) -> list[str]:
+    """The id features the model reads, in the data contract's order: the `ids` columns."""
+    used = {*model.pooled_features, *TARGET_FEATURES}
+    return [f for f in SPARSE_FEATURES if f in used]
 
 
 class Scorer(nn.Module):
     def __init__(self, model: MomentCrossModel, id_features: list[str]):
         super().__init__()
-        missing = [f for f in [*model.pooled_features, *TARGET_SEQUENCE_FEATURES] if f not in id_features]
+        missing = [f for f in [*model.pooled_features, *TARGET_FEATURES] if f not in id_features]
         if missing:
             raise ValueError(f"id features {missing} of the model are not in the inputs {id_features}")
         self.model = model.eval()
@@ -57,7 +58,7 @@ class Scorer(nn.Module):
         self.register_buffer("pooled_columns", torch.tensor([id_features.index(f) for f in model.pooled_features]),
                              persistent=False)
         self.register_buffer("target_columns", torch.tensor(
-            [id_features.index(f) for f in TARGET_SEQUENCE_FEATURES]), persistent=False)
+            [id_features.index(f) for f in TARGET_FEATURES]), persistent=False)
 
     def forward(self, ids: torch.Tensor, dense: torch.Tensor, seq_ids: torch.Tensor, seq_side: torch.Tensor,
                 seq_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -68,13 +69,14 @@ class Scorer(nn.Module):
         mask = torch.arange(self.seq_len).view(1, 1, self.seq_len) < seq_lengths.unsqueeze(-1)  # [B, G, L]
         sequence = sequence_bags(torch.index_select(ids, 1, self.target_columns), seq_ids, mask)
         pooled_emb, target_emb, seq_emb = self.model.lookup(pooled, sequence, b)
-        probabilities = torch.sigmoid(self.model.logits(pooled_emb, target_emb, seq_emb, seq_side, mask, dense))
-        return probabilities, self.model.score(probabilities)
+        logits, _ = self.model.head(pooled_emb, target_emb, seq_emb, seq_side, mask, dense, with_means=False)
+        probabilities = torch.sigmoid(logits)
+        return probabilities, self.model.head.score(probabilities)
 
 
-def inputs_from_batch(batch: Batch, gsu_names: list[str], seq_len: int, id_features: list[str]) -> ScorerInputs:
-    """A training/evaluation batch as scorer inputs: the first `seq_len` elements of each GSU, as
-    training keeps them."""
-    seq_ids, seq_side, lengths = padded_sequences(batch, gsu_names, seq_len)
-    ids = torch.stack([batch.sparse[f].values().long() for f in id_features], 1)
+def inputs_from_batch(batch: Batch, model: MomentCrossModel) -> ScorerInputs:
+    """A training/evaluation batch as the model's scorer inputs: the first `seq_len` elements of each
+    of its GSUs, as training keeps them."""
+    seq_ids, seq_side, lengths = padded_sequences(batch, model.gsu_names, model.seq_len)
+    ids = torch.stack([batch.sparse[f].values().long() for f in model_id_features(model)], 1)
     return ScorerInputs(ids=ids, dense=batch.dense.float(), seq_ids=seq_ids, seq_side=seq_side, seq_lengths=lengths)

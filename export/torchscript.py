@@ -20,14 +20,14 @@ from typing import Any
 import torch
 import torchrec.fx
 
-from export.scorer import Scorer, ScorerInputs
-from recsys.model.inputs import SEQUENCE_ID_FIELDS, SIDE_FIELDS, TARGET_SEQUENCE_FEATURES
+from data_pipelines.contract import DENSE_FEATURES, SEQUENCE_ID_FIELDS, SIDE_FIELDS, SIDE_ROWS, TARGET_FEATURES
+from export.scorer import Scorer, ScorerInputs, model_id_features
 from recsys.model.moment_cross import MomentCrossModel
 
 # TorchRec asks torch.fx "are we tracing?" in every eager forward, which makes torch log a one-time
 # notice about torch.export meant for torch's own developers.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: gsus.id_fields / side_fields / rows (the ranker reads export/ranker/src/meta.cpp)
 
 
 class ExportValidationError(RuntimeError):
@@ -60,14 +60,18 @@ def fbgemm_operators(module: torch.jit.ScriptModule) -> list[str]:
     return sorted(set(re.findall(r"fbgemm::\w+", str(module.inlined_graph))))
 
 
-def metadata(model: MomentCrossModel, id_features: list[str], dense_features: list[str],
-             table_sizes: dict[str, int], pooled_tables: dict[str, list[str]],
-             request_layout: dict[str, list[str]], max_candidates: int, training: dict[str, Any]) -> dict[str, Any]:
-    table_of = {f: t for t, features in pooled_tables.items() for f in features}
-    table_of |= dict(zip(TARGET_SEQUENCE_FEATURES, ("item", "author")))
-    side_rows = {f: model.esu.side_rows if model.esu is not None else 1  # no GSU: side fields never read
-                 for f in SIDE_FIELDS}
-    unknown = {s: sorted(set(names) - set({"ids": id_features, "dense": dense_features,
+def metadata(model: MomentCrossModel, request_layout: dict[str, list[str]], max_candidates: int,
+             training: dict[str, Any]) -> dict[str, Any]:
+    """model.json: everything a ranker needs to validate a request and lay it out as the scorer's
+    inputs, all read off the model and the data contract."""
+    tables = [*model.lookup.pooled_ebc.embedding_bag_configs(), *model.lookup.sequence_ebc.embedding_bag_configs()]
+    table_sizes = {t.name: t.num_embeddings for t in tables}
+    table_of = {f: t.name for t in model.lookup.pooled_ebc.embedding_bag_configs() for f in t.feature_names}
+    table_of |= dict(zip(TARGET_FEATURES, SEQUENCE_ID_FIELDS))
+    esu = model.head.esu
+    side_rows = dict(zip(SIDE_FIELDS, esu.side_rows)) if esu is not None else dict(SIDE_ROWS)
+    id_features = model_id_features(model)
+    unknown = {s: sorted(set(names) - set({"ids": id_features, "dense": DENSE_FEATURES,
                                            "sequences": model.gsu_names}[s]))
                for s, names in request_layout.items()}
     if any(unknown.values()):
@@ -76,18 +80,22 @@ def metadata(model: MomentCrossModel, id_features: list[str], dense_features: li
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "forward": {
-            "inputs": ["ids [B, F] int64", "dense [B, D] float32", "seq_ids [B, G, L, 2] int64 (item, author)",
-                       f"seq_side [B, G, L, 3] int64 ({', '.join(SIDE_FIELDS)})", "seq_lengths [B, G] int64"],
+            "inputs": ["ids [B, F] int64", "dense [B, D] float32",
+                       f"seq_ids [B, G, L, {len(SEQUENCE_ID_FIELDS)}] int64 ({', '.join(SEQUENCE_ID_FIELDS)})",
+                       f"seq_side [B, G, L, {len(SIDE_FIELDS)}] int64 ({', '.join(SIDE_FIELDS)})",
+                       "seq_lengths [B, G] int64"],
             "outputs": ["probabilities [B, T] float32", "score [B] float32"],
         },
         "id_features": [{"name": f, "table": table_of[f], "rows": table_sizes[table_of[f]]} for f in id_features],
-        "dense_features": list(dense_features),
-        "gsus": {"names": list(model.gsu_names), "length": model.seq_len,
-                 "fields": [*SEQUENCE_ID_FIELDS, *SIDE_FIELDS],
-                 "item_rows": table_sizes["item"], "author_rows": table_sizes["author"], "side_rows": side_rows},
+        "dense_features": list(DENSE_FEATURES),
+        # A request's sequence element holds id_fields then side_fields (seq_ids, then seq_side);
+        # `rows` bounds each field's values, [0, rows).
+        "gsus": {"names": list(model.gsu_names), "length": model.seq_len, "id_fields": list(SEQUENCE_ID_FIELDS),
+                 "side_fields": list(SIDE_FIELDS),
+                 "rows": {**{f: table_sizes[f] for f in SEQUENCE_ID_FIELDS}, **side_rows}},
         "tasks": list(model.tasks),
-        "score_weights": dict(zip(model.tasks, model.score_weights.tolist())),
-        "table_sizes": dict(table_sizes),
+        "score_weights": dict(zip(model.tasks, model.head.score_weights.tolist())),
+        "table_sizes": table_sizes,
         "request_layout": {"user": {s: list(v) for s, v in request_layout.items()}},
         "max_candidates": max_candidates,
         "versions": {"torch": version("torch"), "torchrec": version("torchrec"), "fbgemm_gpu": _fbgemm_version()},

@@ -28,7 +28,7 @@ def test_experiment_files_change_only_what_they_name():
         assert cfg.experiment_name == name
         assert (cfg.model.multitask.n_levels, cfg.datamodule.train_stream, list(cfg.cross.gsu_names),
                 cfg.cross.contrastive.enabled) == (levels, stream, gsus, contrastive), name
-        assert cfg.optim == ref.optim and cfg.datamodule.batch_size == ref.datamodule.batch_size
+        assert cfg.task == ref.task and cfg.datamodule.batch_size == ref.datamodule.batch_size
     assert "contrastive:off" in run_tags(compose_config("train", ["+experiment=no_mixed"]))  # mixed anchors it
     assert "model:cgc" in run_tags(compose_config("train", ["+experiment=cgc"]))
     assert "precision:bf16-mixed" in run_tags(compose_config("train", ["trainer.precision=bf16-mixed"]))

@@ -5,24 +5,23 @@ from __future__ import annotations
 
 import torch
 
-from recsys.bench.plain_model import PlainMomentCross
-from recsys.bench.training import _model
+from bench.training import plain_model, reference_model
 from tests.conftest import small_bench_reference
 
 
 def test_plain_twin_computes_what_the_torchrec_model_computes():
-    bc, pooled_tables, rows, (torchrec_input, plain_input) = small_bench_reference(
+    bc, manifest, (torchrec_input, plain_input) = small_bench_reference(
         batch_size=16, seq_len=6, item_rows=200, author_rows=30)
 
     torch.manual_seed(0)
-    model = _model(bc, pooled_tables, rows, "cpu")
-    plain = PlainMomentCross(_model(bc, pooled_tables, rows, "meta"), rows, pooled_tables, bc.embedding_dim)
-    plain.twin.load_state_dict({k: v for k, v in model.state_dict().items() if "_ebc." not in k})
+    model = reference_model(bc, manifest, "cpu")
+    plain = plain_model(bc, manifest)
+    plain.head.load_state_dict(model.head.state_dict())
     with torch.no_grad():
         for table, bag in plain.pooled.items():
-            bag.weight.copy_(model.pooled_ebc.embedding_bags[table].weight)
-        plain.item.weight.copy_(model.sequence_ebc.embedding_bags["item"].weight)
-        plain.author.weight.copy_(model.sequence_ebc.embedding_bags["author"].weight)
+            bag.weight.copy_(model.lookup.pooled_ebc.embedding_bags[table].weight)
+        plain.item.weight.copy_(model.lookup.sequence_ebc.embedding_bags["item"].weight)
+        plain.author.weight.copy_(model.lookup.sequence_ebc.embedding_bags["author"].weight)
     model.train()
     plain.train()
     expected, got = model(torchrec_input), plain(plain_input)

@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_pipelines.contract import SEQUENCE_FIELDS
+from data_pipelines.dataset import FINAL, REALTIME, DataSet
 from export.job import run_export
 from export.requests import RequestError, RequestSchema, parse_request
 from export.scorer import Scorer, inputs_from_batch, model_id_features
 from export.torchscript import ExportValidationError, export
 from recsys.data import ShardDataset, make_loader
+from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
 from recsys.train.checkpoint import model_state_dict
-from recsys.train.train import build_model
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, compose_config, job_paths
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
@@ -36,9 +38,8 @@ def ranker_binary() -> Path:
     return RANKER
 
 
-def export_cfg(data_dir: Path, log_dir: Path, artifacts: Path, checkpoint: Path | None, *overrides: str):
-    return compose_config("export", [f"paths.data_dir={data_dir}", f"paths.log_dir={log_dir}",
-                                     f"paths.artifacts_dir={artifacts}", "world=tiny",
+def export_cfg(data: DataSet, log_dir: Path, artifacts: Path, checkpoint: Path | None, *overrides: str):
+    return compose_config("export", [*job_paths(data), f"paths.log_dir={log_dir}", f"paths.artifacts_dir={artifacts}",
                                      f"checkpoint={checkpoint}" if checkpoint else "checkpoint=null", *overrides])
 
 
@@ -55,11 +56,10 @@ def exported(tiny_streams, tiny_training, tmp_path_factory):
     return report.model_path.parent, meta, log_dir
 
 
-def eager_model(checkpoint: Path, data_dir: Path):
-    manifest = json.loads((data_dir / "tiny" / "streams" / "realtime" / "manifest.json").read_text())
-    model = build_model(compose_config("train", ["world=tiny"]), manifest, embedding_device="cpu")
+def eager_model(checkpoint: Path, data: DataSet):
+    model = model_from_config(compose_config("train", job_paths(data)), data.manifest(REALTIME), embedding_device="cpu")
     model.load_state_dict(model_state_dict(checkpoint), strict=True)
-    return model.eval(), manifest
+    return model.eval()
 
 
 def run_ranker(binary: Path, model_dir: Path, lines: list[str]) -> list[dict]:
@@ -74,18 +74,18 @@ def run_ranker(binary: Path, model_dir: Path, lines: list[str]) -> list[dict]:
 def test_the_export_scorer_reproduces_the_training_forward(tiny_streams):
     """The tensor-only layout (padded sequences + lengths) gives what the training layout gives,
     for the full model and for an ablation that drops GSUs."""
-    manifest = json.loads((tiny_streams / "tiny" / "streams" / "realtime" / "manifest.json").read_text())
-    batch = next(iter(make_loader(ShardDataset(tiny_streams / "tiny" / "streams" / "final", 64))))
+    manifest = tiny_streams.manifest(REALTIME)
+    batch = next(iter(make_loader(ShardDataset(tiny_streams.stream(FINAL), 64))))
     for cross in (["cross=all"], ["cross=all", "cross.gsu_names=[long,mixed]"]):
         torch.manual_seed(0)
-        model = build_model(compose_config("train", ["world=tiny", *cross]), manifest, embedding_device="cpu").eval()
-        ids = model_id_features(model, manifest["sparse_features"])
+        model = model_from_config(compose_config("train", [*job_paths(tiny_streams), *cross]), manifest,
+                                  embedding_device="cpu").eval()
         with torch.no_grad():
             expected = torch.sigmoid(model(to_model_input(batch, model.gsu_names, model.seq_len,
                                                           model.pooled_features)).logits)
-            got, score = Scorer(model, ids)(*inputs_from_batch(batch, model.gsu_names, model.seq_len, ids))
+            got, score = Scorer(model, model_id_features(model))(*inputs_from_batch(batch, model))
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
-        by_hand = torch.prod((1 + expected) ** model.score_weights, dim=-1)
+        by_hand = torch.prod((1 + expected) ** model.head.score_weights, dim=-1)
         torch.testing.assert_close(score, by_hand, rtol=1e-6, atol=1e-6)
 
 
@@ -99,7 +99,7 @@ def test_python_eager_torchscript_and_cpp_ranker_agree(exported, tiny_streams, r
     lines = (model_dir / "requests.jsonl").read_text().splitlines()
     assert len(lines) == 4
 
-    model, _ = eager_model(checkpoints(log_dir)[-1], tiny_streams)
+    model = eager_model(checkpoints(log_dir)[-1], tiny_streams)
     ids = [f["name"] for f in meta["id_features"]]
     eager, scripted = Scorer(model, ids).eval(), torch.jit.load(str(model_dir / "model.pt"))
     answers = run_ranker(ranker_binary, model_dir, lines)
@@ -148,7 +148,7 @@ def _mutations(request: dict) -> list[tuple[str, str]]:
         (mutated(lambda r: r["candidates"][2]["dense"].update(room_ctr_5min="high")),
          'candidates[2].dense.room_ctr_5min must be a finite number, got "high"'),
         (mutated(lambda r: r["user"]["sequences"].update(
-            short={f: [1] * 51 for f in ("item", "author", "gap", "watch", "domain")})),
+            short={f: [1] * 51 for f in SEQUENCE_FIELDS})),
          "user.sequences.short.item has 51 elements, more than the model's 50"),
         (mutated(lambda r: r["candidates"][0]["sequences"]["long"].update(gap=[99] * len(
             r["candidates"][0]["sequences"]["long"]["item"]))), "candidates[0].sequences.long.gap[0]=99 out of range"),
@@ -162,7 +162,7 @@ def test_the_ranker_answers_malformed_requests_with_errors_and_keeps_serving(exp
     valid = (model_dir / "requests.jsonl").read_text().splitlines()[0]
     request = json.loads(valid)
     # the candidate whose long sequence is mutated must have one for the `gap` case to apply
-    request["candidates"][0]["sequences"]["long"] = {f: [1, 1] for f in ("item", "author", "gap", "watch", "domain")}
+    request["candidates"][0]["sequences"]["long"] = {f: [1, 1] for f in SEQUENCE_FIELDS}
     valid = json.dumps(request)
     cases = _mutations(request)
     odd_id = json.dumps({**request, "request_id": 'r "é" \\ 1'})
@@ -185,16 +185,16 @@ def test_parse_request_lays_out_user_and_candidate_fields(exported):
     """A hand-written request against the layout model.json declares."""
     _, meta, _ = exported
     schema = RequestSchema(meta)
-    empty = {f: [] for f in ("item", "author", "gap", "watch", "domain")}
+    empty = {f: [] for f in SEQUENCE_FIELDS}
     user = {"ids": {"user_id": 5, "hour": 20, "user_history_bucket": 3, "user_live_bucket": 1},
             "dense": {"user_history_len": 1.5, "user_live_history_len": 0.25},
-            "sequences": {"short": {"item": [7, 8], "author": [2, 3], "gap": [1, 2], "watch": [3, 4], "domain": [0, 0]},
+            "sequences": {"short": {"item": [7, 8], "author": [2, 3], "gap": [1, 2], "watch": [3, 4], "domain": [1, 1]},
                           "mixed": empty}}
     cands = [{"ids": {"live_item": 100 + i, "author_id": 10 + i, "category": 1, "live_type": 2},
               "dense": {f: float(i) for f in ("room_viewers_now", "room_clicks_30s", "room_clicks_5min",
                                               "room_impressions_5min", "room_ctr_5min", "room_age_min")},
               "sequences": {"long": {"item": [9] * (i + 1), "author": [4] * (i + 1), "gap": [5] * (i + 1),
-                                     "watch": [6] * (i + 1), "domain": [1] * (i + 1)},
+                                     "watch": [6] * (i + 1), "domain": [2] * (i + 1)},
                             "aidhard": empty, "livelong": empty}} for i in range(2)]
     request_id, x = parse_request(json.dumps({"request_id": "h", "user": user, "candidates": cands}), schema)
     assert request_id == "h" and len(x) == 2
@@ -205,14 +205,15 @@ def test_parse_request_lays_out_user_and_candidate_fields(exported):
     g = schema.gsu_names
     assert x.seq_lengths.tolist() == [[2, 1, 0, 0, 0], [2, 2, 0, 0, 0]] and g[:2] == ["short", "long"]
     assert x.seq_ids[0, 0, :3].tolist() == [[7, 2], [8, 3], [0, 0]]  # padding after the real elements
-    assert x.seq_side[1, 0, 1].tolist() == [2, 4, 0]  # gap, watch, domain
+    assert x.seq_side[1, 0, 1].tolist() == [2, 4, 1]  # gap, watch, domain
+    assert x.seq_side[1, 1, 1].tolist() == [5, 6, 2] and x.seq_side[0, 0, 2].tolist() == [0, 0, 0]
     assert x.seq_ids[1, 1, :3].tolist() == [[9, 4], [9, 4], [0, 0]]
     assert x.seq_ids.shape == (2, 5, 50, 2) and x.seq_side.shape == (2, 5, 50, 3)
 
 
 def test_an_export_that_does_not_reproduce_the_eager_model_is_not_kept(exported, tiny_streams, tmp_path):
     model_dir, meta, log_dir = exported
-    model, _ = eager_model(checkpoints(log_dir)[-1], tiny_streams)
+    model = eager_model(checkpoints(log_dir)[-1], tiny_streams)
     ids = [f["name"] for f in meta["id_features"]]
     _, inputs = parse_request((model_dir / "requests.jsonl").read_text().splitlines()[0], RequestSchema(meta))
     scorer = Scorer(model, ids)
@@ -263,3 +264,49 @@ def test_a_running_ranker_picks_up_a_newer_export_without_dropping_requests(expo
     torch.testing.assert_close(got, score, rtol=0, atol=TOLERANCE)  # the new model's scores
     assert before["ranked"] != after["ranked"]
     assert "reloaded" in proc.stderr.read()
+
+
+class _EchoFirstElement(torch.nn.Module):
+    """A stand-in model with the scorer's signature whose "probabilities" are the fields of each
+    candidate's first element of the first GSU, as laid out in the inputs: id fields, then side fields."""
+
+    def forward(self, ids: torch.Tensor, dense: torch.Tensor, seq_ids: torch.Tensor, seq_side: torch.Tensor,
+                seq_lengths: torch.Tensor):
+        first = torch.cat([seq_ids[:, 0, 0], seq_side[:, 0, 0]], dim=-1).float()
+        return first, first.sum(-1)
+
+
+def _echo_export(meta: dict, out_dir: Path, side_fields: list[str]) -> dict:
+    """The echo model with a copy of `meta` that declares the side fields in `side_fields` order."""
+    out_dir.mkdir()
+    meta = json.loads(json.dumps(meta))
+    meta["gsus"]["side_fields"] = side_fields
+    meta["tasks"] = [*meta["gsus"]["id_fields"], *side_fields]  # one echoed value per field, under its name
+    (out_dir / "model.json").write_text(json.dumps(meta))
+    torch.jit.script(_EchoFirstElement()).save(str(out_dir / "model.pt"))
+    return meta
+
+
+def test_python_and_cpp_validators_lay_out_sequence_fields_as_model_json_orders_them(exported, ranker_binary,
+                                                                                    tmp_path):
+    """Each field's value must reach the model at the position model.json gives it, in both
+    validators: with the export's own order and with a permuted one (a validator that assumed an
+    order of its own would put some value under the wrong name)."""
+    model_dir, meta, _ = exported
+    assert meta["gsus"]["id_fields"] + meta["gsus"]["side_fields"] == list(SEQUENCE_FIELDS)  # written from the contract
+    request = json.loads((model_dir / "requests.jsonl").read_text().splitlines()[0])
+    first_gsu = meta["gsus"]["names"][0]
+    owner = "user" if first_gsu in meta["request_layout"]["user"]["sequences"] else "candidate"
+    element = {"item": 7, "author": 3, "gap": 5, "watch": 9, "domain": 2}  # distinct, each within its rows
+    for part in ([request["user"]] if owner == "user" else request["candidates"]):
+        part["sequences"][first_gsu] = {f: [v] for f, v in element.items()}
+    line = json.dumps(request)
+    for order in (meta["gsus"]["side_fields"], ["domain", "gap", "watch"]):
+        echo_dir = tmp_path / "-".join(order)
+        echo_meta = _echo_export(meta, echo_dir, order)
+        [answer] = run_ranker(ranker_binary, echo_dir, [line])
+        assert all(r["probabilities"] == element for r in answer["ranked"]), (order, answer["ranked"][0])
+        _, inputs = parse_request(line, RequestSchema(echo_meta))
+        with torch.no_grad():
+            echoed, _ = _EchoFirstElement()(*inputs)
+        assert echoed.tolist() == [[float(element[t]) for t in echo_meta["tasks"]]] * len(inputs)

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_pipelines.history_store import LIVE, SHORT, HistoryStore, HistoryStoreConfig
-from data_pipelines.streams.features import Vocabularies, log2_bucket
-from data_pipelines.streams.gsu import GSU_NAMES, GsuRetriever
+from data_pipelines.contract import GSU_NAMES, LIVE, SHORT
+from data_pipelines.history_store import HistoryStore, HistoryStoreConfig
+from data_pipelines.streams.features import FeatureColumns, Vocabularies, log2_bucket
+from data_pipelines.streams.gsu import GsuRetriever
 
 L, MAX_EVENTS = 4, 12
 
@@ -35,7 +36,7 @@ def world():
                           "exit_ts": request + watch, "clicked": True, "watch_ms": watch})
     store = HistoryStore.build(plays, stays, HistoryStoreConfig(max_events=MAX_EVENTS, short_long_view_ms=10_000,
                                                                 live_long_view_ms=60_000))
-    vocab = Vocabularies.build(lives, stays, photos, plays, "live_content_category", "live_type")
+    vocab = Vocabularies.build(lives, stays, photos, plays, FeatureColumns("live_content_category", "live_type", 0))
     photo_emb = rng.standard_normal((n_photos, 6)).astype(np.float32)  # rows follow sorted photo ids
     live_emb = rng.standard_normal((n_lives, 6)).astype(np.float32)
     retriever = GsuRetriever.build(store, vocab, photo_emb, live_emb, length=L, max_pairs=50)  # forces chunking
@@ -99,6 +100,9 @@ def test_every_gsu_matches_brute_force(world):
             assert got[name].fields["gap"][part].tolist() == gap.tolist()
             watch = log2_bucket(np.array([r.watch / 1000 for r in expected])) + 1
             assert got[name].fields["watch"][part].tolist() == watch.tolist()
+    # Short videos and lives carry their own domain values, neither of them the padding value 0.
+    assert set(got["short"].fields["domain"].tolist()) == {SHORT} and set(got["livelong"].fields["domain"].tolist()) == {LIVE}
+    assert 0 not in (SHORT, LIVE)
 
 
 def test_an_interaction_appears_only_once_it_has_ended(world):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_pipelines.history_store import LIVE, SHORT, HistoryStore, HistoryStoreConfig
-from data_pipelines.jobs import HISTORY_FILE
+from data_pipelines.contract import LIVE, SHORT
+from data_pipelines.history_store import HistoryStore, HistoryStoreConfig
 
 
 def small_store(max_events: int = 10_000) -> HistoryStore:
@@ -77,10 +77,9 @@ def brute_force(events: pd.DataFrame, user: int, t: int, max_events: int) -> pd.
 
 @pytest.mark.parametrize("max_events", [10_000, 7])
 def test_batched_queries_match_a_brute_force_scan(tiny_world, max_events):
-    store = HistoryStore.load(tiny_world.root / HISTORY_FILE)
-    canonical = tiny_world.canonical
-    plays = pd.read_parquet(canonical / "short_plays.parquet")
-    stays = pd.read_parquet(canonical / "live_impressions.parquet").query("clicked")
+    store = HistoryStore.load(tiny_world.history)
+    plays = pd.read_parquet(tiny_world.canonical.short_plays)
+    stays = pd.read_parquet(tiny_world.canonical.live_impressions).query("clicked")
     events = pd.concat([
         pd.DataFrame({"user_id": plays["user_id"], "ts": plays["end_ts"], "start_ts": plays["start_ts"],
                       "item_id": plays["photo_id"], "domain": SHORT}),

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from data_pipelines.ingest import IngestError
-from data_pipelines.jobs import run_build_history, run_ingest
+from data_pipelines.jobs import data_set, run_build_history, run_ingest
 from tests.conftest import compose_config
 
 FILES = {
@@ -85,12 +85,12 @@ def kuailive_cfg(source: Path, out: Path, *overrides: str):
 def ingested(tmp_path):
     cfg = kuailive_cfg(write_kuailive(tmp_path / "src"), tmp_path / "data", "data.max_bad_share=1.0")
     report = run_ingest(cfg)
-    return cfg, report, Path(cfg.data.output_dir) / "canonical"
+    return cfg, report, data_set(cfg).canonical
 
 
 def test_bad_rows_land_in_quarantine_with_their_reason(ingested):
     _, _, out = ingested
-    quarantine = pd.read_parquet(out / "quarantine.parquet")
+    quarantine = pd.read_parquet(out.quarantine)
     assert set(zip(quarantine["table"], quarantine["row"], quarantine["check"])) == EXPECTED_QUARANTINE
     reason = quarantine.set_index(["table", "row"])["reason"]
     assert reason[("click", 3)] == "user_id: not a number (abc)"
@@ -118,7 +118,7 @@ def test_every_row_is_kept_or_quarantined(ingested):
 
 def test_canonical_impressions_and_attributed_actions(ingested):
     _, _, out = ingested
-    imps = pd.read_parquet(out / "live_impressions.parquet")
+    imps = pd.read_parquet(out.live_impressions)
     assert imps[["impression_id", "user_id", "live_id", "author_id", "request_ts", "exit_ts", "clicked",
                  "watch_ms"]].values.tolist() == [
         [0, 100, 1, 10, 2000, 32000, True, 30000],
@@ -126,16 +126,16 @@ def test_canonical_impressions_and_attributed_actions(ingested):
         [2, 201, 2, 20, 5500, 5500, False, 0],
         [3, 101, 2, 20, 6000, 7000, True, 1000],
     ]
-    actions = pd.read_parquet(out / "live_actions.parquet")
+    actions = pd.read_parquet(out.live_actions)
     assert actions[["impression_id", "user_id", "ts", "action", "gift_price"]].values.tolist() == [
         [0, 100, 2500, 0, 0.0],  # like
         [3, 101, 6500, 0, 0.0],  # like
         [3, 101, 7000, 1, 0.0],  # comment exactly at exit still belongs to the stay
         [0, 100, 31000, 2, 52.0],  # gift
     ]
-    lives = pd.read_parquet(out / "lives.parquet")
+    lives = pd.read_parquet(out.lives)
     assert lives["live_id"].tolist() == [1, 2]
-    emb = np.load(out / "live_embedding.npy")
+    emb = np.load(out.embedding("live"))
     np.testing.assert_array_equal(emb, [[0, 1, 2, 3], [4, 5, 6, 7]])  # rows by live_name_id 0 and 1
 
 
@@ -152,7 +152,7 @@ def test_too_many_bad_rows_fails_naming_table_and_file_after_writing_quarantine(
     message = str(err.value)
     assert "click (" in message and "click.csv" in message and "10 of 12 rows bad" in message
     assert "quarantine.parquet" in message
-    assert len(pd.read_parquet(Path(cfg.data.output_dir) / "canonical" / "quarantine.parquet")) == len(
+    assert len(pd.read_parquet(data_set(cfg).canonical.quarantine)) == len(
         EXPECTED_QUARANTINE)
 
 

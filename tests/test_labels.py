@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_pipelines.ingest.schema import ACTION_CODES
+from data_pipelines.contract import ACTION_CODES, MASKED as M, NEG as N, POS as P, PU_POS as U, TASKS
 from data_pipelines.streams.consistency import label_consistency
-from data_pipelines.streams.labels import (MASKED as M, NEG as N, NO_POSITIVE, POS as P, PU_POS as U, TASKS,
-                                           FastSlowStream, FinalLabels, Impressions, RealtimeStream,
+from data_pipelines.streams.labels import (NO_POSITIVE, FastSlowStream, FinalLabels, Impressions, RealtimeStream,
                                            first_positive_times)
 
 NONE = NO_POSITIVE
@@ -75,9 +74,15 @@ def test_final_labels_hold_every_task_once_everything_is_known():
 
 
 def test_labels_are_ones_for_pos_and_pu_pos_only():
+    import torch
+
+    from recsys.data.batch import labels_of
+
     samples = FastSlowStream().emit(IMPRESSIONS)
-    np.testing.assert_array_equal(samples.label[3], [0, 0, 0, 1, 0])  # the pu_pos sample
-    np.testing.assert_array_equal(samples.label[0], [1, 1, 1, 1, 0])
+    labels = labels_of(torch.from_numpy(samples.state.astype(np.int64))).numpy()
+    np.testing.assert_array_equal(labels[3], [0, 0, 0, 1, 0])  # the pu_pos sample
+    np.testing.assert_array_equal(labels[0], [1, 1, 1, 1, 0])
+    assert set(labels[samples.state == M].tolist()) == {0.0}
 
 
 def test_consistency_report_on_the_hand_built_impressions():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 
@@ -9,30 +10,36 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from data_pipelines.streams.gsu import SEQUENCE_FIELDS, Sequences
-from data_pipelines.streams.labels import NEG, POS, PU_POS, Samples
-from data_pipelines.streams.shards import ImpressionFeatures, write_shards
+from data_pipelines.contract import DENSE_FEATURES, GSU_NAMES, NEG, POS, PU_POS, SPARSE_FEATURES
+from data_pipelines.streams.codec import SCHEMA_VERSION
+from data_pipelines.streams.gsu import Sequences
+from data_pipelines.streams.labels import Samples
+from data_pipelines.streams.shards import ImpressionFeatures, contract_schema, write_shards
 from recsys.data import CorruptShardError, ShardDataset, make_loader
 
-SPARSE = ["user_id", "live_item"]
-GSUS = ["short", "mixed"]
-SCHEMA = {"sparse_features": SPARSE, "gsu": {"names": GSUS, "length": 3, "fields": list(SEQUENCE_FIELDS)}}
+SCHEMA = {"stream": "test", "tasks": ["a", "b"], "gsu_length": 3, **contract_schema()}
 
 
 def features(n: int) -> ImpressionFeatures:
-    """Impression i: user 100+i, live 200+i, dense [i, -i]; GSU 'short' holds i % 3 elements
-    with items 10*i, 10*i+1, ...; 'mixed' holds one element with item i."""
+    """Impression i: user 100+i, live 200+i, every other id feature 0; dense [i, -i, 0, ...]; GSU
+    'short' holds i % 3 elements with items 10*i, 10*i+1, ...; 'mixed' holds one element with item
+    i; the others none."""
     short_len = np.arange(n) % 3
     short_items = np.concatenate([10 * i + np.arange(k) for i, k in enumerate(short_len)])
     def seq(lengths, items):
         return Sequences(lengths.astype(np.int32), {"item": items.astype(np.int32), "author": items.astype(np.int32) + 1,
-                                                    "domain": (items % 2).astype(np.int8), "gap": np.ones(len(items), np.int8),
-                                                    "watch": np.full(len(items), 2, np.int8)})
+                                                    "gap": np.ones(len(items), np.int8),
+                                                    "watch": np.full(len(items), 2, np.int8),
+                                                    "domain": (items % 2 + 1).astype(np.int8)})
+    sequences = {g: seq(np.zeros(n), np.zeros(0, np.int64)) for g in GSU_NAMES}
+    sequences |= {"short": seq(short_len, short_items), "mixed": seq(np.ones(n), np.arange(n))}
+    dense = np.zeros((n, len(DENSE_FEATURES)), dtype=np.float32)
+    dense[:, 0], dense[:, 1] = np.arange(n), -np.arange(n)
     return ImpressionFeatures(
         impression_id=np.arange(n) + 1000, request_ts=np.arange(n) * 1000,
-        sparse={"user_id": np.arange(n) + 100, "live_item": np.arange(n) + 200},
-        dense=np.stack([np.arange(n), -np.arange(n)], 1).astype(np.float32),
-        sequences={"short": seq(short_len, short_items), "mixed": seq(np.ones(n), np.arange(n))})
+        sparse={f: np.zeros(n, np.int64) for f in SPARSE_FEATURES} | {"user_id": np.arange(n) + 100,
+                                                                       "live_item": np.arange(n) + 200},
+        dense=dense, sequences=sequences)
 
 
 def samples(n: int) -> Samples:
@@ -60,8 +67,9 @@ def test_round_trip_in_time_order(shard_dir):
     assert first.sequences["short.item"].values().tolist() == [10, 20, 21]
     assert first.sequences["short.author"].values().tolist() == [11, 21, 22]
     assert first.sequences["mixed.item"].values().tolist() == [0, 1, 2, 3]
-    assert first.sequences["mixed.domain"].values().tolist() == [0, 1, 0, 1]
-    assert first.dense.tolist() == [[0, 0], [1, -1], [2, -2], [3, -3]]
+    assert first.sequences["mixed.domain"].values().tolist() == [1, 2, 1, 2]
+    assert first.sequences["long.item"].lengths().tolist() == [0, 0, 0, 0]
+    assert first.dense[:, :2].tolist() == [[0, 0], [1, -1], [2, -2], [3, -3]]
     assert first.states.tolist() == [[POS, NEG], [NEG, PU_POS], [POS, NEG], [NEG, NEG]]
     assert first.labels.tolist() == [[1, 0], [0, 1], [1, 0], [0, 0]]
     assert first.impression_id.tolist() == [1000, 1001, 1002, 1003]
@@ -165,3 +173,19 @@ def test_skip_mode_with_every_shard_corrupt_raises_instead_of_looping(shard_dir)
         shard.write_bytes(b"garbage")
     with pytest.raises(CorruptShardError, match="no readable shard left"):
         list(make_loader(ShardDataset(shard_dir, batch_size=4, on_corrupt="skip")))
+
+
+def test_a_manifest_of_another_data_contract_or_cut_short_is_refused_naming_it(shard_dir):
+    path = shard_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    old_order = ["item", "author", "domain", "gap", "watch"]  # the field order shards had before schema v2
+    path.write_text(json.dumps({**manifest, "sequence_fields": old_order}))
+    with pytest.raises(ValueError, match=r"manifest.json: \['sequence_fields'\] differ from this code's data contract"):
+        ShardDataset(shard_dir, batch_size=4)
+    path.write_text(json.dumps({**manifest, "schema_version": SCHEMA_VERSION - 1}))
+    with pytest.raises(ValueError, match=rf"manifest.json: shard schema v{SCHEMA_VERSION - 1}, this code reads "
+                                         rf"v{SCHEMA_VERSION}"):
+        ShardDataset(shard_dir, batch_size=4)
+    path.write_text(json.dumps(manifest)[: len(path.read_text()) // 2])
+    with pytest.raises(ValueError, match=r"s/manifest.json: not valid JSON"):
+        ShardDataset(shard_dir, batch_size=4)

@@ -66,7 +66,7 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
                            f"bench.serving.candidates=[5,20] bench.serving.repeat=2 bench.serving.warmup=1")
     assert result.returncode == 0, result.stderr
     assert "queries/s" in result.stdout and "impressions/s" in result.stdout and "samples/s" in result.stdout
-    assert "TorchRec (DMP, fused rowwise_adagrad)" in result.stdout and "speed-up" in result.stdout
+    assert "TorchRec (DMP, fused RowWiseAdagrad)" in result.stdout and "speed-up" in result.stdout
     assert "layers after the lookups alone" in result.stdout
     assert "precision 32-true" in result.stdout and "precision bf16-mixed" in result.stdout
     assert "C++ ranker" in result.stdout and "Python TorchScript call" in result.stdout

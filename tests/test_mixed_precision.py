@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys.bench.training import _model
+from bench.training import reference_model
 from recsys.model.cross import info_nce
 from recsys.train.precision import cpu_multiplies_bf16_natively, forward_context, warn_if_emulated
 from tests.conftest import small_bench_reference
@@ -40,11 +40,11 @@ def test_info_nce_is_computed_in_float32_under_bfloat16_autocast():
 
 
 def test_model_layers_run_in_bfloat16_and_hand_back_float32_close_to_a_float32_run():
-    bc, pooled_tables, rows, (x, _) = small_bench_reference(batch_size=32, seq_len=8, item_rows=300, author_rows=40)
+    bc, manifest, (x, _) = small_bench_reference(batch_size=32, seq_len=8, item_rows=300, author_rows=40)
     torch.manual_seed(0)
-    model = _model(bc, pooled_tables, rows, "cpu").train()
+    model = reference_model(bc, manifest, "cpu").train()
     seen = []
-    model.esu.register_forward_hook(lambda module, args, out: seen.append((args[1].dtype, out[0].dtype)))
+    model.head.esu.register_forward_hook(lambda module, args, out: seen.append((args[1].dtype, out[0].dtype)))
 
     def run(precision):
         model.zero_grad()

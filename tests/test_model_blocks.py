@@ -8,14 +8,15 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedTensor
 
-from data_pipelines.streams.labels import MASKED, NEG, POS, PU_POS
+from data_pipelines.contract import MASKED, NEG, POS, PU_POS
 from recsys.model.cross import TargetAttention, _attend, _Attend, info_nce
 from recsys.model.losses import ranking_score, task_losses
 from recsys.model.moment_cross import ordered_values
-from recsys.model.multitask import CGC, PLE, CGCLayer
+from recsys.model.multitask import PLE, CGCLayer
 
 
-@pytest.mark.parametrize("model", [CGC(12, n_tasks=5, n_shared_experts=2, n_task_experts=1, expert_dims=[16, 8]),
+@pytest.mark.parametrize("model", [PLE(12, n_tasks=5, n_levels=1, n_shared_experts=2, n_task_experts=1,
+                                       expert_dims=[16, 8]),
                                    PLE(12, n_tasks=5, n_levels=2, n_shared_experts=2, n_task_experts=2,
                                        expert_dims=[16, 8])])
 def test_multitask_outputs_one_vector_per_task(model):
@@ -64,14 +65,16 @@ def _naive_attention(attention: TargetAttention, query, sequence, side, mask, sl
 def test_attention_matches_eq7_ignores_padding_and_gives_zeros_for_empty_sequences():
     torch.manual_seed(0)
     d, n_slots, slots = 3, 5, [[1, 3], [2, 4]]  # slot 0 is not read by either sequence (a target)
+    # Two side fields with tables of different sizes: 5 and 3 rows (row 0 padding in each).
     attention = TargetAttention(slots=slots, n_slots=n_slots, embedding_dim=d, query_dim=4, attention_dim=6,
-                                side_rows=5, n_side_fields=2, side_dim=2)
+                                side_rows=[5, 3], side_dim=2)
     b, length = 3, 4
     query, sequence = torch.randn(b, 4), torch.randn(b, length, n_slots * d)
     mask = torch.tensor([[[1, 1, 1, 0], [1, 0, 0, 0]],
                          [[1, 1, 1, 1], [0, 0, 0, 0]],
                          [[0, 0, 0, 0], [1, 1, 0, 0]]], dtype=torch.bool)
-    side = torch.randint(1, 5, (b, 2, length, 2)) * mask.unsqueeze(-1)
+    side = torch.stack([torch.randint(1, 5, (b, 2, length)), torch.randint(1, 3, (b, 2, length))], -1)
+    side = side * mask.unsqueeze(-1)
     side[0, 0, 1, 0] = 0  # a real element may carry the zero bucket: its side embedding is zero
     out, means = attention(query, sequence, side, mask)
     assert out.shape == (b, 2, 6) and means is None
@@ -84,18 +87,20 @@ def test_attention_matches_eq7_ignores_padding_and_gives_zeros_for_empty_sequenc
         for s in own:
             changed[..., s * d:(s + 1) * d][~mask[:, g]] = 1000.0
     changed[..., 0:d] = -50.0  # a slot no sequence reads
-    changed_side[~mask] = 4
+    changed_side[~mask] = torch.tensor([4, 2])
     torch.testing.assert_close(attention(query, changed, changed_side, mask)[0], out)
     out.sum().backward()  # an all-padding row must not poison the gradients
     assert all(torch.isfinite(p.grad).all() for p in attention.parameters())
-    assert attention.side_embeddings[0].weight.grad[0].abs().sum() == 0  # the padding row stays zero
+    for table in attention.side_embeddings:  # the padding rows stay zero
+        assert table.weight.grad[0].abs().sum() == 0
+    assert all(table.weight.grad[1:].abs().sum() > 0 for table in attention.side_embeddings)
 
 
 def test_attention_also_gives_the_mean_embedding_slots_of_the_sequences_asked_for():
     torch.manual_seed(1)
     d, slots = 2, [[0, 1], [2, 3]]
     attention = TargetAttention(slots=slots, n_slots=4, embedding_dim=d, query_dim=3, attention_dim=4,
-                                side_rows=3, n_side_fields=1, side_dim=2)
+                                side_rows=[3], side_dim=2)
     sequence = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8)  # [B=2, L=3, S * d = 8]
     mask = torch.tensor([[[True, True, False], [False, False, True]], [[False, False, False], [True, False, False]]])
     side = torch.ones(2, 2, 3, 1, dtype=torch.long) * mask.unsqueeze(-1)

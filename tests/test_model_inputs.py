@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data_pipelines import contract
 from recsys.data.batch import to_batch
 from recsys.model.inputs import embedding_slots, padded_sequences, sequence_bags, to_model_input
-
-FIELDS = ["item", "author", "domain", "gap", "watch"]
 
 
 def test_sequence_bags_put_the_targets_first_then_elements_in_sample_position_gsu_order():
@@ -34,24 +33,27 @@ def test_sequence_bags_put_the_targets_first_then_elements_in_sample_position_gs
 
 def test_model_input_keeps_the_first_elements_of_each_gsu_and_masks_the_rest():
     n, gsus = 2, ["short", "long"]
-    lengths = {"short": np.array([3, 0]), "long": np.array([1, 2])}
-    arrays = {"report_ts": np.zeros(n, np.int64), "request_ts": np.zeros(n, np.int64),
+    lengths = {"short": np.array([3, 0]), "long": np.array([1, 2])}  # the other GSUs are empty
+    arrays = {"report_ts": np.zeros(n, np.int64), "request_ts": np.zeros(n, np.int64), "kind": np.zeros(n, np.int8),
               "impression_id": np.arange(n), "state": np.zeros((n, 5), np.int8),
-              "dense": np.zeros((n, 1), np.float32),
-              "sparse.user_id": np.array([5, 6]), "sparse.live_item": np.array([7, 8]),
-              "sparse.author_id": np.array([9, 10])}
-    for g in gsus:
-        total = int(lengths[g].sum())
-        arrays[f"seq.{g}.lengths"] = lengths[g].astype(np.int32)
-        for f in FIELDS:
-            base = {"item": 100, "author": 200, "domain": 0, "gap": 3, "watch": 4}[f]
-            arrays[f"seq.{g}.{f}"] = (base + np.arange(total)) if f in ("item", "author") else np.full(total, base)
-    batch = to_batch(arrays, ["user_id", "live_item", "author_id"], gsus, FIELDS)
+              "dense": np.zeros((n, len(contract.DENSE_FEATURES)), np.float32),
+              **{contract.sparse_key(f): np.zeros(n, np.int32) for f in contract.SPARSE_FEATURES},
+              contract.sparse_key("user_id"): np.array([5, 6]), contract.sparse_key("live_item"): np.array([7, 8]),
+              contract.sparse_key("author_id"): np.array([9, 10])}
+    for g in contract.GSU_NAMES:
+        g_lengths = lengths.get(g, np.zeros(n, np.int64))
+        total = int(g_lengths.sum())
+        arrays[contract.lengths_key(g)] = g_lengths.astype(np.int32)
+        for f in contract.SEQUENCE_FIELDS:
+            base = {"item": 100, "author": 200, "gap": 3, "watch": 4, "domain": 1}[f]
+            values = (base + np.arange(total)) if f in contract.SEQUENCE_ID_FIELDS else np.full(total, base)
+            arrays[contract.sequence_key(g, f)] = values
+    batch = to_batch(arrays)
     ids, side, kept = padded_sequences(batch, gsus, seq_len=2)
     assert kept.tolist() == [[2, 1], [0, 2]]  # short of sample 0 cut from 3 to 2
     assert ids[0, 0, :, 0].tolist() == [100, 101] and ids[1, 1, :, 0].tolist() == [101, 102]
     assert ids[0, 1, :, 1].tolist() == [200, 0]  # padding is 0
-    assert side[0, 0, 0].tolist() == [3, 4, 0] and side[0, 1, 1].tolist() == [0, 0, 0]  # gap, watch, domain
+    assert side[0, 0, 0].tolist() == [3, 4, 1] and side[0, 1, 1].tolist() == [0, 0, 0]  # gap, watch, domain
     x = to_model_input(batch, gsus, seq_len=2, pooled_features=["user_id"])
     assert x.mask.tolist() == [[[True, True], [True, False]], [[False, False], [True, True]]]
     assert x.sequence["item"].values().tolist() == [7, 8, 100, 100, 101, 101, 102]

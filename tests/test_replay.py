@@ -3,18 +3,17 @@ model that had not seen anything reported after its request, and the report adds
 
 from __future__ import annotations
 
-import json
-import math
-
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
+from data_pipelines.contract import GSU_NAMES, lengths_key, sequence_key
+from data_pipelines.dataset import FAST_SLOW, FINAL
 from recsys.data import ShardDataset
 from recsys.replay.job import run_replay
-from recsys.replay.report import aggregate, build_report, markdown, task_metrics
+from recsys.replay.report import aggregate, build_report, group_metrics, markdown
 from recsys.replay.timeline import ReportedSamples, step_edges
-from tests.conftest import compose_config
+from tests.conftest import compose_config, job_paths
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -33,8 +32,8 @@ class OrderLog:
 
 
 def test_replay_never_lets_a_sample_train_the_model_before_its_report_time(tiny_streams, tmp_path):
-    cfg = compose_config("replay", [f"paths.data_dir={tiny_streams}", f"paths.reports_dir={tmp_path}", "world=tiny",
-                                    "datamodule.batch_size=256", "replay.seeds=[0]", "replay.progress=false"])
+    cfg = compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={tmp_path}", "replay.seeds=[0]",
+                                    "replay.progress=false"])
     observer = OrderLog()
     report = run_replay(cfg, observer=observer)
 
@@ -55,7 +54,7 @@ def test_replay_never_lets_a_sample_train_the_model_before_its_report_time(tiny_
             last_scored_max = ts.max()
             scored += len(ts)
     assert boundary_runs == 1  # realtime, then fast_slow
-    final = json.loads((tiny_streams / "tiny" / "streams" / "final" / "manifest.json").read_text())
+    final = tiny_streams.manifest(FINAL)
     assert scored == 2 * final["samples"]  # every impression scored once per stream
     assert trained_samples > 0
 
@@ -64,7 +63,7 @@ def test_replay_never_lets_a_sample_train_the_model_before_its_report_time(tiny_
     for stream in ("realtime", "fast_slow"):
         assert set(report[stream]) == {"overall", "highlight", "light_users", "heavy_users"}
         overall = report[stream]["overall"]
-        assert set(overall) == {"auc", "auc_std", "logloss", "logloss_std"}
+        assert set(overall) == {"auc", "auc_std", "gauc", "gauc_std", "logloss", "logloss_std"}
         assert set(overall["auc"]) == {"ctr", "lvtr", "ltr", "cmtr", "gtr"}
         assert 0.0 < overall["auc"]["ctr"] < 1.0 and overall["auc_std"]["ctr"] == 0.0
     assert report["impressions"]["overall"] == final["samples"]
@@ -74,7 +73,7 @@ def test_replay_never_lets_a_sample_train_the_model_before_its_report_time(tiny_
 
 
 def test_reported_samples_hands_out_each_sample_once_and_only_after_its_report(tiny_streams):
-    shard_dir = tiny_streams / "tiny" / "streams" / "fast_slow"
+    shard_dir = tiny_streams.stream(FAST_SLOW)
     everything = np.concatenate([mb["report_ts"] for mb in ShardDataset(shard_dir, 1).micro_batches()])
     stream = ReportedSamples(ShardDataset(shard_dir, 1))
     edges = step_edges(int(everything.min()) - 7, int(everything.max()), 7 * 60_000)
@@ -85,27 +84,27 @@ def test_reported_samples_hands_out_each_sample_once_and_only_after_its_report(t
         if chunk is not None:
             assert chunk["report_ts"].min() >= previous and chunk["report_ts"].max() < t
             n = len(chunk["report_ts"])
-            for g in ShardDataset(shard_dir, 1).gsu_names:  # ragged fields stay aligned with their samples
-                assert len(chunk[f"seq.{g}.lengths"]) == n
-                assert len(chunk[f"seq.{g}.item"]) == chunk[f"seq.{g}.lengths"].sum()
+            for g in GSU_NAMES:  # ragged fields stay aligned with their samples
+                assert len(chunk[lengths_key(g)]) == n
+                assert len(chunk[sequence_key(g, "item")]) == chunk[lengths_key(g)].sum()
             handed.append(chunk["report_ts"])
         previous = t
     np.testing.assert_array_equal(np.concatenate(handed), everything)
     assert stream.until(int(edges[-1]) + 10**9) is None
 
 
-def test_task_metrics_agree_with_sklearn_and_skip_unscored_rows():
+def test_replay_metrics_skip_unscored_rows():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, size=(50, 2)).astype(np.float32)
     predictions = np.clip(labels * 0.3 + rng.uniform(0, 0.7, size=(50, 2)), 0.01, 0.99).astype(np.float32)
     predictions[3, 0] = np.nan  # an impression outside the replayed range
-    got = task_metrics(predictions, labels, ["a", "b"])
+    got = group_metrics(predictions, labels, np.zeros(50, dtype=np.int64), ["a", "b"])
     keep = ~np.isnan(predictions[:, 0])
     assert got["auc"]["a"] == pytest.approx(roc_auc_score(labels[keep, 0], predictions[keep, 0]), abs=1e-6)
     assert got["auc"]["b"] == pytest.approx(roc_auc_score(labels[:, 1], predictions[:, 1]), abs=1e-6)
+    assert got["gauc"]["a"] == pytest.approx(got["auc"]["a"], abs=1e-6)  # one user: GAUC is the AUC
     assert got["logloss"]["a"] == pytest.approx(log_loss(labels[keep, 0], predictions[keep, 0].astype(np.float64)),
                                                 abs=1e-6)
-    assert math.isnan(task_metrics(predictions, np.zeros_like(labels), ["a", "b"])["auc"]["a"])  # one class only
 
 
 def test_the_report_aggregates_given_per_seed_figures():
@@ -131,7 +130,7 @@ def test_the_report_aggregates_given_per_seed_figures():
 def test_light_users_are_those_with_at_most_the_given_live_history():
     import torch
 
-    from recsys.train.metrics import light_users
+    from recsys.metrics import light_users
 
     counts = [0, 1, 2, 3, 40]  # the dense feature holds log1p(count)
     assert light_users(np.log1p(np.array(counts, dtype=np.float32)), 2).tolist() == [True, True, True, False, False]

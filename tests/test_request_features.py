@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from data_pipelines.contract import DENSE_FEATURES
 from data_pipelines.history_store import HistoryStore, HistoryStoreConfig
-from data_pipelines.streams.features import DENSE_FEATURES, Vocabularies, log2_bucket, request_features
+from data_pipelines.streams.features import FeatureColumns, Vocabularies, log2_bucket, request_features
 
 
 def test_room_state_uses_only_earlier_events():
@@ -19,9 +20,10 @@ def test_room_state_uses_only_earlier_events():
         "clicked": [True, True, False, True, False], "watch_ms": [100_000, 10_000, 0, 380_000, 0]})
     lives = pd.DataFrame({"live_id": [7], "author_id": [70], "start_ts": [-60_000], "end_ts": [10**6],
                           "live_type": ["a"], "live_content_category": ["dance"]})
-    store = HistoryStore.build(None, impressions, HistoryStoreConfig())
-    vocab = Vocabularies.build(lives, impressions, None, None, "live_content_category", "live_type")
-    sparse, dense = request_features(impressions, lives, store, vocab, "live_content_category", "live_type")
+    store = HistoryStore.build(None, impressions, HistoryStoreConfig(10_000, 15_000, 60_000))
+    columns = FeatureColumns("live_content_category", "live_type", tz_offset_hours=0)
+    vocab = Vocabularies.build(lives, impressions, None, None, columns)
+    sparse, dense = request_features(impressions, lives, store, vocab, columns)
     f = {name: dense[:, j] for j, name in enumerate(DENSE_FEATURES)}
     count = {k: np.rint(np.expm1(v)).astype(int).tolist() for k, v in f.items() if k != "room_ctr_5min"}
     # i3 at 20 s: i0 and i1 entered, i1's exit at exactly 20 s is not yet "before"; i2 and i3 itself

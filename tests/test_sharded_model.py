@@ -12,6 +12,8 @@ from torchrec.distributed.types import ShardingEnv
 
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from data_pipelines.contract import SIDE_FIELDS, SIDE_ROWS
+from recsys.model.factory import ContrastiveSpec, CrossSpec, ModelSpec, build_model
 from recsys.model.inputs import ModelInput, sequence_bags
 from recsys.model.moment_cross import MomentCrossModel
 from recsys.train.strategy import ensure_process_group
@@ -19,14 +21,16 @@ from recsys.train.strategy import ensure_process_group
 POOLED = {"user": ["user_id"], "category": ["category"], "live_type": ["live_type"], "hour": ["hour", "user_hour"]}
 ROWS = {"user": 50, "category": 8, "live_type": 4, "hour": 25, "item": 300, "author": 40}
 GSUS = ["short", "mixed"]
+MANIFEST = {"tasks": ["ctr", "gtr"], "table_sizes": ROWS, "side_rows": SIDE_ROWS, "dense_features": ["a", "b", "c"],
+            "gsu_length": 4}
 
 
 def _model(device: str) -> MomentCrossModel:
-    return MomentCrossModel(tasks=["ctr", "gtr"], table_sizes=ROWS, pooled_tables=POOLED, gsu_names=GSUS,
-                            seq_len=4, n_dense=3, embedding_dim=8, side_dim=4, attention_dim=8,
-                            multitask={"n_levels": 2, "n_shared_experts": 1, "n_task_experts": 1, "expert_dims": [16]},
-                            tower_dims=[8], contrastive={"temperature": 0.1, "weights": {"short": 0.1}},
-                            embedding_device=device)
+    spec = ModelSpec(seq_len=4, embedding_dim=8, side_dim=4, attention_dim=8, tower_dims=[8],
+                     multitask={"n_levels": 2, "n_shared_experts": 1, "n_task_experts": 1, "expert_dims": [16]},
+                     pooled_tables=POOLED, score_weights={})
+    cross = CrossSpec(GSUS, ContrastiveSpec(enabled=True, temperature=0.1, weights={"short": 0.1}))
+    return build_model(spec, cross, MANIFEST, embedding_device=device)
 
 
 def _batch(b: int, rng: np.random.Generator) -> ModelInput:
@@ -42,7 +46,8 @@ def _batch(b: int, rng: np.random.Generator) -> ModelInput:
         pooled=KeyedJaggedTensor(keys=features, values=ids.reshape(-1),
                                  lengths=torch.ones(b * len(features), dtype=torch.int32)),
         sequence=sequence_bags(targets, seq_ids, mask),
-        side=torch.tensor(rng.integers(1, 18, (b, len(GSUS), 4, 3))) * mask.unsqueeze(-1), mask=mask,
+        side=torch.stack([torch.tensor(rng.integers(1, SIDE_ROWS[f], (b, len(GSUS), 4))) for f in SIDE_FIELDS],
+                         -1) * mask.unsqueeze(-1), mask=mask,
         dense=torch.tensor(rng.standard_normal((b, 3)), dtype=torch.float32),
         states=torch.zeros(b, 2, dtype=torch.long), user=ids[0])
 
@@ -61,8 +66,8 @@ def test_sharded_forward_equals_unsharded_with_features_returned_out_of_order():
     sharded = DistributedModelParallel(sharded_inner, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
                                        device=torch.device("cpu"), plan=plan)
     x = _batch(16, np.random.default_rng(0))
-    pooled_kt = sharded.module.pooled_ebc(x.pooled)
-    sequence_kt = sharded.module.sequence_ebc(x.sequence)
+    pooled_kt = sharded.module.lookup.pooled_ebc(x.pooled)
+    sequence_kt = sharded.module.lookup.sequence_ebc(x.sequence)
     assert pooled_kt.keys() != sharded_inner.pooled_features or sequence_kt.keys() != ["item", "author"]
 
     unsharded = _model("cpu")

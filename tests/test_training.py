@@ -3,14 +3,13 @@ sharded checkpoint resumes to exactly the parameters and optimizer state of an u
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
+from data_pipelines.dataset import REALTIME
+from recsys.model.factory import model_from_config
 from recsys.train.checkpoint import model_state_dict, read_unsharded
-from recsys.train.train import build_model
-from tests.conftest import compose_config, train_cli
+from tests.conftest import compose_config, job_paths, train_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -33,7 +32,7 @@ def test_make_train_on_the_tiny_world_beats_a_constant_predictor(tiny_training):
 
 
 def test_make_train_in_bf16_mixed_precision_learns(tiny_streams, tmp_path):
-    result = train_cli(tiny_streams, tmp_path, "trainer.precision=bf16-mixed", "trainer.max_epochs=4", "run_name=bf16")
+    result = train_cli(tiny_streams, tmp_path, "trainer.precision=bf16-mixed", "run_name=bf16")
     ctr = next(line.split() for line in result.stdout.splitlines() if line.startswith("ctr "))
     assert float(ctr[1]) > 0.55, ctr  # AUC; a constant predictor scores 0.5 (seeded: 0.576 when written)
     header, *rows = next((tmp_path / "bf16").glob("version_*/metrics.csv")).read_text().splitlines()
@@ -67,10 +66,10 @@ def test_two_process_sharded_checkpoint_resumes_exactly(tiny_streams, tmp_path):
     assert fused  # the embedding tables' fused Adagrad state is in the checkpoint ...
     torch.testing.assert_close(b["optimizers"], a["optimizers"], rtol=0, atol=0)  # ... and restored exactly
     before = read_unsharded(first)["model"]
-    assert not torch.equal(before["model.sequence_ebc.embedding_bags.item.weight"],
-                           a["model"]["model.sequence_ebc.embedding_bags.item.weight"])  # it did train
+    item_table = "model.lookup.sequence_ebc.embedding_bags.item.weight"
+    assert not torch.equal(before[item_table], a["model"][item_table])  # it did train
 
     # The gathered, unsharded state loads strictly into a plain single-process model (the export path).
-    manifest = json.loads((tiny_streams / "tiny" / "streams" / "realtime" / "manifest.json").read_text())
-    model = build_model(compose_config("train", ["world=tiny"]), manifest, embedding_device="cpu")
+    model = model_from_config(compose_config("train", job_paths(tiny_streams)), tiny_streams.manifest(REALTIME),
+                              embedding_device="cpu")
     model.load_state_dict(model_state_dict(second), strict=True)

@@ -14,16 +14,17 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from data_pipelines.world.config import WorldConfig
-from tests.conftest import BuiltWorld, build_world, compose_config
+from data_pipelines.dataset import DataSet
+from tests.conftest import build_world, compose_config
 
 SMALL = ["world=tiny", "world.n_users=300", "world.users_per_chunk=200"]
 
 
-def read(world: BuiltWorld, name: str) -> pd.DataFrame:
+def read(world: DataSet, name: str) -> pd.DataFrame:
     return pd.read_parquet(world.raw / f"{name}.parquet")
 
 
-def raw_tables_equal(a: BuiltWorld, b: BuiltWorld) -> bool:
+def raw_tables_equal(a: DataSet, b: DataSet) -> bool:
     for path in sorted(a.raw.glob("*.parquet")):
         if not pd.read_parquet(path).equals(pd.read_parquet(b.raw / path.name)):
             return False
@@ -34,8 +35,8 @@ def test_same_seed_gives_identical_world(tmp_path):
     first = build_world(tmp_path / "a", SMALL)
     second = build_world(tmp_path / "b", SMALL)
     assert raw_tables_equal(first, second)
-    assert pd.read_parquet(first.truth / "highlights.parquet").equals(
-        pd.read_parquet(second.truth / "highlights.parquet"))
+    assert pd.read_parquet(first.truth.highlights).equals(
+        pd.read_parquet(second.truth.highlights))
 
 
 def test_other_seed_gives_other_world(tmp_path):
@@ -44,12 +45,12 @@ def test_other_seed_gives_other_world(tmp_path):
     assert not read(first, "click").equals(read(other, "click"))
 
 
-def impressions_with_highlight_flag(world: BuiltWorld) -> pd.DataFrame:
+def impressions_with_highlight_flag(world: DataSet) -> pd.DataFrame:
     """Clicks and negatives, each flagged if its timestamp lies in a highlight segment of its room."""
     clicks = read(world, "click").assign(clicked=True)
     negatives = read(world, "negative").assign(clicked=False)
     imps = pd.concat([clicks, negatives], ignore_index=True).reset_index(names="imp")
-    segments = pd.read_parquet(world.truth / "highlights.parquet")
+    segments = pd.read_parquet(world.truth.highlights)
     pairs = imps[["imp", "live_id", "timestamp"]].merge(segments, on="live_id")
     inside = pairs[(pairs["timestamp"] >= pairs["start_timestamp"]) & (pairs["timestamp"] < pairs["end_timestamp"])]
     imps["in_highlight"] = imps["imp"].isin(inside["imp"])
@@ -79,7 +80,7 @@ def test_exposures_are_about_nine_short_videos_to_one_live(tiny_world):
     assert 8.0 <= n_short / n_live <= 10.5
 
 
-def gift_delays_ms(world: BuiltWorld) -> np.ndarray:
+def gift_delays_ms(world: DataSet) -> np.ndarray:
     """Delay of each gift after the entry of the click whose stay holds it."""
     clicks = read(world, "click")
     gifts = read(world, "gift").reset_index(names="gift")
@@ -114,7 +115,7 @@ def test_long_tail_of_light_users(tiny_world):
 
 
 def test_content_embeddings_track_latent_interest(tiny_world):
-    latent = np.load(tiny_world.truth / "latent.npz")
+    latent = np.load(tiny_world.truth.latent)
     emb = np.load(tiny_world.raw / "live_embedding.npy")
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, len(emb), 500), rng.integers(0, len(emb), 500)
@@ -124,7 +125,7 @@ def test_content_embeddings_track_latent_interest(tiny_world):
 
 
 def test_simulated_logs_pass_ingestion_untouched(tiny_world):
-    report = json.loads((tiny_world.canonical / "ingest_report.json").read_text())
+    report = json.loads(tiny_world.canonical.ingest_report.read_text())
     assert {name: t["quarantined"] for name, t in report["tables"].items()} == {
         name: 0 for name in report["tables"]}
     assert report["tables"]["click"]["rows"] == len(read(tiny_world, "click"))

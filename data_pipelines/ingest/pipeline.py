@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from data_pipelines.contract import ACTION_CODES
+from data_pipelines.dataset import CanonicalTables, DataSet
 from data_pipelines.ingest import checks
 from data_pipelines.ingest.quarantine import Quarantine
 from data_pipelines.ingest.reader import ROW, IngestError, read_source
-from data_pipelines.ingest.schema import ACTION_CODES, ACTION_TABLES, LIVE_EVENT_TABLES, SOURCES
-
-CANONICAL = "canonical"
+from data_pipelines.ingest.schema import ACTION_TABLES, LIVE_EVENT_TABLES, SOURCES
 
 
 @dataclass(frozen=True)
@@ -122,51 +122,56 @@ def _load_embedding(source_dir: Path, spec: EmbeddingSource | None, items: pd.Da
     return aligned, present
 
 
-def ingest(source_dir: str | Path, output_dir: str | Path, tables: dict[str, TableSource | None],
+def ingest(source_dir: str | Path, data: DataSet, tables: dict[str, TableSource | None],
            embeddings: dict[str, EmbeddingSource | None] | None = None, max_bad_share: float = 0.01,
            attribution_grace_ms: int = 0, progress: bool = False) -> IngestReport:
-    """Validate the source tables and write canonical ones under `output_dir/canonical/`.
+    """Validate the source tables and write the data set's canonical tables.
 
     Raises IngestError for structural problems (missing file or column) at once, and after
     writing the quarantine and report when some table's share of bad rows exceeds `max_bad_share`.
     """
-    source_dir, out = Path(source_dir), Path(output_dir) / CANONICAL
-    out.mkdir(parents=True, exist_ok=True)
+    source_dir, out = Path(source_dir), data.canonical
+    out.dir.mkdir(parents=True, exist_ok=True)
     embeddings = embeddings or {}
     run = _Run(source_dir, tables, progress)
 
-    rooms, impressions, live_actions = _live_domain(run, attribution_grace_ms)
+    rooms = _rooms(run)
+    impressions, live_events = _impressions(run, rooms)
+    live_actions = _attributed_actions(run, live_events, impressions[impressions["clicked"]], attribution_grace_ms)
     live_emb, live_has_emb = _load_embedding(source_dir, embeddings.get("live"), rooms, "room")
-    _write(rooms.drop(columns=[ROW]).assign(has_embedding=live_has_emb), out / "lives.parquet")
+    _write(rooms.drop(columns=[ROW]).assign(has_embedding=live_has_emb), out.lives)
     if live_emb is not None:
-        np.save(out / "live_embedding.npy", live_emb, allow_pickle=False)
-    _write(impressions, out / "live_impressions.parquet")
-    _write(live_actions, out / "live_actions.parquet")
+        np.save(out.embedding("live"), live_emb, allow_pickle=False)
+    _write(impressions, out.live_impressions)
+    _write(live_actions, out.live_actions)
 
     for name, canonical_name in (("user", "users"), ("streamer", "authors")):
         profiles = run.load(name)
         run.done(name, profiles)
         if profiles is not None:
-            _write(profiles.drop(columns=[ROW]), out / f"{canonical_name}.parquet")
+            _write(profiles.drop(columns=[ROW]), out.profiles(canonical_name))
 
     photos, short_plays = _short_domain(run, attribution_grace_ms)
     if photos is not None:
         photo_emb, photo_has_emb = _load_embedding(source_dir, embeddings.get("photo"), photos, "photo")
-        _write(photos.drop(columns=[ROW]).assign(has_embedding=photo_has_emb), out / "photos.parquet")
+        _write(photos.drop(columns=[ROW]).assign(has_embedding=photo_has_emb), out.photos)
         if photo_emb is not None:
-            np.save(out / "photo_embedding.npy", photo_emb, allow_pickle=False)
+            np.save(out.embedding("photo"), photo_emb, allow_pickle=False)
     if short_plays is not None:
-        _write(short_plays, out / "short_plays.parquet")
+        _write(short_plays, out.short_plays)
     run.progress.close()
     return _finish(run, out, max_bad_share)
 
 
-def _live_domain(run: _Run, grace_ms: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Rooms; impressions (clicks and negatives, with exit times); actions attributed to stays."""
+def _rooms(run: _Run) -> pd.DataFrame:
     rooms = run.load("room")
     rooms = run.reject("room", rooms, [checks.ends_before_start(rooms, "start_ts", "end_ts")])
     run.done("room", rooms)
+    return rooms
 
+
+def _live_events(run: _Run, rooms: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every configured live event table, each event inside a known room's lifetime."""
     live: dict[str, pd.DataFrame] = {}
     for name in LIVE_EVENT_TABLES:
         frame = run.load(name)
@@ -178,7 +183,13 @@ def _live_domain(run: _Run, grace_ms: int) -> tuple[pd.DataFrame, pd.DataFrame, 
         if name == "gift":
             failures.append(checks.negative(frame, "gift_price", "negative gift price"))
         live[name] = run.reject(name, frame, failures)
+    return live
 
+
+def _impressions(run: _Run, rooms: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """(impressions: clicks and negatives with their exit times, by request time; the live event
+    tables). A negative that is also a click is quarantined."""
+    live = _live_events(run, rooms)
     clicks, negatives = live["click"], live["negative"]
     also_click = negatives.merge(clicks[["user_id", "live_id", "ts"]], how="left", indicator=True,
                                  on=["user_id", "live_id", "ts"])["_merge"].eq("both").to_numpy()
@@ -186,17 +197,19 @@ def _live_domain(run: _Run, grace_ms: int) -> tuple[pd.DataFrame, pd.DataFrame, 
         "also_a_click", also_click, "the same impression (user, live, ts) is also in the click table")])
     run.done("click", clicks)
     run.done("negative", negatives)
-
     impressions = pd.concat([
         clicks.assign(clicked=True, exit_ts=clicks["ts"] + clicks["watch_ms"]),
         negatives.assign(clicked=False, exit_ts=negatives["ts"], watch_ms=0),
     ], ignore_index=True).rename(columns={"ts": "request_ts"})
     impressions = impressions.sort_values(["request_ts", "user_id", "live_id"], kind="stable").reset_index(drop=True)
     impressions.insert(0, "impression_id", np.arange(len(impressions), dtype=np.int64))
-    impressions = impressions[["impression_id", "user_id", "live_id", "author_id", "request_ts", "exit_ts",
-                               "clicked", "watch_ms"]]
-    stays = impressions[impressions["clicked"]]
+    return impressions[["impression_id", "user_id", "live_id", "author_id", "request_ts", "exit_ts", "clicked",
+                        "watch_ms"]], live
 
+
+def _attributed_actions(run: _Run, live: dict[str, pd.DataFrame], stays: pd.DataFrame, grace_ms: int
+                        ) -> pd.DataFrame:
+    """Likes, comments and gifts, each attributed to the stay (clicked impression) that encloses it."""
     actions = []
     for name in ACTION_TABLES:
         frame = live.get(name)
@@ -212,8 +225,7 @@ def _live_domain(run: _Run, grace_ms: int) -> tuple[pd.DataFrame, pd.DataFrame, 
     columns = ["impression_id", "user_id", "live_id", "author_id", "ts", "action", "gift_price"]
     live_actions = (pd.concat(actions, ignore_index=True)[columns] if actions
                     else pd.DataFrame({c: pd.Series(dtype="int64") for c in columns}))
-    live_actions = live_actions.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
-    return rooms, impressions, live_actions
+    return live_actions.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
 
 
 def _short_domain(run: _Run, grace_ms: int) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
@@ -244,9 +256,9 @@ def _short_domain(run: _Run, grace_ms: int) -> tuple[pd.DataFrame | None, pd.Dat
     return photos, plays[["user_id", "photo_id", "author_id", "start_ts", "end_ts", "watch_ms", "liked"]]
 
 
-def _finish(run: _Run, out: Path, max_bad_share: float) -> IngestReport:
+def _finish(run: _Run, out: CanonicalTables, max_bad_share: float) -> IngestReport:
     """Write the quarantine and the report; fail if some table has too many bad rows."""
-    report = IngestReport(output_dir=out)
+    report = IngestReport(output_dir=out.dir)
     for name, rows in run.rows_read.items():
         bad = run.quarantine.total(name)
         report.tables[name] = {"file": str(run.source_dir / run.tables[name].file), "rows": rows, "ok": rows - bad,
@@ -254,8 +266,8 @@ def _finish(run: _Run, out: Path, max_bad_share: float) -> IngestReport:
                                "checks": dict(run.quarantine.counts.get(name, {}))}
         if run.rows_kept[name] != rows - bad:  # every row read is either kept or quarantined
             raise AssertionError(f"{name}: {rows} rows read, {run.rows_kept[name]} kept, {bad} quarantined")
-    run.quarantine.write(out / "quarantine.parquet")
-    with open(out / "ingest_report.json", "w") as f:
+    run.quarantine.write(out.quarantine)
+    with open(out.ingest_report, "w") as f:
         json.dump({"max_bad_share": max_bad_share, "tables": report.tables}, f, indent=2)
 
     too_bad = {n: t for n, t in report.tables.items() if t["bad_share"] > max_bad_share}
@@ -265,5 +277,5 @@ def _finish(run: _Run, out: Path, max_bad_share: float) -> IngestReport:
             + ", ".join(f"{k}={v}" for k, v in sorted(t["checks"].items(), key=lambda kv: -kv[1])[:3])
             for n, t in too_bad.items())
         raise IngestError(f"too many bad rows (limit data.max_bad_share={max_bad_share:.1%}): {details}. "
-                          f"Rows and reasons: {out / 'quarantine.parquet'}")
+                          f"Rows and reasons: {out.quarantine}")
     return report

@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 INT = "int64"
 FLOAT = "float64"
 
-# Codes of the `action` column of canonical live_actions.
-ACTION_CODES = {"like": 0, "comment": 1, "gift": 2}
-
 
 @dataclass(frozen=True)
 class SourceSchema:

@@ -7,12 +7,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from data_pipelines.jobs import describe_streams, run_streams
+from data_pipelines.jobs import data_set, describe_streams, run_streams
 
 
 @hydra.main(config_path="../../conf", config_name="streams", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    print(describe_streams(run_streams(cfg), Path(cfg.shards.dir)))
+    print(describe_streams(run_streams(cfg), data_set(cfg)))
     print(f"label-consistency report -> {Path(cfg.paths.reports_dir) / 'label_consistency.md'}")
 
 

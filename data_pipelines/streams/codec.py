@@ -8,7 +8,7 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sequence fields in contract order, domains 1 and 2, side_rows in the manifest
 _ALLOWED_KINDS = set("biuf")  # bool, signed, unsigned, float
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipelines.streams.labels import NEG, NO_POSITIVE, POS, PU_POS, Impressions, Samples
+from data_pipelines.contract import NEG, POS, PU_POS
+from data_pipelines.streams.labels import NO_POSITIVE, Impressions, Samples
 
 _NEVER = np.iinfo(np.int64).max
 

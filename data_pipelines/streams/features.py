@@ -9,19 +9,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_pipelines.history_store import LIVE, HistoryStore
-
-SPARSE_FEATURES = ("user_id", "live_item", "author_id", "category", "live_type", "hour",
-                   "user_history_bucket", "user_live_bucket")
-DENSE_FEATURES = ("room_viewers_now", "room_clicks_30s", "room_clicks_5min", "room_impressions_5min",
-                  "room_ctr_5min", "room_age_min", "user_history_len", "user_live_history_len")
-N_LOG_BUCKETS = 16  # log2 buckets for counts and durations
+from data_pipelines.contract import BUCKET_TABLE_ROWS, DENSE_FEATURES, LIVE, N_LOG_BUCKETS, SPARSE_FEATURES
+from data_pipelines.history_store import HistoryStore
 
 
-def log2_bucket(x: np.ndarray, n_buckets: int = N_LOG_BUCKETS) -> np.ndarray:
-    """0 for x < 1, then floor(log2(x)) + 1, capped at n_buckets - 1."""
+def log2_bucket(x: np.ndarray) -> np.ndarray:
+    """0 for x < 1, then floor(log2(x)) + 1, capped at N_LOG_BUCKETS - 1."""
     x = np.asarray(x, dtype=np.float64)
-    return np.clip(np.floor(np.log2(np.maximum(x, 1.0))) + (x >= 1), 0, n_buckets - 1).astype(np.int64)
+    return np.clip(np.floor(np.log2(np.maximum(x, 1.0))) + (x >= 1), 0, N_LOG_BUCKETS - 1).astype(np.int64)
+
+
+def log2_bucket_row(x: np.ndarray) -> np.ndarray:
+    """The table row of x's log2 bucket: 1 .. N_LOG_BUCKETS (row 0 is padding)."""
+    return log2_bucket(x) + 1
+
+
+@dataclass(frozen=True)
+class FeatureColumns:
+    """How request-time features read a data set's canonical `lives` (conf/data/*.yaml `features`)."""
+
+    category_column: str  # room columns carried through by ingestion with `keep`
+    live_type_column: str
+    tz_offset_hours: float  # hour-of-day feature = UTC hour + this
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ class Vocabularies:
 
     @classmethod
     def build(cls, lives: pd.DataFrame, impressions: pd.DataFrame, photos: pd.DataFrame | None,
-              short_plays: pd.DataFrame | None, category_column: str, live_type_column: str) -> "Vocabularies":
+              short_plays: pd.DataFrame | None, columns: FeatureColumns) -> "Vocabularies":
         photo_ids = [photos["photo_id"].to_numpy()] if photos is not None else []
         if short_plays is not None:
             photo_ids.append(short_plays["photo_id"].to_numpy())
@@ -75,8 +84,8 @@ class Vocabularies:
             author=Vocab.of(*authors),
             photo=photo,
             live=Vocab.of(lives["live_id"].to_numpy(), offset=photo.size - 1),
-            category=Vocab.of(_as_text(lives, category_column)),
-            live_type=Vocab.of(_as_text(lives, live_type_column)),
+            category=Vocab.of(_as_text(lives, columns.category_column)),
+            live_type=Vocab.of(_as_text(lives, columns.live_type_column)),
         )
 
     def item_index(self, raw_id: np.ndarray, domain: np.ndarray) -> np.ndarray:
@@ -84,8 +93,7 @@ class Vocabularies:
 
     def table_sizes(self) -> dict[str, int]:
         return {"user": self.user.size, "author": self.author.size, "item": self.live.size,
-                "category": self.category.size, "live_type": self.live_type.size, "hour": 25,
-                "activity_bucket": N_LOG_BUCKETS + 1}
+                "category": self.category.size, "live_type": self.live_type.size, **BUCKET_TABLE_ROWS}
 
     def save(self, path: Path) -> None:
         np.savez(path, **{f"{name}_ids": getattr(self, name).ids for name in
@@ -117,55 +125,67 @@ class TimeCounter:
         return self.before(group, t) - self.before(group, t - window_ms)
 
 
-def request_features(impressions: pd.DataFrame, lives: pd.DataFrame, history: HistoryStore, vocab: Vocabularies,
-                     category_column: str, live_type_column: str, tz_offset_hours: float = 0.0,
-                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Sparse ids {name: [N] int64} and dense features [N, D] float32 for canonical impressions.
+def _room_rows(impressions: pd.DataFrame, lives: pd.DataFrame) -> np.ndarray:
+    """[N] row of each impression's room in `lives` (-1 for a room it does not hold)."""
+    rows = pd.Series(np.arange(len(lives)), index=lives["live_id"].to_numpy()).reindex(impressions["live_id"])
+    return np.nan_to_num(rows.to_numpy(), nan=-1).astype(np.int64)
 
-    Room state uses only impressions with request_ts < t0 and exits with exit_ts < t0; user
-    activity uses the history store's strictly-before-t0 queries.
-    """
-    t0 = impressions["request_ts"].to_numpy()
-    live_id = impressions["live_id"].to_numpy()
-    room_row = pd.Series(np.arange(len(lives)), index=lives["live_id"].to_numpy()).reindex(live_id).to_numpy()
-    room_row = np.nan_to_num(room_row, nan=-1).astype(np.int64)
+
+def room_state(impressions: pd.DataFrame, lives: pd.DataFrame, room_row: np.ndarray) -> dict[str, np.ndarray]:
+    """The room's real-time state at each request, from impressions requested and stays ended
+    strictly before it: viewers now, clicks in the last 30 s and 5 min, impressions in the last
+    5 min and their click ratio, the room's age. Dense features, transformed as the model reads them."""
+    t0, exit_ts = impressions["request_ts"].to_numpy(), impressions["exit_ts"].to_numpy()
     clicked = impressions["clicked"].to_numpy()
-    exit_ts = impressions["exit_ts"].to_numpy()
     t_lo = int(min(t0.min(), exit_ts.min())) - 3_600_000
     t_hi = int(max(t0.max(), exit_ts.max()))
-
     room = room_row + 1  # >= 0 for the counters
     entries = TimeCounter(room[clicked], t0[clicked], t_lo, t_hi)
     exits = TimeCounter(room[clicked], exit_ts[clicked], t_lo, t_hi)
     shown = TimeCounter(room, t0, t_lo, t_hi)
-    viewers_now = entries.before(room, t0) - exits.before(room, t0)
-    clicks_30s = entries.in_window(room, t0, 30_000)
     clicks_5min = entries.in_window(room, t0, 300_000)
     impressions_5min = shown.in_window(room, t0, 300_000)
     start = lives["start_ts"].to_numpy()[np.maximum(room_row, 0)]
-    room_age_min = np.maximum(t0 - start, 0) / 60_000.0
-
-    users = impressions["user_id"].to_numpy()
-    begin, end = history.query_batch(users, t0)
-    history_len = end - begin
-    is_live = np.concatenate([[0], np.cumsum(history.domain == LIVE)])
-    live_len = is_live[end] - is_live[begin]
-
-    hour = ((t0 // 3_600_000 + int(round(tz_offset_hours))) % 24).astype(np.int64)
-    cat_text, type_text = _as_text(lives, category_column), _as_text(lives, live_type_column)
-    sparse = {
-        "user_id": vocab.user.index(users),
-        "live_item": vocab.live.index(live_id),
-        "author_id": vocab.author.index(impressions["author_id"].to_numpy()),
-        "category": np.where(room_row >= 0, vocab.category.index(cat_text[np.maximum(room_row, 0)]), 0),
-        "live_type": np.where(room_row >= 0, vocab.live_type.index(type_text[np.maximum(room_row, 0)]), 0),
-        "hour": hour + 1,
-        "user_history_bucket": log2_bucket(history_len) + 1,
-        "user_live_bucket": log2_bucket(live_len) + 1,
+    return {
+        "room_viewers_now": np.log1p(entries.before(room, t0) - exits.before(room, t0)),
+        "room_clicks_30s": np.log1p(entries.in_window(room, t0, 30_000)),
+        "room_clicks_5min": np.log1p(clicks_5min),
+        "room_impressions_5min": np.log1p(impressions_5min),
+        "room_ctr_5min": clicks_5min / np.maximum(impressions_5min, 1),
+        "room_age_min": np.log1p(np.maximum(t0 - start, 0) / 60_000.0),
     }
-    dense = np.stack([
-        np.log1p(viewers_now), np.log1p(clicks_30s), np.log1p(clicks_5min), np.log1p(impressions_5min),
-        clicks_5min / np.maximum(impressions_5min, 1), np.log1p(room_age_min), np.log1p(history_len),
-        np.log1p(live_len),
-    ], axis=1).astype(np.float32)
-    return sparse, dense
+
+
+def user_activity(impressions: pd.DataFrame, history: HistoryStore) -> tuple[np.ndarray, np.ndarray]:
+    """[N] interactions and live stays of the user known strictly before each request (at most
+    the store's max_events most recent)."""
+    begin, end = history.query_batch(impressions["user_id"].to_numpy(), impressions["request_ts"].to_numpy())
+    is_live = np.concatenate([[0], np.cumsum(history.domain == LIVE)])
+    return end - begin, is_live[end] - is_live[begin]
+
+
+def request_features(impressions: pd.DataFrame, lives: pd.DataFrame, history: HistoryStore, vocab: Vocabularies,
+                     columns: FeatureColumns) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Sparse ids {SPARSE_FEATURES: [N] int64} and dense features [N, len(DENSE_FEATURES)] float32
+    of canonical impressions, all from what was known strictly before each request."""
+    t0 = impressions["request_ts"].to_numpy()
+    room_row = _room_rows(impressions, lives)
+    known_room = np.maximum(room_row, 0)
+    history_len, live_len = user_activity(impressions, history)
+    hour = (t0 // 3_600_000 + int(round(columns.tz_offset_hours))) % 24
+    sparse = {
+        "user_id": vocab.user.index(impressions["user_id"].to_numpy()),
+        "live_item": vocab.live.index(impressions["live_id"].to_numpy()),
+        "author_id": vocab.author.index(impressions["author_id"].to_numpy()),
+        "category": np.where(room_row >= 0, vocab.category.index(
+            _as_text(lives, columns.category_column)[known_room]), 0),
+        "live_type": np.where(room_row >= 0, vocab.live_type.index(
+            _as_text(lives, columns.live_type_column)[known_room]), 0),
+        "hour": hour.astype(np.int64) + 1,
+        "user_history_bucket": log2_bucket_row(history_len),
+        "user_live_bucket": log2_bucket_row(live_len),
+    }
+    dense = {**room_state(impressions, lives, room_row), "user_history_len": np.log1p(history_len),
+             "user_live_history_len": np.log1p(live_len)}
+    return ({name: sparse[name] for name in SPARSE_FEATURES},
+            np.stack([dense[name] for name in DENSE_FEATURES], axis=1).astype(np.float32))

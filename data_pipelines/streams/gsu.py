@@ -9,8 +9,9 @@ strictly before the request (at most the last `max_events` interactions, DESIGN.
 | livelong | the top-L lives by content-embedding dot product with the live        |
 | mixed    | the latest L long-view interactions, lives and short videos mixed     |
 
-Each sequence is ragged (no padding): per request a length, then per element the item row, the
-author row, the domain, a time-gap bucket and a watch-time bucket. "Latest" sequences are most
+Each sequence is ragged (no padding): per request a length, then per element the fields
+contract.SEQUENCE_FIELDS: the item row, the author row, a time-gap bucket, a watch-time bucket and
+the domain. "Latest" sequences are most
 recent first; searched ones are best score first, ties broken by recency.
 """
 
@@ -20,12 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_pipelines.history_store import LIVE, SHORT, HistoryStore
+from data_pipelines.contract import GSU_NAMES, LIVE, SEQUENCE_FIELDS, SHORT
+from data_pipelines.history_store import HistoryStore
 from data_pipelines.ragged import gather_rows, within_group
-from data_pipelines.streams.features import Vocabularies, log2_bucket
-
-GSU_NAMES = ("short", "long", "aidhard", "livelong", "mixed")
-SEQUENCE_FIELDS = ("item", "author", "domain", "gap", "watch")
+from data_pipelines.streams.features import Vocabularies, log2_bucket_row
 
 
 @dataclass
@@ -185,7 +184,7 @@ class GsuRetriever:
             lengths=np.bincount(request, minlength=n).astype(np.int32),
             fields={"item": self.item_row[row].astype(np.int32),
                     "author": self.author_row[row].astype(np.int32),
-                    "domain": s.domain[row].astype(np.int8),
-                    "gap": (log2_bucket(gap_min) + 1).astype(np.int8),
-                    "watch": (log2_bucket(s.watch_ms[row] / 1000.0) + 1).astype(np.int8)},
+                    "gap": log2_bucket_row(gap_min).astype(np.int8),
+                    "watch": log2_bucket_row(s.watch_ms[row] / 1000.0).astype(np.int8),
+                    "domain": s.domain[row].astype(np.int8)},
         )

@@ -13,13 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from data_pipelines.ingest.schema import ACTION_CODES
+from data_pipelines.contract import ACTION_CODES, MASKED, NEG, POS, PU_POS, TASKS
 
-TASKS = ("ctr", "lvtr", "ltr", "cmtr", "gtr")  # click, long view, like, comment, gift
-
-# Label states; the loss reads these (pos/neg: BCE, pu_pos: the PU correction, masked: nothing).
-MASKED, NEG, POS, PU_POS = 0, 1, 2, 3
-STATE_NAMES = {MASKED: "masked", NEG: "neg", POS: "pos", PU_POS: "pu_pos"}
 NO_POSITIVE = -1  # in first-positive arrays
 
 # What kind of sample each one is, to order samples with equal report_ts deterministically.
@@ -49,11 +44,6 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self.report_ts)
-
-    @property
-    def label(self) -> np.ndarray:
-        """[S, T] float32: 1 for pos and pu_pos, 0 otherwise (masked labels carry no gradient)."""
-        return ((self.state == POS) | (self.state == PU_POS)).astype(np.float32)
 
     @staticmethod
     def concat_sorted(parts: list["Samples"]) -> "Samples":

@@ -1,5 +1,6 @@
 """WebDataset shards of one stream: samples in report_ts order, grouped into micro-batches (one
-msgpack tar member each), plus a manifest with counts, time ranges and the feature schema."""
+msgpack tar member each, keyed as data_pipelines/contract.py says), plus a manifest with counts,
+time ranges and the feature schema."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
+from data_pipelines import contract
 from data_pipelines.streams import codec
-from data_pipelines.streams.gsu import SEQUENCE_FIELDS, Sequences
+from data_pipelines.streams.gsu import Sequences
 from data_pipelines.streams.labels import Samples
 
 MANIFEST = "manifest.json"
@@ -43,13 +45,13 @@ def micro_batch(samples: Samples, rows: slice, features: ImpressionFeatures) -> 
         "state": samples.state[rows],
         "dense": features.dense[imp],
     }
-    for name, values in features.sparse.items():
-        arrays[f"sparse.{name}"] = values[imp].astype(np.int32)
-    for name, seq in features.sequences.items():
-        taken = seq.take(imp)
-        arrays[f"seq.{name}.lengths"] = taken.lengths
-        for field in SEQUENCE_FIELDS:
-            arrays[f"seq.{name}.{field}"] = taken.fields[field]
+    for name in contract.SPARSE_FEATURES:
+        arrays[contract.sparse_key(name)] = features.sparse[name][imp].astype(np.int32)
+    for name in contract.GSU_NAMES:
+        taken = features.sequences[name].take(imp)
+        arrays[contract.lengths_key(name)] = taken.lengths
+        for field in contract.SEQUENCE_FIELDS:
+            arrays[contract.sequence_key(name, field)] = taken.fields[field]
     return arrays
 
 
@@ -61,8 +63,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_shards(samples: Samples, features: ImpressionFeatures, out_dir: Path, schema: dict,
-                 micro_batch_size: int = 256, micro_batches_per_shard: int = 200, progress: bool = True) -> dict:
+def write_shards(samples: Samples, features: ImpressionFeatures, out_dir: Path, schema: dict, *,
+                 micro_batch_size: int, micro_batches_per_shard: int, progress: bool = True) -> dict:
     """Write `samples` (already in report_ts order) as shard-NNNNNN.tar files and manifest.json."""
     if np.any(np.diff(samples.report_ts) < 0):
         raise ValueError("samples must be sorted by report_ts before they are sharded")
@@ -98,26 +100,34 @@ def write_shards(samples: Samples, features: ImpressionFeatures, out_dir: Path, 
             "sha256": _sha256(out_dir / name),
         })
     bar.close()
-    manifest = {
-        "schema_version": codec.SCHEMA_VERSION,
-        "samples": n,
-        "micro_batch_size": micro_batch_size,
-        "shards": shards,
-        "report_ts_range": [int(samples.report_ts[0]), int(samples.report_ts[-1])] if n else None,
-        **schema,
-    }
+    manifest = {"schema_version": codec.SCHEMA_VERSION, "samples": n, "shards": shards, **schema}
     with open(out_dir / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=1)
     return manifest
 
 
+def contract_schema() -> dict:
+    """What every manifest says of the data contract; `read_manifest` holds it to this code's."""
+    return {"sparse_features": list(contract.SPARSE_FEATURES), "dense_features": list(contract.DENSE_FEATURES),
+            "gsu_names": list(contract.GSU_NAMES), "sequence_fields": list(contract.SEQUENCE_FIELDS),
+            "side_rows": dict(contract.SIDE_ROWS)}
+
+
 def read_manifest(shard_dir: str | Path) -> dict:
+    """The manifest of one stream's shards; refuses one written under another data contract."""
     path = Path(shard_dir) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: write the shards first (make streams)")
-    with open(path) as f:
-        manifest = json.load(f)
-    if manifest.get("schema_version") != codec.SCHEMA_VERSION:
-        raise ValueError(f"{path}: shard schema v{manifest.get('schema_version')}, this code reads "
-                         f"v{codec.SCHEMA_VERSION}; rebuild with make streams")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); rebuild with make streams") from None
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != codec.SCHEMA_VERSION:
+        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise ValueError(f"{path}: shard schema v{version}, this code reads v{codec.SCHEMA_VERSION}; "
+                         f"rebuild with make streams")
+    differs = [key for key, value in contract_schema().items() if manifest.get(key) != value]
+    if differs:
+        raise ValueError(f"{path}: {differs} differ from this code's data contract (data_pipelines/contract.py); "
+                         f"rebuild with make streams")
     return manifest

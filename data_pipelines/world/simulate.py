@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from data_pipelines.dataset import DataSet, TruthFiles
 from data_pipelines.world.config import HOUR_MS, MINUTE_MS, WorldConfig
 from data_pipelines.world.exposures import draw_exposures, live_coverage, outside_own_stays, unique_rows
 from data_pipelines.world.feedback import COMMENT, GIFT, LIKE, live_outcomes, short_outcomes
@@ -25,8 +26,7 @@ Columns = dict[str, np.ndarray]  # a table as named, equally long columns
 
 @dataclass(frozen=True)
 class SimulationResult:
-    raw_dir: Path
-    truth_dir: Path
+    data: DataSet
     summary: dict
 
 
@@ -84,11 +84,10 @@ def _simulate_users(world: _World, users: np.ndarray, rng: np.random.Generator) 
     return short, live, action
 
 
-def simulate_world(cfg: WorldConfig, out_dir: Path, progress: bool = True) -> SimulationResult:
-    """Simulate `cfg` and write it under `out_dir` (`raw/` and `truth/`). Deterministic in cfg.seed."""
-    raw_dir, truth_dir = Path(out_dir) / "raw", Path(out_dir) / "truth"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    truth_dir.mkdir(parents=True, exist_ok=True)
+def simulate_world(cfg: WorldConfig, data: DataSet, progress: bool = True) -> SimulationResult:
+    """Simulate `cfg` and write its raw tables and ground truth into `data`. Deterministic in cfg.seed."""
+    data.raw.mkdir(parents=True, exist_ok=True)
+    data.truth.dir.mkdir(parents=True, exist_ok=True)
 
     pop = build_population(cfg, np.random.default_rng([cfg.seed, _POPULATION_STREAM]))
     room_rng = np.random.default_rng([cfg.seed, _ROOM_STREAM])
@@ -112,12 +111,12 @@ def simulate_world(cfg: WorldConfig, out_dir: Path, progress: bool = True) -> Si
     action = _sorted_by(_take(action, unique_rows(action["user"], action["room"], action["kind"], action["t"])),
                         "t", "user")
 
-    _write_raw(world, raw_dir, short, live, action)
-    _write_truth(world, truth_dir, live)
+    _write_raw(world, data.raw, short, live, action)
+    _write_truth(world, data.truth, live)
     summary = summarize(world, short, live, action)
-    with open(truth_dir / "world.json", "w") as f:
+    with open(data.truth.world, "w") as f:
         json.dump({"config": asdict(cfg), "summary": summary}, f, indent=2)
-    return SimulationResult(raw_dir=raw_dir, truth_dir=truth_dir, summary=summary)
+    return SimulationResult(data=data, summary=summary)
 
 
 def _write_raw(world: _World, raw_dir: Path, short: Columns, live: Columns, action: Columns) -> None:
@@ -162,16 +161,15 @@ def _write_raw(world: _World, raw_dir: Path, short: Columns, live: Columns, acti
            raw_dir / "photo_like.parquet")
 
 
-def _write_truth(world: _World, truth_dir: Path, live: Columns) -> None:
+def _write_truth(world: _World, truth: TruthFiles, live: Columns) -> None:
     """What real logs never tell: highlight segments, true click probabilities, latent vectors."""
     t0, hl, pop = np.int64(world.cfg.start_ms), world.highlights, world.pop
     _write({"live_id": hl.room, "start_timestamp": t0 + hl.start, "end_timestamp": t0 + hl.end,
-            "peak_ctr_boost": hl.peak_ctr_boost, "peak_watch_boost": hl.peak_watch_boost},
-           truth_dir / "highlights.parquet")
+            "peak_ctr_boost": hl.peak_ctr_boost, "peak_watch_boost": hl.peak_watch_boost}, truth.highlights)
     _write({"user_id": live["user"], "live_id": live["room"], "timestamp": t0 + live["t"],
             "true_ctr": live["true_ctr"], "clicked": live["clicked"], "highlight_segment": live["segment"],
-            "highlight_intensity": live["intensity"]}, truth_dir / "live_impressions.parquet")
-    np.savez(truth_dir / "latent.npz", user=pop.user_latent, room=world.rooms.latent, photo=pop.photo_latent,
+            "highlight_intensity": live["intensity"]}, truth.live_impressions)
+    np.savez(truth.latent, user=pop.user_latent, room=world.rooms.latent, photo=pop.photo_latent,
              author=pop.author_latent, category_centers=pop.category_centers)
 
 

@@ -8,15 +8,15 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from data_pipelines.streams.labels import POS, PU_POS
+from data_pipelines import contract
 from recsys.data.transferable import TensorFields
 
 
 @dataclass
 class Batch(TensorFields):
-    sparse: KeyedJaggedTensor  # one id per sample for each sparse feature (table rows)
+    sparse: KeyedJaggedTensor  # one id per sample for each of contract.SPARSE_FEATURES (table rows)
     sequences: KeyedJaggedTensor  # keys "<gsu>.<field>", one jagged sequence per sample
-    dense: torch.Tensor  # [B, D] float32
+    dense: torch.Tensor  # [B, D] float32, contract.DENSE_FEATURES
     labels: torch.Tensor  # [B, T] float32, 1 for pos and pu_pos
     states: torch.Tensor  # [B, T] int64 label states (masked / neg / pos / pu_pos)
     report_ts: torch.Tensor  # [B] int64 ms
@@ -27,6 +27,17 @@ class Batch(TensorFields):
         return self.dense.shape[0]
 
 
+def labels_of(states: torch.Tensor) -> torch.Tensor:
+    """[B, T] float32 labels of label states: 1 for pos and pu_pos, else 0 (masked states carry
+    no gradient whatever their label)."""
+    return torch.isin(states, torch.tensor(contract.POSITIVE_STATES, device=states.device)).to(torch.float32)
+
+
+def sequence_feature(gsu: str, field: str) -> str:
+    """The key of one GSU field in `Batch.sequences`."""
+    return f"{gsu}.{field}"
+
+
 def _kjt(keys: list[str], values: list[np.ndarray], lengths: list[np.ndarray]) -> KeyedJaggedTensor:
     return KeyedJaggedTensor(
         keys=keys,
@@ -35,24 +46,24 @@ def _kjt(keys: list[str], values: list[np.ndarray], lengths: list[np.ndarray]) -
     )
 
 
-def to_batch(arrays: dict[str, np.ndarray], sparse_features: list[str], gsu_names: list[str],
-             sequence_fields: list[str]) -> Batch:
-    """Arrays of one batch, as stored in the shards (see data_pipelines/streams/shards.py)."""
+def to_batch(arrays: dict[str, np.ndarray]) -> Batch:
+    """The arrays of one batch, keyed as in the shards (data_pipelines/contract.py)."""
     n = len(arrays["report_ts"])
     ones = np.ones(n, dtype=np.int32)
-    sparse = _kjt(sparse_features, [arrays[f"sparse.{k}"] for k in sparse_features], [ones] * len(sparse_features))
+    sparse = _kjt(list(contract.SPARSE_FEATURES), [arrays[contract.sparse_key(k)] for k in contract.SPARSE_FEATURES],
+                  [ones] * len(contract.SPARSE_FEATURES))
     keys, values, lengths = [], [], []
-    for name in gsu_names:
-        for field in sequence_fields:
-            keys.append(f"{name}.{field}")
-            values.append(arrays[f"seq.{name}.{field}"])
-            lengths.append(arrays[f"seq.{name}.lengths"])
+    for gsu in contract.GSU_NAMES:
+        for field in contract.SEQUENCE_FIELDS:
+            keys.append(sequence_feature(gsu, field))
+            values.append(arrays[contract.sequence_key(gsu, field)])
+            lengths.append(arrays[contract.lengths_key(gsu)])
     state = torch.from_numpy(arrays["state"].astype(np.int64))
     return Batch(
         sparse=sparse,
         sequences=_kjt(keys, values, lengths),
         dense=torch.from_numpy(np.ascontiguousarray(arrays["dense"], dtype=np.float32)),
-        labels=((state == POS) | (state == PU_POS)).to(torch.float32),
+        labels=labels_of(state),
         states=state,
         report_ts=torch.from_numpy(arrays["report_ts"].astype(np.int64)),
         request_ts=torch.from_numpy(arrays["request_ts"].astype(np.int64)),

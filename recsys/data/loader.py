@@ -21,6 +21,7 @@ import numpy as np
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
+from data_pipelines import contract
 from data_pipelines.ragged import gather_rows
 from data_pipelines.streams import codec
 from data_pipelines.streams.shards import MEMBER_SUFFIX, read_manifest
@@ -38,17 +39,15 @@ def concat_arrays(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray, gsu_names: list[str]) -> dict[str, np.ndarray]:
+def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
     """Samples `rows` of a micro-batch-like dict; ragged sequence fields follow their lengths."""
-    out = {}
-    for prefix in (f"seq.{name}." for name in gsu_names):
-        taken, positions = gather_rows(arrays[prefix + "lengths"], rows)
-        for key, values in arrays.items():
-            if key.startswith(prefix):
-                out[key] = taken.astype(values.dtype) if key == prefix + "lengths" else values[positions]
-    for key, values in arrays.items():
-        if not key.startswith("seq."):
-            out[key] = values[rows]
+    out = {key: values[rows] for key, values in arrays.items() if not contract.is_sequence_key(key)}
+    for gsu in contract.GSU_NAMES:
+        lengths = arrays[contract.lengths_key(gsu)]
+        taken, positions = gather_rows(lengths, rows)
+        out[contract.lengths_key(gsu)] = taken.astype(lengths.dtype)
+        for field in contract.SEQUENCE_FIELDS:
+            out[contract.sequence_key(gsu, field)] = arrays[contract.sequence_key(gsu, field)][positions]
     return out
 
 
@@ -73,9 +72,7 @@ class ShardDataset(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.on_corrupt = on_corrupt
         self.epoch = 0
-        self.sparse_features = list(self.manifest["sparse_features"])
-        self.gsu_names = list(self.manifest["gsu"]["names"])
-        self.sequence_fields = list(self.manifest["gsu"]["fields"])
+        self.skipped: list[str] = []  # shards left out in skip mode (this process's reads)
 
     # ------------------------------------------------------------------ planning
     def set_epoch(self, epoch: int) -> None:
@@ -105,9 +102,6 @@ class ShardDataset(IterableDataset):
         self.skipped = []
         return self._samples(self.shard_order())
 
-    def to_batch(self, arrays: dict[str, np.ndarray]) -> Batch:
-        return to_batch(arrays, self.sparse_features, self.gsu_names, self.sequence_fields)
-
     def _micro_batches(self, shard: dict) -> Iterator[dict[str, np.ndarray]]:
         path = self.shard_dir / shard["file"]
         seen = samples = 0
@@ -133,18 +127,16 @@ class ShardDataset(IterableDataset):
             raise CorruptShardError(f"{path}: truncated: {seen} of {shard['micro_batches']} micro-batches, "
                                     f"{samples} of {shard['samples']} samples")
 
-    def _check(self, arrays: dict[str, np.ndarray], path: Path, member: str) -> None:
+    @staticmethod
+    def _check(arrays: dict[str, np.ndarray], path: Path, member: str) -> None:
         n = len(arrays.get("report_ts", ()))
-        needed = ["report_ts", "request_ts", "impression_id", "state", "dense",
-                  *(f"sparse.{k}" for k in self.sparse_features),
-                  *(f"seq.{g}.{f}" for g in self.gsu_names for f in ("lengths", *self.sequence_fields))]
-        missing = [k for k in needed if k not in arrays]
+        missing = [k for k in contract.micro_batch_keys() if k not in arrays]
         if missing:
             raise CorruptShardError(f"{path}: member {member}: missing arrays {missing[:5]}")
-        for g in self.gsu_names:
-            total = int(arrays[f"seq.{g}.lengths"].sum())
-            if len(arrays[f"seq.{g}.lengths"]) != n or any(
-                    len(arrays[f"seq.{g}.{f}"]) != total for f in self.sequence_fields):
+        for g in contract.GSU_NAMES:
+            lengths = arrays[contract.lengths_key(g)]
+            if len(lengths) != n or any(len(arrays[contract.sequence_key(g, f)]) != int(lengths.sum())
+                                        for f in contract.SEQUENCE_FIELDS):
                 raise CorruptShardError(f"{path}: member {member}: sequence '{g}' lengths and values disagree")
 
     def _samples(self, shards: list[dict]) -> Iterator[dict[str, np.ndarray]]:
@@ -160,7 +152,7 @@ class ShardDataset(IterableDataset):
 
     def _worker_batches(self, shards: list[dict]) -> Iterator[Batch]:
         quota = sum(s["samples"] for s in shards) // self.batch_size
-        self.skipped: list[str] = []
+        self.skipped = []
         rng = np.random.default_rng([self.seed, self.epoch, len(shards)])
         made, buffer, pending = 0, [], None
         source, read_since_refill = self._samples(shards), 0
@@ -184,11 +176,10 @@ class ShardDataset(IterableDataset):
             full = n // self.batch_size
             for b in range(min(full, quota - made)):
                 rows = order[b * self.batch_size:(b + 1) * self.batch_size]
-                yield to_batch(take_rows(pool, rows, self.gsu_names), self.sparse_features, self.gsu_names,
-                               self.sequence_fields)
+                yield to_batch(take_rows(pool, rows))
                 made += 1
             rest = order[full * self.batch_size:]
-            pending = take_rows(pool, rest, self.gsu_names) if len(rest) else None
+            pending = take_rows(pool, rest) if len(rest) else None
 
     def __iter__(self) -> Iterator[Batch]:
         pipeline = wds.DataPipeline(
@@ -214,7 +205,7 @@ class RankBatches:
         return islice(iter(self.loader), self.n_batches)
 
 
-def make_loader(dataset: ShardDataset, num_workers: int = 0, pin_memory: bool = False) -> RankBatches:
+def make_loader(dataset: ShardDataset, num_workers: int = 0) -> RankBatches:
     """The rank's batches: `len()` is the same on every rank (TorchRec collectives require it)."""
     rank, world_size, _, _ = wds.utils.pytorch_worker_info()
     if not dataset.shuffle and num_workers > 1:
@@ -228,6 +219,5 @@ def make_loader(dataset: ShardDataset, num_workers: int = 0, pin_memory: bool = 
     if n_batches < per_rank[rank]:
         log.info("rank %d: stopping at %d of %d batches so that all ranks run the same count",
                  rank, n_batches, per_rank[rank])
-    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                        persistent_workers=False)
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False)
     return RankBatches(loader, n_batches)

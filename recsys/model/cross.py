@@ -86,8 +86,8 @@ class TargetAttention(nn.Module):
     projections W_q[g], W_k[g], W_v[g] and q from the live-side features of the sample.
 
     The element at position l of GSU g is the concatenation of its embedding slots `slots[g]` at
-    l (item, author) and the embeddings of its side buckets side[b, g, l, :] (0 = padding, a zero
-    vector). That concatenation is never built:
+    l (item, author) and the embeddings of its side buckets side[b, g, l, :] (one small table per
+    side field; bucket 0 = padding, a zero vector). That concatenation is never built:
       * the projections are linear, so they move off the L positions: q.(W_k e) = (W_k^T q).e and
         sum_l a_l W_v e_l = W_v (sum_l a_l e_l);
       * the embedding part of every GSU's scores is one product of the slot layout with the
@@ -103,17 +103,17 @@ class TargetAttention(nn.Module):
     """
 
     def __init__(self, slots: list[list[int]], n_slots: int, embedding_dim: int, query_dim: int,
-                 attention_dim: int, side_rows: int, n_side_fields: int, side_dim: int):
+                 attention_dim: int, side_rows: list[int], side_dim: int):
+        """`side_rows`: rows of each side field's bucket table (row 0 = padding), in SIDE_FIELDS order."""
         super().__init__()
         if len({len(s) for s in slots}) != 1:
             raise ValueError(f"every sequence needs the same number of embedding slots, got {slots}")
         if any(not 0 <= s < n_slots for ss in slots for s in ss):
             raise ValueError(f"slots {slots} outside the layout's {n_slots} slots")
         n_seq, self.n_parts = len(slots), len(slots[0])
-        self.n_slots, self.embedding_dim, self.side_rows, self.side_dim = n_slots, embedding_dim, side_rows, side_dim
-        element_dim = self.n_parts * embedding_dim + n_side_fields * side_dim
-        self.side_embeddings = nn.ModuleList(nn.Embedding(side_rows, side_dim, padding_idx=0)
-                                             for _ in range(n_side_fields))
+        self.n_slots, self.embedding_dim, self.side_rows, self.side_dim = n_slots, embedding_dim, list(side_rows), side_dim
+        element_dim = self.n_parts * embedding_dim + len(side_rows) * side_dim
+        self.side_embeddings = nn.ModuleList(nn.Embedding(rows, side_dim, padding_idx=0) for rows in side_rows)
         self.w_q = nn.Parameter(torch.empty(n_seq, attention_dim, query_dim))
         self.w_k = nn.Parameter(torch.empty(n_seq, attention_dim, element_dim))
         self.w_v = nn.Parameter(torch.empty(n_seq, attention_dim, element_dim))
@@ -126,14 +126,17 @@ class TargetAttention(nn.Module):
         # Row g * S + slot of the [B, G * S, d] view of a per-sequence product over the layout.
         self.register_buffer("own_rows", (torch.arange(n_seq).unsqueeze(1) * n_slots + self.slots).reshape(-1),
                              persistent=False)
-        self.register_buffer("side_offsets", torch.arange(n_side_fields) * side_rows, persistent=False)
-        not_padding = torch.ones(side_rows, 1)
-        not_padding[0] = 0.0
+        # The side tables side by side: field j's bucket r is row side_offsets[j] + r.
+        offsets = [sum(side_rows[:j]) for j in range(len(side_rows))]
+        self.register_buffer("side_offsets", torch.tensor(offsets), persistent=False)
+        not_padding = torch.ones(sum(side_rows), 1)
+        not_padding[offsets] = 0.0
         self.register_buffer("not_padding", not_padding, persistent=False)
 
-    def side_tables(self) -> torch.Tensor:
-        """[J, R, s]; the padding row is held at zero, as nn.Embedding's padding_idx does."""
-        return torch.stack([e.weight for e in self.side_embeddings]) * self.not_padding
+    def side_table(self) -> torch.Tensor:
+        """[sum of side rows, s]: every side field's table, stacked; padding rows held at zero, as
+        nn.Embedding's padding_idx does."""
+        return torch.cat([e.weight for e in self.side_embeddings]) * self.not_padding
 
     def forward(self, query: torch.Tensor, sequence: torch.Tensor, side: torch.Tensor, mask: torch.Tensor,
                 mean_of: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -147,8 +150,11 @@ class TargetAttention(nn.Module):
         # The queries at their GSU's slots of the layout, [B, G, S * d]: the scores are then one
         # product with the sequences, whose gradient comes out in the layout's own order.
         q_layout = q_embedding.new_zeros(b, n_seq * n_slots, d).index_copy(1, self.own_rows, q_embedding)
-        tables = self.side_tables()
-        side_scores = torch.einsum("bgjs,jrs->bgjr", q_side, tables).reshape(b, n_seq, n_side * self.side_rows)
+        # Indexed, not iterated: the export traces this with torch.fx, which cannot iterate a split.
+        fields = range(len(self.side_rows))
+        tables = torch.split(self.side_table(), self.side_rows)
+        # [B, G, sum of side rows]: each field's query part against its own table.
+        side_scores = torch.cat([q_side[:, :, j] @ tables[j].T for j in fields], dim=-1)
         side_index = (side + self.side_offsets).view(b, n_seq, length * n_side)
         extra_scores = side_scores.gather(2, side_index).view(b, n_seq, length, n_side).sum(-1)
 
@@ -165,8 +171,9 @@ class TargetAttention(nn.Module):
         v_embedding, means = summed[:, :n_seq], (summed[:, n_seq:] if mean_of is not None else None)
         mass = weights.unsqueeze(-1).expand(b, n_seq, length, n_side).reshape(b, n_seq, length * n_side)
         per_bucket = torch.zeros_like(side_scores).scatter_add(2, side_index, mass)  # attention mass per bucket
-        v_side = torch.einsum("bgjr,jrs->bgjs", per_bucket.view(b, n_seq, n_side, self.side_rows), tables)
-        values = torch.cat([v_embedding, v_side.reshape(b, n_seq, n_side * self.side_dim)], dim=-1)
+        mass_per_field = torch.split(per_bucket, self.side_rows, dim=-1)
+        v_side = [mass_per_field[j] @ tables[j] for j in fields]
+        values = torch.cat([v_embedding, *v_side], dim=-1)  # [B, G, P * d + J * s]
         return torch.einsum("bge,gae->bga", values, self.w_v), means
 
 

@@ -6,7 +6,7 @@ is that id's row), and each table has a single feature. An un-pooled EmbeddingCo
 backward an order of magnitude slower, and a table shared by several features falls off the
 parallel row-wise Adagrad kernel onto a serial loop (DESIGN.md, "Measured on this machine").
 
-So the sequence KJT has two keys, "item" and "author" (SEQUENCE_ID_FIELDS), each with B + B * L * G
+So the sequence KJT has two keys, "item" and "author" (contract.SEQUENCE_ID_FIELDS), each with B + B * L * G
 bags: first the B targets (the live of each sample, or its author), then bag B + (b * L + l) * G + g
 holding element l of GSU g of sample b, or nothing. The lookup output [B + B * L * G, 2 * d] splits
 into the targets [B, 2 * d] and, viewed as [B, L, G * 2 * d], every position's 2 * G embedding slots
@@ -20,19 +20,16 @@ from dataclasses import dataclass
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys.data.batch import Batch
+from data_pipelines.contract import SEQUENCE_ID_FIELDS, SIDE_FIELDS, TARGET_FEATURES
+from recsys.data.batch import Batch, sequence_feature
 from recsys.data.transferable import TensorFields
-
-SIDE_FIELDS = ("gap", "watch", "domain")
-SEQUENCE_ID_FIELDS = ("item", "author")  # the sequence KJT's keys, one table each
-TARGET_SEQUENCE_FEATURES = ("live_item", "author_id")  # the target's id features, looked up with the sequences' tables
 
 
 @dataclass
 class ModelInput(TensorFields):
     pooled: KeyedJaggedTensor  # stride B: one id per sample per pooled feature
     sequence: KeyedJaggedTensor  # keys SEQUENCE_ID_FIELDS, B + B * L * G bags each: see the module's doc
-    side: torch.Tensor  # [B, G, L, 3] gap, watch, domain buckets (0 = padding)
+    side: torch.Tensor  # [B, G, L, len(SIDE_FIELDS)] side buckets (0 = padding)
     mask: torch.Tensor  # [B, G, L] bool, True at real elements
     dense: torch.Tensor  # [B, D]
     states: torch.Tensor  # [B, T]
@@ -62,24 +59,26 @@ def sequence_bags(target_ids: torch.Tensor, seq_ids: torch.Tensor, mask: torch.T
 def padded_sequences(batch: Batch, gsu_names: list[str],
                      seq_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The first `seq_len` elements of each GSU (the most recent or the best scored), padded:
-    ids [B, G, L, 2] (item, author rows), side [B, G, L, 3] buckets, lengths [B, G]."""
-    def padded(key: str) -> torch.Tensor:
-        return batch.sequences[key].to_padded_dense(desired_length=seq_len, padding_value=0).long()
+    ids [B, G, L, 2] (SEQUENCE_ID_FIELDS rows), side [B, G, L, len(SIDE_FIELDS)] buckets, lengths [B, G]."""
+    def padded(gsu: str, field: str) -> torch.Tensor:
+        jagged = batch.sequences[sequence_feature(gsu, field)]
+        return jagged.to_padded_dense(desired_length=seq_len, padding_value=0).long()
 
     if not gsu_names:
         b = len(batch)
         return (torch.zeros(b, 0, seq_len, len(SEQUENCE_ID_FIELDS), dtype=torch.long),
                 torch.zeros(b, 0, seq_len, len(SIDE_FIELDS), dtype=torch.long), torch.zeros(b, 0, dtype=torch.long))
-    ids = torch.stack([torch.stack([padded(f"{g}.{f}") for f in SEQUENCE_ID_FIELDS], -1) for g in gsu_names], 1)
-    side = torch.stack([torch.stack([padded(f"{g}.{f}") for f in SIDE_FIELDS], -1) for g in gsu_names], 1)
-    lengths = torch.stack([batch.sequences[f"{g}.item"].lengths().long().clamp(max=seq_len) for g in gsu_names], 1)
+    ids = torch.stack([torch.stack([padded(g, f) for f in SEQUENCE_ID_FIELDS], -1) for g in gsu_names], 1)
+    side = torch.stack([torch.stack([padded(g, f) for f in SIDE_FIELDS], -1) for g in gsu_names], 1)
+    lengths = torch.stack([batch.sequences[sequence_feature(g, SEQUENCE_ID_FIELDS[0])].lengths().long().clamp(
+        max=seq_len) for g in gsu_names], 1)
     return ids, side, lengths
 
 
 def to_model_input(batch: Batch, gsu_names: list[str], seq_len: int, pooled_features: list[str]) -> ModelInput:
     seq_ids, side, lengths = padded_sequences(batch, gsu_names, seq_len)
     mask = torch.arange(seq_len).view(1, 1, seq_len) < lengths.unsqueeze(-1)  # [B, G, L]
-    target_ids = torch.stack([batch.sparse[f].values().long() for f in TARGET_SEQUENCE_FEATURES], 1)
+    target_ids = torch.stack([batch.sparse[f].values().long() for f in TARGET_FEATURES], 1)
     pooled = KeyedJaggedTensor(
         keys=list(pooled_features),
         values=torch.cat([batch.sparse[k].values() for k in pooled_features]).long(),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 
 class MLP(nn.Sequential):
-    """Linear -> ReLU (-> Dropout) for each hidden size; `output_dim` adds a last linear layer."""
+    """Linear -> ReLU (-> Dropout) for each hidden size; `output_dim` adds a last linear layer.
+    [B, input_dim] -> [B, self.output_dim]."""
 
     def __init__(self, input_dim: int, hidden_dims: list[int], output_dim: int | None = None, dropout: float = 0.0):
         layers: list[nn.Module] = []
@@ -22,6 +22,3 @@ class MLP(nn.Sequential):
             dim = output_dim
         super().__init__(*layers)
         self.output_dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, input_dim] -> [B, output_dim]
-        return super().forward(x)

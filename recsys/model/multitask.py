@@ -57,10 +57,11 @@ class CGCLayer(nn.Module):
 
 
 class PLE(nn.Module):
-    """`n_levels` stacked CGC levels; with n_levels=1 this is CGC. Returns one [B, D] per task."""
+    """`n_levels` stacked CGC levels; with n_levels=1 this is CGC (conf/model/cgc.yaml). Returns
+    one [B, D] per task."""
 
-    def __init__(self, input_dim: int, n_tasks: int, n_levels: int = 2, n_shared_experts: int = 2,
-                 n_task_experts: int = 1, expert_dims: list[int] = (128, 64), dropout: float = 0.0):
+    def __init__(self, input_dim: int, n_tasks: int, n_levels: int, n_shared_experts: int, n_task_experts: int,
+                 expert_dims: list[int], dropout: float = 0.0):
         super().__init__()
         if n_levels < 1:
             raise ValueError("PLE needs at least one level")
@@ -79,11 +80,3 @@ class PLE(nn.Module):
         for level in self.levels:
             inputs = level(inputs)
         return inputs[: self.n_tasks]
-
-
-class CGC(PLE):
-    """Customized gate control: a single extraction level."""
-
-    def __init__(self, input_dim: int, n_tasks: int, n_shared_experts: int = 2, n_task_experts: int = 1,
-                 expert_dims: list[int] = (128, 64), dropout: float = 0.0):
-        super().__init__(input_dim, n_tasks, 1, n_shared_experts, n_task_experts, expert_dims, dropout)

@@ -4,24 +4,22 @@ the training's precision (`trainer.precision`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from omegaconf import DictConfig
-from hydra.utils import instantiate
 
 from recsys.data.batch import Batch
-from recsys.train.module import MomentCrossTask
+from recsys.train.module import build_task
 from recsys.train.precision import forward_context
 from recsys.train.strategy import distributed_model, ensure_process_group
-from recsys.train.train import build_model
 
 
 class OnlineLearner:
-    def __init__(self, cfg: DictConfig, manifest: dict, seed: int):
+    def __init__(self, cfg: DictConfig, manifest: Mapping, seed: int):
         ensure_process_group()
         torch.manual_seed(seed)
-        self.task = MomentCrossTask(build_model(cfg, manifest), dense_optimizer=instantiate(cfg.optim.dense),
-                                    sparse_optimizer=cfg.optim.sparse, sparse_lr=cfg.optim.sparse_lr,
-                                    contrastive_weights=dict(cfg.cross.contrastive.weights))
+        self.task = build_task(cfg, manifest)
         self.task.model = distributed_model(self.task.model, torch.device("cpu"), local_world_size=1)
         self.optimizer = self.task.configure_optimizers()
         self.precision = cfg.trainer.precision

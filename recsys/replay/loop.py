@@ -10,12 +10,12 @@ An observer, if given, sees both events in order (the test uses it to check the 
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
 
-from recsys.data.batch import Batch
+from recsys.data.batch import Batch, to_batch
 from recsys.data.loader import concat_arrays, take_rows
 from recsys.replay.evaluation import EvaluationSet
 from recsys.replay.timeline import ReportedSamples
@@ -32,8 +32,8 @@ class Learner(Protocol):
 
 
 def replay(learner: Learner, stream: ReportedSamples, evaluation: EvaluationSet, edges: np.ndarray,
-           to_batch: Callable[[dict], Batch], gsu_names: list[str], batch_size: int, score_batch_size: int = 4096,
-           observer: ReplayObserver | None = None, progress: bool = True, desc: str = "replay") -> np.ndarray:
+           batch_size: int, score_batch_size: int, observer: ReplayObserver | None = None, progress: bool = True,
+           desc: str = "replay") -> np.ndarray:
     """Online predictions [N, T] for the evaluation impressions (NaN for any outside the edges)."""
     predictions = np.full(evaluation.labels.shape, np.nan, dtype=np.float32)
     starts = np.searchsorted(evaluation.request_ts, edges, side="left")
@@ -41,7 +41,7 @@ def replay(learner: Learner, stream: ReportedSamples, evaluation: EvaluationSet,
     for k in tqdm(range(len(edges) - 1), desc=desc, unit="step", disable=not progress):
         for a in range(starts[k], starts[k + 1], score_batch_size):
             rows = np.arange(a, min(a + score_batch_size, starts[k + 1]))
-            predictions[rows] = learner.predict(to_batch(evaluation.rows(rows, gsu_names))).numpy()
+            predictions[rows] = learner.predict(to_batch(evaluation.rows(rows))).numpy()
             if observer is not None:
                 observer.scored(evaluation.request_ts[rows])
         new = stream.until(int(edges[k + 1]))
@@ -53,8 +53,8 @@ def replay(learner: Learner, stream: ReportedSamples, evaluation: EvaluationSet,
         full = n // batch_size
         for b in range(full):
             rows = np.arange(b * batch_size, (b + 1) * batch_size)
-            learner.train(to_batch(take_rows(pending, rows, gsu_names)))
+            learner.train(to_batch(take_rows(pending, rows)))
             if observer is not None:
                 observer.trained(pending["report_ts"][rows])
-        pending = take_rows(pending, np.arange(full * batch_size, n), gsu_names) if full * batch_size < n else None
+        pending = take_rows(pending, np.arange(full * batch_size, n)) if full * batch_size < n else None
     return predictions

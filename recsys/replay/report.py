@@ -1,6 +1,6 @@
-"""Replay figures: per-task AUC and logloss of the online predictions against the final truth, per
-group of impressions, aggregated over seeds (mean and sample standard deviation), as JSON, Markdown
-and two plots."""
+"""Replay figures: per-task AUC, GAUC and logloss (recsys/metrics.py) of the online predictions
+against the final truth, per group of impressions, aggregated over seeds (mean and sample standard
+deviation), as JSON, Markdown and two plots."""
 
 from __future__ import annotations
 
@@ -8,32 +8,23 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from torchmetrics.functional.classification import binary_auroc
 
-EPS = 1e-7
+from recsys import metrics
 
 
-def task_metrics(predictions: np.ndarray, labels: np.ndarray, tasks: list[str]) -> dict[str, dict[str, float]]:
-    """{"auc": {task: value}, "logloss": {task: value}} over the given rows (NaN predictions are skipped;
-    AUC is NaN when a task has only one class there)."""
-    out: dict[str, dict[str, float]] = {"auc": {}, "logloss": {}}
-    for j, task in enumerate(tasks):
-        keep = ~np.isnan(predictions[:, j])
-        p = torch.from_numpy(predictions[keep, j].astype(np.float64))
-        y = torch.from_numpy(labels[keep, j].astype(np.int64))
-        both = 0 < int(y.sum()) < len(y)
-        out["auc"][task] = float(binary_auroc(p, y)) if both else float("nan")
-        q = p.clamp(EPS, 1 - EPS)
-        out["logloss"][task] = float(-(y * q.log() + (1 - y) * (1 - q).log()).mean()) if len(y) else float("nan")
-    return out
+def group_metrics(predictions: np.ndarray, labels: np.ndarray, users: np.ndarray,
+                  tasks: list[str]) -> dict[str, dict[str, float]]:
+    """{metric: {task: value}} for metrics.METRICS over the given rows (NaN predictions, i.e.
+    impressions not scored, are skipped)."""
+    flat = metrics.task_metrics(predictions, labels, users, tasks)
+    return {m: {t: flat[f"{m}/{t}"] for t in tasks} for m in metrics.METRICS}
 
 
 def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Mean and spread over seeds: {"auc": mean, "auc_std": std, "logloss": ..., "logloss_std": ...}
+    """Mean and spread over seeds: {"auc": mean, "auc_std": std, ...} for every metric given
     (sample standard deviation; 0 with a single seed)."""
     out = {}
-    for metric in ("auc", "logloss"):
+    for metric in per_seed[0]:
         tasks = list(per_seed[0][metric])
         values = np.array([[run[metric][t] for t in tasks] for run in per_seed], dtype=np.float64)
         out[metric] = dict(zip(tasks, values.mean(0).tolist()))

@@ -25,7 +25,6 @@ class ReportedSamples:
     def __init__(self, dataset: ShardDataset):
         if dataset.shuffle:
             raise ValueError("replay reads a stream in time order: pass a ShardDataset with shuffle=False")
-        self.gsu_names = dataset.gsu_names
         self._source: Iterator[dict[str, np.ndarray]] = dataset.micro_batches()
         self._head: dict[str, np.ndarray] | None = None  # read but not handed out yet
         self._last_ts = np.iinfo(np.int64).min
@@ -49,7 +48,7 @@ class ReportedSamples:
                 self._head = None
                 continue
             if cut > 0:
-                parts.append(take_rows(self._head, np.arange(cut), self.gsu_names))
-                self._head = take_rows(self._head, np.arange(cut, len(ts)), self.gsu_names)
+                parts.append(take_rows(self._head, np.arange(cut)))
+                self._head = take_rows(self._head, np.arange(cut, len(ts)))
             break
         return concat_arrays(parts) if parts else None

@@ -4,22 +4,22 @@ before the split, validate on the `final` stream's impressions requested after i
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import lightning.pytorch as pl
 
-from data_pipelines.streams.shards import read_manifest
+from data_pipelines.dataset import FINAL, DataSet
 from recsys.data import ShardDataset, make_loader
 
 log = logging.getLogger(__name__)
 
 
 class StreamDataModule(pl.LightningDataModule):
-    def __init__(self, shard_root: str, train_stream: str = "realtime", eval_stream: str = "final",
-                 batch_size: int = 1024, val_batch_size: int = 2048, val_fraction: float = 0.2,
-                 num_workers: int = 0, shuffle_buffer: int = 8, seed: int = 0, on_corrupt: str = "raise"):
+    def __init__(self, data_dir: str, train_stream: str, batch_size: int, val_batch_size: int, val_fraction: float,
+                 num_workers: int, shuffle_buffer: int, seed: int, eval_stream: str = FINAL,
+                 on_corrupt: str = "raise"):
+        """`data_dir`: the data set (data/<name>); `train_stream`: realtime or fast_slow."""
         super().__init__()
-        self.shard_root = Path(shard_root)
+        self.data = DataSet(data_dir)
         self.train_stream, self.eval_stream = train_stream, eval_stream
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.val_fraction, self.num_workers = val_fraction, num_workers
@@ -28,16 +28,16 @@ class StreamDataModule(pl.LightningDataModule):
 
     @property
     def manifest(self) -> dict:
-        return read_manifest(self.shard_root / self.train_stream)
+        return self.data.manifest(self.train_stream)
 
     def split(self, world_size: int = 1) -> tuple[list[str], list[str], int]:
         """(training shards, validation shards, split time): the last `val_fraction` of the final
         stream's shards (at least one per rank) are validation; training keeps the training
         stream's shards wholly reported before they begin."""
-        evaluation = read_manifest(self.shard_root / self.eval_stream)["shards"]
+        evaluation = self.data.manifest(self.eval_stream)["shards"]
         n_val = max(world_size, round(self.val_fraction * len(evaluation)))
         if n_val >= len(evaluation):
-            raise ValueError(f"{self.shard_root / self.eval_stream}: {len(evaluation)} shards cannot give "
+            raise ValueError(f"{self.data.stream(self.eval_stream)}: {len(evaluation)} shards cannot give "
                              f"{world_size} rank(s) a validation shard each and leave earlier ones for "
                              f"training; write smaller shards (shards.micro_batches_per_shard)")
         val = evaluation[-n_val:]
@@ -55,12 +55,12 @@ class StreamDataModule(pl.LightningDataModule):
                  len(self.train_shards), self.train_stream, len(self.val_shards), self.eval_stream)
 
     def train_dataloader(self):
-        dataset = ShardDataset(self.shard_root / self.train_stream, self.batch_size, shuffle=True, seed=self.seed,
+        dataset = ShardDataset(self.data.stream(self.train_stream), self.batch_size, shuffle=True, seed=self.seed,
                                shuffle_buffer=self.shuffle_buffer, on_corrupt=self.on_corrupt,
                                shards=self.train_shards)
         return make_loader(dataset, num_workers=self.num_workers)
 
     def val_dataloader(self):
-        dataset = ShardDataset(self.shard_root / self.eval_stream, self.val_batch_size, shuffle=False,
+        dataset = ShardDataset(self.data.stream(self.eval_stream), self.val_batch_size, shuffle=False,
                                on_corrupt=self.on_corrupt, shards=self.val_shards)
         return make_loader(dataset, num_workers=min(self.num_workers, 1))

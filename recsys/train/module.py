@@ -9,48 +9,47 @@ CombinedOptimizer would run Lightning's closure once per inner optimizer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
-from typing import Callable
 
 import lightning.pytorch as pl
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
-from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-from data_pipelines.streams.labels import POS, PU_POS
-from recsys.data.batch import Batch
+from data_pipelines.contract import DENSE_FEATURES, LIVE_HISTORY_FEATURE
+from recsys.data.batch import Batch, labels_of
+from recsys.metrics import TaskMetrics, light_users
+from recsys.model.factory import model_from_config
 from recsys.model.inputs import ModelInput, to_model_input
 from recsys.model.losses import task_losses
 from recsys.model.moment_cross import ModelOutput, MomentCrossModel
-from recsys.train.metrics import TaskMetrics, light_users
-
-# Fused into the embedding kernels' backward. Row-wise Adagrad (one accumulator per row) is
-# TorchRec's usual choice and the only one with fbgemm's parallel CPU kernel; the others run a
-# serial loop there. It is the default (conf/train.yaml).
-SPARSE_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD,
-                     "adam": torch.optim.Adam}
 
 
 class MomentCrossTask(pl.LightningModule):
-    def __init__(self, model: MomentCrossModel, dense_optimizer: Callable[..., torch.optim.Optimizer],
-                 sparse_optimizer: str = "rowwise_adagrad", sparse_lr: float = 0.02,
-                 contrastive_weights: dict | None = None, light_users: tuple[int, int] | None = None):
-        """`light_users` = (index of the dense feature log1p(earlier live interactions), the most a light
-        user has): validation then also reports `val_light/...` on light users' impressions."""
+    def __init__(self, model: MomentCrossModel, dense_optimizer: partial, sparse_optimizer: partial,
+                 light_user_max_live: int | None = None):
+        """`dense_optimizer`, `sparse_optimizer`: optimizer classes with their arguments bound (Hydra
+        `_partial_`). The sparse one is fused into the embedding kernels' backward: TorchRec's
+        row-wise Adagrad (the default) is the only one fbgemm runs in parallel on CPU; the others
+        (torch.optim.Adagrad, SGD, Adam) run a serial loop there. With `light_user_max_live`,
+        validation also reports `val_light/...` on users with at most that many earlier live
+        interactions."""
         super().__init__()
         self.model = model
         self.tasks, self.gsu_names, self.seq_len = model.tasks, model.gsu_names, model.seq_len
         self.pooled_features = model.pooled_features
+        self.contrastive_weights = model.head.contrastive_weights
         self.dense_optimizer = dense_optimizer
-        self.contrastive_weights = {g: float(w) for g, w in (contrastive_weights or {}).items()}
         self.automatic_optimization = False
-        sparse = [*model.pooled_ebc.parameters(), *model.sequence_ebc.parameters()]
-        apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], sparse, {"lr": sparse_lr})
+        apply_optimizer_in_backward(sparse_optimizer.func, list(model.lookup.parameters()),
+                                    dict(sparse_optimizer.keywords))
         self.val_metrics = TaskMetrics(self.tasks)
-        self.light_users = light_users
-        self.val_light_metrics = TaskMetrics(self.tasks) if light_users is not None else None
+        self.light_user_max_live = light_user_max_live
+        self.val_light_metrics = TaskMetrics(self.tasks) if light_user_max_live is not None else None
         self.run_config: dict | None = None  # the resolved config of the run, saved with every checkpoint
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -69,7 +68,7 @@ class MomentCrossTask(pl.LightningModule):
         per_task = task_losses(out.logits, x.states)
         loss = per_task.sum()
         for name, value in out.contrastive.items():
-            loss = loss + self.contrastive_weights.get(name, 0.0) * value
+            loss = loss + self.contrastive_weights[name] * value
         return loss, per_task, out
 
     def training_step(self, x: ModelInput, batch_idx: int) -> torch.Tensor:
@@ -88,11 +87,10 @@ class MomentCrossTask(pl.LightningModule):
 
     def validation_step(self, x: ModelInput, batch_idx: int) -> None:
         probabilities = torch.sigmoid(self.model(x).logits)
-        labels = ((x.states == POS) | (x.states == PU_POS)).long()
+        labels = labels_of(x.states).long()
         self.val_metrics.update(probabilities, labels, x.user)
         if self.val_light_metrics is not None:
-            feature, most = self.light_users
-            light = light_users(x.dense[:, feature], most)
+            light = light_users(x.dense[:, DENSE_FEATURES.index(LIVE_HISTORY_FEATURE)], self.light_user_max_live)
             self.val_light_metrics.update(probabilities[light], labels[light], x.user[light])
 
     def on_validation_epoch_end(self) -> None:
@@ -118,6 +116,6 @@ class MomentCrossTask(pl.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
 
-def dense_adam(lr: float = 1e-3, weight_decay: float = 0.0) -> Callable[..., torch.optim.Optimizer]:
-    """Hydra-friendly factory (`_partial_` works too): the dense optimizer's constructor."""
-    return partial(torch.optim.Adam, lr=lr, weight_decay=weight_decay)
+def build_task(cfg: DictConfig, manifest: Mapping, embedding_device: torch.device | str = "meta") -> MomentCrossTask:
+    """The task of a job's config (`task`, with the model from `model`, `cross` and the manifest)."""
+    return instantiate(cfg.task, model=model_from_config(cfg, manifest, embedding_device))

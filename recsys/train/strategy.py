@@ -24,7 +24,8 @@ from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, Dist
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingEnv
 
-from recsys.train.checkpoint import TRAINER_STATE
+from recsys.model.moment_cross import MomentCrossModel
+from recsys.train.checkpoint import MODEL_PREFIX, TRAINER_STATE
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,11 @@ class TorchRecStrategy(DDPStrategy):
         # Copied explicitly (a sharded module's state_dict may hand out copies, not views), through
         # DMP's own load_state_dict, which knows how its wrapped module names its parameters.
         state = checkpoint["state_dict"]
-        prefix = "model."
-        unexpected = [k for k in state if not k.startswith(prefix)]
+        unexpected = [k for k in state if not k.startswith(MODEL_PREFIX)]
         if strict and unexpected:
             raise KeyError(f"checkpoint entries outside the model: {unexpected[:5]}")
-        self.lightning_module.model.load_state_dict({k[len(prefix):]: v for k, v in state.items()
-                                                     if k.startswith(prefix)}, strict=strict)
+        self.lightning_module.model.load_state_dict({k.removeprefix(MODEL_PREFIX): v for k, v in state.items()
+                                                     if k.startswith(MODEL_PREFIX)}, strict=strict)
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
         for optimizer, state in zip(self.optimizers, checkpoint["optimizer_states"], strict=True):
@@ -110,14 +110,14 @@ class TorchRecStrategy(DDPStrategy):
             shutil.rmtree(filepath, ignore_errors=True)
 
 
-def distributed_model(inner: torch.nn.Module, device: torch.device, local_world_size: int,
+def distributed_model(inner: MomentCrossModel, device: torch.device, local_world_size: int,
                       sharding_types: list[str] | None = None, log_plan: bool = False) -> DistributedModelParallel:
     """`inner` (tables on meta) in DMP over the default process group, with a plan from TorchRec's
     planner; `sharding_types` limits the planner (e.g. ["table_wise"])."""
     constraints = None
     if sharding_types:
         constraints = {name: ParameterConstraints(sharding_types=list(sharding_types))
-                       for ebc in (inner.pooled_ebc, inner.sequence_ebc) for name in
+                       for ebc in (inner.lookup.pooled_ebc, inner.lookup.sequence_ebc) for name in
                        (cfg.name for cfg in ebc.embedding_bag_configs())}
     topology = Topology(world_size=dist.get_world_size(), compute_device=device.type,
                         local_world_size=local_world_size)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -14,41 +12,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.allocator import keep_freed_memory
-from recsys.model.moment_cross import ContrastiveConfig, MomentCrossModel
+from recsys.model.factory import specs
 from recsys.train.datamodule import StreamDataModule
-from recsys.train.metrics import LIVE_HISTORY_FEATURE
-from recsys.train.module import MomentCrossTask
+from recsys.train.module import build_task
 from recsys.train.precision import warn_if_emulated
-
-log = logging.getLogger(__name__)
-
-
-def build_model(cfg: DictConfig, manifest: dict, embedding_device: str = "meta") -> MomentCrossModel:
-    """The model from `model` + `cross` config and the shards' manifest (tasks, table sizes, features)."""
-    contrastive = cfg.cross.contrastive
-    return instantiate(
-        cfg.model, tasks=manifest["tasks"], table_sizes=manifest["table_sizes"],
-        gsu_names=list(cfg.cross.gsu_names), n_dense=len(manifest["dense_features"]),
-        contrastive=ContrastiveConfig(temperature=contrastive.temperature,
-                                      weights=dict(contrastive.weights) if contrastive.enabled else {}),
-        score_weights=dict(cfg.score_weights), embedding_device=embedding_device, _convert_="all")
-
-
-def light_user_feature(manifest: dict, cfg: DictConfig) -> tuple[int, int] | None:
-    """(dense column of log1p(earlier live interactions), the most a light user has), if the data has it."""
-    if LIVE_HISTORY_FEATURE not in manifest["dense_features"]:
-        return None
-    return manifest["dense_features"].index(LIVE_HISTORY_FEATURE), int(cfg.get("light_user_max_live", 2))
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
     """W&B tags that say what a run compares: model, training stream, GSU set, contrastive on/off,
     precision."""
-    gsus = list(cfg.cross.gsu_names)
-    contrastive = cfg.cross.contrastive.enabled and any(cfg.cross.contrastive.weights.values()) and "mixed" in gsus
-    return [f"model:{'ple' if cfg.model.multitask.n_levels > 1 else 'cgc'}",
+    model, cross = specs(cfg)
+    gsus = list(cross.gsu_names)
+    return [f"model:{'ple' if model.multitask['n_levels'] > 1 else 'cgc'}",
             f"stream:{cfg.datamodule.train_stream}", f"gsus:{'+'.join(gsus) if gsus else 'none'}",
-            f"contrastive:{'on' if contrastive else 'off'}", f"precision:{cfg.trainer.precision}", *cfg.get("tags", [])]
+            f"contrastive:{'on' if cross.contrastive_weights() else 'off'}", f"precision:{cfg.trainer.precision}",
+            *cfg.get("tags", [])]
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -73,11 +51,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     warn_if_emulated(cfg.trainer.precision, cfg.trainer.accelerator)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: StreamDataModule = instantiate(cfg.datamodule)
-    manifest = datamodule.manifest
-    task = MomentCrossTask(build_model(cfg, manifest), dense_optimizer=instantiate(cfg.optim.dense),
-                           sparse_optimizer=cfg.optim.sparse, sparse_lr=cfg.optim.sparse_lr,
-                           contrastive_weights=dict(cfg.cross.contrastive.weights),
-                           light_users=light_user_feature(manifest, cfg))
+    task = build_task(cfg, datamodule.manifest)
     task.run_config = {**OmegaConf.to_container(cfg, resolve=True), "run_id": run_id(cfg)}
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
@@ -102,7 +76,7 @@ def format_metrics(metrics: dict[str, float], tasks: list[str]) -> str:
 def main(cfg: DictConfig) -> None:
     metrics, objects = train(cfg)
     if objects["trainer"].is_global_zero:
-        print(f"\nvalidation on the later time slice ({Path(cfg.datamodule.shard_root).parent.name}):")
+        print(f"\nvalidation on the later time slice ({objects['datamodule'].data.name}):")
         print(format_metrics(metrics, objects["task"].tasks))
 
 

@@ -10,7 +10,7 @@
 namespace ranker {
 namespace {
 
-constexpr int64_t kFormatVersion = 1;
+constexpr int64_t kFormatVersion = 2;
 
 struct Reader {
   std::string file;
@@ -83,15 +83,13 @@ ModelMeta ModelMeta::load(const std::filesystem::path& path) {
   for (const auto& name : r.texts(r.member(gsus, "names", "gsus."), "gsus.names"))
     meta.gsus.push_back({name, contains(user_gsus, name)});
   meta.seq_len = r.integer(r.member(gsus, "length", "gsus."), "gsus.length");
-  meta.sequence_fields = r.texts(r.member(gsus, "fields", "gsus."), "gsus.fields");
-  if (meta.sequence_fields.size() < 2 || meta.sequence_fields[0] != "item" || meta.sequence_fields[1] != "author")
-    r.fail("gsus.fields must start with item, author");
-  const auto& side_rows = r.member(gsus, "side_rows", "gsus.");
-  for (const auto& field : meta.sequence_fields) {
-    if (field == "item") meta.sequence_rows.push_back(r.integer(r.member(gsus, "item_rows", "gsus."), "gsus.item_rows"));
-    else if (field == "author") meta.sequence_rows.push_back(r.integer(r.member(gsus, "author_rows", "gsus."), "gsus.author_rows"));
-    else meta.sequence_rows.push_back(r.integer(r.member(side_rows, field, "gsus.side_rows."), "gsus.side_rows." + field));
-  }
+  meta.sequence_fields = r.texts(r.member(gsus, "id_fields", "gsus."), "gsus.id_fields");
+  meta.n_id_fields = static_cast<int64_t>(meta.sequence_fields.size());
+  for (const auto& field : r.texts(r.member(gsus, "side_fields", "gsus."), "gsus.side_fields"))
+    meta.sequence_fields.push_back(field);
+  const auto& rows = r.member(gsus, "rows", "gsus.");
+  for (const auto& field : meta.sequence_fields)
+    meta.sequence_rows.push_back(r.integer(r.member(rows, field, "gsus.rows."), "gsus.rows." + field));
   meta.tasks = r.texts(r.member(doc, "tasks", ""), "tasks");
   meta.max_candidates = r.integer(r.member(doc, "max_candidates", ""), "max_candidates");
   if (const auto* training = doc.find("training"); training != nullptr && training->is_object())

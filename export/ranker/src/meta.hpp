@@ -30,8 +30,11 @@ struct ModelMeta {
   std::vector<DenseFeature> dense_features; // column order of `dense`
   std::vector<Gsu> gsus;                    // order of the G axis
   int64_t seq_len = 0;
-  std::vector<std::string> sequence_fields;  // item, author, then the side fields (last axis order)
-  std::vector<int64_t> sequence_rows;        // valid values [0, rows) per sequence field
+  // A sequence element's fields as model.json orders them: the first n_id_fields go to seq_ids,
+  // the rest to seq_side, each in this order along the last axis.
+  std::vector<std::string> sequence_fields;
+  int64_t n_id_fields = 0;
+  std::vector<int64_t> sequence_rows;  // valid values [0, rows) per sequence field
   std::vector<std::string> tasks;
   int64_t max_candidates = 0;
   std::string run_id;

@@ -158,14 +158,15 @@ Request parse_request(std::string_view line, const ModelMeta& meta, std::optiona
 
   // Every check has passed: only now are tensors made.
   const int64_t F = meta.id_features.size(), D = meta.dense_features.size(), G = meta.gsus.size();
-  const int64_t L = meta.seq_len, S = static_cast<int64_t>(meta.sequence_fields.size()) - 2;
+  const int64_t L = meta.seq_len, P = meta.n_id_fields;
+  const int64_t S = static_cast<int64_t>(meta.sequence_fields.size()) - P;
   Request req;
   req.request_id = request_id;
   req.candidates = n;
   auto i64 = at::TensorOptions().dtype(at::kLong);
   req.ids = at::empty({n, F}, i64);
   req.dense = at::empty({n, D}, at::TensorOptions().dtype(at::kFloat));
-  req.seq_ids = at::zeros({n, G, L, 2}, i64);
+  req.seq_ids = at::zeros({n, G, L, P}, i64);
   req.seq_side = at::zeros({n, G, L, S}, i64);
   req.seq_lengths = at::empty({n, G}, i64);
   int64_t* ids = req.ids.data_ptr<int64_t>();
@@ -181,11 +182,10 @@ Request parse_request(std::string_view line, const ModelMeta& meta, std::optiona
       const Sequence& seq = (meta.gsus[g].from_user ? user : cand).sequences[g];
       lengths[i * G + g] = seq.length;
       for (int64_t p = 0; p < seq.length; ++p) {
-        int64_t* id_slot = seq_ids + ((i * G + g) * L + p) * 2;
-        id_slot[0] = seq.fields[0][p];
-        id_slot[1] = seq.fields[1][p];
+        int64_t* id_slot = seq_ids + ((i * G + g) * L + p) * P;
+        for (int64_t f = 0; f < P; ++f) id_slot[f] = seq.fields[f][p];
         int64_t* side_slot = seq_side + ((i * G + g) * L + p) * S;
-        for (int64_t s = 0; s < S; ++s) side_slot[s] = seq.fields[2 + s][p];
+        for (int64_t s = 0; s < S; ++s) side_slot[s] = seq.fields[P + s][p];
       }
     }
   }

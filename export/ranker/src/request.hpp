@@ -23,7 +23,7 @@ struct Request {
   int64_t candidates = 0;
   at::Tensor ids;          // [N, F] int64
   at::Tensor dense;        // [N, D] float32
-  at::Tensor seq_ids;      // [N, G, L, 2] int64
+  at::Tensor seq_ids;      // [N, G, L, P] int64, P = meta.n_id_fields
   at::Tensor seq_side;     // [N, G, L, S] int64
   at::Tensor seq_lengths;  // [N, G] int64
 };

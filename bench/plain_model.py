@@ -1,7 +1,7 @@
-"""The plain-PyTorch twin of MomentCrossModel for the training benchmark: the same layers after
-the lookups, but embeddings as nn.EmbeddingBag (pooled) and nn.Embedding (sequences) trained by a
-dense optimizer, as an eager implementation without TorchRec would do it. It hands the layers the
-same layouts the EmbeddingBagCollections produce, with one lookup per table."""
+"""The plain-PyTorch twin of MomentCrossModel for the training benchmark: the same head (every layer
+after the lookups), but embeddings as nn.EmbeddingBag (pooled) and nn.Embedding (sequences) trained
+by a dense optimizer, as an eager implementation without TorchRec would do it. It hands the head
+the same layouts the EmbeddingBagCollections produce, with one lookup per table."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recsys.model.moment_cross import ModelOutput, MomentCrossModel
+from recsys.model.moment_cross import ModelOutput, MomentCrossHead
 
 
 @dataclass
 class PlainInput:
-    pooled: torch.Tensor  # [B, F] ids in MomentCrossModel.pooled_features order
+    pooled: torch.Tensor  # [B, F] ids in the head's pooled_features order
     target_item: torch.Tensor  # [B]
     target_author: torch.Tensor  # [B]
     items: torch.Tensor  # [B, G, L] (0 = padding)
@@ -27,12 +27,10 @@ class PlainInput:
 
 
 class PlainMomentCross(nn.Module):
-    def __init__(self, twin: MomentCrossModel, table_sizes: dict[str, int], pooled_tables: dict[str, list[str]],
+    def __init__(self, head: MomentCrossHead, table_sizes: dict[str, int], pooled_tables: dict[str, list[str]],
                  embedding_dim: int):
         super().__init__()
-        self.twin = twin  # built on the meta device: only its layers after the lookups are used
-        self.twin.pooled_ebc = None
-        self.twin.sequence_ebc = None
+        self.head = head
         self.pooled_tables = pooled_tables
         self.pooled = nn.ModuleDict({t: nn.EmbeddingBag(table_sizes[t], embedding_dim, mode="sum")
                                      for t in pooled_tables})
@@ -41,11 +39,11 @@ class PlainMomentCross(nn.Module):
 
     def forward(self, x: PlainInput) -> ModelOutput:
         pooled, target, sequence = self.embed(x)
-        logits, means = self.twin.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
-        return ModelOutput(logits=logits, contrastive=self.twin.contrastive_losses(means, x.mask))
+        logits, means = self.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
+        return ModelOutput(logits=logits, contrastive=self.head.contrastive_losses(means, x.mask))
 
     def embed(self, x: PlainInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The layouts MomentCrossModel.lookup returns: pooled [B, F * d], target [B, 2 * d],
+        """The layouts EmbeddingLookup returns: pooled [B, F * d], target [B, 2 * d],
         sequence [B, L, S * d]."""
         b = x.pooled.shape[0]
         pooled, column = [], 0
@@ -55,7 +53,7 @@ class PlainMomentCross(nn.Module):
             column += len(features)
         target_item, item = self._lookup(self.item, x.target_item, x.items, x.mask)
         target_author, author = self._lookup(self.author, x.target_author, x.authors, x.mask)
-        sequence = torch.stack([item, author], dim=3).view(b, self.twin.seq_len, -1)
+        sequence = torch.stack([item, author], dim=3).view(b, self.head.seq_len, -1)
         return torch.cat(pooled, -1), torch.cat([target_item, target_author], dim=-1), sequence
 
     @staticmethod

@@ -6,13 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from recsys.allocator import keep_freed_memory
-from recsys.bench import history_store, serving, streams, training
+from bench import history_store, serving, streams, training
 
 BENCHMARKS = {"history_store": history_store.run, "streams": streams.run, "training": training.run,
               "serving": serving.run}
 
 
-@hydra.main(config_path="../../conf", config_name="bench", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     keep_freed_memory()  # as the training and replay jobs run
     for name in cfg.bench.run:

@@ -17,33 +17,29 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from bench.data import ensure_shards
+from data_pipelines.dataset import FINAL, REALTIME, DataSet
 from export.requests import RequestSchema, parse_request, rank, requests_from_inputs
 from export.scorer import Scorer, inputs_from_batch, model_id_features
 from export.torchscript import export, metadata
-from recsys.bench.data import ensure_shards
 from recsys.data import ShardDataset, make_loader
-from recsys.train.train import build_model
+from recsys.model.factory import model_from_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
 
 
-def _export_model(cfg: DictConfig, shard_root: Path, out_dir: Path, n_samples: int):
+def _export_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples: int):
     bc = cfg.bench.serving
-    manifest = json.loads((shard_root / "realtime" / "manifest.json").read_text())
     torch.manual_seed(0)
-    model = build_model(OmegaConf.create({"model": bc.model, "cross": bc.cross, "score_weights": bc.score_weights}),
-                        manifest, embedding_device="cpu").eval()
-    ids = model_id_features(model, manifest["sparse_features"])
-    final = json.loads((shard_root / "final" / "manifest.json").read_text())
-    batch = next(iter(make_loader(ShardDataset(shard_root / "final", min(n_samples, final["samples"])))))
-    inputs = inputs_from_batch(batch, model.gsu_names, model.seq_len, ids)
-    scorer = Scorer(model, ids)
+    model = model_from_config(bc, data.manifest(REALTIME), embedding_device="cpu").eval()
+    batch_size = min(n_samples, data.manifest(FINAL)["samples"])
+    inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(data.stream(FINAL), batch_size)))), model)
+    scorer = Scorer(model, model_id_features(model))
     with torch.no_grad():
         expected = scorer(*inputs)
     layout = OmegaConf.to_container(bc.request_layout, resolve=True)
-    meta = metadata(model, ids, manifest["dense_features"], manifest["table_sizes"], dict(bc.model.pooled_tables),
-                    layout, 10_000, {"run_id": "bench (untrained)"})
+    meta = metadata(model, layout, 10_000, {"run_id": "bench (untrained)"})
     report = export(scorer, meta, out_dir, inputs.slice(0, 256), (expected[0][:256], expected[1][:256]))
     return report, inputs
 
@@ -90,11 +86,11 @@ def _ranker_figures(model_dir: Path, requests: Path, repeat: int, warmup: int) -
 
 def run(cfg: DictConfig) -> dict:
     bc = cfg.bench.serving
-    shard_root = ensure_shards(cfg)
+    data = ensure_shards(cfg)
     sizes = [int(n) for n in bc.candidates]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        report, inputs = _export_model(cfg, shard_root, model_dir, max(sizes) * int(bc.requests_per_size))
+        report, inputs = _export_model(cfg, data, model_dir, max(sizes) * int(bc.requests_per_size))
         meta = json.loads(report.meta_path.read_text())
         schema = RequestSchema(meta)
         lines_by_size = {}

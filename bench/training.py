@@ -18,41 +18,46 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.profiler import ProfilerActivity, profile
-from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
-from torchrec.distributed.types import ShardingEnv
-from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from data_pipelines.streams.labels import MASKED, NEG, POS, TASKS
-from recsys.bench.plain_model import PlainInput, PlainMomentCross
-from recsys.model.inputs import SIDE_FIELDS, ModelInput, sequence_bags
+from bench.plain_model import PlainInput, PlainMomentCross
+from data_pipelines.contract import DENSE_FEATURES, MASKED, NEG, POS, SIDE_FIELDS, SIDE_ROWS, TASKS
+from recsys.model.factory import build_head, build_model, specs
+from recsys.model.inputs import ModelInput, sequence_bags
 from recsys.model.losses import task_losses
 from recsys.model.moment_cross import MomentCrossModel
-from recsys.train.module import SPARSE_OPTIMIZERS
+from recsys.train.module import MomentCrossTask
 from recsys.train.precision import forward_context
-from recsys.train.strategy import ensure_process_group
+from recsys.train.strategy import distributed_model, ensure_process_group
 
-GSUS = ["short", "long", "aidhard", "livelong", "mixed"]
-CONTRASTIVE_WEIGHT = 0.05
 EMBEDDING_OPS = ("embedding", "fbgemm", "lookup")  # profiler op names that are lookups or their backward
 
 
-def synthetic_batch(bc: DictConfig, pooled_features: list[str], rows: dict[str, int],
-                    rng: np.random.Generator, item_rows: int) -> tuple[ModelInput, PlainInput]:
-    b, g, L = bc.batch_size, len(GSUS), bc.seq_len
+def reference_manifest(bc: DictConfig, item_rows: int) -> dict:
+    """What a stream's manifest would say of the reference configuration, items at `item_rows`."""
+    rows = {t: int(n) for t, n in bc.pooled_rows.items()} | {"item": item_rows, "author": int(bc.author_rows)}
+    return {"tasks": list(TASKS), "table_sizes": rows, "side_rows": dict(SIDE_ROWS),
+            "dense_features": list(DENSE_FEATURES), "gsu_length": int(bc.model.seq_len)}
+
+
+def synthetic_batch(bc: DictConfig, manifest: dict, rng: np.random.Generator) -> tuple[ModelInput, PlainInput]:
+    model, cross = specs(bc)
+    b, g, L = bc.batch_size, len(cross.gsu_names), model.seq_len
+    rows = manifest["table_sizes"]
     lengths = rng.integers(0, L + 1, size=(b, g))
     mask = np.arange(L)[None, None, :] < lengths[:, :, None]  # [B, G, L]
-    items = np.where(mask, rng.integers(1, item_rows, size=(b, g, L)), 0)
-    authors = np.where(mask, rng.integers(1, bc.author_rows, size=(b, g, L)), 0)
-    side = np.where(mask[..., None], rng.integers(1, 17, size=(b, g, L, len(SIDE_FIELDS))), 0)
-    pooled = np.stack([rng.integers(1, rows[f], size=b) for f in pooled_features], axis=1)
-    target_item, target_author = rng.integers(1, item_rows, size=b), rng.integers(1, bc.author_rows, size=b)
-    dense = rng.standard_normal((b, bc.n_dense)).astype(np.float32)
+    items = np.where(mask, rng.integers(1, rows["item"], size=(b, g, L)), 0)
+    authors = np.where(mask, rng.integers(1, rows["author"], size=(b, g, L)), 0)
+    side = np.where(mask[..., None], np.stack([rng.integers(1, SIDE_ROWS[f], size=(b, g, L)) for f in SIDE_FIELDS],
+                                              -1), 0)
+    pooled_features = [f for fs in model.pooled_tables.values() for f in fs]
+    feature_rows = {f: rows[t] for t, fs in model.pooled_tables.items() for f in fs}
+    pooled = np.stack([rng.integers(1, feature_rows[f], size=b) for f in pooled_features], axis=1)
+    target_item, target_author = rng.integers(1, rows["item"], size=b), rng.integers(1, rows["author"], size=b)
+    dense = rng.standard_normal((b, len(manifest["dense_features"]))).astype(np.float32)
     states = rng.choice([MASKED, NEG, POS], size=(b, len(TASKS)), p=[0.3, 0.6, 0.1])
 
     t = torch.from_numpy
@@ -69,43 +74,34 @@ def synthetic_batch(bc: DictConfig, pooled_features: list[str], rows: dict[str, 
     return model_input, plain
 
 
-def reference_tables(bc: DictConfig, item_rows: int) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """(pooled table -> its features, table -> rows) of the configuration, items at `item_rows`."""
-    pooled_tables = {t: list(spec.features) for t, spec in bc.pooled_tables.items()}
-    rows = {t: int(spec.rows) for t, spec in bc.pooled_tables.items()} | {"item": item_rows, "author": bc.author_rows}
-    return pooled_tables, rows
-
-
-def synthetic_batches(bc: DictConfig, pooled_tables: dict[str, list[str]], rows: dict[str, int], n: int,
-                      seed: int = 0) -> list[tuple[ModelInput, PlainInput]]:
+def synthetic_batches(bc: DictConfig, manifest: dict, n: int, seed: int = 0) -> list[tuple[ModelInput, PlainInput]]:
     """`n` batches, each as both implementations take it."""
     rng = np.random.default_rng(seed)
-    feature_rows = {f: rows[t] for t, fs in pooled_tables.items() for f in fs}
-    pooled_features = [f for fs in pooled_tables.values() for f in fs]
-    return [synthetic_batch(bc, pooled_features, feature_rows, rng, rows["item"]) for _ in range(n)]
+    return [synthetic_batch(bc, manifest, rng) for _ in range(n)]
 
 
-def _model(bc: DictConfig, pooled_tables: dict[str, list[str]], rows: dict[str, int], device: str) -> MomentCrossModel:
-    m = bc.model
-    return MomentCrossModel(
-        tasks=list(TASKS), table_sizes=rows, pooled_tables=pooled_tables, gsu_names=GSUS, seq_len=bc.seq_len,
-        n_dense=bc.n_dense, embedding_dim=bc.embedding_dim, side_dim=m.side_dim, attention_dim=m.attention_dim,
-        multitask=OmegaConf.to_container(m.multitask), tower_dims=list(m.tower_dims),
-        contrastive={"temperature": 0.1, "weights": {g: CONTRASTIVE_WEIGHT for g in GSUS if g != "mixed"}},
-        embedding_device=device)
+def reference_model(bc: DictConfig, manifest: dict, device: str) -> MomentCrossModel:
+    return build_model(*specs(bc), manifest, embedding_device=device)
 
 
-def _loss(logits: torch.Tensor, contrastive: dict[str, torch.Tensor], states: torch.Tensor) -> torch.Tensor:
-    return task_losses(logits, states).sum() + CONTRASTIVE_WEIGHT * sum(contrastive.values())
+def plain_model(bc: DictConfig, manifest: dict) -> PlainMomentCross:
+    model, cross = specs(bc)
+    return PlainMomentCross(build_head(model, cross, manifest), manifest["table_sizes"], model.pooled_tables,
+                            model.embedding_dim)
 
 
-def _step(model, optimizers, batch, precision: str, timed_optimizer=None) -> float:
+def _loss(logits: torch.Tensor, contrastive: dict[str, torch.Tensor], states: torch.Tensor,
+          weights: dict[str, float]) -> torch.Tensor:
+    return task_losses(logits, states).sum() + sum(weights[g] * v for g, v in contrastive.items())
+
+
+def _step(model, weights: dict[str, float], optimizers, batch, precision: str, timed_optimizer=None) -> float:
     """One training step; returns the seconds `timed_optimizer`'s step took (0 without one)."""
     for opt in optimizers:
         opt.zero_grad()
     with forward_context(precision):
         out = model(batch)
-    _loss(out.logits, out.contrastive, batch.states).backward()
+    _loss(out.logits, out.contrastive, batch.states, weights).backward()
     timed_s = 0.0
     for opt in optimizers:
         start = time.perf_counter()
@@ -135,13 +131,15 @@ def _outermost_embedding_us(events) -> float:
     return total
 
 
-def _measure(model, optimizers, batches, bc: DictConfig, precision: str, embedding_optimizer=None) -> dict:
+def _measure(model, weights: dict[str, float], optimizers, batches, bc: DictConfig, precision: str,
+             embedding_optimizer=None) -> dict:
     for batch in batches[: bc.warmup_steps]:
-        _step(model, optimizers, batch, precision)
+        _step(model, weights, optimizers, batch, precision)
     step_times, update_times = [], []
     for i in range(bc.steps):  # the median step: this machine is shared, single steps stall now and then
         start = time.perf_counter()
-        update_times.append(_step(model, optimizers, batches[i % len(batches)], precision, embedding_optimizer))
+        update_times.append(_step(model, weights, optimizers, batches[i % len(batches)], precision,
+                                  embedding_optimizer))
         step_times.append(time.perf_counter() - start)
     step_s, update_s = float(np.median(step_times)), float(np.median(update_times))
 
@@ -153,7 +151,7 @@ def _measure(model, optimizers, batches, bc: DictConfig, precision: str, embeddi
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for i in range(bc.profile_steps):
             start = time.perf_counter()
-            update = _step(model, optimizers, batches[i % len(batches)], precision, embedding_optimizer)
+            update = _step(model, weights, optimizers, batches[i % len(batches)], precision, embedding_optimizer)
             window_s += time.perf_counter() - start - update
     kernel_share = min(_outermost_embedding_us(prof.events()) / 1e6 / window_s, 1.0)
     return {"samples_per_s": bc.batch_size / step_s, "step_ms": step_s * 1000,
@@ -163,35 +161,33 @@ def _measure(model, optimizers, batches, bc: DictConfig, precision: str, embeddi
 def compare(bc: DictConfig, item_rows: int, precision: str) -> dict:
     """Both implementations on the reference configuration with an item table of `item_rows`."""
     torch.manual_seed(0)
-    pooled_tables, rows = reference_tables(bc, item_rows)
-    batches = synthetic_batches(bc, pooled_tables, rows, 4)
+    manifest = reference_manifest(bc, item_rows)
+    batches = synthetic_batches(bc, manifest, 4)
 
-    model = _model(bc, pooled_tables, rows, "meta")
-    sparse_optimizer = SPARSE_OPTIMIZERS[bc.sparse_optimizer]
-    apply_optimizer_in_backward(sparse_optimizer, [*model.pooled_ebc.parameters(), *model.sequence_ebc.parameters()],
-                                {"lr": bc.sparse_lr})
-    dmp = DistributedModelParallel(model, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
-                                   device=torch.device("cpu"),
-                                   data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False))
-    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
-                                  lambda params: torch.optim.Adam(params, lr=1e-3))
-    torchrec_figures = _measure(dmp, [CombinedOptimizer([dmp.fused_optimizer, dense])], [b[0] for b in batches], bc,
+    # The TorchRec path is the training's own: its task (fused sparse optimizer, dense optimizer)
+    # around a model in DistributedModelParallel.
+    task = MomentCrossTask(reference_model(bc, manifest, "meta"), instantiate(bc.dense_optimizer),
+                           instantiate(bc.sparse_optimizer))
+    task.model = distributed_model(task.model, torch.device("cpu"), local_world_size=1)
+    weights = task.contrastive_weights
+    torchrec_figures = _measure(task.model, weights, [task.configure_optimizers()], [b[0] for b in batches], bc,
                                 precision)
 
-    plain = PlainMomentCross(_model(bc, pooled_tables, rows, "meta"), rows, pooled_tables, bc.embedding_dim)
+    plain = plain_model(bc, manifest)
     embedding_params = [*plain.pooled.parameters(), *plain.item.parameters(), *plain.author.parameters()]
     embedding_ids = {id(p) for p in embedding_params}
-    embedding_opt = sparse_optimizer(embedding_params, lr=bc.sparse_lr)  # the same update rule, on dense gradients
-    dense_opt = torch.optim.Adam([p for p in plain.parameters() if id(p) not in embedding_ids], lr=1e-3)
-    plain_figures = _measure(plain, [embedding_opt, dense_opt], [b[1] for b in batches], bc, precision, embedding_opt)
-    dense_ms = _dense_layers_ms(plain, dense_opt, [b[1] for b in batches], bc, precision)
+    embedding_opt = instantiate(bc.sparse_optimizer)(embedding_params)  # the same update rule, on dense gradients
+    dense_opt = instantiate(bc.dense_optimizer)([p for p in plain.parameters() if id(p) not in embedding_ids])
+    batches = [b[1] for b in batches]
+    plain_figures = _measure(plain, weights, [embedding_opt, dense_opt], batches, bc, precision, embedding_opt)
+    dense_ms = _dense_layers_ms(plain, weights, dense_opt, batches, bc, precision)
     return {"item_rows": item_rows, "precision": precision, "torchrec": torchrec_figures, "plain": plain_figures,
             "dense_ms": dense_ms, "speedup": torchrec_figures["samples_per_s"] / plain_figures["samples_per_s"],
             "speedup_ceiling": plain_figures["step_ms"] / dense_ms}
 
 
-def _dense_layers_ms(plain: PlainMomentCross, dense_opt: torch.optim.Optimizer, batches: list[PlainInput],
-                     bc: DictConfig, precision: str) -> float:
+def _dense_layers_ms(plain: PlainMomentCross, weights: dict[str, float], dense_opt: torch.optim.Optimizer,
+                     batches: list[PlainInput], bc: DictConfig, precision: str) -> float:
     """Median step of the layers after the lookups alone (embeddings given, not learned): the same
     code in both implementations, so no embedding path can make a step cheaper than this."""
     with torch.no_grad():
@@ -204,9 +200,9 @@ def _dense_layers_ms(plain: PlainMomentCross, dense_opt: torch.optim.Optimizer, 
         for looked_up in (pooled, target, sequence):  # the backward reaches the embeddings, as in training
             looked_up.requires_grad_().grad = None
         with forward_context(precision):
-            logits, means = plain.twin.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
-            contrastive = plain.twin.contrastive_losses(means, x.mask)
-        _loss(logits, contrastive, x.states).backward()
+            logits, means = plain.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=True)
+            contrastive = plain.head.contrastive_losses(means, x.mask)
+        _loss(logits, contrastive, x.states, weights).backward()
         dense_opt.step()
         if i >= bc.warmup_steps:
             times.append(time.perf_counter() - start)
@@ -216,16 +212,18 @@ def _dense_layers_ms(plain: PlainMomentCross, dense_opt: torch.optim.Optimizer, 
 def run(cfg: DictConfig) -> dict:
     bc = cfg.bench.training
     ensure_process_group()
-    n_pooled = sum(len(spec.features) for spec in bc.pooled_tables.values())
-    print(f"training, reference config (batch {bc.batch_size}, 5 GSUs x {bc.seq_len}, dim {bc.embedding_dim}, "
-          f"{n_pooled} pooled features, PLE x{bc.model.multitask.n_levels}, {torch.get_num_threads()} threads)")
+    model, cross = specs(bc)
+    optimizer = bc.sparse_optimizer._target_.rsplit(".", 1)[-1]
+    print(f"training, reference config (batch {bc.batch_size}, {len(cross.gsu_names)} GSUs x {model.seq_len}, "
+          f"dim {model.embedding_dim}, {sum(len(fs) for fs in model.pooled_tables.values())} pooled features, "
+          f"PLE x{model.multitask['n_levels']}, {torch.get_num_threads()} threads)")
     results = []
     for item_rows, precision in itertools.product([bc.item_rows, *bc.more_item_rows], bc.precisions):
         r = compare(bc, int(item_rows), precision)
         results.append(r)
         print(f"  item table {item_rows:,} rows, precision {precision}")
-        for name, f in ((f"TorchRec (DMP, fused {bc.sparse_optimizer})", r["torchrec"]),
-                        (f"plain PyTorch (dense {bc.sparse_optimizer})", r["plain"])):
+        for name, f in ((f"TorchRec (DMP, fused {optimizer})", r["torchrec"]),
+                        (f"plain PyTorch (dense {optimizer})", r["plain"])):
             print(f"    {name:<40} {f['samples_per_s']:>9,.0f} samples/s  {f['step_ms']:>7.0f} ms/step  "
                   f"embeddings {f['embedding_share']:.0%} of the step")
         print(f"    speed-up                                 {r['speedup']:>9.1f}x")

@@ -9,11 +9,10 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from bench.data import ensure_shards, ensure_world
+from data_pipelines.dataset import REALTIME
 from data_pipelines.history_store import HistoryStore
-from data_pipelines.ingest.pipeline import CANONICAL
-from data_pipelines.jobs import HISTORY_FILE
 from data_pipelines.streams.build import build_features, run_engines
-from recsys.bench.data import ensure_shards, ensure_world
 from recsys.data import ShardDataset, make_loader
 
 
@@ -29,19 +28,18 @@ def _loader_rate(shard_dir: Path, batch_size: int, n_batches: int, shuffle: bool
 
 def run(cfg: DictConfig) -> dict:
     bc = cfg.bench.streams
-    data_dir = ensure_world(cfg)
-    canonical = data_dir / CANONICAL
-    store = HistoryStore.load(data_dir / HISTORY_FILE)
+    data = ensure_world(cfg)
+    store = HistoryStore.load(data.history)
 
-    impressions = pd.read_parquet(canonical / "live_impressions.parquet")
-    actions = pd.read_parquet(canonical / "live_actions.parquet")
+    impressions = pd.read_parquet(data.canonical.live_impressions)
+    actions = pd.read_parquet(data.canonical.live_actions)
     start = time.perf_counter()
-    features, _ = build_features(canonical, impressions, store, instantiate(cfg.data.features), int(cfg.gsu.length),
-                                 int(cfg.gsu.max_pairs), progress=False)
+    features, _ = build_features(data.canonical, impressions, store, instantiate(cfg.data.features),
+                                 int(cfg.gsu.length), int(cfg.gsu.max_pairs), progress=False)
     shared_s = time.perf_counter() - start
     n = len(features.impression_id)
     figures: dict = {"impressions": n, "features_and_gsu_per_s": n / shared_s}
-    print(f"streams ({data_dir.name}: {n:,} live impressions, GSU length {cfg.gsu.length})")
+    print(f"streams ({data.name}: {n:,} live impressions, GSU length {cfg.gsu.length})")
     print(f"  request features + 5 GSUs                {n / shared_s:>12,.0f} impressions/s")
     for name, engine_cfg in cfg.stream.engines.items():
         start = time.perf_counter()
@@ -53,9 +51,9 @@ def run(cfg: DictConfig) -> dict:
         print(f"  {name:<10} engine with GSU retrieval    {rate:>12,.0f} impressions/s "
               f"({len(samples[name]):,} samples; labels alone {n / engine_s:,.0f}/s)")
 
-    shard_root = ensure_shards(cfg)
+    data = ensure_shards(cfg)
     for shuffle, workers in ((False, 0), (True, 0), (True, 2)):
-        rate = _loader_rate(shard_root / "realtime", bc.batch_size, bc.loader_batches, shuffle, workers)
+        rate = _loader_rate(data.stream(REALTIME), bc.batch_size, bc.loader_batches, shuffle, workers)
         mode = "shuffled" if shuffle else "time-ordered"
         figures[f"loader_{mode}_{workers}w_samples_per_s"] = rate
         print(f"  loader, {mode:<12}, {workers} workers, batch {bc.batch_size}  {rate:>10,.0f} samples/s")

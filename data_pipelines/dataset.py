@@ -1,0 +1,149 @@
+"""Where each file of a data set lives. Every job and test reaches a data set's files through
+`DataSet`; no other module spells a file or folder name of it.
+
+    data/<name>/
+      raw/        source tables in the KuaiLive schema (the simulator writes them here; real logs
+                  live wherever `data.source_dir` points)
+      truth/      the simulator's ground truth: highlight segments, true click probabilities
+      canonical/  validated tables, quarantine.parquet, ingest_report.json
+      history/    store.npz, the interaction-log store
+      streams/    one shard folder per stream (manifest.json + shard-NNNNNN.tar), vocab.npz,
+                  label_consistency.{json,md}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_pipelines.streams.shards import MANIFEST, read_manifest
+
+REALTIME, FAST_SLOW = "realtime", "fast_slow"  # the training streams (conf/stream/*.yaml engines)
+FINAL = "final"  # not for training: every impression once with its final labels, for evaluation
+
+
+@dataclass(frozen=True)
+class CanonicalTables:
+    """canonical/: what ingestion writes and every later job reads."""
+
+    dir: Path
+
+    @property
+    def lives(self) -> Path:
+        return self.dir / "lives.parquet"
+
+    @property
+    def live_impressions(self) -> Path:
+        return self.dir / "live_impressions.parquet"
+
+    @property
+    def live_actions(self) -> Path:
+        return self.dir / "live_actions.parquet"
+
+    @property
+    def short_plays(self) -> Path:
+        return self.dir / "short_plays.parquet"
+
+    @property
+    def photos(self) -> Path:
+        return self.dir / "photos.parquet"
+
+    def profiles(self, kind: str) -> Path:
+        """`users` or `authors`."""
+        return self.dir / f"{kind}.parquet"
+
+    def embedding(self, kind: str) -> Path:
+        """Content embeddings of `live` (rows follow lives) or `photo` (rows follow photos)."""
+        return self.dir / f"{kind}_embedding.npy"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.dir / "quarantine.parquet"
+
+    @property
+    def ingest_report(self) -> Path:
+        return self.dir / "ingest_report.json"
+
+
+@dataclass(frozen=True)
+class TruthFiles:
+    """truth/: what real logs never tell (simulated worlds only)."""
+
+    dir: Path
+
+    @property
+    def highlights(self) -> Path:
+        return self.dir / "highlights.parquet"
+
+    @property
+    def live_impressions(self) -> Path:
+        """Per impression (user_id, live_id, timestamp): true_ctr, clicked, highlight_segment, intensity."""
+        return self.dir / "live_impressions.parquet"
+
+    @property
+    def latent(self) -> Path:
+        return self.dir / "latent.npz"
+
+    @property
+    def world(self) -> Path:
+        """The world's config and summary."""
+        return self.dir / "world.json"
+
+
+@dataclass(frozen=True)
+class DataSet:
+    root: Path  # data/<name>
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def truth(self) -> TruthFiles:
+        return TruthFiles(self.root / "truth")
+
+    @property
+    def canonical(self) -> CanonicalTables:
+        return CanonicalTables(self.root / "canonical")
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history" / "store.npz"
+
+    @property
+    def streams(self) -> Path:
+        return self.root / "streams"
+
+    def stream(self, name: str) -> Path:
+        """The shard folder of one stream."""
+        return self.streams / name
+
+    def has_stream(self, name: str) -> bool:
+        """Whether one stream's shards are written (their manifest comes last)."""
+        return (self.stream(name) / MANIFEST).exists()
+
+    def manifest(self, name: str) -> dict:
+        """The manifest of one stream's shards (checked against this code's data contract)."""
+        return read_manifest(self.stream(name))
+
+    @property
+    def vocab(self) -> Path:
+        return self.streams / "vocab.npz"
+
+    @property
+    def label_consistency(self) -> Path:
+        """The label-consistency report beside the shards, as .json and .md (add the suffix)."""
+        return self.streams / "label_consistency"
+
+    def require(self, path: Path, make: str) -> Path:
+        """`path`, or a FileNotFoundError that says which job writes it."""
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run {make} for data set '{self.name}' first")
+        return path
