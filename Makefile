@@ -12,7 +12,7 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-full simulate ingest history streams train replay ablate export ranker bench clean
+.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay ablate export ranker bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -42,11 +42,11 @@ check-gpu: ## verify the CUDA stack imports and sees a GPU
 check-stack: ## verify the installed stack is the CPU build and imports
 	@$(PY) -m recsys.stack_check
 
-test: ## the fast test suite (what CI runs)
-	$(PY) -m pytest -q -m "not slow"
-
-test-full: ## every test, slow ones included
+test: ## the whole test suite (what CI runs; under 10 minutes on 2 cores)
 	$(PY) -m pytest -q
+
+test-fast: ## the inner loop: every test not marked slow (no multi-process, ranker-build, training or replay runs)
+	$(PY) -m pytest -q -m "not slow"
 
 simulate: ## simulate a world, ingest it, build its history store (ARGS="world=tiny|default|large")
 	$(PY) -m data_pipelines.simulate $(ARGS)

@@ -1,11 +1,12 @@
 """Training throughput of the reference configuration, TorchRec against a plain-PyTorch twin.
 
-Both train the same MomentCrossModel layers on the same synthetic batches (batch 1024, five GSU
-sequences of length 64, dim 32, about 20 pooled features, two-level PLE). TorchRec path: tables in
+Both train the same head (every layer after the lookups, built by recsys/model/factory.py) on the
+same synthetic batches (batch 1024, five GSU sequences of length 64, dim 32, about 20 pooled
+features, two-level PLE). TorchRec path: the training's own task, tables in
 DistributedModelParallel (one process), sequences as position bags, the sparse optimizer
-(`bench.training.sparse_optimizer`, as training) fused into the embedding kernels' backward. Plain
-path: nn.EmbeddingBag / nn.Embedding with the same optimizer class stepping over dense gradients.
-Dense layers use Adam in both; each precision in `bench.training.precisions` runs both, the
+(`bench.training.task.sparse_optimizer`) fused into the embedding kernels' backward. Plain path:
+nn.EmbeddingBag / nn.Embedding with the same optimizer class stepping over dense gradients.
+Dense layers use the task's dense optimizer in both; each precision in `bench.training.precisions` runs both, the
 forward under the context Lightning's precision plugin enters. The embedding share of a step: the
 lookup and backward kernels (torch.profiler), plus the separate embedding optimizer step on the
 plain path. The layers after the lookups are also timed alone: no embedding path can beat that step.
@@ -29,7 +30,6 @@ from recsys.model.factory import build_head, build_model, specs
 from recsys.model.inputs import ModelInput, sequence_bags
 from recsys.model.losses import task_losses
 from recsys.model.moment_cross import MomentCrossModel
-from recsys.train.module import MomentCrossTask
 from recsys.train.precision import forward_context
 from recsys.train.strategy import distributed_model, ensure_process_group
 
@@ -166,8 +166,7 @@ def compare(bc: DictConfig, item_rows: int, precision: str) -> dict:
 
     # The TorchRec path is the training's own: its task (fused sparse optimizer, dense optimizer)
     # around a model in DistributedModelParallel.
-    task = MomentCrossTask(reference_model(bc, manifest, "meta"), instantiate(bc.dense_optimizer),
-                           instantiate(bc.sparse_optimizer))
+    task = instantiate(bc.task, model=reference_model(bc, manifest, "meta"))
     task.model = distributed_model(task.model, torch.device("cpu"), local_world_size=1)
     weights = task.contrastive_weights
     torchrec_figures = _measure(task.model, weights, [task.configure_optimizers()], [b[0] for b in batches], bc,
@@ -176,8 +175,8 @@ def compare(bc: DictConfig, item_rows: int, precision: str) -> dict:
     plain = plain_model(bc, manifest)
     embedding_params = [*plain.pooled.parameters(), *plain.item.parameters(), *plain.author.parameters()]
     embedding_ids = {id(p) for p in embedding_params}
-    embedding_opt = instantiate(bc.sparse_optimizer)(embedding_params)  # the same update rule, on dense gradients
-    dense_opt = instantiate(bc.dense_optimizer)([p for p in plain.parameters() if id(p) not in embedding_ids])
+    embedding_opt = task.sparse_optimizer(embedding_params)  # the same update rule, on dense gradients
+    dense_opt = task.dense_optimizer([p for p in plain.parameters() if id(p) not in embedding_ids])
     batches = [b[1] for b in batches]
     plain_figures = _measure(plain, weights, [embedding_opt, dense_opt], batches, bc, precision, embedding_opt)
     dense_ms = _dense_layers_ms(plain, weights, dense_opt, batches, bc, precision)
@@ -213,7 +212,7 @@ def run(cfg: DictConfig) -> dict:
     bc = cfg.bench.training
     ensure_process_group()
     model, cross = specs(bc)
-    optimizer = bc.sparse_optimizer._target_.rsplit(".", 1)[-1]
+    optimizer = bc.task.sparse_optimizer._target_.rsplit(".", 1)[-1]
     print(f"training, reference config (batch {bc.batch_size}, {len(cross.gsu_names)} GSUs x {model.seq_len}, "
           f"dim {model.embedding_dim}, {sum(len(fs) for fs in model.pooled_tables.values())} pooled features, "
           f"PLE x{model.multitask['n_levels']}, {torch.get_num_threads()} threads)")

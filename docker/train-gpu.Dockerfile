@@ -16,6 +16,7 @@ COPY requirements ./requirements
 COPY recsys ./recsys
 COPY data_pipelines ./data_pipelines
 COPY export ./export
+COPY bench ./bench
 COPY conf ./conf
 # No GPU is visible while building: install only; `make check-gpu` runs in the container.
 RUN make install-gpu PYTHON_BOOT=python3.11

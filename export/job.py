@@ -95,5 +95,6 @@ def run_export(cfg: DictConfig) -> tuple[ExportReport, dict[str, Any]]:
 
     meta = json.loads(report.meta_path.read_text())  # as written, with what validation added
     sample = requests_from_inputs(inputs, RequestSchema(meta), int(cfg.sample_requests.candidates), prefix=name)
-    (out_dir / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sample[: int(cfg.sample_requests.count)]))
+    sample = sample[: int(cfg.sample_requests.count)]
+    (out_dir / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sample))
     return report, meta

@@ -147,27 +147,32 @@ def parse_request(line: str | dict, schema: RequestSchema) -> tuple[str | None, 
     if len(candidates) > schema.max_candidates:
         raise RequestError(f"{len(candidates)} candidates, more than the limit of {schema.max_candidates}")
     parts = [_check_part(c, "candidate", f"candidates[{i}]", schema) for i, c in enumerate(candidates)]
+    return request_id, _scorer_inputs(user, parts, schema)
 
-    n, g_count, length = len(parts), len(schema.gsu_names), schema.seq_len
+
+def _scorer_inputs(user: dict[str, dict], candidates: list[dict[str, dict]], schema: RequestSchema) -> ScorerInputs:
+    """Checked request parts laid out as the scorer's tensors, one row per candidate: each value
+    from the user or the candidate, as the layout says; each sequence field at its model.json
+    position."""
+    n, g_count, length = len(candidates), len(schema.gsu_names), schema.seq_len
     ids = np.zeros((n, len(schema.id_features)), dtype=np.int64)
     dense = np.zeros((n, len(schema.dense_features)), dtype=np.float32)
     seq = np.zeros((n, g_count, length, len(schema.sequence_fields)), dtype=np.int64)
     lengths = np.zeros((n, g_count), dtype=np.int64)
-    for i, cand in enumerate(parts):
+    for i, cand in enumerate(candidates):
         def value(section: str, name: str) -> Any:
             return (user if schema.owner[(section, name)] == "user" else cand)[section][name]
         ids[i] = [value("ids", f) for f in schema.id_features]
         dense[i] = [value("dense", f) for f in schema.dense_features]
         for g, name in enumerate(schema.gsu_names):
             fields = value("sequences", name)
-            k = len(fields["item"])
+            k = len(fields[schema.sequence_fields[0]])
             lengths[i, g] = k
             for j, field in enumerate(schema.sequence_fields):
                 seq[i, g, :k, j] = fields[field]
     seq_t, p = torch.from_numpy(seq), schema.n_id_fields
-    return request_id, ScorerInputs(ids=torch.from_numpy(ids), dense=torch.from_numpy(dense),
-                                    seq_ids=seq_t[..., :p].contiguous(), seq_side=seq_t[..., p:].contiguous(),
-                                    seq_lengths=torch.from_numpy(lengths))
+    return ScorerInputs(ids=torch.from_numpy(ids), dense=torch.from_numpy(dense), seq_ids=seq_t[..., :p].contiguous(),
+                        seq_side=seq_t[..., p:].contiguous(), seq_lengths=torch.from_numpy(lengths))
 
 
 def requests_from_inputs(inputs: ScorerInputs, schema: RequestSchema, n_candidates: int,

@@ -75,7 +75,7 @@ def train_cli(data: DataSet, log_dir: Path, *overrides: str) -> subprocess.Compl
 
 @pytest.fixture(scope="session")
 def tiny_training(tiny_streams, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """One training run on the tiny world with its own settings (run name `e2e`, a checkpoint per
-    epoch): (the finished process, its log directory)."""
+    """The README's tiny pipeline's training run: two processes, the tiny world's own settings (run
+    name `e2e`, a checkpoint per epoch): (the finished process, its log directory)."""
     log_dir = tmp_path_factory.mktemp("logs")
-    return train_cli(tiny_streams, log_dir, "run_name=e2e"), log_dir
+    return train_cli(tiny_streams, log_dir, "trainer.devices=2", "run_name=e2e"), log_dir

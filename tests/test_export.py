@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from data_pipelines.contract import SEQUENCE_FIELDS
 from data_pipelines.dataset import FINAL, REALTIME, DataSet
 from export.job import run_export
 from export.requests import RequestError, RequestSchema, parse_request
 from export.scorer import Scorer, inputs_from_batch, model_id_features
-from export.torchscript import ExportValidationError, export
+from export.torchscript import ExportValidationError, export, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
@@ -56,6 +57,19 @@ def exported(tiny_streams, tiny_training, tmp_path_factory):
     return report.model_path.parent, meta, log_dir
 
 
+@pytest.fixture(scope="module")
+def untrained(tiny_streams):
+    """A freshly initialised model of the training config, its model.json and a batch of the
+    evaluation stream as scorer inputs: what needs no training run."""
+    torch.manual_seed(0)
+    model = model_from_config(compose_config("train", job_paths(tiny_streams)), tiny_streams.manifest(REALTIME),
+                              embedding_device="cpu").eval()
+    layout = OmegaConf.to_container(compose_config("export", job_paths(tiny_streams)).request_layout)
+    meta = metadata(model, layout, max_candidates=100, training={"run_id": "untrained"})
+    inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(tiny_streams.stream(FINAL), 32)))), model)
+    return model, meta, inputs
+
+
 def eager_model(checkpoint: Path, data: DataSet):
     model = model_from_config(compose_config("train", job_paths(data)), data.manifest(REALTIME), embedding_device="cpu")
     model.load_state_dict(model_state_dict(checkpoint), strict=True)
@@ -89,6 +103,7 @@ def test_the_export_scorer_reproduces_the_training_forward(tiny_streams):
         torch.testing.assert_close(score, by_hand, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_python_eager_torchscript_and_cpp_ranker_agree(exported, tiny_streams, ranker_binary):
     model_dir, meta, log_dir = exported
     assert meta["training"]["checkpoint"] == str(checkpoints(log_dir)[-1])  # the newest one
@@ -156,6 +171,7 @@ def _mutations(request: dict) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow
 def test_the_ranker_answers_malformed_requests_with_errors_and_keeps_serving(exported, ranker_binary):
     model_dir, meta, _ = exported
     schema = RequestSchema(meta)
@@ -181,9 +197,9 @@ def test_the_ranker_answers_malformed_requests_with_errors_and_keeps_serving(exp
     assert answers[len(cases) + 2]["request_id"] == 'r "é" \\ 1' and "ranked" in answers[len(cases) + 2]
 
 
-def test_parse_request_lays_out_user_and_candidate_fields(exported):
+def test_parse_request_lays_out_user_and_candidate_fields(untrained):
     """A hand-written request against the layout model.json declares."""
-    _, meta, _ = exported
+    _, meta, _ = untrained
     schema = RequestSchema(meta)
     empty = {f: [] for f in SEQUENCE_FIELDS}
     user = {"ids": {"user_id": 5, "hour": 20, "user_history_bucket": 3, "user_live_bucket": 1},
@@ -211,12 +227,9 @@ def test_parse_request_lays_out_user_and_candidate_fields(exported):
     assert x.seq_ids.shape == (2, 5, 50, 2) and x.seq_side.shape == (2, 5, 50, 3)
 
 
-def test_an_export_that_does_not_reproduce_the_eager_model_is_not_kept(exported, tiny_streams, tmp_path):
-    model_dir, meta, log_dir = exported
-    model = eager_model(checkpoints(log_dir)[-1], tiny_streams)
-    ids = [f["name"] for f in meta["id_features"]]
-    _, inputs = parse_request((model_dir / "requests.jsonl").read_text().splitlines()[0], RequestSchema(meta))
-    scorer = Scorer(model, ids)
+def test_an_export_that_does_not_reproduce_the_eager_model_is_not_kept(untrained, tmp_path):
+    model, meta, inputs = untrained
+    scorer = Scorer(model, [f["name"] for f in meta["id_features"]])
     with torch.no_grad():
         p, s = scorer(*inputs)
     with pytest.raises(ExportValidationError, match="differs from the eager model"):
@@ -224,6 +237,7 @@ def test_an_export_that_does_not_reproduce_the_eager_model_is_not_kept(exported,
     assert not (tmp_path / "bad" / "model.pt").exists() and not list((tmp_path / "bad").iterdir())
 
 
+@pytest.mark.slow
 def test_a_running_ranker_picks_up_a_newer_export_without_dropping_requests(exported, tiny_streams, ranker_binary,
                                                                              tmp_path):
     model_dir, meta, log_dir = exported
@@ -287,6 +301,7 @@ def _echo_export(meta: dict, out_dir: Path, side_fields: list[str]) -> dict:
     return meta
 
 
+@pytest.mark.slow
 def test_python_and_cpp_validators_lay_out_sequence_fields_as_model_json_orders_them(exported, ranker_binary,
                                                                                     tmp_path):
     """Each field's value must reach the model at the position model.json gives it, in both

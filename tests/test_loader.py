@@ -17,7 +17,7 @@ from data_pipelines.streams.labels import Samples
 from data_pipelines.streams.shards import ImpressionFeatures, contract_schema, write_shards
 from recsys.data import CorruptShardError, ShardDataset, make_loader
 
-SCHEMA = {"stream": "test", "tasks": ["a", "b"], "gsu_length": 3, **contract_schema()}
+SCHEMA = {"tasks": ["a", "b"], "gsu_length": 3, **contract_schema()}
 
 
 def features(n: int) -> ImpressionFeatures:
@@ -27,10 +27,9 @@ def features(n: int) -> ImpressionFeatures:
     short_len = np.arange(n) % 3
     short_items = np.concatenate([10 * i + np.arange(k) for i, k in enumerate(short_len)])
     def seq(lengths, items):
-        return Sequences(lengths.astype(np.int32), {"item": items.astype(np.int32), "author": items.astype(np.int32) + 1,
-                                                    "gap": np.ones(len(items), np.int8),
-                                                    "watch": np.full(len(items), 2, np.int8),
-                                                    "domain": (items % 2 + 1).astype(np.int8)})
+        return Sequences(lengths.astype(np.int32), {
+            "item": items.astype(np.int32), "author": items.astype(np.int32) + 1, "gap": np.ones(len(items), np.int8),
+            "watch": np.full(len(items), 2, np.int8), "domain": (items % 2 + 1).astype(np.int8)})
     sequences = {g: seq(np.zeros(n), np.zeros(0, np.int64)) for g in GSU_NAMES}
     sequences |= {"short": seq(short_len, short_items), "mixed": seq(np.ones(n), np.arange(n))}
     dense = np.zeros((n, len(DENSE_FEATURES)), dtype=np.float32)
@@ -127,6 +126,7 @@ def test_corrupt_shard_can_be_skipped_without_changing_the_batch_count(shard_dir
     assert not ids & set(range(1018, 1024))  # shard 3 held impressions 18..23
 
 
+@pytest.mark.slow
 def test_corrupt_shard_in_a_worker_process_raises_not_hangs(shard_dir):
     shard = shard_dir / "shard-000004.tar"
     shard.write_bytes(shard.read_bytes()[:700])

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,10 +24,11 @@ def make(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_the_targets():
     plain = re.sub(r"\x1b\[[0-9;]*m", "", make("help").stdout)
     listed = {line.split()[0] for line in plain.splitlines() if line.strip()}
-    assert {"setup", "setup-gpu", "test", "test-full", "simulate", "ingest", "history", "streams", "train", "export",
+    assert {"setup", "setup-gpu", "test", "test-fast", "simulate", "ingest", "history", "streams", "train", "export",
             "ranker", "bench"} <= listed
 
 
+@pytest.mark.slow
 def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     base = f"world=tiny paths.data_dir={tmp_path} paths.reports_dir={tmp_path}/reports progress=false"
     result = make("simulate", f"ARGS={base} world.n_users=300")

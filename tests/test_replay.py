@@ -31,6 +31,7 @@ class OrderLog:
         self.events.append(("trained", report_ts.copy()))
 
 
+@pytest.mark.slow
 def test_replay_never_lets_a_sample_train_the_model_before_its_report_time(tiny_streams, tmp_path):
     cfg = compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={tmp_path}", "replay.seeds=[0]",
                                     "replay.progress=false"])

@@ -14,7 +14,8 @@ from tests.conftest import compose_config, job_paths, train_cli
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def test_make_train_on_the_tiny_world_beats_a_constant_predictor(tiny_training):
+@pytest.mark.slow
+def test_make_train_on_the_tiny_world_with_two_processes_beats_a_constant_predictor(tiny_training):
     result, log_dir = tiny_training
     metrics = {}
     for line in result.stdout.splitlines():
@@ -23,7 +24,7 @@ def test_make_train_on_the_tiny_world_beats_a_constant_predictor(tiny_training):
             metrics[parts[0]] = [float(x) for x in parts[1:]]
     assert set(metrics) == {"ctr", "lvtr", "ltr", "cmtr", "gtr"}
     auc, gauc, logloss = metrics["ctr"]
-    assert auc > 0.55, metrics  # a constant predictor scores 0.5 (seeded: 0.577 when written)
+    assert auc > 0.55, metrics  # a constant predictor scores 0.5 (0.601-0.605 over seeds 0-2 when written)
     csv = (log_dir / "e2e").glob("version_*/metrics.csv")
     header = next(csv).read_text().splitlines()[0]
     for name in ("train/loss", "train/loss/gtr", "train/contrastive/short", "val/auc/ctr", "val/gauc/ctr",
@@ -31,14 +32,16 @@ def test_make_train_on_the_tiny_world_beats_a_constant_predictor(tiny_training):
         assert name in header
 
 
+@pytest.mark.slow
 def test_make_train_in_bf16_mixed_precision_learns(tiny_streams, tmp_path):
     result = train_cli(tiny_streams, tmp_path, "trainer.precision=bf16-mixed", "run_name=bf16")
     ctr = next(line.split() for line in result.stdout.splitlines() if line.startswith("ctr "))
-    assert float(ctr[1]) > 0.55, ctr  # AUC; a constant predictor scores 0.5 (seeded: 0.576 when written)
+    assert float(ctr[1]) > 0.55, ctr  # AUC; a constant predictor scores 0.5 (0.592 when written)
     header, *rows = next((tmp_path / "bf16").glob("version_*/metrics.csv")).read_text().splitlines()
     assert "train/contrastive/short" in header.split(",") and rows
 
 
+@pytest.mark.slow
 def test_two_process_sharded_checkpoint_resumes_exactly(tiny_streams, tmp_path):
     common = ["trainer.devices=2", "trainer.max_epochs=2", "seed=3"]
     train_cli(tiny_streams, tmp_path, *common, "run_name=straight")

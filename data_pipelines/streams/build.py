@@ -90,12 +90,10 @@ def run_engines(impressions: pd.DataFrame, actions: pd.DataFrame, engines: dict[
     return imps, samples, consistency
 
 
-def manifest_schema(vocab: Vocabularies, tasks: tuple[str, ...], gsu_length: int, stream: str,
-                    data_name: str) -> dict:
-    """What a stream's manifest says beyond its shards: the data set, the tasks, the table sizes,
-    and the data contract the shards were written under."""
-    return {"stream": stream, "data": data_name, "tasks": list(tasks), "gsu_length": gsu_length,
-            "table_sizes": vocab.table_sizes(), **contract_schema()}
+def manifest_schema(vocab: Vocabularies, tasks: tuple[str, ...], gsu_length: int) -> dict:
+    """What a stream's manifest says beyond its shards: the tasks, the elements per GSU, the table
+    sizes, and the data contract the shards were written under."""
+    return {"tasks": list(tasks), "gsu_length": gsu_length, "table_sizes": vocab.table_sizes(), **contract_schema()}
 
 
 def _write_reports(consistency: dict, sample_counts: dict[str, int], data_name: str, paths: list[Path]) -> None:
@@ -123,8 +121,7 @@ def build_streams(data: DataSet, store: HistoryStore, reports_dir: Path, engines
     vocab.save(data.vocab)
     start = time.perf_counter()
     for name, stream_samples in samples.items():
-        write_shards(stream_samples, features, data.stream(name),
-                     manifest_schema(vocab, tasks, gsu_length, name, data.name),
+        write_shards(stream_samples, features, data.stream(name), manifest_schema(vocab, tasks, gsu_length),
                      micro_batch_size=layout.micro_batch_size,
                      micro_batches_per_shard=layout.micro_batches_per_shard, progress=progress)
     seconds["shards"] = time.perf_counter() - start

@@ -111,7 +111,8 @@ class TargetAttention(nn.Module):
         if any(not 0 <= s < n_slots for ss in slots for s in ss):
             raise ValueError(f"slots {slots} outside the layout's {n_slots} slots")
         n_seq, self.n_parts = len(slots), len(slots[0])
-        self.n_slots, self.embedding_dim, self.side_rows, self.side_dim = n_slots, embedding_dim, list(side_rows), side_dim
+        self.n_slots, self.embedding_dim, self.side_dim = n_slots, embedding_dim, side_dim
+        self.side_rows = list(side_rows)
         element_dim = self.n_parts * embedding_dim + len(side_rows) * side_dim
         self.side_embeddings = nn.ModuleList(nn.Embedding(rows, side_dim, padding_idx=0) for rows in side_rows)
         self.w_q = nn.Parameter(torch.empty(n_seq, attention_dim, query_dim))

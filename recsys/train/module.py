@@ -43,7 +43,7 @@ class MomentCrossTask(pl.LightningModule):
         self.tasks, self.gsu_names, self.seq_len = model.tasks, model.gsu_names, model.seq_len
         self.pooled_features = model.pooled_features
         self.contrastive_weights = model.head.contrastive_weights
-        self.dense_optimizer = dense_optimizer
+        self.dense_optimizer, self.sparse_optimizer = dense_optimizer, sparse_optimizer
         self.automatic_optimization = False
         apply_optimizer_in_backward(sparse_optimizer.func, list(model.lookup.parameters()),
                                     dict(sparse_optimizer.keywords))
