@@ -1,5 +1,6 @@
 """Where each file of a data set lives. Every job and test reaches a data set's files through
-`DataSet`; no other module spells a file or folder name of it.
+`DataSet`; no other module spells a file or folder name of it (the raw tables excepted: their names
+are the KuaiLive schema's, in conf/data/*.yaml, and the simulator writes that schema).
 
     data/<name>/
       raw/        source tables in the KuaiLive schema (the simulator writes them here; real logs

@@ -135,7 +135,8 @@ class ShardDataset(IterableDataset):
             raise CorruptShardError(f"{path}: member {member}: missing arrays {missing[:5]}")
         for g in contract.GSU_NAMES:
             lengths = arrays[contract.lengths_key(g)]
-            if len(lengths) != n or any(len(arrays[contract.sequence_key(g, f)]) != int(lengths.sum())
+            total = int(lengths.sum())
+            if len(lengths) != n or any(len(arrays[contract.sequence_key(g, f)]) != total
                                         for f in contract.SEQUENCE_FIELDS):
                 raise CorruptShardError(f"{path}: member {member}: sequence '{g}' lengths and values disagree")
 
