@@ -55,7 +55,7 @@ def run_build_history(cfg: DictConfig) -> tuple[HistoryStore, Path]:
 
 def run_streams(cfg: DictConfig):
     """Both (or the configured) label streams of a data set, written as shards, plus reports."""
-    from data_pipelines.streams.build import ShardLayout, build_streams
+    from data_pipelines.streams.build import build_streams
 
     data = data_set(cfg)
     store = HistoryStore.load(data.require(data.history, "make simulate / make ingest"))
