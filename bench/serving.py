@@ -74,12 +74,13 @@ def _python_figures(model_path: Path, schema: RequestSchema, lines: list[str], t
             "candidates_per_s": len(json.loads(lines[0])["candidates"]) / (np.mean(total) / 1e3)}
 
 
-def _ranker_figures(model_dir: Path, requests: Path, repeat: int, warmup: int) -> dict[int, dict]:
+def _ranker_figures(model_dir: Path, requests: Path, repeat: int, warmup: int, threads: int) -> dict[int, dict]:
     if not RANKER.exists():
         print("[bench] building the C++ ranker first (make ranker)")
         subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, check=True, capture_output=True)
     result = subprocess.run([str(RANKER), "--model", str(model_dir), "--bench", str(requests), "--repeat",
-                             str(repeat), "--warmup", str(warmup)], capture_output=True, text=True, check=True)
+                             str(repeat), "--warmup", str(warmup), "--threads", str(threads)],
+                            capture_output=True, text=True, check=True)
     line = next(l for l in result.stdout.splitlines() if l.startswith("BENCH_JSON "))
     return {r["candidates"]: r for r in json.loads(line.removeprefix("BENCH_JSON "))["results"]}
 
@@ -99,12 +100,18 @@ def run(cfg: DictConfig) -> dict:
             lines_by_size[n] = [json.dumps(r) for r in requests]
         request_file = Path(tmp) / "requests.jsonl"
         request_file.write_text("".join(l + "\n" for ls in lines_by_size.values() for l in ls))
-        cpp = _ranker_figures(model_dir, request_file, int(bc.repeat), int(bc.warmup))
-        python = {n: _python_figures(report.model_path, schema, lines, meta["tasks"], int(bc.repeat), int(bc.warmup))
-                  for n, lines in lines_by_size.items()}
+        threads = int(bc.threads)
+        cpp = _ranker_figures(model_dir, request_file, int(bc.repeat), int(bc.warmup), threads)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)  # as the ranker runs
+        try:
+            python = {n: _python_figures(report.model_path, schema, lines, meta["tasks"], int(bc.repeat),
+                                         int(bc.warmup)) for n, lines in lines_by_size.items()}
+        finally:
+            torch.set_num_threads(before)
 
     print(f"serving ({cfg.world.name} world tables, {len(meta['gsus']['names'])} GSUs x {meta['gsus']['length']}, "
-          f"{torch.get_num_threads()} threads, {bc.requests_per_size} requests x {bc.repeat} repeats per size; "
+          f"{threads} intra-op thread(s), {bc.requests_per_size} requests x {bc.repeat} repeats per size; "
           f"end to end = parse + validate + score + rank + JSON)")
     print(f"  {'candidates':>10}  {'':<22} {'p50 ms':>8} {'p99 ms':>8} {'forward p50':>12} {'candidates/s':>13}")
     for n in sizes:

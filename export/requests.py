@@ -20,7 +20,7 @@ Like the C++ ranker, this reads every name, order and bound from model.json, non
 from __future__ import annotations
 
 import json
-import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -60,8 +60,75 @@ class RequestSchema:
         return [n for n in self.names(section) if self.owner[(section, n)] == owner]
 
 
+class _Float(float):
+    """A JSON number with a fraction or an exponent, remembering how it was written."""
+
+    literal: str
+
+
+class _Int(int):
+    """A JSON integer, remembering how it was written."""
+
+    literal: str
+
+
+def _number(kind: type, literal: str):
+    value = kind(literal)
+    value.literal = literal
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = next(k for i, k in enumerate(keys) if k in keys[:i])
+        raise RequestError(f"bad JSON: duplicate key '{repeated}'")
+    return dict(pairs)
+
+
+def _check_text(value: Any) -> None:
+    """Every string of the document must be valid UTF-8 when written back: json accepts a lone
+    surrogate escape (\\ud800), the answer could then not be encoded."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError("bad JSON: lone surrogate in \\u escape") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
+
+
+def _no_constant(name: str):
+    raise RequestError(f"bad JSON: {name} is not a JSON value")
+
+
+def _literal(value: Any) -> str:
+    """A value as the request wrote it, for error messages (2.0 stays 2.0, 1e400 stays 1e400;
+    containers abridged), worded as the C++ ranker words it."""
+    if isinstance(value, (dict, list)):
+        return "{...}" if isinstance(value, dict) else "[...]"
+    return getattr(value, "literal", None) or json.dumps(value)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_float32(value: Any) -> bool:
+    """A number that stays finite as the model's float32 reads it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        as_double = float(value)
+    except OverflowError:  # an integer beyond any double
+        return False
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.float32(as_double)))
 
 
 def _fields(values: Any, where: str, expected: list[str]) -> dict:
@@ -79,9 +146,9 @@ def _fields(values: Any, where: str, expected: list[str]) -> dict:
 
 def _check_id(value: Any, rows: int, where: str) -> int:
     if not _is_int(value):
-        raise RequestError(f"{where} must be an integer, got {json.dumps(value)}")
+        raise RequestError(f"{where} must be an integer, got {_literal(value)}")
     if not 0 <= value < rows:
-        raise RequestError(f"{where}={value} out of range [0, {rows})")
+        raise RequestError(f"{where}={_literal(value)} out of range [0, {rows})")
     return value
 
 
@@ -113,8 +180,8 @@ def _check_part(obj: Any, owner: str, where: str, schema: RequestSchema) -> dict
     for name, value in part["ids"].items():
         _check_id(value, schema.id_rows[name], f"{where}.ids.{name}")
     for name, value in part["dense"].items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise RequestError(f"{where}.dense.{name} must be a finite number, got {json.dumps(value)}")
+        if not _is_float32(value):
+            raise RequestError(f"{where}.dense.{name} must be a finite float32 number, got {_literal(value)}")
     part["sequences"] = {g: _sequence(v, schema, f"{where}.sequences.{g}") for g, v in part["sequences"].items()}
     return part
 
@@ -123,9 +190,11 @@ def parse_request(line: str | dict, schema: RequestSchema) -> tuple[str | None, 
     """One request -> (request_id, scorer inputs with one row per candidate, in request order)."""
     if isinstance(line, str):
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_unique_keys, parse_float=partial(_number, _Float),
+                             parse_int=partial(_number, _Int), parse_constant=_no_constant)
         except json.JSONDecodeError as e:
             raise RequestError(f"bad JSON: {e.msg} at column {e.colno}") from None
+        _check_text(obj)
     else:
         obj = line
     if not isinstance(obj, dict):
@@ -204,7 +273,12 @@ def requests_from_inputs(inputs: ScorerInputs, schema: RequestSchema, n_candidat
 
 
 def rank(request_id: str | None, probabilities: torch.Tensor, score: torch.Tensor, tasks: list[str]) -> dict:
-    """The response the ranker writes: candidates by descending score (ties by request order)."""
+    """The response the ranker writes: candidates by descending score (ties by request order). A
+    score or probability that is not finite is an error, as in the ranker: it cannot be ordered."""
+    finite = torch.isfinite(score) & torch.isfinite(probabilities).all(1)
+    if not bool(finite.all()):
+        raise ValueError(f"model error: non-finite score or probability for candidate "
+                         f"{int((~finite).nonzero()[0, 0])}")
     order = sorted(range(len(score)), key=lambda i: (-float(score[i]), i))
     return {"request_id": request_id,
             "ranked": [{"candidate": i, "score": float(score[i]),

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from data_pipelines.contract import SEQUENCE_FIELDS
 from data_pipelines.dataset import FINAL, REALTIME, DataSet
 from export.job import run_export
-from export.requests import RequestError, RequestSchema, parse_request
+from export.requests import RequestError, RequestSchema, parse_request, rank
 from export.scorer import Scorer, inputs_from_batch, model_id_features
 from export.torchscript import ExportValidationError, export, metadata
 from recsys.data import ShardDataset, make_loader
@@ -145,6 +145,14 @@ def _mutations(request: dict) -> list[tuple[str, str]]:
         change(r)
         return json.dumps(r)
 
+    def written(change, literal: str) -> str:
+        """`change` puts a placeholder number where `literal` is to stand exactly as written."""
+        return mutated(change).replace("123456.25", literal)
+
+    def first_key_twice(key: str) -> str:
+        line = json.dumps(request)
+        return line.replace(f'"{key}": ', f'"{key}": 1, "{key}": ', 1)
+
     short = request["user"]["sequences"]["short"]
     return [
         ("{not json", "bad JSON"),
@@ -161,7 +169,26 @@ def _mutations(request: dict) -> list[tuple[str, str]]:
         (mutated(lambda r: r["user"]["ids"].pop("user_id")), "user.ids: missing field 'user_id'"),
         (mutated(lambda r: r["user"]["ids"].update(live_item=3)), "user.ids: unexpected field 'live_item'"),
         (mutated(lambda r: r["candidates"][2]["dense"].update(room_ctr_5min="high")),
-         'candidates[2].dense.room_ctr_5min must be a finite number, got "high"'),
+         'candidates[2].dense.room_ctr_5min must be a finite float32 number, got "high"'),
+        # Finite doubles beyond float32's range would reach the model as inf.
+        (written(lambda r: r["candidates"][2]["dense"].update(room_ctr_5min=123456.25), "3.5e38"),
+         "candidates[2].dense.room_ctr_5min must be a finite float32 number, got 3.5e38"),
+        (written(lambda r: r["user"]["dense"].update(user_history_len=123456.25), "-1e39"),
+         "user.dense.user_history_len must be a finite float32 number, got -1e39"),
+        (written(lambda r: r["user"]["dense"].update(user_history_len=123456.25), "1e400"),
+         "user.dense.user_history_len must be a finite float32 number, got 1e400"),
+        # Numbers are named as the request wrote them.
+        (written(lambda r: r["candidates"][1]["ids"].update(category=123456.25), "2.0"),
+         "candidates[1].ids.category must be an integer, got 2.0"),
+        (written(lambda r: r["candidates"][1]["ids"].update(category=123456.25), "1e400"),
+         "candidates[1].ids.category must be an integer, got 1e400"),
+        (written(lambda r: r["candidates"][1]["ids"].update(category=123456.25), "1" + "0" * 30),
+         f"candidates[1].ids.category=1{'0' * 30} out of range"),
+        # No key twice (the last one would silently win), no text that cannot be written back.
+        (first_key_twice("user_id"), "bad JSON: duplicate key 'user_id'"),
+        (first_key_twice("request_id"), "bad JSON: duplicate key 'request_id'"),
+        (mutated(lambda r: r.update(request_id="x\ud800y")), "bad JSON: lone surrogate"),
+        (mutated(lambda r: r.update(request_id="\udc00")), "bad JSON: lone surrogate"),
         (mutated(lambda r: r["user"]["sequences"].update(
             short={f: [1] * 51 for f in SEQUENCE_FIELDS})),
          "user.sequences.short.item has 51 elements, more than the model's 50"),
@@ -191,7 +218,9 @@ def test_the_ranker_answers_malformed_requests_with_errors_and_keeps_serving(exp
         assert expected in answer["error"], (expected, answer["error"])
         with pytest.raises(RequestError) as python_error:  # the Python reference refuses it too ...
             parse_request(line, schema)
-        if expected != "bad JSON":  # ... with the same words (JSON syntax errors are worded by each parser)
+        if expected.startswith("bad JSON"):  # ... in the same words (a JSON parser adds where it stopped)
+            assert str(python_error.value).startswith(expected), (expected, str(python_error.value))
+        else:
             assert answer["error"] == str(python_error.value)
     assert answers[len(cases) + 1] == {"request_id": None, "error": "empty request"}
     assert answers[len(cases) + 2]["request_id"] == 'r "é" \\ 1' and "ranked" in answers[len(cases) + 2]
@@ -325,3 +354,69 @@ def test_python_and_cpp_validators_lay_out_sequence_fields_as_model_json_orders_
         with torch.no_grad():
             echoed, _ = _EchoFirstElement()(*inputs)
         assert echoed.tolist() == [[float(element[t]) for t in echo_meta["tasks"]]] * len(inputs)
+
+
+def _run_ranker_bytes(binary: Path, model_dir: Path, data: bytes, *flags: str) -> list[dict]:
+    """The ranker on raw bytes; its answers must decode as UTF-8 whatever the input held."""
+    result = subprocess.run([str(binary), "--model", str(model_dir), "--reload-check-ms", "0", *flags], input=data,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]  # strict decoding
+
+
+@pytest.mark.slow
+def test_the_ranker_refuses_invalid_utf8_and_over_long_lines_and_keeps_serving(exported, ranker_binary):
+    model_dir, _, _ = exported
+    valid = (model_dir / "requests.jsonl").read_bytes().splitlines()[0]
+    bad_bytes = valid.replace(b'"request_id": "', b'"request_id": "\xff\xfe', 1)
+    overlong_utf8 = valid.replace(b'"request_id": "', b'"request_id": "\xc0\xaf', 1)  # "/" written in 2 bytes
+    huge = b'{"request_id": "big", "user": {"ids": {"pad": [' + b"1," * 600_000 + b'1]}}, "candidates": []}'
+    lines = [valid, bad_bytes, overlong_utf8, huge, valid]
+    answers = _run_ranker_bytes(ranker_binary, model_dir, b"\n".join(lines) + b"\n",
+                                "--max-request-bytes", str(len(valid) + 10))
+    assert len(answers) == len(lines)
+    assert answers[1]["error"].startswith("bad JSON: invalid UTF-8 in string at column 17")
+    assert answers[2]["error"].startswith("bad JSON: invalid UTF-8 in string")
+    assert answers[3] == {"request_id": None,
+                          "error": f"request longer than {len(valid) + 10} bytes (--max-request-bytes)"}
+    assert "ranked" in answers[0] and answers[4]["ranked"] == answers[0]["ranked"]
+
+
+@pytest.mark.slow
+def test_the_ranker_never_ranks_a_non_finite_score(exported, ranker_binary, tmp_path):
+    """A model gone wrong (NaN for one candidate) gets an error answer, not a ranking sorted around a NaN."""
+    model_dir, meta, _ = exported
+
+    class NanForCandidateThree(torch.nn.Module):
+        def __init__(self, n_tasks: int):
+            super().__init__()
+            self.n_tasks = n_tasks
+
+        def forward(self, ids: torch.Tensor, dense: torch.Tensor, seq_ids: torch.Tensor, seq_side: torch.Tensor,
+                    seq_lengths: torch.Tensor):
+            score = torch.arange(ids.shape[0], dtype=torch.float32)
+            score[3] = float("nan")
+            return torch.zeros(ids.shape[0], self.n_tasks), score
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_text(json.dumps(meta))
+    torch.jit.script(NanForCandidateThree(len(meta["tasks"]))).save(str(broken / "model.pt"))
+    line = (model_dir / "requests.jsonl").read_text().splitlines()[0]
+    [answer] = run_ranker(ranker_binary, broken, [line])
+    assert answer["error"] == "model error: non-finite score or probability for candidate 3", answer
+    _, inputs = parse_request(line, RequestSchema(meta))
+    probabilities, score = NanForCandidateThree(len(meta["tasks"]))(*inputs)
+    with pytest.raises(ValueError, match="model error: non-finite score or probability for candidate 3"):
+        rank("r", probabilities, score, meta["tasks"])
+
+
+@pytest.mark.slow
+def test_the_ranker_uses_one_intra_op_thread_unless_told(exported, ranker_binary):
+    model_dir, _, _ = exported
+    for flags, threads in (((), 1), (("--threads", "2"), 2)):
+        result = subprocess.run([str(ranker_binary), "--model", str(model_dir), "--bench", str(model_dir / "requests.jsonl"),
+                                 "--repeat", "1", "--warmup", "0", *flags], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        bench = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("BENCH_JSON ")).split(" ", 1)[1])
+        assert bench["threads"] == threads

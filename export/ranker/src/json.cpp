@@ -1,9 +1,11 @@
 #include "json.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <unordered_set>
 
 namespace ranker::json {
 namespace {
@@ -59,18 +61,32 @@ class Parser {
 
   void object(Value& v, int depth) {
     v.type = Value::Type::Object;
+    v.names = std::make_unique<std::vector<std::string>>();
+    std::vector<std::string>& keys = *v.names;
     ++pos_;
     skip_space();
     if (peek() == '}') { ++pos_; return; }
+    std::unordered_set<std::string> seen;  // used once an object is large enough for a scan to cost
+    constexpr size_t kScan = 16;
     while (true) {
       skip_space();
       if (peek() != '"') fail("expected a string key");
+      size_t key_pos = pos_;
       std::string key = string();
+      bool repeated = keys.size() < kScan ? std::find(keys.begin(), keys.end(), key) != keys.end()
+                                          : seen.count(key) > 0;
+      if (repeated) {
+        pos_ = key_pos;
+        fail("duplicate key '" + key + "'");
+      }
+      if (keys.size() + 1 == kScan) seen.insert(keys.begin(), keys.end());
+      if (keys.size() + 1 >= kScan) seen.insert(key);
       skip_space();
       if (peek() != ':') fail("expected ':'");
       ++pos_;
       skip_space();
-      v.object.emplace_back(std::move(key), value(depth + 1));
+      v.items.push_back(value(depth + 1));
+      keys.push_back(std::move(key));
       skip_space();
       if (peek() == ',') { ++pos_; continue; }
       if (peek() == '}') { ++pos_; return; }
@@ -85,7 +101,7 @@ class Parser {
     if (peek() == ']') { ++pos_; return; }
     while (true) {
       skip_space();
-      v.array.push_back(value(depth + 1));
+      v.items.push_back(value(depth + 1));
       skip_space();
       if (peek() == ',') { ++pos_; continue; }
       if (peek() == ']') { ++pos_; return; }
@@ -125,12 +141,31 @@ class Parser {
     return cp;
   }
 
+  // One UTF-8 encoded character starting at pos_ (its lead byte >= 0x80), appended as it is.
+  void utf8_character(std::string& out) {
+    const auto byte = [&](size_t i) { return static_cast<unsigned char>(text_[i]); };
+    unsigned char lead = byte(pos_);
+    size_t n = lead >= 0xF0 && lead <= 0xF4 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC2 && lead <= 0xDF ? 2 : 0;
+    if (n == 0 || (n == 3 && lead > 0xEF) || pos_ + n > text_.size()) fail("invalid UTF-8 in string");
+    uint32_t cp = lead & (0x7F >> n);
+    for (size_t i = 1; i < n; ++i) {
+      if ((byte(pos_ + i) & 0xC0) != 0x80) fail("invalid UTF-8 in string");
+      cp = (cp << 6) | (byte(pos_ + i) & 0x3F);
+    }
+    bool overlong = (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
+    if (overlong || (cp >= 0xD800 && cp < 0xE000) || cp > 0x10FFFF) fail("invalid UTF-8 in string");
+    out.append(text_.substr(pos_, n));
+    pos_ += n;
+  }
+
   std::string string() {
     ++pos_;  // opening quote
     std::string out;
     while (true) {
       if (pos_ >= text_.size()) fail("unterminated string");
-      char c = text_[pos_++];
+      char c = text_[pos_];
+      if (static_cast<unsigned char>(c) >= 0x80) { utf8_character(out); continue; }
+      ++pos_;
       if (c == '"') return out;
       if (static_cast<unsigned char>(c) < 0x20) fail("control character in string");
       if (c != '\\') { out += c; continue; }
@@ -146,12 +181,19 @@ class Parser {
         case 'r': out += '\r'; break;
         case 't': out += '\t'; break;
         case 'u': {
+          size_t escape_pos = pos_ - 2;
           uint32_t cp = hex4();
           if (cp >= 0xD800 && cp < 0xDC00 && text_.substr(pos_, 2) == "\\u") {
             pos_ += 2;
             uint32_t low = hex4();
-            if (low < 0xDC00 || low >= 0xE000) fail("bad surrogate pair");
+            if (low < 0xDC00 || low >= 0xE000) {
+              pos_ = escape_pos;
+              fail("lone surrogate in \\u escape");
+            }
             cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+          } else if (cp >= 0xD800 && cp < 0xE000) {  // text must stay valid UTF-8 when written back
+            pos_ = escape_pos;
+            fail("lone surrogate in \\u escape");
           }
           append_utf8(out, cp);
           break;
@@ -185,24 +227,32 @@ class Parser {
       if (!(peek() >= '0' && peek() <= '9')) fail("expected digits in exponent");
       while (peek() >= '0' && peek() <= '9') ++pos_;
     }
-    std::string literal(text_.substr(start, pos_ - start));
     v.type = Value::Type::Number;
     v.integral = integral;
-    v.number = std::strtod(literal.c_str(), nullptr);
-    if (integral) {
-      auto [end, ec] = std::from_chars(literal.data(), literal.data() + literal.size(), v.integer);
-      v.integer_fits = ec == std::errc() && end == literal.data() + literal.size();
-    }
+    v.string.assign(text_.substr(start, pos_ - start));
   }
 };
 
 }  // namespace
 
+double Value::number() const { return std::strtod(string.c_str(), nullptr); }
+
+bool Value::integer(int64_t& out) const {
+  if (type != Type::Number || !integral) return false;
+  auto [end, ec] = std::from_chars(string.data(), string.data() + string.size(), out);
+  return ec == std::errc() && end == string.data() + string.size();
+}
+
+const std::vector<std::string>& Value::keys() const {
+  static const std::vector<std::string> kNone;
+  return names ? *names : kNone;
+}
+
 const Value* Value::find(std::string_view key) const {
-  const Value* found = nullptr;
-  for (const auto& [k, v] : object)
-    if (k == key) found = &v;
-  return found;
+  const auto& names = keys();
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == key) return &items[i];
+  return nullptr;
 }
 
 std::string Value::repr() const {
@@ -210,10 +260,7 @@ std::string Value::repr() const {
   switch (type) {
     case Type::Null: return "null";
     case Type::Bool: return boolean ? "true" : "false";
-    case Type::Number:
-      if (integral && integer_fits) return std::to_string(integer);
-      append_number(out, number);
-      return out;
+    case Type::Number: return string;  // as written: 2.0 stays 2.0, 1e400 stays 1e400
     case Type::String: append_string(out, string); return out;
     case Type::Array: return "[...]";
     case Type::Object: return "{...}";

@@ -23,8 +23,9 @@ struct Reader {
     return *v;
   }
   int64_t integer(const json::Value& v, const std::string& where) const {
-    if (!v.is_number() || !v.integral || !v.integer_fits) fail(where + " must be an integer");
-    return v.integer;
+    int64_t out = 0;
+    if (!v.integer(out)) fail(where + " must be an integer");
+    return out;
   }
   std::string text(const json::Value& v, const std::string& where) const {
     if (!v.is_string()) fail(where + " must be a string");
@@ -33,7 +34,7 @@ struct Reader {
   std::vector<std::string> texts(const json::Value& v, const std::string& where) const {
     if (!v.is_array()) fail(where + " must be an array");
     std::vector<std::string> out;
-    for (const auto& item : v.array) out.push_back(text(item, where + "[]"));
+    for (const auto& item : v.items) out.push_back(text(item, where + "[]"));
     return out;
   }
 };
@@ -69,7 +70,7 @@ ModelMeta ModelMeta::load(const std::filesystem::path& path) {
   ModelMeta meta;
   const auto& ids = r.member(doc, "id_features", "");
   if (!ids.is_array()) r.fail("id_features must be an array");
-  for (const auto& f : ids.array) {
+  for (const auto& f : ids.items) {
     IdFeature feature;
     feature.name = r.text(r.member(f, "name", "id_features[]."), "id_features[].name");
     feature.rows = r.integer(r.member(f, "rows", "id_features[]."), "id_features[].rows");

@@ -14,7 +14,13 @@ Scores score(const LoadedModel& model, const Request& request) {
   Scores s{out->elements()[0].toTensor().contiguous(), out->elements()[1].toTensor().contiguous()};
   const int64_t n = request.candidates, t = static_cast<int64_t>(model.meta.tasks.size());
   if (s.probabilities.sizes() != at::IntArrayRef({n, t}) || s.score.sizes() != at::IntArrayRef({n}))
-    throw std::runtime_error("the model returned unexpected shapes; is model.json from the same export?");
+    throw ModelError("the model returned unexpected shapes; is model.json from the same export?");
+  // A NaN would also break the ordering (every comparison with it is false).
+  at::Tensor finite = at::isfinite(s.score.to(at::kFloat)) & at::isfinite(s.probabilities.to(at::kFloat)).all(1);
+  if (!finite.all().item<bool>()) {
+    int64_t first = (~finite).nonzero()[0][0].item<int64_t>();
+    throw ModelError("non-finite score or probability for candidate " + std::to_string(first));
+  }
   return s;
 }
 
@@ -67,6 +73,8 @@ std::string handle_line(std::string_view line, const LoadedModel& model) {
     return ranked_line(request, score(model, request), model);
   } catch (const RequestError& e) {
     return error_line(request_id, e.what());
+  } catch (const ModelError& e) {
+    return error_line(request_id, std::string("model error: ") + e.what());
   } catch (const c10::Error& e) {
     return error_line(request_id, std::string("model error: ") + e.what_without_backtrace());
   } catch (const std::exception& e) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -13,6 +14,12 @@ namespace ranker {
 struct Scores {
   at::Tensor probabilities;  // [N, T]
   at::Tensor score;          // [N]
+};
+
+// The model gave something that cannot be ranked (shapes that do not fit model.json, a score or
+// probability that is not finite); the request is answered with an error, never a ranking.
+struct ModelError : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 Scores score(const LoadedModel& model, const Request& request);

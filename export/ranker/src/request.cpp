@@ -24,7 +24,7 @@ std::string list_repr(const std::vector<std::string>& names) {  // as Python pri
 void check_fields(const Value& value, const std::string& where, const std::vector<std::string>& expected) {
   if (!value.is_object()) fail(where + " must be an object");
   std::set<std::string> unknown;
-  for (const auto& [key, _] : value.object)
+  for (const auto& key : value.keys())
     if (std::find(expected.begin(), expected.end(), key) == expected.end()) unknown.insert(key);
   if (!unknown.empty())
     fail(where + ": unexpected field '" + *unknown.begin() + "' (expected here: " + list_repr(expected) + ")");
@@ -34,9 +34,10 @@ void check_fields(const Value& value, const std::string& where, const std::vecto
 
 int64_t check_id(const Value& v, int64_t rows, const std::string& where) {
   if (!v.is_number() || !v.integral) fail(where + " must be an integer, got " + v.repr());
-  if (!v.integer_fits || v.integer < 0 || v.integer >= rows)
+  int64_t id = 0;
+  if (!v.integer(id) || id < 0 || id >= rows)
     fail(where + "=" + v.repr() + " out of range [0, " + std::to_string(rows) + ")");
-  return v.integer;
+  return id;
 }
 
 struct Sequence {
@@ -59,7 +60,7 @@ Sequence read_sequence(const Value& value, const ModelMeta& meta, const std::str
     const std::string& name = meta.sequence_fields[f];
     const Value& items = *value.find(name);
     if (!items.is_array()) fail(where + "." + name + " must be an array");
-    int64_t n = static_cast<int64_t>(items.array.size());
+    int64_t n = static_cast<int64_t>(items.items.size());
     if (f == 0) {
       seq.length = n;
       if (n > meta.seq_len)
@@ -72,7 +73,7 @@ Sequence read_sequence(const Value& value, const ModelMeta& meta, const std::str
     seq.fields[f].reserve(n);
     for (int64_t i = 0; i < n; ++i)
       seq.fields[f].push_back(
-          check_id(items.array[i], meta.sequence_rows[f], where + "." + name + "[" + std::to_string(i) + "]"));
+          check_id(items.items[i], meta.sequence_rows[f], where + "." + name + "[" + std::to_string(i) + "]"));
   }
   return seq;
 }
@@ -80,7 +81,7 @@ Sequence read_sequence(const Value& value, const ModelMeta& meta, const std::str
 Part read_part(const Value& obj, bool user, const std::string& where, const ModelMeta& meta) {
   if (!obj.is_object()) fail(where + " must be an object");
   std::set<std::string> unknown;
-  for (const auto& [key, _] : obj.object)
+  for (const auto& key : obj.keys())
     if (key != "ids" && key != "dense" && key != "sequences") unknown.insert(key);
   if (!unknown.empty()) fail(where + ": unexpected field '" + *unknown.begin() + "'");
 
@@ -88,7 +89,7 @@ Part read_part(const Value& obj, bool user, const std::string& where, const Mode
   for (const auto& f : meta.id_features) if (f.from_user == user) id_names.push_back(f.name);
   for (const auto& f : meta.dense_features) if (f.from_user == user) dense_names.push_back(f.name);
   for (const auto& g : meta.gsus) if (g.from_user == user) gsu_names.push_back(g.name);
-  static const Value kEmpty = [] { Value v; v.type = Value::Type::Object; return v; }();
+  static const Value kEmpty = [] { Value v; v.type = Value::Type::Object; return v; }();  // no members
   auto section = [&](const char* name) -> const Value& {
     const Value* v = obj.find(name);
     return v != nullptr ? *v : kEmpty;
@@ -111,9 +112,11 @@ Part read_part(const Value& obj, bool user, const std::string& where, const Mode
     const auto& f = meta.dense_features[j];
     if (f.from_user != user) continue;
     const Value& v = *dense.find(f.name);
-    if (!v.is_number() || !std::isfinite(v.number))
-      fail(where + ".dense." + f.name + " must be a finite number, got " + v.repr());
-    part.dense[j] = static_cast<float>(v.number);
+    // The model reads float32: a double beyond its range would become inf there.
+    float value = v.is_number() ? static_cast<float>(v.number()) : 0.0f;
+    if (!v.is_number() || !std::isfinite(value))
+      fail(where + ".dense." + f.name + " must be a finite float32 number, got " + v.repr());
+    part.dense[j] = value;
   }
   part.sequences.resize(meta.gsus.size());
   for (size_t g = 0; g < meta.gsus.size(); ++g) {
@@ -139,7 +142,7 @@ Request parse_request(std::string_view line, const ModelMeta& meta, std::optiona
     request_id = id->string;
   }
   std::set<std::string> unknown;
-  for (const auto& [key, _] : doc.object)
+  for (const auto& key : doc.keys())
     if (key != "request_id" && key != "user" && key != "candidates") unknown.insert(key);
   if (!unknown.empty()) fail("unexpected field '" + *unknown.begin() + "'");
   const Value* user_value = doc.find("user");
@@ -147,14 +150,14 @@ Request parse_request(std::string_view line, const ModelMeta& meta, std::optiona
   Part user = read_part(*user_value, true, "user", meta);
   const Value* candidates = doc.find("candidates");
   if (candidates == nullptr || !candidates->is_array()) fail("missing or non-array field 'candidates'");
-  if (candidates->array.empty()) fail("candidates is empty");
-  const int64_t n = static_cast<int64_t>(candidates->array.size());
+  if (candidates->items.empty()) fail("candidates is empty");
+  const int64_t n = static_cast<int64_t>(candidates->items.size());
   if (n > meta.max_candidates)
     fail(std::to_string(n) + " candidates, more than the limit of " + std::to_string(meta.max_candidates));
   std::vector<Part> parts;
   parts.reserve(n);
   for (int64_t i = 0; i < n; ++i)
-    parts.push_back(read_part(candidates->array[i], false, "candidates[" + std::to_string(i) + "]", meta));
+    parts.push_back(read_part(candidates->items[i], false, "candidates[" + std::to_string(i) + "]", meta));
 
   // Every check has passed: only now are tensors made.
   const int64_t F = meta.id_features.size(), D = meta.dense_features.size(), G = meta.gsus.size();
