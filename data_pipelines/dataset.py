@@ -6,7 +6,10 @@ are the KuaiLive schema's, in conf/data/*.yaml, and the simulator writes that sc
       raw/        source tables in the KuaiLive schema (the simulator writes them here; real logs
                   live wherever `data.source_dir` points)
       truth/      the simulator's ground truth: highlight segments, true click probabilities
-      canonical/  validated tables, quarantine.parquet, ingest_report.json
+      canonical/  validated tables, quarantine.parquet, ingest_report.json: only ever a whole,
+                  successful ingest (written aside in .canonical.incoming/, then moved into place)
+      canonical.failed/  what the last ingest wrote if it failed (its quarantine and report); while
+                  it exists, the jobs that read canonical tables refuse to run
       history/    store.npz, the interaction-log store
       streams/    one shard folder per stream (manifest.json + shard-NNNNNN.tar), vocab.npz,
                   label_consistency.{json,md}
@@ -14,6 +17,7 @@ are the KuaiLive schema's, in conf/data/*.yaml, and the simulator writes that sc
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +117,30 @@ class DataSet:
     @property
     def canonical(self) -> CanonicalTables:
         return CanonicalTables(self.root / "canonical")
+
+    @property
+    def incoming_canonical(self) -> CanonicalTables:
+        """Where an ingest writes until it has succeeded."""
+        return CanonicalTables(self.root / ".canonical.incoming")
+
+    @property
+    def failed_canonical(self) -> CanonicalTables:
+        """What the last ingest wrote if it failed."""
+        return CanonicalTables(self.root / "canonical.failed")
+
+    def ingested(self) -> CanonicalTables:
+        """The canonical tables, or an error that says why there are none a job may read: no
+        ingest yet, or the last one failed."""
+        failed = self.failed_canonical
+        if failed.dir.exists():
+            raise RuntimeError(f"the last ingest of data set '{self.name}' failed (report: {failed.ingest_report}); "
+                               f"fix the source and run make ingest (or make simulate) again")
+        report = self.canonical.ingest_report
+        if not report.exists():
+            raise FileNotFoundError(f"{report} not found: ingest the data first (make simulate / make ingest)")
+        if json.loads(report.read_text()).get("status") != "ok":
+            raise RuntimeError(f"{report}: not a completed ingest; run make ingest (or make simulate) again")
+        return self.canonical
 
     @property
     def history(self) -> Path:

@@ -43,9 +43,9 @@ def run_ingest(cfg: DictConfig) -> IngestReport:
 
 def run_build_history(cfg: DictConfig) -> tuple[HistoryStore, Path]:
     data = data_set(cfg)
-    impressions = pd.read_parquet(data.require(data.canonical.live_impressions, "make simulate / make ingest"))
-    plays_path = data.canonical.short_plays
-    short_plays = pd.read_parquet(plays_path) if plays_path.exists() else None
+    canonical = data.ingested()
+    impressions = pd.read_parquet(canonical.live_impressions)
+    short_plays = pd.read_parquet(canonical.short_plays) if canonical.short_plays.exists() else None
     history_cfg: HistoryStoreConfig = instantiate(cfg.history)
     store = HistoryStore.build(short_plays, impressions, history_cfg)
     data.history.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +58,7 @@ def run_streams(cfg: DictConfig):
     from data_pipelines.streams.build import build_streams
 
     data = data_set(cfg)
+    data.ingested()
     store = HistoryStore.load(data.require(data.history, "make simulate / make ingest"))
     engines = {name: instantiate(engine) for name, engine in cfg.stream.engines.items()}
     return build_streams(
@@ -97,6 +98,7 @@ def describe_streams(build, data: DataSet) -> str:
              + ", ".join(f"{k} {v:.1f}s" for k, v in build.seconds.items()) + ")"]
     for name, samples in build.samples.items():
         lines.append(f"  {name:<10} {len(samples):>10,} samples")
+    lines += [f"  note: {gap}" for gap in build.gaps]
     for name, per_task in build.consistency.items():
         lines.append(f"  label consistency, {name}:")
         for task, r in per_task.items():

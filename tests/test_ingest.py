@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from data_pipelines.ingest import IngestError
-from data_pipelines.jobs import data_set, run_build_history, run_ingest
+from data_pipelines.jobs import data_set, run_build_history, run_ingest, run_streams
 from tests.conftest import compose_config
 
 FILES = {
@@ -150,10 +150,34 @@ def test_too_many_bad_rows_fails_naming_table_and_file_after_writing_quarantine(
     with pytest.raises(IngestError) as err:
         run_ingest(cfg)
     message = str(err.value)
+    data = data_set(cfg)
     assert "click (" in message and "click.csv" in message and "10 of 12 rows bad" in message
-    assert "quarantine.parquet" in message
-    assert len(pd.read_parquet(data_set(cfg).canonical.quarantine)) == len(
-        EXPECTED_QUARANTINE)
+    assert str(data.failed_canonical.quarantine) in message
+    assert len(pd.read_parquet(data.failed_canonical.quarantine)) == len(EXPECTED_QUARANTINE)
+    # Nothing a later job would accept: no canonical tables, and the jobs that read them refuse.
+    assert not data.canonical.dir.exists()
+    with pytest.raises(RuntimeError, match="the last ingest of data set 'kuailive' failed"):
+        run_build_history(cfg)
+    with pytest.raises(RuntimeError, match="the last ingest of data set 'kuailive' failed"):
+        run_streams(compose_config("streams", [f"paths.data_dir={tmp_path / 'data'}", "data=kuailive"]))
+
+
+def test_a_failed_ingest_leaves_the_last_good_tables_untouched_and_blocks_until_one_succeeds(tmp_path):
+    good = kuailive_cfg(write_kuailive(tmp_path / "good"), tmp_path / "data", "data.max_bad_share=1.0")
+    run_ingest(good)
+    data = data_set(good)
+    before = {p.name: p.read_bytes() for p in data.canonical.dir.iterdir()}
+    files = dict(FILES)  # a click table of nothing but malformed rows: not one stay to attribute actions to
+    files["click.csv"] = "user_id,live_id,streamer_id,timestamp,watch_live_time\n" + "1,2\n" * 10 + "100,1,10\n"
+    with pytest.raises(IngestError, match=r"click \(.*click.csv\): 11 of 11 rows bad \(100.0%\), malformed_row=11"):
+        run_ingest(kuailive_cfg(write_kuailive(tmp_path / "bad", files), tmp_path / "data"))
+    assert {p.name: p.read_bytes() for p in data.canonical.dir.iterdir()} == before
+    report = json.loads(data.failed_canonical.ingest_report.read_text())
+    assert report["status"] == "failed" and report["tables"]["click"]["quarantined"] == 11
+    with pytest.raises(RuntimeError, match="failed"):
+        run_build_history(good)
+    run_ingest(good)  # a successful ingest clears the failure
+    assert not data.failed_canonical.dir.exists() and run_build_history(good)[0].user_ids.size
 
 
 def test_renamed_column_needs_only_config(tmp_path):

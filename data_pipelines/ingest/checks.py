@@ -83,6 +83,40 @@ def negative(frame: pd.DataFrame, name: str, what: str) -> Failure:
                    f"{what}: {name} = " + frame.loc[mask, name].astype(str))
 
 
+def seconds_not_ms(frame: pd.DataFrame, field: str) -> str | None:
+    """Why the time column `field` looks like epoch seconds, or None. Epoch seconds of this century
+    are 1e9 .. 1e10; as milliseconds those would all fall in the first months of 1970."""
+    values = frame[field].to_numpy()
+    if len(values) == 0 or values.max() >= 1e11 or values.max() < 1e9:
+        return None
+    return (f"values up to {int(values.max())}, which as epoch milliseconds are in 1970: they look like epoch "
+            f"seconds. Times must be epoch milliseconds: multiply the column by 1000")
+
+
+def overlapping_rooms(rooms: pd.DataFrame) -> Failure:
+    """A streamer is live in one room at a time: a room that starts before the same streamer's
+    previous room ended is refused (the earlier one is kept)."""
+    order = np.lexsort((rooms["start_ts"].to_numpy(), rooms["author_id"].to_numpy()))
+    author, start = rooms["author_id"].to_numpy()[order], rooms["start_ts"].to_numpy()[order]
+    end, live_id = rooms["end_ts"].to_numpy()[order], rooms["live_id"].to_numpy()[order]
+    mask_sorted = np.zeros(len(order), dtype=bool)
+    reasons_sorted = np.empty(len(order), dtype=object)
+    latest_end, latest_room = {}, {}  # per streamer, over the rooms kept so far (one pass, by start)
+    for i in range(len(order)):
+        a = author[i]
+        if a in latest_end and start[i] < latest_end[a]:
+            mask_sorted[i] = True
+            reasons_sorted[i] = (f"room {live_id[i]} [{start[i]}, {end[i]}] overlaps room {latest_room[a]} of the same "
+                                 f"streamer {a}, which ends at {latest_end[a]}")
+        elif a not in latest_end or end[i] > latest_end[a]:
+            latest_end[a], latest_room[a] = end[i], live_id[i]
+    mask = np.zeros(len(order), dtype=bool)
+    mask[order] = mask_sorted
+    reasons = np.empty(len(order), dtype=object)
+    reasons[order] = reasons_sorted
+    return Failure("overlapping_room", mask, pd.Series(reasons[mask], dtype=object))
+
+
 def ends_before_start(frame: pd.DataFrame, start: str, end: str) -> Failure:
     mask = (frame[end] < frame[start]).to_numpy()
     return Failure("negative_duration", mask,

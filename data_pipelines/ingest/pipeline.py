@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from data_pipelines.dataset import CanonicalTables, DataSet
 from data_pipelines.ingest import checks
 from data_pipelines.ingest.quarantine import Quarantine
 from data_pipelines.ingest.reader import ROW, IngestError, read_source
-from data_pipelines.ingest.schema import ACTION_TABLES, LIVE_EVENT_TABLES, SOURCES
+from data_pipelines.ingest.schema import ACTION_TABLES, LIVE_EVENT_TABLES, SOURCES, TIME_FIELDS
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,10 @@ class _Run:
         typed = {**schema.fields, **{f: t for f, t in schema.optional_fields.items() if f in spec.columns}}
         frame, failures = checks.coerce_types(frame, typed)
         frame = self.reject(name, frame, failures)
+        for field in (f for f in TIME_FIELDS if f in typed):
+            seconds = checks.seconds_not_ms(frame, field)
+            if seconds is not None:
+                raise IngestError(f"{path}: column '{spec.columns[field]}' ({field}) has {seconds}")
         return self.reject(name, frame, [checks.duplicates(frame, schema.key)])
 
     def reject(self, name: str, frame: pd.DataFrame, failures: list[checks.Failure]) -> pd.DataFrame:
@@ -98,14 +103,17 @@ class _Run:
             self.rows_kept[name] = len(frame)
 
 
-def _load_embedding(source_dir: Path, spec: EmbeddingSource | None, items: pd.DataFrame, what: str
+def _load_embedding(source_dir: Path, spec: EmbeddingSource | None, items: pd.DataFrame, what: str, key: str
                     ) -> tuple[np.ndarray | None, np.ndarray]:
-    """Embedding rows aligned with `items`; rows whose key has no embedding are zero and flagged."""
+    """Embedding rows aligned with `items`; rows whose key has no embedding are zero and flagged.
+    `key`: the entry of `data.embeddings` that configured them."""
     if spec is None:
         return None, np.zeros(len(items), dtype=bool)
     path = source_dir / spec.file
     if not path.exists():
-        raise IngestError(f"{what} embeddings: file not found: {path}")
+        raise IngestError(f"{what} embeddings: file not found: {path} (data.embeddings.{key}.file); to ingest "
+                          f"without them, pass data.embeddings.{key}=null: the GSUs that search by content "
+                          f"similarity then rank by recency alone")
     try:
         matrix = np.load(path, allow_pickle=False)  # never decode pickles from data files
     except ValueError as exc:
@@ -127,18 +135,58 @@ def ingest(source_dir: str | Path, data: DataSet, tables: dict[str, TableSource 
            attribution_grace_ms: int = 0, progress: bool = False) -> IngestReport:
     """Validate the source tables and write the data set's canonical tables.
 
-    Raises IngestError for structural problems (missing file or column) at once, and after
-    writing the quarantine and report when some table's share of bad rows exceeds `max_bad_share`.
+    Everything is written aside first and moved into `canonical/` only when the run succeeds, so a
+    failed run leaves nothing a later job accepts: its quarantine and report go to
+    `canonical.failed/`, which makes those jobs refuse until an ingest succeeds. Raises IngestError
+    for structural problems (missing file or column), and when some table's share of bad rows
+    exceeds `max_bad_share`.
     """
-    source_dir, out = Path(source_dir), data.canonical
-    out.dir.mkdir(parents=True, exist_ok=True)
-    embeddings = embeddings or {}
+    staging = data.incoming_canonical
+    shutil.rmtree(staging.dir, ignore_errors=True)
+    staging.dir.mkdir(parents=True)
+    try:
+        report, failure = _ingest_into(staging, Path(source_dir), tables, embeddings or {}, max_bad_share,
+                                       attribution_grace_ms, progress)
+    except Exception as exc:
+        _keep_failed(data, staging, {"status": "failed", "error": str(exc)})
+        raise
+    if failure is not None:
+        _keep_failed(data, staging)
+        raise IngestError(f"{failure}. Rows and reasons: {data.failed_canonical.quarantine}")
+    _promote(data, staging)
+    report.output_dir = data.canonical.dir
+    return report
+
+
+def _keep_failed(data: DataSet, staging: CanonicalTables, report: dict | None = None) -> None:
+    """The failed run's files become canonical.failed/ (with `report` written, if given)."""
+    shutil.rmtree(data.failed_canonical.dir, ignore_errors=True)
+    if report is not None:
+        staging.ingest_report.write_text(json.dumps(report, indent=2))
+    staging.dir.rename(data.failed_canonical.dir)
+
+
+def _promote(data: DataSet, staging: CanonicalTables) -> None:
+    """The completed run's tables replace canonical/; a failure left by an earlier run is cleared."""
+    old = data.root / ".canonical.replaced"
+    shutil.rmtree(old, ignore_errors=True)
+    if data.canonical.dir.exists():
+        data.canonical.dir.rename(old)
+    staging.dir.rename(data.canonical.dir)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(data.failed_canonical.dir, ignore_errors=True)
+
+
+def _ingest_into(out: CanonicalTables, source_dir: Path, tables: dict[str, TableSource | None],
+                 embeddings: dict[str, EmbeddingSource | None], max_bad_share: float, attribution_grace_ms: int,
+                 progress: bool) -> tuple[IngestReport, str | None]:
+    """Every table into `out`; (the report, the reason the run failed or None)."""
     run = _Run(source_dir, tables, progress)
 
     rooms = _rooms(run)
     impressions, live_events = _impressions(run, rooms)
     live_actions = _attributed_actions(run, live_events, impressions[impressions["clicked"]], attribution_grace_ms)
-    live_emb, live_has_emb = _load_embedding(source_dir, embeddings.get("live"), rooms, "room")
+    live_emb, live_has_emb = _load_embedding(source_dir, embeddings.get("live"), rooms, "room", "live")
     _write(rooms.drop(columns=[ROW]).assign(has_embedding=live_has_emb), out.lives)
     if live_emb is not None:
         np.save(out.embedding("live"), live_emb, allow_pickle=False)
@@ -153,7 +201,7 @@ def ingest(source_dir: str | Path, data: DataSet, tables: dict[str, TableSource 
 
     photos, short_plays = _short_domain(run, attribution_grace_ms)
     if photos is not None:
-        photo_emb, photo_has_emb = _load_embedding(source_dir, embeddings.get("photo"), photos, "photo")
+        photo_emb, photo_has_emb = _load_embedding(source_dir, embeddings.get("photo"), photos, "photo", "photo")
         _write(photos.drop(columns=[ROW]).assign(has_embedding=photo_has_emb), out.photos)
         if photo_emb is not None:
             np.save(out.embedding("photo"), photo_emb, allow_pickle=False)
@@ -166,6 +214,7 @@ def ingest(source_dir: str | Path, data: DataSet, tables: dict[str, TableSource 
 def _rooms(run: _Run) -> pd.DataFrame:
     rooms = run.load("room")
     rooms = run.reject("room", rooms, [checks.ends_before_start(rooms, "start_ts", "end_ts")])
+    rooms = run.reject("room", rooms, [checks.overlapping_rooms(rooms)])
     run.done("room", rooms)
     return rooms
 
@@ -217,8 +266,9 @@ def _attributed_actions(run: _Run, live: dict[str, pd.DataFrame], stays: pd.Data
             continue
         stay, failure = checks.attribute(frame, stays, ["user_id", "live_id"], "request_ts", "exit_ts",
                                          grace_ms, "click's stay by this user in this room")
-        impression_id = stays["impression_id"].to_numpy()[np.maximum(stay, 0)]
-        frame = run.reject(name, frame.assign(impression_id=np.where(stay >= 0, impression_id, -1)), [failure])
+        impression_id = np.full(len(frame), -1, dtype=np.int64)  # there may be no stay at all
+        impression_id[stay >= 0] = stays["impression_id"].to_numpy()[stay[stay >= 0]]
+        frame = run.reject(name, frame.assign(impression_id=impression_id), [failure])
         run.done(name, frame)
         actions.append(frame.assign(action=np.int8(ACTION_CODES[name]),
                                     gift_price=frame["gift_price"] if "gift_price" in frame else 0.0))
@@ -256,8 +306,9 @@ def _short_domain(run: _Run, grace_ms: int) -> tuple[pd.DataFrame | None, pd.Dat
     return photos, plays[["user_id", "photo_id", "author_id", "start_ts", "end_ts", "watch_ms", "liked"]]
 
 
-def _finish(run: _Run, out: CanonicalTables, max_bad_share: float) -> IngestReport:
-    """Write the quarantine and the report; fail if some table has too many bad rows."""
+def _finish(run: _Run, out: CanonicalTables, max_bad_share: float) -> tuple[IngestReport, str | None]:
+    """Write the quarantine and the report (last: its status says the run completed); (the report,
+    why the run failed, if some table has too many bad rows)."""
     report = IngestReport(output_dir=out.dir)
     for name, rows in run.rows_read.items():
         bad = run.quarantine.total(name)
@@ -267,15 +318,14 @@ def _finish(run: _Run, out: CanonicalTables, max_bad_share: float) -> IngestRepo
         if run.rows_kept[name] != rows - bad:  # every row read is either kept or quarantined
             raise AssertionError(f"{name}: {rows} rows read, {run.rows_kept[name]} kept, {bad} quarantined")
     run.quarantine.write(out.quarantine)
-    with open(out.ingest_report, "w") as f:
-        json.dump({"max_bad_share": max_bad_share, "tables": report.tables}, f, indent=2)
-
     too_bad = {n: t for n, t in report.tables.items() if t["bad_share"] > max_bad_share}
+    failure = None
     if too_bad:
-        details = "; ".join(
+        failure = f"too many bad rows (limit data.max_bad_share={max_bad_share:.1%}): " + "; ".join(
             f"{n} ({t['file']}): {t['quarantined']:,} of {t['rows']:,} rows bad ({t['bad_share']:.1%}), "
             + ", ".join(f"{k}={v}" for k, v in sorted(t["checks"].items(), key=lambda kv: -kv[1])[:3])
             for n, t in too_bad.items())
-        raise IngestError(f"too many bad rows (limit data.max_bad_share={max_bad_share:.1%}): {details}. "
-                          f"Rows and reasons: {out.quarantine}")
-    return report
+    with open(out.ingest_report, "w") as f:
+        json.dump({"status": "failed" if failure else "ok", "error": failure, "max_bad_share": max_bad_share,
+                   "tables": report.tables}, f, indent=2)
+    return report, failure

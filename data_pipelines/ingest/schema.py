@@ -36,5 +36,7 @@ SOURCES: dict[str, SourceSchema] = {
     "photo_like": SourceSchema({"user_id": INT, "photo_id": INT, "ts": INT}, key=("user_id", "photo_id", "ts")),
 }
 
+TIME_FIELDS = ("ts", "start_ts", "end_ts")  # epoch milliseconds, in every table that has them
+
 LIVE_EVENT_TABLES = ("click", "negative", "like", "comment", "gift")
 ACTION_TABLES = ("like", "comment", "gift")

@@ -4,12 +4,14 @@ the label-consistency report."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from data_pipelines.contract import GSU_NAMES
@@ -20,6 +22,8 @@ from data_pipelines.streams.features import FeatureColumns, Vocabularies, reques
 from data_pipelines.streams.gsu import GsuRetriever, Sequences
 from data_pipelines.streams.labels import FinalLabels, Impressions, Samples, first_positive_times
 from data_pipelines.streams.shards import ImpressionFeatures, contract_schema, write_shards
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class StreamBuild:
     impressions: Impressions
     samples: dict[str, Samples]
     consistency: dict[str, dict]
+    gaps: list[str]  # what the data set lacks that some GSU needs (data_gaps)
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
 
 
@@ -54,10 +59,26 @@ def _read_optional(path: Path, columns: list[str] | None = None) -> pd.DataFrame
     return pd.read_parquet(path, columns=columns) if path.exists() else None
 
 
+def data_gaps(canonical: CanonicalTables) -> list[str]:
+    """What this data set lacks that some GSU needs: said, so that an empty or recency-only
+    sequence is not mistaken for a learned one (live-only KuaiLive has no short videos at all)."""
+    gaps = []
+    plays = canonical.short_plays
+    if not plays.exists() or pq.ParquetFile(plays).metadata.num_rows == 0:
+        gaps.append("no short-video plays: the short, long and aidhard GSUs are empty for every request")
+    elif not canonical.embedding("photo").exists():
+        gaps.append("no short-video content embeddings: the long GSU ranks by recency alone")
+    if not canonical.embedding("live").exists():
+        gaps.append("no live content embeddings: the long and livelong GSUs rank by recency alone")
+    return gaps
+
+
 def build_features(canonical: CanonicalTables, impressions: pd.DataFrame, store: HistoryStore,
                    columns: FeatureColumns, gsu_length: int, max_pairs: int, progress: bool = True,
                    chunk: int = 20_000) -> tuple[ImpressionFeatures, Vocabularies]:
     """Request-time features and the five GSU sequences of canonical `impressions`."""
+    for gap in data_gaps(canonical):
+        log.warning("%s: %s", canonical.dir, gap)
     lives = pd.read_parquet(canonical.lives)
     photos = _read_optional(canonical.photos)
     plays = _read_optional(canonical.short_plays, columns=["user_id", "photo_id"])
@@ -127,4 +148,4 @@ def build_streams(data: DataSet, store: HistoryStore, reports_dir: Path, engines
     seconds["shards"] = time.perf_counter() - start
     _write_reports(consistency, {name: len(s) for name, s in samples.items()}, data.name,
                    [reports_dir / data.label_consistency.name, data.label_consistency])
-    return StreamBuild(features, imps, samples, consistency, seconds)
+    return StreamBuild(features, imps, samples, consistency, data_gaps(data.canonical), seconds)

@@ -10,6 +10,7 @@ skipped and its batches refilled from the worker's other shards, so counts never
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import tarfile
@@ -32,6 +33,22 @@ log = logging.getLogger(__name__)
 
 class CorruptShardError(RuntimeError):
     """A shard that cannot be read; the message names the shard and what is wrong with it."""
+
+
+class _HashingReader:
+    """A file read once, hashed on the way (the manifest holds each shard's sha256)."""
+
+    def __init__(self, raw):
+        self.raw, self.sha256 = raw, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.sha256.update(data)
+        return data
+
+    def read_to_end(self) -> None:
+        while self.read(1 << 20):
+            pass
 
 
 def concat_arrays(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -106,7 +123,7 @@ class ShardDataset(IterableDataset):
         path = self.shard_dir / shard["file"]
         seen = samples = 0
         try:
-            with open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            with open(path, "rb") as raw, tarfile.open(fileobj=(stream := _HashingReader(raw)), mode="r|") as tar:
                 for member in tar:
                     if not member.isfile():
                         continue
@@ -121,11 +138,15 @@ class ShardDataset(IterableDataset):
                     seen += 1
                     samples += len(arrays["report_ts"])
                     yield arrays
+                stream.read_to_end()
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise CorruptShardError(f"{path}: unreadable tar after {seen} micro-batches ({exc})") from exc
         if seen != shard["micro_batches"] or samples != shard["samples"]:
             raise CorruptShardError(f"{path}: truncated: {seen} of {shard['micro_batches']} micro-batches, "
                                     f"{samples} of {shard['samples']} samples")
+        if stream.sha256.hexdigest() != shard["sha256"]:  # e.g. a tar header changed; members are checked each
+            raise CorruptShardError(f"{path}: sha256 differs from the manifest's: the file changed after it was "
+                                    f"written")
 
     @staticmethod
     def _check(arrays: dict[str, np.ndarray], path: Path, member: str) -> None:
