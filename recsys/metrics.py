@@ -14,12 +14,15 @@ accumulates a validation epoch across batches and ranks and then calls `task_met
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import torch
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc
+
+log = logging.getLogger(__name__)
 
 EPS = 1e-7
 METRICS = ("auc", "gauc", "logloss")
@@ -66,7 +69,7 @@ def logloss(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
 def task_metrics(probabilities, labels, users, tasks: list[str]) -> dict[str, float]:
     """{"auc/<task>", "gauc/<task>", "logloss/<task>"} of [N, T] probabilities against [N, T] 0/1
     labels, users [N] (tensors or numpy arrays). Rows whose probability is NaN (not scored) are left
-    out of that task."""
+    out of that task. A metric the rows cannot define is NaN, and a warning names it."""
     probabilities, labels, users = (torch.as_tensor(np.asarray(x)) if isinstance(x, np.ndarray) else x
                                     for x in (probabilities, labels, users))
     out = {}
@@ -74,6 +77,10 @@ def task_metrics(probabilities, labels, users, tasks: list[str]) -> dict[str, fl
         scored = ~torch.isnan(probabilities[:, j])
         p, y, u = probabilities[scored, j], labels[scored, j], users[scored]
         out[f"auc/{task}"], out[f"gauc/{task}"], out[f"logloss/{task}"] = auc(p, y), gauc(p, y, u), logloss(p, y)
+    undefined = [name for name, value in out.items() if math.isnan(value)]
+    if undefined:
+        log.warning("undefined on %d rows, reported as NaN: %s (AUC needs both labels; GAUC a user with both)",
+                    len(users), ", ".join(undefined))
     return out
 
 

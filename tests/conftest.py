@@ -63,13 +63,20 @@ def tiny_streams(tiny_world, tmp_path_factory) -> DataSet:
     return tiny_world
 
 
-def train_cli(data: DataSet, log_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """`make train` on a data set, as a subprocess (Hydra's entry point, real launch)."""
-    args = [sys.executable, "-m", "recsys.train.train", *job_paths(data), f"paths.log_dir={log_dir}", "logger=csv",
+def train_args(data: DataSet, log_dir: Path, *overrides: str) -> list[str]:
+    """The command line of `make train` on a data set."""
+    return [sys.executable, "-m", "recsys.train.train", *job_paths(data), f"paths.log_dir={log_dir}", "logger=csv",
             "trainer.enable_progress_bar=false", *overrides]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+TRAIN_ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+
+def train_cli(data: DataSet, log_dir: Path, *overrides: str, succeed: bool = True) -> subprocess.CompletedProcess:
+    """`make train` on a data set, as a subprocess (Hydra's entry point, real launch)."""
+    result = subprocess.run(train_args(data, log_dir, *overrides), cwd=ROOT, env=TRAIN_ENV, capture_output=True,
+                            text=True, timeout=600)
+    assert (result.returncode == 0) == succeed, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 

@@ -5,6 +5,7 @@ picked up by a running ranker."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from export.torchscript import ExportValidationError, export, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
-from recsys.train.checkpoint import model_state_dict
+from recsys.train.checkpoint import TRAINER_STATE, IncompleteCheckpointError, model_state_dict
 from tests.conftest import ROOT, compose_config, job_paths
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -420,3 +421,21 @@ def test_the_ranker_uses_one_intra_op_thread_unless_told(exported, ranker_binary
         assert result.returncode == 0, result.stderr
         bench = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("BENCH_JSON ")).split(" ", 1)[1])
         assert bench["threads"] == threads
+
+
+@pytest.mark.slow
+def test_an_incomplete_checkpoint_is_not_exported(exported, tiny_streams, tmp_path):
+    """What a kill while saving leaves (no trainer_state.pt), and a shard cut short, are named."""
+    _, _, log_dir = exported
+    first = checkpoints(log_dir)[0]
+    no_state, short_shard = tmp_path / "no_state", tmp_path / "short_shard"
+    shutil.copytree(first, no_state)
+    (no_state / TRAINER_STATE).unlink()
+    shutil.copytree(first, short_shard)
+    shard = short_shard / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(IncompleteCheckpointError, match=f"{no_state} is incomplete: {TRAINER_STATE} is missing"):
+        run_export(export_cfg(tiny_streams, log_dir, tmp_path / "a", no_state))
+    with pytest.raises(IncompleteCheckpointError, match=rf"{shard} is truncated: [\d,]+ bytes, the checkpoint's index"):
+        run_export(export_cfg(tiny_streams, log_dir, tmp_path / "a", short_shard))
+    assert not (tmp_path / "a").exists()

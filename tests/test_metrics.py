@@ -74,3 +74,11 @@ def test_the_epoch_metric_over_batches_equals_the_metrics_of_the_whole(scored):
     assert got["gauc/ctr"].item() == pytest.approx(_sklearn_gauc(p.astype(np.float32), y, users), abs=1e-6)
     metric.reset()
     assert all(math.isnan(v.item()) for v in metric.compute().values())  # nothing seen: undefined
+
+
+def test_undefined_metrics_are_named_in_a_warning(caplog):
+    labels = np.zeros((4, 2), dtype=np.int64)
+    labels[1, 1] = 1
+    got = task_metrics(np.full((4, 2), 0.3), labels, np.arange(4), ["ctr", "gtr"])
+    assert math.isnan(got["auc/ctr"]) and not math.isnan(got["auc/gtr"])
+    assert "reported as NaN: auc/ctr, gauc/ctr, gauc/gtr" in caplog.text

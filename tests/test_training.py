@@ -3,13 +3,21 @@ sharded checkpoint resumes to exactly the parameters and optimizer state of an u
 
 from __future__ import annotations
 
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
 from data_pipelines.dataset import REALTIME
 from recsys.model.factory import model_from_config
-from recsys.train.checkpoint import model_state_dict, read_unsharded
-from tests.conftest import compose_config, job_paths, train_cli
+from recsys.train.checkpoint import TRAINER_STATE, model_state_dict, read_unsharded
+from tests.conftest import ROOT, TRAIN_ENV, compose_config, job_paths, train_args, train_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -41,22 +49,50 @@ def test_make_train_in_bf16_mixed_precision_learns(tiny_streams, tmp_path):
     assert "train/contrastive/short" in header.split(",") and rows
 
 
+def _validation_rows(log_dir: Path, run_name: str) -> dict[int, dict[str, str]]:
+    """epoch -> every validation metric as the CSV logger wrote it (its text: exact comparison)."""
+    with open(next((log_dir / run_name).glob("version_*/metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
+    return {int(r["epoch"]): {k: v for k, v in r.items() if k.startswith(("val/", "val_light/")) and v}
+            for r in rows if r.get("val/auc/ctr")}
+
+
+def _train_until_first_checkpoint_then_kill(data, log_dir: Path, *overrides: str) -> Path:
+    """A two-process run killed (SIGKILL, both processes) as soon as its first checkpoint is whole."""
+    proc = subprocess.Popen(train_args(data, log_dir, *overrides, "run_name=killed"), cwd=ROOT, env=TRAIN_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = list((log_dir / "checkpoints" / "killed").glob(f"epoch00-*/{TRAINER_STATE}"))
+            if done:
+                return done[0].parent
+            time.sleep(0.05)
+        raise AssertionError(f"no first checkpoint (exit code {proc.poll()})")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
 @pytest.mark.slow
-def test_two_process_sharded_checkpoint_resumes_exactly(tiny_streams, tmp_path):
+def test_a_two_process_run_killed_after_its_first_checkpoint_resumes_to_the_same_figures(tiny_streams, tmp_path):
     common = ["trainer.devices=2", "trainer.max_epochs=2", "seed=3"]
     train_cli(tiny_streams, tmp_path, *common, "run_name=straight")
     straight = tmp_path / "checkpoints" / "straight"
     first, second = sorted(straight.glob("epoch*"))
     assert sorted(p.name for p in first.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp",
-                                                        "trainer_state.pt"]  # both ranks wrote shards
+                                                        TRAINER_STATE]  # both ranks wrote shards
+    killed = _train_until_first_checkpoint_then_kill(tiny_streams, tmp_path, *common)
     snapshot = tmp_path / "snapshot"
-    train_cli(tiny_streams, tmp_path, *common, "run_name=resumed", f"ckpt_path={first}",
+    train_cli(tiny_streams, tmp_path, *common, "run_name=resumed", f"ckpt_path={killed}",
               "+callbacks.snap._target_=recsys.train.callbacks.SnapshotAtEpochStart", "+callbacks.snap.epoch=1",
               f"+callbacks.snap.dirpath={snapshot}")
     resumed = next((tmp_path / "checkpoints" / "resumed").glob("epoch01-*"))
 
-    # The resumed run starts from exactly the saved parameters and optimizer state ...
+    # The killed run's checkpoint is the uninterrupted run's, and the resumed run starts from exactly it ...
     saved, restarted = read_unsharded(first), read_unsharded(snapshot / "start-epoch01")
+    torch.testing.assert_close(read_unsharded(killed), saved, rtol=0, atol=0)
     torch.testing.assert_close(restarted, saved, rtol=0, atol=0)
 
     # ... and ends where the uninterrupted run ended (dense gradients are synchronised across ranks:
@@ -72,7 +108,25 @@ def test_two_process_sharded_checkpoint_resumes_exactly(tiny_streams, tmp_path):
     item_table = "model.lookup.sequence_ebc.embedding_bags.item.weight"
     assert not torch.equal(before[item_table], a["model"][item_table])  # it did train
 
+    # Validation figures to the last digit: the ranks' BatchNorm statistics agree, so the checkpoint
+    # holds a state both ranks had (each replicated tensor is saved from one rank).
+    straight_rows, resumed_rows = _validation_rows(tmp_path, "straight"), _validation_rows(tmp_path, "resumed")
+    assert set(resumed_rows) == {1} and len(resumed_rows[1]) >= 15
+    assert resumed_rows[1] == straight_rows[1]
+
     # The gathered, unsharded state loads strictly into a plain single-process model (the export path).
     model = model_from_config(compose_config("train", job_paths(tiny_streams)), tiny_streams.manifest(REALTIME),
                               embedding_device="cpu")
     model.load_state_dict(model_state_dict(second), strict=True)
+
+
+@pytest.mark.slow
+def test_an_incomplete_checkpoint_is_refused_before_training_starts(tiny_streams, tiny_training, tmp_path):
+    _, log_dir = tiny_training
+    first = sorted((log_dir / "checkpoints" / "e2e").glob("epoch*"))[0]
+    broken = tmp_path / "broken"
+    shutil.copytree(first, broken)
+    (broken / TRAINER_STATE).unlink()
+    result = train_cli(tiny_streams, tmp_path, f"ckpt_path={broken}", succeed=False)
+    last_error = [line for line in result.stderr.splitlines() if "Error" in line][-1]
+    assert f"IncompleteCheckpointError: {broken} is incomplete: {TRAINER_STATE} is missing" in last_error

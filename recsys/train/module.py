@@ -14,6 +14,7 @@ from functools import partial
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -77,6 +78,7 @@ class MomentCrossTask(pl.LightningModule):
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
+        average_batch_norm_statistics(self.model)
         b = len(x)
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
         for t, value in zip(self.tasks, per_task):
@@ -114,6 +116,24 @@ class MomentCrossTask(pl.LightningModule):
         dataset = getattr(getattr(loader, "loader", None), "dataset", None)
         if dataset is not None and hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
+
+
+def average_batch_norm_statistics(model: torch.nn.Module) -> None:
+    """Make every rank's BatchNorm running statistics the mean over the ranks (a no-op in one
+    process). DDP synchronises gradients, not buffers: without this each rank kept the statistics
+    of its own batches, and a checkpoint (which takes each replicated tensor from one rank) held
+    one rank's running mean and another's running variance, a state no rank had."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    stats = [buffer for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+             for buffer in (module.running_mean, module.running_var) if buffer is not None]
+    if not stats:
+        return
+    flat = torch.cat([s.reshape(-1) for s in stats])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for s, mean in zip(stats, torch.split(flat, [s.numel() for s in stats])):
+        s.copy_(mean.view_as(s))
 
 
 def build_task(cfg: DictConfig, manifest: Mapping, embedding_device: torch.device | str = "meta") -> MomentCrossTask:

@@ -10,6 +10,7 @@ state included.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -25,7 +26,7 @@ from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterCons
 from torchrec.distributed.types import ShardingEnv
 
 from recsys.model.moment_cross import MomentCrossModel
-from recsys.train.checkpoint import MODEL_PREFIX, TRAINER_STATE
+from recsys.train.checkpoint import MODEL_PREFIX, TRAINER_STATE, read_trainer_state, require_complete
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,20 @@ class TorchRecStrategy(DDPStrategy):
     def _register_ddp_hooks(self) -> None:
         """DDP communication hooks belong to a DDP wrapper, which this strategy does not create."""
 
+    def teardown(self) -> None:
+        """As Lightning's, except that a model whose tables are still on the meta device (a run that
+        failed before DMP materialised them) is not moved to the CPU: that would raise "Cannot copy
+        out of meta tensor" and hide the run's own error."""
+        module = self.lightning_module
+        if module is None or not any(t.is_meta for t in itertools.chain(module.parameters(), module.buffers())):
+            super().teardown()
+            return
+        self._lightning_module = None
+        try:
+            super().teardown()
+        finally:
+            self._lightning_module = module
+
     # ------------------------------------------------------------------ sharded checkpoints
     @property
     def restore_checkpoint_after_setup(self) -> bool:
@@ -76,17 +91,19 @@ class TorchRecStrategy(DDPStrategy):
         dcp.save(self._sharded_state(), checkpoint_id=str(path))
         if self.is_global_zero:
             rest = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
-            torch.save(rest, path / TRAINER_STATE)
+            staged = path / f".{TRAINER_STATE}.tmp"
+            torch.save(rest, staged)
+            os.replace(staged, path / TRAINER_STATE)  # its presence says the checkpoint is whole
         self.barrier("save_checkpoint")
 
     def load_checkpoint(self, checkpoint_path: str | os.PathLike, weights_only: bool | None = None) -> dict[str, Any]:
-        path = Path(checkpoint_path)
+        path = require_complete(checkpoint_path)
         for opt in self.optimizers:  # lazily created optimizer state must exist to be loaded into
             if hasattr(opt, "init_state"):
                 opt.init_state()
         state = self._sharded_state()
         dcp.load(state, checkpoint_id=str(path))  # fills `state`: this rank's shards and the replicated rest
-        rest = torch.load(path / TRAINER_STATE, weights_only=True)  # loop and callback state: plain data
+        rest = read_trainer_state(path)  # loop and callback state: plain data
         return {**rest, "state_dict": state["model"], "optimizer_states": state["optimizers"]}
 
     def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:

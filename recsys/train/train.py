@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.allocator import keep_freed_memory
 from recsys.model.factory import specs
+from recsys.train.checkpoint import require_complete
 from recsys.train.datamodule import StreamDataModule
 from recsys.train.module import build_task
 from recsys.train.precision import warn_if_emulated
@@ -48,6 +49,8 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     keep_freed_memory()
+    if cfg.get("ckpt_path"):
+        require_complete(cfg.ckpt_path)  # before any process starts
     warn_if_emulated(cfg.trainer.precision, cfg.trainer.accelerator)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: StreamDataModule = instantiate(cfg.datamodule)
@@ -55,6 +58,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     task.run_config = {**OmegaConf.to_container(cfg, resolve=True), "run_id": run_id(cfg)}
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg) or False, callbacks=callbacks)
+    datamodule.split(trainer.world_size)  # a data set that cannot be split fails here, before any process starts
     if trainer.is_global_zero:
         for lg in trainer.loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
