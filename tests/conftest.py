@@ -86,3 +86,25 @@ def tiny_training(tiny_streams, tmp_path_factory) -> tuple[subprocess.CompletedP
     name `e2e`, a checkpoint per epoch): (the finished process, its log directory)."""
     log_dir = tmp_path_factory.mktemp("logs")
     return train_cli(tiny_streams, log_dir, "trainer.devices=2", "run_name=e2e"), log_dir
+
+
+@pytest.fixture(scope="session")
+def untrained(tiny_streams):
+    """A freshly initialised model of the training config, its model.json and a batch of the
+    evaluation stream as scorer inputs: what needs no training run."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from data_pipelines.dataset import FINAL, REALTIME
+    from export.scorer import inputs_from_batch
+    from export.torchscript import metadata
+    from recsys.data import ShardDataset, make_loader
+    from recsys.model.factory import model_from_config
+
+    torch.manual_seed(0)
+    model = model_from_config(compose_config("train", job_paths(tiny_streams)), tiny_streams.manifest(REALTIME),
+                              embedding_device="cpu").eval()
+    layout = OmegaConf.to_container(compose_config("export", job_paths(tiny_streams)).request_layout)
+    meta = metadata(model, layout, max_candidates=100, training={"run_id": "untrained"})
+    inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(tiny_streams.stream(FINAL), 32)))), model)
+    return model, meta, inputs

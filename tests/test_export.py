@@ -12,19 +12,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from data_pipelines.contract import SEQUENCE_FIELDS
 from data_pipelines.dataset import FINAL, REALTIME, DataSet
 from export.job import run_export
 from export.requests import RequestError, RequestSchema, parse_request, rank
 from export.scorer import Scorer, inputs_from_batch, model_id_features
-from export.torchscript import ExportValidationError, export, metadata
+from export.torchscript import ExportValidationError, export
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
 from recsys.train.checkpoint import TRAINER_STATE, IncompleteCheckpointError, model_state_dict
 from tests.conftest import ROOT, compose_config, job_paths
+from tests.corpus import damage
+from tests.corpus.requests import request_cases
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
@@ -58,19 +59,6 @@ def exported(tiny_streams, tiny_training, tmp_path_factory):
     return report.model_path.parent, meta, log_dir
 
 
-@pytest.fixture(scope="module")
-def untrained(tiny_streams):
-    """A freshly initialised model of the training config, its model.json and a batch of the
-    evaluation stream as scorer inputs: what needs no training run."""
-    torch.manual_seed(0)
-    model = model_from_config(compose_config("train", job_paths(tiny_streams)), tiny_streams.manifest(REALTIME),
-                              embedding_device="cpu").eval()
-    layout = OmegaConf.to_container(compose_config("export", job_paths(tiny_streams)).request_layout)
-    meta = metadata(model, layout, max_candidates=100, training={"run_id": "untrained"})
-    inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(tiny_streams.stream(FINAL), 32)))), model)
-    return model, meta, inputs
-
-
 def eager_model(checkpoint: Path, data: DataSet):
     model = model_from_config(compose_config("train", job_paths(data)), data.manifest(REALTIME), embedding_device="cpu")
     model.load_state_dict(model_state_dict(checkpoint), strict=True)
@@ -84,6 +72,22 @@ def run_ranker(binary: Path, model_dir: Path, lines: list[str]) -> list[dict]:
     out = result.stdout.splitlines()
     assert len(out) == len(lines), result.stderr  # one answer per line, whatever the line held
     return [json.loads(line) for line in out]
+
+
+def corpus_request(model_dir: Path) -> dict:
+    """A sample request of the export, its first candidate given a `long` sequence (the corpus
+    changes one of its side buckets)."""
+    request = json.loads((model_dir / "requests.jsonl").read_text().splitlines()[0])
+    request["candidates"][0]["sequences"]["long"] = {f: [1, 1] for f in SEQUENCE_FIELDS}
+    return request
+
+
+def _run_ranker_bytes(binary: Path, model_dir: Path, data: bytes, *flags: str) -> list[dict]:
+    """The ranker on raw bytes; its answers must decode as UTF-8 whatever the input held."""
+    result = subprocess.run([str(binary), "--model", str(model_dir), "--reload-check-ms", "0", *flags], input=data,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]  # strict decoding
 
 
 def test_the_export_scorer_reproduces_the_training_forward(tiny_streams):
@@ -139,90 +143,31 @@ def test_python_eager_torchscript_and_cpp_ranker_agree(exported, tiny_streams, r
         torch.testing.assert_close(s_cpp, s_eager, rtol=0, atol=TOLERANCE)
 
 
-def _mutations(request: dict) -> list[tuple[str, str]]:
-    """(line, the error it must get) for malformed variants of a valid request."""
-    def mutated(change) -> str:
-        r = json.loads(json.dumps(request))
-        change(r)
-        return json.dumps(r)
-
-    def written(change, literal: str) -> str:
-        """`change` puts a placeholder number where `literal` is to stand exactly as written."""
-        return mutated(change).replace("123456.25", literal)
-
-    def first_key_twice(key: str) -> str:
-        line = json.dumps(request)
-        return line.replace(f'"{key}": ', f'"{key}": 1, "{key}": ', 1)
-
-    short = request["user"]["sequences"]["short"]
-    return [
-        ("{not json", "bad JSON"),
-        ("[1, 2]", "a request must be a JSON object"),
-        (mutated(lambda r: r.update(candidates=[])), "candidates is empty"),
-        (mutated(lambda r: r.pop("candidates")), "missing or non-array field 'candidates'"),
-        (mutated(lambda r: r["user"]["sequences"]["short"]["author"].append(1)),
-         f"user.sequences.short.author has {len(short['author']) + 1} elements, item has {len(short['item'])}"),
-        (mutated(lambda r: r["candidates"][3]["ids"].update(live_item=10 ** 9)),
-         "candidates[3].ids.live_item=1000000000 out of range"),
-        (mutated(lambda r: r["candidates"][0]["ids"].update(live_item=-1)), "candidates[0].ids.live_item=-1 out of range"),
-        (mutated(lambda r: r["candidates"][1]["ids"].update(category=2.5)),
-         "candidates[1].ids.category must be an integer, got 2.5"),
-        (mutated(lambda r: r["user"]["ids"].pop("user_id")), "user.ids: missing field 'user_id'"),
-        (mutated(lambda r: r["user"]["ids"].update(live_item=3)), "user.ids: unexpected field 'live_item'"),
-        (mutated(lambda r: r["candidates"][2]["dense"].update(room_ctr_5min="high")),
-         'candidates[2].dense.room_ctr_5min must be a finite float32 number, got "high"'),
-        # Finite doubles beyond float32's range would reach the model as inf.
-        (written(lambda r: r["candidates"][2]["dense"].update(room_ctr_5min=123456.25), "3.5e38"),
-         "candidates[2].dense.room_ctr_5min must be a finite float32 number, got 3.5e38"),
-        (written(lambda r: r["user"]["dense"].update(user_history_len=123456.25), "-1e39"),
-         "user.dense.user_history_len must be a finite float32 number, got -1e39"),
-        (written(lambda r: r["user"]["dense"].update(user_history_len=123456.25), "1e400"),
-         "user.dense.user_history_len must be a finite float32 number, got 1e400"),
-        # Numbers are named as the request wrote them.
-        (written(lambda r: r["candidates"][1]["ids"].update(category=123456.25), "2.0"),
-         "candidates[1].ids.category must be an integer, got 2.0"),
-        (written(lambda r: r["candidates"][1]["ids"].update(category=123456.25), "1e400"),
-         "candidates[1].ids.category must be an integer, got 1e400"),
-        (written(lambda r: r["candidates"][1]["ids"].update(category=123456.25), "1" + "0" * 30),
-         f"candidates[1].ids.category=1{'0' * 30} out of range"),
-        # No key twice (the last one would silently win), no text that cannot be written back.
-        (first_key_twice("user_id"), "bad JSON: duplicate key 'user_id'"),
-        (first_key_twice("request_id"), "bad JSON: duplicate key 'request_id'"),
-        (mutated(lambda r: r.update(request_id="x\ud800y")), "bad JSON: lone surrogate"),
-        (mutated(lambda r: r.update(request_id="\udc00")), "bad JSON: lone surrogate"),
-        (mutated(lambda r: r["user"]["sequences"].update(
-            short={f: [1] * 51 for f in SEQUENCE_FIELDS})),
-         "user.sequences.short.item has 51 elements, more than the model's 50"),
-        (mutated(lambda r: r["candidates"][0]["sequences"]["long"].update(gap=[99] * len(
-            r["candidates"][0]["sequences"]["long"]["item"]))), "candidates[0].sequences.long.gap[0]=99 out of range"),
-        (mutated(lambda r: r.update(request_id=7)), "request_id must be a string"),
-    ]
-
-
 @pytest.mark.slow
 def test_the_ranker_answers_malformed_requests_with_errors_and_keeps_serving(exported, ranker_binary):
+    """Every request of the bad-input corpus (tests/corpus/requests.py): the ranker's exact error,
+    the Python validator's in the same words, and the next valid request still served."""
     model_dir, meta, _ = exported
-    schema = RequestSchema(meta)
-    valid = (model_dir / "requests.jsonl").read_text().splitlines()[0]
-    request = json.loads(valid)
-    # the candidate whose long sequence is mutated must have one for the `gap` case to apply
-    request["candidates"][0]["sequences"]["long"] = {f: [1, 1] for f in SEQUENCE_FIELDS}
-    valid = json.dumps(request)
-    cases = _mutations(request)
-    odd_id = json.dumps({**request, "request_id": 'r "é" \\ 1'})
-    lines = [valid, *(line for line, _ in cases), "", odd_id, valid]
-    answers = run_ranker(ranker_binary, model_dir, lines)
+    request = corpus_request(model_dir)
+    valid = json.dumps(request).encode()
+    cases = request_cases(request, meta)
+    odd_id = json.dumps({**request, "request_id": 'r "é" \\ 1'}).encode()
+    answers = _run_ranker_bytes(ranker_binary, model_dir,
+                                b"\n".join([valid, *(c.line for c in cases), b"", odd_id, valid]) + b"\n")
 
     assert "ranked" in answers[0] and answers[-1]["ranked"] == answers[0]["ranked"]  # still serving, same scores
-    for (line, expected), answer in zip(cases, answers[1:]):
-        assert "error" in answer and "ranked" not in answer, (expected, answer)
-        assert expected in answer["error"], (expected, answer["error"])
-        with pytest.raises(RequestError) as python_error:  # the Python reference refuses it too ...
-            parse_request(line, schema)
-        if expected.startswith("bad JSON"):  # ... in the same words (a JSON parser adds where it stopped)
-            assert str(python_error.value).startswith(expected), (expected, str(python_error.value))
+    schema = RequestSchema(meta)
+    for case, answer in zip(cases, answers[1:]):
+        assert set(answer) == {"request_id", "error"}, (case.name, answer)
+        if case.error.startswith("bad JSON"):  # the parser adds where it stopped
+            assert answer["error"].startswith(case.error), (case.name, answer["error"])
         else:
-            assert answer["error"] == str(python_error.value)
+            assert answer["error"] == case.error, case.name
+        if case.python_too:
+            with pytest.raises(RequestError) as python_error:  # the Python reference refuses it in the same words
+                parse_request(case.text, schema)
+            assert str(python_error.value).startswith(case.error) if case.error.startswith("bad JSON") \
+                else str(python_error.value) == case.error, case.name
     assert answers[len(cases) + 1] == {"request_id": None, "error": "empty request"}
     assert answers[len(cases) + 2]["request_id"] == 'r "é" \\ 1' and "ranked" in answers[len(cases) + 2]
 
@@ -357,30 +302,16 @@ def test_python_and_cpp_validators_lay_out_sequence_fields_as_model_json_orders_
         assert echoed.tolist() == [[float(element[t]) for t in echo_meta["tasks"]]] * len(inputs)
 
 
-def _run_ranker_bytes(binary: Path, model_dir: Path, data: bytes, *flags: str) -> list[dict]:
-    """The ranker on raw bytes; its answers must decode as UTF-8 whatever the input held."""
-    result = subprocess.run([str(binary), "--model", str(model_dir), "--reload-check-ms", "0", *flags], input=data,
-                            capture_output=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]  # strict decoding
-
-
 @pytest.mark.slow
-def test_the_ranker_refuses_invalid_utf8_and_over_long_lines_and_keeps_serving(exported, ranker_binary):
+def test_a_line_over_the_request_limit_is_refused_without_being_held(exported, ranker_binary):
     model_dir, _, _ = exported
     valid = (model_dir / "requests.jsonl").read_bytes().splitlines()[0]
-    bad_bytes = valid.replace(b'"request_id": "', b'"request_id": "\xff\xfe', 1)
-    overlong_utf8 = valid.replace(b'"request_id": "', b'"request_id": "\xc0\xaf', 1)  # "/" written in 2 bytes
     huge = b'{"request_id": "big", "user": {"ids": {"pad": [' + b"1," * 600_000 + b'1]}}, "candidates": []}'
-    lines = [valid, bad_bytes, overlong_utf8, huge, valid]
-    answers = _run_ranker_bytes(ranker_binary, model_dir, b"\n".join(lines) + b"\n",
-                                "--max-request-bytes", str(len(valid) + 10))
-    assert len(answers) == len(lines)
-    assert answers[1]["error"].startswith("bad JSON: invalid UTF-8 in string at column 17")
-    assert answers[2]["error"].startswith("bad JSON: invalid UTF-8 in string")
-    assert answers[3] == {"request_id": None,
-                          "error": f"request longer than {len(valid) + 10} bytes (--max-request-bytes)"}
-    assert "ranked" in answers[0] and answers[4]["ranked"] == answers[0]["ranked"]
+    limit = len(valid) + 10
+    answers = _run_ranker_bytes(ranker_binary, model_dir, b"\n".join([valid, huge, valid]) + b"\n",
+                                "--max-request-bytes", str(limit))
+    assert answers[1] == {"request_id": None, "error": f"request longer than {limit} bytes (--max-request-bytes)"}
+    assert "ranked" in answers[0] and answers[2]["ranked"] == answers[0]["ranked"]
 
 
 @pytest.mark.slow
@@ -430,10 +361,10 @@ def test_an_incomplete_checkpoint_is_not_exported(exported, tiny_streams, tmp_pa
     first = checkpoints(log_dir)[0]
     no_state, short_shard = tmp_path / "no_state", tmp_path / "short_shard"
     shutil.copytree(first, no_state)
-    (no_state / TRAINER_STATE).unlink()
+    damage.drop(no_state / TRAINER_STATE)
     shutil.copytree(first, short_shard)
     shard = short_shard / "__1_0.distcp"
-    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    damage.cut(shard)
     with pytest.raises(IncompleteCheckpointError, match=f"{no_state} is incomplete: {TRAINER_STATE} is missing"):
         run_export(export_cfg(tiny_streams, log_dir, tmp_path / "a", no_state))
     with pytest.raises(IncompleteCheckpointError, match=rf"{shard} is truncated: [\d,]+ bytes, the checkpoint's index"):

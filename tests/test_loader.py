@@ -16,6 +16,7 @@ from data_pipelines.streams.gsu import Sequences
 from data_pipelines.streams.labels import Samples
 from data_pipelines.streams.shards import ImpressionFeatures, contract_schema, write_shards
 from recsys.data import CorruptShardError, ShardDataset, make_loader
+from tests.corpus import damage
 
 SCHEMA = {"tasks": ["a", "b"], "gsu_length": 3, **contract_schema()}
 
@@ -186,29 +187,20 @@ def test_a_manifest_of_another_data_contract_or_cut_short_is_refused_naming_it(s
     with pytest.raises(ValueError, match=rf"manifest.json: shard schema v{SCHEMA_VERSION - 1}, this code reads "
                                          rf"v{SCHEMA_VERSION}"):
         ShardDataset(shard_dir, batch_size=4)
-    path.write_text(json.dumps(manifest)[: len(path.read_text()) // 2])
+    path.write_text(json.dumps(manifest))
+    damage.cut(path)
     with pytest.raises(ValueError, match=r"s/manifest.json: not valid JSON"):
         ShardDataset(shard_dir, batch_size=4)
 
 
-def _flip(path, offset: int, n: int = 16) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset:offset + n] = bytes(b ^ 0xFF for b in data[offset:offset + n])
-    path.write_bytes(bytes(data))
-
-
 def test_flipped_bytes_inside_a_member_are_caught_before_any_array_is_built(shard_dir):
-    shard = shard_dir / "shard-000002.tar"
-    with tarfile.open(shard) as tar:
-        second = tar.getmembers()[1]
-    _flip(shard, second.offset_data + second.size // 2)  # inside the packed arrays
-    with pytest.raises(CorruptShardError, match=rf"shard-000002.tar: member {second.name}: checksum mismatch"):
+    member = damage.flip_member_payload(shard_dir / "shard-000002.tar", 1)  # inside the packed arrays
+    with pytest.raises(CorruptShardError, match=rf"shard-000002.tar: member {member}: checksum mismatch"):
         list(make_loader(ShardDataset(shard_dir, batch_size=4)))
 
 
 def test_a_shard_whose_bytes_changed_outside_its_members_is_caught_by_its_sha256(shard_dir):
-    shard = shard_dir / "shard-000005.tar"
-    _flip(shard, len(shard.read_bytes()) - 600)  # the tar's end-of-archive padding: no member reads it
+    damage.flip_tar_padding(shard_dir / "shard-000005.tar")
     with pytest.raises(CorruptShardError, match="shard-000005.tar: sha256 differs from the manifest's"):
         list(make_loader(ShardDataset(shard_dir, batch_size=4)))
 

@@ -18,6 +18,7 @@ from data_pipelines.dataset import REALTIME
 from recsys.model.factory import model_from_config
 from recsys.train.checkpoint import TRAINER_STATE, model_state_dict, read_unsharded
 from tests.conftest import ROOT, TRAIN_ENV, compose_config, job_paths, train_args, train_cli
+from tests.corpus import damage
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -126,7 +127,7 @@ def test_an_incomplete_checkpoint_is_refused_before_training_starts(tiny_streams
     first = sorted((log_dir / "checkpoints" / "e2e").glob("epoch*"))[0]
     broken = tmp_path / "broken"
     shutil.copytree(first, broken)
-    (broken / TRAINER_STATE).unlink()
+    damage.drop(broken / TRAINER_STATE)
     result = train_cli(tiny_streams, tmp_path, f"ckpt_path={broken}", succeed=False)
     last_error = [line for line in result.stderr.splitlines() if "Error" in line][-1]
     assert f"IncompleteCheckpointError: {broken} is incomplete: {TRAINER_STATE} is missing" in last_error

@@ -86,10 +86,10 @@ class _Run:
         typed = {**schema.fields, **{f: t for f, t in schema.optional_fields.items() if f in spec.columns}}
         frame, failures = checks.coerce_types(frame, typed)
         frame = self.reject(name, frame, failures)
-        for field in (f for f in TIME_FIELDS if f in typed):
-            seconds = checks.seconds_not_ms(frame, field)
+        for time_field in (f for f in TIME_FIELDS if f in typed):
+            seconds = checks.seconds_not_ms(frame, time_field)
             if seconds is not None:
-                raise IngestError(f"{path}: column '{spec.columns[field]}' ({field}) has {seconds}")
+                raise IngestError(f"{path}: column '{spec.columns[time_field]}' ({time_field}) has {seconds}")
         return self.reject(name, frame, [checks.duplicates(frame, schema.key)])
 
     def reject(self, name: str, frame: pd.DataFrame, failures: list[checks.Failure]) -> pd.DataFrame:

@@ -1,0 +1,143 @@
+"""KuaiLive-schema source folders, one valid and the rest each with one defect, and what ingesting
+each must give: the exact error, or success with the exact quarantine entries.
+
+Messages name paths as `{src}` (the source folder) and `{data}` (the data set folder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+T = 1_746_446_400_000  # 2025-05-05 12:00 UTC, epoch ms
+MIN, HOUR = 60_000, 3_600_000
+
+HEADERS = {
+    "room.csv": "live_id,streamer_id,start_timestamp,end_timestamp,live_type,live_content_category,live_name_id",
+    "click.csv": "user_id,live_id,streamer_id,timestamp,watch_live_time",
+    "negative.csv": "user_id,live_id,streamer_id,timestamp",
+    "like.csv": "user_id,live_id,streamer_id,timestamp",
+    "comment.csv": "user_id,live_id,streamer_id,timestamp",
+    "gift.csv": "user_id,live_id,streamer_id,timestamp,gift_price",
+    "user.csv": "user_id,age",
+    "streamer.csv": "streamer_id,fans",
+}
+TIME_COLUMNS = {"start_timestamp", "end_timestamp", "timestamp"}
+EMBEDDINGS = "title_embeddings_pca128.npy"
+
+
+def base_rows() -> dict[str, list[list]]:
+    """A small valid data set: three rooms (streamer 10 twice, one after the other), four clicks,
+    three negatives, and likes, a comment and a gift inside the stays."""
+    return {
+        "room.csv": [[1, 10, T, T + HOUR, 1, "music", 0], [2, 20, T + 10 * MIN, T + 40 * MIN, 2, "game", 1],
+                     [3, 10, T + 70 * MIN, T + 120 * MIN, 1, "music", 2]],
+        "click.csv": [[100, 1, 10, T + MIN, 2 * MIN], [101, 2, 20, T + 12 * MIN, 90_000],
+                      [102, 3, 10, T + 72 * MIN, 5 * MIN], [103, 1, 10, T + 3 * MIN, 30_000]],
+        "negative.csv": [[104, 1, 10, T + 70_000], [105, 2, 20, T + 13 * MIN], [106, 3, 10, T + 73 * MIN]],
+        "like.csv": [[100, 1, 10, T + 100_000], [102, 3, 10, T + 73 * MIN]],
+        "comment.csv": [[101, 2, 20, T + 12 * MIN + 30_000]],
+        "gift.csv": [[102, 3, 10, T + 74 * MIN, 52]],
+        "user.csv": [[u, 20 + u % 7] for u in range(100, 108)],
+        "streamer.csv": [[10, 500], [20, 70]],
+    }
+
+
+def _text(header: str, rows: list[list]) -> str:
+    return header + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+
+
+def _files(rows: dict[str, list[list]]) -> dict[str, str | bytes]:
+    files: dict[str, str | bytes] = {name: _text(HEADERS[name], table) for name, table in rows.items()}
+    files[EMBEDDINGS] = _npy(np.arange(12, dtype=np.float32).reshape(3, 4))
+    return files
+
+
+def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class IngestCase:
+    name: str
+    files: dict[str, str | bytes]  # file name -> content, written into the source folder
+    error: str | None = None  # the exact IngestError message ({src}, {data}); None: the ingest succeeds
+    error_is_prefix: bool = False  # the rest of the message is another library's words
+    quarantine: dict[tuple[str, int, str], str] = field(default_factory=dict)  # (table, row, check) -> reason
+    overrides: tuple[str, ...] = ()
+
+    def write(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, content in self.files.items():
+            path = directory / name
+            path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return directory
+
+
+def _with(rows: dict[str, list[list]], **changes) -> dict[str, list[list]]:
+    return {**rows, **changes}
+
+
+def ingest_cases() -> list[IngestCase]:
+    rows = base_rows()
+    seconds = {name: [[v // 1000 if isinstance(v, int) and v >= T else v for v in row] for row in table]
+               for name, table in rows.items()}
+    unicode_rows = _with(rows, **{"click.csv": [*rows["click.csv"], ["用户108", 1, 10, T + 5 * MIN, 1000]],
+                                  "room.csv": [*rows["room.csv"], [4, "主播", T, T + HOUR, 1, "chat", 2]]})
+    overlapping = _with(rows, **{"room.csv": [*rows["room.csv"], [4, 10, T + 50 * MIN, T + 80 * MIN, 1, "chat", 2]]})
+    files = _files(rows)
+    malformed_clicks = {**files, "click.csv": HEADERS["click.csv"] + "\n" + "100,1\n" * 4}
+    renamed = {**files, "click.csv": files["click.csv"].replace("watch_live_time", "stay_ms", 1)}
+    extra_gift = {**files, "gift.csv": _text(HEADERS["gift.csv"] + ",currency,channel",
+                                             [[*row, "coin", "app"] for row in rows["gift.csv"]])}
+    return [
+        IngestCase("clean", files),
+        IngestCase("bom_and_crlf", {**files, "click.csv": "\ufeff" + files["click.csv"].replace("\n", "\r\n")}),
+        IngestCase("gift_table_with_extra_columns", extra_gift),
+        IngestCase(
+            "almost_all_clicks_malformed", malformed_clicks,
+            error="too many bad rows (limit data.max_bad_share=1.0%): "
+                  "click ({src}/click.csv): 4 of 4 rows bad (100.0%), malformed_row=4; "
+                  "like ({src}/like.csv): 2 of 2 rows bad (100.0%), no_enclosing_stay=2; "
+                  "comment ({src}/comment.csv): 1 of 1 rows bad (100.0%), no_enclosing_stay=1; "
+                  "gift ({src}/gift.csv): 1 of 1 rows bad (100.0%), no_enclosing_stay=1. "
+                  "Rows and reasons: {data}/canonical.failed/quarantine.parquet"),
+        IngestCase(
+            "timestamps_in_seconds", _files(seconds),
+            error=f"{{src}}/room.csv: column 'start_timestamp' (start_ts) has values up to {(T + 70 * MIN) // 1000}, "
+                  f"which as epoch milliseconds are in 1970: they look like epoch seconds. Times must be epoch "
+                  f"milliseconds: multiply the column by 1000"),
+        IngestCase(
+            "no_title_embeddings", {k: v for k, v in files.items() if k != EMBEDDINGS},
+            error=f"room embeddings: file not found: {{src}}/{EMBEDDINGS} (data.embeddings.live.file); to ingest "
+                  f"without them, pass data.embeddings.live=null: the GSUs that search by content similarity then "
+                  f"rank by recency alone"),
+        IngestCase("no_title_embeddings_and_told_so", {k: v for k, v in files.items() if k != EMBEDDINGS},
+                   overrides=("data.embeddings.live=null",)),
+        IngestCase(
+            "pickled_embeddings", {**files, EMBEDDINGS: _npy(np.array([{"x": 1}], dtype=object), allow_pickle=True)},
+            error=f"{{src}}/{EMBEDDINGS}: not a plain numeric .npy array", error_is_prefix=True),
+        IngestCase(
+            "column_renamed", renamed,
+            error="{src}/click.csv: missing column(s) 'watch_live_time' (canonical field 'watch_ms'); the file has "
+                  "['user_id', 'live_id', 'streamer_id', 'timestamp', 'stay_ms']. Fix the file or the column mapping "
+                  "under data.tables.click in conf/data/."),
+        IngestCase("gift_table_missing", {k: v for k, v in files.items() if k != "gift.csv"},
+                   error="gift: file not found: {src}/gift.csv"),
+        IngestCase("click_file_empty", {**files, "click.csv": ""},
+                   error="{src}/click.csv: empty file, expected a CSV header"),
+        IngestCase(
+            "unicode_ids", _files(unicode_rows), overrides=("data.max_bad_share=1.0",),
+            quarantine={("click", 5, "type:user_id"): "user_id: not a number (用户108)",
+                        ("room", 4, "type:author_id"): "author_id: not a number (主播)"}),
+        IngestCase(
+            "overlapping_rooms_of_one_streamer", _files(overlapping), overrides=("data.max_bad_share=1.0",),
+            quarantine={("room", 4, "overlapping_room"):
+                        f"room 4 [{T + 50 * MIN}, {T + 80 * MIN}] overlaps room 1 of the same streamer 10, which "
+                        f"ends at {T + HOUR}"}),
+    ]

@@ -1,0 +1,59 @@
+"""Every KuaiLive-schema source folder of the bad-input corpus (tests/corpus/kuailive.py) ingested:
+the exact error, and nothing left that a later job accepts; or success with the exact quarantine."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from data_pipelines.ingest import IngestError
+from data_pipelines.jobs import data_set, run_build_history, run_ingest
+from tests.conftest import compose_config
+from tests.corpus.kuailive import ingest_cases
+from tests.corpus.requests import request_cases
+
+
+@pytest.mark.parametrize("case", ingest_cases(), ids=lambda c: c.name)
+def test_each_source_folder_gives_its_exact_outcome(case, tmp_path):
+    source = case.write(tmp_path / "src")
+    cfg = compose_config("ingest", ["data=kuailive", f"data.source_dir={source}", f"paths.data_dir={tmp_path / 'data'}",
+                                    "progress=false", *case.overrides])
+    data = data_set(cfg)
+    if case.error is not None:
+        with pytest.raises(IngestError) as err:
+            run_ingest(cfg)
+        expected = case.error.format(src=source, data=data.root)
+        assert str(err.value).startswith(expected) if case.error_is_prefix else str(err.value) == expected
+        assert not data.canonical.dir.exists()
+        with pytest.raises(RuntimeError, match="the last ingest .* failed"):
+            run_build_history(cfg)
+        return
+    report = run_ingest(cfg)
+    quarantine = pd.read_parquet(data.canonical.quarantine)
+    got = {(t, int(r), c): reason for t, r, c, reason in
+           zip(quarantine["table"], quarantine["row"], quarantine["check"], quarantine["reason"])}
+    assert got == case.quarantine
+    assert all(t["ok"] + t["quarantined"] == t["rows"] for t in report.tables.values())
+    store, _ = run_build_history(cfg)
+    assert len(store) > 0
+
+
+def test_each_request_is_refused_by_the_python_validator_in_the_words_the_ranker_uses(untrained):
+    """The Python side of tests/corpus/requests.py (the C++ side: tests/test_export.py)."""
+    from data_pipelines.contract import SEQUENCE_FIELDS
+    from export.requests import RequestError, RequestSchema, parse_request, requests_from_inputs
+
+    _, meta, inputs = untrained
+    schema = RequestSchema(meta)
+    request = requests_from_inputs(inputs, schema, 8)[0]
+    request["candidates"][0]["sequences"]["long"] = {f: [1, 1] for f in SEQUENCE_FIELDS}
+    parse_request(json.dumps(request), schema)  # the base request is valid
+    for case in request_cases(request, meta):
+        if not case.python_too:
+            continue
+        with pytest.raises(RequestError) as err:
+            parse_request(case.text, schema)
+        message = str(err.value)
+        assert message.startswith(case.error) if case.error.startswith("bad JSON") else message == case.error, case.name
