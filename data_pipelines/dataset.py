@@ -138,7 +138,11 @@ class DataSet:
         report = self.canonical.ingest_report
         if not report.exists():
             raise FileNotFoundError(f"{report} not found: ingest the data first (make simulate / make ingest)")
-        if json.loads(report.read_text()).get("status") != "ok":
+        try:
+            status = json.loads(report.read_text()).get("status")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise RuntimeError(f"{report}: not a readable ingest report ({exc}); run make ingest again") from None
+        if status != "ok":
             raise RuntimeError(f"{report}: not a completed ingest; run make ingest (or make simulate) again")
         return self.canonical
 

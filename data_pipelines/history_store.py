@@ -12,6 +12,7 @@ as-of query can never see a watch time that was still running at the request.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,13 +90,16 @@ class HistoryStore:
 
     @classmethod
     def load(cls, path: str | Path) -> "HistoryStore":
-        with np.load(path, allow_pickle=False) as data:  # never decode pickles from data files
-            version = int(data["format_version"])
-            if version != _FORMAT_VERSION:
-                raise ValueError(f"{path}: history store format {version}, this code reads {_FORMAT_VERSION}; "
-                                 f"rebuild it with `make history`")
-            return cls(user_ids=data["user_ids"], offsets=data["offsets"], max_events=int(data["max_events"]),
-                       **{f: data[f] for f in _FIELDS})
+        try:
+            with np.load(path, allow_pickle=False) as data:  # never decode pickles from data files
+                version = int(data["format_version"])
+                if version != _FORMAT_VERSION:
+                    raise ValueError(f"history store format {version}, this code reads {_FORMAT_VERSION}")
+                return cls(user_ids=data["user_ids"], offsets=data["offsets"], max_events=int(data["max_events"]),
+                           **{f: data[f] for f in _FIELDS})
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:  # a cut, garbled or old file
+            raise ValueError(f"{path}: not a history store this code reads ({exc}); rebuild it with make history") \
+                from None
 
     # ---------------------------------------------------------------- as-of queries
     def query(self, user_id: int, t: int, max_events: int | None = None) -> slice:

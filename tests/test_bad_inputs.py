@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from data_pipelines.ingest import IngestError
-from data_pipelines.jobs import data_set, run_build_history, run_ingest
+from data_pipelines.jobs import data_set, describe_streams, run_build_history, run_ingest, run_streams
 from tests.conftest import compose_config
 from tests.corpus.kuailive import ingest_cases
 from tests.corpus.requests import request_cases
@@ -57,3 +57,17 @@ def test_each_request_is_refused_by_the_python_validator_in_the_words_the_ranker
             parse_request(case.text, schema)
         message = str(err.value)
         assert message.startswith(case.error) if case.error.startswith("bad JSON") else message == case.error, case.name
+
+
+def test_a_live_only_data_set_is_told_which_gsus_it_cannot_fill(tmp_path):
+    """KuaiLive without short videos: the streams job says the short-video GSUs stay empty (and,
+    without embeddings, that the dot-product GSUs rank by recency) instead of training on zeros silently."""
+    source = next(c for c in ingest_cases() if c.name == "no_title_embeddings").write(tmp_path / "src")
+    paths = [f"paths.data_dir={tmp_path / 'data'}", f"paths.reports_dir={tmp_path / 'reports'}", "progress=false"]
+    cfg = compose_config("ingest", ["data=kuailive", f"data.source_dir={source}", "data.embeddings.live=null", *paths])
+    run_ingest(cfg)
+    run_build_history(cfg)
+    build = run_streams(compose_config("streams", ["data=kuailive", "shards.micro_batches_per_shard=1", *paths]))
+    assert build.gaps == ["no short-video plays: the short, long and aidhard GSUs are empty for every request",
+                          "no live content embeddings: the long and livelong GSUs rank by recency alone"]
+    assert "note: no short-video plays" in describe_streams(build, data_set(cfg))

@@ -111,3 +111,12 @@ def test_save_and_load_round_trip(tmp_path):
     for field in ("user_ids", "offsets", "ts", "start_ts", "item_id", "author_id", "domain", "watch_ms", "long_view"):
         np.testing.assert_array_equal(getattr(loaded, field), getattr(store, field))
     assert loaded.max_events == store.max_events
+
+
+def test_a_cut_store_file_is_named(tmp_path):
+    from tests.corpus import damage
+
+    small_store().save(tmp_path / "store.npz")
+    damage.cut(tmp_path / "store.npz")
+    with pytest.raises(ValueError, match=r"store.npz: not a history store this code reads .*make history"):
+        HistoryStore.load(tmp_path / "store.npz")

@@ -131,3 +131,9 @@ def test_an_incomplete_checkpoint_is_refused_before_training_starts(tiny_streams
     result = train_cli(tiny_streams, tmp_path, f"ckpt_path={broken}", succeed=False)
     last_error = [line for line in result.stderr.splitlines() if "Error" in line][-1]
     assert f"IncompleteCheckpointError: {broken} is incomplete: {TRAINER_STATE} is missing" in last_error
+
+
+def test_a_data_set_that_cannot_be_split_fails_with_that_as_its_last_error(tiny_streams, tmp_path):
+    result = train_cli(tiny_streams, tmp_path, "datamodule.val_fraction=0.99", succeed=False)
+    last_error = [line for line in result.stderr.splitlines() if "Error" in line][-1]
+    assert last_error.startswith("ValueError: ") and "shards cannot give 1 rank(s) a validation shard each" in last_error
