@@ -1,18 +1,23 @@
-"""The data every benchmark runs on, made first when it is missing."""
+"""The data every benchmark runs on, made first when it is missing or from an older code version."""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
 from data_pipelines.dataset import FINAL, REALTIME, DataSet
+from data_pipelines.history_store import HistoryStore
 from data_pipelines.jobs import data_set, run_build_history, run_ingest, run_simulation, run_streams
 
 
 def ensure_world(cfg: DictConfig) -> DataSet:
-    """The data set, simulating the world first if its history store is missing."""
+    """The data set, simulated, ingested and with its history store, (re)made if any is missing
+    or unreadable."""
     data = data_set(cfg)
-    if not data.history.exists():
-        print(f"[bench] {data.history} missing: simulating world '{cfg.world.name}' first")
+    try:
+        data.ingested()
+        HistoryStore.load(data.require(data.history, "make simulate"))
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        print(f"[bench] {exc}\n[bench] simulating world '{cfg.world.name}' first")
         run_simulation(cfg)
         run_ingest(cfg)
         run_build_history(cfg)
@@ -20,9 +25,12 @@ def ensure_world(cfg: DictConfig) -> DataSet:
 
 
 def ensure_shards(cfg: DictConfig) -> DataSet:
-    """The data set with its streams, running the streams job first if they are missing."""
+    """The data set with its streams, (re)written if missing or of another data contract."""
     data = ensure_world(cfg)
-    if not all(data.has_stream(s) for s in (REALTIME, FINAL)):
-        print(f"[bench] {data.streams} incomplete: running make streams first")
+    try:
+        for stream in (REALTIME, FINAL):
+            data.manifest(stream)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"[bench] {exc}\n[bench] running make streams first")
         run_streams(cfg)
     return data
