@@ -39,8 +39,9 @@ def auc(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
 def gauc(probabilities: torch.Tensor, labels: torch.Tensor, users: torch.Tensor) -> float:
     p = probabilities.double().cpu().numpy()
     y = labels.cpu().numpy().astype(np.float64)
-    order = np.lexsort((p, users.cpu().numpy()))
-    p, y, u = p[order], y[order], users.cpu().numpy()[order]
+    u = users.cpu().numpy()
+    order = np.lexsort((p, u))
+    p, y, u = p[order], y[order], u[order]
     _, group, counts = np.unique(u, return_inverse=True, return_counts=True)
     position = np.arange(len(p)) - (np.cumsum(counts) - counts)[group]  # 0-based rank within the user
     # Runs of equal (user, probability) share their mid-rank.

@@ -77,8 +77,6 @@ def build_features(canonical: CanonicalTables, impressions: pd.DataFrame, store:
                    columns: FeatureColumns, gsu_length: int, max_pairs: int, progress: bool = True,
                    chunk: int = 20_000) -> tuple[ImpressionFeatures, Vocabularies]:
     """Request-time features and the five GSU sequences of canonical `impressions`."""
-    for gap in data_gaps(canonical):
-        log.warning("%s: %s", canonical.dir, gap)
     lives = pd.read_parquet(canonical.lives)
     photos = _read_optional(canonical.photos)
     plays = _read_optional(canonical.short_plays, columns=["user_id", "photo_id"])
@@ -128,6 +126,9 @@ def _write_reports(consistency: dict, sample_counts: dict[str, int], data_name: 
 def build_streams(data: DataSet, store: HistoryStore, reports_dir: Path, engines: dict[str, object],
                   tasks: tuple[str, ...], long_view_ms: int, columns: FeatureColumns, gsu_length: int,
                   max_pairs: int, layout: ShardLayout, progress: bool = True) -> StreamBuild:
+    gaps = data_gaps(data.canonical)
+    for gap in gaps:  # said before the long build; describe_streams repeats them in its summary
+        log.warning("%s: %s", data.canonical.dir, gap)
     seconds = {}
     start = time.perf_counter()
     impressions = pd.read_parquet(data.canonical.live_impressions)
@@ -148,4 +149,4 @@ def build_streams(data: DataSet, store: HistoryStore, reports_dir: Path, engines
     seconds["shards"] = time.perf_counter() - start
     _write_reports(consistency, {name: len(s) for name, s in samples.items()}, data.name,
                    [reports_dir / data.label_consistency.name, data.label_consistency])
-    return StreamBuild(features, imps, samples, consistency, data_gaps(data.canonical), seconds)
+    return StreamBuild(features, imps, samples, consistency, gaps, seconds)
