@@ -37,6 +37,8 @@ SPARSE_FEATURES = ("user_id", "live_item", "author_id", "category", "live_type",
 TARGET_FEATURES = ("live_item", "author_id")
 DENSE_FEATURES = ("room_viewers_now", "room_clicks_30s", "room_clicks_5min", "room_impressions_5min",
                   "room_ctr_5min", "room_age_min", "user_history_len", "user_live_history_len")
+# The room's real-time state at request time (replay.room_state=false zeroes them).
+ROOM_STATE_FEATURES = tuple(f for f in DENSE_FEATURES if f.startswith("room_"))
 LIVE_HISTORY_FEATURE = "user_live_history_len"  # log1p(the user's earlier live interactions)
 
 # ---------------------------------------------------------------- GSU sequences

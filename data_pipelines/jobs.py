@@ -84,6 +84,9 @@ def describe_simulation(result: SimulationResult) -> str:
         f"highlight segments {s['highlight_segments']:,}",
         f"  exposures: short video {s['short_video_exposures']:,}  live {s['live_impressions']:,}  "
         f"(ratio {s['short_to_live_ratio']}:1)",
+        f"  live impressions per room and minute live: median {s['room_impressions_per_min']['median']}  "
+        f"p90 {s['room_impressions_per_min']['p90']}; in the busiest hour median "
+        f"{s['room_impressions_per_min_busiest_hour']['median']}  p90 {s['room_impressions_per_min_busiest_hour']['p90']}",
         f"  live clicks {s['live_clicks']:,}  CTR {s['ctr']:.3f}  inside highlights "
         f"{s['ctr_inside_highlights']:.3f}  outside (same rooms) {s['ctr_outside_highlights_same_rooms']:.3f}",
         f"  likes {s['likes']:,}  comments {s['comments']:,}  gifts {s['gifts']:,}: <=5 min "

@@ -1,5 +1,6 @@
-"""Replay: no sample trains the model before it was reported, every impression is scored once by a
-model that had not seen anything reported after its request, and the report adds up."""
+"""Replay: no sample trains the model before it was reported, every impression is scored once per
+push interval by the model pushed last before its request, the oracle and frozen runs learn what
+they should, and the report adds up."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from data_pipelines.contract import GSU_NAMES, lengths_key, sequence_key
+from data_pipelines.contract import DENSE_FEATURES, GSU_NAMES, NEG, POS, lengths_key, sequence_key
 from data_pipelines.dataset import FAST_SLOW, FINAL
 from recsys.data import ShardDataset
+from recsys.data.loader import concat_arrays
+from recsys.replay.evaluation import load_evaluation
 from recsys.replay.job import run_replay
 from recsys.replay.report import aggregate, build_report, group_metrics, markdown
+from recsys.replay.sources import oracle_samples, without_room_state
 from recsys.replay.timeline import ReportedSamples, step_edges
 from tests.conftest import compose_config, job_paths
 
@@ -22,61 +26,81 @@ class OrderLog:
     """Records scoring and training events in the order the replay makes them."""
 
     def __init__(self):
-        self.events: list[tuple[str, np.ndarray]] = []
+        self.events: list[tuple] = []
 
-    def scored(self, request_ts: np.ndarray) -> None:
-        self.events.append(("scored", request_ts.copy()))
+    def scored(self, push_every_ms: int, pushed_at_ms: int, request_ts: np.ndarray) -> None:
+        self.events.append(("scored", push_every_ms, pushed_at_ms, request_ts.copy()))
 
-    def trained(self, report_ts: np.ndarray) -> None:
-        self.events.append(("trained", report_ts.copy()))
+    def trained(self, report_ts: np.ndarray, closed_at_ms: int) -> None:
+        self.events.append(("trained", report_ts.copy(), closed_at_ms))
 
 
 @pytest.mark.slow
-def test_replay_never_lets_a_sample_train_the_model_before_its_report_time(tiny_streams, tmp_path):
+def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_request(tiny_streams, tmp_path):
+    push_s, max_wait_s = [60, 600], 120
     cfg = compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={tmp_path}", "replay.seeds=[0]",
-                                    "replay.progress=false"])
+                                    "replay.progress=false", "replay.streams=[realtime,frozen]",
+                                    "replay.step_seconds=60", f"replay.max_wait_s={max_wait_s}",
+                                    f"replay.push_every_s=[{push_s[0]},{push_s[1]}]"])
     observer = OrderLog()
     report = run_replay(cfg, observer=observer)
-
-    # The log holds the realtime run, then the fast_slow run, each scoring in request-time order.
-    trained_samples = 0
-    newest_trained = -np.inf
-    scored, boundary_runs, last_scored_max = 0, 0, -np.inf
-    for kind, ts in observer.events:
-        if kind == "trained":
-            assert np.all(np.diff(ts) >= 0)  # in report order within a batch
-            newest_trained = max(newest_trained, ts.max())
-            trained_samples += len(ts)
-        else:
-            if scored and ts.min() < last_scored_max:  # a new run (the second stream) starts from scratch
-                newest_trained, boundary_runs = -np.inf, boundary_runs + 1
-            # the rule: everything the model has learned was reported before this impression was requested
-            assert newest_trained < ts.min()
-            last_scored_max = ts.max()
-            scored += len(ts)
-    assert boundary_runs == 1  # realtime, then fast_slow
     final = tiny_streams.manifest(FINAL)
-    assert scored == 2 * final["samples"]  # every impression scored once per stream
-    assert trained_samples > 0
 
-    # The report has the shape DESIGN and the README promise, and its files exist.
-    assert report["seeds"] == [0]
-    for stream in ("realtime", "fast_slow"):
-        assert set(report[stream]) == {"overall", "highlight", "light_users", "heavy_users"}
-        overall = report[stream]["overall"]
-        assert set(overall) == {"auc", "auc_std", "gauc", "gauc_std", "logloss", "logloss_std"}
-        assert set(overall["auc"]) == {"ctr", "lvtr", "ltr", "cmtr", "gtr"}
-        assert 0.0 < overall["auc"]["ctr"] < 1.0 and overall["auc_std"]["ctr"] == 0.0
-    assert report["impressions"]["overall"] == final["samples"]
+    # The log holds the realtime run, then the frozen one; each starts again at the first edge.
+    first_edge = min(e[2] for e in observer.events if e[0] == "scored")
+    starts = [i for i, e in enumerate(observer.events) if e[0] == "scored" and e[2] == first_edge and e[1] == 60_000]
+    assert len(starts) == 2
+    for run, (a, b) in zip(["realtime", "frozen"], [(starts[0], starts[1]), (starts[1], len(observer.events))]):
+        events = observer.events[a:b]
+        closed = [e[2] for e in events if e[0] == "trained"]
+        assert closed == sorted(closed) and len(closed) > 0
+        scored = {p * 1000: 0 for p in push_s}
+        trained_so_far: list[int] = []
+        for i, event in enumerate(events):
+            if event[0] == "trained":
+                _, report_ts, closed_at = event
+                assert np.all(np.diff(report_ts) >= 0) and report_ts.max() <= closed_at  # never before reported
+                assert closed_at <= report_ts.min() + max_wait_s * 1000  # nor later than max_wait after
+                trained_so_far.append(closed_at)
+                continue
+            _, p, pushed_at, request_ts = event
+            # The push is the last one at or before each of these requests...
+            assert pushed_at <= request_ts.min()
+            assert pushed_at == first_edge or pushed_at % p == 0
+            assert request_ts.max() < (pushed_at // p + 1) * p
+            # ...and the model it serves learned exactly the batches closed by then.
+            assert all(c <= pushed_at for c in trained_so_far)
+            later = next((e for e in events[i + 1:] if e[0] == "trained"), None)
+            # (a full batch whose last sample came at the push itself was not visible yet)
+            assert later is None or later[2] > pushed_at or later[1].max() >= pushed_at
+            scored[p] += len(request_ts)
+        assert scored == {p * 1000: final["samples"] for p in push_s}  # every impression once per interval
+        if run == "frozen":  # nothing reported after the first quarter of the timeline is learned
+            requests = np.concatenate([e[3] for e in events if e[0] == "scored"])
+            edges = step_edges(int(requests.min()), int(requests.max()), 60_000)
+            stop = edges[0] + 0.25 * (edges[-1] - edges[0])
+            assert max(e[1].max() for e in events if e[0] == "trained") < stop
+
+    # The report has the shape the README promises, and its files exist.
+    summary = report["summary"]
+    assert set(summary["push_interval_auc_ctr"]["realtime"]) == {"60", "600"}
+    assert set(summary["highlight_auc_ctr"]) == {"realtime", "frozen"}
+    for key in ("catch_latency_s_median", "share_caught"):
+        assert set(summary[key]) == {"realtime", "frozen"}
+    overall = report["runs"]["realtime"]["push"]["60"]["overall"]
+    assert set(overall) == {"auc", "auc_std", "gauc", "gauc_std", "logloss", "logloss_std"}
+    assert set(overall["auc"]) == {"ctr", "lvtr", "ltr", "cmtr", "gtr"}
+    assert 0.0 < overall["auc"]["ctr"] < 1.0
     assert report["impressions"]["light_users"] + report["impressions"]["heavy_users"] == final["samples"]
-    for name in ("replay.json", "replay.md", "replay_auc.png", "replay_calibration.png"):
+    for name in ("replay.json", "replay.md", "replay_push_interval.png", "replay_calibration.png",
+                 "replay_catch_latency.png"):
         assert (tmp_path / name).stat().st_size > 0
 
 
 def test_reported_samples_hands_out_each_sample_once_and_only_after_its_report(tiny_streams):
     shard_dir = tiny_streams.stream(FAST_SLOW)
     everything = np.concatenate([mb["report_ts"] for mb in ShardDataset(shard_dir, 1).micro_batches()])
-    stream = ReportedSamples(ShardDataset(shard_dir, 1))
+    stream = ReportedSamples.from_dataset(ShardDataset(shard_dir, 1))
     edges = step_edges(int(everything.min()) - 7, int(everything.max()), 7 * 60_000)
     assert edges[0] <= everything.min() and edges[-1] > everything.max()
     handed, previous = [], edges[0]
@@ -108,24 +132,67 @@ def test_replay_metrics_skip_unscored_rows():
                                                 abs=1e-6)
 
 
-def test_the_report_aggregates_given_per_seed_figures():
-    def run(auc_ctr: float, loss: float) -> dict:
-        return {"overall": {"auc": {"ctr": auc_ctr}, "logloss": {"ctr": loss}}}
+def test_the_report_aggregates_seeds_and_pairs_differences_by_seed():
+    def figures(auc_30: float, auc_300: float, loss: float) -> dict:
+        def group(auc: float) -> dict:
+            return {"overall": {"auc": {"ctr": auc}, "logloss": {"ctr": loss}}}
+        return {"push": {"30": group(auc_30), "300": group(auc_300)}, "catch": {}}
 
-    per_run = {"realtime": {0: run(0.70, 0.30), 1: run(0.72, 0.32), 2: run(0.74, 0.34)},
-               "fast_slow": {0: run(0.60, 0.40), 1: run(0.61, 0.40), 2: run(0.62, 0.40)}}
-    report = build_report(per_run, [0, 1, 2], {"overall": 123})
-    assert report["realtime"]["overall"]["auc"]["ctr"] == pytest.approx(0.72)
-    assert report["realtime"]["overall"]["auc_std"]["ctr"] == pytest.approx(0.02)  # sample std of .70/.72/.74
-    assert report["fast_slow"]["overall"]["auc_std"]["ctr"] == pytest.approx(0.01)
-    assert report["fast_slow"]["overall"]["logloss_std"]["ctr"] == pytest.approx(0.0)
-    text = markdown(report, ["realtime", "fast_slow"], ["ctr"])
-    assert "| ctr | 0.7200 ± 0.0200 | 0.6100 ± 0.0100 | +0.1100 | yes |" in text
-    assert aggregate([run(0.5, 0.1)["overall"]])["auc_std"]["ctr"] == 0.0
-    # One seed has no spread: no difference is called beyond it.
-    one = build_report({s: {0: runs[0]} for s, runs in per_run.items()}, [0], {"overall": 123})
-    assert "| ctr | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | +0.1000 | n/a (one seed) |" in markdown(
-        one, ["realtime", "fast_slow"], ["ctr"])
+    per_run = {"realtime": {0: figures(0.70, 0.69, 0.30), 1: figures(0.72, 0.70, 0.32), 2: figures(0.75, 0.71, 0.34)},
+               "fast_slow": {0: figures(0.60, 0.60, 0.40), 1: figures(0.63, 0.61, 0.40), 2: figures(0.64, 0.62, 0.40)}}
+    report = build_report(per_run, [0, 1, 2], {"overall": 123}, [30, 300])
+    realtime = report["runs"]["realtime"]["push"]["30"]["overall"]
+    assert realtime["auc"]["ctr"] == pytest.approx((0.70 + 0.72 + 0.75) / 3)
+    assert realtime["auc_std"]["ctr"] == pytest.approx(np.std([0.70, 0.72, 0.75], ddof=1))
+    assert report["runs"]["fast_slow"]["push"]["30"]["overall"]["logloss_std"]["ctr"] == pytest.approx(0.0)
+    # Paired by seed: differences 0.10, 0.09, 0.11 -> mean 0.10, sd 0.01 (unpaired spreads add to ~0.06).
+    paired = report["summary"]["paired_diff_overall_auc_ctr"]
+    assert paired["mean"] == pytest.approx(0.10) and paired["sd"] == pytest.approx(0.01)
+    np.testing.assert_allclose(paired["per_seed"], [0.10, 0.09, 0.11])
+    assert report["summary"]["push_interval_auc_ctr"]["realtime"] == {"30": pytest.approx(0.7233333),
+                                                                      "300": pytest.approx(0.70)}
+    assert report["summary"]["bracket_order"] == {"expected": ["realtime", "fast_slow"], "holds": True}
+    text = markdown(report, ["ctr"])
+    assert "| realtime - fast_slow | overall | +0.1000 ± 0.0100 | +0.1000 / +0.0900 / +0.1100 | yes |" in text
+    assert aggregate([figures(0.5, 0.5, 0.1)["push"]["30"]["overall"]])["auc_std"]["ctr"] == 0.0
+
+
+def test_the_oracle_learns_every_final_label_at_the_request_time(tiny_streams):
+    import pandas as pd
+
+    evaluation = load_evaluation(tiny_streams, 2)
+    oracle = oracle_samples(evaluation)
+    np.testing.assert_array_equal(oracle["report_ts"], oracle["request_ts"])
+    # CTR: the simulator's own record of who clicked.
+    canonical = pd.read_parquet(tiny_streams.canonical.live_impressions,
+                                columns=["impression_id", "user_id", "live_id", "request_ts"])
+    truth = pd.read_parquet(tiny_streams.truth.live_impressions, columns=["user_id", "live_id", "timestamp", "clicked"])
+    clicked = canonical.merge(truth, left_on=["user_id", "live_id", "request_ts"],
+                              right_on=["user_id", "live_id", "timestamp"]).set_index("impression_id")["clicked"]
+    ctr = list(tiny_streams.manifest(FINAL)["tasks"]).index("ctr")
+    np.testing.assert_array_equal(oracle["state"][:, ctr] == POS, clicked.loc[oracle["impression_id"]].to_numpy())
+    # Every task: the final stream's label of the same impression, none masked.
+    final = concat_arrays(list(ShardDataset(tiny_streams.stream(FINAL), 1).micro_batches()))
+    by_id = pd.Series(np.arange(len(final["impression_id"])), index=final["impression_id"])
+    np.testing.assert_array_equal(oracle["state"], final["state"][by_id.loc[oracle["impression_id"]].to_numpy()])
+    assert set(np.unique(oracle["state"])) <= {NEG, POS}
+
+
+def test_without_room_state_zeroes_exactly_the_rooms_real_time_features():
+    dense = np.arange(3 * len(DENSE_FEATURES), dtype=np.float32).reshape(3, -1) + 1
+    out = without_room_state({"dense": dense, "report_ts": np.arange(3)})
+    for j, name in enumerate(DENSE_FEATURES):
+        expected = 0.0 if name in {"room_viewers_now", "room_clicks_30s", "room_clicks_5min", "room_impressions_5min",
+                                   "room_ctr_5min", "room_age_min"} else dense[:, j]
+        np.testing.assert_array_equal(out["dense"][:, j], expected)
+    assert dense.min() > 0  # the input is left as it was
+
+
+def test_step_edges_fall_on_multiples_of_the_step():
+    edges = step_edges(1_000_012_345, 1_000_100_000, 30_000)
+    assert edges[0] % 30_000 == 0
+    assert edges[0] <= 1_000_012_345 < edges[1] and edges[-2] <= 1_000_100_000 < edges[-1]
+    np.testing.assert_array_equal(np.diff(edges), 30_000)
 
 
 def test_light_users_are_those_with_at_most_the_given_live_history():

@@ -134,6 +134,25 @@ def build_highlights(cfg: WorldConfig, rooms: Rooms, rng: np.random.Generator) -
     )
 
 
+def impressions_per_minute(rooms: Rooms, room: np.ndarray, t: np.ndarray, window: tuple[int, int] | None = None
+                           ) -> np.ndarray:
+    """Each room's live impressions per minute it is live (within `window` [from, to) ms if given):
+    one figure per room that is live for at least a minute of the window."""
+    lo, hi = window if window is not None else (0, np.iinfo(np.int64).max)
+    live_ms = np.minimum(rooms.end, hi) - np.maximum(rooms.start, lo)
+    inside = (t >= lo) & (t < hi)
+    counts = np.bincount(room[inside], minlength=len(rooms))
+    keep = live_ms >= MINUTE_MS
+    return counts[keep] / (live_ms[keep] / MINUTE_MS)
+
+
+def busiest_hour(t: np.ndarray, span_ms: int) -> tuple[int, int]:
+    """[from, to) ms of the whole hour of the span holding the most live impressions."""
+    per_hour = np.bincount(t // HOUR_MS, minlength=max(int(np.ceil(span_ms / HOUR_MS)), 1))
+    hour = int(np.argmax(per_hour))
+    return hour * HOUR_MS, (hour + 1) * HOUR_MS
+
+
 @dataclass(frozen=True)
 class LiveNowIndex:
     """Which rooms are live in each minute of the span, as CSR arrays, so that candidate

@@ -16,7 +16,8 @@ from data_pipelines.world.config import HOUR_MS, MINUTE_MS, WorldConfig
 from data_pipelines.world.exposures import draw_exposures, live_coverage, outside_own_stays, unique_rows
 from data_pipelines.world.feedback import COMMENT, GIFT, LIKE, live_outcomes, short_outcomes
 from data_pipelines.world.latent import Population, build_population
-from data_pipelines.world.rooms import Highlights, LiveNowIndex, Rooms, build_highlights, build_rooms
+from data_pipelines.world.rooms import (Highlights, LiveNowIndex, Rooms, build_highlights, build_rooms, busiest_hour,
+                                       impressions_per_minute)
 
 # Sub-streams of the world's seed: entities, rooms, then one per user chunk.
 _POPULATION_STREAM, _ROOM_STREAM, _CHUNK_STREAM = 0, 1, 2
@@ -183,6 +184,13 @@ def summarize(world: _World, short: Columns, live: Columns, action: Columns) -> 
     live_clicks_per_user = np.bincount(live["user"][clicked], minlength=cfg.n_users)
     gift_delay = (action["t"] - action["entry_t"])[action["kind"] == GIFT]
     n_short, n_live = len(short["user"]), len(live["user"])
+    per_room = impressions_per_minute(world.rooms, live["room"], live["t"])
+    per_room_peak = impressions_per_minute(world.rooms, live["room"], live["t"], busiest_hour(live["t"], cfg.span_ms))
+
+    def median_p90(values: np.ndarray) -> dict:
+        return {"median": round(float(np.median(values)), 2) if len(values) else 0.0,
+                "p90": round(float(np.quantile(values, 0.9)), 2) if len(values) else 0.0}
+
     return {
         "world": cfg.name,
         "seed": cfg.seed,
@@ -194,6 +202,9 @@ def summarize(world: _World, short: Columns, live: Columns, action: Columns) -> 
         "short_video_exposures": n_short,
         "live_impressions": n_live,
         "short_to_live_ratio": round(n_short / max(n_live, 1), 2),
+        # Per room and minute it is live: how much a room's real-time state has to go on.
+        "room_impressions_per_min": median_p90(per_room),
+        "room_impressions_per_min_busiest_hour": median_p90(per_room_peak),
         "live_clicks": int(clicked.sum()),
         "ctr": round(float(clicked.mean()) if n_live else 0.0, 4),
         "ctr_inside_highlights": round(float(inside.mean()) if len(inside) else 0.0, 4),

@@ -57,9 +57,12 @@ def concat_arrays(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Samples `rows` of a micro-batch-like dict; ragged sequence fields follow their lengths."""
+    """Samples `rows` of a micro-batch-like dict; ragged sequence fields follow their lengths (for
+    the GSUs it holds: every stream holds all of them, a caller's own arrays may hold none)."""
     out = {key: values[rows] for key, values in arrays.items() if not contract.is_sequence_key(key)}
     for gsu in contract.GSU_NAMES:
+        if contract.lengths_key(gsu) not in arrays:
+            continue
         lengths = arrays[contract.lengths_key(gsu)]
         taken, positions = gather_rows(lengths, rows)
         out[contract.lengths_key(gsu)] = taken.astype(lengths.dtype)

@@ -14,11 +14,15 @@ from recsys.replay.job import run_replay
 def main(cfg: DictConfig) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.")  # planner/DDP API notices
     report = run_replay(cfg)
-    streams = [s for s in cfg.replay.streams]
-    for group in report["impressions"]:
-        cells = "  ".join(f"{s} {report[s][group]['auc']['ctr']:.4f} ± {report[s][group]['auc_std']['ctr']:.4f}"
-                          for s in streams)
-        print(f"  CTR AUC {group:<12} {cells}")
+    summary = report["summary"]
+    for run, auc in summary["overall_auc_ctr"].items():
+        line = f"  {run:<9} CTR AUC overall {auc:.4f}"
+        if "highlight_auc_ctr" in summary:
+            latency, caught = summary["catch_latency_s_median"][run], summary["share_caught"][run]
+            line += (f", in highlights {summary['highlight_auc_ctr'][run]:.4f}; catch latency median "
+                     f"{'never' if latency is None else f'{latency:.0f} s'}, caught "
+                     f"{'n/a' if caught is None else f'{caught:.0%}'}")
+        print(line)
 
 
 if __name__ == "__main__":

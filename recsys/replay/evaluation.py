@@ -24,7 +24,8 @@ class EvaluationSet:
     groups: dict[str, np.ndarray]  # name -> [N] bool: overall, highlight (simulated worlds), light/heavy users
     live_id: np.ndarray  # [N]
     true_ctr: np.ndarray | None  # [N] the simulator's click probability (simulated worlds only)
-    highlight_segment: np.ndarray | None  # [N] segment id, -1 outside highlights
+    highlight_segment: np.ndarray | None  # [N] segment id (a row of `highlights`), -1 outside highlights
+    highlights: pd.DataFrame | None  # live_id, start_timestamp, end_timestamp per segment (simulated worlds)
 
     def __len__(self) -> int:
         return len(self.request_ts)
@@ -63,12 +64,14 @@ def load_evaluation(data: DataSet, light_user_max_live: int) -> EvaluationSet:
     by_id = impressions.set_index("impression_id").loc[arrays["impression_id"]]
     light = light_users(arrays["dense"][:, DENSE_FEATURES.index(LIVE_HISTORY_FEATURE)], light_user_max_live)
     groups = {"overall": np.ones(n, dtype=bool), "light_users": light, "heavy_users": ~light}
-    true_ctr = segment = None
+    true_ctr = segment = highlights = None
     truth = _ground_truth(data, by_id)
     if truth is not None:
         true_ctr, segment = truth
+        highlights = pd.read_parquet(data.truth.highlights, columns=["live_id", "start_timestamp", "end_timestamp"])
         groups = {"overall": groups.pop("overall"), "highlight": segment >= 0, **groups}
     return EvaluationSet(arrays=arrays, request_ts=arrays["request_ts"].astype(np.int64),
                          labels=(arrays["state"] == POS).astype(np.float32),
                          users=arrays[sparse_key("user_id")].astype(np.int64), groups=groups,
-                         live_id=by_id["live_id"].to_numpy(), true_ctr=true_ctr, highlight_segment=segment)
+                         live_id=by_id["live_id"].to_numpy(), true_ctr=true_ctr, highlight_segment=segment,
+                         highlights=highlights)

@@ -1,7 +1,9 @@
-"""`make replay`: both streams, several seeds, the same world and model; reports/replay.{json,md} + PNG."""
+"""`make replay`: every run (label streams, oracle, frozen) over seeds on the same world and model,
+every push interval from one learning run each; reports/replay.{json,md} + plots."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,73 +12,105 @@ from omegaconf import DictConfig
 
 from data_pipelines.dataset import DataSet
 from recsys.allocator import keep_freed_memory
-from recsys.data import ShardDataset
+from recsys.online.learner import OnlineLearner
 from recsys.replay import report as rpt
+from recsys.replay.catch import CatchWindows, eligible_segments, highlight_catches
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
-from recsys.replay.learner import OnlineLearner
 from recsys.replay.loop import ReplayObserver, replay
-from recsys.replay.timeline import ReportedSamples, step_edges
+from recsys.replay.sources import manifest_for, training_samples, without_room_state
+from recsys.replay.timeline import step_edges
 
 
-def _replay_one(cfg: DictConfig, data: DataSet, stream: str, seed: int, evaluation: EvaluationSet,
-                edges: np.ndarray, observer: ReplayObserver | None) -> tuple[np.ndarray, int]:
-    """One stream, one seed: (online predictions [N, T], training batches run)."""
+def catch_windows(rc: DictConfig) -> CatchWindows:
+    c = rc.catch
+    return CatchWindows(bin_s=int(c.bin_seconds), before_s=int(c.before_minutes) * 60,
+                        after_s=int(c.after_minutes) * 60, min_impressions=int(c.min_impressions),
+                        min_impressions_before=int(c.min_impressions_before), fraction=float(c.fraction))
+
+
+def report_name(rc: DictConfig) -> str:
+    """reports/<name>.{json,md}: the feature ablation writes beside the main report, not over it."""
+    return "replay" if bool(rc.room_state) else "replay_no_room_state"
+
+
+def _replay_one(cfg: DictConfig, data: DataSet, run: str, seed: int, evaluation: EvaluationSet, edges: np.ndarray,
+                observer: ReplayObserver | None) -> tuple[dict[int, np.ndarray], object]:
     rc = cfg.replay
-    dataset = ShardDataset(data.stream(stream), batch_size=int(rc.batch_size))
-    learner = OnlineLearner(cfg, data.manifest(stream), seed)
-    predictions = replay(learner, ReportedSamples(dataset), evaluation, edges, int(rc.batch_size),
-                         int(rc.score_batch_size), observer=observer, progress=bool(rc.progress),
-                         desc=f"{stream} seed {seed}")
-    return predictions, learner.steps
+    learner = OnlineLearner(cfg, manifest_for(data, run, str(rc.frozen.stream)), seed,
+                            batch_norm_min_batch=int(rc.batch_norm_min_batch))
+    samples = training_samples(run, data, evaluation, edges, str(rc.frozen.stream), float(rc.frozen.train_share),
+                               bool(rc.room_state))
+    return replay(learner, samples, evaluation, edges, [int(s) * 1000 for s in rc.push_every_s], int(rc.batch_size),
+                  int(rc.max_wait_s) * 1000, int(rc.score_batch_size), observer=observer,
+                  progress=bool(rc.progress), desc=f"{run} seed {seed}")
 
 
-def _write_reports(cfg: DictConfig, report: dict, evaluation: EvaluationSet, predictions: dict[str, np.ndarray],
-                   tasks: list[str]) -> list[Path]:
-    """replay.{json,md} and the two plots; `predictions` (one seed's, per stream) feed the calibration plot."""
-    rc, streams = cfg.replay, list(cfg.replay.streams)
-    reports_dir = Path(cfg.paths.reports_dir)
-    ctr = tasks.index("ctr") if "ctr" in tasks else 0
-    report["config"] = {"step_minutes": int(rc.step_minutes), "batch_size": int(rc.batch_size),
-                        "light_user_max_live": int(rc.light_user_max_live), "model_levels":
-                        int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names)}
-    paths = [reports_dir / "replay_auc.png", reports_dir / "replay_calibration.png"]
-    rpt.plot_auc(report, streams, tasks[ctr], paths[0])
-    report["calibration_rooms"] = rpt.plot_calibration(evaluation, predictions, ctr, int(rc.calibration.rooms),
-                                                       int(rc.calibration.bin_minutes),
-                                                       int(rc.calibration.window_minutes), paths[1])
-    return [*rpt.write(report, reports_dir, streams, tasks), *paths]
+def _evaluate(evaluation: EvaluationSet, predictions: dict[int, np.ndarray], tasks: list[str], segments: list[int],
+              windows: CatchWindows) -> dict:
+    """One run's figures: per push interval (seconds) the metrics of every group and the catches."""
+    ctr = tasks.index("ctr")
+    out: dict = {"push": {}, "catch": {}}
+    for push_ms, p in predictions.items():
+        key = str(push_ms // 1000)
+        out["push"][key] = {g: rpt.group_metrics(p[mask], evaluation.labels[mask], evaluation.users[mask], tasks)
+                            for g, mask in evaluation.groups.items()}
+        if evaluation.highlights is not None:
+            out["catch"][key] = highlight_catches(evaluation.highlights, segments, evaluation.live_id,
+                                                  evaluation.request_ts, p[:, ctr], evaluation.true_ctr,
+                                                  evaluation.highlight_segment >= 0, windows)
+    return out
 
 
 def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     keep_freed_memory()
     rc = cfg.replay
     data = DataSet(cfg.data.output_dir)
-    streams, seeds = list(rc.streams), [int(s) for s in rc.seeds]
-    tasks = list(data.manifest(streams[0])["tasks"])
+    runs, seeds = list(rc.streams), [int(s) for s in rc.seeds]
+    push_every_s = [int(s) for s in rc.push_every_s]
+    tasks = list(data.manifest(str(rc.frozen.stream))["tasks"])
+    if "ctr" not in tasks:
+        raise ValueError(f"{data.root}: replay reports CTR figures, and the streams have no ctr task ({tasks})")
     evaluation = load_evaluation(data, int(rc.light_user_max_live))
-    edges = step_edges(int(evaluation.request_ts[0]), int(evaluation.request_ts[-1]), int(rc.step_minutes) * 60_000)
-    print(f"replay on '{data.name}': {len(evaluation):,} impressions, {len(edges) - 1} steps of "
-          f"{rc.step_minutes} min, streams {streams}, seeds {seeds}")
+    if not bool(rc.room_state):
+        evaluation = dataclasses.replace(evaluation, arrays=without_room_state(evaluation.arrays))
+    edges = step_edges(int(evaluation.request_ts[0]), int(evaluation.request_ts[-1]), int(rc.step_seconds) * 1000)
+    windows = catch_windows(rc)
+    segments = [] if evaluation.highlights is None else eligible_segments(
+        evaluation.highlights, evaluation.live_id, evaluation.request_ts, evaluation.highlight_segment, windows)
+    print(f"replay on '{data.name}': {len(evaluation):,} impressions, {len(edges) - 1} steps of {rc.step_seconds} s, "
+          f"runs {runs}, seeds {seeds}, push every {push_every_s} s, {len(segments)} highlight segments to catch"
+          + ("" if rc.room_state else "; room state features zeroed"))
 
-    runs_dir = Path(cfg.paths.reports_dir) / "replay"
+    name = report_name(rc)
+    runs_dir = Path(cfg.paths.reports_dir) / name
     runs_dir.mkdir(parents=True, exist_ok=True)
-    per_run: dict[str, dict[int, dict]] = {s: {} for s in streams}
-    first_seed_predictions = {}
+    per_run: dict[str, dict[int, dict]] = {r: {} for r in runs}
+    first_seed_predictions: dict[str, np.ndarray] = {}
+    headline_ms = min(push_every_s) * 1000
     for seed in seeds:
-        for stream in streams:
+        for run in runs:
             start = time.perf_counter()
-            predictions, steps = _replay_one(cfg, data, stream, seed, evaluation, edges, observer)
-            np.savez_compressed(runs_dir / f"{stream}-seed{seed}.npz", predictions=predictions,
-                                impression_id=evaluation.arrays["impression_id"])
-            per_run[stream][seed] = {g: rpt.group_metrics(predictions[mask], evaluation.labels[mask],
-                                                          evaluation.users[mask], tasks)
-                                     for g, mask in evaluation.groups.items()}
-            first_seed_predictions.setdefault(stream, predictions)
-            figures = ", ".join(f"{g} {m['auc'][tasks[0]]:.4f}" for g, m in per_run[stream][seed].items())
-            print(f"  {stream:<9} seed {seed}: {steps} training batches in {time.perf_counter() - start:.0f} s; "
-                  f"{tasks[0]} AUC {figures}")
+            predictions, streaming = _replay_one(cfg, data, run, seed, evaluation, edges, observer)
+            np.savez_compressed(runs_dir / f"{run}-seed{seed}.npz", impression_id=evaluation.arrays["impression_id"],
+                                **{f"push_{ms // 1000}s": p for ms, p in predictions.items()})
+            per_run[run][seed] = _evaluate(evaluation, predictions, tasks, segments, windows)
+            first_seed_predictions.setdefault(run, predictions[headline_ms])
+            figures = per_run[run][seed]["push"][str(headline_ms // 1000)]
+            print(f"  {run:<9} seed {seed}: {streaming.samples:,} samples in {streaming.batches:,} batches, "
+                  f"{time.perf_counter() - start:.0f} s; CTR AUC overall {figures['overall']['auc']['ctr']:.4f}"
+                  + (f", highlight {figures['highlight']['auc']['ctr']:.4f}" if "highlight" in figures else ""))
 
-    report = rpt.build_report(per_run, seeds, {g: int(mask.sum()) for g, mask in evaluation.groups.items()})
-    paths = _write_reports(cfg, report, evaluation, first_seed_predictions, tasks)
+    report = rpt.build_report(per_run, seeds, {g: int(m.sum()) for g, m in evaluation.groups.items()}, push_every_s)
+    report["config"] = {"world": data.name, "step_seconds": int(rc.step_seconds), "batch_size": int(rc.batch_size),
+                        "max_wait_s": int(rc.max_wait_s), "push_every_s": push_every_s,
+                        "room_state": bool(rc.room_state), "frozen": {"stream": str(rc.frozen.stream),
+                                                                      "train_share": float(rc.frozen.train_share)},
+                        "light_user_max_live": int(rc.light_user_max_live),
+                        "catch": dataclasses.asdict(windows), "highlight_segments_caught_over": len(segments),
+                        "model_levels": int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names)}
+    head = str(min(push_every_s))
+    pooled = {r: [c for s in seeds for c in per_run[r][s]["catch"].get(head, [])] for r in runs}
+    paths = rpt.write_all(report, evaluation, first_seed_predictions, tasks, Path(cfg.paths.reports_dir), name,
+                          int(rc.calibration.rooms), windows, pooled)
     print("wrote " + ", ".join(str(p) for p in paths))
     return report

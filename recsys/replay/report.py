@@ -1,15 +1,22 @@
 """Replay figures: per-task AUC, GAUC and logloss (recsys/metrics.py) of the online predictions
-against the final truth, per group of impressions, aggregated over seeds (mean and sample standard
-deviation), as JSON, Markdown and two plots."""
+against the final truth, per group of impressions and push interval, aggregated over seeds (mean
+and sample standard deviation); differences between runs paired by seed; highlight-catch figures
+pooled over seeds (recsys/replay/catch.py). As JSON (with a `summary` object), Markdown and plots."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from recsys import metrics
+from recsys.replay.catch import Catch, CatchWindows, segment_series, summarize
+
+# Expected order of overall CTR AUC, best first: fresher labels should not score worse.
+BRACKET_ORDER = ("oracle", "realtime", "fast_slow", "frozen")
+HEADLINE_PAIR = ("realtime", "fast_slow")
 
 
 def group_metrics(predictions: np.ndarray, labels: np.ndarray, users: np.ndarray,
@@ -33,123 +40,284 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
     return out
 
 
-def build_report(per_run: dict[str, dict[int, dict[str, dict]]], seeds: list[int],
-                 counts: dict[str, int]) -> dict:
-    """per_run[stream][seed][group] = task_metrics(...) -> the replay.json document."""
-    report: dict = {"seeds": list(seeds), "impressions": counts}
-    for stream, by_seed in per_run.items():
-        groups = list(next(iter(by_seed.values())))
-        report[stream] = {g: aggregate([by_seed[s][g] for s in seeds]) for g in groups}
+def paired_difference(values_a: list[float], values_b: list[float]) -> dict:
+    """a − b per seed, with the mean and sample standard deviation of those differences."""
+    diffs = np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64)
+    return {"mean": float(diffs.mean()), "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
+            "per_seed": diffs.tolist()}
+
+
+def _ctr_auc(per_run: dict, run: str, seeds: list[int], push: str, group: str) -> list[float]:
+    return [per_run[run][s]["push"][push][group]["auc"]["ctr"] for s in seeds]
+
+
+def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: dict[str, int],
+                 push_every_s: list[int]) -> dict:
+    """per_run[run][seed] = {"push": {seconds: {group: group_metrics}}, "catch": {seconds: [Catch]}}
+    -> the replay.json document."""
+    headline = str(min(push_every_s))
+    groups = list(counts)
+    runs = list(per_run)
+    report: dict = {"seeds": list(seeds), "impressions": counts, "headline_push_s": int(headline), "runs": {}}
+    for run, by_seed in per_run.items():
+        push = {p: {g: aggregate([by_seed[s]["push"][p][g] for s in seeds]) for g in groups}
+                for p in by_seed[seeds[0]]["push"]}
+        catches = {p: summarize([c for s in seeds for c in by_seed[s]["catch"][p]])
+                   for p in by_seed[seeds[0]]["catch"]}
+        report["runs"][run] = {"push": push, "catch": catches}
+
+    ranked = [r for r in BRACKET_ORDER if r in runs]
+    pairs = [(a, b) for a, b in zip(ranked, ranked[1:])]
+    if all(r in runs for r in HEADLINE_PAIR) and HEADLINE_PAIR not in pairs:
+        pairs.insert(0, HEADLINE_PAIR)
+    report["paired_ctr_auc"] = {f"{a} - {b}": {g: paired_difference(_ctr_auc(per_run, a, seeds, headline, g),
+                                                                    _ctr_auc(per_run, b, seeds, headline, g))
+                                               for g in groups}
+                                for a, b in pairs}
+    report["summary"] = _summary(report, runs, headline, per_run, seeds)
     return report
+
+
+def _summary(report: dict, runs: list[str], headline: str, per_run: dict, seeds: list[int]) -> dict:
+    by_run = report["runs"]
+    has_highlight = "highlight" in report["impressions"]
+    summary: dict = {
+        "headline_push_s": int(headline),
+        "overall_auc_ctr": {r: by_run[r]["push"][headline]["overall"]["auc"]["ctr"] for r in runs},
+        "push_interval_auc_ctr": {r: {p: v["overall"]["auc"]["ctr"] for p, v in by_run[r]["push"].items()}
+                                  for r in runs},
+    }
+    if has_highlight:
+        summary["highlight_auc_ctr"] = {r: by_run[r]["push"][headline]["highlight"]["auc"]["ctr"] for r in runs}
+        summary["highlight_logloss_ctr"] = {r: by_run[r]["push"][headline]["highlight"]["logloss"]["ctr"]
+                                            for r in runs}
+        summary["push_interval_highlight_auc_ctr"] = {
+            r: {p: v["highlight"]["auc"]["ctr"] for p, v in by_run[r]["push"].items()} for r in runs}
+    if all(r in runs for r in HEADLINE_PAIR):
+        a, b = HEADLINE_PAIR
+        summary["paired_diff_overall_auc_ctr"] = report["paired_ctr_auc"][f"{a} - {b}"]["overall"]
+        if has_highlight:
+            summary["paired_diff_highlight_auc_ctr"] = report["paired_ctr_auc"][f"{a} - {b}"]["highlight"]
+    if all(headline in by_run[r]["catch"] for r in runs):
+        for key in ("catch_latency_s_median", "catch_latency_s_p90", "share_caught", "overshoot_mean",
+                    "rise_share_median"):
+            summary[key] = {r: by_run[r]["catch"][headline][key] for r in runs}
+    ranked = [r for r in BRACKET_ORDER if r in runs]
+    aucs = [summary["overall_auc_ctr"][r] for r in ranked]
+    summary["bracket_order"] = {"expected": ranked, "holds": bool(all(x >= y for x, y in zip(aucs, aucs[1:])))}
+    return summary
+
+
+# ---------------------------------------------------------------- Markdown
 
 
 def _fmt(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def markdown(report: dict, streams: list[str], tasks: list[str]) -> str:
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f} s"
+
+
+def _num(value: float | None, spec: str = ".4f") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def markdown(report: dict, tasks: list[str], name: str = "replay") -> str:
+    runs, head = list(report["runs"]), str(report["headline_push_s"])
+    cfg = report.get("config", {})
     lines = ["# Replay: online predictions against the final truth", "",
-             f"Seeds: {report['seeds']} (mean ± sample standard deviation over seeds). Each impression is scored "
-             "by the model as trained only on samples reported before its request time.", ""]
-    a, b = (streams + [None])[:2]
+             f"World `{cfg.get('world', '?')}`, seeds {report['seeds']} (mean ± sample standard deviation over "
+             f"seeds). Each impression is scored by the model as last pushed before its request; samples are "
+             f"learned in report order, in batches of up to {cfg.get('batch_size', '?')} closed when full or after "
+             f"{cfg.get('max_wait_s', '?')} s. Headline figures: push every {head} s."
+             + ("" if cfg.get("room_state", True) else " **Room state features zeroed** (`replay.room_state=false`)."),
+             ""]
+    has_highlight = "highlight" in report["impressions"]
+    header = "| run | CTR AUC overall | CTR AUC in highlights | CTR logloss in highlights | catch latency median " \
+             "| p90 | share caught | rise reached (median) | overshoot |" if has_highlight else \
+             "| run | CTR AUC overall | CTR logloss |"
+    lines += ["## Summary", "", header, "|" + "---|" * (header.count("|") - 1)]
+    for r in runs:
+        m = report["runs"][r]["push"][head]
+        cells = [r, _fmt(m["overall"]["auc"]["ctr"], m["overall"]["auc_std"]["ctr"])]
+        if has_highlight:
+            c = report["runs"][r]["catch"].get(head, {})
+            cells += [_fmt(m["highlight"]["auc"]["ctr"], m["highlight"]["auc_std"]["ctr"]),
+                      _fmt(m["highlight"]["logloss"]["ctr"], m["highlight"]["logloss_std"]["ctr"]),
+                      _seconds(c.get("catch_latency_s_median")), _seconds(c.get("catch_latency_s_p90")),
+                      _num(c.get("share_caught"), ".0%"), _num(c.get("rise_share_median"), ".0%"),
+                      _num(c.get("overshoot_mean"), "+.4f")]
+        else:
+            cells.append(_fmt(m["overall"]["logloss"]["ctr"], m["overall"]["logloss_std"]["ctr"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    bracket = report["summary"]["bracket_order"]
+    catch_cfg = cfg.get("catch")
+    if has_highlight and catch_cfg:
+        lines += ["", f"Catch (recsys/replay/catch.py, {catch_cfg['bin_s']}-s bins, over "
+                  f"{cfg.get('highlight_segments_caught_over', '?')} highlight segments × seeds): a highlight is caught "
+                  f"once the predicted CTR stands {catch_cfg['fraction']:.0%} of the true rise (pre-highlight level to "
+                  f"peak) above the model's own pre-highlight level, at most {catch_cfg['after_s'] // 60} min after "
+                  "it ends; latency from its start (\"never\" where a quantile falls among those not caught); rise "
+                  "reached: the largest share of the rise the prediction got to; overshoot: mean predicted minus true "
+                  f"CTR in the {catch_cfg['after_s'] // 60} min after it."]
+    lines += ["", f"Expected order of overall CTR AUC {' ≥ '.join(bracket['expected'])}: "
+              f"{'holds' if bracket['holds'] else 'does not hold'}.", ""]
+
+    lines += ["## Differences paired by seed (CTR AUC)", "",
+              "| pair | group | mean ± sd of per-seed differences | per seed | ahead on every seed? |", "|---|---|---|---|---|"]
+    for pair, by_group in report["paired_ctr_auc"].items():
+        for g, d in by_group.items():
+            every = "yes" if all(x > 0 for x in d["per_seed"]) else "no"
+            lines.append(f"| {pair} | {g.replace('_', ' ')} | {d['mean']:+.4f} ± {d['sd']:.4f} | "
+                         + " / ".join(f"{x:+.4f}" for x in d["per_seed"]) + f" | {every} |")
+    lines.append("")
+
+    pushes = list(report["runs"][runs[0]]["push"])
+    lines += ["## Push interval", "", "CTR AUC when serving gets the model every P seconds (overall / in highlights)"
+              + (", and the highlight catch (median latency, share caught):" if has_highlight else ":"), "",
+              "| run | " + " | ".join(f"P = {p} s" for p in pushes) + " |", "|" + "---|" * (len(pushes) + 1)]
+    for r in runs:
+        cells = []
+        for p in pushes:
+            m = report["runs"][r]["push"][p]
+            cell = f"{m['overall']['auc']['ctr']:.4f}"
+            if has_highlight:
+                c = report["runs"][r]["catch"][p]
+                cell += f" / {m['highlight']['auc']['ctr']:.4f}; {_seconds(c['catch_latency_s_median'])}, " \
+                        f"{_num(c['share_caught'], '.0%')}"
+            cells.append(cell)
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    lines.append("")
+
     for group, n in report["impressions"].items():
-        lines += [f"## {group.replace('_', ' ')} ({n:,} impressions)", ""]
-        header = "| task | " + " | ".join(f"{s} AUC" for s in streams) + \
-                 (f" | AUC {a} − {b} | beyond the spread? | " if b else " | ") + \
-                 " | ".join(f"{s} logloss" for s in streams) + " |"
-        lines += [header, "|" + "---|" * (1 + 2 * len(streams) + (2 if b else 0))]
+        lines += [f"## {group.replace('_', ' ')} ({n:,} impressions), every task, push every {head} s", "",
+                  "| task | " + " | ".join(f"{r} AUC" for r in runs) + " | " + " | ".join(f"{r} logloss" for r in runs)
+                  + " |", "|" + "---|" * (1 + 2 * len(runs))]
         for t in tasks:
-            cells = [_fmt(report[s][group]["auc"][t], report[s][group]["auc_std"][t]) for s in streams]
-            extra = []
-            if b:
-                diff = report[a][group]["auc"][t] - report[b][group]["auc"][t]
-                spread = report[a][group]["auc_std"][t] + report[b][group]["auc_std"][t]
-                # One seed has no spread to be beyond: its zero std would flag every difference.
-                beyond = ("yes" if abs(diff) > spread else "no") if len(report["seeds"]) > 1 else "n/a (one seed)"
-                extra = [f"{diff:+.4f}", beyond]
-            ll = [_fmt(report[s][group]["logloss"][t], report[s][group]["logloss_std"][t]) for s in streams]
-            lines.append("| " + " | ".join([t, *cells, *extra, *ll]) + " |")
+            m = [report["runs"][r]["push"][head][group] for r in runs]
+            lines.append("| " + " | ".join([t, *(_fmt(x["auc"][t], x["auc_std"][t]) for x in m),
+                                            *(_fmt(x["logloss"][t], x["logloss_std"][t]) for x in m)]) + " |")
         lines.append("")
-    lines += ["\"Beyond the spread\": the difference of the means exceeds the sum of the two standard deviations.",
-              "", "![AUC by group](replay_auc.png)", "", "![calibration around highlights](replay_calibration.png)", ""]
+    lines += [f"![AUC against push interval]({name}_push_interval.png)", ""]
+    if has_highlight:
+        lines += [f"![calibration around the busiest highlights]({name}_calibration.png)", "",
+                  f"![catch latency]({name}_catch_latency.png)", ""]
     return "\n".join(lines)
 
 
-def write(report: dict, reports_dir: Path, streams: list[str], tasks: list[str]) -> tuple[Path, Path]:
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = reports_dir / "replay.json", reports_dir / "replay.md"
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path.write_text(markdown(report, streams, tasks))
-    return json_path, md_path
+# ---------------------------------------------------------------- plots
 
 
-def plot_auc(report: dict, streams: list[str], task: str, path: Path) -> None:
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
-    groups = list(report["impressions"])
-    x = np.arange(len(groups))
-    width = 0.8 / len(streams)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for i, s in enumerate(streams):
-        means = [report[s][g]["auc"][task] for g in groups]
-        stds = [report[s][g]["auc_std"][task] for g in groups]
-        ax.bar(x + i * width - 0.4 + width / 2, means, width, yerr=stds, capsize=3, label=s)
-    ax.set_xticks(x, [g.replace("_", " ") for g in groups])
-    lows = [report[s][g]["auc"][task] for s in streams for g in groups]
-    ax.set_ylim(max(0.0, min(lows) - 0.05), min(1.0, max(lows) + 0.05))
-    ax.set_ylabel(f"replay {task.upper()} AUC")
-    ax.legend()
-    ax.set_title(f"Replay {task.upper()} AUC by impression group (mean ± std over {len(report['seeds'])} seeds)")
+
+def plot_push_interval(report: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2 if "highlight" in report["impressions"] else 1, figsize=(9, 3.5), squeeze=False)
+    for ax, group in zip(axes[0], ["overall", "highlight"]):
+        for r, figures in report["runs"].items():
+            pushes = [int(p) for p in figures["push"]]
+            means = [figures["push"][str(p)][group]["auc"]["ctr"] for p in pushes]
+            stds = [figures["push"][str(p)][group]["auc_std"]["ctr"] for p in pushes]
+            ax.errorbar(pushes, means, yerr=stds, marker="o", capsize=3, label=r)
+        ax.set_xscale("log")
+        ax.set_xlabel("push interval (s)")
+        ax.set_ylabel(f"CTR AUC, {group}")
+        ax.set_title(f"CTR AUC against push interval, {group}")
+    axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_calibration(evaluation, predictions: dict[str, np.ndarray], task_index: int, rooms: int, bin_minutes: int,
-                     window_minutes: int, path: Path) -> list[int]:
-    """Predicted vs observed CTR over time around the busiest highlight of the `rooms` rooms with the
-    most impressions inside highlights. Returns the rooms plotted."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_catch_latency(per_run_catches: dict[str, list[Catch]], path: Path) -> None:
+    """Share of segments caught within x seconds of their start (an empirical CDF; never-caught
+    segments keep each curve below 1)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for r, catches in per_run_catches.items():
+        if not catches:
+            continue
+        latencies = np.sort([c.latency_s for c in catches if c.latency_s is not None])
+        share = np.arange(1, len(latencies) + 1) / len(catches)
+        ax.step(np.concatenate([[0], latencies]), np.concatenate([[0], share]), where="post", label=r)
+    ax.set_xlabel("seconds from the highlight's start")
+    ax.set_ylabel("share of highlights caught")
+    ax.set_title("Catch latency (half the true rise)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
+
+def busiest_segments(evaluation, segments: list[int], n: int) -> list[int]:
+    """The `n` segments with the most impressions inside, one per room."""
     seg = evaluation.highlight_segment
-    if seg is None or not (seg >= 0).any():
-        return []
-    segments, counts = np.unique(seg[seg >= 0], return_counts=True)
-    chosen, picked_rooms = [], []
-    for s in segments[np.argsort(-counts, kind="stable")]:
-        room = int(evaluation.live_id[np.flatnonzero(seg == s)[0]])
-        if room not in picked_rooms:
-            chosen.append(int(s))
-            picked_rooms.append(room)
-        if len(chosen) == rooms:
+    counts = np.bincount(seg[seg >= 0], minlength=len(evaluation.highlights))
+    chosen, rooms = [], set()
+    for s in sorted(segments, key=lambda s: -counts[s]):
+        room = int(evaluation.highlights["live_id"].iloc[s])
+        if room not in rooms:
+            chosen.append(s)
+            rooms.add(room)
+        if len(chosen) == n:
             break
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 2.8 * len(chosen)), squeeze=False)
-    bin_ms, half = bin_minutes * 60_000, window_minutes * 60_000
-    for ax, s, room in zip(axes[:, 0], chosen, picked_rooms):
-        inside = np.flatnonzero(seg == s)
-        start, end = evaluation.request_ts[inside].min(), evaluation.request_ts[inside].max()
-        in_room = (evaluation.live_id == room) & (evaluation.request_ts >= start - half) & \
-                  (evaluation.request_ts <= end + half)
-        rows = np.flatnonzero(in_room)
-        b = (evaluation.request_ts[rows] - (start - half)) // bin_ms
-        centers = (np.unique(b) * bin_ms + bin_ms / 2 - half) / 60_000  # minutes from the highlight's start
-        def per_bin(values: np.ndarray) -> np.ndarray:
-            return np.array([values[b == k].mean() for k in np.unique(b)])
-        ax.plot(centers, per_bin(evaluation.labels[rows, task_index]), "k.-", label="observed CTR")
-        if evaluation.true_ctr is not None:
-            ax.plot(centers, per_bin(evaluation.true_ctr[rows]), "k:", label="true CTR (simulator)")
-        for name, p in predictions.items():
-            ax.plot(centers, per_bin(p[rows, task_index]), "-", label=f"predicted, {name}")
+    return chosen
+
+
+def plot_calibration(evaluation, predictions: dict[str, np.ndarray], ctr: int, segments: list[int],
+                     windows: CatchWindows, path: Path) -> None:
+    """Mean predicted and true CTR per 30-s bin around the given highlights (one seed's runs)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(max(len(segments), 1), 1, figsize=(8, 2.8 * max(len(segments), 1)), squeeze=False)
+    in_highlight = evaluation.highlight_segment >= 0
+    for ax, s in zip(axes[:, 0], segments):
+        row = evaluation.highlights.iloc[s]
+        rows = np.flatnonzero(evaluation.live_id == row["live_id"])
+        start, end = int(row["start_timestamp"]), int(row["end_timestamp"])
+        true_drawn = False
+        for r, p in predictions.items():
+            series = segment_series(evaluation.request_ts[rows], p[rows, ctr], evaluation.true_ctr[rows],
+                                    in_highlight[rows], start, end, windows)
+            x = (series.offset_s + windows.bin_s / 2) / 60
+            if not true_drawn:
+                ax.plot(x, series.true, "k.:", label="true CTR (simulator)")
+                true_drawn = True
+            ax.plot(x, series.predicted, ".-", label=f"predicted, {r}")
         ax.axvspan(0, (end - start) / 60_000, color="orange", alpha=0.2, label="highlight")
-        ax.set_title(f"room {room}: {len(rows):,} impressions, {bin_minutes}-minute bins")
+        ax.set_title(f"room {int(row['live_id'])}, highlight of {(end - start) / 60_000:.1f} min, "
+                     f"{windows.bin_s}-s bins")
         ax.set_ylabel("CTR")
-    axes[-1, 0].set_xlabel("minutes from the highlight's first impression")
+    axes[-1, 0].set_xlabel("minutes from the highlight's start (after it: from its end, shifted by its length)")
     axes[0, 0].legend(fontsize=7, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return picked_rooms
+
+
+def write_all(report: dict, evaluation, predictions: dict[str, np.ndarray], tasks: list[str], reports_dir: Path,
+              name: str, calibration_rooms: int, windows: CatchWindows,
+              per_run_catches: dict[str, list[Catch]] | None = None) -> list[Path]:
+    """<name>.json, <name>.md and the plots; `predictions` (one seed's, headline push interval, per
+    run) feed the calibration plot."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    paths = [reports_dir / f"{name}_push_interval.png"]
+    plot_push_interval(report, paths[0])
+    if evaluation.highlights is not None:
+        segments = busiest_segments(evaluation, list(range(len(evaluation.highlights))), calibration_rooms)
+        report["calibration_segments"] = segments
+        shown = {r: p for r, p in predictions.items() if r in ("realtime", "fast_slow", "oracle")} or predictions
+        paths.append(reports_dir / f"{name}_calibration.png")
+        plot_calibration(evaluation, shown, tasks.index("ctr"), segments, windows, paths[-1])
+        if per_run_catches is not None:
+            paths.append(reports_dir / f"{name}_catch_latency.png")
+            plot_catch_latency(per_run_catches, paths[-1])
+    json_path, md_path = reports_dir / f"{name}.json", reports_dir / f"{name}.md"
+    json_path.write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
+    md_path.write_text(markdown(report, tasks, name))
+    return [json_path, md_path, *paths]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -11,25 +11,35 @@ from recsys.data.loader import concat_arrays, take_rows
 
 
 def step_edges(first_ms: int, last_ms: int, step_ms: int) -> np.ndarray:
-    """Boundaries t_0 < t_1 < ... covering [first_ms, last_ms]: step k is [t_k, t_k+1)."""
+    """Boundaries t_0 < t_1 < ... covering [first_ms, last_ms], on multiples of the step in epoch
+    time (so that every push interval that is a multiple of the step pushes on an edge): step k is
+    [t_k, t_k+1)."""
     if step_ms <= 0:
         raise ValueError(f"step must be positive, got {step_ms} ms")
-    n = int(np.ceil((last_ms + 1 - first_ms) / step_ms))
-    return first_ms + step_ms * np.arange(max(n, 1) + 1, dtype=np.int64)
+    start = (first_ms // step_ms) * step_ms
+    n = int(np.ceil((last_ms + 1 - start) / step_ms))
+    return start + step_ms * np.arange(max(n, 1) + 1, dtype=np.int64)
 
 
 class ReportedSamples:
     """A stream's samples in report_ts order, handed out once each: `until(t)` returns every sample
-    reported before t that was not handed out yet (micro-batches straddling t are split)."""
+    reported before t that was not handed out yet (micro-batches straddling t are split). Samples
+    reported at or after `stop_ms` are never handed out (a model that stops learning there)."""
 
-    def __init__(self, dataset: ShardDataset):
-        if dataset.shuffle:
-            raise ValueError("replay reads a stream in time order: pass a ShardDataset with shuffle=False")
-        self._source: Iterator[dict[str, np.ndarray]] = dataset.micro_batches()
+    def __init__(self, micro_batches: Iterable[dict[str, np.ndarray]], stop_ms: int | None = None):
+        self._source: Iterator[dict[str, np.ndarray]] = iter(micro_batches)
         self._head: dict[str, np.ndarray] | None = None  # read but not handed out yet
         self._last_ts = np.iinfo(np.int64).min
+        self._stop_ms = np.iinfo(np.int64).max if stop_ms is None else int(stop_ms)
+
+    @classmethod
+    def from_dataset(cls, dataset: ShardDataset, stop_ms: int | None = None) -> "ReportedSamples":
+        if dataset.shuffle:
+            raise ValueError("replay reads a stream in time order: pass a ShardDataset with shuffle=False")
+        return cls(dataset.micro_batches(), stop_ms)
 
     def until(self, t_ms: int) -> dict[str, np.ndarray] | None:
+        t_ms = min(int(t_ms), self._stop_ms)
         parts = []
         while True:
             if self._head is None:
