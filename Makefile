@@ -63,7 +63,7 @@ streams: ## label streams + GSU sequences -> WebDataset shards + label-consisten
 train: ## one training run (ARGS="world=tiny trainer.devices=2 model=cgc cross=none ...")
 	$(PY) -m recsys.train.train $(ARGS)
 
-replay: ## replay evaluation, realtime vs fast_slow over seeds -> reports/replay.{json,md} + PNG (ARGS="replay.seeds=[0]")
+replay: ## online replay on the busy world (make simulate/streams ARGS="world=busy" first): realtime, fast_slow, oracle, frozen x seeds x push intervals -> reports/replay.{json,md} + PNGs
 	$(PY) -m recsys.replay $(ARGS)
 
 ablate: ## the experiment grid, seeds x conf/experiment/* -> reports/ablation.{json,md,png} (resumable)

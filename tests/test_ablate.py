@@ -78,3 +78,11 @@ def test_the_comparison_is_built_from_the_metric_files(tmp_path):
         bad = tmp_path / "unfinished.csv"
         bad.write_text("epoch,step,train/loss\n0,19,0.9\n")
         final_metrics(bad)
+
+
+def test_the_fast_item_table_experiment_changes_only_the_item_tables_learning_rate():
+    ref = compose_config("replay", [])
+    cfg = compose_config("replay", ["+experiment=fast_item_table"])
+    assert dict(cfg.task.sparse_lr_by_table) == {"item": 0.1}
+    assert cfg.task.sparse_optimizer == ref.task.sparse_optimizer and cfg.replay == ref.replay
+    assert cfg.model == ref.model and cfg.cross == ref.cross

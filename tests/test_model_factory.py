@@ -54,3 +54,16 @@ def test_a_model_longer_than_the_shards_sequences_is_refused():
     cross = CrossSpec(["short"], ContrastiveSpec(False, 0.1, {}))
     with pytest.raises(ValueError, match="model.seq_len=7 exceeds the 6 elements per GSU the shards hold"):
         build_head(_spec(seq_len=7), cross, _manifest(dict(zip(SIDE_FIELDS, [17, 17, 3]))))
+
+
+def test_a_table_can_learn_at_its_own_rate_and_an_unknown_one_is_named():
+    from recsys.train.module import sparse_parameter_groups
+
+    model = build_model(_spec(), CrossSpec(["short"], ContrastiveSpec(False, 0.1, {})),
+                        _manifest(dict(zip(SIDE_FIELDS, [9, 5, 4]))), embedding_device="cpu")
+    groups = sparse_parameter_groups(model.lookup, {"lr": 0.02, "eps": 1e-8}, {"item": 0.1})
+    by_rows = [({k: v for k, v in kw.items()}, sorted(p.shape[0] for p in params)) for kw, params in groups]
+    # The shared group keeps every other table (user 10, category 3, live_type 2, author 7 rows).
+    assert by_rows == [({"lr": 0.02, "eps": 1e-8}, [2, 3, 7, 10]), ({"lr": 0.1, "eps": 1e-8}, [50])]
+    with pytest.raises(ValueError, match=r"does not have: \['items'\]"):
+        sparse_parameter_groups(model.lookup, {"lr": 0.02}, {"items": 0.1})

@@ -131,7 +131,39 @@ def test_simulated_logs_pass_ingestion_untouched(tiny_world):
     assert report["tables"]["click"]["rows"] == len(read(tiny_world, "click"))
 
 
-@pytest.mark.parametrize("name", ["tiny", "default", "large"])
+def room_impressions_per_minute_in_busiest_hour(world: DataSet) -> np.ndarray:
+    """Per room live in the hour with the most live impressions: its impressions in that hour per
+    minute it was live then (from the raw click, negative and room tables)."""
+    imps = pd.concat([read(world, "click"), read(world, "negative")], ignore_index=True)
+    hour = (imps["timestamp"] - imps["timestamp"].min()) // 3_600_000
+    busiest = hour.value_counts().idxmax()
+    lo = imps["timestamp"].min() + busiest * 3_600_000
+    hi = lo + 3_600_000
+    rooms = read(world, "room").set_index("live_id")
+    live_ms = (rooms["end_timestamp"].clip(upper=hi) - rooms["start_timestamp"].clip(lower=lo))
+    live_ms = live_ms[live_ms >= 60_000]
+    in_hour = imps[(imps["timestamp"] >= lo) & (imps["timestamp"] < hi)]
+    counts = in_hour["live_id"].value_counts().reindex(live_ms.index, fill_value=0)
+    return (counts / (live_ms / 60_000)).to_numpy()
+
+
+@pytest.mark.slow
+def test_the_busy_world_gives_a_room_dozens_of_impressions_a_minute_and_keeps_the_phenomena(tmp_path):
+    busy = build_world(tmp_path, ["world=busy", "progress=false"])
+    assert np.median(room_impressions_per_minute_in_busiest_hour(busy)) >= 20
+    n_short = len(read(busy, "photo_play"))
+    n_live = len(read(busy, "click")) + len(read(busy, "negative"))
+    assert 8.0 <= n_short / n_live <= 10.5
+    imps = impressions_with_highlight_flag(busy)
+    same_rooms = imps[imps["room_has_highlight"]]
+    assert same_rooms.loc[same_rooms["in_highlight"], "clicked"].mean() >= \
+        2.0 * same_rooms.loc[~same_rooms["in_highlight"], "clicked"].mean()
+    assert (gift_delays_ms(busy) > 5 * 60_000).mean() > 0.2
+    live_clicks = read(busy, "click")["user_id"].value_counts().reindex(read(busy, "user")["user_id"], fill_value=0)
+    assert (live_clicks <= 2).mean() > 0.5
+
+
+@pytest.mark.parametrize("name", ["tiny", "default", "busy", "large"])
 def test_every_world_config_builds(name):
     cfg = compose_config("simulate", [f"world={name}"])
     world = instantiate(cfg.world, _convert_="all")

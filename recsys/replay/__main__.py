@@ -18,10 +18,12 @@ def main(cfg: DictConfig) -> None:
     for run, auc in summary["overall_auc_ctr"].items():
         line = f"  {run:<9} CTR AUC overall {auc:.4f}"
         if "highlight_auc_ctr" in summary:
-            latency, caught = summary["catch_latency_s_median"][run], summary["share_caught"][run]
-            line += (f", in highlights {summary['highlight_auc_ctr'][run]:.4f}; catch latency median "
-                     f"{'never' if latency is None else f'{latency:.0f} s'}, caught "
-                     f"{'n/a' if caught is None else f'{caught:.0%}'}")
+            line += f", in highlights {summary['highlight_auc_ctr'][run]:.4f}"
+        for fraction, by_run in summary.get("catch_by_fraction", {}).items():
+            latency, caught = by_run[run]["catch_latency_s_median"], by_run[run]["share_caught"]
+            line += (f"; caught at {float(fraction):.0%} of the rise: "
+                     f"{'n/a' if caught is None else f'{caught:.0%}'}, median "
+                     f"{'never' if latency is None else f'{latency:.0f} s'}")
         print(line)
 
 

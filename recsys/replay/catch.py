@@ -7,7 +7,7 @@ CTR and the mean true click probability (the simulator's).
 - rise: from the room's pre-highlight level (mean true CTR before the segment) to the segment's
   true peak (the highest inside bin);
 - catch latency: seconds from the segment's start to the end of the first bin, inside the segment
-  or after it, in which the prediction stands at least half the rise (`fraction`) above the model's
+  or after it, in which the prediction stands at least half the rise (a `fraction` of it) above the model's
   own pre-highlight level (its own, so that a model off by a constant is neither caught at once nor
   never); censored (None) when that never happens;
 - rise share: the largest share of the rise the prediction reached in that window (how far a model
@@ -31,7 +31,7 @@ class CatchWindows:
     after_s: int = 600  # catching may happen this late; overshoot is measured over this window
     min_impressions: int = 30  # inside the segment, for it to count
     min_impressions_before: int = 10
-    fraction: float = 0.5  # of the true rise, for a segment to count as caught
+    fractions: tuple[float, ...] = (0.5, 0.25)  # of the true rise, for a segment to count as caught; first: headline
 
 
 @dataclass(frozen=True)
@@ -128,18 +128,19 @@ def eligible_segments(highlights: pd.DataFrame, live_id: np.ndarray, request_ts:
 
 def highlight_catches(highlights: pd.DataFrame, segments: list[int], live_id: np.ndarray, request_ts: np.ndarray,
                       predicted: np.ndarray, true: np.ndarray, in_highlight: np.ndarray,
-                      windows: CatchWindows) -> list[Catch]:
-    """The catch figures of each given segment that has a rise to catch (request_ts sorted)."""
+                      windows: CatchWindows) -> dict[float, list[Catch]]:
+    """{fraction: the catch figures of each given segment that has a rise to catch} (request_ts sorted)."""
     by_room = {room: np.flatnonzero(live_id == room) for room in np.unique(highlights["live_id"].to_numpy()[segments])}
-    out = []
+    out: dict[float, list[Catch]] = {f: [] for f in windows.fractions}
     for s in segments:
         row = highlights.iloc[s]
         rows = by_room[row["live_id"]]
         series = segment_series(request_ts[rows], predicted[rows], true[rows], in_highlight[rows],
                                 int(row["start_timestamp"]), int(row["end_timestamp"]), windows)
-        result = catch(series, windows.bin_s, windows.fraction)
-        if result is not None:
-            out.append(result)
+        for fraction in windows.fractions:
+            result = catch(series, windows.bin_s, fraction)
+            if result is not None:
+                out[fraction].append(result)
     return out
 
 

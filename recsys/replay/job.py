@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from data_pipelines.dataset import DataSet
+from data_pipelines.dataset import FINAL, DataSet
 from recsys.allocator import keep_freed_memory
 from recsys.online.learner import OnlineLearner
 from recsys.replay import report as rpt
 from recsys.replay.catch import CatchWindows, eligible_segments, highlight_catches
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
 from recsys.replay.loop import ReplayObserver, replay
-from recsys.replay.sources import manifest_for, training_samples, without_room_state
+from recsys.replay.sources import FROZEN, ORACLE, manifest_for, training_samples, without_room_state
 from recsys.replay.timeline import step_edges
 
 
@@ -25,12 +25,16 @@ def catch_windows(rc: DictConfig) -> CatchWindows:
     c = rc.catch
     return CatchWindows(bin_s=int(c.bin_seconds), before_s=int(c.before_minutes) * 60,
                         after_s=int(c.after_minutes) * 60, min_impressions=int(c.min_impressions),
-                        min_impressions_before=int(c.min_impressions_before), fraction=float(c.fraction))
+                        min_impressions_before=int(c.min_impressions_before),
+                        fractions=tuple(float(f) for f in c.fractions))
 
 
-def report_name(rc: DictConfig) -> str:
-    """reports/<name>.{json,md}: the feature ablation writes beside the main report, not over it."""
-    return "replay" if bool(rc.room_state) else "replay_no_room_state"
+def report_name(cfg: DictConfig) -> str:
+    """reports/<name>.{json,md}: the feature ablation and experiments (`+experiment=...`) write
+    beside the main report, not over it."""
+    name = "replay" if bool(cfg.replay.room_state) else "replay_no_room_state"
+    experiment = str(cfg.get("experiment_name", "default"))
+    return name if experiment == "default" else f"{name}_{experiment}"
 
 
 def _replay_one(cfg: DictConfig, data: DataSet, run: str, seed: int, evaluation: EvaluationSet, edges: np.ndarray,
@@ -47,7 +51,8 @@ def _replay_one(cfg: DictConfig, data: DataSet, run: str, seed: int, evaluation:
 
 def _evaluate(evaluation: EvaluationSet, predictions: dict[int, np.ndarray], tasks: list[str], segments: list[int],
               windows: CatchWindows) -> dict:
-    """One run's figures: per push interval (seconds) the metrics of every group and the catches."""
+    """One run's figures: per push interval (seconds) the metrics of every group and the catches
+    (per fraction of the rise)."""
     ctr = tasks.index("ctr")
     out: dict = {"push": {}, "catch": {}}
     for push_ms, p in predictions.items():
@@ -67,6 +72,12 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     data = DataSet(cfg.data.output_dir)
     runs, seeds = list(rc.streams), [int(s) for s in rc.seeds]
     push_every_s = [int(s) for s in rc.push_every_s]
+    needed = {FINAL, str(rc.frozen.stream), *(r for r in runs if r not in (ORACLE, FROZEN))}
+    missing = sorted(s for s in needed if not data.has_stream(s))
+    if missing:
+        raise FileNotFoundError(f"{data.streams}: no shards for {missing}; run make streams for data set '{data.name}' "
+                                f"first (a simulated world: make simulate ARGS=\"world={data.name}\", then make "
+                                f"streams ARGS=\"world={data.name}\")")
     tasks = list(data.manifest(str(rc.frozen.stream))["tasks"])
     if "ctr" not in tasks:
         raise ValueError(f"{data.root}: replay reports CTR figures, and the streams have no ctr task ({tasks})")
@@ -81,7 +92,7 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
           f"runs {runs}, seeds {seeds}, push every {push_every_s} s, {len(segments)} highlight segments to catch"
           + ("" if rc.room_state else "; room state features zeroed"))
 
-    name = report_name(rc)
+    name = report_name(cfg)
     runs_dir = Path(cfg.paths.reports_dir) / name
     runs_dir.mkdir(parents=True, exist_ok=True)
     per_run: dict[str, dict[int, dict]] = {r: {} for r in runs}
@@ -109,7 +120,8 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                         "catch": dataclasses.asdict(windows), "highlight_segments_caught_over": len(segments),
                         "model_levels": int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names)}
     head = str(min(push_every_s))
-    pooled = {r: [c for s in seeds for c in per_run[r][s]["catch"].get(head, [])] for r in runs}
+    pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]
+                  for f in windows.fractions} for r in runs}
     paths = rpt.write_all(report, evaluation, first_seed_predictions, tasks, Path(cfg.paths.reports_dir), name,
                           int(rc.calibration.rooms), windows, pooled)
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -53,8 +53,9 @@ def _ctr_auc(per_run: dict, run: str, seeds: list[int], push: str, group: str) -
 
 def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: dict[str, int],
                  push_every_s: list[int]) -> dict:
-    """per_run[run][seed] = {"push": {seconds: {group: group_metrics}}, "catch": {seconds: [Catch]}}
-    -> the replay.json document."""
+    """per_run[run][seed] = {"push": {seconds: {group: group_metrics}}, "catch": {seconds: {fraction:
+    [Catch]}}} -> the replay.json document. "catch" holds the first fraction's figures (the headline),
+    "catch_by_fraction" every fraction's."""
     headline = str(min(push_every_s))
     groups = list(counts)
     runs = list(per_run)
@@ -62,9 +63,12 @@ def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: 
     for run, by_seed in per_run.items():
         push = {p: {g: aggregate([by_seed[s]["push"][p][g] for s in seeds]) for g in groups}
                 for p in by_seed[seeds[0]]["push"]}
-        catches = {p: summarize([c for s in seeds for c in by_seed[s]["catch"][p]])
-                   for p in by_seed[seeds[0]]["catch"]}
-        report["runs"][run] = {"push": push, "catch": catches}
+        pushes = list(by_seed[seeds[0]]["catch"])
+        fractions = list(by_seed[seeds[0]]["catch"][pushes[0]]) if pushes else []
+        by_fraction = {str(f): {p: summarize([c for s in seeds for c in by_seed[s]["catch"][p][f]]) for p in pushes}
+                       for f in fractions}
+        report["runs"][run] = {"push": push, "catch": by_fraction[str(fractions[0])] if fractions else {},
+                               "catch_by_fraction": by_fraction}
 
     ranked = [r for r in BRACKET_ORDER if r in runs]
     pairs = [(a, b) for a, b in zip(ranked, ranked[1:])]
@@ -102,6 +106,10 @@ def _summary(report: dict, runs: list[str], headline: str, per_run: dict, seeds:
         for key in ("catch_latency_s_median", "catch_latency_s_p90", "share_caught", "overshoot_mean",
                     "rise_share_median"):
             summary[key] = {r: by_run[r]["catch"][headline][key] for r in runs}
+        summary["catch_by_fraction"] = {
+            f: {r: {k: by_run[r]["catch_by_fraction"][f][headline][k] for k in ("catch_latency_s_median",
+                                                                                  "share_caught")} for r in runs}
+            for f in by_run[runs[0]]["catch_by_fraction"]}
     ranked = [r for r in BRACKET_ORDER if r in runs]
     aucs = [summary["overall_auc_ctr"][r] for r in ranked]
     summary["bracket_order"] = {"expected": ranked, "holds": bool(all(x >= y for x, y in zip(aucs, aucs[1:])))}
@@ -156,11 +164,20 @@ def markdown(report: dict, tasks: list[str], name: str = "replay") -> str:
     if has_highlight and catch_cfg:
         lines += ["", f"Catch (recsys/replay/catch.py, {catch_cfg['bin_s']}-s bins, over "
                   f"{cfg.get('highlight_segments_caught_over', '?')} highlight segments × seeds): a highlight is caught "
-                  f"once the predicted CTR stands {catch_cfg['fraction']:.0%} of the true rise (pre-highlight level to "
+                  f"once the predicted CTR stands {catch_cfg['fractions'][0]:.0%} of the true rise (pre-highlight level to "
                   f"peak) above the model's own pre-highlight level, at most {catch_cfg['after_s'] // 60} min after "
                   "it ends; latency from its start (\"never\" where a quantile falls among those not caught); rise "
                   "reached: the largest share of the rise the prediction got to; overshoot: mean predicted minus true "
                   f"CTR in the {catch_cfg['after_s'] // 60} min after it."]
+    if has_highlight and "catch_by_fraction" in report["summary"]:
+        fractions = list(report["summary"]["catch_by_fraction"])
+        lines += ["", "Catch at each share of the rise (median latency, share caught):", "",
+                  "| run | " + " | ".join(f"{float(f):.0%} of the rise" for f in fractions) + " |",
+                  "|" + "---|" * (len(fractions) + 1)]
+        for r in runs:
+            cells = [f"{_seconds(c['catch_latency_s_median'])}, {_num(c['share_caught'], '.0%')}"
+                     for c in (report["summary"]["catch_by_fraction"][f][r] for f in fractions)]
+            lines.append(f"| {r} | " + " | ".join(cells) + " |")
     lines += ["", f"Expected order of overall CTR AUC {' ≥ '.join(bracket['expected'])}: "
               f"{'holds' if bracket['holds'] else 'does not hold'}.", ""]
 
@@ -235,20 +252,23 @@ def plot_push_interval(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_catch_latency(per_run_catches: dict[str, list[Catch]], path: Path) -> None:
-    """Share of segments caught within x seconds of their start (an empirical CDF; never-caught
-    segments keep each curve below 1)."""
+def plot_catch_latency(per_run_catches: dict[str, dict[float, list[Catch]]], path: Path) -> None:
+    """Share of segments caught within x seconds of their start, per run and share of the rise (an
+    empirical CDF; never-caught segments keep each curve below 1)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for r, catches in per_run_catches.items():
-        if not catches:
-            continue
-        latencies = np.sort([c.latency_s for c in catches if c.latency_s is not None])
-        share = np.arange(1, len(latencies) + 1) / len(catches)
-        ax.step(np.concatenate([[0], latencies]), np.concatenate([[0], share]), where="post", label=r)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    styles = ["-", "--", ":", "-."]
+    for i, (r, by_fraction) in enumerate(per_run_catches.items()):
+        for j, (fraction, catches) in enumerate(by_fraction.items()):
+            if not catches:
+                continue
+            latencies = np.sort([c.latency_s for c in catches if c.latency_s is not None])
+            share = np.arange(1, len(latencies) + 1) / len(catches)
+            ax.step(np.concatenate([[0], latencies]), np.concatenate([[0], share]), where="post",
+                    linestyle=styles[j % len(styles)], color=f"C{i}", label=f"{r}, {fraction:.0%} of the rise")
     ax.set_xlabel("seconds from the highlight's start")
     ax.set_ylabel("share of highlights caught")
-    ax.set_title("Catch latency (half the true rise)")
+    ax.set_title("Catch latency")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -302,7 +322,7 @@ def plot_calibration(evaluation, predictions: dict[str, np.ndarray], ctr: int, s
 
 def write_all(report: dict, evaluation, predictions: dict[str, np.ndarray], tasks: list[str], reports_dir: Path,
               name: str, calibration_rooms: int, windows: CatchWindows,
-              per_run_catches: dict[str, list[Catch]] | None = None) -> list[Path]:
+              per_run_catches: dict[str, dict[float, list[Catch]]] | None = None) -> list[Path]:
     """<name>.json, <name>.md and the plots; `predictions` (one seed's, headline push interval, per
     run) feed the calibration plot."""
     reports_dir.mkdir(parents=True, exist_ok=True)

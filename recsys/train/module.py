@@ -30,15 +30,31 @@ from recsys.model.losses import task_losses
 from recsys.model.moment_cross import ModelOutput, MomentCrossModel
 
 
+def sparse_parameter_groups(lookup: torch.nn.Module, keywords: dict, lr_by_table: dict[str, float]
+                            ) -> list[tuple[dict, list[torch.nn.Parameter]]]:
+    """The embedding tables grouped by their optimizer arguments: the shared ones, and one group
+    per table with a learning rate of its own (fused optimizers differ per kernel, so TorchRec
+    keeps such a table in a kernel of its own)."""
+    tables = {name.rsplit(".", 2)[-2]: param for name, param in lookup.named_parameters()}
+    unknown = sorted(set(lr_by_table) - set(tables))
+    if unknown:
+        raise ValueError(f"task.sparse_lr_by_table names tables the model does not have: {unknown}; "
+                         f"it has {sorted(tables)}")
+    shared = [p for t, p in tables.items() if t not in lr_by_table]
+    groups = [(keywords, shared)] if shared else []
+    return groups + [({**keywords, "lr": float(lr)}, [tables[t]]) for t, lr in lr_by_table.items()]
+
+
 class MomentCrossTask(pl.LightningModule):
     def __init__(self, model: MomentCrossModel, dense_optimizer: partial, sparse_optimizer: partial,
-                 light_user_max_live: int | None = None):
+                 light_user_max_live: int | None = None, sparse_lr_by_table: Mapping[str, float] | None = None):
         """`dense_optimizer`, `sparse_optimizer`: optimizer classes with their arguments bound (Hydra
         `_partial_`). The sparse one is fused into the embedding kernels' backward: TorchRec's
         row-wise Adagrad (the default) is the only one fbgemm runs in parallel on CPU; the others
         (torch.optim.Adagrad, SGD, Adam) run a serial loop there. With `light_user_max_live`,
         validation also reports `val_light/...` on users with at most that many earlier live
-        interactions."""
+        interactions. `sparse_lr_by_table` gives some tables (by name: `item`, `author`, or a pooled
+        table of conf/model) a learning rate of their own."""
         super().__init__()
         self.model = model
         self.tasks, self.gsu_names, self.seq_len = model.tasks, model.gsu_names, model.seq_len
@@ -46,8 +62,9 @@ class MomentCrossTask(pl.LightningModule):
         self.contrastive_weights = model.head.contrastive_weights
         self.dense_optimizer, self.sparse_optimizer = dense_optimizer, sparse_optimizer
         self.automatic_optimization = False
-        apply_optimizer_in_backward(sparse_optimizer.func, list(model.lookup.parameters()),
-                                    dict(sparse_optimizer.keywords))
+        for keywords, params in sparse_parameter_groups(model.lookup, dict(sparse_optimizer.keywords),
+                                                        dict(sparse_lr_by_table or {})):
+            apply_optimizer_in_backward(sparse_optimizer.func, params, keywords)
         self.val_metrics = TaskMetrics(self.tasks)
         self.light_user_max_live = light_user_max_live
         self.val_light_metrics = TaskMetrics(self.tasks) if light_user_max_live is not None else None
