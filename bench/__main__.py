@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import hydra
 from omegaconf import DictConfig
 
@@ -14,6 +16,7 @@ BENCHMARKS = {"history_store": history_store.run, "streams": streams.run, "train
 
 @hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.")  # planner/DDP API notices
     keep_freed_memory()  # as the training and replay jobs run
     for name in cfg.bench.run:
         if name not in BENCHMARKS:
