@@ -50,12 +50,13 @@ def run(cfg: DictConfig) -> dict:
                             batch_norm_min_batch=int(replay_cfg.replay.batch_norm_min_batch))
     print(f"online learning ({data.name} realtime samples, the replay's learner, {torch.get_num_threads()} threads)")
     figures: dict = {"train": {}, "score": {}}
-    for kind, step, batch_sizes, label, unit in (("train", learner.train, sizes, "learn, batches of", "ms/step"),
-                                                 ("score", learner.predict, score_sizes, "score, impressions", "ms/call")):
+    for kind, step, batch_sizes, label, rate, unit in (
+            ("train", learner.train, sizes, "learn, batches of", "samples/s", "ms/step"),
+            ("score", learner.predict, score_sizes, "score, calls of  ", "impressions/s", "ms/call")):
         for size in batch_sizes:
             batches = [to_batch(take_rows(samples, np.arange(a, a + size) % n))
                        for a in range(0, size * (bc.steps + bc.warmup_steps), size)]
             step_s = _timed(step, batches, int(bc.warmup_steps))
             figures[kind][size] = {"samples_per_s": size / step_s, "step_ms": step_s * 1000}
-            print(f"  {label} {size:>5}   {size / step_s:>9,.0f} samples/s  {step_s * 1000:>7.1f} {unit}")
+            print(f"  {label} {size:>5}   {size / step_s:>9,.0f} {rate:<13}  {step_s * 1000:>7.1f} {unit}")
     return figures
