@@ -203,3 +203,23 @@ def test_light_users_are_those_with_at_most_the_given_live_history():
     counts = [0, 1, 2, 3, 40]  # the dense feature holds log1p(count)
     assert light_users(np.log1p(np.array(counts, dtype=np.float32)), 2).tolist() == [True, True, True, False, False]
     assert light_users(torch.log1p(torch.tensor(counts, dtype=torch.float32)), 0).tolist() == [True] + [False] * 4
+
+
+def test_a_data_set_without_simulator_truth_gets_the_report_without_highlight_figures(tmp_path):
+    from types import SimpleNamespace
+
+    from recsys.replay.catch import CatchWindows
+    from recsys.replay.report import write_all
+
+    def figures(auc: float) -> dict:
+        group = {"auc": {"ctr": auc}, "logloss": {"ctr": 0.3}}
+        return {"push": {"60": {"overall": group, "light_users": group}}, "catch": {}}
+
+    per_run = {"realtime": {0: figures(0.7)}, "oracle": {0: figures(0.71)}}
+    report = build_report(per_run, [0], {"overall": 10, "light_users": 4}, [60])
+    assert "highlight_auc_ctr" not in report["summary"] and "share_caught" not in report["summary"]
+    assert report["summary"]["bracket_order"] == {"expected": ["oracle", "realtime"], "holds": True}
+    paths = write_all(report, SimpleNamespace(highlights=None), {}, ["ctr"], tmp_path, "replay", 3, CatchWindows())
+    assert [p.name for p in paths] == ["replay.json", "replay.md", "replay_push_interval.png"]
+    text = (tmp_path / "replay.md").read_text()
+    assert "| oracle - realtime | overall | +0.0100 ± 0.0000 | +0.0100 | yes |" in text and "catch" not in text.lower()
