@@ -100,7 +100,7 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
 def test_reported_samples_hands_out_each_sample_once_and_only_after_its_report(tiny_streams):
     shard_dir = tiny_streams.stream(FAST_SLOW)
     everything = np.concatenate([mb["report_ts"] for mb in ShardDataset(shard_dir, 1).micro_batches()])
-    stream = ReportedSamples.from_dataset(ShardDataset(shard_dir, 1))
+    stream = ReportedSamples(ShardDataset(shard_dir, 1).micro_batches())
     edges = step_edges(int(everything.min()) - 7, int(everything.max()), 7 * 60_000)
     assert edges[0] <= everything.min() and edges[-1] > everything.max()
     handed, previous = [], edges[0]

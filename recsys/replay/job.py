@@ -97,7 +97,7 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     runs_dir.mkdir(parents=True, exist_ok=True)
     per_run: dict[str, dict[int, dict]] = {r: {} for r in runs}
     first_seed_predictions: dict[str, np.ndarray] = {}
-    headline_ms = min(push_every_s) * 1000
+    head = str(min(push_every_s))  # the headline push interval, seconds
     for seed in seeds:
         for run in runs:
             start = time.perf_counter()
@@ -105,8 +105,8 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
             np.savez_compressed(runs_dir / f"{run}-seed{seed}.npz", impression_id=evaluation.arrays["impression_id"],
                                 **{f"push_{ms // 1000}s": p for ms, p in predictions.items()})
             per_run[run][seed] = _evaluate(evaluation, predictions, tasks, segments, windows)
-            first_seed_predictions.setdefault(run, predictions[headline_ms])
-            figures = per_run[run][seed]["push"][str(headline_ms // 1000)]
+            first_seed_predictions.setdefault(run, predictions[int(head) * 1000])
+            figures = per_run[run][seed]["push"][head]
             print(f"  {run:<9} seed {seed}: {streaming.samples:,} samples in {streaming.batches:,} batches, "
                   f"{time.perf_counter() - start:.0f} s; CTR AUC overall {figures['overall']['auc']['ctr']:.4f}"
                   + (f", highlight {figures['highlight']['auc']['ctr']:.4f}" if "highlight" in figures else ""))
@@ -119,7 +119,6 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                         "light_user_max_live": int(rc.light_user_max_live),
                         "catch": dataclasses.asdict(windows), "highlight_segments_caught_over": len(segments),
                         "model_levels": int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names)}
-    head = str(min(push_every_s))
     pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]
                   for f in windows.fractions} for r in runs}
     paths = rpt.write_all(report, evaluation, first_seed_predictions, tasks, Path(cfg.paths.reports_dir), name,

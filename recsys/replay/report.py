@@ -78,11 +78,11 @@ def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: 
                                                                     _ctr_auc(per_run, b, seeds, headline, g))
                                                for g in groups}
                                 for a, b in pairs}
-    report["summary"] = _summary(report, runs, headline, per_run, seeds)
+    report["summary"] = _summary(report, runs, headline)
     return report
 
 
-def _summary(report: dict, runs: list[str], headline: str, per_run: dict, seeds: list[int]) -> dict:
+def _summary(report: dict, runs: list[str], headline: str) -> dict:
     by_run = report["runs"]
     has_highlight = "highlight" in report["impressions"]
     summary: dict = {
@@ -275,12 +275,12 @@ def plot_catch_latency(per_run_catches: dict[str, dict[float, list[Catch]]], pat
     plt.close(fig)
 
 
-def busiest_segments(evaluation, segments: list[int], n: int) -> list[int]:
-    """The `n` segments with the most impressions inside, one per room."""
+def busiest_segments(evaluation, n: int) -> list[int]:
+    """The `n` highlight segments with the most impressions inside, one per room."""
     seg = evaluation.highlight_segment
     counts = np.bincount(seg[seg >= 0], minlength=len(evaluation.highlights))
     chosen, rooms = [], set()
-    for s in sorted(segments, key=lambda s: -counts[s]):
+    for s in np.argsort(-counts, kind="stable").tolist():
         room = int(evaluation.highlights["live_id"].iloc[s])
         if room not in rooms:
             chosen.append(s)
@@ -329,7 +329,7 @@ def write_all(report: dict, evaluation, predictions: dict[str, np.ndarray], task
     paths = [reports_dir / f"{name}_push_interval.png"]
     plot_push_interval(report, paths[0])
     if evaluation.highlights is not None:
-        segments = busiest_segments(evaluation, list(range(len(evaluation.highlights))), calibration_rooms)
+        segments = busiest_segments(evaluation, calibration_rooms)
         report["calibration_segments"] = segments
         shown = {r: p for r, p in predictions.items() if r in ("realtime", "fast_slow", "oracle")} or predictions
         paths.append(reports_dir / f"{name}_calibration.png")

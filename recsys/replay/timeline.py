@@ -6,7 +6,6 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from recsys.data import ShardDataset
 from recsys.data.loader import concat_arrays, take_rows
 
 
@@ -24,19 +23,15 @@ def step_edges(first_ms: int, last_ms: int, step_ms: int) -> np.ndarray:
 class ReportedSamples:
     """A stream's samples in report_ts order, handed out once each: `until(t)` returns every sample
     reported before t that was not handed out yet (micro-batches straddling t are split). Samples
-    reported at or after `stop_ms` are never handed out (a model that stops learning there)."""
+    reported at or after `stop_ms` are never handed out (a model that stops learning there). The
+    micro-batches must come in report order (a stream's shards read with shuffle=False); `until`
+    refuses any that do not."""
 
     def __init__(self, micro_batches: Iterable[dict[str, np.ndarray]], stop_ms: int | None = None):
         self._source: Iterator[dict[str, np.ndarray]] = iter(micro_batches)
         self._head: dict[str, np.ndarray] | None = None  # read but not handed out yet
         self._last_ts = np.iinfo(np.int64).min
         self._stop_ms = np.iinfo(np.int64).max if stop_ms is None else int(stop_ms)
-
-    @classmethod
-    def from_dataset(cls, dataset: ShardDataset, stop_ms: int | None = None) -> "ReportedSamples":
-        if dataset.shuffle:
-            raise ValueError("replay reads a stream in time order: pass a ShardDataset with shuffle=False")
-        return cls(dataset.micro_batches(), stop_ms)
 
     def until(self, t_ms: int) -> dict[str, np.ndarray] | None:
         t_ms = min(int(t_ms), self._stop_ms)
