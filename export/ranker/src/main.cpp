@@ -3,7 +3,7 @@
 // Serving mode: one JSON request per input line (stdin by default), one JSON line out per line in:
 // the candidates ranked by score with per-task probabilities, or {"request_id", "error"}. A bad
 // request never stops the loop; a line longer than --max-request-bytes is skipped without being
-// held, so memory stays bounded. The model is reloaded in the background when model.pt changes.
+// held, so memory stays bounded. The model is reloaded in the background when a newer export lands (model.json changes).
 // Bench mode: every request of the file scored repeatedly; p50/p99 latency and candidates/s by
 // request size.
 #include <algorithm>
@@ -34,6 +34,7 @@ struct Options {
   std::string input;
   std::string ops_dir;
   std::string bench;
+  std::string format = "auto";
   int threads = 1;
   size_t max_request_bytes = 8u << 20;
   int repeat = 20;
@@ -43,15 +44,16 @@ struct Options {
 };
 
 const char* kUsage =
-    "usage: ranker --model DIR [--input FILE] [--ops-dir DIR] [--threads N] [--max-request-bytes N]\n"
+    "usage: ranker --model DIR [--format F] [--input FILE] [--ops-dir DIR] [--threads N] [--max-request-bytes N]\n"
     "              [--reload-check-ms MS] [--bench FILE [--repeat N] [--warmup N]] [--verbose]\n"
-    "  --model DIR          an export: DIR/model.pt and DIR/model.json (make export)\n"
+    "  --model DIR          an export: DIR/model.json and the model file(s) it lists (make export)\n"
+    "  --format F           auto (the AOTInductor package if the export has one) | torchscript | aoti\n"
     "  --input FILE         requests, one JSON object per line (default: stdin)\n"
     "  --ops-dir DIR        fbgemm operator libraries (default: $RANKER_OPS_DIR or the build's fbgemm_gpu)\n"
     "  --threads N          intra-op threads for the one serving thread (default 1; 0 = one per core)\n"
     "  --max-request-bytes N  longest request line accepted (default 8 MiB); parsing takes up to ~60x\n"
     "                       a line's size in memory, so this bounds the memory a request can take\n"
-    "  --reload-check-ms MS how often to look for a newer model.pt (default 1000; 0 = never)\n"
+    "  --reload-check-ms MS how often to look for a newer export (default 1000; 0 = never)\n"
     "  --bench FILE         benchmark mode over the requests in FILE\n";
 
 Options parse_args(int argc, char** argv) {
@@ -70,6 +72,7 @@ Options parse_args(int argc, char** argv) {
     };
     if (a == "--model") o.model_dir = value();
     else if (a == "--input") o.input = value();
+    else if (a == "--format") o.format = value();
     else if (a == "--ops-dir") o.ops_dir = value();
     else if (a == "--bench") o.bench = value();
     else if (a == "--threads") o.threads = number();
@@ -156,7 +159,7 @@ int bench(ranker::ModelStore& store, const Options& o) {
   if (by_size.empty()) { std::cerr << "ranker: no valid request in " << o.bench << "\n"; return 2; }
   using clock = std::chrono::steady_clock;
   auto ms = [](clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
-  std::cout << "ranker bench: " << o.model_dir << " (run " << model->meta.run_id << "), "
+  std::cout << "ranker bench: " << o.model_dir << " (run " << model->meta.run_id << ", " << model->format << "), "
             << at::get_num_threads() << " threads, " << o.repeat << " repeats after " << o.warmup << " warm-up\n";
   std::cout << "candidates  requests     p50 ms     p99 ms  forward p50 ms  candidates/s\n";
   std::string results;
@@ -219,9 +222,17 @@ int main(int argc, char** argv) {
     // threads than free cores made a request 10-27x slower with the same answers.
     if (o.threads > 0) at::set_num_threads(o.threads);
     int libraries = ranker::load_operator_libraries(o.ops_dir, o.verbose);
-    ranker::ModelStore store(o.model_dir, std::chrono::milliseconds(o.bench.empty() ? o.reload_check_ms : 0));
+    ranker::ModelStoreOptions store_options;
+    store_options.format = o.format;
+    store_options.check_every = std::chrono::milliseconds(o.bench.empty() ? o.reload_check_ms : 0);
+    const int threads = o.threads;
+    store_options.check = [threads](const ranker::LoadedModel& m) {
+      if (threads > 0) at::set_num_threads(threads);  // per thread: the watcher warms up as serving runs
+      ranker::warm_up(m);
+    };
+    ranker::ModelStore store(o.model_dir, store_options);
     auto model = store.current();
-    std::cerr << "ranker: serving " << o.model_dir << " (run " << model->meta.run_id << ", "
+    std::cerr << "ranker: serving " << o.model_dir << " (run " << model->meta.run_id << ", " << model->format << ", "
               << model->meta.tasks.size() << " tasks, " << libraries << " operator libraries)" << std::endl;
     if (!o.bench.empty()) return bench(store, o);
     if (o.input.empty()) return serve(store, std::cin, o.max_request_bytes);

@@ -10,7 +10,7 @@
 namespace ranker {
 namespace {
 
-constexpr int64_t kFormatVersion = 2;
+constexpr int64_t kFormatVersion = 3;
 
 struct Reader {
   std::string file;
@@ -93,6 +93,17 @@ ModelMeta ModelMeta::load(const std::filesystem::path& path) {
     meta.sequence_rows.push_back(r.integer(r.member(rows, field, "gsus.rows."), "gsus.rows." + field));
   meta.tasks = r.texts(r.member(doc, "tasks", ""), "tasks");
   meta.max_candidates = r.integer(r.member(doc, "max_candidates", ""), "max_candidates");
+  const auto& files = r.member(doc, "files", "");
+  if (!files.is_object() || files.keys().empty()) r.fail("files must be an object naming at least one model file");
+  for (size_t i = 0; i < files.keys().size(); ++i) {
+    const std::string& format = files.keys()[i];
+    if (format != "torchscript" && format != "aoti")
+      r.fail("files." + format + ": unknown model format (this ranker reads torchscript and aoti)");
+    std::string name = r.text(files.items[i], "files." + format);
+    if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
+      r.fail("files." + format + " must be a plain file name in the export directory, got '" + name + "'");
+    meta.files[format] = name;
+  }
   if (const auto* training = doc.find("training"); training != nullptr && training->is_object())
     if (const auto* id = training->find("run_id"); id != nullptr && id->is_string()) meta.run_id = id->string;
   return meta;

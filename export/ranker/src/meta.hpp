@@ -38,6 +38,9 @@ struct ModelMeta {
   std::vector<std::string> tasks;
   int64_t max_candidates = 0;
   std::string run_id;
+  // The model files of the export by format ("torchscript" -> "model.pt", "aoti" -> "model.pt2"),
+  // as model.json "files" lists them; at least one.
+  std::map<std::string, std::string> files;
 
   static ModelMeta load(const std::filesystem::path& path);  // throws std::runtime_error naming the field
 };

@@ -2,6 +2,9 @@
 
 #include <dlfcn.h>
 
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/script.h>
+
 #include <algorithm>
 #include <iostream>
 #include <system_error>
@@ -43,11 +46,67 @@ int load_operator_libraries(const std::filesystem::path& dir, bool verbose) {
   return loaded;
 }
 
-ModelStore::ModelStore(std::filesystem::path dir, std::chrono::milliseconds check_every)
-    : dir_(std::move(dir)), check_every_(check_every) {
+namespace {
+
+class TorchScriptForward : public Forward {
+ public:
+  explicit TorchScriptForward(const std::filesystem::path& file) {
+    try {
+      module_ = torch::jit::load(file.string());
+    } catch (const c10::Error& e) {
+      throw std::runtime_error(file.string() + ": " + e.what_without_backtrace());
+    }
+    module_.eval();
+  }
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const override {
+    std::vector<c10::IValue> args(inputs.begin(), inputs.end());
+    // Module::forward is not const, but a loaded eval-mode module holds no state a call changes,
+    // and TorchScript allows concurrent calls of one module.
+    auto out = const_cast<torch::jit::Module&>(module_).forward(args).toTuple();
+    std::vector<at::Tensor> tensors;
+    for (const auto& e : out->elements()) tensors.push_back(e.toTensor());
+    return tensors;
+  }
+
+ private:
+  torch::jit::Module module_;
+};
+
+class AotiForward : public Forward {
+ public:
+  AotiForward(const std::filesystem::path& file, size_t runners) {
+    try {
+      // One runner per concurrent caller: a call waits for a free runner rather than sharing one.
+      loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(file.string(), "model", false,
+                                                                          std::max<size_t>(1, runners));
+    } catch (const c10::Error& e) {
+      throw std::runtime_error(file.string() + ": " + e.what_without_backtrace());
+    }
+  }
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const override { return loader_->run(inputs); }
+
+ private:
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+};
+
+}  // namespace
+
+std::string choose_format(const ModelMeta& meta, const std::string& wanted, const std::filesystem::path& dir) {
+  if (wanted == "auto") return meta.files.count("aoti") ? "aoti" : "torchscript";
+  if (wanted != "torchscript" && wanted != "aoti")
+    throw std::runtime_error("unknown model format '" + wanted + "' (auto, torchscript or aoti)");
+  if (!meta.files.count(wanted))
+    throw std::runtime_error((dir / "model.json").string() + " lists no " + wanted +
+                             " file (export with format=" + (wanted == "aoti" ? "aoti" : "torchscript") +
+                             " or format=both)");
+  return wanted;
+}
+
+ModelStore::ModelStore(std::filesystem::path dir, ModelStoreOptions options)
+    : dir_(std::move(dir)), options_(std::move(options)) {
   loaded_stamp_ = stamp();
   model_ = load(1);
-  if (check_every_.count() > 0) watcher_ = std::thread([this] { watch(); });
+  if (options_.check_every.count() > 0) watcher_ = std::thread([this] { watch(); });
 }
 
 ModelStore::~ModelStore() {
@@ -63,21 +122,22 @@ std::shared_ptr<const LoadedModel> ModelStore::current() const {
 ModelStore::Stamp ModelStore::stamp() const {
   std::error_code ec;
   Stamp s;
-  s.mtime = std::filesystem::last_write_time(dir_ / "model.pt", ec);
-  if (!ec) s.size = std::filesystem::file_size(dir_ / "model.pt", ec);
+  s.mtime = std::filesystem::last_write_time(dir_ / "model.json", ec);
+  if (!ec) s.size = std::filesystem::file_size(dir_ / "model.json", ec);
   return s;
 }
 
 std::shared_ptr<LoadedModel> ModelStore::load(int64_t generation) const {
   auto model = std::make_shared<LoadedModel>();
   model->meta = ModelMeta::load(dir_ / "model.json");
-  try {
-    model->module = torch::jit::load((dir_ / "model.pt").string());
-  } catch (const c10::Error& e) {
-    throw std::runtime_error((dir_ / "model.pt").string() + ": " + e.what_without_backtrace());
-  }
-  model->module.eval();
+  model->format = choose_format(model->meta, options_.format, dir_);
+  const auto file = dir_ / model->meta.files.at(model->format);
+  if (model->format == "aoti")
+    model->forward = std::make_unique<AotiForward>(file, options_.concurrent_calls);
+  else
+    model->forward = std::make_unique<TorchScriptForward>(file);
   model->generation = generation;
+  if (options_.check) options_.check(*model);
   return model;
 }
 
@@ -86,7 +146,7 @@ void ModelStore::watch() {
   while (!stop_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // short naps: shutdown stays prompt
     if (std::chrono::steady_clock::now() < next) continue;
-    next = std::chrono::steady_clock::now() + check_every_;
+    next = std::chrono::steady_clock::now() + options_.check_every;
     Stamp now = stamp();
     if (now == loaded_stamp_ || now.size == 0) continue;
     loaded_stamp_ = now;  // a broken export is reported once, not on every check
@@ -97,10 +157,12 @@ void ModelStore::watch() {
         std::lock_guard<std::mutex> lock(mutex_);
         model_ = fresh;
       }
-      std::cerr << "ranker: reloaded " << (dir_ / "model.pt").string() << " (generation " << generation
+      std::cerr << "ranker: reloaded " << dir_.string() << " (generation " << generation << ", " << fresh->format
                 << ", run " << fresh->meta.run_id << ")" << std::endl;
+      if (options_.on_reload) options_.on_reload(true, generation);
     } catch (const std::exception& e) {
       std::cerr << "ranker: keeping the current model; the new export failed to load: " << e.what() << std::endl;
+      if (options_.on_reload) options_.on_reload(false, generation - 1);
     }
   }
 }

@@ -9,9 +9,9 @@ namespace ranker {
 
 Scores score(const LoadedModel& model, const Request& request) {
   c10::InferenceMode guard;
-  std::vector<c10::IValue> inputs{request.ids, request.dense, request.seq_ids, request.seq_side, request.seq_lengths};
-  auto out = const_cast<torch::jit::Module&>(model.module).forward(inputs).toTuple();
-  Scores s{out->elements()[0].toTensor().contiguous(), out->elements()[1].toTensor().contiguous()};
+  auto out = model.forward->run({request.ids, request.dense, request.seq_ids, request.seq_side, request.seq_lengths});
+  if (out.size() != 2) throw ModelError("the model returned " + std::to_string(out.size()) + " outputs, not 2");
+  Scores s{out[0].contiguous(), out[1].contiguous()};
   const int64_t n = request.candidates, t = static_cast<int64_t>(model.meta.tasks.size());
   if (s.probabilities.sizes() != at::IntArrayRef({n, t}) || s.score.sizes() != at::IntArrayRef({n}))
     throw ModelError("the model returned unexpected shapes; is model.json from the same export?");
@@ -24,15 +24,27 @@ Scores score(const LoadedModel& model, const Request& request) {
   return s;
 }
 
+std::vector<int64_t> ranked_order(const float* score, int64_t n) {
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return score[a] > score[b]; });
+  return order;
+}
+
+void warm_up(const LoadedModel& model) {
+  for (int64_t n : {int64_t{1}, std::min<int64_t>(200, model.meta.max_candidates)}) {
+    Request request = synthetic_request(model.meta, n);
+    score(model, request);
+  }
+}
+
 std::string ranked_line(const Request& request, const Scores& scores, const LoadedModel& model) {
   const int64_t n = request.candidates;
   const auto& tasks = model.meta.tasks;
   at::Tensor p = scores.probabilities.to(at::kFloat), sc = scores.score.to(at::kFloat);
   const float* prob = p.data_ptr<float>();
   const float* score = sc.data_ptr<float>();
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return score[a] > score[b]; });
+  const std::vector<int64_t> order = ranked_order(score, n);
 
   std::string out;
   out.reserve(64 + n * (48 + 24 * tasks.size()));

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "model_store.hpp"
 #include "request.hpp"
@@ -23,6 +24,14 @@ struct ModelError : std::runtime_error {
 };
 
 Scores score(const LoadedModel& model, const Request& request);
+
+// Candidate indices by descending score, ties in request order.
+std::vector<int64_t> ranked_order(const float* score, int64_t n);
+
+// Scores a valid stand-in request of 1 and of up to 200 candidates (throws ModelError or c10::Error if
+// the model cannot): run on a newly loaded model before it serves, so that its first real request
+// neither pays the one-off set-up of the first forward nor finds a model that cannot answer.
+void warm_up(const LoadedModel& model);
 
 // {"request_id": ..., "model_generation": g, "ranked": [{"candidate": i, "score": s, "probabilities": {...}}]}
 // candidates by descending score, ties in request order.

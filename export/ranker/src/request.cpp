@@ -127,39 +127,10 @@ Part read_part(const Value& obj, bool user, const std::string& where, const Mode
   return part;
 }
 
-}  // namespace
-
-Request parse_request(std::string_view line, const ModelMeta& meta, std::optional<std::string>& request_id) {
-  Value doc;
-  try {
-    doc = json::parse(line);
-  } catch (const json::ParseError& e) {
-    fail(std::string("bad JSON: ") + e.what());
-  }
-  if (!doc.is_object()) fail("a request must be a JSON object");
-  if (const Value* id = doc.find("request_id"); id != nullptr && !id->is_null()) {
-    if (!id->is_string()) fail("request_id must be a string");
-    request_id = id->string;
-  }
-  std::set<std::string> unknown;
-  for (const auto& key : doc.keys())
-    if (key != "request_id" && key != "user" && key != "candidates") unknown.insert(key);
-  if (!unknown.empty()) fail("unexpected field '" + *unknown.begin() + "'");
-  const Value* user_value = doc.find("user");
-  if (user_value == nullptr) fail("missing field 'user'");
-  Part user = read_part(*user_value, true, "user", meta);
-  const Value* candidates = doc.find("candidates");
-  if (candidates == nullptr || !candidates->is_array()) fail("missing or non-array field 'candidates'");
-  if (candidates->items.empty()) fail("candidates is empty");
-  const int64_t n = static_cast<int64_t>(candidates->items.size());
-  if (n > meta.max_candidates)
-    fail(std::to_string(n) + " candidates, more than the limit of " + std::to_string(meta.max_candidates));
-  std::vector<Part> parts;
-  parts.reserve(n);
-  for (int64_t i = 0; i < n; ++i)
-    parts.push_back(read_part(candidates->items[i], false, "candidates[" + std::to_string(i) + "]", meta));
-
-  // Every check has passed: only now are tensors made.
+// The checked parts as the scorer's input tensors; the user's entries are repeated for every candidate.
+Request layout(const ModelMeta& meta, const Part& user, const std::vector<Part>& parts,
+               const std::optional<std::string>& request_id) {
+  const int64_t n = static_cast<int64_t>(parts.size());
   const int64_t F = meta.id_features.size(), D = meta.dense_features.size(), G = meta.gsus.size();
   const int64_t L = meta.seq_len, P = meta.n_id_fields;
   const int64_t S = static_cast<int64_t>(meta.sequence_fields.size()) - P;
@@ -193,6 +164,77 @@ Request parse_request(std::string_view line, const ModelMeta& meta, std::optiona
     }
   }
   return req;
+}
+
+}  // namespace
+
+Request parse_request(std::string_view line, const ModelMeta& meta, std::optional<std::string>& request_id) {
+  Value doc;
+  try {
+    doc = json::parse(line);
+  } catch (const json::ParseError& e) {
+    fail(std::string("bad JSON: ") + e.what());
+  }
+  return parse_request(doc, meta, request_id);
+}
+
+Request parse_request(const Value& doc, const ModelMeta& meta, std::optional<std::string>& request_id) {
+  if (!doc.is_object()) fail("a request must be a JSON object");
+  if (const Value* id = doc.find("request_id"); id != nullptr && !id->is_null()) {
+    if (!id->is_string()) fail("request_id must be a string");
+    request_id = id->string;
+  }
+  std::set<std::string> unknown;
+  for (const auto& key : doc.keys())
+    if (key != "request_id" && key != "user" && key != "candidates") unknown.insert(key);
+  if (!unknown.empty()) fail("unexpected field '" + *unknown.begin() + "'");
+  const Value* user_value = doc.find("user");
+  if (user_value == nullptr) fail("missing field 'user'");
+  Part user = read_part(*user_value, true, "user", meta);
+  const Value* candidates = doc.find("candidates");
+  if (candidates == nullptr || !candidates->is_array()) fail("missing or non-array field 'candidates'");
+  if (candidates->items.empty()) fail("candidates is empty");
+  const int64_t n = static_cast<int64_t>(candidates->items.size());
+  if (n > meta.max_candidates)
+    fail(std::to_string(n) + " candidates, more than the limit of " + std::to_string(meta.max_candidates));
+  std::vector<Part> parts;
+  parts.reserve(n);
+  for (int64_t i = 0; i < n; ++i)
+    parts.push_back(read_part(candidates->items[i], false, "candidates[" + std::to_string(i) + "]", meta));
+
+  // Every check has passed: only now are tensors made.
+  return layout(meta, user, parts, request_id);
+}
+
+Request synthetic_request(const ModelMeta& meta, int64_t n) {
+  Part part;
+  part.ids.assign(meta.id_features.size(), 0);
+  part.dense.assign(meta.dense_features.size(), 0.0f);
+  Sequence one;
+  one.length = meta.seq_len > 0 ? 1 : 0;
+  one.fields.assign(meta.sequence_fields.size(), std::vector<int64_t>(one.length, 0));
+  part.sequences.assign(meta.gsus.size(), one);
+  return layout(meta, part, std::vector<Part>(n, part), std::nullopt);
+}
+
+Request concatenate(const std::vector<const Request*>& requests) {
+  if (requests.size() == 1) return *requests[0];
+  std::vector<at::Tensor> ids, dense, seq_ids, seq_side, lengths;
+  Request out;
+  for (const Request* r : requests) {
+    ids.push_back(r->ids);
+    dense.push_back(r->dense);
+    seq_ids.push_back(r->seq_ids);
+    seq_side.push_back(r->seq_side);
+    lengths.push_back(r->seq_lengths);
+    out.candidates += r->candidates;
+  }
+  out.ids = at::cat(ids);
+  out.dense = at::cat(dense);
+  out.seq_ids = at::cat(seq_ids);
+  out.seq_side = at::cat(seq_side);
+  out.seq_lengths = at::cat(lengths);
+  return out;
 }
 
 }  // namespace ranker

@@ -7,9 +7,11 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <ATen/ATen.h>
 
+#include "json.hpp"
 #include "meta.hpp"
 
 namespace ranker {
@@ -30,5 +32,13 @@ struct Request {
 
 // Throws RequestError. `request_id` is filled as soon as it is known, so that an error line can name it.
 Request parse_request(std::string_view line, const ModelMeta& meta, std::optional<std::string>& request_id);
+// The same rules on a request already read into a JSON value (the gRPC server builds one from the proto).
+Request parse_request(const json::Value& doc, const ModelMeta& meta, std::optional<std::string>& request_id);
+
+// A request every model of `meta` accepts: n candidates, ids 0, dense 0, one element per sequence.
+Request synthetic_request(const ModelMeta& meta, int64_t n);
+
+// Requests laid end to end, candidates in order: the input of one batched forward.
+Request concatenate(const std::vector<const Request*>& requests);
 
 }  // namespace ranker

@@ -1,0 +1,94 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Int64List(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Sequence(_message.Message):
+    __slots__ = ("fields",)
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Int64List
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Int64List, _Mapping]] = ...) -> None: ...
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.MessageMap[str, Int64List]
+    def __init__(self, fields: _Optional[_Mapping[str, Int64List]] = ...) -> None: ...
+
+class Part(_message.Message):
+    __slots__ = ("ids", "dense", "sequences")
+    class IdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class DenseEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class SequencesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Sequence
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Sequence, _Mapping]] = ...) -> None: ...
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    DENSE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.ScalarMap[str, int]
+    dense: _containers.ScalarMap[str, float]
+    sequences: _containers.MessageMap[str, Sequence]
+    def __init__(self, ids: _Optional[_Mapping[str, int]] = ..., dense: _Optional[_Mapping[str, float]] = ..., sequences: _Optional[_Mapping[str, Sequence]] = ...) -> None: ...
+
+class RankRequest(_message.Message):
+    __slots__ = ("request_id", "user", "candidates")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user: Part
+    candidates: _containers.RepeatedCompositeFieldContainer[Part]
+    def __init__(self, request_id: _Optional[str] = ..., user: _Optional[_Union[Part, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Part, _Mapping]]] = ...) -> None: ...
+
+class RankedCandidate(_message.Message):
+    __slots__ = ("candidate", "score", "probabilities")
+    class ProbabilitiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    candidate: int
+    score: float
+    probabilities: _containers.ScalarMap[str, float]
+    def __init__(self, candidate: _Optional[int] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class RankResponse(_message.Message):
+    __slots__ = ("request_id", "model_generation", "ranked")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    RANKED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model_generation: int
+    ranked: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
+    def __init__(self, request_id: _Optional[str] = ..., model_generation: _Optional[int] = ..., ranked: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ...) -> None: ...

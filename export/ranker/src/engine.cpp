@@ -1,0 +1,89 @@
+#include "engine.hpp"
+
+#include <ATen/Parallel.h>
+
+#include "batcher.hpp"
+#include "model_store.hpp"
+#include "ranking.hpp"
+#include "request.hpp"
+
+namespace ranker {
+
+struct Engine::Impl {
+  Impl(const EngineOptions& o, Metrics& m)
+      : options(o),
+        metrics(m),
+        libraries(load_operator_libraries(o.ops_dir, o.verbose)),
+        store(o.model_dir, store_options(o, m)),
+        batcher(BatcherOptions{o.workers, o.intra_op_threads, o.max_batch_candidates,
+                               std::chrono::microseconds(o.max_delay_us)},
+                &m) {
+    metrics.set_generation(store.current()->generation);
+  }
+
+  static ModelStoreOptions store_options(const EngineOptions& o, Metrics& m) {
+    ModelStoreOptions s;
+    s.format = o.format;
+    s.check_every = std::chrono::milliseconds(o.reload_check_ms);
+    s.concurrent_calls = static_cast<size_t>(std::max(1, o.workers));
+    const int threads = o.intra_op_threads;
+    s.check = [threads](const LoadedModel& model) {
+      at::set_num_threads(threads);  // the thread that loads warms up as the workers will run
+      warm_up(model);
+    };
+    s.on_reload = [&m](bool ok, int64_t generation) { m.reload_done(ok, generation); };
+    return s;
+  }
+
+  EngineOptions options;
+  Metrics& metrics;
+  int libraries;
+  ModelStore store;
+  Batcher batcher;
+};
+
+Engine::Engine(const EngineOptions& options, Metrics& metrics) : impl_(std::make_unique<Impl>(options, metrics)) {}
+
+Engine::~Engine() = default;
+
+void Engine::stop() { impl_->batcher.stop(); }
+
+EngineInfo Engine::info() const {
+  auto model = impl_->store.current();
+  return EngineInfo{impl_->options.model_dir, model->format,         model->meta.run_id,
+                    model->generation,        model->meta.tasks.size(), impl_->libraries};
+}
+
+Ranking Engine::rank(const json::Value& doc) {
+  using Kind = RankFailure::Kind;
+  auto model = impl_->store.current();  // one model for the whole request, even if a reload lands meanwhile
+  std::optional<std::string> request_id;
+  Scores scores;
+  int64_t n = 0;
+  try {
+    Request request = parse_request(doc, model->meta, request_id);
+    n = request.candidates;
+    scores = impl_->batcher.score(model, std::move(request));
+  } catch (const RequestError& e) {
+    throw RankFailure(Kind::InvalidRequest, e.what());
+  } catch (const BatcherStopped& e) {
+    throw RankFailure(Kind::Unavailable, e.what());
+  } catch (const ModelError& e) {
+    throw RankFailure(Kind::Model, std::string("model error: ") + e.what());
+  } catch (const c10::Error& e) {
+    throw RankFailure(Kind::Model, std::string("model error: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw RankFailure(Kind::Internal, std::string("internal error: ") + e.what());
+  }
+  at::Tensor p = scores.probabilities.to(at::kFloat).contiguous(), s = scores.score.to(at::kFloat).contiguous();
+  const float* prob = p.data_ptr<float>();
+  const float* score = s.data_ptr<float>();
+  const size_t t = model->meta.tasks.size();
+  Ranking ranking{request_id, model->generation, model->meta.tasks, {}};
+  ranking.ranked.reserve(n);
+  for (int64_t i : ranked_order(score, n))
+    ranking.ranked.push_back(RankedCandidate{i, score[i], std::vector<float>(prob + i * t, prob + (i + 1) * t)});
+  return ranking;
+}
+
+}  // namespace ranker

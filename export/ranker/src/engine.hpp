@@ -1,0 +1,78 @@
+// The ranking engine behind the network service: validation, micro-batched scoring and reload, as a
+// plain C++ interface. This header includes nothing of torch, so that the gRPC code can use it
+// without torch's include path (the wheel ships protobuf 3.13 headers there, which clash with the
+// system protobuf the generated gRPC code is built against).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "json.hpp"
+#include "metrics.hpp"
+
+namespace ranker {
+
+struct RankedCandidate {
+  int64_t candidate = 0;  // index in the request
+  float score = 0;
+  std::vector<float> probabilities;  // in Ranking::tasks order
+};
+
+struct Ranking {
+  std::optional<std::string> request_id;
+  int64_t generation = 0;
+  std::vector<std::string> tasks;
+  std::vector<RankedCandidate> ranked;  // by descending score, ties in request order
+};
+
+// Why a request got no ranking; the message is the JSON tool's error text for the same request.
+struct RankFailure : std::runtime_error {
+  enum class Kind { InvalidRequest, Unavailable, Model, Internal };
+  RankFailure(Kind kind, const std::string& message) : std::runtime_error(message), kind(kind) {}
+  Kind kind;
+};
+
+struct EngineOptions {
+  std::string model_dir;
+  std::string format = "auto";  // auto | torchscript | aoti
+  std::string ops_dir;          // fbgemm operator libraries
+  int workers = 1;
+  int intra_op_threads = 1;
+  int64_t max_batch_candidates = 2048;
+  int64_t max_delay_us = 0;
+  int reload_check_ms = 1000;  // 0 = never
+  bool verbose = false;
+};
+
+struct EngineInfo {
+  std::string model_dir, format, run_id;
+  int64_t generation = 0;
+  size_t tasks = 0;
+  int operator_libraries = 0;
+};
+
+class Engine {
+ public:
+  // Loads the operator libraries and the model, warms it up, starts the workers; throws
+  // std::runtime_error saying what is wrong.
+  Engine(const EngineOptions& options, Metrics& metrics);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Validates and scores one request (blocks until its batch is scored). Throws RankFailure.
+  Ranking rank(const json::Value& request);
+  EngineInfo info() const;
+  // Refuses new requests, finishes the queued ones, stops the workers and the reload watcher.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ranker

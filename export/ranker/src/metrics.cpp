@@ -1,0 +1,92 @@
+#include "metrics.hpp"
+
+#include <cstdio>
+
+namespace ranker {
+namespace {
+
+std::string number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+void header(std::string& out, const std::string& name, const std::string& help, const char* type) {
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+}  // namespace
+
+Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+
+void Histogram::observe(double value) {
+  size_t i = 0;
+  while (i < bounds_.size() && value > bounds_[i]) ++i;
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++counts_[i];
+  sum_ += value;
+  ++count_;
+}
+
+void Histogram::write(std::string& out, const std::string& name, const std::string& help) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  header(out, name, help, "histogram");
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < bounds_.size(); ++i) {
+    cumulative += counts_[i];
+    out += name + "_bucket{le=\"" + number(bounds_[i]) + "\"} " + std::to_string(cumulative) + "\n";
+  }
+  cumulative += counts_.back();
+  out += name + "_bucket{le=\"+Inf\"} " + std::to_string(cumulative) + "\n";
+  out += name + "_sum " + number(sum_) + "\n" + name + "_count " + std::to_string(count_) + "\n";
+}
+
+Metrics::Metrics()
+    : latency_({0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}),
+      forward_({0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}),
+      batch_candidates_({1, 10, 50, 100, 200, 400, 800, 1600, 3200, 6400, 10000}),
+      batch_requests_({1, 2, 4, 8, 16, 32, 64}) {}
+
+void Metrics::request_done(const std::string& code, double seconds) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++requests_by_code_[code];
+  }
+  latency_.observe(seconds);
+}
+
+void Metrics::batch_done(int64_t requests, int64_t candidates, double forward_seconds) {
+  batch_requests_.observe(static_cast<double>(requests));
+  batch_candidates_.observe(static_cast<double>(candidates));
+  forward_.observe(forward_seconds);
+}
+
+void Metrics::reload_done(bool success, int64_t generation) {
+  (success ? reload_success_ : reload_failure_)++;
+  generation_ = generation;
+}
+
+std::string Metrics::prometheus_text() const {
+  std::string out;
+  header(out, "ranker_requests_total", "Rank calls answered, by gRPC status code.", "counter");
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [code, n] : requests_by_code_)
+      out += "ranker_requests_total{code=\"" + code + "\"} " + std::to_string(n) + "\n";
+  }
+  latency_.write(out, "ranker_request_duration_seconds",
+                 "Rank call latency in the server: request received to answer built (queue and forward included).");
+  forward_.write(out, "ranker_forward_duration_seconds", "Duration of one batched forward.");
+  batch_candidates_.write(out, "ranker_batch_candidates", "Candidates scored by one forward.");
+  batch_requests_.write(out, "ranker_batch_requests", "Requests merged into one forward.");
+  header(out, "ranker_model_generation", "Generation of the model serving now (1 = the first loaded).", "gauge");
+  out += "ranker_model_generation " + std::to_string(generation_.load()) + "\n";
+  header(out, "ranker_reloads_total", "Reloads of a newer export, by result.", "counter");
+  out += "ranker_reloads_total{result=\"success\"} " + std::to_string(reload_success_.load()) + "\n";
+  out += "ranker_reloads_total{result=\"failure\"} " + std::to_string(reload_failure_.load()) + "\n";
+  header(out, "ranker_requests_in_flight", "Rank calls being served now.", "gauge");
+  out += "ranker_requests_in_flight " + std::to_string(in_flight_.load()) + "\n";
+  return out;
+}
+
+}  // namespace ranker

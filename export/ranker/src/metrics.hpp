@@ -1,0 +1,56 @@
+// What the server counts, exported in the Prometheus text format (version 0.0.4). Torch-free: the
+// gRPC side and the scoring side both record into it. Every member is safe to update from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace ranker {
+
+// A cumulative histogram with fixed upper bounds (Prometheus "le" buckets, +Inf implied).
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void observe(double value);
+  // name_bucket{le="..."}, name_sum, name_count lines, with HELP and TYPE.
+  void write(std::string& out, const std::string& name, const std::string& help) const;
+
+ private:
+  std::vector<double> bounds_;
+  mutable std::mutex mutex_;
+  std::vector<uint64_t> counts_;  // per bound, then +Inf; not cumulative until written
+  double sum_ = 0;
+  uint64_t count_ = 0;
+};
+
+class Metrics {
+ public:
+  Metrics();
+
+  // One finished Rank call: its gRPC status code name ("OK", "INVALID_ARGUMENT", ...) and latency.
+  void request_done(const std::string& code, double seconds);
+  // One forward of the batcher: how many requests it merged and how many candidates it scored.
+  void batch_done(int64_t requests, int64_t candidates, double forward_seconds);
+  void reload_done(bool success, int64_t generation);
+  void set_generation(int64_t generation) { generation_ = generation; }
+  void in_flight(int delta) { in_flight_ += delta; }
+
+  std::string prometheus_text() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, uint64_t> requests_by_code_;
+  Histogram latency_;
+  Histogram forward_;
+  Histogram batch_candidates_;
+  Histogram batch_requests_;
+  std::atomic<uint64_t> reload_success_{0}, reload_failure_{0};
+  std::atomic<int64_t> generation_{0};
+  std::atomic<int64_t> in_flight_{0};
+};
+
+}  // namespace ranker
