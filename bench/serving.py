@@ -21,7 +21,7 @@ from bench.data import ensure_shards
 from data_pipelines.dataset import FINAL, REALTIME, DataSet
 from export.requests import RequestSchema, parse_request, rank, requests_from_inputs
 from export.scorer import Scorer, inputs_from_batch, model_id_features
-from export.torchscript import export, metadata
+from export.artifact import export, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
 
@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> dict:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)  # as the ranker runs
         try:
-            python = {n: _python_figures(report.model_path, schema, lines, meta["tasks"], int(bc.repeat),
+            python = {n: _python_figures(report.files["torchscript"], schema, lines, meta["tasks"], int(bc.repeat),
                                          int(bc.warmup)) for n, lines in lines_by_size.items()}
         finally:
             torch.set_num_threads(before)

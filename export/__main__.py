@@ -12,11 +12,13 @@ from export.job import run_export
 def main(cfg: DictConfig) -> None:
     report, meta = run_export(cfg)
     print(f"exported {meta['training']['checkpoint']} (run {meta['training']['run_id']})")
-    print(f"  {report.model_path}  ({report.model_path.stat().st_size / 2**20:.1f} MiB)")
+    for fmt, path in report.files.items():
+        print(f"  {path}  ({fmt}, {path.stat().st_size / 2**20:.1f} MiB)")
     print(f"  {report.meta_path}")
-    print(f"  {report.model_path.parent / 'requests.jsonl'}  (sample requests for the ranker)")
-    print(f"validated on {report.validated_on} samples against the eager model: max |dp| = "
-          f"{report.max_abs_diff_probabilities:.2e}, max |dscore| = {report.max_abs_diff_score:.2e}")
+    print(f"  {report.out_dir / 'requests.jsonl'}  (sample requests for the ranker)")
+    for fmt, (dp, ds) in report.max_abs_diff.items():
+        print(f"{fmt} validated on {report.validated_on} samples against the eager model: max |dp| = {dp:.2e}, "
+              f"max |dscore| = {ds:.2e}")
     print(f"fbgemm operators the ranker must load: {', '.join(meta.get('fbgemm_operators', [])) or 'none'}")
 
 

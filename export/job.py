@@ -1,5 +1,5 @@
-"""`make export`: the newest (or a given) training checkpoint -> artifacts/<name>/ with model.pt,
-model.json and sample requests for the ranker."""
+"""`make export`: the newest (or a given) training checkpoint -> artifacts/<name>/ with model.pt
+(TorchScript) and/or model.pt2 (AOTInductor), model.json and sample requests for the ranker."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from data_pipelines.dataset import DataSet
 from export.requests import RequestSchema, requests_from_inputs
 from export.scorer import Scorer, ScorerInputs, inputs_from_batch, model_id_features
-from export.torchscript import ExportReport, export, metadata
+from export.artifact import ExportReport, export, formats_of, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
@@ -91,7 +91,7 @@ def run_export(cfg: DictConfig) -> tuple[ExportReport, dict[str, Any]]:
     name = cfg.name or run_cfg.get("run_name") or checkpoint.parent.name
     out_dir = Path(cfg.paths.artifacts_dir) / name
     report = export(Scorer(model, model_id_features(model)), meta, out_dir, inputs, expected,
-                    float(cfg.validate.tolerance))
+                    float(cfg.validate.tolerance), formats_of(str(cfg.format)))
 
     meta = json.loads(report.meta_path.read_text())  # as written, with what validation added
     sample = requests_from_inputs(inputs, RequestSchema(meta), int(cfg.sample_requests.candidates), prefix=name)

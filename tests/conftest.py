@@ -97,7 +97,7 @@ def untrained(tiny_streams):
 
     from data_pipelines.dataset import FINAL, REALTIME
     from export.scorer import inputs_from_batch
-    from export.torchscript import metadata
+    from export.artifact import metadata
     from recsys.data import ShardDataset, make_loader
     from recsys.model.factory import model_from_config
 

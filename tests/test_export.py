@@ -18,7 +18,7 @@ from data_pipelines.dataset import FINAL, REALTIME, DataSet
 from export.job import run_export
 from export.requests import RequestError, RequestSchema, parse_request, rank
 from export.scorer import Scorer, inputs_from_batch, model_id_features
-from export.torchscript import ExportValidationError, export
+from export.artifact import ExportValidationError, export
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
@@ -56,7 +56,7 @@ def exported(tiny_streams, tiny_training, tmp_path_factory):
     _, log_dir = tiny_training
     artifacts = tmp_path_factory.mktemp("artifacts")
     report, meta = run_export(export_cfg(tiny_streams, log_dir, artifacts, None, "name=tiny"))
-    return report.model_path.parent, meta, log_dir
+    return report.out_dir, meta, log_dir
 
 
 def eager_model(checkpoint: Path, data: DataSet):

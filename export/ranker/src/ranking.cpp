@@ -7,7 +7,7 @@
 
 namespace ranker {
 
-Scores score(const LoadedModel& model, const Request& request) {
+Scores forward(const LoadedModel& model, const Request& request) {
   c10::InferenceMode guard;
   auto out = model.forward->run({request.ids, request.dense, request.seq_ids, request.seq_side, request.seq_lengths});
   if (out.size() != 2) throw ModelError("the model returned " + std::to_string(out.size()) + " outputs, not 2");
@@ -15,6 +15,11 @@ Scores score(const LoadedModel& model, const Request& request) {
   const int64_t n = request.candidates, t = static_cast<int64_t>(model.meta.tasks.size());
   if (s.probabilities.sizes() != at::IntArrayRef({n, t}) || s.score.sizes() != at::IntArrayRef({n}))
     throw ModelError("the model returned unexpected shapes; is model.json from the same export?");
+  return s;
+}
+
+Scores score(const LoadedModel& model, const Request& request) {
+  Scores s = forward(model, request);
   // A NaN would also break the ordering (every comparison with it is false).
   at::Tensor finite = at::isfinite(s.score.to(at::kFloat)) & at::isfinite(s.probabilities.to(at::kFloat)).all(1);
   if (!finite.all().item<bool>()) {
@@ -34,7 +39,7 @@ std::vector<int64_t> ranked_order(const float* score, int64_t n) {
 void warm_up(const LoadedModel& model) {
   for (int64_t n : {int64_t{1}, std::min<int64_t>(200, model.meta.max_candidates)}) {
     Request request = synthetic_request(model.meta, n);
-    score(model, request);
+    forward(model, request);  // stand-in inputs: their scores are not checked, only that they come
   }
 }
 

@@ -23,14 +23,18 @@ struct ModelError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The model's answer for a validated request, shapes checked against model.json (throws ModelError).
+Scores forward(const LoadedModel& model, const Request& request);
+// forward(), and every score and probability finite (throws ModelError naming the first candidate).
 Scores score(const LoadedModel& model, const Request& request);
 
 // Candidate indices by descending score, ties in request order.
 std::vector<int64_t> ranked_order(const float* score, int64_t n);
 
-// Scores a valid stand-in request of 1 and of up to 200 candidates (throws ModelError or c10::Error if
-// the model cannot): run on a newly loaded model before it serves, so that its first real request
-// neither pays the one-off set-up of the first forward nor finds a model that cannot answer.
+// Runs a valid stand-in request of 1 and of up to 200 candidates through the model (throws ModelError
+// or c10::Error if it cannot answer with the shapes model.json promises). Run on a newly loaded model
+// before it serves, so that its first real request neither pays the one-off set-up of the first
+// forward nor finds a model that cannot answer.
 void warm_up(const LoadedModel& model);
 
 // {"request_id": ..., "model_generation": g, "ranked": [{"candidate": i, "score": s, "probabilities": {...}}]}

@@ -1,0 +1,159 @@
+"""Checkpoint's scorer -> an export directory: the model file of each format asked for and model.json,
+each file validated against the eager model before anything is kept.
+
+Model files are staged, loaded back and compared; only when every one reproduces the eager scores
+are they renamed into place, and model.json is written last: a ranker that watches model.json for a
+newer export (export/ranker) sees a complete export whenever it changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from data_pipelines.contract import DENSE_FEATURES, SEQUENCE_ID_FIELDS, SIDE_FIELDS, SIDE_ROWS, TARGET_FEATURES
+from export import aoti, torchscript
+from export.scorer import Scorer, ScorerInputs, model_id_features
+from recsys.model.moment_cross import MomentCrossModel
+
+# 2: gsus.id_fields / side_fields / rows; 3: "files" by format, written last (export/ranker/src/meta.cpp)
+FORMAT_VERSION = 3
+FORMATS = ("torchscript", "aoti")
+FILE_NAMES = {"torchscript": torchscript.FILE_NAME, "aoti": aoti.FILE_NAME}
+
+
+def formats_of(choice: str) -> tuple[str, ...]:
+    """`make export ARGS="format=..."`: torchscript, aoti or both."""
+    if choice == "both":
+        return FORMATS
+    if choice not in FORMATS:
+        raise ValueError(f"format={choice!r}: choose torchscript, aoti or both")
+    return (choice,)
+
+
+class ExportValidationError(RuntimeError):
+    """An exported file does not reproduce the eager model's scores."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    out_dir: Path
+    meta_path: Path
+    files: dict[str, Path]  # format -> model file
+    max_abs_diff: dict[str, tuple[float, float]]  # format -> (probabilities, score)
+    validated_on: int  # samples
+
+
+def metadata(model: MomentCrossModel, request_layout: dict[str, list[str]], max_candidates: int,
+             training: dict[str, Any]) -> dict[str, Any]:
+    """model.json: everything a ranker needs to validate a request and lay it out as the scorer's
+    inputs, all read off the model and the data contract."""
+    tables = [*model.lookup.pooled_ebc.embedding_bag_configs(), *model.lookup.sequence_ebc.embedding_bag_configs()]
+    table_sizes = {t.name: t.num_embeddings for t in tables}
+    table_of = {f: t.name for t in model.lookup.pooled_ebc.embedding_bag_configs() for f in t.feature_names}
+    table_of |= dict(zip(TARGET_FEATURES, SEQUENCE_ID_FIELDS))
+    esu = model.head.esu
+    side_rows = dict(zip(SIDE_FIELDS, esu.side_rows)) if esu is not None else dict(SIDE_ROWS)
+    id_features = model_id_features(model)
+    unknown = {s: sorted(set(names) - set({"ids": id_features, "dense": DENSE_FEATURES,
+                                           "sequences": model.gsu_names}[s]))
+               for s, names in request_layout.items()}
+    if any(unknown.values()):
+        raise ValueError(f"request_layout names features the model does not have: {unknown}")
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "forward": {
+            "inputs": ["ids [B, F] int64", "dense [B, D] float32",
+                       f"seq_ids [B, G, L, {len(SEQUENCE_ID_FIELDS)}] int64 ({', '.join(SEQUENCE_ID_FIELDS)})",
+                       f"seq_side [B, G, L, {len(SIDE_FIELDS)}] int64 ({', '.join(SIDE_FIELDS)})",
+                       "seq_lengths [B, G] int64"],
+            "outputs": ["probabilities [B, T] float32", "score [B] float32"],
+        },
+        "id_features": [{"name": f, "table": table_of[f], "rows": table_sizes[table_of[f]]} for f in id_features],
+        "dense_features": list(DENSE_FEATURES),
+        # A request's sequence element holds id_fields then side_fields (seq_ids, then seq_side);
+        # `rows` bounds each field's values, [0, rows).
+        "gsus": {"names": list(model.gsu_names), "length": model.seq_len, "id_fields": list(SEQUENCE_ID_FIELDS),
+                 "side_fields": list(SIDE_FIELDS),
+                 "rows": {**{f: table_sizes[f] for f in SEQUENCE_ID_FIELDS}, **side_rows}},
+        "tasks": list(model.tasks),
+        "score_weights": dict(zip(model.tasks, model.head.score_weights.tolist())),
+        "table_sizes": table_sizes,
+        "request_layout": {"user": {s: list(v) for s, v in request_layout.items()}},
+        "max_candidates": max_candidates,
+        "versions": {"torch": version("torch"), "torchrec": version("torchrec"), "fbgemm_gpu": _fbgemm_version()},
+        "training": training,
+    }
+
+
+def _fbgemm_version() -> str:
+    """The CPU and CUDA builds are different distributions of the same `fbgemm_gpu` package."""
+    for distribution in ("fbgemm-gpu-cpu", "fbgemm-gpu"):
+        try:
+            return f"{distribution}=={version(distribution)}"
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def compare(expected: tuple[torch.Tensor, torch.Tensor], got: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    return tuple(float((a - b).abs().max()) for a, b in zip(expected, got))
+
+
+def export(scorer: Scorer, meta: dict[str, Any], out_dir: Path, inputs: ScorerInputs,
+           expected: tuple[torch.Tensor, torch.Tensor], tolerance: float = 1e-5,
+           formats: tuple[str, ...] = ("torchscript",)) -> ExportReport:
+    """Write `scorer` in each of `formats`, load every file back, score `inputs`, and keep the export
+    only if every file reproduces `expected` (probabilities, score from the eager model) within
+    `tolerance`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writers: dict[str, Callable[[Path], Callable]] = {
+        "torchscript": lambda path: torchscript.save_torchscript(scorer, path),
+        "aoti": lambda path: aoti.save_aoti(scorer, path, inputs, int(meta.get("max_candidates", len(inputs)))),
+    }
+    staged: dict[str, Path] = {}
+    diffs: dict[str, tuple[float, float]] = {}
+    loaded = {}
+    try:
+        for fmt in formats:
+            staged[fmt] = out_dir / f".staged.{FILE_NAMES[fmt]}"  # AOTInductor wants the .pt2 suffix
+            loaded[fmt] = writers[fmt](staged[fmt])
+            with torch.no_grad():
+                diffs[fmt] = compare(expected, loaded[fmt](*inputs))
+            if not all(d <= tolerance for d in diffs[fmt]):  # NaN fails too
+                raise ExportValidationError(
+                    f"exported {fmt} model differs from the eager model: max |dp| = {diffs[fmt][0]:.3g}, "
+                    f"max |dscore| = {diffs[fmt][1]:.3g} (tolerance {tolerance:g})")
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
+    files = {fmt: out_dir / FILE_NAMES[fmt] for fmt in formats}
+    meta = {**meta, "files": {fmt: path.name for fmt, path in files.items()},
+            "fbgemm_operators": torchscript.fbgemm_operators(loaded["torchscript"]) if "torchscript" in loaded else [],
+            "validation": {"samples": len(inputs), "tolerance": tolerance,
+                           "max_abs_diff_probabilities": max(d[0] for d in diffs.values()),
+                           "max_abs_diff_score": max(d[1] for d in diffs.values()),
+                           "by_format": {fmt: {"max_abs_diff_probabilities": d[0], "max_abs_diff_score": d[1]}
+                                         for fmt, d in diffs.items()}}}
+    for fmt in formats:
+        os.replace(staged[fmt], files[fmt])
+    meta_path = out_dir / "model.json"
+    _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    for fmt in set(FORMATS) - set(formats):  # a file of an earlier export that model.json no longer lists
+        (out_dir / FILE_NAMES[fmt]).unlink(missing_ok=True)
+    return ExportReport(out_dir, meta_path, files, diffs, len(inputs))
