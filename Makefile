@@ -12,13 +12,17 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay ablate export ranker bench clean
+.PHONY: help setup setup-system proto setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay ablate export ranker bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-setup: ## create .venv and install the pinned CPU stack (torch+cpu, fbgemm-gpu-cpu, torchrec --no-deps, project)
+# What `make ranker` builds against (gRPC 1.51 and protobuf 3.21 from Debian; cpp-httplib for /metrics).
+SYSTEM_PACKAGES := cmake g++ pkg-config libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev
+APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+
+setup: setup-system ## system packages for the C++ ranker (apt-get), then .venv with the pinned CPU stack (torch+cpu, fbgemm-gpu-cpu, torchrec --no-deps, project)
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet --only-binary=:all: $(FIND_LINKS) -r requirements/torch-cpu.txt
@@ -26,6 +30,15 @@ setup: ## create .venv and install the pinned CPU stack (torch+cpu, fbgemm-gpu-c
 	$(PIP) install --quiet --no-deps "torchrec==1.8.0"
 	$(PIP) install --quiet -c requirements/constraints-cpu.txt -e ".[dev]"
 	$(MAKE) --no-print-directory check-stack
+
+setup-system: ## install the C++ ranker's build dependencies from Debian packages (skipped when present)
+	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null || { echo "no apt-get: install $(SYSTEM_PACKAGES) by hand"; exit 1; }; \
+		echo "apt-get install $(SYSTEM_PACKAGES)"; \
+		$(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }
+
+proto: ## regenerate the Python gRPC client code (export/ranker/proto/*_pb2*.py) from ranker.proto
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. export/ranker/proto/ranker.proto
 
 setup-gpu: install-gpu check-gpu ## create .venv with the CUDA stack and check a GPU is visible (GPU machines only)
 
@@ -73,7 +86,7 @@ export: ## TorchScript + model.json from the newest checkpoint (ARGS="checkpoint
 	$(PY) -m export $(ARGS)
 
 RANKER_BUILD := export/ranker/build
-ranker: ## build the C++ ranker against the wheel's libtorch -> export/ranker/build/ranker
+ranker: ## build the C++ ranker against the wheel's libtorch -> export/ranker/build/{ranker (JSON lines), ranker_server (gRPC)}
 	@test -x $(PY) || { echo "no .venv: run make setup first"; exit 1; }
 	cmake -S export/ranker -B $(RANKER_BUILD) -DCMAKE_BUILD_TYPE=Release \
 		-DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \

@@ -8,10 +8,10 @@ import hydra
 from omegaconf import DictConfig
 
 from recsys.allocator import keep_freed_memory
-from bench import history_store, online, serving, streams, training
+from bench import history_store, online, service, serving, streams, training
 
 BENCHMARKS = {"history_store": history_store.run, "streams": streams.run, "training": training.run,
-              "online": online.run, "serving": serving.run}
+              "online": online.run, "serving": serving.run, "service": service.run}
 
 
 @hydra.main(config_path="../conf", config_name="bench", version_base="1.3")

@@ -29,9 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
 
 
-def _export_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples: int):
+def export_bench_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples: int,
+                       formats: tuple[str, ...] = ("torchscript",), seed: int = 0):
+    """The served architecture with untrained weights (latency does not depend on them), exported to
+    `out_dir`; (the export report, scorer inputs of `n_samples` evaluation samples)."""
     bc = cfg.bench.serving
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = model_from_config(bc, data.manifest(REALTIME), embedding_device="cpu").eval()
     batch_size = min(n_samples, data.manifest(FINAL)["samples"])
     inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(data.stream(FINAL), batch_size)))), model)
@@ -40,7 +43,8 @@ def _export_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples: int)
         expected = scorer(*inputs)
     layout = OmegaConf.to_container(bc.request_layout, resolve=True)
     meta = metadata(model, layout, 10_000, {"run_id": "bench (untrained)"})
-    report = export(scorer, meta, out_dir, inputs.slice(0, 256), (expected[0][:256], expected[1][:256]))
+    report = export(scorer, meta, out_dir, inputs.slice(0, 256), (expected[0][:256], expected[1][:256]),
+                    formats=formats)
     return report, inputs
 
 
@@ -74,12 +78,16 @@ def _python_figures(model_path: Path, schema: RequestSchema, lines: list[str], t
             "candidates_per_s": len(json.loads(lines[0])["candidates"]) / (np.mean(total) / 1e3)}
 
 
-def _ranker_figures(model_dir: Path, requests: Path, repeat: int, warmup: int, threads: int) -> dict[int, dict]:
-    if not RANKER.exists():
-        print("[bench] building the C++ ranker first (make ranker)")
-        subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, check=True, capture_output=True)
-    result = subprocess.run([str(RANKER), "--model", str(model_dir), "--bench", str(requests), "--repeat",
-                             str(repeat), "--warmup", str(warmup), "--threads", str(threads)],
+def ensure_ranker() -> None:
+    """`make ranker` (incremental: quick when the build is current)."""
+    print("[bench] make ranker")
+    subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, check=True, capture_output=True)
+
+
+def _ranker_figures(model_dir: Path, requests: Path, repeat: int, warmup: int, threads: int,
+                    fmt: str) -> dict[int, dict]:
+    result = subprocess.run([str(RANKER), "--model", str(model_dir), "--format", fmt, "--bench", str(requests),
+                             "--repeat", str(repeat), "--warmup", str(warmup), "--threads", str(threads)],
                             capture_output=True, text=True, check=True)
     line = next(l for l in result.stdout.splitlines() if l.startswith("BENCH_JSON "))
     return {r["candidates"]: r for r in json.loads(line.removeprefix("BENCH_JSON "))["results"]}
@@ -91,7 +99,8 @@ def run(cfg: DictConfig) -> dict:
     sizes = [int(n) for n in bc.candidates]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        report, inputs = _export_model(cfg, data, model_dir, max(sizes) * int(bc.requests_per_size))
+        formats = tuple(bc.formats)
+        report, inputs = export_bench_model(cfg, data, model_dir, max(sizes) * int(bc.requests_per_size), formats)
         meta = json.loads(report.meta_path.read_text())
         schema = RequestSchema(meta)
         lines_by_size = {}
@@ -101,7 +110,9 @@ def run(cfg: DictConfig) -> dict:
         request_file = Path(tmp) / "requests.jsonl"
         request_file.write_text("".join(l + "\n" for ls in lines_by_size.values() for l in ls))
         threads = int(bc.threads)
-        cpp = _ranker_figures(model_dir, request_file, int(bc.repeat), int(bc.warmup), threads)
+        ensure_ranker()
+        cpp = {fmt: _ranker_figures(model_dir, request_file, int(bc.repeat), int(bc.warmup), threads, fmt)
+               for fmt in formats}
         before = torch.get_num_threads()
         torch.set_num_threads(threads)  # as the ranker runs
         try:
@@ -113,9 +124,10 @@ def run(cfg: DictConfig) -> dict:
     print(f"serving ({cfg.world.name} world tables, {len(meta['gsus']['names'])} GSUs x {meta['gsus']['length']}, "
           f"{threads} intra-op thread(s), {bc.requests_per_size} requests x {bc.repeat} repeats per size; "
           f"end to end = parse + validate + score + rank + JSON)")
-    print(f"  {'candidates':>10}  {'':<22} {'p50 ms':>8} {'p99 ms':>8} {'forward p50':>12} {'candidates/s':>13}")
+    print(f"  {'candidates':>10}  {'':<26} {'p50 ms':>8} {'p99 ms':>8} {'forward p50':>12} {'candidates/s':>13}")
     for n in sizes:
-        for name, f in (("C++ ranker", cpp[n]), ("Python TorchScript call", python[n])):
-            print(f"  {n:>10}  {name:<22} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['forward_p50_ms']:>12.2f} "
+        rows = [(f"C++ ranker, {fmt}", cpp[fmt][n]) for fmt in formats] + [("Python TorchScript call", python[n])]
+        for name, f in rows:
+            print(f"  {n:>10}  {name:<26} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['forward_p50_ms']:>12.2f} "
                   f"{f['candidates_per_s']:>13,.0f}")
     return {"cpp": cpp, "python": python}

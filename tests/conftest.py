@@ -108,3 +108,22 @@ def untrained(tiny_streams):
     meta = metadata(model, layout, max_candidates=100, training={"run_id": "untrained"})
     inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(tiny_streams.stream(FINAL), 32)))), model)
     return model, meta, inputs
+
+
+@pytest.fixture(scope="session")
+def ranker_binary() -> Path:
+    """`make ranker` (incremental: quick when the build is current): the JSON tool's path; the gRPC
+    server is built beside it."""
+    result = subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return ROOT / "export" / "ranker" / "build" / "ranker"
+
+
+def export_cfg(data: DataSet, log_dir: Path, artifacts: Path, checkpoint: Path | None, *overrides: str):
+    return compose_config("export", [*job_paths(data), f"paths.log_dir={log_dir}", f"paths.artifacts_dir={artifacts}",
+                                     f"checkpoint={checkpoint}" if checkpoint else "checkpoint=null", *overrides])
+
+
+def checkpoints(log_dir: Path) -> list[Path]:
+    return sorted((log_dir / "checkpoints" / "e2e").glob("epoch*"))

@@ -23,31 +23,12 @@ from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
 from recsys.train.checkpoint import TRAINER_STATE, IncompleteCheckpointError, model_state_dict
-from tests.conftest import ROOT, compose_config, job_paths
+from tests.conftest import checkpoints, compose_config, export_cfg, job_paths
 from tests.corpus import damage
 from tests.corpus.requests import request_cases
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="session")
-def ranker_binary() -> Path:
-    """`make ranker` (incremental: quick when the build is current)."""
-    result = subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return RANKER
-
-
-def export_cfg(data: DataSet, log_dir: Path, artifacts: Path, checkpoint: Path | None, *overrides: str):
-    return compose_config("export", [*job_paths(data), f"paths.log_dir={log_dir}", f"paths.artifacts_dir={artifacts}",
-                                     f"checkpoint={checkpoint}" if checkpoint else "checkpoint=null", *overrides])
-
-
-def checkpoints(log_dir: Path) -> list[Path]:
-    return sorted((log_dir / "checkpoints" / "e2e").glob("epoch*"))
 
 
 @pytest.fixture(scope="module")

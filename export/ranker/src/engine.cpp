@@ -1,6 +1,9 @@
 #include "engine.hpp"
 
 #include <ATen/Parallel.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "batcher.hpp"
 #include "model_store.hpp"
@@ -8,6 +11,13 @@
 #include "request.hpp"
 
 namespace ranker {
+
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
+#endif
+}
 
 struct Engine::Impl {
   Impl(const EngineOptions& o, Metrics& m)

@@ -16,10 +16,8 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
+#include "engine.hpp"
 #include "model_store.hpp"
 #include "ranking.hpp"
 
@@ -202,20 +200,10 @@ int bench(ranker::ModelStore& store, const Options& o) {
   return 0;
 }
 
-// Scoring a request allocates and frees tensors of several MB; with glibc's defaults each is a
-// fresh mapping whose pages fault again on every request. Keep freed memory in the process, as the
-// Python jobs do (recsys/allocator.py).
-void keep_freed_memory() {
-#if defined(__GLIBC__)
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
-#endif
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  keep_freed_memory();
+  ranker::keep_freed_memory();
   Options o = parse_args(argc, argv);
   try {
     // One thread by default: the serving loop is one thread, and on a busy machine more intra-op

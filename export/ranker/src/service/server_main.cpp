@@ -127,6 +127,7 @@ std::string address(const std::string& host, int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ranker::keep_freed_memory();
   Options o = parse_args(argc, argv);
   // Signals are taken by sigwait below: block them before any thread starts, so every thread inherits it.
   sigset_t stop_signals;

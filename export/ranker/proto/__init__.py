@@ -1,0 +1,1 @@
+"""The ranker service contract (ranker.proto) and its generated Python client code (make proto)."""

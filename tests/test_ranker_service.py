@@ -1,0 +1,255 @@
+"""The ranker as a network service, on a tiny trained model exported in both formats: the gRPC
+server ranks as the JSON tool does, refuses malformed requests with the JSON tool's messages, batches
+concurrent requests without mixing their rows, counts what it served, reloads under load without
+dropping a call, and shuts down gracefully; the AOTInductor package scores as eager and TorchScript
+do, in Python and in C++. One AOTInductor compile (~1 min) serves the whole module."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+
+from export.client import SERVICE_NAME, RankError, RankerClient, request_to_proto
+from export.job import rebuild_model, run_export
+from export.requests import RequestSchema, parse_request
+from export.scorer import Scorer, model_id_features
+from export.server_process import RankerServer
+from tests.conftest import checkpoints, export_cfg
+from tests.corpus.requests import request_cases
+from tests.test_export import corpus_request
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def both(tiny_streams, tiny_training, tmp_path_factory):
+    """The newest checkpoint of the tiny run exported with format=both: (dir, model.json, log dir)."""
+    _, log_dir = tiny_training
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    report, meta = run_export(export_cfg(tiny_streams, log_dir, artifacts, None, "name=both", "format=both"))
+    return report.out_dir, meta, log_dir
+
+
+def sample_requests(model_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (model_dir / "requests.jsonl").read_text().splitlines()]
+
+
+def json_tool(binary: Path, model_dir: Path, requests: list[dict], fmt: str = "torchscript") -> list[dict]:
+    """The JSON-lines ranker's answers to `requests`."""
+    result = subprocess.run([str(binary), "--model", str(model_dir), "--format", fmt, "--reload-check-ms", "0"],
+                            input="".join(json.dumps(r) + "\n" for r in requests), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and f", {fmt}," in result.stderr, result.stderr  # it says what it loaded
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(answers) == len(requests)
+    return answers
+
+
+def as_float32(answer: dict) -> list[tuple]:
+    """A ranking compared exactly: the JSON tool writes each float32 in its shortest form, the proto
+    carries the float32 itself."""
+    return [(r["candidate"], np.float32(r["score"]), {k: np.float32(v) for k, v in r["probabilities"].items()})
+            for r in answer["ranked"]]
+
+
+def test_the_model_json_lists_both_files_and_aoti_matches_eager_and_torchscript_in_python(both, tiny_streams):
+    model_dir, meta, _ = both
+    assert meta["files"] == {"torchscript": "model.pt", "aoti": "model.pt2"}
+    assert all((model_dir / f).is_file() for f in meta["files"].values())
+    assert meta["validation"]["by_format"]["aoti"]["max_abs_diff_score"] <= TOLERANCE
+    model, _, _ = rebuild_model(Path(meta["training"]["checkpoint"]), export_cfg(tiny_streams, Path("."), Path("."), None))
+    eager = Scorer(model, model_id_features(model)).eval()
+    scripted = torch.jit.load(str(model_dir / "model.pt"))
+    package = torch._inductor.aoti_load_package(str(model_dir / "model.pt2"))
+    schema = RequestSchema(meta)
+    for request in sample_requests(model_dir):
+        for n in (1, len(request["candidates"])):  # the candidate axis is dynamic, down to one
+            _, inputs = parse_request(json.dumps({**request, "candidates": request["candidates"][:n]}), schema)
+            with torch.no_grad():
+                expected = eager(*inputs)
+                for got in (scripted(*inputs), package(*inputs)):
+                    for e, g in zip(expected, got):
+                        torch.testing.assert_close(g, e, rtol=0, atol=TOLERANCE)
+
+
+def test_the_cpp_ranker_scores_aoti_as_torchscript(both, ranker_binary):
+    model_dir, _, _ = both
+    answers = {fmt: json_tool(ranker_binary, model_dir, sample_requests(model_dir), fmt) for fmt in ("torchscript", "aoti")}
+    for ts, ao in zip(answers["torchscript"], answers["aoti"]):
+        ts_scores = {r["candidate"]: r["score"] for r in ts["ranked"]}
+        ao_scores = {r["candidate"]: r["score"] for r in ao["ranked"]}
+        assert ts_scores.keys() == ao_scores.keys()
+        assert max(abs(ts_scores[c] - ao_scores[c]) for c in ts_scores) <= TOLERANCE
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "aoti"])
+def test_grpc_ranks_as_the_json_tool_for_the_same_requests(both, ranker_binary, fmt):
+    model_dir, _, _ = both
+    requests = sample_requests(model_dir)
+    requests.append({**requests[0], "request_id": None, "candidates": requests[0]["candidates"][:1]})
+    expected = json_tool(ranker_binary, model_dir, requests, fmt)
+    with RankerServer(model_dir, "--format", fmt, "--reload-check-ms", "0") as server:
+        got = [server.client.rank(r) for r in requests]
+    for e, g in zip(expected, got, strict=True):
+        assert g["request_id"] == e["request_id"] and g["model_generation"] == e["model_generation"] == 1
+        assert as_float32(g) == as_float32(e)
+
+
+def test_malformed_requests_get_invalid_argument_with_the_json_tools_messages(both, ranker_binary):
+    """Every corpus request the proto can carry, sent both ways: the same message. Not sendable: bytes
+    and JSON syntax, a fraction where the proto holds an integer, a number beyond the double range,
+    and no `candidates` at all (a repeated field has no presence: absent is empty)."""
+    model_dir, meta, _ = both
+    sendable = []
+    for case in request_cases(corpus_request(model_dir), meta):
+        try:
+            request = json.loads(case.text)
+            json.dumps(request, allow_nan=False)  # 1e400 reads as inf, which JSON cannot write back
+            request_to_proto(request)
+            if "candidates" not in request:
+                continue
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+            continue
+        sendable.append((case.name, request))
+    # A defect of the text alone (a key given twice) is gone once the request is read: what remains
+    # is the requests the JSON tool still refuses when they are written back as JSON.
+    answers = json_tool(ranker_binary, model_dir, [r for _, r in sendable])
+    refused_as_json = [(name, request, a["error"]) for (name, request), a in zip(sendable, answers) if "error" in a]
+    assert len(refused_as_json) >= 10, [n for n, _, _ in refused_as_json]
+    with RankerServer(model_dir, "--format", "torchscript", "--reload-check-ms", "0") as server:
+        for name, request, error in refused_as_json:
+            with pytest.raises(RankError) as refused:
+                server.client.rank(request)
+            assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT, name
+            assert refused.value.message == error, name
+        assert "ranked" in server.client.rank(sample_requests(model_dir)[0])  # still serving
+
+
+def test_concurrent_requests_of_different_sizes_each_get_their_own_candidates(both, ranker_binary):
+    """Interleaved requests of 1..N candidates, sent at once into a server that waits 20 ms to merge:
+    each answer holds its own candidates with the JSON tool's scores for that request alone (within
+    1e-5: a merged forward multiplies matrices of another shape, so the last bits may differ), and
+    forwards did merge requests."""
+    model_dir, _, _ = both
+    base = sample_requests(model_dir)
+    requests = []
+    for i in range(24):
+        source = base[i % len(base)]
+        n = 1 + (7 * i) % len(source["candidates"])
+        requests.append({**source, "request_id": f"mix-{i}", "candidates": source["candidates"][-n:]})
+    expected = json_tool(ranker_binary, model_dir, requests)
+    with RankerServer(model_dir, "--format", "torchscript", "--max-delay-us", "20000", "--reload-check-ms", "0") as server:
+        with ThreadPoolExecutor(12) as pool:
+            got = list(pool.map(server.client.rank, requests))
+        metrics = server.metrics()
+    for r, e, g in zip(requests, expected, got):
+        assert g["request_id"] == r["request_id"] and len(g["ranked"]) == len(r["candidates"])
+        alone = {x["candidate"]: x for x in e["ranked"]}
+        merged = {x["candidate"]: x for x in g["ranked"]}
+        assert merged.keys() == alone.keys() == set(range(len(r["candidates"])))
+        for c, x in merged.items():
+            assert abs(x["score"] - alone[c]["score"]) <= TOLERANCE, (r["request_id"], c)
+            assert all(abs(p - alone[c]["probabilities"][t]) <= TOLERANCE for t, p in x["probabilities"].items())
+    forwards = metrics["ranker_batch_requests_count"]
+    assert forwards < len(requests)  # some forwards served several requests
+    assert metrics["ranker_batch_requests_sum"] == len(requests)  # every request in exactly one forward
+    assert metrics["ranker_batch_candidates_sum"] == sum(len(r["candidates"]) for r in requests)
+
+
+def test_health_metrics_and_graceful_shutdown(both):
+    """SERVING once loaded; /metrics counts what was sent; SIGTERM: NOT_SERVING while draining, the
+    call in flight still answered, exit status 0."""
+    model_dir, _, _ = both
+    requests = sample_requests(model_dir)
+    bad = {**requests[0], "candidates": []}
+    server = RankerServer(model_dir, "--format", "torchscript", "--reload-check-ms", "0", "--drain-ms", "1500")
+    try:
+        assert server.client.health() == "SERVING" and server.client.health(SERVICE_NAME) == "SERVING"
+        assert server.http_get("/healthz") == (200, "SERVING\n")
+        assert server.http_get("/nothing")[0] == 404
+        for r in requests * 2:
+            server.client.rank(r)
+        for _ in range(3):
+            with pytest.raises(RankError):
+                server.client.rank(bad)
+        m = server.metrics()
+        assert m['ranker_requests_total{code="OK"}'] == 2 * len(requests)
+        assert m['ranker_requests_total{code="INVALID_ARGUMENT"}'] == 3
+        assert m["ranker_request_duration_seconds_count"] == 2 * len(requests) + 3
+        assert m['ranker_request_duration_seconds_bucket{le="+Inf"}'] == 2 * len(requests) + 3
+        assert m["ranker_batch_candidates_sum"] == 2 * sum(len(r["candidates"]) for r in requests)
+        assert m["ranker_model_generation"] == 1 and m['ranker_reloads_total{result="success"}'] == 0
+
+        server.proc.send_signal(signal.SIGTERM)
+        seen, answered = set(), 0
+        deadline = time.monotonic() + 1.2
+        with RankerClient(server.grpc_address) as probe:
+            while time.monotonic() < deadline:
+                seen.add(probe.health(SERVICE_NAME))
+                if "NOT_SERVING" in seen:
+                    probe.rank(requests[0])  # still answered while draining
+                    answered += 1
+                    break
+        assert "NOT_SERVING" in seen and answered == 1
+        assert server.http_get("/healthz")[0] == 503
+        assert server.proc.wait(timeout=60) == 0
+        assert "stopped" in server.stderr
+    finally:
+        server.kill()
+
+
+def test_a_reload_under_concurrent_load_drops_nothing(both, tiny_streams, tmp_path):
+    """Four clients keep calling while a re-export of another checkpoint lands: every call answered,
+    generations only go up, and afterwards the new model's scores."""
+    _, _, log_dir = both
+    first, newest = checkpoints(log_dir)[0], checkpoints(log_dir)[-1]
+    run_export(export_cfg(tiny_streams, log_dir, tmp_path, first, "name=serving"))
+    serving = tmp_path / "serving"
+    request = sample_requests(serving)[0]
+    failures, generations, stop = [], [[] for _ in range(4)], threading.Event()
+    with RankerServer(serving, "--workers", "2", "--reload-check-ms", "50") as server:
+        before = server.client.rank(request)
+
+        def keep_calling(i: int) -> None:
+            with RankerClient(server.grpc_address) as client:
+                while not stop.is_set():
+                    try:
+                        generations[i].append(client.rank(request)["model_generation"])
+                    except RankError as e:
+                        failures.append(e)
+
+        threads = [threading.Thread(target=keep_calling, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        run_export(export_cfg(tiny_streams, log_dir, tmp_path, newest, "name=serving"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(g and g[-1] == 2 for g in generations):
+            time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join()
+        after = server.client.rank(request)
+        m = server.metrics()
+    assert not failures
+    assert all(g == sorted(g) and g[-1] == 2 and set(g) <= {1, 2} for g in generations)
+    assert m['ranker_reloads_total{result="success"}'] == 1 and m["ranker_model_generation"] == 2
+    assert after["model_generation"] == 2 and as_float32(after) != as_float32(before)
+    scripted = torch.jit.load(str(serving / "model.pt"))
+    _, inputs = parse_request(json.dumps(request), RequestSchema(json.loads((serving / "model.json").read_text())))
+    with torch.no_grad():
+        _, score = scripted(*inputs)
+    got = torch.zeros_like(score)
+    for r in after["ranked"]:
+        got[r["candidate"]] = r["score"]
+    torch.testing.assert_close(got, score, rtol=0, atol=TOLERANCE)
