@@ -31,9 +31,13 @@ class _DropKjtExportNotice(logging.Filter):
 
 
 def export_program(scorer: Scorer, example: ScorerInputs, max_candidates: int) -> torch.export.ExportedProgram:
-    """The scorer's graph for any number of candidates from 1 to `max_candidates`."""
+    """The scorer's graph for any number of candidates from 1 to `max_candidates` and any number of
+    sequence positions from 1 to the model's length (the ranker sends only as many as the longest
+    sequence of a batch fills)."""
     candidates = torch.export.Dim("candidates", min=1, max=max(max_candidates, len(example)))
+    positions = torch.export.Dim("positions", min=1, max=scorer.seq_len)
     dynamic = {name: {0: candidates} for name in INPUT_NAMES}
+    dynamic["seq_ids"][2] = dynamic["seq_side"][2] = positions
     quiet = _DropKjtExportNotice()
     logging.getLogger().addFilter(quiet)
     try:

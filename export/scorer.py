@@ -4,6 +4,7 @@
     dense        [B, D] float32  in "dense_features" order, transformed as in the shards
     seq_ids      [B, G, L, 2] int64  rows of each GSU element's SEQUENCE_ID_FIELDS (item, author)
     seq_side     [B, G, L, J] int64  buckets of each element's SIDE_FIELDS (gap, watch, domain)
+                 L is the model's seq_len, or fewer positions if no sequence fills the rest
     seq_lengths  [B, G] int64    real elements per GSU; positions past it are ignored
   -> probabilities [B, T] float32 (task order of "tasks"), score [B] float32
 
@@ -39,6 +40,13 @@ class ScorerInputs(NamedTuple):
     def slice(self, start: int, end: int) -> "ScorerInputs":
         return ScorerInputs(*(t[start:end] for t in self))
 
+    def trimmed(self) -> "ScorerInputs":
+        """Only the sequence positions some sequence fills (at least one), as the C++ ranker sends
+        them: the same scores, at a fraction of the cost for short histories."""
+        used = max(1, int(self.seq_lengths.max())) if self.seq_lengths.numel() else self.seq_ids.shape[2]
+        return ScorerInputs(self.ids, self.dense, self.seq_ids[:, :, :used].contiguous(),
+                            self.seq_side[:, :, :used].contiguous(), self.seq_lengths)
+
 
 def model_id_features(model: MomentCrossModel) -> list[str]:
     """The id features the model reads, in the data contract's order: the `ids` columns."""
@@ -66,7 +74,8 @@ class Scorer(nn.Module):
         pooled = KeyedJaggedTensor(
             keys=self.pooled_keys, values=torch.index_select(ids, 1, self.pooled_columns).t().reshape(-1),
             lengths=torch.ones(b * len(self.pooled_keys), dtype=torch.int32))
-        mask = torch.arange(self.seq_len).view(1, 1, self.seq_len) < seq_lengths.unsqueeze(-1)  # [B, G, L]
+        length = seq_ids.shape[2]  # seq_len, or fewer: positions past every sequence's end change nothing
+        mask = torch.arange(length).view(1, 1, length) < seq_lengths.unsqueeze(-1)  # [B, G, L]
         sequence = sequence_bags(torch.index_select(ids, 1, self.target_columns), seq_ids, mask)
         pooled_emb, target_emb, seq_emb = self.model.lookup(pooled, sequence, b)
         logits, _ = self.model.head(pooled_emb, target_emb, seq_emb, seq_side, mask, dense, with_means=False)

@@ -308,7 +308,8 @@ def test_the_ranker_never_ranks_a_non_finite_score(exported, ranker_binary, tmp_
         def forward(self, ids: torch.Tensor, dense: torch.Tensor, seq_ids: torch.Tensor, seq_side: torch.Tensor,
                     seq_lengths: torch.Tensor):
             score = torch.arange(ids.shape[0], dtype=torch.float32)
-            score[3] = float("nan")
+            if ids.shape[0] > 3:  # the ranker's warm-up sends 1 candidate: a model must answer that
+                score[3] = float("nan")
             return torch.zeros(ids.shape[0], self.n_tasks), score
 
     broken = tmp_path / "broken"

@@ -76,6 +76,7 @@ class EmbeddingLookup(nn.Module):
         self.pooled_features = [f for features in pooled_tables.values() for f in features]
         self.sequence_features = list(SEQUENCE_ID_FIELDS)
         self.seq_len, self.n_gsus = seq_len, n_gsus
+        self.sequence_width = n_gsus * len(SEQUENCE_ID_FIELDS) * embedding_dim  # S * d
         device = torch.device(device)
         self.pooled_ebc = EmbeddingBagCollection(tables=[
             EmbeddingBagConfig(name=table, embedding_dim=embedding_dim, num_embeddings=table_sizes[table],
@@ -89,12 +90,13 @@ class EmbeddingLookup(nn.Module):
     def forward(self, pooled_ids: KeyedJaggedTensor, sequence_ids: KeyedJaggedTensor,
                 batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> pooled [B, F * d] in `pooled_features` order, target [B, 2 * d] (live, author) and
-        sequence [B, L, S * d] with S slots per position in `embedding_slots` order."""
+        sequence [B, L, S * d] with S slots per position in `embedding_slots` order. L is read off
+        the bags: `seq_len` in training; serving may send fewer positions (export/scorer.py)."""
         pooled = ordered_values(self.pooled_ebc(pooled_ids), self.pooled_features)
+        looked_up = ordered_values(self.sequence_ebc(sequence_ids), self.sequence_features)
         # One split, not two slices: its backward writes the kernel's gradient in a single pass.
-        target, elements = torch.split(ordered_values(self.sequence_ebc(sequence_ids), self.sequence_features),
-                                       [batch_size, batch_size * self.seq_len * self.n_gsus])
-        return pooled, target, elements.view(batch_size, self.seq_len, -1)
+        target, elements = torch.split(looked_up, [batch_size, looked_up.shape[0] - batch_size])
+        return pooled, target, elements.view(batch_size, -1, self.sequence_width)
 
 
 class MomentCrossHead(nn.Module):

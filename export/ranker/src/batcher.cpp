@@ -66,6 +66,9 @@ void Batcher::run(const std::vector<Job*>& batch) {
   const auto& model = *batch[0]->model;
   try {
     auto t0 = std::chrono::steady_clock::now();
+    if (metrics_ != nullptr)
+      for (const Job* job : batch)
+        metrics_->stage_done("queue", std::chrono::duration<double>(t0 - job->queued).count());
     Request merged = concatenate(requests);
     Scores scores = ranker::score(model, merged);
     if (metrics_ != nullptr)

@@ -70,8 +70,11 @@ Ranking Engine::rank(const json::Value& doc) {
   std::optional<std::string> request_id;
   Scores scores;
   int64_t n = 0;
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
   try {
     Request request = parse_request(doc, model->meta, request_id);
+    impl_->metrics.stage_done("validate", std::chrono::duration<double>(clock::now() - t0).count());
     n = request.candidates;
     scores = impl_->batcher.score(model, std::move(request));
   } catch (const RequestError& e) {
@@ -85,6 +88,7 @@ Ranking Engine::rank(const json::Value& doc) {
   } catch (const std::exception& e) {
     throw RankFailure(Kind::Internal, std::string("internal error: ") + e.what());
   }
+  const auto t1 = clock::now();
   at::Tensor p = scores.probabilities.to(at::kFloat).contiguous(), s = scores.score.to(at::kFloat).contiguous();
   const float* prob = p.data_ptr<float>();
   const float* score = s.data_ptr<float>();
@@ -93,6 +97,7 @@ Ranking Engine::rank(const json::Value& doc) {
   ranking.ranked.reserve(n);
   for (int64_t i : ranked_order(score, n))
     ranking.ranked.push_back(RankedCandidate{i, score[i], std::vector<float>(prob + i * t, prob + (i + 1) * t)});
+  impl_->metrics.stage_done("rank", std::chrono::duration<double>(clock::now() - t1).count());
   return ranking;
 }
 

@@ -92,6 +92,10 @@ ModelMeta ModelMeta::load(const std::filesystem::path& path) {
   for (const auto& field : meta.sequence_fields)
     meta.sequence_rows.push_back(r.integer(r.member(rows, field, "gsus.rows."), "gsus.rows." + field));
   meta.tasks = r.texts(r.member(doc, "tasks", ""), "tasks");
+  for (const auto& f : meta.id_features) (f.from_user ? meta.user_fields : meta.candidate_fields).ids.push_back(f.name);
+  for (const auto& f : meta.dense_features)
+    (f.from_user ? meta.user_fields : meta.candidate_fields).dense.push_back(f.name);
+  for (const auto& g : meta.gsus) (g.from_user ? meta.user_fields : meta.candidate_fields).sequences.push_back(g.name);
   meta.max_candidates = r.integer(r.member(doc, "max_candidates", ""), "max_candidates");
   const auto& files = r.member(doc, "files", "");
   if (!files.is_object() || files.keys().empty()) r.fail("files must be an object naming at least one model file");

@@ -25,6 +25,11 @@ struct Gsu {
   bool from_user = false;
 };
 
+// The names one side of a request must hold, in model.json order.
+struct PartFields {
+  std::vector<std::string> ids, dense, sequences;
+};
+
 struct ModelMeta {
   std::vector<IdFeature> id_features;       // column order of `ids`
   std::vector<DenseFeature> dense_features; // column order of `dense`
@@ -36,6 +41,7 @@ struct ModelMeta {
   int64_t n_id_fields = 0;
   std::vector<int64_t> sequence_rows;  // valid values [0, rows) per sequence field
   std::vector<std::string> tasks;
+  PartFields user_fields, candidate_fields;  // from_user split of the three lists above
   int64_t max_candidates = 0;
   std::string run_id;
   // The model files of the export by format ("torchscript" -> "model.pt", "aoti" -> "model.pt2"),

@@ -61,6 +61,13 @@ void Metrics::batch_done(int64_t requests, int64_t candidates, double forward_se
   forward_.observe(forward_seconds);
 }
 
+void Metrics::stage_done(const std::string& stage, double seconds) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& [sum, count] = stages_[stage];
+  sum += seconds;
+  ++count;
+}
+
 void Metrics::reload_done(bool success, int64_t generation) {
   (success ? reload_success_ : reload_failure_)++;
   generation_ = generation;
@@ -73,6 +80,15 @@ std::string Metrics::prometheus_text() const {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const auto& [code, n] : requests_by_code_)
       out += "ranker_requests_total{code=\"" + code + "\"} " + std::to_string(n) + "\n";
+  }
+  header(out, "ranker_stage_seconds", "Time spent per stage of the Rank calls (a summary without quantiles).",
+         "summary");
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [stage, total] : stages_) {
+      out += "ranker_stage_seconds_sum{stage=\"" + stage + "\"} " + number(total.first) + "\n";
+      out += "ranker_stage_seconds_count{stage=\"" + stage + "\"} " + std::to_string(total.second) + "\n";
+    }
   }
   latency_.write(out, "ranker_request_duration_seconds",
                  "Rank call latency in the server: request received to answer built (queue and forward included).");

@@ -36,6 +36,9 @@ class Metrics {
   // One forward of the batcher: how many requests it merged and how many candidates it scored.
   void batch_done(int64_t requests, int64_t candidates, double forward_seconds);
   void reload_done(bool success, int64_t generation);
+  // Time spent in one stage of a call: "convert" (proto to the validator's input), "validate"
+  // (rules and tensors), "queue" (waiting for a worker), "rank" (ordering and the answer).
+  void stage_done(const std::string& stage, double seconds);
   void set_generation(int64_t generation) { generation_ = generation; }
   void in_flight(int delta) { in_flight_ += delta; }
 
@@ -44,6 +47,7 @@ class Metrics {
  private:
   mutable std::mutex mutex_;
   std::map<std::string, uint64_t> requests_by_code_;
+  std::map<std::string, std::pair<double, uint64_t>> stages_;  // stage -> (seconds, calls)
   Histogram latency_;
   Histogram forward_;
   Histogram batch_candidates_;

@@ -9,7 +9,18 @@ namespace ranker {
 
 Scores forward(const LoadedModel& model, const Request& request) {
   c10::InferenceMode guard;
-  auto out = model.forward->run({request.ids, request.dense, request.seq_ids, request.seq_side, request.seq_lengths});
+  // Positions past the longest sequence of the request hold only padding, which the model gives no
+  // weight: send only the positions some sequence fills (at least one). The answer is the same (the
+  // export validates it), and a request of short histories costs a fraction of the full length.
+  at::Tensor seq_ids = request.seq_ids, seq_side = request.seq_side;
+  if (request.seq_lengths.numel() > 0) {
+    const int64_t used = std::max<int64_t>(1, request.seq_lengths.max().item<int64_t>());
+    if (used < seq_ids.size(2)) {
+      seq_ids = seq_ids.narrow(2, 0, used).contiguous();
+      seq_side = seq_side.narrow(2, 0, used).contiguous();
+    }
+  }
+  auto out = model.forward->run({request.ids, request.dense, seq_ids, seq_side, request.seq_lengths});
   if (out.size() != 2) throw ModelError("the model returned " + std::to_string(out.size()) + " outputs, not 2");
   Scores s{out[0].contiguous(), out[1].contiguous()};
   const int64_t n = request.candidates, t = static_cast<int64_t>(model.meta.tasks.size());

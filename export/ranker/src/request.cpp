@@ -20,23 +20,28 @@ std::string list_repr(const std::vector<std::string>& names) {  // as Python pri
   return out + "]";
 }
 
+// `where` below is a callable giving the field's name for a message: names are built only for an
+// error, not for each of the thousands of values a valid request holds.
+
 // Checks that `value` is an object with exactly the fields `expected`.
-void check_fields(const Value& value, const std::string& where, const std::vector<std::string>& expected) {
-  if (!value.is_object()) fail(where + " must be an object");
+template <typename Where>
+void check_fields(const Value& value, const Where& where, const std::vector<std::string>& expected) {
+  if (!value.is_object()) fail(where() + " must be an object");
   std::set<std::string> unknown;
   for (const auto& key : value.keys())
     if (std::find(expected.begin(), expected.end(), key) == expected.end()) unknown.insert(key);
   if (!unknown.empty())
-    fail(where + ": unexpected field '" + *unknown.begin() + "' (expected here: " + list_repr(expected) + ")");
+    fail(where() + ": unexpected field '" + *unknown.begin() + "' (expected here: " + list_repr(expected) + ")");
   for (const auto& name : expected)
-    if (value.find(name) == nullptr) fail(where + ": missing field '" + name + "'");
+    if (value.find(name) == nullptr) fail(where() + ": missing field '" + name + "'");
 }
 
-int64_t check_id(const Value& v, int64_t rows, const std::string& where) {
-  if (!v.is_number() || !v.integral) fail(where + " must be an integer, got " + v.repr());
+template <typename Where>
+int64_t check_id(const Value& v, int64_t rows, const Where& where) {
+  if (!v.is_number() || !v.integral) fail(where() + " must be an integer, got " + v.repr());
   int64_t id = 0;
   if (!v.integer(id) || id < 0 || id >= rows)
-    fail(where + "=" + v.repr() + " out of range [0, " + std::to_string(rows) + ")");
+    fail(where() + "=" + v.repr() + " out of range [0, " + std::to_string(rows) + ")");
   return id;
 }
 
@@ -52,28 +57,30 @@ struct Part {
   std::vector<Sequence> sequences;
 };
 
-Sequence read_sequence(const Value& value, const ModelMeta& meta, const std::string& where) {
+template <typename Where>
+Sequence read_sequence(const Value& value, const ModelMeta& meta, const Where& where) {
   check_fields(value, where, meta.sequence_fields);
   Sequence seq;
   seq.fields.resize(meta.sequence_fields.size());
   for (size_t f = 0; f < meta.sequence_fields.size(); ++f) {
     const std::string& name = meta.sequence_fields[f];
     const Value& items = *value.find(name);
-    if (!items.is_array()) fail(where + "." + name + " must be an array");
+    if (!items.is_array()) fail(where() + "." + name + " must be an array");
     int64_t n = static_cast<int64_t>(items.items.size());
     if (f == 0) {
       seq.length = n;
       if (n > meta.seq_len)
-        fail(where + "." + name + " has " + std::to_string(n) + " elements, more than the model's " +
+        fail(where() + "." + name + " has " + std::to_string(n) + " elements, more than the model's " +
              std::to_string(meta.seq_len));
     } else if (n != seq.length) {
-      fail(where + "." + name + " has " + std::to_string(n) + " elements, " + meta.sequence_fields[0] + " has " +
+      fail(where() + "." + name + " has " + std::to_string(n) + " elements, " + meta.sequence_fields[0] + " has " +
            std::to_string(seq.length));
     }
     seq.fields[f].reserve(n);
     for (int64_t i = 0; i < n; ++i)
       seq.fields[f].push_back(
-          check_id(items.items[i], meta.sequence_rows[f], where + "." + name + "[" + std::to_string(i) + "]"));
+          check_id(items.items[i], meta.sequence_rows[f],
+                   [&] { return where() + "." + name + "[" + std::to_string(i) + "]"; }));
   }
   return seq;
 }
@@ -85,10 +92,7 @@ Part read_part(const Value& obj, bool user, const std::string& where, const Mode
     if (key != "ids" && key != "dense" && key != "sequences") unknown.insert(key);
   if (!unknown.empty()) fail(where + ": unexpected field '" + *unknown.begin() + "'");
 
-  std::vector<std::string> id_names, dense_names, gsu_names;
-  for (const auto& f : meta.id_features) if (f.from_user == user) id_names.push_back(f.name);
-  for (const auto& f : meta.dense_features) if (f.from_user == user) dense_names.push_back(f.name);
-  for (const auto& g : meta.gsus) if (g.from_user == user) gsu_names.push_back(g.name);
+  const PartFields& own = user ? meta.user_fields : meta.candidate_fields;
   static const Value kEmpty = [] { Value v; v.type = Value::Type::Object; return v; }();  // no members
   auto section = [&](const char* name) -> const Value& {
     const Value* v = obj.find(name);
@@ -97,15 +101,16 @@ Part read_part(const Value& obj, bool user, const std::string& where, const Mode
   const Value& ids = section("ids");
   const Value& dense = section("dense");
   const Value& sequences = section("sequences");
-  check_fields(ids, where + ".ids", id_names);
-  check_fields(dense, where + ".dense", dense_names);
-  check_fields(sequences, where + ".sequences", gsu_names);
+  check_fields(ids, [&] { return where + ".ids"; }, own.ids);
+  check_fields(dense, [&] { return where + ".dense"; }, own.dense);
+  check_fields(sequences, [&] { return where + ".sequences"; }, own.sequences);
 
   Part part;
   part.ids.assign(meta.id_features.size(), 0);
   for (size_t j = 0; j < meta.id_features.size(); ++j) {
     const auto& f = meta.id_features[j];
-    if (f.from_user == user) part.ids[j] = check_id(*ids.find(f.name), f.rows, where + ".ids." + f.name);
+    if (f.from_user == user)
+      part.ids[j] = check_id(*ids.find(f.name), f.rows, [&] { return where + ".ids." + f.name; });
   }
   part.dense.assign(meta.dense_features.size(), 0.0f);
   for (size_t j = 0; j < meta.dense_features.size(); ++j) {
@@ -122,7 +127,8 @@ Part read_part(const Value& obj, bool user, const std::string& where, const Mode
   for (size_t g = 0; g < meta.gsus.size(); ++g) {
     const auto& gsu = meta.gsus[g];
     if (gsu.from_user == user)
-      part.sequences[g] = read_sequence(*sequences.find(gsu.name), meta, where + ".sequences." + gsu.name);
+      part.sequences[g] =
+          read_sequence(*sequences.find(gsu.name), meta, [&] { return where + ".sequences." + gsu.name; });
   }
   return part;
 }

@@ -39,7 +39,12 @@ grpc::Status RankService::Rank(grpc::ServerContext*, const moment_cross::ranker:
     status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "no model loaded yet");
   } else {
     try {
-      to_proto(engine->rank(to_json(*request)), response);
+      json::Value doc = to_json(*request);
+      metrics_.stage_done("convert", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      Ranking ranking = engine->rank(doc);
+      const auto encode = std::chrono::steady_clock::now();
+      to_proto(ranking, response);
+      metrics_.stage_done("encode", std::chrono::duration<double>(std::chrono::steady_clock::now() - encode).count());
     } catch (const RankFailure& e) {
       status = grpc::Status(code_of(e.kind), e.what());
     } catch (const std::exception& e) {
