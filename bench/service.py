@@ -25,11 +25,11 @@ from export.requests import RequestSchema, requests_from_inputs
 from export.server_process import RankerServer
 
 
-def _client_loop(address: str, requests: list, stop_at: float, limit: int, out: dict) -> None:
+def _client_loop(address: str, requests: list, stop: threading.Event, limit: int, out: dict) -> None:
     latencies, errors, generations = [], 0, set()
     with RankerClient(address, timeout_s=30) as client:
         for i in range(limit):
-            if time.perf_counter() > stop_at:
+            if stop.is_set():
                 break
             t0 = time.perf_counter()
             try:
@@ -52,19 +52,25 @@ def _mean_batch(before: dict, after: dict, name: str) -> float:
 
 def load(server: RankerServer, requests: list, clients: int, seconds: float, per_client: int, during=None) -> dict:
     """`clients` threads for at most `per_client` requests each or `seconds` in all; `during`, if
-    given, runs in this thread once the clients have started."""
+    given, runs in this thread once the clients have started, and the clients go on for 2 s after it
+    (the per-client bound still holds)."""
     before = server.metrics()
     results = [{} for _ in range(clients)]
+    stop = threading.Event()
     start = time.perf_counter()
-    stop_at = start + seconds
     threads = [threading.Thread(target=_client_loop,
-                                args=(server.grpc_address, requests[i::clients] or requests, stop_at,
-                                      per_client, results[i]))
+                                args=(server.grpc_address, requests[i::clients] or requests, stop, per_client,
+                                      results[i]))
                for i in range(clients)]
     for t in threads:
         t.start()
+    until = start + seconds
     if during is not None:
         during()
+        until = max(until, time.perf_counter() + 2.0)
+    while time.perf_counter() < until and any(t.is_alive() for t in threads):
+        time.sleep(0.01)
+    stop.set()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start

@@ -26,7 +26,7 @@ namespace ranker {
 struct BatcherOptions {
   int workers = 1;
   int intra_op_threads = 1;  // per worker
-  int64_t max_batch_candidates = 2048;
+  int64_t max_batch_candidates = 512;
   std::chrono::microseconds max_delay{0};
 };
 

@@ -42,7 +42,7 @@ struct EngineOptions {
   std::string ops_dir;          // fbgemm operator libraries
   int workers = 1;
   int intra_op_threads = 1;
-  int64_t max_batch_candidates = 2048;
+  int64_t max_batch_candidates = 512;
   int64_t max_delay_us = 0;
   int reload_check_ms = 1000;  // 0 = never
   bool verbose = false;
