@@ -128,8 +128,8 @@ def run(cfg: DictConfig) -> dict:
             def re_export():
                 time.sleep(float(bc.seconds) / 4)
                 export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), (reload_format,), seed=1)
-            row = load(server, requests, int(bc.reload_clients), float(bc.seconds), int(bc.requests_per_client),
-                       during=re_export)
+            # Bounded by time only: the clients keep calling until 2 s after the re-export has landed.
+            row = load(server, requests, int(bc.reload_clients), float(bc.seconds), 10 ** 9, during=re_export)
             figures["reload"] = row
             _print(reload_format, row, f"re-export mid-run: generations {row['generations']}")
     bad = {k: r["errors"] for k, r in figures.items() if r["errors"]}
