@@ -1,4 +1,4 @@
-"""Serving latency: the same requests through the C++ ranker and through the Python TorchScript call.
+"""Serving latency: the same requests through the C++ ranker (each export format) and through the Python TorchScript call.
 
 The model has the default architecture (conf/model, conf/cross) with the world's table sizes, freshly
 initialised: latency does not depend on trained weights, and the benchmark needs no training run.
@@ -117,7 +117,8 @@ def run(cfg: DictConfig) -> dict:
         torch.set_num_threads(threads)  # as the ranker runs
         try:
             python = {n: _python_figures(report.files["torchscript"], schema, lines, meta["tasks"], int(bc.repeat),
-                                         int(bc.warmup)) for n, lines in lines_by_size.items()}
+                                         int(bc.warmup)) for n, lines in lines_by_size.items()} \
+                if "torchscript" in formats else {}
         finally:
             torch.set_num_threads(before)
 
@@ -126,7 +127,8 @@ def run(cfg: DictConfig) -> dict:
           f"end to end = parse + validate + score + rank + JSON)")
     print(f"  {'candidates':>10}  {'':<26} {'p50 ms':>8} {'p99 ms':>8} {'forward p50':>12} {'candidates/s':>13}")
     for n in sizes:
-        rows = [(f"C++ ranker, {fmt}", cpp[fmt][n]) for fmt in formats] + [("Python TorchScript call", python[n])]
+        rows = [(f"C++ ranker, {fmt}", cpp[fmt][n]) for fmt in formats]
+        rows += [("Python TorchScript call", python[n])] if python else []
         for name, f in rows:
             print(f"  {n:>10}  {name:<26} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['forward_p50_ms']:>12.2f} "
                   f"{f['candidates_per_s']:>13,.0f}")

@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import threading
-import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -87,4 +87,3 @@ class RankerServer:
             self.terminate()
         except subprocess.TimeoutExpired:
             self.kill()
-        time.sleep(0)  # let the stderr reader see the end

@@ -1,14 +1,13 @@
 #include "metrics.hpp"
 
-#include <cstdio>
+#include <charconv>
 
 namespace ranker {
 namespace {
 
-std::string number(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
+std::string number(double v) {  // the shortest form that reads back the same: le="0.0005", not 0.00050000000000000001
+  char buf[32];
+  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
 }
 
 void header(std::string& out, const std::string& name, const std::string& help, const char* type) {
