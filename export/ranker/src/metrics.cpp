@@ -7,7 +7,7 @@ namespace {
 
 std::string number(double v) {  // the shortest form that reads back the same: le="0.0005", not 0.00050000000000000001
   char buf[32];
-  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general).ptr);
 }
 
 void header(std::string& out, const std::string& name, const std::string& help, const char* type) {
