@@ -8,11 +8,12 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from export.client import RankerClient
+from export.client import SERVICE_NAME, RankerClient
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_BINARY = ROOT / "export" / "ranker" / "build" / "ranker_server"
@@ -31,15 +32,16 @@ class RankerServer:
         self._listening = threading.Event()
         self.grpc_address = self.http_address = ""
         threading.Thread(target=self._read_stderr, daemon=True).start()
-        if not self._listening.wait(start_timeout_s):
+        if not self._listening.wait(start_timeout_s) or not self.grpc_address:  # timed out, or exited first
             self.kill()
             raise RuntimeError(f"ranker_server did not open its ports:\n{self.stderr}")
         self.client = RankerClient(self.grpc_address)
-        try:
-            self.client.wait_until_serving(start_timeout_s)
-        except TimeoutError:
-            self.kill()
-            raise RuntimeError(f"ranker_server did not start serving:\n{self.stderr}") from None
+        deadline = time.monotonic() + start_timeout_s
+        while self.client.health(SERVICE_NAME) != "SERVING":  # the model loads after the ports open
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"ranker_server did not start serving:\n{self.stderr}")
+            time.sleep(0.05)
 
     def _read_stderr(self) -> None:
         for line in self.proc.stderr:

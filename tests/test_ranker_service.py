@@ -253,3 +253,14 @@ def test_a_reload_under_concurrent_load_drops_nothing(both, tiny_streams, tmp_pa
     for r in after["ranked"]:
         got[r["candidate"]] = r["score"]
     torch.testing.assert_close(got, score, rtol=0, atol=TOLERANCE)
+
+
+def test_the_server_refuses_bad_flags_and_a_missing_export_with_clear_errors(ranker_binary, tmp_path):
+    server = ranker_binary.parent / "ranker_server"
+    for flags, message in ((["--model", str(tmp_path), "--workers", "0"], "--workers must be at least 1"),
+                           (["--model", str(tmp_path), "--port", "x"], "--port needs a number, got x"),
+                           (["--port", "0"], "--model is required")):
+        result = subprocess.run([str(server), *flags], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and message in result.stderr, (flags, result.stderr)
+    with pytest.raises(RuntimeError, match=f"{tmp_path}/model.json: cannot open"):
+        RankerServer(tmp_path)
