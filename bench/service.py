@@ -123,15 +123,19 @@ def run(cfg: DictConfig) -> dict:
                     row = load(server, requests, int(clients), float(bc.seconds), int(bc.requests_per_client))
                     figures[f"{fmt}/{clients}"] = row
                     _print(fmt, row)
-        reload_format = formats[0]
-        with RankerServer(model_dir, "--format", reload_format, *flags) as server:
-            def re_export():
-                time.sleep(float(bc.seconds) / 4)
-                export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), (reload_format,), seed=1)
-            # Bounded by time only: the clients keep calling until 2 s after the re-export has landed.
-            row = load(server, requests, int(bc.reload_clients), float(bc.seconds), 10 ** 9, during=re_export)
-            figures["reload"] = row
-            _print(reload_format, row, f"re-export mid-run: generations {row['generations']}")
+        if int(bc.reload_clients) > 0:
+            reload_format = formats[0]
+            with RankerServer(model_dir, "--format", reload_format, *flags) as server:
+                def re_export():
+                    time.sleep(float(bc.seconds) / 4)
+                    export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), (reload_format,), seed=1)
+                # Bounded by time only: the clients keep calling until 2 s after the re-export has landed.
+                row = load(server, requests, int(bc.reload_clients), float(bc.seconds), 10 ** 9, during=re_export)
+                figures["reload"] = row
+                _print(reload_format, row, f"re-export mid-run: generations {row['generations']}")
+                if 2 not in row["generations"]:
+                    raise SystemExit("the re-export did not reach the server within the run: no call was answered "
+                                     "by model generation 2")
     bad = {k: r["errors"] for k, r in figures.items() if r["errors"]}
     if bad:
         raise SystemExit(f"the ranker answered with errors under load: {bad}")
