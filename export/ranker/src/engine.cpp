@@ -77,16 +77,14 @@ Ranking Engine::rank(const json::Value& doc) {
     impl_->metrics.stage_done("validate", std::chrono::duration<double>(clock::now() - t0).count());
     n = request.candidates;
     scores = impl_->batcher.score(model, std::move(request));
-  } catch (const RequestError& e) {
-    throw RankFailure(Kind::InvalidRequest, e.what());
   } catch (const BatcherStopped& e) {
     throw RankFailure(Kind::Unavailable, e.what());
-  } catch (const ModelError& e) {
-    throw RankFailure(Kind::Model, std::string("model error: ") + e.what());
-  } catch (const c10::Error& e) {
-    throw RankFailure(Kind::Model, std::string("model error: ") + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw RankFailure(Kind::Internal, std::string("internal error: ") + e.what());
+  } catch (...) {  // worded as the JSON tool words it (ranking.cpp)
+    Failure failure = describe_failure(std::current_exception());
+    throw RankFailure(failure.kind == Failure::Kind::InvalidRequest ? Kind::InvalidRequest
+                      : failure.kind == Failure::Kind::Model        ? Kind::Model
+                                                                    : Kind::Internal,
+                      failure.message);
   }
   const auto t1 = clock::now();
   at::Tensor p = scores.probabilities.to(at::kFloat).contiguous(), s = scores.score.to(at::kFloat).contiguous();

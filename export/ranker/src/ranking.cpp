@@ -94,19 +94,29 @@ std::string error_line(const std::optional<std::string>& request_id, std::string
   return out;
 }
 
+Failure describe_failure(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const RequestError& e) {
+    return {Failure::Kind::InvalidRequest, e.what()};
+  } catch (const ModelError& e) {
+    return {Failure::Kind::Model, std::string("model error: ") + e.what()};
+  } catch (const c10::Error& e) {
+    return {Failure::Kind::Model, std::string("model error: ") + e.what_without_backtrace()};
+  } catch (const std::exception& e) {
+    return {Failure::Kind::Internal, std::string("internal error: ") + e.what()};
+  } catch (...) {
+    return {Failure::Kind::Internal, "internal error: unknown exception"};
+  }
+}
+
 std::string handle_line(std::string_view line, const LoadedModel& model) {
   std::optional<std::string> request_id;
   try {
     Request request = parse_request(line, model.meta, request_id);
     return ranked_line(request, score(model, request), model);
-  } catch (const RequestError& e) {
-    return error_line(request_id, e.what());
-  } catch (const ModelError& e) {
-    return error_line(request_id, std::string("model error: ") + e.what());
-  } catch (const c10::Error& e) {
-    return error_line(request_id, std::string("model error: ") + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return error_line(request_id, std::string("internal error: ") + e.what());
+  } catch (...) {
+    return error_line(request_id, describe_failure(std::current_exception()).message);
   }
 }
 

@@ -1,6 +1,7 @@
 // Scoring a validated request with the loaded model and writing the response line.
 #pragma once
 
+#include <exception>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -40,6 +41,14 @@ void warm_up(const LoadedModel& model);
 // {"request_id": ..., "model_generation": g, "ranked": [{"candidate": i, "score": s, "probabilities": {...}}]}
 // candidates by descending score, ties in request order.
 std::string ranked_line(const Request& request, const Scores& scores, const LoadedModel& model);
+
+// Why a request got no ranking, in the words every front end (JSON tool, gRPC) answers with.
+struct Failure {
+  enum class Kind { InvalidRequest, Model, Internal };
+  Kind kind;
+  std::string message;  // "candidates[3].ids.live_item=... out of range ...", "model error: ...", "internal error: ..."
+};
+Failure describe_failure(std::exception_ptr error);
 
 // {"request_id": ... or null, "error": "..."}
 std::string error_line(const std::optional<std::string>& request_id, std::string_view message);
