@@ -15,6 +15,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,34 @@ class HistoryStoreConfig:
     max_events: int  # an as-of query returns at most this many most recent interactions
     short_long_view_ms: int  # a short-video play this long or longer is a long view
     live_long_view_ms: int  # a live stay this long or longer is a long view
+
+
+# The canonical columns each kind of interaction is made from.
+STAY_COLUMNS = ("user_id", "live_id", "author_id", "request_ts", "exit_ts", "clicked", "watch_ms")
+PLAY_COLUMNS = ("user_id", "photo_id", "author_id", "start_ts", "end_ts", "watch_ms")
+
+
+def stay_events(live_impressions: pd.DataFrame, cfg: HistoryStoreConfig) -> pd.DataFrame:
+    """The interactions of canonical live impressions: one per stay (clicked impression), known at exit."""
+    stays = live_impressions[live_impressions["clicked"]]
+    return pd.DataFrame({
+        "user_id": stays["user_id"].to_numpy(), "ts": stays["exit_ts"].to_numpy(),
+        "start_ts": stays["request_ts"].to_numpy(), "item_id": stays["live_id"].to_numpy(),
+        "author_id": stays["author_id"].to_numpy(), "domain": np.int8(LIVE),
+        "watch_ms": stays["watch_ms"].to_numpy(),
+        "long_view": stays["watch_ms"].to_numpy() >= cfg.live_long_view_ms,
+    })
+
+
+def play_events(short_plays: pd.DataFrame, cfg: HistoryStoreConfig) -> pd.DataFrame:
+    """The interactions of canonical short-video plays, known at leave."""
+    return pd.DataFrame({
+        "user_id": short_plays["user_id"].to_numpy(), "ts": short_plays["end_ts"].to_numpy(),
+        "start_ts": short_plays["start_ts"].to_numpy(), "item_id": short_plays["photo_id"].to_numpy(),
+        "author_id": short_plays["author_id"].to_numpy(), "domain": np.int8(SHORT),
+        "watch_ms": short_plays["watch_ms"].to_numpy(),
+        "long_view": short_plays["watch_ms"].to_numpy() >= cfg.short_long_view_ms,
+    })
 
 
 @dataclass(frozen=True)
@@ -55,25 +84,20 @@ class HistoryStore:
     def build(cls, short_plays: pd.DataFrame | None, live_impressions: pd.DataFrame,
               cfg: HistoryStoreConfig) -> "HistoryStore":
         """From canonical tables: every short-video play and every live stay (clicked impression)."""
-        stays = live_impressions[live_impressions["clicked"]]
-        parts = [pd.DataFrame({
-            "user_id": stays["user_id"].to_numpy(), "ts": stays["exit_ts"].to_numpy(),
-            "start_ts": stays["request_ts"].to_numpy(), "item_id": stays["live_id"].to_numpy(),
-            "author_id": stays["author_id"].to_numpy(), "domain": np.int8(LIVE),
-            "watch_ms": stays["watch_ms"].to_numpy(),
-            "long_view": stays["watch_ms"].to_numpy() >= cfg.live_long_view_ms,
-        })]
+        parts = [stay_events(live_impressions, cfg)]
         if short_plays is not None and len(short_plays):
-            parts.append(pd.DataFrame({
-                "user_id": short_plays["user_id"].to_numpy(), "ts": short_plays["end_ts"].to_numpy(),
-                "start_ts": short_plays["start_ts"].to_numpy(), "item_id": short_plays["photo_id"].to_numpy(),
-                "author_id": short_plays["author_id"].to_numpy(), "domain": np.int8(SHORT),
-                "watch_ms": short_plays["watch_ms"].to_numpy(),
-                "long_view": short_plays["watch_ms"].to_numpy() >= cfg.short_long_view_ms,
-            }))
-        events = pd.concat(parts, ignore_index=True)
-        order = np.lexsort((events["domain"].to_numpy(), events["start_ts"].to_numpy(),
-                            events["ts"].to_numpy(), events["user_id"].to_numpy()))
+            parts.append(play_events(short_plays, cfg))
+        return cls.from_events(pd.concat(parts, ignore_index=True), cfg.max_events)
+
+    @classmethod
+    def from_events(cls, events: pd.DataFrame, max_events: int) -> "HistoryStore":
+        """From interaction rows (`user_id` and _FIELDS) in any order. A user's rows depend only on
+        that user's events, so a store built from a subset of users answers their queries exactly
+        as the store of everyone does."""
+        # Every field is a key, last ones first: rows that tie on (user, ts, start) still take one
+        # order whatever order the events came in (engines deliver them in different orders).
+        order = np.lexsort([events[f].to_numpy() for f in reversed(("user_id", "ts", "start_ts", "domain",
+                                                                      "item_id", "author_id", "watch_ms"))])
         events = events.iloc[order]
         user_ids, counts = np.unique(events["user_id"].to_numpy(), return_counts=True)
         return cls(
@@ -81,17 +105,18 @@ class HistoryStore:
             offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
             **{f: events[f].to_numpy(dtype=np.int8 if f == "domain" else bool if f == "long_view" else np.int64)
                for f in _FIELDS},
-            max_events=cfg.max_events,
+            max_events=max_events,
         )
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path | BinaryIO) -> None:
         np.savez(path, format_version=_FORMAT_VERSION, user_ids=self.user_ids, offsets=self.offsets,
                  max_events=self.max_events, **{f: getattr(self, f) for f in _FIELDS})
 
     @classmethod
-    def load(cls, path: str | Path) -> "HistoryStore":
+    def load(cls, path: str | Path, file: BinaryIO | None = None) -> "HistoryStore":
+        """The store at `path`, read from `file` when given (a store on another filesystem)."""
         try:
-            with np.load(path, allow_pickle=False) as data:  # never decode pickles from data files
+            with np.load(path if file is None else file, allow_pickle=False) as data:  # never decode pickles from data files
                 version = int(data["format_version"])
                 if version != _FORMAT_VERSION:
                     raise ValueError(f"history store format {version}, this code reads {_FORMAT_VERSION}")

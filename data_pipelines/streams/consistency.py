@@ -20,8 +20,11 @@ def _first_report(samples: Samples, n: int, task: int, states: tuple[int, ...]) 
     return first
 
 
-def label_consistency(samples: Samples, imps: Impressions, tasks: tuple[str, ...]) -> dict:
-    """Per task: coverage, false_negative_share, delay_median_s, delay_p90_s (over true positives)."""
+def consistency_counts(samples: Samples, imps: Impressions, tasks: tuple[str, ...]) -> dict[str, dict]:
+    """Per task what the report is made of: true positives, how many are ever reported and how many
+    first as a negative (counts), and the report delays in s. Counts add up and delays concatenate
+    over any partition of the impressions, so a distributed engine merges these with
+    `merge_consistency_counts` and summarises once."""
     n = len(imps)
     out: dict[str, dict] = {}
     for j, task in enumerate(tasks):
@@ -30,15 +33,39 @@ def label_consistency(samples: Samples, imps: Impressions, tasks: tuple[str, ...
         first_pos = _first_report(samples, n, j, (POS, PU_POS))[positive]
         first_neg = _first_report(samples, n, j, (NEG,))[positive]
         reported = first_pos != _NEVER
-        delay_s = (first_pos[reported] - truth[positive][reported]) / 1000.0
+        out[task] = {"true_positives": int(positive.sum()), "reported": int(reported.sum()),
+                     "false_negatives_first": int((first_neg < first_pos).sum()),
+                     "delays_s": (first_pos[reported] - truth[positive][reported]) / 1000.0}
+    return out
+
+
+def merge_consistency_counts(parts: list[dict[str, dict]]) -> dict[str, dict]:
+    """The counts of the union of disjoint sets of impressions."""
+    return {task: {"true_positives": sum(p[task]["true_positives"] for p in parts),
+                   "reported": sum(p[task]["reported"] for p in parts),
+                   "false_negatives_first": sum(p[task]["false_negatives_first"] for p in parts),
+                   "delays_s": np.concatenate([p[task]["delays_s"] for p in parts])}
+            for task in parts[0]}
+
+
+def summarize_consistency(counts: dict[str, dict]) -> dict:
+    """Per task: true_positives, coverage, false_negative_share, delay_median_s, delay_p90_s."""
+    out = {}
+    for task, c in counts.items():
+        positives, delays = c["true_positives"], c["delays_s"]
         out[task] = {
-            "true_positives": int(positive.sum()),
-            "coverage": float(reported.mean()) if positive.any() else 0.0,
-            "false_negative_share": float((first_neg < first_pos).mean()) if positive.any() else 0.0,
-            "delay_median_s": float(np.median(delay_s)) if len(delay_s) else None,
-            "delay_p90_s": float(np.percentile(delay_s, 90)) if len(delay_s) else None,
+            "true_positives": positives,
+            "coverage": c["reported"] / positives if positives else 0.0,
+            "false_negative_share": c["false_negatives_first"] / positives if positives else 0.0,
+            "delay_median_s": float(np.median(delays)) if len(delays) else None,
+            "delay_p90_s": float(np.percentile(delays, 90)) if len(delays) else None,
         }
     return out
+
+
+def label_consistency(samples: Samples, imps: Impressions, tasks: tuple[str, ...]) -> dict:
+    """Per task: coverage, false_negative_share, delay_median_s, delay_p90_s (over true positives)."""
+    return summarize_consistency(consistency_counts(samples, imps, tasks))
 
 
 def render_markdown(report: dict, title: str, sample_counts: dict[str, int] | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -69,18 +70,25 @@ class Vocabularies:
     @classmethod
     def build(cls, lives: pd.DataFrame, impressions: pd.DataFrame, photos: pd.DataFrame | None,
               short_plays: pd.DataFrame | None, columns: FeatureColumns) -> "Vocabularies":
-        photo_ids = [photos["photo_id"].to_numpy()] if photos is not None else []
+        users = [impressions["user_id"].to_numpy()]
+        played = []
         if short_plays is not None:
-            photo_ids.append(short_plays["photo_id"].to_numpy())
+            users.append(short_plays["user_id"].to_numpy())
+            played.append(short_plays["photo_id"].to_numpy())
+        return cls.of_ids(lives, photos, users, played, columns)
+
+    @classmethod
+    def of_ids(cls, lives: pd.DataFrame, photos: pd.DataFrame | None, user_ids: list[np.ndarray],
+               played_photo_ids: list[np.ndarray], columns: FeatureColumns) -> "Vocabularies":
+        """From the room and photo tables and the user / played-photo ids seen in impressions and
+        plays (any repeats and order: a distributed reader passes each part's unique ids)."""
+        photo_ids = ([photos["photo_id"].to_numpy()] if photos is not None else []) + list(played_photo_ids)
         photo = Vocab.of(*photo_ids) if photo_ids else Vocab(np.zeros(0, dtype=np.int64))
         authors = [lives["author_id"].to_numpy()]
         if photos is not None:
             authors.append(photos["author_id"].to_numpy())
-        users = [impressions["user_id"].to_numpy()]
-        if short_plays is not None:
-            users.append(short_plays["user_id"].to_numpy())
         return cls(
-            user=Vocab.of(*users),
+            user=Vocab.of(*user_ids),
             author=Vocab.of(*authors),
             photo=photo,
             live=Vocab.of(lives["live_id"].to_numpy(), offset=photo.size - 1),
@@ -95,7 +103,7 @@ class Vocabularies:
         return {"user": self.user.size, "author": self.author.size, "item": self.live.size,
                 "category": self.category.size, "live_type": self.live_type.size, **BUCKET_TABLE_ROWS}
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path | BinaryIO) -> None:
         np.savez(path, **{f"{name}_ids": getattr(self, name).ids for name in
                           ("user", "author", "photo", "live", "category", "live_type")})
 
@@ -125,7 +133,7 @@ class TimeCounter:
         return self.before(group, t) - self.before(group, t - window_ms)
 
 
-def _room_rows(impressions: pd.DataFrame, lives: pd.DataFrame) -> np.ndarray:
+def room_rows(impressions: pd.DataFrame, lives: pd.DataFrame) -> np.ndarray:
     """[N] row of each impression's room in `lives` (-1 for a room it does not hold)."""
     rows = pd.Series(np.arange(len(lives)), index=lives["live_id"].to_numpy()).reindex(impressions["live_id"])
     return np.nan_to_num(rows.to_numpy(), nan=-1).astype(np.int64)
@@ -168,10 +176,19 @@ def request_features(impressions: pd.DataFrame, lives: pd.DataFrame, history: Hi
                      columns: FeatureColumns) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Sparse ids {SPARSE_FEATURES: [N] int64} and dense features [N, len(DENSE_FEATURES)] float32
     of canonical impressions, all from what was known strictly before each request."""
+    room_row = room_rows(impressions, lives)
+    return assemble_features(impressions, lives, room_row, room_state(impressions, lives, room_row),
+                             user_activity(impressions, history), vocab, columns)
+
+
+def assemble_features(impressions: pd.DataFrame, lives: pd.DataFrame, room_row: np.ndarray,
+                      room: dict[str, np.ndarray], activity: tuple[np.ndarray, np.ndarray], vocab: Vocabularies,
+                      columns: FeatureColumns) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`request_features` from its parts: the room state (ROOM_STATE_FEATURES, from every impression of
+    the room) and the user's activity (from the user's history) may be computed apart, by room and by user."""
     t0 = impressions["request_ts"].to_numpy()
-    room_row = _room_rows(impressions, lives)
     known_room = np.maximum(room_row, 0)
-    history_len, live_len = user_activity(impressions, history)
+    history_len, live_len = activity
     hour = (t0 // 3_600_000 + int(round(columns.tz_offset_hours))) % 24
     sparse = {
         "user_id": vocab.user.index(impressions["user_id"].to_numpy()),
@@ -185,7 +202,7 @@ def request_features(impressions: pd.DataFrame, lives: pd.DataFrame, history: Hi
         "user_history_bucket": log2_bucket_row(history_len),
         "user_live_bucket": log2_bucket_row(live_len),
     }
-    dense = {**room_state(impressions, lives, room_row), "user_history_len": np.log1p(history_len),
+    dense = {**room, "user_history_len": np.log1p(history_len),
              "user_live_history_len": np.log1p(live_len)}
     return ({name: sparse[name] for name in SPARSE_FEATURES},
             np.stack([dense[name] for name in DENSE_FEATURES], axis=1).astype(np.float32))

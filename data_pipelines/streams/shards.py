@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import io
+import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import webdataset as wds
 from tqdm import tqdm
 
@@ -55,55 +58,80 @@ def micro_batch(samples: Samples, rows: slice, features: ImpressionFeatures) -> 
     return arrays
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_shards(samples: Samples, features: ImpressionFeatures, out_dir: Path, schema: dict, *,
                  micro_batch_size: int, micro_batches_per_shard: int, progress: bool = True) -> dict:
     """Write `samples` (already in report_ts order) as shard-NNNNNN.tar files and manifest.json."""
-    if np.any(np.diff(samples.report_ts) < 0):
-        raise ValueError("samples must be sorted by report_ts before they are sharded")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("shard-*.tar"):
-        stale.unlink()
     n = len(samples)
-    n_micro = -(-n // micro_batch_size)
-    shards = []
-    bar = tqdm(total=n, desc=f"shards {out_dir.name}", unit="sample", disable=not progress)
-    for shard_index, first_mb in enumerate(range(0, n_micro, micro_batches_per_shard)):
-        name = f"shard-{shard_index:06d}.tar"
-        tmp = out_dir / f".{name}.tmp"
-        first_row = first_mb * micro_batch_size
-        last_row = min((first_mb + micro_batches_per_shard) * micro_batch_size, n)
-        with open(tmp, "wb") as stream:
-            writer = wds.TarWriter(stream, encoder=False, mtime=0.0)  # fixed mtime: reproducible bytes
-            for mb, start in enumerate(range(first_row, last_row, micro_batch_size)):
-                rows = slice(start, min(start + micro_batch_size, last_row))
-                writer.write({"__key__": f"mb{first_mb + mb:08d}",
-                              MEMBER_SUFFIX: codec.encode(micro_batch(samples, rows, features))})
-                bar.update(rows.stop - rows.start)
-            writer.close()
-        os.replace(tmp, out_dir / name)  # a shard appears whole or not at all
-        shards.append({
-            "file": name,
-            "samples": last_row - first_row,
-            "micro_batches": -(-(last_row - first_row) // micro_batch_size),
-            "report_ts_min": int(samples.report_ts[first_row]),
-            "report_ts_max": int(samples.report_ts[last_row - 1]),
-            "request_ts_min": int(features.request_ts[samples.impression[first_row:last_row]].min()),
-            "request_ts_max": int(features.request_ts[samples.impression[first_row:last_row]].max()),
-            "sha256": _sha256(out_dir / name),
-        })
+    batches = (micro_batch(samples, slice(start, min(start + micro_batch_size, n)), features)
+               for start in range(0, n, micro_batch_size))
+    return write_micro_batches(batches, str(out_dir), schema, micro_batches_per_shard=micro_batches_per_shard,
+                               total=n, progress=progress)
+
+
+def write_micro_batches(batches: Iterable[dict[str, np.ndarray]], out_dir: str, schema: dict, *,
+                        micro_batches_per_shard: int, filesystem: pafs.FileSystem | None = None,
+                        total: int | None = None, progress: bool = True) -> dict:
+    """Write micro-batches (arrays as `micro_batch` makes them, samples in report_ts order across all
+    of them) as shard-NNNNNN.tar files of `micro_batches_per_shard` each, then manifest.json, on
+    `filesystem` (local when None). Every engine writes its shards through here, so their bytes,
+    checksums and manifest are the same for the same samples."""
+    fs = filesystem or pafs.LocalFileSystem()
+    fs.create_dir(out_dir, recursive=True)
+    for stale in fs.get_file_info(pafs.FileSelector(out_dir)):
+        if stale.base_name.startswith("shard-") and stale.base_name.endswith(".tar"):
+            fs.delete_file(stale.path)
+    shards: list[dict] = []
+    last_report_ts = None
+    bar = tqdm(total=total, desc=f"shards {posixpath.basename(out_dir)}", unit="sample", disable=not progress)
+    shard: list[dict[str, np.ndarray]] = []
+    for arrays in batches:
+        report_ts = arrays["report_ts"]
+        if np.any(np.diff(report_ts) < 0) or (last_report_ts is not None and len(report_ts)
+                                              and report_ts[0] < last_report_ts):
+            raise ValueError("samples must be sorted by report_ts before they are sharded")
+        if len(report_ts):
+            last_report_ts = report_ts[-1]
+        shard.append(arrays)
+        if len(shard) == micro_batches_per_shard:
+            shards.append(_write_shard(fs, out_dir, len(shards), shard, first_mb=len(shards) * micro_batches_per_shard))
+            bar.update(shards[-1]["samples"])
+            shard = []
+    if shard:
+        shards.append(_write_shard(fs, out_dir, len(shards), shard, first_mb=len(shards) * micro_batches_per_shard))
+        bar.update(shards[-1]["samples"])
     bar.close()
-    manifest = {"schema_version": codec.SCHEMA_VERSION, "samples": n, "shards": shards, **schema}
-    with open(out_dir / MANIFEST, "w") as f:
-        json.dump(manifest, f, indent=1)
+    manifest = {"schema_version": codec.SCHEMA_VERSION, "samples": sum(s["samples"] for s in shards),
+                "shards": shards, **schema}
+    with fs.open_output_stream(posixpath.join(out_dir, MANIFEST)) as f:
+        f.write(json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def _write_shard(fs: pafs.FileSystem, out_dir: str, index: int, batches: list[dict[str, np.ndarray]],
+                 first_mb: int) -> dict:
+    """One shard file (written aside, then renamed: it appears whole or not at all) and its manifest entry."""
+    name = f"shard-{index:06d}.tar"
+    buffer = io.BytesIO()
+    writer = wds.TarWriter(buffer, encoder=False, mtime=0.0)  # fixed mtime: reproducible bytes
+    for mb, arrays in enumerate(batches):
+        writer.write({"__key__": f"mb{first_mb + mb:08d}", MEMBER_SUFFIX: codec.encode(arrays)})
+    writer.close()
+    data = buffer.getvalue()
+    tmp = posixpath.join(out_dir, f".{name}.tmp")
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, posixpath.join(out_dir, name))
+    request_ts = np.concatenate([b["request_ts"] for b in batches])
+    return {
+        "file": name,
+        "samples": len(request_ts),
+        "micro_batches": len(batches),
+        "report_ts_min": int(batches[0]["report_ts"][0]),
+        "report_ts_max": int(batches[-1]["report_ts"][-1]),
+        "request_ts_min": int(request_ts.min()),
+        "request_ts_max": int(request_ts.max()),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def contract_schema() -> dict:
