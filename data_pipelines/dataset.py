@@ -10,7 +10,8 @@ are the KuaiLive schema's, in conf/data/*.yaml, and the simulator writes that sc
                   successful ingest (written aside in .canonical.incoming/, then moved into place)
       canonical.failed/  what the last ingest wrote if it failed (its quarantine and report); while
                   it exists, the jobs that read canonical tables refuse to run
-      history/    store.npz, the interaction-log store
+      history/    store.npz, the interaction-log store; user_buckets/ the same per user bucket
+                  (engine=ray) and their buckets.json
       streams/    one shard folder per stream (manifest.json + shard-NNNNNN.tar), vocab.npz,
                   label_consistency.{json,md}
 """
@@ -149,6 +150,15 @@ class DataSet:
     @property
     def history(self) -> Path:
         return self.root / "history" / "store.npz"
+
+    def history_bucket(self, bucket: int, buckets: int) -> Path:
+        """The history store of the users in one of `buckets` user buckets (engine=ray)."""
+        return self.root / "history" / "user_buckets" / f"{bucket:05d}-of-{buckets:05d}.npz"
+
+    @property
+    def history_buckets_index(self) -> Path:
+        """What the bucket stores hold (written after them: they are complete once it exists)."""
+        return self.root / "history" / "user_buckets" / "buckets.json"
 
     @property
     def streams(self) -> Path:

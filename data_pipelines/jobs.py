@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from data_pipelines.dataset import DataSet
+from data_pipelines.engines import LocalEngine, RayEngine
 from data_pipelines.history_store import HistoryStore, HistoryStoreConfig
 from data_pipelines.ingest import IngestReport, ingest
 from data_pipelines.ingest.pipeline import EmbeddingSource, TableSource
@@ -41,7 +42,29 @@ def run_ingest(cfg: DictConfig) -> IngestReport:
                   attribution_grace_ms=data.attribution_grace_ms, progress=cfg.get("progress", True))
 
 
-def run_build_history(cfg: DictConfig) -> tuple[HistoryStore, Path]:
+def engine_of(cfg: DictConfig) -> LocalEngine | RayEngine:
+    """The configured engine (conf/engine/*.yaml); local where a config has none."""
+    return instantiate(cfg.engine) if cfg.get("engine") is not None else LocalEngine()
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in str(location)
+
+
+def run_build_history(cfg: DictConfig) -> tuple[HistoryStore | dict, str | Path]:
+    """The history store (engine=local), or the bucket stores' index (engine=ray), and where it is."""
+    engine = engine_of(cfg)
+    if isinstance(engine, RayEngine):
+        from data_pipelines.ray_engine.history import build_bucket_stores
+        from data_pipelines.ray_engine.session import ray_session
+        from data_pipelines.ray_engine.storage import Storage
+
+        if not _is_uri(cfg.data.output_dir):
+            data_set(cfg).ingested()
+        storage = Storage(cfg.data.output_dir)
+        with ray_session(engine, cfg.get("progress", True)):
+            index = build_bucket_stores(storage, instantiate(cfg.history), engine)
+        return index, storage.path(storage.layout.history_buckets_index)
     data = data_set(cfg)
     canonical = data.ingested()
     impressions = pd.read_parquet(canonical.live_impressions)
@@ -57,10 +80,22 @@ def run_streams(cfg: DictConfig):
     """Both (or the configured) label streams of a data set, written as shards, plus reports."""
     from data_pipelines.streams.build import build_streams
 
+    engine = engine_of(cfg)
+    engines = {name: instantiate(spec) for name, spec in cfg.stream.engines.items()}
+    if isinstance(engine, RayEngine):
+        from data_pipelines.ray_engine.storage import Storage
+        from data_pipelines.ray_engine.streams import build_streams_ray
+
+        if not _is_uri(cfg.data.output_dir):
+            data_set(cfg).ingested()
+        return build_streams_ray(
+            Storage(cfg.data.output_dir), reports_dir=Path(cfg.paths.reports_dir), engine=engine, engines=engines,
+            tasks=tuple(cfg.stream.tasks), long_view_ms=int(cfg.stream.long_view_ms),
+            columns=instantiate(cfg.data.features), gsu_length=int(cfg.gsu.length),
+            max_pairs=int(cfg.gsu.max_pairs), layout=instantiate(cfg.shards), progress=cfg.get("progress", True))
     data = data_set(cfg)
     data.ingested()
     store = HistoryStore.load(data.require(data.history, "make simulate / make ingest"))
-    engines = {name: instantiate(engine) for name, engine in cfg.stream.engines.items()}
     return build_streams(
         data, store, reports_dir=Path(cfg.paths.reports_dir), engines=engines, tasks=tuple(cfg.stream.tasks),
         long_view_ms=int(cfg.stream.long_view_ms), columns=instantiate(cfg.data.features),
@@ -72,7 +107,10 @@ def describe_ingest(report: IngestReport) -> str:
     return "\n".join([f"ingested -> {report.output_dir}", *("  " + line for line in report.summary_lines())])
 
 
-def describe_history(store: HistoryStore, path: Path) -> str:
+def describe_history(store: HistoryStore | dict, path: str | Path) -> str:
+    if isinstance(store, dict):  # engine=ray: the bucket stores' index
+        return (f"history stores -> {path}: {store['interactions']:,} interactions of {store['users']:,} users "
+                f"in {store['user_buckets']} user buckets")
     return f"history store -> {path}: {len(store):,} interactions of {len(store.user_ids):,} users"
 
 
@@ -97,10 +135,10 @@ def describe_simulation(result: SimulationResult) -> str:
 
 
 def describe_streams(build, data: DataSet) -> str:
-    lines = [f"streams -> {data.streams}  ({len(build.impressions):,} impressions; "
+    lines = [f"streams -> {data.streams}  ({build.impression_count:,} impressions; "
              + ", ".join(f"{k} {v:.1f}s" for k, v in build.seconds.items()) + ")"]
-    for name, samples in build.samples.items():
-        lines.append(f"  {name:<10} {len(samples):>10,} samples")
+    for name, count in build.sample_counts.items():
+        lines.append(f"  {name:<10} {count:>10,} samples")
     lines += [f"  note: {gap}" for gap in build.gaps]
     for name, per_task in build.consistency.items():
         lines.append(f"  label consistency, {name}:")

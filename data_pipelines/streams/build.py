@@ -43,13 +43,26 @@ class StreamBuild:
     gaps: list[str]  # what the data set lacks that some GSU needs (data_gaps)
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
 
+    @property
+    def impression_count(self) -> int:
+        return len(self.impressions)
+
+    @property
+    def sample_counts(self) -> dict[str, int]:
+        return {name: len(s) for name, s in self.samples.items()}
+
 
 def _aligned_embedding(path: Path, table: pd.DataFrame | None, id_column: str, vocab_ids: np.ndarray) -> np.ndarray:
-    """Embedding rows re-ordered to follow the vocabulary (row i = i-th smallest id); zeros when
-    the data set has none."""
-    if table is None or not path.exists():
+    matrix = np.load(path, allow_pickle=False) if path.exists() else None
+    return align_embedding(matrix, table, id_column, vocab_ids)
+
+
+def align_embedding(matrix: np.ndarray | None, table: pd.DataFrame | None, id_column: str,
+                    vocab_ids: np.ndarray) -> np.ndarray:
+    """Embedding rows (row i follows row i of `table`) re-ordered to follow the vocabulary (row i =
+    i-th smallest id); zeros when the data set has none."""
+    if table is None or matrix is None:
         return np.zeros((len(vocab_ids), 1), dtype=np.float32)
-    matrix = np.load(path, allow_pickle=False)
     aligned = np.zeros((len(vocab_ids), matrix.shape[1]), dtype=np.float32)
     aligned[np.searchsorted(vocab_ids, table[id_column].to_numpy())] = matrix
     return aligned
@@ -62,13 +75,19 @@ def _read_optional(path: Path, columns: list[str] | None = None) -> pd.DataFrame
 def data_gaps(canonical: CanonicalTables) -> list[str]:
     """What this data set lacks that some GSU needs: said, so that an empty or recency-only
     sequence is not mistaken for a learned one (live-only KuaiLive has no short videos at all)."""
-    gaps = []
     plays = canonical.short_plays
-    if not plays.exists() or pq.ParquetFile(plays).metadata.num_rows == 0:
+    return gaps_of(plays.exists() and pq.ParquetFile(plays).metadata.num_rows > 0,
+                   canonical.embedding("photo").exists(), canonical.embedding("live").exists())
+
+
+def gaps_of(has_plays: bool, has_photo_embedding: bool, has_live_embedding: bool) -> list[str]:
+    """`data_gaps` from what the data set holds."""
+    gaps = []
+    if not has_plays:
         gaps.append("no short-video plays: the short, long and aidhard GSUs are empty for every request")
-    elif not canonical.embedding("photo").exists():
+    elif not has_photo_embedding:
         gaps.append("no short-video content embeddings: the long GSU ranks by recency alone")
-    if not canonical.embedding("live").exists():
+    if not has_live_embedding:
         gaps.append("no live content embeddings: the long and livelong GSUs rank by recency alone")
     return gaps
 
@@ -86,6 +105,14 @@ def build_features(canonical: CanonicalTables, impressions: pd.DataFrame, store:
         store, vocab, _aligned_embedding(canonical.embedding("photo"), photos, "photo_id", vocab.photo.ids),
         _aligned_embedding(canonical.embedding("live"), lives, "live_id", vocab.live.ids),
         length=gsu_length, max_pairs=max_pairs)
+    sequences = retrieve_sequences(retriever, impressions, chunk, progress)
+    return ImpressionFeatures(impressions["impression_id"].to_numpy(), impressions["request_ts"].to_numpy(),
+                              sparse, dense, sequences), vocab
+
+
+def retrieve_sequences(retriever: GsuRetriever, impressions: pd.DataFrame, chunk: int = 20_000,
+                       progress: bool = False) -> dict[str, Sequences]:
+    """The five GSU sequences of canonical `impressions`, `chunk` requests at a time."""
     users, t0 = impressions["user_id"].to_numpy(), impressions["request_ts"].to_numpy()
     live_id, author_id = impressions["live_id"].to_numpy(), impressions["author_id"].to_numpy()
     parts: dict[str, list[Sequences]] = {name: [] for name in GSU_NAMES}
@@ -93,20 +120,27 @@ def build_features(canonical: CanonicalTables, impressions: pd.DataFrame, store:
         rows = slice(start, start + chunk)
         for name, seq in retriever.retrieve(users[rows], t0[rows], live_id[rows], author_id[rows]).items():
             parts[name].append(seq)
-    sequences = {name: Sequences.concat(p) for name, p in parts.items()}
-    return ImpressionFeatures(impressions["impression_id"].to_numpy(), t0, sparse, dense, sequences), vocab
+    return {name: Sequences.concat(p) for name, p in parts.items()}
 
 
 def run_engines(impressions: pd.DataFrame, actions: pd.DataFrame, engines: dict[str, object],
                 tasks: tuple[str, ...], long_view_ms: int, with_final: bool = True,
                 ) -> tuple[Impressions, dict[str, Samples], dict[str, dict]]:
+    imps, samples = engine_samples(impressions, actions, engines, tasks, long_view_ms, with_final)
+    consistency = {name: label_consistency(samples[name], imps, tasks) for name in engines}
+    return imps, samples, consistency
+
+
+def engine_samples(impressions: pd.DataFrame, actions: pd.DataFrame, engines: dict[str, object],
+                   tasks: tuple[str, ...], long_view_ms: int, with_final: bool = True,
+                   ) -> tuple[Impressions, dict[str, Samples]]:
+    """Every stream's samples of canonical `impressions` (whose actions are all in `actions`)."""
     imps = Impressions(impressions["request_ts"].to_numpy(), impressions["exit_ts"].to_numpy(),
                        first_positive_times(impressions, actions, long_view_ms, tasks))
     samples = {name: engine.emit(imps) for name, engine in engines.items()}
-    consistency = {name: label_consistency(s, imps, tasks) for name, s in samples.items()}
     if with_final:
         samples[FINAL] = FinalLabels().emit(imps)
-    return imps, samples, consistency
+    return imps, samples
 
 
 def manifest_schema(vocab: Vocabularies, tasks: tuple[str, ...], gsu_length: int) -> dict:
@@ -115,7 +149,7 @@ def manifest_schema(vocab: Vocabularies, tasks: tuple[str, ...], gsu_length: int
     return {"tasks": list(tasks), "gsu_length": gsu_length, "table_sizes": vocab.table_sizes(), **contract_schema()}
 
 
-def _write_reports(consistency: dict, sample_counts: dict[str, int], data_name: str, paths: list[Path]) -> None:
+def write_reports(consistency: dict, sample_counts: dict[str, int], data_name: str, paths: list[Path]) -> None:
     """The report as .json and .md at each of `paths` (given without suffix)."""
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +181,6 @@ def build_streams(data: DataSet, store: HistoryStore, reports_dir: Path, engines
                      micro_batch_size=layout.micro_batch_size,
                      micro_batches_per_shard=layout.micro_batches_per_shard, progress=progress)
     seconds["shards"] = time.perf_counter() - start
-    _write_reports(consistency, {name: len(s) for name, s in samples.items()}, data.name,
+    write_reports(consistency, {name: len(s) for name, s in samples.items()}, data.name,
                    [reports_dir / data.label_consistency.name, data.label_consistency])
     return StreamBuild(features, imps, samples, consistency, gaps, seconds)

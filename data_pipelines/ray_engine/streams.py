@@ -1,0 +1,283 @@
+"""`make streams engine=ray`: the label streams, request-time features and GSU sequences as Ray Data
+stages over buckets, then one global sort by report time per stream and the project's shards.
+
+    impressions --tag--> groupby(room bucket): room state --> groupby(user bucket): the bucket's
+      history store, the user's features, five GSUs, every stream's samples  --> scratch parquet
+      (one folder per stream; the samples' label-consistency counts beside it)
+    actions --tag--> scratch parquet by user bucket (read by the bucket that owns the user)
+    per stream: scratch samples --sort(report_ts, impression_id, kind)--> micro-batches --> shards
+
+Each stage materialises to the scratch folder: Ray Data is lazy, and without that a stream read
+twice (count, then write) would be computed twice. The vocabulary and the content embeddings are
+the only whole-data-set objects, and they are small (ids and one row per item)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import posixpath
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from data_pipelines.contract import ROOM_STATE_FEATURES
+from data_pipelines.dataset import FINAL
+from data_pipelines.engines import RayEngine
+from data_pipelines.ray_engine.buckets import bucket_of
+from data_pipelines.ray_engine.history import load_bucket_store, read_bucket_index
+from data_pipelines.ray_engine.rows import SORT_KEY, to_micro_batch, to_table
+from data_pipelines.ray_engine.session import ray_session, shuffle_partitions
+from data_pipelines.ray_engine.storage import Storage
+from data_pipelines.streams.build import (ShardLayout, align_embedding, engine_samples, gaps_of, manifest_schema,
+                                          retrieve_sequences, write_reports)
+from data_pipelines.streams.consistency import consistency_counts, merge_consistency_counts, summarize_consistency
+from data_pipelines.streams.features import (FeatureColumns, Vocabularies, assemble_features, room_rows, room_state,
+                                             user_activity)
+from data_pipelines.streams.gsu import GsuRetriever
+from data_pipelines.streams.shards import ImpressionFeatures, micro_batch, write_micro_batches
+
+log = logging.getLogger(__name__)
+
+STREAM_COLUMN = "stream"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What every bucket task needs to know: the same for all of them, shipped once per task."""
+
+    storage: Storage
+    scratch: str
+    user_buckets: int
+    room_buckets: int
+    lives: pd.DataFrame
+    vocab: Vocabularies
+    photo_embedding: np.ndarray
+    live_embedding: np.ndarray
+    columns: FeatureColumns
+    engines: dict[str, object]
+    tasks: tuple[str, ...]
+    long_view_ms: int
+    gsu_length: int
+    max_pairs: int
+
+    def actions_dir(self) -> str:
+        return posixpath.join(self.scratch, "actions")
+
+    def samples_dir(self, stream: str | None = None) -> str:
+        base = posixpath.join(self.scratch, "samples")
+        return base if stream is None else posixpath.join(base, f"{STREAM_COLUMN}={stream}")
+
+    def counts_path(self, bucket: int) -> str:
+        return posixpath.join(self.scratch, "consistency", f"{bucket:05d}.npz")
+
+
+@dataclass
+class RayStreamBuild:
+    """What `describe_streams` reports of a build (StreamBuild's summary, without the arrays)."""
+
+    impression_count: int
+    sample_counts: dict[str, int]
+    consistency: dict[str, dict]
+    gaps: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- the stages' functions
+def _tag_impressions(batch: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
+    room_row = room_rows(batch, spec.lives)
+    # Unknown rooms (-1) all land in one bucket, as they share one counter in the local engine.
+    return batch.assign(room_row=room_row, room_bucket=bucket_of(room_row + 1, spec.room_buckets),
+                        user_bucket=bucket_of(batch["user_id"].to_numpy(), spec.user_buckets))
+
+
+def _with_room_state(group: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
+    """Every impression of the bucket's rooms, with the room's state at its request."""
+    return group.assign(**room_state(group, spec.lives, group["room_row"].to_numpy()))
+
+
+def _tag_actions(batch: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
+    return batch.assign(user_bucket=bucket_of(batch["user_id"].to_numpy(), spec.user_buckets))
+
+
+def _bucket_actions(spec: StreamSpec, bucket: int) -> pd.DataFrame:
+    path = posixpath.join(spec.actions_dir(), f"user_bucket={bucket}")
+    columns = ["impression_id", "ts", "action"]
+    if not spec.storage.exists(path):  # no action by any user of the bucket
+        return pd.DataFrame({c: np.zeros(0, np.int64) for c in columns})
+    return pads.dataset(path, filesystem=spec.storage.fs, format="parquet").to_table(columns=columns).to_pandas()
+
+
+def _bucket_samples(group: pd.DataFrame, spec: StreamSpec):
+    """Every stream's samples of one user bucket's impressions, as rows (rows.to_table), and the
+    bucket's label-consistency counts saved to the scratch folder."""
+    import pyarrow as pa
+
+    bucket = int(group["user_bucket"].iloc[0])
+    impressions = group.sort_values("impression_id", kind="stable").reset_index(drop=True)  # canonical order
+    store = load_bucket_store(spec.storage, bucket, spec.user_buckets)
+    room = {name: impressions[name].to_numpy() for name in ROOM_STATE_FEATURES}
+    sparse, dense = assemble_features(impressions, spec.lives, impressions["room_row"].to_numpy(), room,
+                                      user_activity(impressions, store), spec.vocab, spec.columns)
+    retriever = GsuRetriever.build(store, spec.vocab, spec.photo_embedding, spec.live_embedding,
+                                   length=spec.gsu_length, max_pairs=spec.max_pairs)
+    features = ImpressionFeatures(impressions["impression_id"].to_numpy(), impressions["request_ts"].to_numpy(),
+                                  sparse, dense, retrieve_sequences(retriever, impressions))
+    actions = _bucket_actions(spec, bucket)
+    unknown = ~np.isin(actions["impression_id"].to_numpy(), features.impression_id)
+    if unknown.any():  # ingestion attributes an action to its user's own stay; anything else is corrupt
+        raise ValueError(f"live_actions: impression {int(actions['impression_id'].to_numpy()[unknown][0])} "
+                         f"of an action by a user of bucket {bucket} is not among that user's impressions")
+    imps, samples = engine_samples(impressions, actions, spec.engines, spec.tasks, spec.long_view_ms)
+    counts = {name: consistency_counts(samples[name], imps, spec.tasks) for name in spec.engines}
+    _save_counts(spec, bucket, counts)
+    return pa.concat_tables([to_table(micro_batch(s, slice(0, len(s)), features), **{STREAM_COLUMN: name})
+                             for name, s in samples.items()])
+
+
+def _save_counts(spec: StreamSpec, bucket: int, counts: dict[str, dict]) -> None:
+    arrays = {}
+    for stream, per_task in counts.items():
+        for task, c in per_task.items():
+            for key, value in c.items():
+                arrays[f"{stream}.{task}.{key}"] = np.asarray(value)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    spec.storage.write_bytes(spec.counts_path(bucket), buffer.getvalue())
+
+
+def _load_counts(spec: StreamSpec, bucket: int) -> dict[str, dict]:
+    counts: dict[str, dict] = {}
+    with np.load(io.BytesIO(spec.storage.read_bytes(spec.counts_path(bucket))), allow_pickle=False) as data:
+        for key in data.files:
+            stream, task, name = key.split(".")
+            value = data[key]
+            counts.setdefault(stream, {}).setdefault(task, {})[name] = value if name == "delays_s" else int(value)
+    return counts
+
+
+# ---------------------------------------------------------------- the driver
+def _unique_ids(storage: Storage, path: str, columns: list[str]) -> dict[str, list[np.ndarray]]:
+    """Each column's distinct values, read a batch at a time (never the whole table at once)."""
+    out: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    if not storage.exists(path):
+        return out
+    for batch in pads.dataset(path, filesystem=storage.fs, format="parquet").to_batches(columns=columns,
+                                                                                        batch_size=1 << 20):
+        for c in columns:
+            out[c].append(np.unique(batch.column(c).to_numpy()))
+    return out
+
+
+def _spec(storage: Storage, scratch: str, engine: RayEngine, engines: dict, tasks: tuple[str, ...],
+          long_view_ms: int, columns: FeatureColumns, gsu_length: int, max_pairs: int) -> StreamSpec:
+    canonical = storage.layout.canonical
+    lives = storage.read_parquet(storage.path(canonical.lives))
+    photos = storage.read_parquet_optional(storage.path(canonical.photos))
+    users = _unique_ids(storage, storage.path(canonical.live_impressions), ["user_id"])["user_id"]
+    plays = _unique_ids(storage, storage.path(canonical.short_plays), ["user_id", "photo_id"])
+    vocab = Vocabularies.of_ids(lives, photos, users + plays["user_id"], plays["photo_id"], columns)
+
+    def embedding(kind: str) -> np.ndarray | None:
+        path = storage.path(canonical.embedding(kind))
+        return storage.load_npy(path) if storage.exists(path) else None
+
+    return StreamSpec(storage, scratch, engine.user_buckets, engine.room_buckets, lives, vocab,
+                      align_embedding(embedding("photo"), photos, "photo_id", vocab.photo.ids),
+                      align_embedding(embedding("live"), lives, "live_id", vocab.live.ids),
+                      columns, engines, tasks, long_view_ms, gsu_length, max_pairs)
+
+
+def _gaps(storage: Storage) -> list[str]:
+    canonical = storage.layout.canonical
+    plays = storage.path(canonical.short_plays)
+    has_plays = storage.exists(plays) and pq.ParquetFile(plays, filesystem=storage.fs).metadata.num_rows > 0
+    return gaps_of(has_plays, storage.exists(storage.path(canonical.embedding("photo"))),
+                   storage.exists(storage.path(canonical.embedding("live"))))
+
+
+def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, engines: dict[str, object],
+                      tasks: tuple[str, ...], long_view_ms: int, columns: FeatureColumns, gsu_length: int,
+                      max_pairs: int, layout: ShardLayout, progress: bool = True) -> RayStreamBuild:
+    import ray.data
+
+    layout_of = storage.layout
+    canonical = layout_of.canonical
+    for path in (canonical.lives, canonical.live_impressions, canonical.live_actions):
+        if not storage.exists(storage.path(path)):
+            raise FileNotFoundError(f"{storage.path(path)} not found: ingest the data first (make simulate / make ingest)")
+    read_bucket_index(storage, engine.user_buckets)
+    gaps = _gaps(storage)
+    for gap in gaps:
+        log.warning("%s: %s", storage.path(canonical.dir), gap)
+    scratch = engine.scratch_dir or storage.under(".ray-scratch")
+    seconds: dict[str, float] = {}
+    with ray_session(engine, progress) as startup_s:
+        seconds["engine_start"] = startup_s
+        start = time.perf_counter()
+        spec = _spec(storage, scratch, engine, engines, tasks, long_view_ms, columns, gsu_length, max_pairs)
+        storage.remove_dir(scratch)
+        seconds["vocabulary"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        fs = storage.fs
+        (ray.data.read_parquet(storage.path(canonical.live_actions), filesystem=fs,
+                               columns=["impression_id", "user_id", "ts", "action"])
+         .map_batches(_tag_actions, batch_format="pandas", fn_args=(spec,))
+         .write_parquet(spec.actions_dir(), filesystem=fs, partition_cols=["user_bucket"]))
+        n_impressions = pq.ParquetFile(storage.path(canonical.live_impressions), filesystem=fs).metadata.num_rows
+        (ray.data.read_parquet(storage.path(canonical.live_impressions), filesystem=fs)
+         .map_batches(_tag_impressions, batch_format="pandas", fn_args=(spec,))
+         .groupby("room_bucket", num_partitions=shuffle_partitions(engine.room_buckets))
+         .map_groups(_with_room_state, batch_format="pandas", fn_args=(spec,))
+         .groupby("user_bucket", num_partitions=shuffle_partitions(engine.user_buckets))
+         .map_groups(_bucket_samples, batch_format="pandas", fn_args=(spec,))
+         .write_parquet(spec.samples_dir(), filesystem=fs, partition_cols=[STREAM_COLUMN]))
+        seconds["features_gsu_labels"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        schema = manifest_schema(spec.vocab, tasks, gsu_length)
+        sample_counts = {}
+        for name in [*engines, FINAL]:
+            sample_counts[name] = _write_stream(spec, name, layout, schema, progress)["samples"]
+        seconds["sort_and_shards"] = time.perf_counter() - start
+
+        buffer = io.BytesIO()
+        spec.vocab.save(buffer)
+        storage.write_bytes(storage.path(layout_of.vocab), buffer.getvalue())
+        parts = [_load_counts(spec, b) for b in range(engine.user_buckets)
+                 if storage.exists(spec.counts_path(b))]
+        consistency = {name: summarize_consistency(merge_consistency_counts([p[name] for p in parts]))
+                       for name in engines}
+    _write_report_files(storage, consistency, sample_counts, reports_dir)
+    storage.remove_dir(scratch)
+    return RayStreamBuild(n_impressions, sample_counts, consistency, gaps, seconds)
+
+
+def _write_stream(spec: StreamSpec, name: str, layout: ShardLayout, schema: dict, progress: bool) -> dict:
+    """One stream's samples in report order, cut into the project's shards."""
+    import ray.data
+
+    out_dir = spec.storage.path(spec.storage.layout.stream(name))
+    source = spec.samples_dir(name)
+    if not spec.storage.exists(source):  # no sample at all
+        return write_micro_batches(iter(()), out_dir, schema, micro_batches_per_shard=layout.micro_batches_per_shard,
+                                   filesystem=spec.storage.fs, total=0, progress=progress)
+    ordered = ray.data.read_parquet(source, filesystem=spec.storage.fs).sort(SORT_KEY)
+    batches = (to_micro_batch(batch) for batch in
+               ordered.iter_batches(batch_size=layout.micro_batch_size, batch_format="pyarrow"))
+    return write_micro_batches(batches, out_dir, schema, micro_batches_per_shard=layout.micro_batches_per_shard,
+                               filesystem=spec.storage.fs, progress=progress)
+
+
+def _write_report_files(storage: Storage, consistency: dict, sample_counts: dict[str, int], reports_dir: Path) -> None:
+    """The report in reports/ (local) and beside the shards (on the data set's filesystem)."""
+    name = storage.layout.label_consistency.name
+    write_reports(consistency, sample_counts, storage.layout.name, [reports_dir / name])
+    for suffix in (".json", ".md"):
+        local = reports_dir / (name + suffix)
+        storage.write_bytes(storage.path(storage.layout.label_consistency) + suffix, local.read_bytes())
