@@ -23,7 +23,7 @@ class RayEngine:
     address: str | None = None  # None: start Ray on this machine; "auto" or "ray://head:10001": a cluster's
     workers: int | None = None  # CPUs of the Ray started here (buckets processed at once); None: all
     memory_gb: float = 8.0  # what the job may hold in memory, object store included (see docs/data.md)
-    user_buckets: int = 16
+    user_buckets: int = 64
     room_buckets: int = 4
     scratch_dir: str | None = None  # intermediate files; None: <data set>/.ray-scratch (any pyarrow URI)
 

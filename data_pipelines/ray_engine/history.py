@@ -49,12 +49,12 @@ def build_bucket_stores(storage: Storage, cfg: HistoryStoreConfig, engine: RayEn
 
     canonical = storage.layout.canonical
     n = engine.user_buckets
-    stays = ray.data.read_parquet(storage.path(canonical.live_impressions), filesystem=storage.fs,
-                                  columns=list(STAY_COLUMNS))
+    stays = ray.data.read_parquet(storage.path(canonical.live_impressions),
+                                  filesystem=storage.fs).select_columns(list(STAY_COLUMNS))
     events = stays.map_batches(lambda b: _tagged(stay_events(b, cfg), n), batch_format="pandas")
     plays_path = storage.path(canonical.short_plays)
     if storage.exists(plays_path):
-        plays = ray.data.read_parquet(plays_path, filesystem=storage.fs, columns=list(PLAY_COLUMNS))
+        plays = ray.data.read_parquet(plays_path, filesystem=storage.fs).select_columns(list(PLAY_COLUMNS))
         events = events.union(plays.map_batches(lambda b: _tagged(play_events(b, cfg), n), batch_format="pandas"))
     index_path = storage.path(storage.layout.history_buckets_index)
     storage.remove_dir(posixpath.dirname(index_path))  # the index first: never stores of two bucketings

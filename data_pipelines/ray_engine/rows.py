@@ -15,9 +15,8 @@ SORT_KEY = ["report_ts", "impression_id", "kind"]  # the shards' order (labels.S
 _MATRICES = ("state", "dense")  # [S, W] arrays
 
 
-def to_table(arrays: dict[str, np.ndarray], **constants: str) -> pa.Table:
-    """A table of the samples in a micro-batch dict, plus a column per `constants` (same value each row)."""
-    n = len(arrays["report_ts"])
+def to_table(arrays: dict[str, np.ndarray]) -> pa.Table:
+    """A table of the samples in a micro-batch dict."""
     columns: dict[str, pa.Array] = {}
     for key in contract.micro_batch_keys():
         if key in _MATRICES:
@@ -33,8 +32,6 @@ def to_table(arrays: dict[str, np.ndarray], **constants: str) -> pa.Table:
         for field in contract.SEQUENCE_FIELDS:
             key = contract.sequence_key(gsu, field)
             columns[key] = pa.ListArray.from_arrays(offsets, pa.array(arrays[key]))
-    for name, value in constants.items():
-        columns[name] = pa.array([value] * n, pa.string())
     return pa.table(columns)
 
 

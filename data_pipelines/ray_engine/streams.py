@@ -1,15 +1,15 @@
 """`make streams engine=ray`: the label streams, request-time features and GSU sequences as Ray Data
 stages over buckets, then one global sort by report time per stream and the project's shards.
 
-    impressions --tag--> groupby(room bucket): room state --> groupby(user bucket): the bucket's
-      history store, the user's features, five GSUs, every stream's samples  --> scratch parquet
-      (one folder per stream; the samples' label-consistency counts beside it)
-    actions --tag--> scratch parquet by user bucket (read by the bucket that owns the user)
-    per stream: scratch samples --sort(report_ts, impression_id, kind)--> micro-batches --> shards
+    impressions --tag--> groupby(room bucket): the room's state --> scratch, by user bucket
+    actions --tag--> scratch, by user bucket
+    one task per user bucket: its history store, the users' features, five GSUs, every stream's
+      samples and their label-consistency counts --> scratch, one parquet file per bucket and stream
+    per stream: the buckets' runs, each already in report order --merge--> micro-batches --> shards
 
-Each stage materialises to the scratch folder: Ray Data is lazy, and without that a stream read
-twice (count, then write) would be computed twice. The vocabulary and the content embeddings are
-the only whole-data-set objects, and they are small (ids and one row per item)."""
+Each stage writes to the scratch folder, which bounds what is held at once (a bucket; a block per
+run in the merge, merge.py) and keeps Ray Data's laziness from computing a stage twice. The vocabulary and the
+content embeddings are the only whole-data-set objects, and they are small (ids, one row per item)."""
 
 from __future__ import annotations
 
@@ -22,15 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from data_pipelines.contract import ROOM_STATE_FEATURES
 from data_pipelines.dataset import FINAL
 from data_pipelines.engines import RayEngine
 from data_pipelines.ray_engine.buckets import bucket_of
 from data_pipelines.ray_engine.history import load_bucket_store, read_bucket_index
-from data_pipelines.ray_engine.rows import SORT_KEY, to_micro_batch, to_table
+from data_pipelines.ray_engine.merge import merge_sorted_runs, rebatch
+from data_pipelines.ray_engine.rows import to_micro_batch, to_table
 from data_pipelines.ray_engine.session import ray_session, shuffle_partitions
 from data_pipelines.ray_engine.storage import Storage
 from data_pipelines.streams.build import (ShardLayout, align_embedding, engine_samples, gaps_of, manifest_schema,
@@ -44,6 +47,8 @@ from data_pipelines.streams.shards import ImpressionFeatures, micro_batch, write
 log = logging.getLogger(__name__)
 
 STREAM_COLUMN = "stream"
+# Samples per record batch of a bucket's sorted run: what the merge holds per run (~2-10 MB).
+RUN_BLOCK_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,16 @@ class StreamSpec:
     def actions_dir(self) -> str:
         return posixpath.join(self.scratch, "actions")
 
-    def samples_dir(self, stream: str | None = None) -> str:
-        base = posixpath.join(self.scratch, "samples")
-        return base if stream is None else posixpath.join(base, f"{STREAM_COLUMN}={stream}")
+    def impressions_dir(self) -> str:
+        """Impressions with their room's state, one folder per user bucket."""
+        return posixpath.join(self.scratch, "impressions")
+
+    def samples_dir(self, stream: str) -> str:
+        """One sorted run per user bucket (Arrow IPC files)."""
+        return posixpath.join(self.scratch, "samples", stream)
+
+    def run_path(self, stream: str, bucket: int) -> str:
+        return posixpath.join(self.samples_dir(stream), f"{bucket:05d}.arrow")
 
     def counts_path(self, bucket: int) -> str:
         return posixpath.join(self.scratch, "consistency", f"{bucket:05d}.npz")
@@ -112,13 +124,52 @@ def _bucket_actions(spec: StreamSpec, bucket: int) -> pd.DataFrame:
     return pads.dataset(path, filesystem=spec.storage.fs, format="parquet").to_table(columns=columns).to_pandas()
 
 
-def _bucket_samples(group: pd.DataFrame, spec: StreamSpec):
-    """Every stream's samples of one user bucket's impressions, as rows (rows.to_table), and the
-    bucket's label-consistency counts saved to the scratch folder."""
-    import pyarrow as pa
+def _bucket_impressions(spec: StreamSpec, bucket: int) -> pd.DataFrame | None:
+    path = posixpath.join(spec.impressions_dir(), f"user_bucket={bucket}")
+    if not spec.storage.exists(path):  # no user hashed into this bucket
+        return None
+    table = pads.dataset(path, filesystem=spec.storage.fs, format="parquet").to_table()
+    return table.to_pandas().sort_values("impression_id", kind="stable").reset_index(drop=True)  # canonical order
 
-    bucket = int(group["user_bucket"].iloc[0])
-    impressions = group.sort_values("impression_id", kind="stable").reset_index(drop=True)  # canonical order
+
+def _bucket_samples(bucket: int, spec: StreamSpec) -> list[tuple[int, str, int]]:
+    """Every stream's samples of one user bucket: features, GSUs and labels from the bucket's own
+    history store, written as rows (rows.to_table) to the scratch folder with the bucket's
+    label-consistency counts. Returns (bucket, stream, samples written) per stream."""
+    impressions = _bucket_impressions(spec, bucket)
+    if impressions is None:
+        return []
+    written = []
+    for name, table in _samples_of(spec, bucket, impressions).items():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+            writer.write_table(table, max_chunksize=RUN_BLOCK_ROWS)
+        spec.storage.write_bytes(spec.run_path(name, bucket), sink.getvalue().to_pybytes())
+        written.append((bucket, name, table.num_rows))
+    return written
+
+
+def _run_bucket_tasks(spec: StreamSpec, progress: bool) -> pd.DataFrame:
+    """One Ray task per user bucket (no shuffle of the samples: each task reads its bucket's
+    impressions and actions and writes its own runs, so nothing bigger than a bucket is held).
+    Plain tasks rather than a Ray Data map: the spec (embeddings, vocabulary) is put in the object
+    store once and each task gets it by reference, which Ray Data's fn_args does not do."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(_bucket_samples)
+    spec_ref = ray.put(spec)
+    pending = [task.remote(bucket, spec_ref) for bucket in range(spec.user_buckets)]
+    rows = []
+    with tqdm(total=len(pending), desc="user buckets", unit="bucket", disable=not progress) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            rows += ray.get(done[0])  # a task's error is raised here, with its bucket in the message
+            bar.update(1)
+    return pd.DataFrame(rows, columns=["bucket", STREAM_COLUMN, "samples"])
+
+
+def _samples_of(spec: StreamSpec, bucket: int, impressions: pd.DataFrame):
+    """{stream: table of its samples} of one user bucket's impressions (in canonical order)."""
     store = load_bucket_store(spec.storage, bucket, spec.user_buckets)
     room = {name: impressions[name].to_numpy() for name in ROOM_STATE_FEATURES}
     sparse, dense = assemble_features(impressions, spec.lives, impressions["room_row"].to_numpy(), room,
@@ -133,10 +184,8 @@ def _bucket_samples(group: pd.DataFrame, spec: StreamSpec):
         raise ValueError(f"live_actions: impression {int(actions['impression_id'].to_numpy()[unknown][0])} "
                          f"of an action by a user of bucket {bucket} is not among that user's impressions")
     imps, samples = engine_samples(impressions, actions, spec.engines, spec.tasks, spec.long_view_ms)
-    counts = {name: consistency_counts(samples[name], imps, spec.tasks) for name in spec.engines}
-    _save_counts(spec, bucket, counts)
-    return pa.concat_tables([to_table(micro_batch(s, slice(0, len(s)), features), **{STREAM_COLUMN: name})
-                             for name, s in samples.items()])
+    _save_counts(spec, bucket, {name: consistency_counts(samples[name], imps, spec.tasks) for name in spec.engines})
+    return {name: to_table(micro_batch(s, slice(0, len(s)), features)) for name, s in samples.items()}
 
 
 def _save_counts(spec: StreamSpec, bucket: int, counts: dict[str, dict]) -> None:
@@ -225,8 +274,8 @@ def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, en
 
         start = time.perf_counter()
         fs = storage.fs
-        (ray.data.read_parquet(storage.path(canonical.live_actions), filesystem=fs,
-                               columns=["impression_id", "user_id", "ts", "action"])
+        (ray.data.read_parquet(storage.path(canonical.live_actions), filesystem=fs)
+         .select_columns(["impression_id", "user_id", "ts", "action"])
          .map_batches(_tag_actions, batch_format="pandas", fn_args=(spec,))
          .write_parquet(spec.actions_dir(), filesystem=fs, partition_cols=["user_bucket"]))
         n_impressions = pq.ParquetFile(storage.path(canonical.live_impressions), filesystem=fs).metadata.num_rows
@@ -234,17 +283,20 @@ def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, en
          .map_batches(_tag_impressions, batch_format="pandas", fn_args=(spec,))
          .groupby("room_bucket", num_partitions=shuffle_partitions(engine.room_buckets))
          .map_groups(_with_room_state, batch_format="pandas", fn_args=(spec,))
-         .groupby("user_bucket", num_partitions=shuffle_partitions(engine.user_buckets))
-         .map_groups(_bucket_samples, batch_format="pandas", fn_args=(spec,))
-         .write_parquet(spec.samples_dir(), filesystem=fs, partition_cols=[STREAM_COLUMN]))
+         .write_parquet(spec.impressions_dir(), filesystem=fs, partition_cols=["user_bucket"]))
+        written = _run_bucket_tasks(spec, progress)
         seconds["features_gsu_labels"] = time.perf_counter() - start
 
         start = time.perf_counter()
         schema = manifest_schema(spec.vocab, tasks, gsu_length)
         sample_counts = {}
         for name in [*engines, FINAL]:
-            sample_counts[name] = _write_stream(spec, name, layout, schema, progress)["samples"]
-        seconds["sort_and_shards"] = time.perf_counter() - start
+            runs = written[written[STREAM_COLUMN] == name]
+            sample_counts[name] = _write_stream(spec, name, layout, schema, sorted(runs["bucket"]), progress)["samples"]
+            if sample_counts[name] != int(runs["samples"].sum()):  # a lost or doubled run must not pass as a stream
+                raise RuntimeError(f"stream {name}: {sample_counts[name]:,} samples sharded, the buckets wrote "
+                                   f"{int(runs['samples'].sum()):,}")
+        seconds["merge_and_shards"] = time.perf_counter() - start
 
         buffer = io.BytesIO()
         spec.vocab.save(buffer)
@@ -258,20 +310,22 @@ def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, en
     return RayStreamBuild(n_impressions, sample_counts, consistency, gaps, seconds)
 
 
-def _write_stream(spec: StreamSpec, name: str, layout: ShardLayout, schema: dict, progress: bool) -> dict:
-    """One stream's samples in report order, cut into the project's shards."""
-    import ray.data
-
-    out_dir = spec.storage.path(spec.storage.layout.stream(name))
-    source = spec.samples_dir(name)
-    if not spec.storage.exists(source):  # no sample at all
-        return write_micro_batches(iter(()), out_dir, schema, micro_batches_per_shard=layout.micro_batches_per_shard,
-                                   filesystem=spec.storage.fs, total=0, progress=progress)
-    ordered = ray.data.read_parquet(source, filesystem=spec.storage.fs).sort(SORT_KEY)
-    batches = (to_micro_batch(batch) for batch in
-               ordered.iter_batches(batch_size=layout.micro_batch_size, batch_format="pyarrow"))
-    return write_micro_batches(batches, out_dir, schema, micro_batches_per_shard=layout.micro_batches_per_shard,
+def _write_stream(spec: StreamSpec, name: str, layout: ShardLayout, schema: dict, buckets: list[int],
+                  progress: bool) -> dict:
+    """One stream's samples in report order (the buckets' sorted runs merged), cut into the project's shards."""
+    runs = [_read_run(spec, spec.run_path(name, bucket)) for bucket in buckets]
+    batches = (to_micro_batch(table) for table in rebatch(merge_sorted_runs(runs), layout.micro_batch_size))
+    return write_micro_batches(batches, spec.storage.path(spec.storage.layout.stream(name)), schema,
+                               micro_batches_per_shard=layout.micro_batches_per_shard,
                                filesystem=spec.storage.fs, progress=progress)
+
+
+def _read_run(spec: StreamSpec, path: str):
+    """A sorted run's record batches, one at a time."""
+    with spec.storage.fs.open_input_file(path) as f:
+        reader = pa.ipc.open_file(f)
+        for i in range(reader.num_record_batches):
+            yield pa.Table.from_batches([reader.get_batch(i)])
 
 
 def _write_report_files(storage: Storage, consistency: dict, sample_counts: dict[str, int], reports_dir: Path) -> None:
