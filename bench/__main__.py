@@ -8,9 +8,9 @@ import hydra
 from omegaconf import DictConfig
 
 from recsys.allocator import keep_freed_memory
-from bench import history_store, online, service, serving, streams, training
+from bench import history_store, online, pipeline, service, serving, streams, training
 
-BENCHMARKS = {"history_store": history_store.run, "streams": streams.run, "training": training.run,
+BENCHMARKS = {"history_store": history_store.run, "streams": streams.run, "pipeline": pipeline.run, "training": training.run,
               "online": online.run, "serving": serving.run, "service": service.run}
 
 

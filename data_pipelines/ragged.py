@@ -12,10 +12,12 @@ def within_group(counts: np.ndarray) -> np.ndarray:
     return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def gather_rows(lengths: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gather_rows(lengths: np.ndarray, rows: np.ndarray, starts: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Values of ragged rows `rows` (in that order), for rows of `lengths` laid end to end.
-    Returns (the selected rows' lengths, positions into the flat values)."""
+    Returns (the selected rows' lengths, positions into the flat values). `starts` (each row's
+    first position) may be given when many small selections are taken from one long array."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    offsets = np.cumsum(lengths) - lengths
+    offsets = np.cumsum(lengths) - lengths if starts is None else starts
     taken = lengths[rows]
     return taken, np.repeat(offsets[rows], taken) + within_group(taken)

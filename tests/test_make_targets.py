@@ -68,7 +68,8 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
                            f"bench.serving.candidates=[5,20] bench.serving.repeat=2 bench.serving.warmup=1 "
                            f"bench.serving.formats=[torchscript] bench.service.formats=[torchscript] "
                            f"bench.service.candidates=20 bench.service.distinct_requests=2 bench.service.clients=[2] "
-                           f"bench.service.requests_per_client=20 bench.service.seconds=2 bench.service.reload_clients=0")
+                           f"bench.service.requests_per_client=20 bench.service.seconds=2 bench.service.reload_clients=0 "
+                           f"bench.pipeline.ray_workers=[]")
     assert result.returncode == 0, result.stderr
     assert "queries/s" in result.stdout and "impressions/s" in result.stdout and "samples/s" in result.stdout
     assert "TorchRec (DMP, fused RowWiseAdagrad)" in result.stdout and "speed-up" in result.stdout
@@ -76,6 +77,7 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     assert "precision 32-true" in result.stdout and "precision bf16-mixed" in result.stdout
     assert "C++ ranker" in result.stdout and "Python TorchScript call" in result.stdout
     assert "service load test" in result.stdout  # a reload under load: tests/test_ranker_service.py
+    assert "history + streams (tiny" in result.stdout and "local    history" in result.stdout
 
 
 def test_ingest_failure_is_one_clear_line(tmp_path):

@@ -6,10 +6,13 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -41,13 +44,19 @@ class Storage:
         with self.fs.open_input_stream(path) as f:
             return f.read()
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Written aside and moved into place, so that a reader never sees a part-written file."""
+    @contextmanager
+    def open_output(self, path: str) -> Iterator[pa.NativeFile]:
+        """A stream to `path`, written aside and moved into place when the block ends without an
+        error, so that a reader never sees a part-written file."""
         self.fs.create_dir(posixpath.dirname(path), recursive=True)
         tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp")
         with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
+            yield f
         self.fs.move(tmp, path)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        with self.open_output(path) as f:
+            f.write(data)
 
     def read_parquet(self, path: str, columns: list[str] | None = None) -> pd.DataFrame:
         return pq.read_table(path, columns=columns, filesystem=self.fs).to_pandas()

@@ -17,6 +17,7 @@ import io
 import logging
 import posixpath
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,11 +141,10 @@ def _bucket_samples(bucket: int, spec: StreamSpec) -> list[tuple[int, str, int]]
     if impressions is None:
         return []
     written = []
-    for name, table in _samples_of(spec, bucket, impressions).items():
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+    for name, table in _samples_of(spec, bucket, impressions):  # one stream's table at a time
+        with spec.storage.open_output(spec.run_path(name, bucket)) as sink, \
+                pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
             writer.write_table(table, max_chunksize=RUN_BLOCK_ROWS)
-        spec.storage.write_bytes(spec.run_path(name, bucket), sink.getvalue().to_pybytes())
         written.append((bucket, name, table.num_rows))
     return written
 
@@ -168,8 +168,9 @@ def _run_bucket_tasks(spec: StreamSpec, progress: bool) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["bucket", STREAM_COLUMN, "samples"])
 
 
-def _samples_of(spec: StreamSpec, bucket: int, impressions: pd.DataFrame):
-    """{stream: table of its samples} of one user bucket's impressions (in canonical order)."""
+def _samples_of(spec: StreamSpec, bucket: int, impressions: pd.DataFrame) -> Iterator[tuple[str, pa.Table]]:
+    """(stream, table of its samples) of one user bucket's impressions (in canonical order), made
+    one stream at a time."""
     store = load_bucket_store(spec.storage, bucket, spec.user_buckets)
     room = {name: impressions[name].to_numpy() for name in ROOM_STATE_FEATURES}
     sparse, dense = assemble_features(impressions, spec.lives, impressions["room_row"].to_numpy(), room,
@@ -185,7 +186,8 @@ def _samples_of(spec: StreamSpec, bucket: int, impressions: pd.DataFrame):
                          f"of an action by a user of bucket {bucket} is not among that user's impressions")
     imps, samples = engine_samples(impressions, actions, spec.engines, spec.tasks, spec.long_view_ms)
     _save_counts(spec, bucket, {name: consistency_counts(samples[name], imps, spec.tasks) for name in spec.engines})
-    return {name: to_table(micro_batch(s, slice(0, len(s)), features)) for name, s in samples.items()}
+    for name, stream_samples in samples.items():
+        yield name, to_table(micro_batch(stream_samples, slice(0, len(stream_samples)), features))
 
 
 def _save_counts(spec: StreamSpec, bucket: int, counts: dict[str, dict]) -> None:

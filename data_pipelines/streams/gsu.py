@@ -18,6 +18,7 @@ recent first; searched ones are best score first, ties broken by recency.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -35,8 +36,9 @@ class Sequences:
     lengths: np.ndarray  # [N] int32
     fields: dict[str, np.ndarray]  # SEQUENCE_FIELDS -> [sum(lengths)]
 
-    @property
+    @cached_property
     def offsets(self) -> np.ndarray:
+        """[N + 1]; computed once: the shard writer takes a micro-batch at a time from millions of rows."""
         return np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
 
     @staticmethod
@@ -46,7 +48,7 @@ class Sequences:
 
     def take(self, rows: np.ndarray) -> "Sequences":
         """The sequences of requests `rows`, in that order."""
-        lengths, positions = gather_rows(self.lengths, rows)
+        lengths, positions = gather_rows(self.lengths, rows, starts=self.offsets[:-1])
         return Sequences(lengths.astype(np.int32), {f: v[positions] for f, v in self.fields.items()})
 
 
