@@ -109,10 +109,11 @@ class Vocabularies:
 
 
 def _as_text(frame: pd.DataFrame, column: str | None) -> np.ndarray:
-    """Categorical columns may be numbers or strings; their vocabulary is over the text."""
+    """Categorical columns may be numbers or strings; their vocabulary is over the text. A numpy
+    string array, not pandas' object one, so that vocab.npz holds no pickled objects."""
     if column is None or column not in frame:
         return np.array([""] * len(frame))
-    return frame[column].astype(str).to_numpy()
+    return np.asarray(frame[column].astype(str).to_numpy(), dtype=str)
 
 
 class TimeCounter:
