@@ -54,7 +54,7 @@ RUN_BLOCK_ROWS = 4096
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """What every bucket task needs to know: the same for all of them, shipped once per task."""
+    """What every task needs to know, the same for all of them (put in the object store once)."""
 
     storage: Storage
     scratch: str
