@@ -35,6 +35,8 @@ class HistoryStoreConfig:
     live_long_view_ms: int  # a live stay this long or longer is a long view
 
 
+EVENT_COLUMNS = ("user_id", *_FIELDS)  # an interaction row, as `from_events` takes it
+
 # The canonical columns each kind of interaction is made from.
 STAY_COLUMNS = ("user_id", "live_id", "author_id", "request_ts", "exit_ts", "clicked", "watch_ms")
 PLAY_COLUMNS = ("user_id", "photo_id", "author_id", "start_ts", "end_ts", "watch_ms")

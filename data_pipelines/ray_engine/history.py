@@ -1,7 +1,7 @@
 """`make history engine=ray`: one history store per user bucket, built by Ray tasks.
 
 Every play and stay is tagged with its user's bucket; Ray groups the interactions by bucket (a
-hash shuffle over `user_buckets` keys, not over raw user ids) and each group becomes a store with
+shuffle over `user_buckets` keys, not over raw user ids, which Ray groups slowly) and each group becomes a store with
 `HistoryStore.from_events`, saved as history/user_buckets/<b>-of-<n>.npz. A user's rows depend
 only on that user's interactions, so every bucket store answers its users' queries exactly as the
 local engine's single store does."""
@@ -16,14 +16,11 @@ import numpy as np
 import pandas as pd
 
 from data_pipelines.engines import RayEngine
-from data_pipelines.history_store import (PLAY_COLUMNS, STAY_COLUMNS, HistoryStore, HistoryStoreConfig,
-                                          play_events, stay_events)
+from data_pipelines.history_store import (EVENT_COLUMNS, PLAY_COLUMNS, STAY_COLUMNS, HistoryStore,
+                                          HistoryStoreConfig, play_events, stay_events)
 from data_pipelines.ray_engine.buckets import bucket_of
 from data_pipelines.ray_engine.session import shuffle_partitions
 from data_pipelines.ray_engine.storage import Storage
-
-BUCKET_INDEX = "buckets.json"
-
 
 def bucket_store_path(storage: Storage, bucket: int, buckets: int) -> str:
     return storage.path(storage.layout.history_bucket(bucket, buckets))
@@ -61,9 +58,7 @@ def build_bucket_stores(storage: Storage, cfg: HistoryStoreConfig, engine: RayEn
     written = (events.groupby("bucket", num_partitions=shuffle_partitions(n))
                .map_groups(_save_bucket, batch_format="pandas", fn_args=(storage, n, cfg.max_events))
                .to_pandas())
-    empty = HistoryStore.from_events(pd.DataFrame({f: np.zeros(0, np.int64) for f in
-                                                   ("user_id", "ts", "start_ts", "item_id", "author_id",
-                                                    "domain", "watch_ms", "long_view")}), cfg.max_events)
+    empty = HistoryStore.from_events(pd.DataFrame({f: np.zeros(0, np.int64) for f in EVENT_COLUMNS}), cfg.max_events)
     for bucket in sorted(set(range(n)) - set(written["bucket"].tolist())):  # no user hashed there
         buffer = io.BytesIO()
         empty.save(buffer)

@@ -1,7 +1,7 @@
-"""Samples as rows of an Arrow table, and back: what the Ray engine sorts, spills and moves between
-tasks. One row per sample; a micro-batch's [S, W] arrays become fixed-size lists and each GSU
-field a list (its lengths are the lists' lengths), so a sequence travels with its sample through
-the global sort. `to_micro_batch` gives back exactly the arrays `shards.micro_batch` makes, dtypes
+"""Samples as rows of an Arrow table, and back: what each Ray bucket task writes as its sorted run
+and the driver merges. One row per sample; a micro-batch's [S, W] arrays become fixed-size lists
+and each GSU field a list (its lengths are the lists' lengths), so a sequence travels with its
+sample through the merge. `to_micro_batch` gives back exactly the arrays `shards.micro_batch` makes, dtypes
 and key order included, so the encoded shards are the same bytes as the local engine's."""
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def to_table(arrays: dict[str, np.ndarray]) -> pa.Table:
             columns[key] = pa.array(arrays[key])
     for gsu in contract.GSU_NAMES:
         lengths = arrays[contract.lengths_key(gsu)]
-        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]))  # 64-bit: no overflow
         for field in contract.SEQUENCE_FIELDS:
             key = contract.sequence_key(gsu, field)
-            columns[key] = pa.ListArray.from_arrays(offsets, pa.array(arrays[key]))
+            columns[key] = pa.LargeListArray.from_arrays(offsets, pa.array(arrays[key]))
     return pa.table(columns)
 
 
