@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_pipelines.dataset import DataSet
 from data_pipelines.engines import LocalEngine, RayEngine
+from data_pipelines.ray_engine.storage import is_uri
 from data_pipelines.history_store import HistoryStore, HistoryStoreConfig
 from data_pipelines.ingest import IngestReport, ingest
 from data_pipelines.ingest.pipeline import EmbeddingSource, TableSource
@@ -47,10 +48,6 @@ def engine_of(cfg: DictConfig) -> LocalEngine | RayEngine:
     return instantiate(cfg.engine) if cfg.get("engine") is not None else LocalEngine()
 
 
-def _is_uri(location: str) -> bool:
-    return "://" in str(location)
-
-
 def run_build_history(cfg: DictConfig) -> tuple[HistoryStore | dict, str | Path]:
     """The history store (engine=local), or the bucket stores' index (engine=ray), and where it is."""
     engine = engine_of(cfg)
@@ -59,7 +56,7 @@ def run_build_history(cfg: DictConfig) -> tuple[HistoryStore | dict, str | Path]
         from data_pipelines.ray_engine.session import ray_session
         from data_pipelines.ray_engine.storage import Storage
 
-        if not _is_uri(cfg.data.output_dir):
+        if not is_uri(cfg.data.output_dir):
             data_set(cfg).ingested()
         storage = Storage(cfg.data.output_dir)
         with ray_session(engine, cfg.get("progress", True)):
@@ -86,7 +83,7 @@ def run_streams(cfg: DictConfig):
         from data_pipelines.ray_engine.storage import Storage
         from data_pipelines.ray_engine.streams import build_streams_ray
 
-        if not _is_uri(cfg.data.output_dir):
+        if not is_uri(cfg.data.output_dir):
             data_set(cfg).ingested()
         return build_streams_ray(
             Storage(cfg.data.output_dir), reports_dir=Path(cfg.paths.reports_dir), engine=engine, engines=engines,

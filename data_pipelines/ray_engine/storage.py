@@ -19,10 +19,15 @@ import pyarrow.parquet as pq
 from data_pipelines.dataset import DataSet
 
 
+def is_uri(location: str | Path) -> bool:
+    """Whether a data set's location names a filesystem (s3://, gs://, file://, ...) rather than a local path."""
+    return "://" in str(location)
+
+
 class Storage:
     def __init__(self, uri: str | Path):
         uri = str(uri)
-        if "://" in uri:
+        if is_uri(uri):
             self.fs, base = pafs.FileSystem.from_uri(uri)
         else:
             self.fs, base = pafs.LocalFileSystem(), os.path.abspath(uri)

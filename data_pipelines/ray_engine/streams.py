@@ -101,36 +101,45 @@ class RayStreamBuild:
 
 
 # ---------------------------------------------------------------- the stages' functions
-def _tag_impressions(batch: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
-    room_row = room_rows(batch, spec.lives)
+# The Ray Data stages get only the room table and the bucket counts (the whole spec, with its
+# embeddings, would be shipped with every task); the bucket tasks get the spec by reference.
+def _tag_impressions(batch: pd.DataFrame, lives: pd.DataFrame, room_buckets: int, user_buckets: int) -> pd.DataFrame:
+    room_row = room_rows(batch, lives)
     # Unknown rooms (-1) all land in one bucket, as they share one counter in the local engine.
-    return batch.assign(room_row=room_row, room_bucket=bucket_of(room_row + 1, spec.room_buckets),
-                        user_bucket=bucket_of(batch["user_id"].to_numpy(), spec.user_buckets))
+    return batch.assign(room_row=room_row, room_bucket=bucket_of(room_row + 1, room_buckets),
+                        user_bucket=bucket_of(batch["user_id"].to_numpy(), user_buckets))
 
 
-def _with_room_state(group: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
+def _with_room_state(group: pd.DataFrame, lives: pd.DataFrame) -> pd.DataFrame:
     """Every impression of the bucket's rooms, with the room's state at its request."""
-    return group.assign(**room_state(group, spec.lives, group["room_row"].to_numpy()))
+    return group.assign(**room_state(group, lives, group["room_row"].to_numpy()))
 
 
-def _tag_actions(batch: pd.DataFrame, spec: StreamSpec) -> pd.DataFrame:
-    return batch.assign(user_bucket=bucket_of(batch["user_id"].to_numpy(), spec.user_buckets))
+def _tag_actions(batch: pd.DataFrame, user_buckets: int) -> pd.DataFrame:
+    return batch.assign(user_bucket=bucket_of(batch["user_id"].to_numpy(), user_buckets))
 
 
-def _bucket_actions(spec: StreamSpec, bucket: int) -> pd.DataFrame:
-    path = posixpath.join(spec.actions_dir(), f"user_bucket={bucket}")
-    columns = ["impression_id", "ts", "action"]
-    if not spec.storage.exists(path):  # no action by any user of the bucket
-        return pd.DataFrame({c: np.zeros(0, np.int64) for c in columns})
+def _bucket_partition(spec: StreamSpec, folder: str, bucket: int,
+                      columns: list[str] | None = None) -> pd.DataFrame | None:
+    """One user bucket's rows of a scratch folder written with partition_cols=["user_bucket"]
+    (None when no row fell in that bucket)."""
+    path = posixpath.join(folder, f"user_bucket={bucket}")
+    if not spec.storage.exists(path):
+        return None
     return pads.dataset(path, filesystem=spec.storage.fs, format="parquet").to_table(columns=columns).to_pandas()
 
 
+def _bucket_actions(spec: StreamSpec, bucket: int) -> pd.DataFrame:
+    columns = ["impression_id", "ts", "action"]
+    actions = _bucket_partition(spec, spec.actions_dir(), bucket, columns)
+    return pd.DataFrame({c: np.zeros(0, np.int64) for c in columns}) if actions is None else actions
+
+
 def _bucket_impressions(spec: StreamSpec, bucket: int) -> pd.DataFrame | None:
-    path = posixpath.join(spec.impressions_dir(), f"user_bucket={bucket}")
-    if not spec.storage.exists(path):  # no user hashed into this bucket
+    impressions = _bucket_partition(spec, spec.impressions_dir(), bucket)
+    if impressions is None:
         return None
-    table = pads.dataset(path, filesystem=spec.storage.fs, format="parquet").to_table()
-    return table.to_pandas().sort_values("impression_id", kind="stable").reset_index(drop=True)  # canonical order
+    return impressions.sort_values("impression_id", kind="stable").reset_index(drop=True)  # canonical order
 
 
 def _bucket_samples(bucket: int, spec: StreamSpec) -> list[tuple[int, str, int]]:
@@ -278,13 +287,14 @@ def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, en
         fs = storage.fs
         (ray.data.read_parquet(storage.path(canonical.live_actions), filesystem=fs)
          .select_columns(["impression_id", "user_id", "ts", "action"])
-         .map_batches(_tag_actions, batch_format="pandas", fn_args=(spec,))
+         .map_batches(_tag_actions, batch_format="pandas", fn_args=(engine.user_buckets,))
          .write_parquet(spec.actions_dir(), filesystem=fs, partition_cols=["user_bucket"]))
         n_impressions = pq.ParquetFile(storage.path(canonical.live_impressions), filesystem=fs).metadata.num_rows
         (ray.data.read_parquet(storage.path(canonical.live_impressions), filesystem=fs)
-         .map_batches(_tag_impressions, batch_format="pandas", fn_args=(spec,))
+         .map_batches(_tag_impressions, batch_format="pandas",
+                      fn_args=(spec.lives, engine.room_buckets, engine.user_buckets))
          .groupby("room_bucket", num_partitions=shuffle_partitions(engine.room_buckets))
-         .map_groups(_with_room_state, batch_format="pandas", fn_args=(spec,))
+         .map_groups(_with_room_state, batch_format="pandas", fn_args=(spec.lives,))
          .write_parquet(spec.impressions_dir(), filesystem=fs, partition_cols=["user_bucket"]))
         written = _run_bucket_tasks(spec, progress)
         seconds["features_gsu_labels"] = time.perf_counter() - start
