@@ -18,10 +18,6 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-# What `make ranker` builds against (gRPC 1.51 and protobuf 3.21 from Debian; cpp-httplib for /metrics).
-SYSTEM_PACKAGES := cmake g++ pkg-config libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev
-APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
-
 setup: setup-system ## system packages for the C++ ranker (apt-get), then .venv with the pinned CPU stack (torch+cpu, fbgemm-gpu-cpu, torchrec --no-deps, project)
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
@@ -31,11 +27,8 @@ setup: setup-system ## system packages for the C++ ranker (apt-get), then .venv 
 	$(PIP) install --quiet -c requirements/constraints-cpu.txt -e ".[dev]"
 	$(MAKE) --no-print-directory check-stack
 
-setup-system: ## install the C++ ranker's build dependencies from Debian packages (skipped when present)
-	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { \
-		command -v apt-get >/dev/null || { echo "no apt-get: install $(SYSTEM_PACKAGES) by hand"; exit 1; }; \
-		echo "apt-get install $(SYSTEM_PACKAGES)"; \
-		$(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }
+setup-system: ## install the C++ ranker's Debian packages (requirements/system-packages.txt) when a need of the build is unmet
+	@requirements/install-system-packages.sh
 
 proto: ## regenerate the Python gRPC client code (export/ranker/proto/*_pb2*.py) from ranker.proto
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. export/ranker/proto/ranker.proto

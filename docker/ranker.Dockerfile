@@ -14,10 +14,9 @@
 
 # ---- build ---------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ cmake make pkg-config \
-      libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev \
- && rm -rf /var/lib/apt/lists/*
+# The build's Debian packages: the one list `make setup-system` installs from.
+COPY requirements/system-packages.txt requirements/install-system-packages.sh /tmp/system/
+RUN /tmp/system/install-system-packages.sh && rm -rf /var/lib/apt/lists/*
 COPY requirements/constraints-cpu.txt /tmp/constraints-cpu.txt
 # The same pins as `make setup`: the CPU torch wheel (from PyTorch's CPU index, as the wheel folder
 # of the development machines is not in the image), then fbgemm-gpu-cpu constrained to it.
