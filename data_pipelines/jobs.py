@@ -40,7 +40,8 @@ def run_ingest(cfg: DictConfig) -> IngestReport:
     embeddings = {name: None if spec is None else EmbeddingSource(**OmegaConf.to_container(spec))
                   for name, spec in (data.get("embeddings") or {}).items()}
     return ingest(source_dir, data_set(cfg), tables, embeddings, max_bad_share=data.max_bad_share,
-                  attribution_grace_ms=data.attribution_grace_ms, progress=cfg.get("progress", True))
+                  attribution_grace_ms=data.attribution_grace_ms,
+                  stay_overrun_tolerance_ms=data.stay_overrun_tolerance_ms, progress=cfg.get("progress", True))
 
 
 def engine_of(cfg: DictConfig) -> LocalEngine | RayEngine:

@@ -35,6 +35,7 @@ def test_each_source_folder_gives_its_exact_outcome(case, tmp_path):
     got = {(t, int(r), c): reason for t, r, c, reason in
            zip(quarantine["table"], quarantine["row"], quarantine["check"], quarantine["reason"])}
     assert got == case.quarantine
+    assert {(t, c): n for t, table in report.tables.items() for c, n in table["corrected"].items()} == case.corrected
     assert all(t["ok"] + t["quarantined"] == t["rows"] for t in report.tables.values())
     store, _ = run_build_history(cfg)
     assert len(store) > 0

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from data_pipelines.ingest import IngestError
-from data_pipelines.jobs import data_set, run_build_history, run_ingest, run_streams
+from data_pipelines.jobs import data_set, describe_ingest, run_build_history, run_ingest, run_streams
 from tests.conftest import compose_config
 
 FILES = {
@@ -137,6 +137,39 @@ def test_canonical_impressions_and_attributed_actions(ingested):
     assert lives["live_id"].tolist() == [1, 2]
     emb = np.load(out.embedding("live"))
     np.testing.assert_array_equal(emb, [[0, 1, 2, 3], [4, 5, 6, 7]])  # rows by live_name_id 0 and 1
+
+
+def test_a_stay_past_its_room_is_cut_within_the_tolerance_and_quarantined_beyond_it(tmp_path):
+    """Room 1 lives [1000, 100000]; tolerance 500 ms. Worked by hand: user 100 leaves exactly at the
+    end (kept as is), 101 overruns by 500 (cut to 97000 ms), 102 by 501 and 103 by almost 2^63 ms
+    (quarantined; no int64 overflow on the way)."""
+    files = dict(FILES)
+    files["room.csv"] = FILES["room.csv"].splitlines()[0] + "\n1,10,1000,100000,1,music,0\n"
+    files["click.csv"] = FILES["click.csv"].splitlines()[0] + "\n" + "".join(
+        f"{user},1,10,{ts},{watch}\n" for user, ts, watch in
+        [(100, 2000, 98000), (101, 3000, 97500), (102, 4000, 96501), (103, 5000, 2**63 - 1)])
+    files["negative.csv"] = "user_id,live_id,streamer_id,timestamp\n200,1,10,2500\n"
+    files["like.csv"] = "user_id,live_id,streamer_id,timestamp\n101,1,10,99000\n"
+    files["comment.csv"] = files["like.csv"]
+    files["gift.csv"] = "user_id,live_id,streamer_id,timestamp,gift_price\n101,1,10,99500,3\n"
+    cfg = kuailive_cfg(write_kuailive(tmp_path / "src", files), tmp_path / "data", "data.max_bad_share=1.0",
+                       "data.stay_overrun_tolerance_ms=500")
+    report = run_ingest(cfg)
+    out = data_set(cfg).canonical
+    imps = pd.read_parquet(out.live_impressions)
+    assert imps[["user_id", "request_ts", "exit_ts", "watch_ms"]].values.tolist() == [
+        [100, 2000, 100000, 98000], [200, 2500, 2500, 0], [101, 3000, 100000, 97000]]
+    quarantine = pd.read_parquet(out.quarantine).set_index(["table", "row", "check"])["reason"].to_dict()
+    assert quarantine == {
+        ("click", 3, "stay_past_room_end"):
+            "watch_ms 96501 ends the stay 501 ms after the room's end (tolerance data.stay_overrun_tolerance_ms=500)",
+        ("click", 4, "stay_past_room_end"):
+            f"watch_ms {2**63 - 1} ends the stay {2**63 - 1 - 95000} ms after the room's end "
+            f"(tolerance data.stay_overrun_tolerance_ms=500)"}
+    assert report.tables["click"]["corrected"] == {"stay_cut_at_room_end": 1}
+    assert report.tables["click"]["ok"] == 2 and report.tables["click"]["quarantined"] == 2
+    assert "click" in describe_ingest(report) and "; stay_cut_at_room_end=1" in describe_ingest(report)
+    assert json.loads(out.ingest_report.read_text())["tables"]["click"]["corrected"] == {"stay_cut_at_room_end": 1}
 
 
 def test_history_store_builds_from_live_only_logs(ingested):

@@ -128,6 +128,7 @@ def test_simulated_logs_pass_ingestion_untouched(tiny_world):
     report = json.loads(tiny_world.canonical.ingest_report.read_text())
     assert {name: t["quarantined"] for name, t in report["tables"].items()} == {
         name: 0 for name in report["tables"]}
+    assert all(t["corrected"] == {} for t in report["tables"].values())  # no stay outlives its room
     assert report["tables"]["click"]["rows"] == len(read(tiny_world, "click"))
 
 

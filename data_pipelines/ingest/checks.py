@@ -148,6 +148,26 @@ def in_room(frame: pd.DataFrame, rooms: pd.DataFrame) -> list[Failure]:
     ]
 
 
+def room_time_left(events: pd.DataFrame, rooms: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(is the event's room known, ms from the event to its room's end, never below 0)."""
+    room_end = rooms.set_index("live_id")["end_ts"]
+    known = events["live_id"].isin(room_end.index).to_numpy()
+    end = room_end.reindex(events["live_id"]).fillna(0).astype(np.int64).to_numpy()
+    return known, np.where(known, np.maximum(end - events["ts"].to_numpy(), 0), 0)
+
+
+def stay_past_room_end(clicks: pd.DataFrame, rooms: pd.DataFrame, tolerance_ms: int) -> Failure:
+    """A stay that ends more than `tolerance_ms` after its room ended: a watch time nobody can have
+    watched. (Comparisons, not sums: a corrupt watch time may be near the int64 limit.)"""
+    known, left = room_time_left(clicks, rooms)
+    watch = clicks["watch_ms"].to_numpy()
+    mask = known & (watch > left + tolerance_ms)
+    overrun = pd.Series(watch[mask] - left[mask]).astype(str).to_numpy()
+    return Failure("stay_past_room_end", mask,
+                   "watch_ms " + clicks.loc[mask, "watch_ms"].astype(str) + " ends the stay " + overrun
+                   + f" ms after the room's end (tolerance data.stay_overrun_tolerance_ms={tolerance_ms})")
+
+
 def known_ids(frame: pd.DataFrame, name: str, valid: pd.Series, table: str) -> Failure:
     unknown = ~frame[name].isin(valid).to_numpy()
     return Failure(f"unknown_{name}", unknown,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,10 +45,11 @@ class IngestReport:
     tables: dict[str, dict] = field(default_factory=dict)
 
     def summary_lines(self) -> list[str]:
-        lines = [f"{'table':<12}{'rows':>12}{'ok':>12}{'quarantined':>13}  checks failed"]
+        lines = [f"{'table':<12}{'rows':>12}{'ok':>12}{'quarantined':>13}  checks failed; values corrected"]
         for name, t in self.tables.items():
             failed = ", ".join(f"{k}={v}" for k, v in sorted(t["checks"].items())) or "-"
-            lines.append(f"{name:<12}{t['rows']:>12,}{t['ok']:>12,}{t['quarantined']:>13,}  {failed}")
+            corrected = "".join(f"; {k}={v}" for k, v in sorted(t["corrected"].items()))
+            lines.append(f"{name:<12}{t['rows']:>12,}{t['ok']:>12,}{t['quarantined']:>13,}  {failed}{corrected}")
         return lines
 
 
@@ -66,6 +68,7 @@ class _Run:
         self.quarantine = Quarantine()
         self.rows_read: dict[str, int] = {}
         self.rows_kept: dict[str, int] = {}
+        self.corrected: dict[str, Counter] = {}  # table -> correction -> rows kept with a corrected value
 
     def load(self, name: str) -> pd.DataFrame | None:
         """Read, type-check and de-duplicate one table; None when it is not configured."""
@@ -97,6 +100,10 @@ class _Run:
         record_columns = {**dict(spec.columns), **{c: c for c in spec.keep}}
         return checks.reject(frame, failures, name, str(self.source_dir / spec.file), self.quarantine,
                              record_columns)
+
+    def correct(self, name: str, correction: str, rows: int) -> None:
+        if rows:
+            self.corrected.setdefault(name, Counter())[correction] += rows
 
     def done(self, name: str, frame: pd.DataFrame | None) -> None:
         if frame is not None:
@@ -132,21 +139,23 @@ def _load_embedding(source_dir: Path, spec: EmbeddingSource | None, items: pd.Da
 
 def ingest(source_dir: str | Path, data: DataSet, tables: dict[str, TableSource | None],
            embeddings: dict[str, EmbeddingSource | None] | None = None, max_bad_share: float = 0.01,
-           attribution_grace_ms: int = 0, progress: bool = False) -> IngestReport:
+           attribution_grace_ms: int = 0, stay_overrun_tolerance_ms: int = 0, progress: bool = False
+           ) -> IngestReport:
     """Validate the source tables and write the data set's canonical tables.
 
     Everything is written aside first and moved into `canonical/` only when the run succeeds, so a
     failed run leaves nothing a later job accepts: its quarantine and report go to
     `canonical.failed/`, which makes those jobs refuse until an ingest succeeds. Raises IngestError
     for structural problems (missing file or column), and when some table's share of bad rows
-    exceeds `max_bad_share`.
+    exceeds `max_bad_share`. A click's stay may end after its room ended by up to
+    `stay_overrun_tolerance_ms`: it is cut at the room's end and counted; a longer one is quarantined.
     """
     staging = data.incoming_canonical
     shutil.rmtree(staging.dir, ignore_errors=True)
     staging.dir.mkdir(parents=True)
     try:
         report, failure = _ingest_into(staging, Path(source_dir), tables, embeddings or {}, max_bad_share,
-                                       attribution_grace_ms, progress)
+                                       attribution_grace_ms, stay_overrun_tolerance_ms, progress)
     except Exception as exc:
         _keep_failed(data, staging, {"status": "failed", "error": str(exc)})
         raise
@@ -179,12 +188,12 @@ def _promote(data: DataSet, staging: CanonicalTables) -> None:
 
 def _ingest_into(out: CanonicalTables, source_dir: Path, tables: dict[str, TableSource | None],
                  embeddings: dict[str, EmbeddingSource | None], max_bad_share: float, attribution_grace_ms: int,
-                 progress: bool) -> tuple[IngestReport, str | None]:
+                 stay_overrun_tolerance_ms: int, progress: bool) -> tuple[IngestReport, str | None]:
     """Every table into `out`; (the report, the reason the run failed or None)."""
     run = _Run(source_dir, tables, progress)
 
     rooms = _rooms(run)
-    impressions, live_events = _impressions(run, rooms)
+    impressions, live_events = _impressions(run, rooms, stay_overrun_tolerance_ms)
     live_actions = _attributed_actions(run, live_events, impressions[impressions["clicked"]], attribution_grace_ms)
     live_emb, live_has_emb = _load_embedding(source_dir, embeddings.get("live"), rooms, "room", "live")
     _write(rooms.drop(columns=[ROW]).assign(has_embedding=live_has_emb), out.lives)
@@ -219,8 +228,9 @@ def _rooms(run: _Run) -> pd.DataFrame:
     return rooms
 
 
-def _live_events(run: _Run, rooms: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Every configured live event table, each event inside a known room's lifetime."""
+def _live_events(run: _Run, rooms: pd.DataFrame, stay_overrun_tolerance_ms: int) -> dict[str, pd.DataFrame]:
+    """Every configured live event table, each event inside a known room's lifetime, each click's
+    stay ending by its room's end (an overrun within the tolerance is cut there and counted)."""
     live: dict[str, pd.DataFrame] = {}
     for name in LIVE_EVENT_TABLES:
         frame = run.load(name)
@@ -229,16 +239,28 @@ def _live_events(run: _Run, rooms: pd.DataFrame) -> dict[str, pd.DataFrame]:
         failures = checks.in_room(frame, rooms)
         if name == "click":
             failures.append(checks.negative(frame, "watch_ms", "negative duration"))
+            failures.append(checks.stay_past_room_end(frame, rooms, stay_overrun_tolerance_ms))
         if name == "gift":
             failures.append(checks.negative(frame, "gift_price", "negative gift price"))
         live[name] = run.reject(name, frame, failures)
+    if "click" in live:
+        live["click"] = _cut_stays_at_room_end(run, live["click"], rooms)
     return live
 
 
-def _impressions(run: _Run, rooms: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def _cut_stays_at_room_end(run: _Run, clicks: pd.DataFrame, rooms: pd.DataFrame) -> pd.DataFrame:
+    """Nobody watches a room after it ended: what is left of an overrun is cut off (and counted)."""
+    _, left = checks.room_time_left(clicks, rooms)
+    over = clicks["watch_ms"].to_numpy() > left
+    run.correct("click", "stay_cut_at_room_end", int(over.sum()))
+    return clicks.assign(watch_ms=np.where(over, left, clicks["watch_ms"].to_numpy()))
+
+
+def _impressions(run: _Run, rooms: pd.DataFrame, stay_overrun_tolerance_ms: int
+                 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """(impressions: clicks and negatives with their exit times, by request time; the live event
     tables). A negative that is also a click is quarantined."""
-    live = _live_events(run, rooms)
+    live = _live_events(run, rooms, stay_overrun_tolerance_ms)
     clicks, negatives = live["click"], live["negative"]
     also_click = negatives.merge(clicks[["user_id", "live_id", "ts"]], how="left", indicator=True,
                                  on=["user_id", "live_id", "ts"])["_merge"].eq("both").to_numpy()
@@ -314,7 +336,8 @@ def _finish(run: _Run, out: CanonicalTables, max_bad_share: float) -> tuple[Inge
         bad = run.quarantine.total(name)
         report.tables[name] = {"file": str(run.source_dir / run.tables[name].file), "rows": rows, "ok": rows - bad,
                                "quarantined": bad, "bad_share": bad / rows if rows else 0.0,
-                               "checks": dict(run.quarantine.counts.get(name, {}))}
+                               "checks": dict(run.quarantine.counts.get(name, {})),
+                               "corrected": dict(run.corrected.get(name, {}))}
         if run.rows_kept[name] != rows - bad:  # every row read is either kept or quarantined
             raise AssertionError(f"{name}: {rows} rows read, {run.rows_kept[name]} kept, {bad} quarantined")
     run.quarantine.write(out.quarantine)

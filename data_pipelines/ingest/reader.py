@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
+import io
 import json
 from pathlib import Path
 
@@ -22,10 +24,46 @@ class IngestError(RuntimeError):
     """Input that cannot be ingested; the message names the file and what is wrong."""
 
 
-def _csv_header(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as stream:
-        first_line = stream.readline()
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
+def _text_encoding(path: Path) -> str:
+    """How to decode a CSV file: UTF-8 (a byte-order mark is skipped), or UTF-16 when it starts with
+    a UTF-16 byte-order mark (spreadsheets export "Unicode text" that way). Anything else is refused
+    by the readers, naming the line."""
+    with _open_binary(path) as stream:
+        head = stream.read(4)
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: FF FE 00 00 starts with FF FE
+        raise IngestError(f"{path}: UTF-32 text; save the file as UTF-8")
+    return "utf-16" if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"
+
+
+def _not_utf8(path: Path) -> IngestError:
+    """The error for a file that is not UTF-8, naming its first line that does not decode."""
+    with _open_binary(path) as stream:
+        for line_no, line in enumerate(stream, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return IngestError(
+                    f"{path}: not UTF-8 text: line {line_no} has the byte 0x{line[exc.start]:02x} at byte "
+                    f"{exc.start + 1} of the line; save the file as UTF-8 (UTF-16 with a byte-order mark is read too)")
+    return IngestError(f"{path}: not UTF-8 text")
+
+
+def _csv_header(path: Path, encoding: str) -> list[str]:
+    codec = "utf-8-sig" if encoding == "utf-8" else encoding  # utf-8-sig skips a UTF-8 byte-order mark
+    try:
+        with _open_binary(path) as raw, io.TextIOWrapper(raw, encoding=codec, newline="") as stream:
+            first_line = stream.readline()
+    except UnicodeDecodeError:
+        if encoding == "utf-8":
+            raise _not_utf8(path) from None
+        raise IngestError(f"{path}: starts with a UTF-16 byte-order mark but is not UTF-16 text") from None
+    if "\x00" in first_line:
+        raise IngestError(f"{path}: the header holds NUL bytes: UTF-16 text without a byte-order mark, or not "
+                          f"text at all; save the file as UTF-8")
     if not first_line.strip():
         raise IngestError(f"{path}: empty file, expected a CSV header")
     return next(csv.reader([first_line]))
@@ -34,7 +72,8 @@ def _csv_header(path: Path) -> list[str]:
 def _read_csv(path: Path, table: str, quarantine: Quarantine) -> pd.DataFrame:
     """Every column as text (types are checked row by row later); rows with the wrong number of
     fields are quarantined, not fatal."""
-    header = _csv_header(path)
+    encoding = _text_encoding(path)
+    header = _csv_header(path, encoding)
     malformed: list[tuple[int, str]] = []
 
     def on_invalid_row(row: pacsv.InvalidRow) -> str:
@@ -44,12 +83,15 @@ def _read_csv(path: Path, table: str, quarantine: Quarantine) -> pd.DataFrame:
     try:
         arrow_table = pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(use_threads=False),  # row numbers are only known single-threaded
+            read_options=pacsv.ReadOptions(use_threads=False,  # row numbers are only known single-threaded
+                                           encoding="utf8" if encoding == "utf-8" else encoding),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
             convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header},
                                                  strings_can_be_null=True),
         )
     except (pa.ArrowInvalid, OSError) as exc:
+        if "invalid UTF8" in str(exc):
+            raise _not_utf8(path) from None
         raise IngestError(f"{path}: cannot parse as CSV: {exc}") from exc
     frame = arrow_table.to_pandas()
     # Physical line n holds data row n - 1 (line 1 is the header); good rows fill the gaps.

@@ -23,7 +23,8 @@ def main() -> None:
         folder = case.write(args.out_dir / "kuailive" / case.name)
         (folder / "expected.json").write_text(json.dumps(
             {"error": case.error, "error_is_prefix": case.error_is_prefix, "overrides": list(case.overrides),
-             "quarantine": [[*key, reason] for key, reason in case.quarantine.items()]}, indent=2, ensure_ascii=False))
+             "quarantine": [[*key, reason] for key, reason in case.quarantine.items()],
+             "corrected": [[*key, rows] for key, rows in case.corrected.items()]}, indent=2, ensure_ascii=False))
     if args.model is not None:
         meta = json.loads((args.model / "model.json").read_text())
         request = json.loads((args.model / "requests.jsonl").read_text().splitlines()[0])

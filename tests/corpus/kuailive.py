@@ -69,6 +69,7 @@ class IngestCase:
     error: str | None = None  # the exact IngestError message ({src}, {data}); None: the ingest succeeds
     error_is_prefix: bool = False  # the rest of the message is another library's words
     quarantine: dict[tuple[str, int, str], str] = field(default_factory=dict)  # (table, row, check) -> reason
+    corrected: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, correction) -> rows
     overrides: tuple[str, ...] = ()
 
     def write(self, directory: Path) -> Path:
@@ -91,6 +92,14 @@ def ingest_cases() -> list[IngestCase]:
                                   "room.csv": [*rows["room.csv"], [4, "主播", T, T + HOUR, 1, "chat", 2]]})
     overlapping = _with(rows, **{"room.csv": [*rows["room.csv"], [4, 10, T + 50 * MIN, T + 80 * MIN, 1, "chat", 2]]})
     files = _files(rows)
+    # Click 1 (user 100, room 1 until T + HOUR, entered at T + MIN): a corrupt watch time, then one
+    # that overruns the room's end by 90 s. Click 3 (room 3 until T + 120 min, entered at T + 72 min)
+    # overruns by 30 s, within the tolerance (60 s).
+    years_long = _with(rows, **{"click.csv": [[100, 1, 10, T + MIN, 10**15], *rows["click.csv"][1:]]})
+    overruns = _with(rows, **{"click.csv": [[100, 1, 10, T + MIN, HOUR - MIN + 90_000], *rows["click.csv"][1:2],
+                                            [102, 3, 10, T + 72 * MIN, 48 * MIN + 30_000], *rows["click.csv"][3:]]})
+    latin1_rooms = _text(HEADERS["room.csv"], [["1", 10, T, T + HOUR, 1, "música", 0], *rows["room.csv"][1:]])
+    utf16_clicks = _text(HEADERS["click.csv"], unicode_rows["click.csv"]).replace("\n", "\r\n")
     malformed_clicks = {**files, "click.csv": HEADERS["click.csv"] + "\n" + "100,1\n" * 4}
     renamed = {**files, "click.csv": files["click.csv"].replace("watch_live_time", "stay_ms", 1)}
     extra_gift = {**files, "gift.csv": _text(HEADERS["gift.csv"] + ",currency,channel",
@@ -135,6 +144,33 @@ def ingest_cases() -> list[IngestCase]:
             "unicode_ids", _files(unicode_rows), overrides=("data.max_bad_share=1.0",),
             quarantine={("click", 5, "type:user_id"): "user_id: not a number (用户108)",
                         ("room", 4, "type:author_id"): "author_id: not a number (主播)"}),
+        IngestCase(
+            "stay_ends_years_after_its_room", _files(years_long), overrides=("data.max_bad_share=1.0",),
+            quarantine={("click", 1, "stay_past_room_end"):
+                        f"watch_ms {10**15} ends the stay {10**15 - (HOUR - MIN)} ms after the room's end "
+                        f"(tolerance data.stay_overrun_tolerance_ms=60000)",
+                        # the like that fell inside that stay has no stay left to belong to
+                        ("like", 1, "no_enclosing_stay"): "not inside any click's stay by this user in this room"}),
+        IngestCase(
+            "stays_overrun_their_rooms", _files(overruns), overrides=("data.max_bad_share=1.0",),
+            quarantine={("click", 1, "stay_past_room_end"):
+                        "watch_ms 3630000 ends the stay 90000 ms after the room's end "
+                        "(tolerance data.stay_overrun_tolerance_ms=60000)",
+                        ("like", 1, "no_enclosing_stay"): "not inside any click's stay by this user in this room"},
+            corrected={("click", "stay_cut_at_room_end"): 1}),
+        IngestCase(
+            "room_table_in_latin1", {**files, "room.csv": latin1_rooms.encode("latin-1")},
+            error=f"{{src}}/room.csv: not UTF-8 text: line 2 has the byte 0xfa at byte "
+                  f"{latin1_rooms.splitlines()[1].index('ú') + 1} of the line; save the file as UTF-8 "
+                  f"(UTF-16 with a byte-order mark is read too)"),
+        IngestCase(
+            "click_table_in_utf16_with_bom", {**files, "click.csv": utf16_clicks.encode("utf-16")},
+            overrides=("data.max_bad_share=1.0",),
+            quarantine={("click", 5, "type:user_id"): "user_id: not a number (用户108)"}),
+        IngestCase(
+            "click_table_in_utf16_without_bom", {**files, "click.csv": files["click.csv"].encode("utf-16-le")},
+            error="{src}/click.csv: the header holds NUL bytes: UTF-16 text without a byte-order mark, or not text "
+                  "at all; save the file as UTF-8"),
         IngestCase(
             "overlapping_rooms_of_one_streamer", _files(overlapping), overrides=("data.max_bad_share=1.0",),
             quarantine={("room", 4, "overlapping_room"):
