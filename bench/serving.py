@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from bench.data import ensure_shards
 from data_pipelines.dataset import FINAL, REALTIME, DataSet
 from export.requests import RequestSchema, parse_request, rank, requests_from_inputs
-from export.scorer import Scorer, inputs_from_batch, model_id_features
+from export.request_scorer import RequestLayout
+from export.scorer import CandidateScorer, inputs_from_batch, model_id_features
 from export.artifact import export, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
@@ -38,13 +39,12 @@ def export_bench_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples:
     model = model_from_config(bc, data.manifest(REALTIME), embedding_device="cpu").eval()
     batch_size = min(n_samples, data.manifest(FINAL)["samples"])
     inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(data.stream(FINAL), batch_size)))), model)
-    scorer = Scorer(model, model_id_features(model))
+    validation = inputs.slice(0, 256)
     with torch.no_grad():
-        expected = scorer(*inputs)
+        expected = CandidateScorer(model, model_id_features(model))(*validation)
     layout = OmegaConf.to_container(bc.request_layout, resolve=True)
     meta = metadata(model, layout, 10_000, {"run_id": "bench (untrained)"})
-    report = export(scorer, meta, out_dir, inputs.slice(0, 256), (expected[0][:256], expected[1][:256]),
-                    formats=formats)
+    report = export(model, RequestLayout.of(model, layout), meta, out_dir, validation, expected, formats=formats)
     return report, inputs
 
 

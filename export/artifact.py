@@ -20,11 +20,13 @@ import torch
 
 from data_pipelines.contract import DENSE_FEATURES, SEQUENCE_ID_FIELDS, SIDE_FIELDS, SIDE_ROWS, TARGET_FEATURES
 from export import aoti, torchscript
-from export.scorer import Scorer, ScorerInputs, model_id_features
+from export.request_scorer import USER_INPUTS, RequestInputs, RequestLayout, RequestScorer
+from export.scorer import CandidateInputs, CandidateScorer, model_id_features
 from recsys.model.moment_cross import MomentCrossModel
 
-# 2: gsus.id_fields / side_fields / rows; 3: "files" by format, written last (export/ranker/src/meta.cpp)
-FORMAT_VERSION = 3
+# 2: gsus.id_fields / side_fields / rows; 3: "files" by format, written last; 4: the request-level
+# forward (the user's part once, candidate_user), export/ranker/src/meta.cpp
+FORMAT_VERSION = 4
 FORMATS = ("torchscript", "aoti")
 FILE_NAMES = {"torchscript": torchscript.FILE_NAME, "aoti": aoti.FILE_NAME}
 
@@ -71,11 +73,16 @@ def metadata(model: MomentCrossModel, request_layout: dict[str, list[str]], max_
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "forward": {
-            "inputs": ["ids [B, F] int64", "dense [B, D] float32",
-                       f"seq_ids [B, G, L, {len(SEQUENCE_ID_FIELDS)}] int64 ({', '.join(SEQUENCE_ID_FIELDS)})",
-                       f"seq_side [B, G, L, {len(SIDE_FIELDS)}] int64 ({', '.join(SIDE_FIELDS)})",
-                       "seq_lengths [B, G] int64"],
+            "inputs": ["user_ids [U, F_u] int64", "user_dense [U, D_u] float32",
+                       f"user_seq_ids [U, G_u, L_u, {len(SEQUENCE_ID_FIELDS)}] int64 ({', '.join(SEQUENCE_ID_FIELDS)})",
+                       f"user_seq_side [U, G_u, L_u, {len(SIDE_FIELDS)}] int64 ({', '.join(SIDE_FIELDS)})",
+                       "user_seq_lengths [U, G_u] int64", "candidate_user [B] int64 (rows of user_*)",
+                       "ids [B, F_c] int64", "dense [B, D_c] float32",
+                       f"seq_ids [B, G_c, L_c, {len(SEQUENCE_ID_FIELDS)}] int64",
+                       f"seq_side [B, G_c, L_c, {len(SIDE_FIELDS)}] int64", "seq_lengths [B, G_c] int64"],
             "outputs": ["probabilities [B, T] float32", "score [B] float32"],
+            "order": "each side's features, GSUs and fields in the orders below, the user's as request_layout "
+                     "lists them (export/request_scorer.py)",
         },
         "id_features": [{"name": f, "table": table_of[f], "rows": table_sizes[table_of[f]]} for f in id_features],
         "dense_features": list(DENSE_FEATURES),
@@ -114,16 +121,36 @@ def compare(expected: tuple[torch.Tensor, torch.Tensor], got: tuple[torch.Tensor
     return tuple(float((a - b).abs().max()) for a, b in zip(expected, got))
 
 
-def export(scorer: Scorer, meta: dict[str, Any], out_dir: Path, inputs: ScorerInputs,
-           expected: tuple[torch.Tensor, torch.Tensor], tolerance: float = 1e-5,
+def validation_cases(model: MomentCrossModel, layout: RequestLayout, inputs: CandidateInputs,
+                     expected: tuple[torch.Tensor, torch.Tensor]) -> list[tuple[RequestInputs, tuple]]:
+    """Request inputs and the eager model's answers to them: the validation batch with every sample
+    its own user, and the same candidates as two users' requests (the users with the longest
+    sequences), each with the full sequence positions and as few as the ranker sends."""
+    ids, gsus = model_id_features(model), list(model.gsu_names)
+    each_own = layout.split(inputs, ids, gsus)
+    busiest = torch.argsort(each_own.user_seq_lengths.sum(1), descending=True, stable=True)[:2]
+    two_users = each_own._replace(**{name: getattr(each_own, name)[busiest] for name in USER_INPUTS},
+                                  candidate_user=torch.arange(len(inputs)) % len(busiest))
+    with torch.no_grad():
+        two_expected = CandidateScorer(model, ids).eval()(*layout.join(two_users, ids, gsus))
+    return [(case, answer) for case, answer in ((each_own, expected), (two_users, two_expected))
+            for case in (case, case.trimmed())]
+
+
+def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any], out_dir: Path,
+           inputs: CandidateInputs, expected: tuple[torch.Tensor, torch.Tensor], tolerance: float = 1e-5,
            formats: tuple[str, ...] = ("torchscript",)) -> ExportReport:
-    """Write `scorer` in each of `formats`, load every file back, score `inputs`, and keep the export
-    only if every file reproduces `expected` (probabilities, score from the eager model) within
-    `tolerance`."""
+    """Write the model's request scorer in each of `formats`, load every file back, and keep the
+    export only if every file reproduces the eager model on `inputs` (the validation batch, with
+    `expected` its probabilities and scores) within `tolerance`, as single-sample requests and as
+    two users' requests (`validation_cases`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    scorer = RequestScorer(model, layout).eval()
+    cases = validation_cases(model, layout, inputs, expected)
+    example = cases[2][0]  # two users, full positions: no axis the export could take for a constant
     writers: dict[str, Callable[[Path], Callable]] = {
         "torchscript": lambda path: torchscript.save_torchscript(scorer, path),
-        "aoti": lambda path: aoti.save_aoti(scorer, path, inputs, int(meta.get("max_candidates", len(inputs)))),
+        "aoti": lambda path: aoti.save_aoti(scorer, path, example, int(meta.get("max_candidates", len(inputs)))),
     }
     staged: dict[str, Path] = {}
     diffs: dict[str, tuple[float, float]] = {}
@@ -132,9 +159,8 @@ def export(scorer: Scorer, meta: dict[str, Any], out_dir: Path, inputs: ScorerIn
         for fmt in formats:
             staged[fmt] = out_dir / f".staged.{FILE_NAMES[fmt]}"  # AOTInductor wants the .pt2 suffix
             loaded[fmt] = writers[fmt](staged[fmt])
-            with torch.no_grad():  # the full positions, and as few as the ranker sends
-                diffs[fmt] = tuple(max(a, b) for a, b in zip(compare(expected, loaded[fmt](*inputs)),
-                                                             compare(expected, loaded[fmt](*inputs.trimmed()))))
+            with torch.no_grad():
+                diffs[fmt] = tuple(max(d) for d in zip(*(compare(answer, loaded[fmt](*case)) for case, answer in cases)))
             if not all(d <= tolerance for d in diffs[fmt]):  # NaN fails too
                 raise ExportValidationError(
                     f"exported {fmt} model differs from the eager model: max |dp| = {diffs[fmt][0]:.3g}, "

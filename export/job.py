@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_pipelines.dataset import DataSet
 from export.requests import RequestSchema, requests_from_inputs
-from export.scorer import Scorer, ScorerInputs, inputs_from_batch, model_id_features
+from export.request_scorer import RequestLayout
+from export.scorer import CandidateInputs, inputs_from_batch
 from export.artifact import ExportReport, export, formats_of, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
@@ -67,7 +68,7 @@ def rebuild_model(checkpoint: Path, cfg: DictConfig) -> tuple[MomentCrossModel, 
 
 
 def validation_inputs(model: MomentCrossModel, data: DataSet, eval_stream: str, batch_size: int
-                      ) -> tuple[ScorerInputs, tuple[torch.Tensor, torch.Tensor]]:
+                      ) -> tuple[CandidateInputs, tuple[torch.Tensor, torch.Tensor]]:
     """The first batch of the evaluation stream as scorer inputs, and the eager model's
     (probabilities, score) of it on the training code path."""
     batch = next(iter(make_loader(ShardDataset(data.stream(eval_stream), batch_size))))
@@ -90,7 +91,7 @@ def run_export(cfg: DictConfig) -> tuple[ExportReport, dict[str, Any]]:
     meta = metadata(model, layout, int(cfg.max_candidates), training)
     name = cfg.name or run_cfg.get("run_name") or checkpoint.parent.name
     out_dir = Path(cfg.paths.artifacts_dir) / name
-    report = export(Scorer(model, model_id_features(model)), meta, out_dir, inputs, expected,
+    report = export(model, RequestLayout.of(model, layout), meta, out_dir, inputs, expected,
                     float(cfg.validate.tolerance), formats_of(str(cfg.format)))
 
     meta = json.loads(report.meta_path.read_text())  # as written, with what validation added

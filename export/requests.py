@@ -1,5 +1,6 @@
 """The ranker's request format, read in Python: the reference the C++ ranker (export/ranker/src/
-request.cpp) is tested against, and how tests and benchmarks turn requests into scorer inputs.
+request.cpp) is tested against, and how tests and benchmarks turn requests into the request
+scorer's inputs (export/request_scorer.py).
 
 One request is one JSON object on one line: a user and the candidate lives to rank for them.
 
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.scorer import ScorerInputs
+from export.request_scorer import RequestInputs
+from export.scorer import CandidateInputs
 
 
 class RequestError(ValueError):
@@ -186,8 +188,8 @@ def _check_part(obj: Any, owner: str, where: str, schema: RequestSchema) -> dict
     return part
 
 
-def parse_request(line: str | dict, schema: RequestSchema) -> tuple[str | None, ScorerInputs]:
-    """One request -> (request_id, scorer inputs with one row per candidate, in request order)."""
+def parse_request(line: str | dict, schema: RequestSchema) -> tuple[str | None, RequestInputs]:
+    """One request -> (request_id, the request scorer's inputs: one user, the candidates in request order)."""
     if isinstance(line, str):
         try:
             obj = json.loads(line, object_pairs_hook=_unique_keys, parse_float=partial(_number, _Float),
@@ -216,35 +218,36 @@ def parse_request(line: str | dict, schema: RequestSchema) -> tuple[str | None, 
     if len(candidates) > schema.max_candidates:
         raise RequestError(f"{len(candidates)} candidates, more than the limit of {schema.max_candidates}")
     parts = [_check_part(c, "candidate", f"candidates[{i}]", schema) for i, c in enumerate(candidates)]
-    return request_id, _scorer_inputs(user, parts, schema)
+    return request_id, _request_inputs(user, parts, schema)
 
 
-def _scorer_inputs(user: dict[str, dict], candidates: list[dict[str, dict]], schema: RequestSchema) -> ScorerInputs:
-    """Checked request parts laid out as the scorer's tensors, one row per candidate: each value
-    from the user or the candidate, as the layout says; each sequence field at its model.json
-    position."""
-    n, g_count, length = len(candidates), len(schema.gsu_names), schema.seq_len
-    ids = np.zeros((n, len(schema.id_features)), dtype=np.int64)
-    dense = np.zeros((n, len(schema.dense_features)), dtype=np.float32)
-    seq = np.zeros((n, g_count, length, len(schema.sequence_fields)), dtype=np.int64)
-    lengths = np.zeros((n, g_count), dtype=np.int64)
-    for i, cand in enumerate(candidates):
-        def value(section: str, name: str) -> Any:
-            return (user if schema.owner[(section, name)] == "user" else cand)[section][name]
-        ids[i] = [value("ids", f) for f in schema.id_features]
-        dense[i] = [value("dense", f) for f in schema.dense_features]
-        for g, name in enumerate(schema.gsu_names):
-            fields = value("sequences", name)
-            k = len(fields[schema.sequence_fields[0]])
-            lengths[i, g] = k
-            for j, field in enumerate(schema.sequence_fields):
-                seq[i, g, :k, j] = fields[field]
-    seq_t, p = torch.from_numpy(seq), schema.n_id_fields
-    return ScorerInputs(ids=torch.from_numpy(ids), dense=torch.from_numpy(dense), seq_ids=seq_t[..., :p].contiguous(),
-                        seq_side=seq_t[..., p:].contiguous(), seq_lengths=torch.from_numpy(lengths))
+def _request_inputs(user: dict[str, dict], candidates: list[dict[str, dict]], schema: RequestSchema) -> RequestInputs:
+    """Checked request parts as the request scorer's tensors: the user's part once (one user row),
+    each candidate's part in its row, each sequence field at its model.json position."""
+    p = schema.n_id_fields
+
+    def side(parts: list[dict[str, dict]], owner: str) -> tuple[torch.Tensor, ...]:
+        ids = torch.tensor([[part["ids"][f] for f in schema.fields_of(owner, "ids")] for part in parts],
+                           dtype=torch.int64).view(len(parts), -1)
+        dense = torch.tensor([[part["dense"][f] for f in schema.fields_of(owner, "dense")] for part in parts],
+                             dtype=torch.float32).view(len(parts), -1)
+        gsus = schema.fields_of(owner, "sequences")
+        seq = np.zeros((len(parts), len(gsus), schema.seq_len, len(schema.sequence_fields)), dtype=np.int64)
+        lengths = np.zeros((len(parts), len(gsus)), dtype=np.int64)
+        for i, part in enumerate(parts):
+            for g, name in enumerate(gsus):
+                fields = part["sequences"][name]
+                k = lengths[i, g] = len(fields[schema.sequence_fields[0]])
+                for j, field in enumerate(schema.sequence_fields):
+                    seq[i, g, :k, j] = fields[field]
+        seq_t = torch.from_numpy(seq)
+        return ids, dense, seq_t[..., :p].contiguous(), seq_t[..., p:].contiguous(), torch.from_numpy(lengths)
+
+    return RequestInputs(*side([user], "user"), torch.zeros(len(candidates), dtype=torch.int64),
+                         *side(candidates, "candidate"))
 
 
-def requests_from_inputs(inputs: ScorerInputs, schema: RequestSchema, n_candidates: int,
+def requests_from_inputs(inputs: CandidateInputs, schema: RequestSchema, n_candidates: int,
                          prefix: str = "req") -> list[dict]:
     """Requests built from real samples: each takes the user part of its first sample and the candidate
     part of `n_candidates` consecutive samples (wrapping around), so every value is one the data holds."""
@@ -270,6 +273,28 @@ def requests_from_inputs(inputs: ScorerInputs, schema: RequestSchema, n_candidat
         requests.append({"request_id": f"{prefix}-{n_candidates}-{r}", "user": part(rows[0], "user"),
                          "candidates": [part(row, "candidate") for row in rows]})
     return requests
+
+
+def random_request(meta: dict[str, Any], candidates: int, user_length: int, seed: int = 0,
+                   candidate_length: int | None = None) -> dict:
+    """A valid request of `candidates` random candidates for the model of `meta`: every id within its
+    table, each user sequence `user_length` elements long, each candidate sequence `candidate_length`
+    (None: a random length from 0 to the model's). For tests and benchmarks that need sequences of
+    chosen lengths, which real samples of a small world do not have."""
+    rng = np.random.default_rng(seed)
+    schema = RequestSchema(meta)
+
+    def part(owner: str) -> dict:
+        lengths = {g: user_length if owner == "user" else
+                   candidate_length if candidate_length is not None else int(rng.integers(0, schema.seq_len + 1))
+                   for g in schema.fields_of(owner, "sequences")}
+        return {"ids": {f: int(rng.integers(0, schema.id_rows[f])) for f in schema.fields_of(owner, "ids")},
+                "dense": {f: float(rng.normal()) for f in schema.fields_of(owner, "dense")},
+                "sequences": {g: {f: rng.integers(0, schema.sequence_rows[f], n).tolist() for f in schema.sequence_fields}
+                              for g, n in lengths.items()}}
+
+    return {"request_id": f"random-{candidates}-{user_length}-{seed}", "user": part("user"),
+            "candidates": [part("candidate") for _ in range(candidates)]}
 
 
 def rank(request_id: str | None, probabilities: torch.Tensor, score: torch.Tensor, tasks: list[str]) -> dict:

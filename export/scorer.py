@@ -1,4 +1,4 @@
-"""The model as serving calls it: plain tensors in, per-task probabilities and the ranking score out.
+"""The model on per-candidate inputs: every candidate a whole sample, the user's part repeated in it.
 
     ids          [B, F] int64    one table row per id feature, in `model.json` "id_features" order
     dense        [B, D] float32  in "dense_features" order, transformed as in the shards
@@ -10,7 +10,8 @@
 
 Inside, the tensors are laid out exactly as training lays out a batch (KeyedJaggedTensors with one
 position bag per sequence position and slot, recsys/model/inputs.py) and go through the same TorchRec
-EmbeddingBagCollections, so serving runs the trained kernels, fbgemm operators included.
+EmbeddingBagCollections: this is the training forward in eval mode, the reference the exported
+request-level scorer (export/request_scorer.py) is held to, and the "before" of its benchmark.
 """
 
 # No `from __future__ import annotations` here: torch.fx and TorchScript need the forward's
@@ -27,7 +28,7 @@ from recsys.model.inputs import padded_sequences, sequence_bags
 from recsys.model.moment_cross import MomentCrossModel
 
 
-class ScorerInputs(NamedTuple):
+class CandidateInputs(NamedTuple):
     ids: torch.Tensor
     dense: torch.Tensor
     seq_ids: torch.Tensor
@@ -37,15 +38,8 @@ class ScorerInputs(NamedTuple):
     def __len__(self) -> int:  # NamedTuple's own len is the field count; callers want candidates
         return self.ids.shape[0]
 
-    def slice(self, start: int, end: int) -> "ScorerInputs":
-        return ScorerInputs(*(t[start:end] for t in self))
-
-    def trimmed(self) -> "ScorerInputs":
-        """Only the sequence positions some sequence fills (at least one), as the C++ ranker sends
-        them: the same scores, at a fraction of the cost for short histories."""
-        used = max(1, int(self.seq_lengths.max())) if self.seq_lengths.numel() else self.seq_ids.shape[2]
-        return ScorerInputs(self.ids, self.dense, self.seq_ids[:, :, :used].contiguous(),
-                            self.seq_side[:, :, :used].contiguous(), self.seq_lengths)
+    def slice(self, start: int, end: int) -> "CandidateInputs":
+        return CandidateInputs(*(t[start:end] for t in self))
 
 
 def model_id_features(model: MomentCrossModel) -> list[str]:
@@ -54,7 +48,7 @@ def model_id_features(model: MomentCrossModel) -> list[str]:
     return [f for f in SPARSE_FEATURES if f in used]
 
 
-class Scorer(nn.Module):
+class CandidateScorer(nn.Module):
     def __init__(self, model: MomentCrossModel, id_features: list[str]):
         super().__init__()
         missing = [f for f in [*model.pooled_features, *TARGET_FEATURES] if f not in id_features]
@@ -83,9 +77,9 @@ class Scorer(nn.Module):
         return probabilities, self.model.head.score(probabilities)
 
 
-def inputs_from_batch(batch: Batch, model: MomentCrossModel) -> ScorerInputs:
+def inputs_from_batch(batch: Batch, model: MomentCrossModel) -> CandidateInputs:
     """A training/evaluation batch as the model's scorer inputs: the first `seq_len` elements of each
     of its GSUs, as training keeps them."""
     seq_ids, seq_side, lengths = padded_sequences(batch, model.gsu_names, model.seq_len)
     ids = torch.stack([batch.sparse[f].values().long() for f in model_id_features(model)], 1)
-    return ScorerInputs(ids=ids, dense=batch.dense.float(), seq_ids=seq_ids, seq_side=seq_side, seq_lengths=lengths)
+    return CandidateInputs(ids=ids, dense=batch.dense.float(), seq_ids=seq_ids, seq_side=seq_side, seq_lengths=lengths)

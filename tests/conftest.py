@@ -105,7 +105,7 @@ def untrained(tiny_streams):
     model = model_from_config(compose_config("train", job_paths(tiny_streams)), tiny_streams.manifest(REALTIME),
                               embedding_device="cpu").eval()
     layout = OmegaConf.to_container(compose_config("export", job_paths(tiny_streams)).request_layout)
-    meta = metadata(model, layout, max_candidates=100, training={"run_id": "untrained"})
+    meta = metadata(model, layout, max_candidates=1000, training={"run_id": "untrained"})
     inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(tiny_streams.stream(FINAL), 32)))), model)
     return model, meta, inputs
 

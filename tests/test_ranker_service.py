@@ -21,12 +21,13 @@ import torch
 
 from export.client import SERVICE_NAME, RankError, RankerClient, request_to_proto
 from export.job import rebuild_model, run_export
+from export.request_scorer import RequestLayout
 from export.requests import RequestSchema, parse_request
-from export.scorer import Scorer, model_id_features
+from export.scorer import CandidateScorer, model_id_features
 from export.server_process import RankerServer
 from tests.conftest import checkpoints, export_cfg
 from tests.corpus.requests import request_cases
-from tests.test_export import corpus_request
+from tests.test_export import corpus_request, request_scorer_cases
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 TOLERANCE = 1e-5
@@ -69,16 +70,20 @@ def test_the_model_json_lists_both_files_and_aoti_matches_eager_and_torchscript_
     assert all((model_dir / f).is_file() for f in meta["files"].values())
     assert meta["validation"]["by_format"]["aoti"]["max_abs_diff_score"] <= TOLERANCE
     model, _, _ = rebuild_model(Path(meta["training"]["checkpoint"]), export_cfg(tiny_streams, Path("."), Path("."), None))
-    eager = Scorer(model, model_id_features(model)).eval()
+    ids = model_id_features(model)
+    eager = CandidateScorer(model, ids).eval()
+    layout = RequestLayout.of(model, meta["request_layout"]["user"])
     scripted = torch.jit.load(str(model_dir / "model.pt"))
     package = torch._inductor.aoti_load_package(str(model_dir / "model.pt2"))
     schema = RequestSchema(meta)
-    for request in sample_requests(model_dir):
-        for n in (1, len(request["candidates"])):  # the candidate axis is dynamic, down to one
-            _, inputs = parse_request(json.dumps({**request, "candidates": request["candidates"][:n]}), schema)
+    samples = [parse_request(json.dumps({**request, "candidates": request["candidates"][:n]}), schema)[1]
+               for request in sample_requests(model_dir)
+               for n in (1, len(request["candidates"]))]  # the candidate axis is dynamic, down to one
+    for inputs in [*samples, *request_scorer_cases(meta)]:  # and 1 to 200 candidates, users' sequences of any length
+        for sent in (inputs, inputs.trimmed()):
             with torch.no_grad():
-                expected = eager(*inputs)
-                for got in (scripted(*inputs), package(*inputs)):
+                expected = eager(*layout.join(sent, ids, list(model.gsu_names)))
+                for got in (scripted(*sent), package(*sent)):
                     for e, g in zip(expected, got):
                         torch.testing.assert_close(g, e, rtol=0, atol=TOLERANCE)
 
@@ -257,8 +262,8 @@ def test_a_reload_under_concurrent_load_drops_nothing(both, tiny_streams, tmp_pa
 
 def test_the_server_refuses_bad_flags_and_a_missing_export_with_clear_errors(ranker_binary, tmp_path):
     server = ranker_binary.parent / "ranker_server"
-    for flags, message in ((["--model", str(tmp_path), "--workers", "0"], "--workers must be at least 1"),
-                           (["--model", str(tmp_path), "--port", "x"], "--port needs a number, got x"),
+    for flags, message in ((["--model", str(tmp_path), "--workers", "0"], "--workers: must be at least 1"),
+                           (["--model", str(tmp_path), "--port", "x"], "--port: needs a number, got x"),
                            (["--port", "0"], "--model is required")):
         result = subprocess.run([str(server), *flags], capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and message in result.stderr, (flags, result.stderr)

@@ -45,7 +45,13 @@ class CGCLayer(nn.Module):
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         shared = [expert(inputs[-1]) for expert in self.shared_experts]  # each [B, D_out]
         own = [[expert(inputs[t]) for expert in experts] for t, experts in enumerate(self.task_experts)]
-        weights = self.gate_weights(inputs)
+        return self.mix(own, shared, self.gate_weights(inputs))
+
+    def mix(self, own: list[list[torch.Tensor]], shared: list[torch.Tensor],
+            weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The gated mixtures of the experts' outputs (own: per task, its experts' [B, D_out];
+        shared: the shared experts'; weights: `gate_weights`). The export computes the experts of
+        the first level its own way (export/request_scorer.py) and mixes them here."""
         outputs = []
         for t in range(self.n_tasks):
             experts = torch.stack(own[t] + shared, dim=1)  # [B, E_t + E_s, D_out]

@@ -24,7 +24,7 @@ void Batcher::stop() {
     if (w.joinable()) w.join();
 }
 
-Scores Batcher::score(std::shared_ptr<const LoadedModel> model, Request request) {
+Scores Batcher::score(std::shared_ptr<const LoadedModel> model, ValidRequest request) {
   Job job{std::move(model), std::move(request), {}, std::chrono::steady_clock::now()};
   auto result = job.done.get_future();
   {
@@ -61,23 +61,27 @@ std::vector<Batcher::Job*> Batcher::next_batch() {
 }
 
 void Batcher::run(const std::vector<Job*>& batch) {
-  std::vector<const Request*> requests;
-  for (const Job* job : batch) requests.push_back(&job->request);
+  std::vector<const ValidRequest*> requests;
+  int64_t candidates = 0;
+  for (const Job* job : batch) {
+    requests.push_back(&job->request);
+    candidates += job->request.candidates;
+  }
   const auto& model = *batch[0]->model;
   try {
     auto t0 = std::chrono::steady_clock::now();
     if (metrics_ != nullptr)
       for (const Job* job : batch)
         metrics_->stage_done("queue", std::chrono::duration<double>(t0 - job->queued).count());
-    Request merged = concatenate(requests);
-    Scores scores = ranker::score(model, merged);
+    Scores scores = ranker::score(model, requests);
     if (metrics_ != nullptr)
-      metrics_->batch_done(static_cast<int64_t>(batch.size()), merged.candidates,
+      metrics_->batch_done(static_cast<int64_t>(batch.size()), candidates,
                            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     int64_t offset = 0;
     for (Job* job : batch) {
       const int64_t n = job->request.candidates;
-      job->done.set_value(Scores{scores.probabilities.narrow(0, offset, n), scores.score.narrow(0, offset, n)});
+      job->done.set_value(Scores{scores.probabilities.narrow(0, offset, n), scores.score.narrow(0, offset, n),
+                                 scores.forward_seconds, scores.intra_op_threads});
       offset += n;
     }
   } catch (...) {
@@ -89,7 +93,7 @@ void Batcher::run(const std::vector<Job*>& batch) {
     // that each gets its own answer and an error names its own candidate.
     for (Job* job : batch) {
       try {
-        job->done.set_value(ranker::score(model, job->request));
+        job->done.set_value(ranker::score(model, {&job->request}));
       } catch (...) {
         job->done.set_exception(std::current_exception());
       }

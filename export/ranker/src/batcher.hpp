@@ -42,15 +42,16 @@ class Batcher {
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
 
-  // Scores `request` with `model` (the model it was validated against). Throws as ranker::score does.
-  Scores score(std::shared_ptr<const LoadedModel> model, Request request);
+  // Scores `request` with `model` (the model it was validated against), with whatever other requests
+  // for the same model are queued with it. Throws as ranker::score does.
+  Scores score(std::shared_ptr<const LoadedModel> model, ValidRequest request);
   // Refuses new requests, scores the queued ones, joins the workers. Idempotent.
   void stop();
 
  private:
   struct Job {
     std::shared_ptr<const LoadedModel> model;
-    Request request;
+    ValidRequest request;
     std::promise<Scores> done;
     std::chrono::steady_clock::time_point queued;
   };

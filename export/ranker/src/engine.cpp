@@ -8,7 +8,6 @@
 #include "batcher.hpp"
 #include "model_store.hpp"
 #include "ranking.hpp"
-#include "request.hpp"
 
 namespace ranker {
 
@@ -64,34 +63,27 @@ EngineInfo Engine::info() const {
                     model->generation,        model->meta.tasks.size(), impl_->libraries};
 }
 
-Ranking Engine::rank(const json::Value& doc) {
-  using Kind = RankFailure::Kind;
+Ranking Engine::rank(const RequestInput& input) {
   auto model = impl_->store.current();  // one model for the whole request, even if a reload lands meanwhile
-  std::optional<std::string> request_id;
-  Scores scores;
-  int64_t n = 0;
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
+  Scores scores;
   try {
-    Request request = parse_request(doc, model->meta, request_id);
+    ValidRequest request = validate(input, model->meta);
     impl_->metrics.stage_done("validate", std::chrono::duration<double>(clock::now() - t0).count());
-    n = request.candidates;
     scores = impl_->batcher.score(model, std::move(request));
   } catch (const BatcherStopped& e) {
-    throw RankFailure(Kind::Unavailable, e.what());
-  } catch (...) {  // worded as the JSON tool words it (ranking.cpp)
-    Failure failure = describe_failure(std::current_exception());
-    throw RankFailure(failure.kind == Failure::Kind::InvalidRequest ? Kind::InvalidRequest
-                      : failure.kind == Failure::Kind::Model        ? Kind::Model
-                                                                    : Kind::Internal,
-                      failure.message);
+    throw RankFailure(RankFailure::Kind::Unavailable, e.what());
+  } catch (...) {
+    throw failure_of(std::current_exception());
   }
   const auto t1 = clock::now();
-  at::Tensor p = scores.probabilities.to(at::kFloat).contiguous(), s = scores.score.to(at::kFloat).contiguous();
-  const float* prob = p.data_ptr<float>();
-  const float* score = s.data_ptr<float>();
+  const float* prob = scores.probabilities.data_ptr<float>();
+  const float* score = scores.score.data_ptr<float>();
+  const int64_t n = scores.score.size(0);
   const size_t t = model->meta.tasks.size();
-  Ranking ranking{request_id, model->generation, model->meta.tasks, {}};
+  Ranking ranking{input.request_id, model->generation, model->meta.tasks, {}, scores.forward_seconds,
+                  scores.intra_op_threads};
   ranking.ranked.reserve(n);
   for (int64_t i : ranked_order(score, n))
     ranking.ranked.push_back(RankedCandidate{i, score[i], std::vector<float>(prob + i * t, prob + (i + 1) * t)});

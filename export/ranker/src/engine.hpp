@@ -1,7 +1,9 @@
-// The ranking engine behind the network service: validation, micro-batched scoring and reload, as a
-// plain C++ interface. This header includes nothing of torch, so that the gRPC code can use it
-// without torch's include path (the wheel ships protobuf 3.13 headers there, which clash with the
-// system protobuf the generated gRPC code is built against).
+// The ranking engine behind both front ends (the JSON-lines tool and the gRPC service): validation,
+// micro-batched scoring and reload, as a plain C++ interface. A front end fills a RequestInput from
+// its wire format and answers with the Ranking or the RankFailure it gets back. This header includes
+// nothing of torch, so that the gRPC code can use it without torch's include path (the wheel ships
+// protobuf 3.13 headers there, which clash with the system protobuf the generated gRPC code is built
+// against).
 #pragma once
 
 #include <cstdint>
@@ -11,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "json.hpp"
 #include "metrics.hpp"
+#include "request.hpp"
 
 namespace ranker {
 
@@ -27,9 +29,12 @@ struct Ranking {
   int64_t generation = 0;
   std::vector<std::string> tasks;
   std::vector<RankedCandidate> ranked;  // by descending score, ties in request order
+  double forward_seconds = 0;           // the forward of the batch that scored it
+  int intra_op_threads = 0;             // the threads that forward could use
 };
 
-// Why a request got no ranking; the message is the JSON tool's error text for the same request.
+// Why a request got no ranking, in the words every front end answers with: "candidates[3].ids.live_item=...
+// out of range ...", "bad JSON: ...", "model error: ...", "internal error: ...".
 struct RankFailure : std::runtime_error {
   enum class Kind { InvalidRequest, Unavailable, Model, Internal };
   RankFailure(Kind kind, const std::string& message) : std::runtime_error(message), kind(kind) {}
@@ -70,7 +75,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Validates and scores one request (blocks until its batch is scored). Throws RankFailure.
-  Ranking rank(const json::Value& request);
+  Ranking rank(const RequestInput& request);
   EngineInfo info() const;
   // Refuses new requests, finishes the queued ones, stops the workers and the reload watcher.
   void stop();

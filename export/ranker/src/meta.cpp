@@ -1,40 +1,43 @@
 #include "meta.hpp"
 
-#include <algorithm>
-#include <fstream>
-#include <sstream>
-#include <stdexcept>
+#include <simdjson.h>
 
-#include "json.hpp"
+#include <algorithm>
+#include <stdexcept>
 
 namespace ranker {
 namespace {
 
-constexpr int64_t kFormatVersion = 3;
+// 4: the request-level forward (the user's part once, candidate_user); export/artifact.py FORMAT_VERSION.
+constexpr int64_t kFormatVersion = 4;
+
+using simdjson::dom::element;
 
 struct Reader {
   std::string file;
 
   [[noreturn]] void fail(const std::string& what) const { throw std::runtime_error(file + ": " + what); }
 
-  const json::Value& member(const json::Value& obj, const std::string& key, const std::string& where) const {
-    const json::Value* v = obj.is_object() ? obj.find(key) : nullptr;
-    if (v == nullptr) fail("missing field " + where + key);
-    return *v;
+  element member(element obj, const std::string& key, const std::string& where) const {
+    element v;
+    if (!obj.is_object() || obj.at_key(key).get(v)) fail("missing field " + where + key);
+    return v;
   }
-  int64_t integer(const json::Value& v, const std::string& where) const {
+  int64_t integer(element v, const std::string& where) const {
     int64_t out = 0;
-    if (!v.integer(out)) fail(where + " must be an integer");
+    if (v.get_int64().get(out)) fail(where + " must be an integer");
     return out;
   }
-  std::string text(const json::Value& v, const std::string& where) const {
-    if (!v.is_string()) fail(where + " must be a string");
-    return v.string;
+  std::string text(element v, const std::string& where) const {
+    std::string_view out;
+    if (v.get_string().get(out)) fail(where + " must be a string");
+    return std::string(out);
   }
-  std::vector<std::string> texts(const json::Value& v, const std::string& where) const {
-    if (!v.is_array()) fail(where + " must be an array");
+  std::vector<std::string> texts(element v, const std::string& where) const {
+    simdjson::dom::array items;
+    if (v.get_array().get(items)) fail(where + " must be an array");
     std::vector<std::string> out;
-    for (const auto& item : v.items) out.push_back(text(item, where + "[]"));
+    for (element item : items) out.push_back(text(item, where + "[]"));
     return out;
   }
 };
@@ -47,30 +50,25 @@ bool contains(const std::vector<std::string>& names, const std::string& name) {
 
 ModelMeta ModelMeta::load(const std::filesystem::path& path) {
   Reader r{path.string()};
-  std::ifstream in(path);
-  if (!in) r.fail("cannot open");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  json::Value doc;
-  try {
-    doc = json::parse(buffer.str());
-  } catch (const json::ParseError& e) {
-    r.fail(std::string("not valid JSON: ") + e.what());
-  }
+  simdjson::padded_string text;
+  if (simdjson::padded_string::load(path.string()).get(text)) r.fail("cannot open");
+  simdjson::dom::parser parser;
+  element doc;
+  if (auto error = parser.parse(text).get(doc)) r.fail(std::string("not valid JSON: ") + simdjson::error_message(error));
   int64_t version = r.integer(r.member(doc, "format_version", ""), "format_version");
   if (version != kFormatVersion)
     r.fail("format_version " + std::to_string(version) + " is not the " + std::to_string(kFormatVersion) +
-           " this ranker reads; rebuild the ranker or re-export the model");
+           " this ranker reads; rebuild the ranker or re-export the model (make export)");
 
-  const auto& layout = r.member(r.member(doc, "request_layout", ""), "user", "request_layout.");
+  element layout = r.member(r.member(doc, "request_layout", ""), "user", "request_layout.");
   auto user_ids = r.texts(r.member(layout, "ids", "request_layout.user."), "request_layout.user.ids");
   auto user_dense = r.texts(r.member(layout, "dense", "request_layout.user."), "request_layout.user.dense");
   auto user_gsus = r.texts(r.member(layout, "sequences", "request_layout.user."), "request_layout.user.sequences");
 
   ModelMeta meta;
-  const auto& ids = r.member(doc, "id_features", "");
-  if (!ids.is_array()) r.fail("id_features must be an array");
-  for (const auto& f : ids.items) {
+  simdjson::dom::array ids;
+  if (r.member(doc, "id_features", "").get_array().get(ids)) r.fail("id_features must be an array");
+  for (element f : ids) {
     IdFeature feature;
     feature.name = r.text(r.member(f, "name", "id_features[]."), "id_features[].name");
     feature.rows = r.integer(r.member(f, "rows", "id_features[]."), "id_features[].rows");
@@ -80,7 +78,7 @@ ModelMeta ModelMeta::load(const std::filesystem::path& path) {
   for (const auto& name : r.texts(r.member(doc, "dense_features", ""), "dense_features"))
     meta.dense_features.push_back({name, contains(user_dense, name)});
 
-  const auto& gsus = r.member(doc, "gsus", "");
+  element gsus = r.member(doc, "gsus", "");
   for (const auto& name : r.texts(r.member(gsus, "names", "gsus."), "gsus.names"))
     meta.gsus.push_back({name, contains(user_gsus, name)});
   meta.seq_len = r.integer(r.member(gsus, "length", "gsus."), "gsus.length");
@@ -88,28 +86,33 @@ ModelMeta ModelMeta::load(const std::filesystem::path& path) {
   meta.n_id_fields = static_cast<int64_t>(meta.sequence_fields.size());
   for (const auto& field : r.texts(r.member(gsus, "side_fields", "gsus."), "gsus.side_fields"))
     meta.sequence_fields.push_back(field);
-  const auto& rows = r.member(gsus, "rows", "gsus.");
+  element rows = r.member(gsus, "rows", "gsus.");
   for (const auto& field : meta.sequence_fields)
     meta.sequence_rows.push_back(r.integer(r.member(rows, field, "gsus.rows."), "gsus.rows." + field));
   meta.tasks = r.texts(r.member(doc, "tasks", ""), "tasks");
-  for (const auto& f : meta.id_features) (f.from_user ? meta.user_fields : meta.candidate_fields).ids.push_back(f.name);
+  for (const auto& f : meta.id_features) {
+    PartFields& side = f.from_user ? meta.user_fields : meta.candidate_fields;
+    side.ids.push_back(f.name);
+    side.id_rows.push_back(f.rows);
+  }
   for (const auto& f : meta.dense_features)
     (f.from_user ? meta.user_fields : meta.candidate_fields).dense.push_back(f.name);
   for (const auto& g : meta.gsus) (g.from_user ? meta.user_fields : meta.candidate_fields).sequences.push_back(g.name);
   meta.max_candidates = r.integer(r.member(doc, "max_candidates", ""), "max_candidates");
-  const auto& files = r.member(doc, "files", "");
-  if (!files.is_object() || files.keys().empty()) r.fail("files must be an object naming at least one model file");
-  for (size_t i = 0; i < files.keys().size(); ++i) {
-    const std::string& format = files.keys()[i];
+  simdjson::dom::object files;
+  if (r.member(doc, "files", "").get_object().get(files) || files.size() == 0)
+    r.fail("files must be an object naming at least one model file");
+  for (auto [key, value] : files) {
+    const std::string format(key);
     if (format != "torchscript" && format != "aoti")
       r.fail("files." + format + ": unknown model format (this ranker reads torchscript and aoti)");
-    std::string name = r.text(files.items[i], "files." + format);
+    std::string name = r.text(value, "files." + format);
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
       r.fail("files." + format + " must be a plain file name in the export directory, got '" + name + "'");
     meta.files[format] = name;
   }
-  if (const auto* training = doc.find("training"); training != nullptr && training->is_object())
-    if (const auto* id = training->find("run_id"); id != nullptr && id->is_string()) meta.run_id = id->string;
+  std::string_view run_id;
+  if (!doc.at_pointer("/training/run_id").get_string().get(run_id)) meta.run_id = std::string(run_id);
   return meta;
 }
 

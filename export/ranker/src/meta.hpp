@@ -1,4 +1,5 @@
 // model.json, as the ranker needs it: what a valid request holds and how to lay it out as tensors.
+// Read with simdjson's DOM; every missing or mistyped field is named.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +26,10 @@ struct Gsu {
   bool from_user = false;
 };
 
-// The names one side of a request must hold, in model.json order.
+// What one side of a request (the user, or each candidate) must hold, in model.json order.
 struct PartFields {
   std::vector<std::string> ids, dense, sequences;
+  std::vector<int64_t> id_rows;  // valid ids of ids[j] are [0, id_rows[j])
 };
 
 struct ModelMeta {
@@ -41,7 +43,7 @@ struct ModelMeta {
   int64_t n_id_fields = 0;
   std::vector<int64_t> sequence_rows;  // valid values [0, rows) per sequence field
   std::vector<std::string> tasks;
-  PartFields user_fields, candidate_fields;  // from_user split of the three lists above
+  PartFields user_fields, candidate_fields;  // from_user split of the three lists above: the model's inputs per side
   int64_t max_candidates = 0;
   std::string run_id;
   // The model files of the export by format ("torchscript" -> "model.pt", "aoti" -> "model.pt2"),

@@ -1,13 +1,14 @@
-// Scoring a validated request with the loaded model and writing the response line.
+// Scoring validated requests with the loaded model: the request scorer's input tensors, the forward,
+// the checks on what it returns, and the words a failure is answered with.
 #pragma once
 
 #include <exception>
-#include <optional>
 #include <stdexcept>
-#include <string>
-#include <string_view>
 #include <vector>
 
+#include <ATen/ATen.h>
+
+#include "engine.hpp"
 #include "model_store.hpp"
 #include "request.hpp"
 
@@ -16,6 +17,8 @@ namespace ranker {
 struct Scores {
   at::Tensor probabilities;  // [N, T]
   at::Tensor score;          // [N]
+  double forward_seconds = 0;  // the forward that computed them (with any requests merged into it)
+  int intra_op_threads = 0;    // the threads that forward could use
 };
 
 // The model gave something that cannot be ranked (shapes that do not fit model.json, a score or
@@ -24,10 +27,14 @@ struct ModelError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The model's answer for a validated request, shapes checked against model.json (throws ModelError).
-Scores forward(const LoadedModel& model, const Request& request);
-// forward(), and every score and probability finite (throws ModelError naming the first candidate).
-Scores score(const LoadedModel& model, const Request& request);
+// The request scorer's eleven inputs (export/request_scorer.py) for requests scored together: one
+// user row per request, the candidates in request order, and on each side only the sequence
+// positions its longest sequence fills (at least one: positions past every sequence's end change nothing).
+std::vector<at::Tensor> model_inputs(const std::vector<const ValidRequest*>& requests, const ModelMeta& meta);
+
+// The model's answer for the requests' candidates, in order: shapes checked against model.json and
+// every score and probability finite (throws ModelError naming the first candidate that is not).
+Scores score(const LoadedModel& model, const std::vector<const ValidRequest*>& requests);
 
 // Candidate indices by descending score, ties in request order.
 std::vector<int64_t> ranked_order(const float* score, int64_t n);
@@ -38,22 +45,7 @@ std::vector<int64_t> ranked_order(const float* score, int64_t n);
 // forward nor finds a model that cannot answer.
 void warm_up(const LoadedModel& model);
 
-// {"request_id": ..., "model_generation": g, "ranked": [{"candidate": i, "score": s, "probabilities": {...}}]}
-// candidates by descending score, ties in request order.
-std::string ranked_line(const Request& request, const Scores& scores, const LoadedModel& model);
-
-// Why a request got no ranking, in the words every front end (JSON tool, gRPC) answers with.
-struct Failure {
-  enum class Kind { InvalidRequest, Model, Internal };
-  Kind kind;
-  std::string message;  // "candidates[3].ids.live_item=... out of range ...", "model error: ...", "internal error: ..."
-};
-Failure describe_failure(std::exception_ptr error);
-
-// {"request_id": ... or null, "error": "..."}
-std::string error_line(const std::optional<std::string>& request_id, std::string_view message);
-
-// The whole path for one input line: parse, validate, score, rank. Never throws.
-std::string handle_line(std::string_view line, const LoadedModel& model);
+// The failure a thrown exception means, worded as every front end answers it.
+RankFailure failure_of(std::exception_ptr error);
 
 }  // namespace ranker

@@ -1,44 +1,77 @@
-// One request line -> validated input tensors. The rules and messages follow export/requests.py,
-// the Python reference the tests hold this against; nothing touches a tensor before a request
-// has passed every check.
+// A ranking request without torch: what every front end (the JSON-lines tool, the gRPC service) fills
+// from its wire format, and the same request once validated against model.json and laid out by side.
+// The rules and field paths follow export/requests.py, the Python reference the tests hold this
+// against; nothing becomes a tensor before a request has passed every check (ranking.cpp).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
-#include <ATen/ATen.h>
-
-#include "json.hpp"
 #include "meta.hpp"
 
 namespace ranker {
 
+// A request that cannot be scored; the message starts with the field's path ("candidates[3].ids.live_item")
+// and says the rule it breaks.
 struct RequestError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-struct Request {
-  std::optional<std::string> request_id;
-  int64_t candidates = 0;
-  at::Tensor ids;          // [N, F] int64
-  at::Tensor dense;        // [N, D] float32
-  at::Tensor seq_ids;      // [N, G, L, P] int64, P = meta.n_id_fields
-  at::Tensor seq_side;     // [N, G, L, S] int64
-  at::Tensor seq_lengths;  // [N, G] int64
+// ---- as a front end read it: names and values as sent, nothing checked against the model --------
+// Names view the front end's source (its JSON buffer or proto message) and are valid while it lives;
+// validate() is called before it goes.
+
+struct SequenceInput {  // one GSU: each element field's values, by field name
+  std::vector<std::pair<std::string_view, std::vector<int64_t>>> fields;
 };
 
-// Throws RequestError. `request_id` is filled as soon as it is known, so that an error line can name it.
-Request parse_request(std::string_view line, const ModelMeta& meta, std::optional<std::string>& request_id);
-// The same rules on a request already read into a JSON value (the gRPC server builds one from the proto).
-Request parse_request(const json::Value& doc, const ModelMeta& meta, std::optional<std::string>& request_id);
+struct PartInput {  // the user, or one candidate
+  std::vector<std::pair<std::string_view, int64_t>> ids;
+  std::vector<std::pair<std::string_view, double>> dense;
+  std::vector<std::pair<std::string_view, SequenceInput>> sequences;
+};
+
+struct RequestInput {
+  std::optional<std::string> request_id;
+  std::optional<PartInput> user;  // absent: "missing field 'user'"
+  std::vector<PartInput> candidates;
+};
+
+// ---- validated: values in the model's orders, one side at a time ---------------------------------
+
+// Sequences of several parts side by side, ragged: sequence k (part-major, then the side's GSUs in
+// model.json order) has lengths[k] elements; element e of it holds values[(offset_k + e) * fields + f]
+// for each field f in model.json order (id fields, then side fields).
+struct Sequences {
+  std::vector<int64_t> lengths;
+  std::vector<int64_t> values;
+};
+
+struct ValidRequest {
+  std::optional<std::string> request_id;
+  int64_t candidates = 0;
+  std::vector<int64_t> user_ids;   // [F_u] the user-owned id features, model.json order
+  std::vector<float> user_dense;   // [D_u]
+  Sequences user_sequences;        // G_u sequences
+  std::vector<int64_t> ids;        // [N, F_c] the candidate-owned id features
+  std::vector<float> dense;        // [N, D_c]
+  Sequences sequences;             // N x G_c sequences
+};
+
+// Every rule of model.json (fields present where the layout puts them and nowhere else, ids and
+// buckets in range, dense values finite as float32, sequences no longer than the model's and with
+// fields of equal length, 1 to max_candidates candidates). Throws RequestError.
+ValidRequest validate(const RequestInput& request, const ModelMeta& meta);
 
 // A request every model of `meta` accepts: n candidates, ids 0, dense 0, one element per sequence.
-Request synthetic_request(const ModelMeta& meta, int64_t n);
+ValidRequest synthetic_request(const ModelMeta& meta, int64_t n);
 
-// Requests laid end to end, candidates in order: the input of one batched forward.
-Request concatenate(const std::vector<const Request*>& requests);
+// A double as Python's repr writes it (shortest round trip, "2.0" not "2"), for messages.
+std::string number_text(double value);
 
 }  // namespace ranker

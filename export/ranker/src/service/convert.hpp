@@ -1,15 +1,14 @@
-// The proto request as the JSON value the validator reads, and a ranking as the proto answer. The
-// request keeps the JSON contract's shape (user / candidates / ids / dense / sequences), so the same
-// rules, in the same order, give the same messages as the JSON tool.
+// The gRPC front end's wire format: a proto request as the RequestInput every front end fills (the
+// same names and values the JSON tool reads), and a ranking as the proto answer.
 #pragma once
 
 #include "engine.hpp"
-#include "json.hpp"
 #include "ranker.pb.h"
 
 namespace ranker::service {
 
-json::Value to_json(const moment_cross::ranker::v1::RankRequest& request);
+// Names view `request`'s strings: validate before it goes.
+RequestInput to_input(const moment_cross::ranker::v1::RankRequest& request);
 void to_proto(const Ranking& ranking, moment_cross::ranker::v1::RankResponse* response);
 
 }  // namespace ranker::service

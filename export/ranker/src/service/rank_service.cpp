@@ -39,9 +39,9 @@ grpc::Status RankService::Rank(grpc::ServerContext*, const moment_cross::ranker:
     status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "no model loaded yet");
   } else {
     try {
-      json::Value doc = to_json(*request);
+      RequestInput input = to_input(*request);
       metrics_.stage_done("convert", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      Ranking ranking = engine->rank(doc);
+      Ranking ranking = engine->rank(input);
       const auto encode = std::chrono::steady_clock::now();
       to_proto(ranking, response);
       metrics_.stage_done("encode", std::chrono::duration<double>(std::chrono::steady_clock::now() - encode).count());

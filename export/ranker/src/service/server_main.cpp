@@ -22,11 +22,8 @@
 #include "engine.hpp"
 #include "metrics.hpp"
 #include "ops_http.hpp"
+#include "options.hpp"
 #include "rank_service.hpp"
-
-#ifndef RANKER_DEFAULT_OPS_DIR
-#define RANKER_DEFAULT_OPS_DIR ""
-#endif
 
 namespace {
 
@@ -44,76 +41,39 @@ struct Options {
   int shutdown_timeout_ms = 10000;
 };
 
-const char* kUsage =
-    "usage: ranker_server --model DIR [options]\n"
-    "  --model DIR               an export: DIR/model.json and the model file(s) it lists (make export)\n"
-    "  --format F                auto (the AOTInductor package if the export has one) | torchscript | aoti\n"
-    "  --host H                  address to bind both ports to (default 127.0.0.1; 0.0.0.0 = every interface)\n"
-    "  --port N                  gRPC port: Ranker and grpc.health.v1 (default 50051; 0 = any free port)\n"
-    "  --http-port N             HTTP port for the health and metrics paths (default 8080; 0 = any free port)\n"
-    "  --healthz-path P          (default /healthz)     --metrics-path P   (default /metrics)\n"
-    "  --workers N               threads running forwards (default 1)\n"
-    "  --intra-op-threads N      intra-op threads per worker (default 1)\n"
-    "  --max-batch-candidates N  most candidates merged into one forward (default 512;\n"
-    "                            on CPU a forward costs more per candidate beyond a few hundred)\n"
-    "  --max-delay-us N          how long a forward waits for more requests to merge (default 0: it takes\n"
-    "                            what is queued when a worker is free; no added latency when idle)\n"
-    "  --max-request-bytes N     largest request message (default 8 MiB; larger: RESOURCE_EXHAUSTED)\n"
-    "  --reload-check-ms MS      how often to look for a newer export (default 1000; 0 = never)\n"
-    "  --drain-ms MS             after SIGTERM, keep answering this long while health says NOT_SERVING (default 0)\n"
-    "  --shutdown-timeout-ms MS  then wait this long for calls in flight before cancelling them (default 10000)\n"
-    "  --ops-dir DIR             fbgemm operator libraries (default: $RANKER_OPS_DIR or the build's fbgemm_gpu)\n"
-    "  --verbose\n";
-
-[[noreturn]] void usage_error(const std::string& what) {
-  std::cerr << "ranker_server: " << what << "\n" << kUsage;
-  std::exit(2);
-}
-
 Options parse_args(int argc, char** argv) {
   Options o;
-  const char* env_ops = std::getenv("RANKER_OPS_DIR");
-  o.engine.ops_dir = env_ops ? env_ops : RANKER_DEFAULT_OPS_DIR;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage_error(a + " needs a value");
-      return argv[++i];
-    };
-    auto number = [&](int64_t min) -> int64_t {
-      std::string v = value();
-      int64_t n = 0;
-      try {
-        size_t used = 0;
-        n = std::stoll(v, &used);
-        if (used != v.size()) throw std::invalid_argument(v);
-      } catch (...) {
-        usage_error(a + " needs a number, got " + v);
-      }
-      if (n < min) usage_error(a + " must be at least " + std::to_string(min));
-      return n;
-    };
-    if (a == "--model") o.engine.model_dir = value();
-    else if (a == "--format") o.engine.format = value();
-    else if (a == "--ops-dir") o.engine.ops_dir = value();
-    else if (a == "--host") o.host = value();
-    else if (a == "--port") o.port = static_cast<int>(number(0));
-    else if (a == "--http-port") o.http_port = static_cast<int>(number(0));
-    else if (a == "--healthz-path") o.healthz_path = value();
-    else if (a == "--metrics-path") o.metrics_path = value();
-    else if (a == "--workers") o.engine.workers = static_cast<int>(number(1));
-    else if (a == "--intra-op-threads") o.engine.intra_op_threads = static_cast<int>(number(1));
-    else if (a == "--max-batch-candidates") o.engine.max_batch_candidates = number(1);
-    else if (a == "--max-delay-us") o.engine.max_delay_us = number(0);
-    else if (a == "--max-request-bytes") o.max_request_bytes = static_cast<int>(number(1));
-    else if (a == "--reload-check-ms") o.engine.reload_check_ms = static_cast<int>(number(0));
-    else if (a == "--drain-ms") o.drain_ms = static_cast<int>(number(0));
-    else if (a == "--shutdown-timeout-ms") o.shutdown_timeout_ms = static_cast<int>(number(0));
-    else if (a == "--verbose") o.engine.verbose = true;
-    else if (a == "--help" || a == "-h") { std::cout << kUsage; std::exit(0); }
-    else usage_error("unknown argument " + a);
-  }
-  if (o.engine.model_dir.empty()) usage_error("--model is required");
+  CLI::App app("The ranker as a gRPC service (moment_cross.ranker.v1.Ranker, grpc.health.v1) with HTTP "
+               "health and metrics.", "ranker_server");
+  ranker::add_engine_options(app, o.engine);
+  app.add_option("--host", o.host, "address to bind both ports to (default 127.0.0.1; 0.0.0.0 = every interface)");
+  app.add_option("--port", o.port, "gRPC port: Ranker and grpc.health.v1 (default 50051; 0 = any free port)")
+      ->check(ranker::at_least(0));
+  app.add_option("--http-port", o.http_port, "HTTP port for the health and metrics paths (default 8080; 0 = any free port)")
+      ->check(ranker::at_least(0));
+  app.add_option("--healthz-path", o.healthz_path, "(default /healthz)");
+  app.add_option("--metrics-path", o.metrics_path, "(default /metrics)");
+  app.add_option("--workers", o.engine.workers, "threads running forwards (default 1)")->check(ranker::at_least(1));
+  app.add_option("--max-batch-candidates", o.engine.max_batch_candidates,
+                 "most candidates merged into one forward (default 512; on CPU a forward costs more per "
+                 "candidate beyond a few hundred)")
+      ->check(ranker::at_least(1));
+  app.add_option("--max-delay-us", o.engine.max_delay_us,
+                 "how long a forward waits for more requests to merge (default 0: it takes what is queued when "
+                 "a worker is free; no added latency when idle)")
+      ->check(ranker::at_least(0));
+  app.add_option("--max-request-bytes", o.max_request_bytes, "largest request message (default 8 MiB; larger: RESOURCE_EXHAUSTED)")
+      ->check(ranker::at_least(1));
+  app.add_option("--drain-ms", o.drain_ms, "after SIGTERM, keep answering this long while health says NOT_SERVING (default 0)")
+      ->check(ranker::at_least(0));
+  app.add_option("--shutdown-timeout-ms", o.shutdown_timeout_ms,
+                 "then wait this long for calls in flight before cancelling them (default 10000)")
+      ->check(ranker::at_least(0));
+  ranker::parse_or_exit(app, argc, argv);
+  auto usage_error = [](const std::string& what) {
+    std::cerr << "ranker_server: " << what << "\n";
+    std::exit(2);
+  };
   if (o.engine.ops_dir.empty()) usage_error("no --ops-dir and none built in");
   for (const auto* path : {&o.healthz_path, &o.metrics_path})
     if (path->empty() || (*path)[0] != '/') usage_error("HTTP paths must start with '/', got '" + *path + "'");
