@@ -12,7 +12,7 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-system proto setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay ablate export ranker bench clean
+.PHONY: help setup setup-system setup-peers proto setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay ablate export ranker bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -29,6 +29,13 @@ setup: setup-system ## system packages for the C++ ranker (apt-get), then .venv 
 
 setup-system: ## install the C++ ranker's Debian packages (requirements/system-packages.txt) when a need of the build is unmet
 	@requirements/install-system-packages.sh
+
+PEERS_VENV := .venv-peers
+setup-peers: ## the service benchmark's PyTriton peer in an environment of its own (.venv-peers: it needs numpy<2 and protobuf<7)
+	$(PYTHON_BOOT) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/pip install --quiet --only-binary=:all: $(FIND_LINKS) -r requirements/torch-cpu.txt
+	$(PEERS_VENV)/bin/pip install --quiet -c requirements/constraints-cpu.txt -r requirements/peers.txt
 
 proto: ## regenerate the Python gRPC client code (export/ranker/proto/*_pb2*.py) from ranker.proto
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. export/ranker/proto/ranker.proto

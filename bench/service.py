@@ -1,17 +1,20 @@
-"""Load test of the gRPC ranker (export/ranker/build/ranker_server) on loopback: 1, 4 and 16
-concurrent clients sending requests of real evaluation samples, for each model format; then once
-more while a re-export lands mid-run. Bounded in requests and time: it stops by itself.
+"""Load test of the gRPC ranker (export/ranker/build/ranker_server) on loopback: 1, 4 and 16 concurrent
+clients sending requests of real evaluation samples, for each model format; the same model served by
+the peers a user might pick instead (Ray Serve, PyTriton; bench/peers), with the same requests and
+client threads; then the ranker once more while a re-export lands mid-run. Bounded in requests and
+time: it stops by itself.
 
-Each client is a thread with its own channel, sending prepared proto requests back to back; latency
-is measured around the call (serialisation, loopback, queue, forward, answer). The server's own
-/metrics give the batch sizes the micro-batching queue formed.
+Every server gets the same cores (`bench.service.server_cores`, with `taskset`) and the clients the
+others (`client_cores`), so that each is measured with what the others had. The ranker's own /metrics
+give the batch sizes its micro-batching formed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -19,26 +22,30 @@ import numpy as np
 from omegaconf import DictConfig
 
 from bench.data import ensure_shards
+from bench.load import drive, pin_to
 from bench.serving import ensure_ranker, export_bench_model
-from export.client import RankError, RankerClient, request_to_proto
+from export.client import request_to_proto
+from export.ranker.proto import ranker_pb2
 from export.requests import RequestSchema, requests_from_inputs
 from export.server_process import RankerServer
 
+ROOT = Path(__file__).resolve().parents[1]
+PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+TOLERANCE = 1e-5  # a peer must answer as the ranker does
 
-def _client_loop(address: str, requests: list, stop: threading.Event, limit: int, out: dict) -> None:
-    latencies, errors, generations = [], 0, set()
-    with RankerClient(address, timeout_s=30) as client:
-        for i in range(limit):
-            if stop.is_set():
-                break
-            t0 = time.perf_counter()
-            try:
-                answer = client.rank_proto(requests[i % len(requests)])
-                generations.add(answer.model_generation)
-            except RankError:
-                errors += 1
-            latencies.append(time.perf_counter() - t0)
-    out.update(latencies=latencies, errors=errors, generations=generations)
+
+def _ranker_clients(server: RankerServer, requests: list[ranker_pb2.RankRequest]):
+    from export.client import RankerClient
+
+    class Client:
+        def __enter__(self):
+            self.client = RankerClient(server.grpc_address, timeout_s=30)
+            return lambda i: self.client.rank_proto(requests[i % len(requests)]).model_generation
+
+        def __exit__(self, *exc):
+            self.client.close()
+
+    return Client
 
 
 def _batch_histogram(metrics: dict[str, float], name: str) -> dict[str, float]:
@@ -51,47 +58,161 @@ def _mean_batch(before: dict, after: dict, name: str) -> float:
 
 
 def load(server: RankerServer, requests: list, clients: int, seconds: float, per_client: int, during=None) -> dict:
-    """`clients` threads for at most `per_client` requests each or `seconds` in all; `during`, if
-    given, runs in this thread once the clients have started, and the clients go on for 2 s after it
-    (the per-client bound still holds)."""
+    """The harness against the ranker, with the batches its /metrics saw form."""
     before = server.metrics()
-    results = [{} for _ in range(clients)]
-    stop = threading.Event()
-    start = time.perf_counter()
-    threads = [threading.Thread(target=_client_loop,
-                                args=(server.grpc_address, requests[i::clients] or requests, stop, per_client,
-                                      results[i]))
-               for i in range(clients)]
-    for t in threads:
-        t.start()
-    until = start + seconds
-    if during is not None:
-        during()
-        until = max(until, time.perf_counter() + 2.0)
-    while time.perf_counter() < until and any(t.is_alive() for t in threads):
-        time.sleep(0.01)
-    stop.set()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    row = drive(_ranker_clients(server, requests), clients, len(requests[0].candidates), seconds, per_client, during)
     after = server.metrics()
-    latencies = np.sort(np.concatenate([r["latencies"] for r in results])) * 1e3
-    n = len(latencies)
-    at = lambda q: float(latencies[max(int(np.ceil(q * n)) - 1, 0)])  # nearest rank
-    candidates = len(requests[0].candidates)
-    return {"clients": clients, "requests": n, "errors": sum(r["errors"] for r in results),
-            "p50_ms": at(0.5), "p99_ms": at(0.99), "requests_per_s": n / wall, "candidates_per_s": n * candidates / wall,
+    return {**row, "generations": row.pop("tags"),
             "mean_batch_requests": _mean_batch(before, after, "ranker_batch_requests"),
             "mean_batch_candidates": _mean_batch(before, after, "ranker_batch_candidates"),
             "batch_requests_le": {le: after_v - _batch_histogram(before, "ranker_batch_requests").get(le, 0)
-                                  for le, after_v in _batch_histogram(after, "ranker_batch_requests").items()},
-            "generations": sorted(set().union(*(r["generations"] for r in results)))}
+                                  for le, after_v in _batch_histogram(after, "ranker_batch_requests").items()}}
 
 
-def _print(fmt: str, row: dict, label: str = "") -> None:
-    print(f"  {fmt:<12} {row['clients']:>7} {row['requests']:>8} {row['errors']:>6} {row['p50_ms']:>8.2f} "
-          f"{row['p99_ms']:>8.2f} {row['requests_per_s']:>8.1f} {row['candidates_per_s']:>12,.0f} "
-          f"{row['mean_batch_requests']:>10.2f}  {label}")
+def _print(server: str, row: dict, label: str = "") -> None:
+    batch = f"{row['mean_batch_requests']:>10.2f}" if "mean_batch_requests" in row else f"{'':>10}"
+    print(f"  {server:<22} {row['clients']:>7} {row['requests']:>8} {row['errors']:>6} {row['p50_ms']:>8.2f} "
+          f"{row['p99_ms']:>8.2f} {row['requests_per_s']:>8.1f} {row['candidates_per_s']:>12,.0f} {batch}  {label}")
+
+
+def _check_same_answer(name: str, scores: list[float], expected: ranker_pb2.RankResponse) -> None:
+    want = np.zeros(len(expected.ranked), dtype=np.float32)
+    for r in expected.ranked:
+        want[r.candidate] = r.score
+    worst = float(np.abs(np.asarray(scores, dtype=np.float32) - want).max())
+    if not worst <= TOLERANCE:
+        raise SystemExit(f"{name} scores the first request differently from the ranker: max |dscore| = {worst:.3g}")
+
+
+def _ray_serve_rows(model_dir: Path, requests: list, expected: ranker_pb2.RankResponse, bc: DictConfig,
+                    max_batch_requests: int) -> dict:
+    from bench.peers.ray_serve import RayServeRanker
+
+    rows = {}
+    with RayServeRanker(model_dir, str(bc.peer_format), int(bc.intra_op_threads), max_batch_requests,
+                        list(bc.server_cores) if bc.server_cores else None) as server:
+        first = server.rank(requests[0])
+        _check_same_answer("Ray Serve", [s for _, s in sorted((r.candidate, r.score) for r in first.ranked)], expected)
+        for clients in bc.clients:
+            drive(server.clients(requests[:4]), 1, len(requests[0].candidates), 5.0, 10)  # warm the channel
+            rows[int(clients)] = drive(server.clients(requests), int(clients), len(requests[0].candidates),
+                                       float(bc.seconds), int(bc.requests_per_client))
+            _print(f"Ray Serve ({bc.peer_format})", rows[int(clients)])
+    return rows
+
+
+def ensure_peers() -> None:
+    """`make setup-peers` when the peers' environment is missing."""
+    if not PEERS_PYTHON.exists():
+        print("[bench] make setup-peers (PyTriton's environment, .venv-peers)")
+        subprocess.run(["make", "--no-print-directory", "setup-peers"], cwd=ROOT, check=True, capture_output=True)
+
+
+def _triton_requests(path: Path, requests: list[dict], schema: RequestSchema) -> None:
+    """The requests as the PyTriton peer's inputs (bench/peers/triton_server.py): each array's first
+    axis the request; every sequence padded to the model's length, with its length beside it."""
+    fields = schema.sequence_fields
+
+    def sequences(parts: list[dict], owner: str) -> tuple[np.ndarray, np.ndarray]:
+        gsus = schema.fields_of(owner, "sequences")
+        padded = np.zeros((len(parts), len(gsus), schema.seq_len, len(fields)), dtype=np.int64)
+        lengths = np.zeros((len(parts), len(gsus)), dtype=np.int64)
+        for i, part in enumerate(parts):
+            for g, name in enumerate(gsus):
+                elements = np.array([part["sequences"][name][f] for f in fields], dtype=np.int64).T
+                lengths[i, g] = len(elements)
+                padded[i, g, :len(elements)] = elements.reshape(-1, len(fields))
+        return padded, lengths
+
+    def named(parts: list[dict], owner: str, section: str, dtype) -> np.ndarray:
+        return np.array([[part[section][f] for f in schema.fields_of(owner, section)] for part in parts], dtype=dtype)
+
+    arrays: dict[str, list] = {}
+    p = schema.n_id_fields
+    for request in requests:
+        user_seq, user_lengths = sequences([request["user"]], "user")
+        seq, lengths = sequences(request["candidates"], "candidate")
+        one = {"user_ids": named([request["user"]], "user", "ids", np.int64)[0],
+               "user_dense": named([request["user"]], "user", "dense", np.float32)[0],
+               "user_seq_ids": user_seq[0, ..., :p], "user_seq_side": user_seq[0, ..., p:], "user_seq_lengths": user_lengths[0],
+               "ids": named(request["candidates"], "candidate", "ids", np.int64),
+               "dense": named(request["candidates"], "candidate", "dense", np.float32),
+               "seq_ids": seq[..., :p], "seq_side": seq[..., p:], "seq_lengths": lengths}
+        for name, value in one.items():
+            arrays.setdefault(name, []).append(value)
+    np.savez(path, **{name: np.stack(values) for name, values in arrays.items()})
+
+
+def _pytriton_rows(model_dir: Path, requests: list[dict], schema: RequestSchema, expected: ranker_pb2.RankResponse,
+                   bc: DictConfig, max_batch_requests: int, work_dir: Path) -> dict:
+    from bench.peers.ray_serve import _free_port  # noqa: PLC2701 (a free loopback port, as there)
+
+    ensure_peers()
+    npz = work_dir / "triton_requests.npz"
+    _triton_requests(npz, requests, schema)
+    grpc_port = _free_port()
+    libdir = subprocess.run([str(PEERS_PYTHON), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    # Triton's Python-backend stub links libpython by name: the interpreter's own, not the system's.
+    env = {**os.environ, "LD_LIBRARY_PATH": libdir, "PYTHONPATH": str(ROOT)}
+    prefix = ["taskset", "-c", ",".join(map(str, bc.server_cores))] if bc.server_cores else []
+    log_path = work_dir / "pytriton.log"
+    log = log_path.open("w")
+    server = subprocess.Popen([*prefix, str(PEERS_PYTHON), str(ROOT / "bench" / "peers" / "triton_server.py"),
+                               str(model_dir), "--format", str(bc.peer_format), "--candidates",
+                               str(len(requests[0]["candidates"])), "--max-batch-requests", str(max_batch_requests),
+                               "--threads", str(bc.intra_op_threads), "--grpc-port", str(grpc_port),
+                               "--http-port", str(_free_port()), "--metrics-port", str(_free_port())],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    rows = {}
+    try:
+        deadline = time.monotonic() + 180
+        while "serving\n" not in log_path.read_text():  # the server's own line, among Triton's
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"PyTriton did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+        def load_run(*flags: str) -> dict:
+            result = subprocess.run([str(PEERS_PYTHON), "-m", "bench.peers.triton_load", f"127.0.0.1:{grpc_port}",
+                                     str(npz), *flags], env=env, capture_output=True, text=True, timeout=600)
+            if result.returncode != 0:
+                raise SystemExit(f"the PyTriton load run failed:\n{result.stderr[-3000:]}")
+            return json.loads(result.stdout.strip().splitlines()[-1])
+
+        _check_same_answer("PyTriton", load_run("--clients", "1", "--seconds", "1", "--per-client", "1",
+                                                "--first-answer")["score"], expected)
+        cores = ["--cores", *map(str, bc.client_cores)] if bc.client_cores else []
+        for clients in bc.clients:
+            load_run("--clients", "1", "--seconds", "5", "--per-client", "10", *cores)  # warm up
+            rows[int(clients)] = load_run("--clients", str(clients), "--seconds", str(bc.seconds),
+                                          "--per-client", str(bc.requests_per_client), *cores)
+            _print(f"PyTriton ({bc.peer_format})", rows[int(clients)])
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        log.close()
+    return rows
+
+
+def _ratios(figures: dict, formats: tuple[str, ...], clients: list[int]) -> None:
+    """The ranker (its best format at each client count) against each peer."""
+    peers = [name for name in figures.get("peers", {})]
+    if not peers:
+        return
+    print("  ranker / peer: throughput ratio (higher is better for the ranker), p99 ratio (lower is better)")
+    for n in clients:
+        best = max((figures[f"{fmt}/{n}"] for fmt in formats), key=lambda r: r["requests_per_s"])
+        cells = []
+        for peer in peers:
+            row = figures["peers"][peer].get(n)
+            if row:
+                cells.append(f"{peer}: x{best['requests_per_s'] / row['requests_per_s']:.2f} req/s, "
+                             f"p99 x{best['p99_ms'] / row['p99_ms']:.2f}")
+        print(f"    {n:>2} client(s): " + "; ".join(cells))
 
 
 def run(cfg: DictConfig) -> dict:
@@ -99,44 +220,68 @@ def run(cfg: DictConfig) -> dict:
     data = ensure_shards(cfg)
     ensure_ranker()
     n = int(bc.candidates)
+    server_cores = list(bc.server_cores) if bc.server_cores else None
     flags = ["--workers", str(bc.workers), "--intra-op-threads", str(bc.intra_op_threads),
              "--max-batch-candidates", str(bc.max_batch_candidates), "--max-delay-us", str(bc.max_delay_us),
              "--reload-check-ms", "200"]
+    max_batch_requests = max(1, int(bc.max_batch_candidates) // n)  # the peers batch whole requests
     figures: dict = {}
+    cores_before = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         formats = tuple(bc.formats)
-        print(f"[bench] exporting the served model ({', '.join(formats)}; AOTInductor compiles for ~1 min)")
-        report, inputs = export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), formats)
+        export_formats = tuple(dict.fromkeys([*formats, *([bc.peer_format] if bc.peers else [])]))
+        print(f"[bench] exporting the served model ({', '.join(export_formats)}; AOTInductor compiles for ~1 min)")
+        report, inputs = export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), export_formats)
         schema = RequestSchema(json.loads(report.meta_path.read_text()))
-        requests = [request_to_proto(r) for r in requests_from_inputs(inputs, schema, n, prefix="load")]
+        request_dicts = requests_from_inputs(inputs, schema, n, prefix="load")
+        requests = [request_to_proto(r) for r in request_dicts]
         print(f"service load test ({cfg.world.name} world tables, {n} candidates per request, {len(requests)} distinct "
-              f"requests; server: {bc.workers} worker(s) x {bc.intra_op_threads} intra-op thread(s), max delay "
-              f"{bc.max_delay_us} us; each setting stops after {bc.requests_per_client} requests per client or "
-              f"{bc.seconds} s)")
-        print(f"  {'format':<12} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
+              f"requests; each server {bc.workers} worker(s) x {bc.intra_op_threads} intra-op thread(s) on cores "
+              f"{server_cores or 'any'}, clients on cores {list(bc.client_cores) if bc.client_cores else 'any'}; the "
+              f"ranker's max delay {bc.max_delay_us} us, {bc.max_batch_candidates} candidates a batch, the peers "
+              f"{max_batch_requests} requests; each setting stops after {bc.requests_per_client} requests per "
+              f"client or {bc.seconds} s)")
+        print(f"  {'server':<22} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'req/s':>8} {'candidates/s':>12} {'batch req':>10}")
-        for fmt in formats:
-            with RankerServer(model_dir, "--format", fmt, *flags) as server:
-                for clients in bc.clients:
-                    load(server, requests[:4], 1, 5.0, 10)  # warm the channel
-                    row = load(server, requests, int(clients), float(bc.seconds), int(bc.requests_per_client))
-                    figures[f"{fmt}/{clients}"] = row
-                    _print(fmt, row)
-        if int(bc.reload_clients) > 0:
-            reload_format = formats[0]
-            with RankerServer(model_dir, "--format", reload_format, *flags) as server:
-                def re_export():
-                    time.sleep(float(bc.seconds) / 4)
-                    export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), (reload_format,), seed=1)
-                # Bounded by time only: the clients keep calling until 2 s after the re-export has landed.
-                row = load(server, requests, int(bc.reload_clients), float(bc.seconds), 10 ** 9, during=re_export)
-                figures["reload"] = row
-                _print(reload_format, row, f"re-export mid-run: generations {row['generations']}")
-                if 2 not in row["generations"]:
-                    raise SystemExit("the re-export did not reach the server within the run: no call was answered "
-                                     "by model generation 2")
-    bad = {k: r["errors"] for k, r in figures.items() if r["errors"]}
+        pin_to(list(bc.client_cores) if bc.client_cores else None)
+        try:
+            expected = None
+            for fmt in formats:
+                with RankerServer(model_dir, "--format", fmt, *flags, cores=server_cores) as server:
+                    expected = expected or server.client.rank_proto(requests[0])
+                    for clients in bc.clients:
+                        load(server, requests[:4], 1, 5.0, 10)  # warm the channel
+                        row = load(server, requests, int(clients), float(bc.seconds), int(bc.requests_per_client))
+                        figures[f"{fmt}/{clients}"] = row
+                        _print(f"C++ ranker ({fmt})", row)
+            peers = {"ray_serve": lambda: _ray_serve_rows(model_dir, requests, expected, bc, max_batch_requests),
+                     "pytriton": lambda: _pytriton_rows(model_dir, request_dicts, schema, expected, bc,
+                                                        max_batch_requests, Path(tmp))}
+            figures["peers"] = {}
+            for peer in bc.peers:
+                if peer not in peers:
+                    raise SystemExit(f"unknown peer '{peer}'; known: {sorted(peers)}")
+                figures["peers"][peer] = peers[peer]()
+            _ratios(figures, formats, [int(c) for c in bc.clients])
+            if int(bc.reload_clients) > 0:
+                reload_format = formats[0]
+                with RankerServer(model_dir, "--format", reload_format, *flags, cores=server_cores) as server:
+                    def re_export():
+                        time.sleep(float(bc.seconds) / 4)
+                        export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), (reload_format,),
+                                           seed=1)
+                    # Bounded by time only: the clients keep calling until 2 s after the re-export has landed.
+                    row = load(server, requests, int(bc.reload_clients), float(bc.seconds), 10 ** 9, during=re_export)
+                    figures["reload"] = row
+                    _print(f"C++ ranker ({reload_format})", row, f"re-export mid-run: generations {row['generations']}")
+                    if 2 not in row["generations"]:
+                        raise SystemExit("the re-export did not reach the server within the run: no call was "
+                                         "answered by model generation 2")
+        finally:
+            os.sched_setaffinity(0, cores_before)
+    bad = {k: r["errors"] for k, r in figures.items() if k != "peers" and r["errors"]}
+    bad |= {f"{peer}/{n}": r["errors"] for peer, rows in figures["peers"].items() for n, r in rows.items() if r["errors"]}
     if bad:
-        raise SystemExit(f"the ranker answered with errors under load: {bad}")
+        raise SystemExit(f"servers answered with errors under load: {bad}")
     return figures

@@ -2,7 +2,8 @@
 
 The model has the default architecture (conf/model, conf/cross) with the world's table sizes, freshly
 initialised: latency does not depend on trained weights, and the benchmark needs no training run.
-Requests are built from real samples of the evaluation stream (export/requests.py).
+Requests are built from real samples at the end of the evaluation stream (export/requests.py), where
+users have histories.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ def export_bench_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples:
     bc = cfg.bench.serving
     torch.manual_seed(seed)
     model = model_from_config(bc, data.manifest(REALTIME), embedding_device="cpu").eval()
-    batch_size = min(n_samples, data.manifest(FINAL)["samples"])
-    inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(data.stream(FINAL), batch_size)))), model)
+    inputs = inputs_from_batch(latest_samples(data, n_samples), model)
     validation = inputs.slice(0, 256)
     with torch.no_grad():
         expected = CandidateScorer(model, model_id_features(model))(*validation)
@@ -46,6 +46,22 @@ def export_bench_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples:
     meta = metadata(model, layout, 10_000, {"run_id": "bench (untrained)"})
     report = export(model, RequestLayout.of(model, layout), meta, out_dir, validation, expected, formats=formats)
     return report, inputs
+
+
+def latest_samples(data: DataSet, n_samples: int):
+    """A batch of the evaluation stream's last `n_samples` samples (or all, if fewer): requests of a
+    service in its steady state, whose users have histories. The stream's first samples come from a
+    world that has just begun, with sequences nearly empty, and would make every request cheap."""
+    shards = data.manifest(FINAL)["shards"]
+    chosen, held = [], 0
+    for shard in reversed(shards):  # from the end until enough samples are in
+        chosen.insert(0, shard["file"])
+        held += shard["samples"]
+        if held >= n_samples:
+            break
+    for batch in make_loader(ShardDataset(data.stream(FINAL), min(n_samples, held), shards=chosen)):
+        last = batch  # the last full batch of those shards
+    return last
 
 
 def _percentiles(ms: list[float]) -> tuple[float, float]:

@@ -22,18 +22,18 @@ FILE_NAME = "model.pt2"
 
 
 def export_program(scorer: RequestScorer, example: RequestInputs, max_candidates: int) -> torch.export.ExportedProgram:
-    """The scorer's graph for 1 to `max_candidates` candidates of 1 to `max_candidates` users, and 1
-    to the model's length of sequence positions on each side (the ranker sends only as many as the
-    longest sequence of a batch fills). `example` should have more than one user and fewer users than
-    candidates, so that no axis is taken for a constant or for another."""
+    """The scorer's graph for 1 to `max_candidates` candidates of 1 to `max_candidates` users, 1 to
+    the model's length of user sequence positions (the ranker sends only as many as the longest user
+    sequence of a batch fills), and any number of candidate sequence elements. `example` should have
+    more than one user, fewer users than candidates and more elements than either, so that no axis is
+    taken for a constant or for another."""
     most = max(max_candidates, example.candidates)
     users, candidates = torch.export.Dim("users", min=1, max=most), torch.export.Dim("candidates", min=1, max=most)
-    seq_len = scorer.model.seq_len
-    user_positions = torch.export.Dim("user_positions", min=1, max=seq_len)
-    positions = torch.export.Dim("positions", min=1, max=seq_len)
+    user_positions = torch.export.Dim("user_positions", min=1, max=scorer.model.seq_len)
+    elements = torch.export.Dim("elements", min=0, max=most * scorer.model.seq_len * len(scorer.model.gsu_names))
     dynamic = {name: {0: users if name in USER_INPUTS else candidates} for name in INPUT_NAMES}
     dynamic["user_seq_ids"][2] = dynamic["user_seq_side"][2] = user_positions
-    dynamic["seq_ids"][2] = dynamic["seq_side"][2] = positions
+    dynamic["seq_ids"] = dynamic["seq_side"] = dynamic["seq_owner"] = {0: elements}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         return torch.export.export(scorer.eval(), tuple(example), dynamic_shapes=dynamic, strict=False)

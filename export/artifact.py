@@ -78,8 +78,9 @@ def metadata(model: MomentCrossModel, request_layout: dict[str, list[str]], max_
                        f"user_seq_side [U, G_u, L_u, {len(SIDE_FIELDS)}] int64 ({', '.join(SIDE_FIELDS)})",
                        "user_seq_lengths [U, G_u] int64", "candidate_user [B] int64 (rows of user_*)",
                        "ids [B, F_c] int64", "dense [B, D_c] float32",
-                       f"seq_ids [B, G_c, L_c, {len(SEQUENCE_ID_FIELDS)}] int64",
-                       f"seq_side [B, G_c, L_c, {len(SIDE_FIELDS)}] int64", "seq_lengths [B, G_c] int64"],
+                       f"seq_ids [E, {len(SEQUENCE_ID_FIELDS)}] int64 (the candidate GSUs' elements, jagged)",
+                       f"seq_side [E, {len(SIDE_FIELDS)}] int64",
+                       "seq_owner [E, 2] int64 (candidate row, GSU among the candidate GSUs)"],
             "outputs": ["probabilities [B, T] float32", "score [B] float32"],
             "order": "each side's features, GSUs and fields in the orders below, the user's as request_layout "
                      "lists them (export/request_scorer.py)",

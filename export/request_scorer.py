@@ -8,14 +8,16 @@
     candidate_user    [B] int64         the row of `user_*` each candidate belongs to
     ids               [B, F_c] int64    the candidate-owned id features (the target live and author among them)
     dense             [B, D_c] float32
-    seq_ids           [B, G_c, L_c, 2] int64   the target-dependent GSUs (long, aidhard, livelong)
-    seq_side          [B, G_c, L_c, 3] int64
-    seq_lengths       [B, G_c] int64
+    seq_ids           [E, 2] int64      every element of the candidates' own (target-dependent) GSUs
+                                        (long, aidhard, livelong), all candidates' one after the other
+    seq_side          [E, 3] int64      their side buckets
+    seq_owner         [E, 2] int64      whose each element is: (candidate row, GSU among the candidate GSUs)
   -> probabilities [B, T] float32, score [B] float32
 
 U is the number of requests in a batch (one for a single request; the ranker's micro-batcher merges
-several), L_u and L_c the positions the longest sequence of each side fills. Every order (features,
-GSUs, fields) is model.json's.
+several), L_u the positions the longest user sequence fills. The candidates' sequences are jagged, as
+TorchRec's KeyedJaggedTensor holds them: only real elements travel and are computed on (most of a
+candidate's three sequences are often empty or short). Every order (features, GSUs, fields) is model.json's.
 
 Same parameters and the same answers as the per-candidate model (export/scorer.py, within 1e-5),
 computed the way a request is shaped:
@@ -24,6 +26,8 @@ computed the way a request is shaped:
   * target attention over a user GSU scores every candidate's query against the one copy of the
     user's sequence (a product over the U users' positions, other users' masked out), and each GSU
     multiplies only its own slots (training's layout multiplies every GSU's query over all slots);
+  * target attention over a candidate's own GSUs runs on their real elements only, a softmax per
+    (candidate, GSU) by scatter operations;
   * the first layer of every first-level expert and gate is one matrix product, split by input
     column: W [x_u; x_c] = W_u x_u + W_c x_c, with W_u x_u computed once per request.
 Lookups are plain row reads of the trained tables (a bag of one id pooled by SUM is that id's row),
@@ -58,23 +62,52 @@ class RequestInputs(NamedTuple):
     dense: torch.Tensor
     seq_ids: torch.Tensor
     seq_side: torch.Tensor
-    seq_lengths: torch.Tensor
+    seq_owner: torch.Tensor
 
     @property
     def candidates(self) -> int:
         return self.ids.shape[0]
 
     def trimmed(self) -> "RequestInputs":
-        """Only the sequence positions some sequence of each side fills (at least one), as the
-        ranker sends them: the same scores, at a fraction of the cost for short histories."""
-        def used(lengths: torch.Tensor, full: int) -> int:
-            return max(1, int(lengths.max())) if lengths.numel() else full
+        """Only the user sequence positions some user sequence fills (at least one), as the ranker
+        sends them: the same scores, at a fraction of the cost for short histories."""
+        used = max(1, int(self.user_seq_lengths.max())) if self.user_seq_lengths.numel() else self.user_seq_ids.shape[2]
+        return self._replace(user_seq_ids=self.user_seq_ids[:, :, :used].contiguous(),
+                             user_seq_side=self.user_seq_side[:, :, :used].contiguous())
 
-        u = used(self.user_seq_lengths, self.user_seq_ids.shape[2])
-        c = used(self.seq_lengths, self.seq_ids.shape[2])
-        return self._replace(user_seq_ids=self.user_seq_ids[:, :, :u].contiguous(),
-                             user_seq_side=self.user_seq_side[:, :, :u].contiguous(),
-                             seq_ids=self.seq_ids[:, :, :c].contiguous(), seq_side=self.seq_side[:, :, :c].contiguous())
+
+def merged(requests: List[RequestInputs]) -> RequestInputs:
+    """Requests scored together, as the ranker's micro-batcher sends them: the users one after the
+    other (their sequences padded to the batch's longest), the candidates and their elements after
+    each other's, each pointing at its own user and candidate."""
+    if len(requests) == 1:
+        return requests[0]
+    longest = max(r.user_seq_ids.shape[2] for r in requests)
+
+    def cat(name: str) -> torch.Tensor:
+        parts = [getattr(r, name) for r in requests]
+        if name in ("user_seq_ids", "user_seq_side"):
+            parts = [F.pad(t, (0, 0, 0, longest - t.shape[2])) for t in parts]
+        return torch.cat(parts)
+
+    first_user, first_candidate = [0], [0]
+    for r in requests[:-1]:
+        first_user.append(first_user[-1] + r.user_ids.shape[0])
+        first_candidate.append(first_candidate[-1] + r.candidates)
+    owners = [r.seq_owner + torch.tensor([first, 0]) for r, first in zip(requests, first_candidate)]
+    return RequestInputs(*(cat(name) for name in RequestInputs._fields))._replace(
+        candidate_user=torch.cat([r.candidate_user + first for r, first in zip(requests, first_user)]),
+        seq_owner=torch.cat(owners))
+
+
+def jagged(seq_ids: torch.Tensor, seq_side: torch.Tensor, lengths: torch.Tensor
+           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Padded sequences [B, G, L, .] with lengths [B, G] -> their real elements (seq_ids, seq_side,
+    seq_owner) in (candidate, GSU, position) order."""
+    b, g, length = seq_ids.shape[0], seq_ids.shape[1], seq_ids.shape[2]
+    real = torch.arange(length).view(1, 1, length) < lengths.unsqueeze(-1)
+    owner = torch.stack(torch.meshgrid(torch.arange(b), torch.arange(g), indexing="ij"), -1)  # [B, G, 2]
+    return seq_ids[real], seq_side[real], owner.unsqueeze(2).expand(b, g, length, 2)[real]
 
 
 INPUT_NAMES = RequestInputs._fields
@@ -112,17 +145,19 @@ class RequestLayout:
 
         user_g, cand_g = columns(self.user_gsus, gsu_names), columns(self.candidate_gsus, gsu_names)
         dense = list(DENSE_FEATURES)
+        seq_ids, seq_side, seq_owner = jagged(inputs.seq_ids[:, cand_g], inputs.seq_side[:, cand_g],
+                                              inputs.seq_lengths[:, cand_g])
         return RequestInputs(
             user_ids=inputs.ids[:, columns(self.user_ids, id_features)], user_dense=inputs.dense[:, columns(self.user_dense, dense)],
             user_seq_ids=inputs.seq_ids[:, user_g], user_seq_side=inputs.seq_side[:, user_g],
             user_seq_lengths=inputs.seq_lengths[:, user_g], candidate_user=torch.arange(len(inputs)),
             ids=inputs.ids[:, columns(self.candidate_ids, id_features)],
-            dense=inputs.dense[:, columns(self.candidate_dense, dense)], seq_ids=inputs.seq_ids[:, cand_g],
-            seq_side=inputs.seq_side[:, cand_g], seq_lengths=inputs.seq_lengths[:, cand_g])
+            dense=inputs.dense[:, columns(self.candidate_dense, dense)], seq_ids=seq_ids, seq_side=seq_side,
+            seq_owner=seq_owner)
 
     def join(self, inputs: RequestInputs, id_features: List[str], gsu_names: List[str]) -> CandidateInputs:
         """Request inputs as the per-candidate model reads them: the user's part repeated for each of
-        its candidates (the reference the request scorer is held to)."""
+        its candidates, every sequence padded (the reference the request scorer is held to)."""
         u = inputs.candidate_user
         b = inputs.candidates
         ids = torch.zeros(b, len(id_features), dtype=torch.long)
@@ -131,19 +166,28 @@ class RequestLayout:
         dense = torch.zeros(b, len(DENSE_FEATURES), dtype=torch.float32)
         dense[:, [DENSE_FEATURES.index(f) for f in self.user_dense]] = inputs.user_dense[u]
         dense[:, [DENSE_FEATURES.index(f) for f in self.candidate_dense]] = inputs.dense
-        length = max(inputs.user_seq_ids.shape[2], inputs.seq_ids.shape[2])
-
-        def padded(x: torch.Tensor) -> torch.Tensor:
-            return F.pad(x, (0, 0, 0, length - x.shape[2]))
-
-        seq_ids = torch.zeros(b, len(gsu_names), length, inputs.seq_ids.shape[-1], dtype=torch.long)
-        seq_side = torch.zeros(b, len(gsu_names), length, inputs.seq_side.shape[-1], dtype=torch.long)
+        # The candidates' elements at their positions: the k-th element of a (candidate, GSU) is position k.
+        g_c = len(self.candidate_gsus)
+        bag = inputs.seq_owner[:, 0] * g_c + inputs.seq_owner[:, 1]
+        order = torch.argsort(bag, stable=True)
+        sorted_bag = bag[order]
+        position = torch.empty_like(bag)
+        position[order] = torch.arange(len(bag)) - torch.searchsorted(sorted_bag, sorted_bag)
+        candidate_lengths = torch.bincount(bag, minlength=b * g_c).view(b, g_c)
+        length = max(inputs.user_seq_ids.shape[2], int(candidate_lengths.max()) if bag.numel() else 0, 1)
+        seq_ids = torch.zeros(b, len(gsu_names), length, inputs.user_seq_ids.shape[-1], dtype=torch.long)
+        seq_side = torch.zeros(b, len(gsu_names), length, inputs.user_seq_side.shape[-1], dtype=torch.long)
         lengths = torch.zeros(b, len(gsu_names), dtype=torch.long)
-        for own, rows, source in ((self.user_gsus, u, "user_"), (self.candidate_gsus, slice(None), "")):
-            g = [gsu_names.index(name) for name in own]
-            seq_ids[:, g] = padded(getattr(inputs, f"{source}seq_ids"))[rows]
-            seq_side[:, g] = padded(getattr(inputs, f"{source}seq_side"))[rows]
-            lengths[:, g] = getattr(inputs, f"{source}seq_lengths")[rows]
+        user_g = [gsu_names.index(name) for name in self.user_gsus]
+        user_length = inputs.user_seq_ids.shape[2]
+        seq_ids[:, user_g, :user_length] = inputs.user_seq_ids[u]
+        seq_side[:, user_g, :user_length] = inputs.user_seq_side[u]
+        lengths[:, user_g] = inputs.user_seq_lengths[u]
+        cand_g = torch.tensor([gsu_names.index(name) for name in self.candidate_gsus], dtype=torch.long)
+        model_g = cand_g[inputs.seq_owner[:, 1]] if bag.numel() else inputs.seq_owner[:, 1]
+        seq_ids[inputs.seq_owner[:, 0], model_g, position] = inputs.seq_ids
+        seq_side[inputs.seq_owner[:, 0], model_g, position] = inputs.seq_side
+        lengths[:, cand_g] = candidate_lengths
         return CandidateInputs(ids=ids, dense=dense, seq_ids=seq_ids, seq_side=seq_side, seq_lengths=lengths)
 
 
@@ -269,21 +313,24 @@ class RequestScorer(nn.Module):
         return self._values(summed, mass, table, self.user_gsus)
 
     def _attend_candidates(self, query: torch.Tensor, seq_ids: torch.Tensor, seq_side: torch.Tensor,
-                           lengths: torch.Tensor) -> torch.Tensor:
-        """Target attention over each candidate's own GSUs: [B, G_c, A]."""
+                           seq_owner: torch.Tensor) -> torch.Tensor:
+        """Target attention over each candidate's own GSUs, on their real elements: [B, G_c, A]."""
         esu = self.model.head.esu
         q, side_scores, table = self._query(query, self.candidate_gsus)
-        b, g, length = seq_ids.shape[0], seq_ids.shape[1], seq_ids.shape[2]
-        elements = self._elements(seq_ids)  # [B, G, L, 2d]
-        side_index = (seq_side + esu.side_offsets).reshape(b, g, -1)
-        scores = torch.einsum("bgk,bglk->bgl", q, elements) \
-            + side_scores.gather(2, side_index).view(b, g, length, -1).sum(-1)
-        mask = torch.arange(length, device=query.device).view(1, 1, length) < lengths.unsqueeze(-1)
-        weights = self._softmax(scores, mask, esu.scale)
-        summed = torch.einsum("bgl,bglk->bgk", weights, elements)
-        mass = torch.zeros_like(side_scores).scatter_add(
-            2, side_index, weights.unsqueeze(-1).expand(b, g, length, seq_side.shape[-1]).reshape(b, g, -1))
-        return self._values(summed, mass, table, self.candidate_gsus)
+        b, g, rows = q.shape[0], q.shape[1], side_scores.shape[-1]
+        bags = b * g  # one softmax per (candidate, GSU)
+        bag = seq_owner[:, 0] * g + seq_owner[:, 1]  # [E]
+        elements = self._elements(seq_ids)  # [E, 2d]
+        side_index = bag.unsqueeze(1) * rows + seq_side + esu.side_offsets  # [E, J] into side_scores' rows
+        scores = ((elements * q.reshape(bags, -1).index_select(0, bag)).sum(-1)
+                  + side_scores.reshape(-1)[side_index].sum(-1)) * esu.scale
+        top = scores.new_full((bags,), float("-inf")).scatter_reduce(0, bag, scores, "amax")
+        exp = torch.exp(scores - top.index_select(0, bag))
+        weights = exp / scores.new_zeros(bags).index_add(0, bag, exp).index_select(0, bag)  # [E]
+        summed = q.new_zeros(bags, q.shape[-1]).index_add(0, bag, elements * weights.unsqueeze(1))
+        mass = side_scores.new_zeros(bags * rows).index_add(
+            0, side_index.reshape(-1), weights.unsqueeze(1).expand(-1, side_index.shape[1]).reshape(-1))
+        return self._values(summed.view(b, g, -1), mass.view(b, g, rows), table, self.candidate_gsus)
 
     @staticmethod
     def _softmax(scores: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
@@ -297,7 +344,7 @@ class RequestScorer(nn.Module):
     def forward(self, user_ids: torch.Tensor, user_dense: torch.Tensor, user_seq_ids: torch.Tensor,
                 user_seq_side: torch.Tensor, user_seq_lengths: torch.Tensor, candidate_user: torch.Tensor,
                 ids: torch.Tensor, dense: torch.Tensor, seq_ids: torch.Tensor, seq_side: torch.Tensor,
-                seq_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                seq_owner: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         head = self.model.head
         user_pooled = [F.embedding(user_ids[:, c], self._table(t)) for c, t in self.user_pooled]  # each [U, d]
         candidate_pooled = [F.embedding(ids[:, c], self._table(t)) for c, t in self.candidate_pooled]  # [B, d]
@@ -311,7 +358,7 @@ class RequestScorer(nn.Module):
                 attended.append(self._attend_user(query, candidate_user, user_seq_ids, user_seq_side,
                                                   user_seq_lengths))
             if self.has_candidate_gsus:
-                attended.append(self._attend_candidates(query, seq_ids, seq_side, seq_lengths))
+                attended.append(self._attend_candidates(query, seq_ids, seq_side, seq_owner))
         b = ids.shape[0]
         x_user = torch.cat([*user_pooled, self._dense_norm(user_dense, self.user_dense_columns)], dim=-1)
         x_candidate = torch.cat([*candidate_pooled, target, self._dense_norm(dense, self.candidate_dense_columns),

@@ -222,29 +222,37 @@ def parse_request(line: str | dict, schema: RequestSchema) -> tuple[str | None, 
 
 
 def _request_inputs(user: dict[str, dict], candidates: list[dict[str, dict]], schema: RequestSchema) -> RequestInputs:
-    """Checked request parts as the request scorer's tensors: the user's part once (one user row),
-    each candidate's part in its row, each sequence field at its model.json position."""
+    """Checked request parts as the request scorer's tensors: the user's part once (one user row, its
+    sequences padded to the model's length), each candidate's in its row, the candidates' sequence
+    elements jagged; each sequence field at its model.json position."""
     p = schema.n_id_fields
 
-    def side(parts: list[dict[str, dict]], owner: str) -> tuple[torch.Tensor, ...]:
-        ids = torch.tensor([[part["ids"][f] for f in schema.fields_of(owner, "ids")] for part in parts],
-                           dtype=torch.int64).view(len(parts), -1)
-        dense = torch.tensor([[part["dense"][f] for f in schema.fields_of(owner, "dense")] for part in parts],
-                             dtype=torch.float32).view(len(parts), -1)
-        gsus = schema.fields_of(owner, "sequences")
-        seq = np.zeros((len(parts), len(gsus), schema.seq_len, len(schema.sequence_fields)), dtype=np.int64)
-        lengths = np.zeros((len(parts), len(gsus)), dtype=np.int64)
-        for i, part in enumerate(parts):
-            for g, name in enumerate(gsus):
-                fields = part["sequences"][name]
-                k = lengths[i, g] = len(fields[schema.sequence_fields[0]])
-                for j, field in enumerate(schema.sequence_fields):
-                    seq[i, g, :k, j] = fields[field]
-        seq_t = torch.from_numpy(seq)
-        return ids, dense, seq_t[..., :p].contiguous(), seq_t[..., p:].contiguous(), torch.from_numpy(lengths)
+    def named(parts: list[dict[str, dict]], owner: str, section: str, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([[part[section][f] for f in schema.fields_of(owner, section)] for part in parts],
+                            dtype=dtype).view(len(parts), -1)
 
-    return RequestInputs(*side([user], "user"), torch.zeros(len(candidates), dtype=torch.int64),
-                         *side(candidates, "candidate"))
+    def elements(fields: dict[str, list[int]]) -> np.ndarray:  # [n, P + S]
+        return np.array([fields[f] for f in schema.sequence_fields], dtype=np.int64).T.reshape(-1, len(schema.sequence_fields))
+
+    user_gsus = schema.fields_of("user", "sequences")
+    padded = np.zeros((1, len(user_gsus), schema.seq_len, len(schema.sequence_fields)), dtype=np.int64)
+    user_lengths = np.zeros((1, len(user_gsus)), dtype=np.int64)
+    for g, name in enumerate(user_gsus):
+        values = elements(user["sequences"][name])
+        user_lengths[0, g] = len(values)
+        padded[0, g, :len(values)] = values
+    candidate_gsus = schema.fields_of("candidate", "sequences")
+    chunks = [elements(c["sequences"][name]) for c in candidates for name in candidate_gsus]
+    owners = [(i, g) for i in range(len(candidates)) for g in range(len(candidate_gsus))]
+    values = np.concatenate([np.zeros((0, len(schema.sequence_fields)), dtype=np.int64), *chunks])
+    owner = np.array([o for o, chunk in zip(owners, chunks) for _ in range(len(chunk))], dtype=np.int64).reshape(-1, 2)
+    padded_t, values_t = torch.from_numpy(padded), torch.from_numpy(values)
+    return RequestInputs(named([user], "user", "ids", torch.int64), named([user], "user", "dense", torch.float32),
+                         padded_t[..., :p].contiguous(), padded_t[..., p:].contiguous(), torch.from_numpy(user_lengths),
+                         torch.zeros(len(candidates), dtype=torch.int64),
+                         named(candidates, "candidate", "ids", torch.int64),
+                         named(candidates, "candidate", "dense", torch.float32),
+                         values_t[:, :p].contiguous(), values_t[:, p:].contiguous(), torch.from_numpy(owner))
 
 
 def requests_from_inputs(inputs: CandidateInputs, schema: RequestSchema, n_candidates: int,

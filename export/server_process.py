@@ -23,10 +23,14 @@ _LISTENING = re.compile(r"listening grpc=(\S+) http=(\S+)")
 class RankerServer:
     """`with RankerServer(model_dir, "--workers", "2") as server: server.client.rank(...)`."""
 
-    def __init__(self, model_dir: Path, *flags: str, binary: Path = SERVER_BINARY, start_timeout_s: float = 180.0):
+    def __init__(self, model_dir: Path, *flags: str, binary: Path = SERVER_BINARY, start_timeout_s: float = 180.0,
+                 cores: list[int] | None = None):
+        """`cores`: run the server on these CPU cores only (taskset); None: wherever the system puts it."""
         if not binary.exists():
             raise FileNotFoundError(f"{binary} does not exist: run `make ranker` first")
-        self.proc = subprocess.Popen([str(binary), "--model", str(model_dir), "--port", "0", "--http-port", "0", *flags],
+        prefix = ["taskset", "-c", ",".join(map(str, cores))] if cores else []
+        self.proc = subprocess.Popen([*prefix, str(binary), "--model", str(model_dir), "--port", "0", "--http-port", "0",
+                                      *flags],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._stderr: list[str] = []
         self._listening = threading.Event()

@@ -17,7 +17,7 @@ from data_pipelines.contract import SEQUENCE_FIELDS
 from data_pipelines.dataset import FINAL, REALTIME, DataSet
 from export.job import run_export
 from export.requests import RequestError, RequestSchema, parse_request, random_request, rank
-from export.request_scorer import RequestInputs, RequestLayout, RequestScorer
+from export.request_scorer import RequestInputs, RequestLayout, RequestScorer, merged
 from export.torchscript import to_torchscript
 from export.scorer import CandidateScorer, inputs_from_batch, model_id_features
 from export.artifact import ExportValidationError, export
@@ -91,27 +91,21 @@ def test_the_export_scorer_reproduces_the_training_forward(tiny_streams):
         torch.testing.assert_close(score, by_hand, rtol=1e-6, atol=1e-6)
 
 
-def request_scorer_cases(meta: dict) -> list[RequestInputs]:
+def random_requests(meta: dict) -> list[dict]:
     """Requests of 1, 50 and 200 candidates whose users have sequences of 0, 7 and the model's full
-    length, and a batch of three such requests merged (what the ranker's micro-batcher sends)."""
+    length, the candidates' of random lengths, or none at all."""
+    full = meta["gsus"]["length"]
+    return [random_request(meta, n, user_length, seed=n + user_length, candidate_length=candidate_length)
+            for n, user_length, candidate_length in ((1, 7, None), (50, 0, None), (50, full, None), (200, 7, None),
+                                                     (3, full, 0))]
+
+
+def request_scorer_cases(meta: dict) -> list[RequestInputs]:
+    """`random_requests` as the request scorer's inputs, and three of them merged (what the ranker's
+    micro-batcher sends)."""
     schema = RequestSchema(meta)
-    single = [parse_request(random_request(meta, n, user_length, seed=n + user_length), schema)[1]
-              for n, user_length in ((1, 7), (50, 0), (50, meta["gsus"]["length"]), (200, 7))]
+    single = [parse_request(request, schema)[1] for request in random_requests(meta)]
     return [*single, merged(single[:3])]
-
-
-def merged(requests: list[RequestInputs]) -> RequestInputs:
-    """Requests scored together: the users one after the other, each candidate pointing at its own."""
-    def cat(name: str) -> torch.Tensor:
-        parts = [getattr(r, name) for r in requests]
-        if parts[0].dim() == 4:  # sequences: padded to the longest of the batch
-            longest = max(p.shape[2] for p in parts)
-            parts = [torch.nn.functional.pad(p, (0, 0, 0, longest - p.shape[2])) for p in parts]
-        return torch.cat(parts)
-
-    offsets = torch.tensor([0, *[r.user_ids.shape[0] for r in requests[:-1]]]).cumsum(0)
-    return RequestInputs(*(cat(name) for name in RequestInputs._fields))._replace(
-        candidate_user=torch.cat([r.candidate_user + o for r, o in zip(requests, offsets)]))
 
 
 def test_the_request_scorer_answers_as_the_per_candidate_model(untrained):
@@ -141,6 +135,7 @@ def test_python_eager_torchscript_and_cpp_ranker_agree(exported, tiny_streams, r
     schema = RequestSchema(meta)
     lines = (model_dir / "requests.jsonl").read_text().splitlines()
     assert len(lines) == 4
+    lines += [json.dumps(request) for request in random_requests(meta)]  # sequences of every length, and none
 
     model = eager_model(checkpoints(log_dir)[-1], tiny_streams)
     ids = [f["name"] for f in meta["id_features"]]
@@ -218,12 +213,13 @@ def test_parse_request_lays_out_user_and_candidate_fields(untrained):
     assert x.user_dense.tolist() == [[1.5, 0.25]] and x.dense[1].tolist() == [1.0] * 6
     assert schema.fields_of("user", "sequences") == ["short", "mixed"]
     assert schema.fields_of("candidate", "sequences") == ["long", "aidhard", "livelong"]
-    assert x.user_seq_lengths.tolist() == [[2, 0]] and x.seq_lengths.tolist() == [[1, 0, 0], [2, 0, 0]]
+    assert x.user_seq_lengths.tolist() == [[2, 0]]
     assert x.user_seq_ids[0, 0, :3].tolist() == [[7, 2], [8, 3], [0, 0]]  # padding after the real elements
-    assert x.user_seq_side[0, 0, 1].tolist() == [2, 4, 1]  # gap, watch, domain
-    assert x.seq_side[1, 0, 1].tolist() == [5, 6, 2] and x.user_seq_side[0, 0, 2].tolist() == [0, 0, 0]
-    assert x.seq_ids[1, 0, :3].tolist() == [[9, 4], [9, 4], [0, 0]]
-    assert x.user_seq_ids.shape == (1, 2, 50, 2) and x.seq_side.shape == (2, 3, 50, 3)
+    assert x.user_seq_side[0, 0, 1].tolist() == [2, 4, 1] and x.user_seq_side[0, 0, 2].tolist() == [0, 0, 0]
+    assert x.user_seq_ids.shape == (1, 2, 50, 2)
+    # The candidates' elements jagged: one `long` element of candidate 0, two of candidate 1, nothing else.
+    assert x.seq_ids.tolist() == [[9, 4]] * 3 and x.seq_side.tolist() == [[5, 6, 2]] * 3  # gap, watch, domain
+    assert x.seq_owner.tolist() == [[0, 0], [1, 0], [1, 0]]  # (candidate, GSU among the candidate GSUs)
 
 
 def test_an_export_that_does_not_reproduce_the_eager_model_is_not_kept(untrained, tmp_path):

@@ -69,6 +69,7 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
                            f"bench.serving.formats=[torchscript] bench.service.formats=[torchscript] "
                            f"bench.service.candidates=20 bench.service.distinct_requests=2 bench.service.clients=[2] "
                            f"bench.service.requests_per_client=20 bench.service.seconds=2 bench.service.reload_clients=0 "
+                           f"bench.service.peers=[] "
                            f"bench.pipeline.ray_workers=[]")
     assert result.returncode == 0, result.stderr
     assert "queries/s" in result.stdout and "impressions/s" in result.stdout and "samples/s" in result.stdout

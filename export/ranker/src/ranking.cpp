@@ -9,30 +9,17 @@
 namespace ranker {
 namespace {
 
-int64_t longest(const std::vector<const ValidRequest*>& requests, bool user) {
+int64_t longest_user_sequence(const std::vector<const ValidRequest*>& requests) {
   int64_t most = 1;
   for (const ValidRequest* r : requests)
-    for (int64_t n : (user ? r->user_sequences : r->sequences).lengths) most = std::max(most, n);
+    for (int64_t n : r->user_sequences.lengths) most = std::max(most, n);
   return most;
 }
 
-// Ragged sequences (request.hpp) into [parts, G, L, P] ids and [parts, G, L, S] side buckets from row `row`.
-void copy_sequences(const Sequences& from, int64_t gsus, int64_t length, int64_t id_fields, int64_t row,
-                    at::Tensor& ids, at::Tensor& side, at::Tensor& lengths) {
-  const int64_t side_fields = side.size(-1), fields = id_fields + side_fields;
-  int64_t* id_out = ids.data_ptr<int64_t>();
-  int64_t* side_out = side.data_ptr<int64_t>();
-  int64_t* length_out = lengths.data_ptr<int64_t>() + row * gsus;
-  const int64_t* values = from.values.data();
-  for (size_t k = 0; k < from.lengths.size(); ++k) {
-    const int64_t slot = row * gsus + static_cast<int64_t>(k);  // (part, gsu) in the tensors' first two axes
-    const int64_t n = from.lengths[k];
-    length_out[k] = n;
-    for (int64_t e = 0; e < n; ++e, values += fields) {
-      std::copy(values, values + id_fields, id_out + (slot * length + e) * id_fields);
-      std::copy(values + id_fields, values + fields, side_out + (slot * length + e) * side_fields);
-    }
-  }
+int64_t elements_of(const Sequences& sequences) {
+  int64_t n = 0;
+  for (int64_t length : sequences.lengths) n += length;
+  return n;
 }
 
 }  // namespace
@@ -41,11 +28,13 @@ std::vector<at::Tensor> model_inputs(const std::vector<const ValidRequest*>& req
   const auto& user = meta.user_fields;
   const auto& cand = meta.candidate_fields;
   const int64_t U = static_cast<int64_t>(requests.size());
-  int64_t B = 0;
-  for (const ValidRequest* r : requests) B += r->candidates;
+  int64_t B = 0, E = 0;
+  for (const ValidRequest* r : requests) {
+    B += r->candidates;
+    E += elements_of(r->sequences);
+  }
   const int64_t P = meta.n_id_fields, S = static_cast<int64_t>(meta.sequence_fields.size()) - P;
-  const int64_t Gu = user.sequences.size(), Gc = cand.sequences.size();
-  const int64_t Lu = longest(requests, true), Lc = longest(requests, false);
+  const int64_t Gu = user.sequences.size(), Gc = cand.sequences.size(), Lu = longest_user_sequence(requests);
   const auto i64 = at::TensorOptions().dtype(at::kLong);
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   at::Tensor user_ids = at::empty({U, static_cast<int64_t>(user.ids.size())}, i64);
@@ -55,22 +44,43 @@ std::vector<at::Tensor> model_inputs(const std::vector<const ValidRequest*>& req
   at::Tensor candidate_user = at::empty({B}, i64);
   at::Tensor ids = at::empty({B, static_cast<int64_t>(cand.ids.size())}, i64);
   at::Tensor dense = at::empty({B, static_cast<int64_t>(cand.dense.size())}, f32);
-  at::Tensor seq_ids = at::zeros({B, Gc, Lc, P}, i64), seq_side = at::zeros({B, Gc, Lc, S}, i64);
-  at::Tensor lengths = at::empty({B, Gc}, i64);
+  at::Tensor seq_ids = at::empty({E, P}, i64), seq_side = at::empty({E, S}, i64), seq_owner = at::empty({E, 2}, i64);
+  int64_t* id_out = seq_ids.data_ptr<int64_t>();
+  int64_t* side_out = seq_side.data_ptr<int64_t>();
+  int64_t* owner_out = seq_owner.data_ptr<int64_t>();
   int64_t row = 0;
   for (int64_t u = 0; u < U; ++u) {
     const ValidRequest& r = *requests[u];
     std::copy(r.user_ids.begin(), r.user_ids.end(), user_ids.data_ptr<int64_t>() + u * user_ids.size(1));
     std::copy(r.user_dense.begin(), r.user_dense.end(), user_dense.data_ptr<float>() + u * user_dense.size(1));
-    copy_sequences(r.user_sequences, Gu, Lu, P, u, user_seq_ids, user_seq_side, user_lengths);
+    // The user's sequences padded to the batch's longest: [U, G_u, L_u, P] and [U, G_u, L_u, S].
+    const int64_t* values = r.user_sequences.values.data();
+    for (int64_t g = 0; g < Gu; ++g) {
+      const int64_t n = r.user_sequences.lengths[g];
+      user_lengths.data_ptr<int64_t>()[u * Gu + g] = n;
+      for (int64_t e = 0; e < n; ++e, values += P + S) {
+        std::copy(values, values + P, user_seq_ids.data_ptr<int64_t>() + ((u * Gu + g) * Lu + e) * P);
+        std::copy(values + P, values + P + S, user_seq_side.data_ptr<int64_t>() + ((u * Gu + g) * Lu + e) * S);
+      }
+    }
     std::fill_n(candidate_user.data_ptr<int64_t>() + row, r.candidates, u);
     std::copy(r.ids.begin(), r.ids.end(), ids.data_ptr<int64_t>() + row * ids.size(1));
     std::copy(r.dense.begin(), r.dense.end(), dense.data_ptr<float>() + row * dense.size(1));
-    copy_sequences(r.sequences, Gc, Lc, P, row, seq_ids, seq_side, lengths);
+    // The candidates' elements as they are, jagged, each with its (candidate row, GSU).
+    values = r.sequences.values.data();
+    for (size_t k = 0; k < r.sequences.lengths.size(); ++k) {
+      const int64_t candidate = row + static_cast<int64_t>(k) / Gc, gsu = static_cast<int64_t>(k) % Gc;
+      for (int64_t e = 0; e < r.sequences.lengths[k]; ++e, values += P + S) {
+        id_out = std::copy(values, values + P, id_out);
+        side_out = std::copy(values + P, values + P + S, side_out);
+        *owner_out++ = candidate;
+        *owner_out++ = gsu;
+      }
+    }
     row += r.candidates;
   }
   return {user_ids, user_dense, user_seq_ids, user_seq_side, user_lengths, candidate_user,
-          ids,      dense,      seq_ids,      seq_side,      lengths};
+          ids,      dense,      seq_ids,      seq_side,      seq_owner};
 }
 
 Scores score(const LoadedModel& model, const std::vector<const ValidRequest*>& requests) {

@@ -28,8 +28,9 @@ struct ModelError : std::runtime_error {
 };
 
 // The request scorer's eleven inputs (export/request_scorer.py) for requests scored together: one
-// user row per request, the candidates in request order, and on each side only the sequence
-// positions its longest sequence fills (at least one: positions past every sequence's end change nothing).
+// user row per request with its sequences padded to the batch's longest (at least one position:
+// positions past every sequence's end change nothing), the candidates in request order, and their
+// sequences' elements jagged, each with its (candidate row, GSU).
 std::vector<at::Tensor> model_inputs(const std::vector<const ValidRequest*>& requests, const ModelMeta& meta);
 
 // The model's answer for the requests' candidates, in order: shapes checked against model.json and
