@@ -232,7 +232,8 @@ def run(cfg: DictConfig) -> dict:
         formats = tuple(bc.formats)
         export_formats = tuple(dict.fromkeys([*formats, *([bc.peer_format] if bc.peers else [])]))
         print(f"[bench] exporting the served model ({', '.join(export_formats)}; AOTInductor compiles for ~1 min)")
-        report, inputs = export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), export_formats)
+        report, inputs = export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), export_formats,
+                                            threads=int(bc.intra_op_threads))
         schema = RequestSchema(json.loads(report.meta_path.read_text()))
         request_dicts = requests_from_inputs(inputs, schema, n, prefix="load")
         requests = [request_to_proto(r) for r in request_dicts]
@@ -270,7 +271,7 @@ def run(cfg: DictConfig) -> dict:
                     def re_export():
                         time.sleep(float(bc.seconds) / 4)
                         export_bench_model(cfg, data, model_dir, n * int(bc.distinct_requests), (reload_format,),
-                                           seed=1)
+                                           seed=1, threads=int(bc.intra_op_threads))
                     # Bounded by time only: the clients keep calling until 2 s after the re-export has landed.
                     row = load(server, requests, int(bc.reload_clients), float(bc.seconds), 10 ** 9, during=re_export)
                     figures["reload"] = row

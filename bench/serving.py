@@ -32,7 +32,7 @@ RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
 
 
 def export_bench_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples: int,
-                       formats: tuple[str, ...] = ("torchscript",), seed: int = 0):
+                       formats: tuple[str, ...] = ("torchscript",), seed: int = 0, threads: int = 1):
     """The served architecture with untrained weights (latency does not depend on them), exported to
     `out_dir`; (the export report, scorer inputs of `n_samples` evaluation samples)."""
     bc = cfg.bench.serving
@@ -44,7 +44,8 @@ def export_bench_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples:
         expected = CandidateScorer(model, model_id_features(model))(*validation)
     layout = OmegaConf.to_container(bc.request_layout, resolve=True)
     meta = metadata(model, layout, 10_000, {"run_id": "bench (untrained)"})
-    report = export(model, RequestLayout.of(model, layout), meta, out_dir, validation, expected, formats=formats)
+    report = export(model, RequestLayout.of(model, layout), meta, out_dir, validation, expected, formats=formats,
+                    aoti_threads=threads)
     return report, inputs
 
 
@@ -116,7 +117,8 @@ def run(cfg: DictConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         formats = tuple(bc.formats)
-        report, inputs = export_bench_model(cfg, data, model_dir, max(sizes) * int(bc.requests_per_size), formats)
+        report, inputs = export_bench_model(cfg, data, model_dir, max(sizes) * int(bc.requests_per_size), formats,
+                                            threads=int(bc.threads))
         meta = json.loads(report.meta_path.read_text())
         schema = RequestSchema(meta)
         lines_by_size = {}

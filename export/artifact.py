@@ -140,18 +140,20 @@ def validation_cases(model: MomentCrossModel, layout: RequestLayout, inputs: Can
 
 def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any], out_dir: Path,
            inputs: CandidateInputs, expected: tuple[torch.Tensor, torch.Tensor], tolerance: float = 1e-5,
-           formats: tuple[str, ...] = ("torchscript",)) -> ExportReport:
+           formats: tuple[str, ...] = ("torchscript",), aoti_threads: int = 1) -> ExportReport:
     """Write the model's request scorer in each of `formats`, load every file back, and keep the
     export only if every file reproduces the eager model on `inputs` (the validation batch, with
     `expected` its probabilities and scores) within `tolerance`, as single-sample requests and as
-    two users' requests (`validation_cases`)."""
+    two users' requests (`validation_cases`). `aoti_threads`: the intra-op threads the AOTInductor
+    package is compiled for (the ranker's --intra-op-threads)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scorer = RequestScorer(model, layout).eval()
     cases = validation_cases(model, layout, inputs, expected)
     example = cases[2][0]  # two users, full positions: no axis the export could take for a constant
     writers: dict[str, Callable[[Path], Callable]] = {
         "torchscript": lambda path: torchscript.save_torchscript(scorer, path),
-        "aoti": lambda path: aoti.save_aoti(scorer, path, example, int(meta.get("max_candidates", len(inputs)))),
+        "aoti": lambda path: aoti.save_aoti(scorer, path, example, int(meta.get("max_candidates", len(inputs))),
+                                            aoti_threads),
     }
     staged: dict[str, Path] = {}
     diffs: dict[str, tuple[float, float]] = {}
@@ -172,6 +174,7 @@ def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any],
         raise
     files = {fmt: out_dir / FILE_NAMES[fmt] for fmt in formats}
     meta = {**meta, "files": {fmt: path.name for fmt, path in files.items()},
+            **({"aoti": {"threads": aoti_threads}} if "aoti" in formats else {}),
             "fbgemm_operators": torchscript.fbgemm_operators(loaded["torchscript"]) if "torchscript" in loaded else [],
             "validation": {"samples": len(inputs), "tolerance": tolerance,
                            "max_abs_diff_probabilities": max(d[0] for d in diffs.values()),

@@ -92,7 +92,7 @@ def run_export(cfg: DictConfig) -> tuple[ExportReport, dict[str, Any]]:
     name = cfg.name or run_cfg.get("run_name") or checkpoint.parent.name
     out_dir = Path(cfg.paths.artifacts_dir) / name
     report = export(model, RequestLayout.of(model, layout), meta, out_dir, inputs, expected,
-                    float(cfg.validate.tolerance), formats_of(str(cfg.format)))
+                    float(cfg.validate.tolerance), formats_of(str(cfg.format)), int(cfg.aoti_threads))
 
     meta = json.loads(report.meta_path.read_text())  # as written, with what validation added
     sample = requests_from_inputs(inputs, RequestSchema(meta), int(cfg.sample_requests.candidates), prefix=name)
