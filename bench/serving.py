@@ -1,4 +1,6 @@
-"""Serving latency: the same requests through the C++ ranker (each export format) and through the Python TorchScript call.
+"""Serving latency: the same requests through the C++ ranker's JSON tool (each export format), and the
+model's own cost: the forward before and after the request-level scorer, its FLOPs and the
+single-core bound they imply.
 
 The model has the default architecture (conf/model, conf/cross) with the world's table sizes, freshly
 initialised: latency does not depend on trained weights, and the benchmark needs no training run.
@@ -16,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench.data import ensure_shards
 from data_pipelines.dataset import FINAL, REALTIME, DataSet
-from export.requests import RequestSchema, parse_request, rank, requests_from_inputs
-from export.request_scorer import RequestLayout
+from export.requests import RequestSchema, parse_request, requests_from_inputs
+from export.request_scorer import RequestLayout, RequestScorer
 from export.scorer import CandidateScorer, inputs_from_batch, model_id_features
+from export.torchscript import to_torchscript
 from export.artifact import export, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
@@ -31,18 +35,24 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
 
 
-def export_bench_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples: int,
-                       formats: tuple[str, ...] = ("torchscript",), seed: int = 0, threads: int = 1):
-    """The served architecture with untrained weights (latency does not depend on them), exported to
-    `out_dir`; (the export report, scorer inputs of `n_samples` evaluation samples)."""
+def bench_model(cfg: DictConfig, data: DataSet, seed: int = 0):
+    """The served architecture (bench.serving's model and cross) with the world's tables and untrained
+    weights (latency does not depend on them), and its request layout."""
     bc = cfg.bench.serving
     torch.manual_seed(seed)
     model = model_from_config(bc, data.manifest(REALTIME), embedding_device="cpu").eval()
+    return model, OmegaConf.to_container(bc.request_layout, resolve=True)
+
+
+def export_bench_model(cfg: DictConfig, data: DataSet, out_dir: Path, n_samples: int,
+                       formats: tuple[str, ...] = ("torchscript",), seed: int = 0, threads: int = 1):
+    """`bench_model` exported to `out_dir`; (the export report, per-candidate inputs of the last
+    `n_samples` evaluation samples)."""
+    model, layout = bench_model(cfg, data, seed)
     inputs = inputs_from_batch(latest_samples(data, n_samples), model)
     validation = inputs.slice(0, 256)
     with torch.no_grad():
         expected = CandidateScorer(model, model_id_features(model))(*validation)
-    layout = OmegaConf.to_container(bc.request_layout, resolve=True)
     meta = metadata(model, layout, 10_000, {"run_id": "bench (untrained)"})
     report = export(model, RequestLayout.of(model, layout), meta, out_dir, validation, expected, formats=formats,
                     aoti_threads=threads)
@@ -73,26 +83,57 @@ def _percentiles(ms: list[float]) -> tuple[float, float]:
     return at(0.5), at(0.99)
 
 
-def _python_figures(model_path: Path, schema: RequestSchema, lines: list[str], tasks: list[str],
-                    repeat: int, warmup: int) -> dict:
-    module = torch.jit.load(str(model_path))
-    total, forward = [], []
-    for r in range(warmup + repeat):
-        for line in lines:
+def _median_ms(call, args, repeat: int, warmup: int) -> float:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            call(*args)
+        times = []
+        for _ in range(repeat):
             t0 = time.perf_counter()
-            request_id, inputs = parse_request(line, schema)
-            t1 = time.perf_counter()
-            with torch.inference_mode():
-                probabilities, score = module(*inputs)
-            t2 = time.perf_counter()
-            json.dumps(rank(request_id, probabilities, score, tasks))
-            t3 = time.perf_counter()
-            if r >= warmup:
-                total.append((t3 - t0) * 1e3)
-                forward.append((t2 - t1) * 1e3)
-    p50, p99 = _percentiles(total)
-    return {"p50_ms": p50, "p99_ms": p99, "forward_p50_ms": _percentiles(forward)[0],
-            "candidates_per_s": len(json.loads(lines[0])["candidates"]) / (np.mean(total) / 1e3)}
+            call(*args)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def _flops(module, args) -> int:
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        module(*args)
+    return counter.get_total_flops()
+
+
+def gemm_flops_per_s(repeat: int = 20) -> float:
+    """What this process's threads multiply at: float32 GEMMs of the first level's shape (200 x 424
+    by 424 x 918), the bulk of the model's arithmetic."""
+    a, b = torch.randn(200, 424), torch.randn(424, 918)
+    return 2 * 200 * 424 * 918 / (_median_ms(torch.mm, (a, b), repeat, 3) / 1e3)
+
+
+def model_cost(cfg: DictConfig, data: DataSet, requests: dict[int, list[dict]], schema: RequestSchema,
+               repeat: int, warmup: int, model_dir: Path, formats: tuple[str, ...]) -> dict[int, dict]:
+    """Per request size: the forward before (the per-candidate model, every candidate a whole sample,
+    as exported before the request scorer) and after (the request scorer, each format), timed from
+    Python on the same requests; the FLOPs of each per request and per candidate (matrix products, as
+    torch's FLOP counter counts them); and the single-core bound those FLOPs imply at this machine's
+    GEMM rate."""
+    model, layout_dict = bench_model(cfg, data)
+    layout = RequestLayout.of(model, layout_dict)
+    ids, gsus = model_id_features(model), list(model.gsu_names)
+    eager_before, eager_after = CandidateScorer(model, ids).eval(), RequestScorer(model, layout).eval()
+    before = to_torchscript(eager_before)
+    after = {"torchscript": torch.jit.load(str(model_dir / "model.pt"))} if "torchscript" in formats else {}
+    if "aoti" in formats:
+        after["aoti"] = torch._inductor.aoti_load_package(str(model_dir / "model.pt2"))
+    rate = gemm_flops_per_s()
+    figures = {}
+    for n, batch in requests.items():
+        request = parse_request(batch[0], schema)[1].trimmed()
+        per_candidate = layout.join(request, ids, gsus)
+        flops_before, flops_after = _flops(eager_before, per_candidate), _flops(eager_after, request)
+        figures[n] = {"before_ms": _median_ms(before, per_candidate, repeat, warmup),
+                      **{f"after_{fmt}_ms": _median_ms(m, request, repeat, warmup) for fmt, m in after.items()},
+                      "flops_before": flops_before, "flops_after": flops_after,
+                      "bound_ms": flops_after / rate * 1e3, "gemm_gflops": rate / 1e9}
+    return figures
 
 
 def ensure_ranker() -> None:
@@ -134,20 +175,29 @@ def run(cfg: DictConfig) -> dict:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)  # as the ranker runs
         try:
-            python = {n: _python_figures(report.files["torchscript"], schema, lines, meta["tasks"], int(bc.repeat),
-                                         int(bc.warmup)) for n, lines in lines_by_size.items()} \
-                if "torchscript" in formats else {}
+            cost = model_cost(cfg, data, {n: [json.loads(l) for l in lines] for n, lines in lines_by_size.items()},
+                              schema, int(bc.repeat), int(bc.warmup), model_dir, formats)
         finally:
             torch.set_num_threads(before)
 
     print(f"serving ({cfg.world.name} world tables, {len(meta['gsus']['names'])} GSUs x {meta['gsus']['length']}, "
-          f"{threads} intra-op thread(s), {bc.requests_per_size} requests x {bc.repeat} repeats per size; "
-          f"end to end = parse + validate + score + rank + JSON)")
+          f"{threads} intra-op thread(s), {bc.requests_per_size} requests x {bc.repeat} repeats per size, from the "
+          f"end of the evaluation stream; end to end = parse + validate + score + rank + JSON)")
     print(f"  {'candidates':>10}  {'':<26} {'p50 ms':>8} {'p99 ms':>8} {'forward p50':>12} {'candidates/s':>13}")
     for n in sizes:
-        rows = [(f"C++ ranker, {fmt}", cpp[fmt][n]) for fmt in formats]
-        rows += [("Python TorchScript call", python[n])] if python else []
-        for name, f in rows:
-            print(f"  {n:>10}  {name:<26} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['forward_p50_ms']:>12.2f} "
-                  f"{f['candidates_per_s']:>13,.0f}")
-    return {"cpp": cpp, "python": python}
+        for fmt in formats:
+            f = cpp[fmt][n]
+            print(f"  {n:>10}  {'C++ ranker, ' + fmt:<26} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} "
+                  f"{f['forward_p50_ms']:>12.2f} {f['candidates_per_s']:>13,.0f}")
+    print(f"model cost (forward from Python, median; before = the per-candidate model every candidate a whole "
+          f"sample, after = the request scorer; FLOPs of the matrix products; bound = FLOPs at this machine's "
+          f"{cost[sizes[0]]['gemm_gflops']:.0f} GFLOP/s float32 GEMM rate on {threads} thread(s))")
+    after_columns = [f"after_{fmt}_ms" for fmt in formats]
+    print(f"  {'candidates':>10} {'before ms':>10} " + " ".join(f"{'after ' + fmt + ' ms':>17}" for fmt in formats)
+          + f" {'MFLOP/request before':>21} {'after':>8} {'kFLOP/cand. before':>19} {'after':>8} {'bound ms':>9}")
+    for n in sizes:
+        c = cost[n]
+        print(f"  {n:>10} {c['before_ms']:>10.2f} " + " ".join(f"{c[k]:>17.2f}" for k in after_columns)
+              + f" {c['flops_before'] / 1e6:>21.1f} {c['flops_after'] / 1e6:>8.1f} {c['flops_before'] / n / 1e3:>19.0f}"
+              f" {c['flops_after'] / n / 1e3:>8.0f} {c['bound_ms']:>9.2f}")
+    return {"cpp": cpp, "model_cost": cost}

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torchrec.fx
 
-from export.scorer import CandidateScorer
+from torch import nn
 
 # TorchRec asks torch.fx "are we tracing?" in every eager forward, which makes torch log a one-time
 # notice about torch.export meant for torch's own developers.
@@ -18,7 +18,7 @@ logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 FILE_NAME = "model.pt"
 
 
-def to_torchscript(scorer: CandidateScorer) -> torch.jit.ScriptModule:
+def to_torchscript(scorer: nn.Module) -> torch.jit.ScriptModule:
     """TorchRec's fx tracer turns the KeyedJaggedTensor plumbing into a graph TorchScript compiles.
 
     TorchScript's deprecation and the tracer's notices are known (README: the torch.export path) and
@@ -35,7 +35,7 @@ def fbgemm_operators(module: torch.jit.ScriptModule) -> list[str]:
     return sorted(set(re.findall(r"fbgemm::\w+", str(module.inlined_graph))))
 
 
-def save_torchscript(scorer: CandidateScorer, path: Path) -> torch.jit.ScriptModule:
+def save_torchscript(scorer: nn.Module, path: Path) -> torch.jit.ScriptModule:
     """Writes the TorchScript file and returns it as loaded back from disk (what a ranker will run)."""
     to_torchscript(scorer).save(str(path))
     return torch.jit.load(str(path))

@@ -76,7 +76,7 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     assert "TorchRec (DMP, fused RowWiseAdagrad)" in result.stdout and "speed-up" in result.stdout
     assert "layers after the lookups alone" in result.stdout
     assert "precision 32-true" in result.stdout and "precision bf16-mixed" in result.stdout
-    assert "C++ ranker" in result.stdout and "Python TorchScript call" in result.stdout
+    assert "C++ ranker" in result.stdout and "model cost" in result.stdout and "bound ms" in result.stdout
     assert "service load test" in result.stdout  # a reload under load: tests/test_ranker_service.py
     assert "history + streams (tiny" in result.stdout and "local    history" in result.stdout
 
@@ -85,3 +85,19 @@ def test_ingest_failure_is_one_clear_line(tmp_path):
     result = make("ingest", f"ARGS=data.source_dir={tmp_path / 'nowhere'} paths.data_dir={tmp_path}")
     assert result.returncode != 0
     assert "ingest failed: room: file not found:" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_service_bench_measures_the_peers_beside_the_ranker(tmp_path):
+    """Ray Serve and PyTriton serve the same export (PyTriton from its own environment, made by
+    `make setup-peers` when missing), answer the first request as the ranker does (the bench refuses
+    otherwise), and get a row and a ratio each."""
+    base = f"world=tiny paths.data_dir={tmp_path} paths.reports_dir={tmp_path}/reports progress=false"
+    result = make("bench", f"ARGS={base} bench.run=[service] bench.service.formats=[torchscript] "
+                           f"bench.service.peer_format=torchscript bench.service.candidates=20 "
+                           f"bench.service.distinct_requests=2 bench.service.clients=[2] "
+                           f"bench.service.requests_per_client=10 bench.service.seconds=2 bench.service.reload_clients=0")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "C++ ranker (torchscript)" in result.stdout
+    assert "Ray Serve (torchscript)" in result.stdout and "PyTriton (torchscript)" in result.stdout
+    assert "ray_serve: x" in result.stdout and "pytriton: x" in result.stdout
