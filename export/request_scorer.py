@@ -184,7 +184,7 @@ class RequestLayout:
         seq_side[:, user_g, :user_length] = inputs.user_seq_side[u]
         lengths[:, user_g] = inputs.user_seq_lengths[u]
         cand_g = torch.tensor([gsu_names.index(name) for name in self.candidate_gsus], dtype=torch.long)
-        model_g = cand_g[inputs.seq_owner[:, 1]] if bag.numel() else inputs.seq_owner[:, 1]
+        model_g = cand_g[inputs.seq_owner[:, 1]]  # each element's GSU in the model's order
         seq_ids[inputs.seq_owner[:, 0], model_g, position] = inputs.seq_ids
         seq_side[inputs.seq_owner[:, 0], model_g, position] = inputs.seq_side
         lengths[:, cand_g] = candidate_lengths

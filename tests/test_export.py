@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from data_pipelines.contract import SEQUENCE_FIELDS
 from data_pipelines.dataset import FINAL, REALTIME, DataSet
@@ -20,7 +21,7 @@ from export.requests import RequestError, RequestSchema, parse_request, random_r
 from export.request_scorer import RequestInputs, RequestLayout, RequestScorer, merged
 from export.torchscript import to_torchscript
 from export.scorer import CandidateScorer, inputs_from_batch, model_id_features
-from export.artifact import ExportValidationError, export
+from export.artifact import ExportValidationError, export, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
@@ -75,10 +76,10 @@ def _run_ranker_bytes(binary: Path, model_dir: Path, data: bytes, *flags: str) -
 
 def test_the_export_scorer_reproduces_the_training_forward(tiny_streams):
     """The tensor-only layout (padded sequences + lengths) gives what the training layout gives,
-    for the full model and for an ablation that drops GSUs."""
+    for the full model, an ablation that drops GSUs, and the model without any (cross=none)."""
     manifest = tiny_streams.manifest(REALTIME)
     batch = next(iter(make_loader(ShardDataset(tiny_streams.stream(FINAL), 64))))
-    for cross in (["cross=all"], ["cross=all", "cross.gsu_names=[long,mixed]"]):
+    for cross in (["cross=all"], ["cross=all", "cross.gsu_names=[long,mixed]"], ["cross=none"]):
         torch.manual_seed(0)
         model = model_from_config(compose_config("train", [*job_paths(tiny_streams), *cross]), manifest,
                                   embedding_device="cpu").eval()
@@ -123,6 +124,27 @@ def test_the_request_scorer_answers_as_the_per_candidate_model(untrained):
             for got in (scorer(*inputs), scripted(*inputs), scripted(*inputs.trimmed())):
                 for e, g in zip(expected, got):
                     torch.testing.assert_close(g, e, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("gsus", [[], ["long", "livelong"], ["short"]], ids=["no_gsu", "no_user_gsu", "no_candidate_gsu"])
+def test_the_request_scorer_answers_as_the_per_candidate_model_for_ablations(tiny_streams, gsus):
+    """Models without some GSUs (the ablations' `cross.gsu_names`): no attention at all, none over
+    the user's sequences, none over the candidates'."""
+    torch.manual_seed(0)
+    cross = ["cross=none"] if not gsus else [f"cross.gsu_names=[{','.join(gsus)}]", "cross.contrastive.enabled=false"]
+    model = model_from_config(compose_config("train", [*job_paths(tiny_streams), *cross]),
+                              tiny_streams.manifest(REALTIME), embedding_device="cpu").eval()
+    user = OmegaConf.to_container(compose_config("export", job_paths(tiny_streams)).request_layout)
+    user["sequences"] = [g for g in user["sequences"] if g in model.gsu_names]  # as make export drops them
+    meta = metadata(model, user, max_candidates=1000, training={"run_id": "ablation"})
+    ids = [f["name"] for f in meta["id_features"]]
+    layout = RequestLayout.of(model, user)
+    reference, scripted = CandidateScorer(model, ids).eval(), to_torchscript(RequestScorer(model, layout))
+    for inputs in request_scorer_cases(meta):
+        with torch.no_grad():
+            expected = reference(*layout.join(inputs, ids, list(model.gsu_names)))
+            for e, g in zip(expected, scripted(*inputs)):
+                torch.testing.assert_close(g, e, rtol=0, atol=TOLERANCE)
 
 
 @pytest.mark.slow

@@ -96,6 +96,8 @@ class EmbeddingLookup(nn.Module):
         looked_up = ordered_values(self.sequence_ebc(sequence_ids), self.sequence_features)
         # One split, not two slices: its backward writes the kernel's gradient in a single pass.
         target, elements = torch.split(looked_up, [batch_size, looked_up.shape[0] - batch_size])
+        if not self.sequence_width:  # no GSU (cross=none): nothing to view, and L cannot be read off
+            return pooled, target, elements.new_zeros(batch_size, 0, 0)
         return pooled, target, elements.view(batch_size, -1, self.sequence_width)
 
 

@@ -105,22 +105,31 @@ class Reading {
     return 0;
   }
 
-  SequenceInput sequence(ondemand::value value, const std::string& where) {
-    SequenceInput sequence;
-    ondemand::object fields;
-    if (value.get_object().get(fields)) {
+  // fn(name, value) for each member of the object `value` (a repeated key is refused); a value
+  // that is not an object is noted as "<where> must be an object".
+  template <typename Fn>
+  void members(ondemand::value value, const std::string& where, Fn&& fn) {
+    ondemand::object object;
+    if (value.get_object().get(object)) {
       note(where + " must be an object");
-      return sequence;
+      return;
     }
     Keys keys;
-    for (auto item : fields) {
+    for (auto item : object) {
       ondemand::field field;
       check(std::move(item).get(field));
       const std::string_view name = keys.next(field);
+      fn(name, field.value());
+    }
+  }
+
+  SequenceInput sequence(ondemand::value value, const std::string& where) {
+    SequenceInput sequence;
+    members(value, where, [&](std::string_view name, ondemand::value field) {
       ondemand::array array;
-      if (field.value().get_array().get(array)) {
+      if (field.get_array().get(array)) {
         note(where + "." + std::string(name) + " must be an array");
-        continue;
+        return;
       }
       std::vector<int64_t> values;
       size_t i = 0;
@@ -131,44 +140,26 @@ class Reading {
         ++i;
       }
       sequence.fields.emplace_back(name, std::move(values));
-    }
+    });
     return sequence;
   }
 
   PartInput part(ondemand::value value, const std::string& where) {
     PartInput part;
-    ondemand::object sections;
-    if (value.get_object().get(sections)) {
-      note(where + " must be an object");
-      return part;
-    }
-    Keys keys;
     std::string_view unknown;
-    for (auto item : sections) {
-      ondemand::field field;
-      check(std::move(item).get(field));
-      const std::string_view section = keys.next(field);
+    members(value, where, [&](std::string_view section, ondemand::value entries) {
       if (section != "ids" && section != "dense" && section != "sequences") {
         if (unknown.empty() || section < unknown) unknown = section;
-        continue;
+        return;
       }
       const std::string at = where + "." + std::string(section);
-      ondemand::object members;
-      if (field.value().get_object().get(members)) {
-        note(at + " must be an object");
-        continue;
-      }
-      Keys names;
-      for (auto member : members) {
-        ondemand::field entry;
-        check(std::move(member).get(entry));
-        const std::string_view name = names.next(entry);
+      members(entries, at, [&](std::string_view name, ondemand::value entry) {
         auto path = [&] { return at + "." + std::string(name); };
-        if (section == "ids") part.ids.emplace_back(name, id(entry.value(), path));
-        else if (section == "dense") part.dense.emplace_back(name, dense(entry.value(), path));
-        else part.sequences.emplace_back(name, sequence(entry.value(), path()));
-      }
-    }
+        if (section == "ids") part.ids.emplace_back(name, id(entry, path));
+        else if (section == "dense") part.dense.emplace_back(name, dense(entry, path));
+        else part.sequences.emplace_back(name, sequence(entry, path()));
+      });
+    });
     if (!unknown.empty()) note(where + ": unexpected field '" + std::string(unknown) + "'");
     return part;
   }
