@@ -9,6 +9,7 @@ Only the standard library and NumPy, so that a peer's own environment can run it
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from contextlib import AbstractContextManager
@@ -76,3 +77,10 @@ def pin_to(cores: list[int] | None) -> None:
     """Run this process (and what it starts afterwards) on `cores` only; None leaves it as it is."""
     if cores:
         os.sched_setaffinity(0, set(cores))
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server started next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,8 +28,6 @@ from export.ranker.proto import ranker_pb2
 from export.requests import RequestSchema, requests_from_inputs
 from export.server_process import RankerServer
 
-ROOT = Path(__file__).resolve().parents[1]
-PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 TOLERANCE = 1e-5  # a peer must answer as the ranker does
 
 
@@ -101,100 +98,19 @@ def _ray_serve_rows(model_dir: Path, requests: list, expected: ranker_pb2.RankRe
     return rows
 
 
-def ensure_peers() -> None:
-    """`make setup-peers` when the peers' environment is missing."""
-    if not PEERS_PYTHON.exists():
-        print("[bench] make setup-peers (PyTriton's environment, .venv-peers)")
-        subprocess.run(["make", "--no-print-directory", "setup-peers"], cwd=ROOT, check=True, capture_output=True)
-
-
-def _triton_requests(path: Path, requests: list[dict], schema: RequestSchema) -> None:
-    """The requests as the PyTriton peer's inputs (bench/peers/triton_server.py): each array's first
-    axis the request; every sequence padded to the model's length, with its length beside it."""
-    fields = schema.sequence_fields
-
-    def sequences(parts: list[dict], owner: str) -> tuple[np.ndarray, np.ndarray]:
-        gsus = schema.fields_of(owner, "sequences")
-        padded = np.zeros((len(parts), len(gsus), schema.seq_len, len(fields)), dtype=np.int64)
-        lengths = np.zeros((len(parts), len(gsus)), dtype=np.int64)
-        for i, part in enumerate(parts):
-            for g, name in enumerate(gsus):
-                elements = np.array([part["sequences"][name][f] for f in fields], dtype=np.int64).T
-                lengths[i, g] = len(elements)
-                padded[i, g, :len(elements)] = elements.reshape(-1, len(fields))
-        return padded, lengths
-
-    def named(parts: list[dict], owner: str, section: str, dtype) -> np.ndarray:
-        return np.array([[part[section][f] for f in schema.fields_of(owner, section)] for part in parts], dtype=dtype)
-
-    arrays: dict[str, list] = {}
-    p = schema.n_id_fields
-    for request in requests:
-        user_seq, user_lengths = sequences([request["user"]], "user")
-        seq, lengths = sequences(request["candidates"], "candidate")
-        one = {"user_ids": named([request["user"]], "user", "ids", np.int64)[0],
-               "user_dense": named([request["user"]], "user", "dense", np.float32)[0],
-               "user_seq_ids": user_seq[0, ..., :p], "user_seq_side": user_seq[0, ..., p:], "user_seq_lengths": user_lengths[0],
-               "ids": named(request["candidates"], "candidate", "ids", np.int64),
-               "dense": named(request["candidates"], "candidate", "dense", np.float32),
-               "seq_ids": seq[..., :p], "seq_side": seq[..., p:], "seq_lengths": lengths}
-        for name, value in one.items():
-            arrays.setdefault(name, []).append(value)
-    np.savez(path, **{name: np.stack(values) for name, values in arrays.items()})
-
-
 def _pytriton_rows(model_dir: Path, requests: list[dict], schema: RequestSchema, expected: ranker_pb2.RankResponse,
                    bc: DictConfig, max_batch_requests: int, work_dir: Path) -> dict:
-    from bench.peers.ray_serve import _free_port  # noqa: PLC2701 (a free loopback port, as there)
+    from bench.peers.pytriton_peer import PyTritonRanker
 
-    ensure_peers()
-    npz = work_dir / "triton_requests.npz"
-    _triton_requests(npz, requests, schema)
-    grpc_port = _free_port()
-    libdir = subprocess.run([str(PEERS_PYTHON), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    # Triton's Python-backend stub links libpython by name: the interpreter's own, not the system's.
-    env = {**os.environ, "LD_LIBRARY_PATH": libdir, "PYTHONPATH": str(ROOT)}
-    prefix = ["taskset", "-c", ",".join(map(str, bc.server_cores))] if bc.server_cores else []
-    log_path = work_dir / "pytriton.log"
-    log = log_path.open("w")
-    server = subprocess.Popen([*prefix, str(PEERS_PYTHON), str(ROOT / "bench" / "peers" / "triton_server.py"),
-                               str(model_dir), "--format", str(bc.peer_format), "--candidates",
-                               str(len(requests[0]["candidates"])), "--max-batch-requests", str(max_batch_requests),
-                               "--threads", str(bc.intra_op_threads), "--grpc-port", str(grpc_port),
-                               "--http-port", str(_free_port()), "--metrics-port", str(_free_port())],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     rows = {}
-    try:
-        deadline = time.monotonic() + 180
-        while "serving\n" not in log_path.read_text():  # the server's own line, among Triton's
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"PyTriton did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-        def load_run(*flags: str) -> dict:
-            result = subprocess.run([str(PEERS_PYTHON), "-m", "bench.peers.triton_load", f"127.0.0.1:{grpc_port}",
-                                     str(npz), *flags], env=env, capture_output=True, text=True, timeout=600)
-            if result.returncode != 0:
-                raise SystemExit(f"the PyTriton load run failed:\n{result.stderr[-3000:]}")
-            return json.loads(result.stdout.strip().splitlines()[-1])
-
-        _check_same_answer("PyTriton", load_run("--clients", "1", "--seconds", "1", "--per-client", "1",
-                                                "--first-answer")["score"], expected)
-        cores = ["--cores", *map(str, bc.client_cores)] if bc.client_cores else []
+    cores = list(bc.client_cores) if bc.client_cores else None
+    with PyTritonRanker(model_dir, requests, schema, str(bc.peer_format), int(bc.intra_op_threads), max_batch_requests,
+                        list(bc.server_cores) if bc.server_cores else None, work_dir) as server:
+        _check_same_answer("PyTriton", server.first_scores(), expected)
         for clients in bc.clients:
-            load_run("--clients", "1", "--seconds", "5", "--per-client", "10", *cores)  # warm up
-            rows[int(clients)] = load_run("--clients", str(clients), "--seconds", str(bc.seconds),
-                                          "--per-client", str(bc.requests_per_client), *cores)
+            server.load(1, 5.0, 10, cores)  # warm up
+            rows[int(clients)] = server.load(int(clients), float(bc.seconds), int(bc.requests_per_client), cores)
             _print(f"PyTriton ({bc.peer_format})", rows[int(clients)])
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        log.close()
     return rows
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ray import serve
 from export.ranker.proto import ranker_pb2, ranker_pb2_grpc
 from export.request_scorer import merged
 from export.requests import RequestSchema
+from bench.load import free_port
 from bench.peers.inputs import request_inputs
 
 APPLICATION = "ranker"
@@ -68,19 +68,13 @@ class Ranker:
         return answers
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RayServeRanker:
     """`with RayServeRanker(model_dir, ...) as server: drive(server.clients(requests), ...)` — a Ray head of its own on
     loopback, pinned to `cores`, with the deployment running; everything stopped on exit."""
 
     def __init__(self, model_dir: Path, model_format: str, threads: int, max_batch_requests: int,
                  cores: list[int] | None):
-        self.grpc_port = _free_port()
+        self.grpc_port = free_port()
         try:
             # Ray's processes inherit this process's cores when they start: the server's, for that moment.
             clients_cores = os.sched_getaffinity(0)
@@ -91,7 +85,7 @@ class RayServeRanker:
                          log_to_driver=False, configure_logging=False)
             finally:
                 os.sched_setaffinity(0, clients_cores)
-            serve.start(http_options={"host": "127.0.0.1", "port": _free_port()},
+            serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
                         grpc_options={"port": self.grpc_port, "grpc_servicer_functions": [SERVICER]})
             deployment = serve.deployment(Ranker, ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
             serve.run(deployment.bind(str(model_dir), model_format, threads, max_batch_requests), name=APPLICATION,

@@ -2,7 +2,7 @@
 that runs the request scorer. Run in the peers' own environment (`make setup-peers`: PyTriton needs
 numpy<2 and protobuf<7), so it imports nothing of the project but the model files:
 
-    .venv-peers/bin/python bench/peers/triton_server.py MODEL_DIR --candidates 200 --grpc-port P ...
+    PYTHONPATH=. .venv-peers/bin/python -m bench.peers.triton_server MODEL_DIR --candidates 200 --grpc-port P ...
 
 Triton batches requests along a first axis that every input shares, so a request travels as one
 batch item: the user's inputs as they are, the candidates' with a leading axis of one and every
