@@ -30,7 +30,7 @@ from recsys.model.factory import build_head, build_model, specs
 from recsys.model.inputs import ModelInput, sequence_bags
 from recsys.model.losses import task_losses
 from recsys.model.moment_cross import MomentCrossModel
-from recsys.train.precision import forward_context
+from recsys.train.precision import forward_context, warn_if_emulated
 from recsys.train.strategy import distributed_model, ensure_process_group
 
 EMBEDDING_OPS = ("embedding", "fbgemm", "lookup")  # profiler op names that are lookups or their backward
@@ -217,6 +217,8 @@ def run(cfg: DictConfig) -> dict:
           f"dim {model.embedding_dim}, {sum(len(fs) for fs in model.pooled_tables.values())} pooled features, "
           f"PLE x{model.multitask['n_levels']}, {torch.get_num_threads()} threads)")
     results = []
+    for precision in bc.precisions:
+        warn_if_emulated(precision, "cpu")
     for item_rows, precision in itertools.product([bc.item_rows, *bc.more_item_rows], bc.precisions):
         r = compare(bc, int(item_rows), precision)
         results.append(r)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from recsys.machine import describe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,8 +72,19 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
                            f"bench.service.candidates=20 bench.service.distinct_requests=2 bench.service.clients=[2] "
                            f"bench.service.requests_per_client=20 bench.service.seconds=2 bench.service.reload_clients=0 "
                            f"bench.service.peers=[] "
-                           f"bench.pipeline.ray_workers=[]")
+                           f"bench.pipeline.ray_workers=[] bench.output={tmp_path}/bench.json")
     assert result.returncode == 0, result.stderr
+    machine = describe()  # the figures name their machine first, and the load before and after
+    first = result.stdout.splitlines()[1]  # after make's echo of the command
+    assert first.startswith(f"machine: {machine.cpu}, {machine.cores} cores") and "bfloat16 products " in first
+    assert result.stdout.splitlines()[2].startswith("load average: ") and "load average at the end: " in result.stdout
+    run = json.loads((tmp_path / "bench.json").read_text())
+    assert run["machine"]["cpu"] == machine.cpu and run["machine"]["features"] == machine.features
+    assert set(run["figures"]) == {"history_store", "streams", "pipeline", "training", "online", "serving", "service"}
+    compared = subprocess.run([sys.executable, "-m", "bench.compare", str(tmp_path / "bench.json"),
+                               str(tmp_path / "bench.json")], cwd=ROOT, capture_output=True, text=True, check=True)
+    ratios = [line.split()[-1] for line in compared.stdout.splitlines()[3:] if line.split()[-1] != "-"]
+    assert len(ratios) > 20 and set(ratios) == {"1.00"}  # a run against itself
     assert "queries/s" in result.stdout and "impressions/s" in result.stdout and "samples/s" in result.stdout
     assert "TorchRec (DMP, fused RowWiseAdagrad)" in result.stdout and "speed-up" in result.stdout
     assert "layers after the lookups alone" in result.stdout

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from bench.training import reference_model
 from recsys.model.cross import info_nce
-from recsys.train.precision import cpu_multiplies_bf16_natively, forward_context, warn_if_emulated
+from recsys.machine import cpu_flags, describe, multiplies_bf16_natively
+from recsys.train.precision import forward_context, warn_if_emulated
 from tests.conftest import small_bench_reference
 
 
@@ -79,20 +80,47 @@ def test_an_unknown_precision_is_named():
         forward_context("16-mixed")
 
 
+ZEN4 = "processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+SAPPHIRE_RAPIDS = "model name\t: Intel(R) Xeon(R) Platinum 8480C\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
+SKYLAKE = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6148\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n"
+           "bugs\t\t: avx512_bf16_is_not_a_flag_here\n")
+ZEN2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx avx2 fma\n"
+GRAVITON3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\nCPU part\t: 0xd40\n"
+GRAVITON2 = "processor\t: 0\nFeatures\t: fp asimd asimddp\n"
+
+
 def test_bf16_mixed_on_a_cpu_without_native_bfloat16_is_warned_about(tmp_path, caplog):
-    zen4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
-    sapphire_rapids = "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
-    skylake = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\nbugs\t\t: avx512_bf16_is_not_a_flag_here\n"
-    graviton3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
-    graviton2 = "processor\t: 0\nFeatures\t: fp asimd asimddp\n"
-    assert all(cpu_multiplies_bf16_natively(c) for c in (zen4, sapphire_rapids, graviton3))
-    assert not cpu_multiplies_bf16_natively(skylake) and not cpu_multiplies_bf16_natively(graviton2)
+    assert all(multiplies_bf16_natively(cpu_flags(c)) for c in (ZEN4, SAPPHIRE_RAPIDS, GRAVITON3))
+    assert not any(multiplies_bf16_natively(cpu_flags(c)) for c in (SKYLAKE, ZEN2, GRAVITON2))
 
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(skylake)
-    assert warn_if_emulated("bf16-mixed", "cpu", cpuinfo)
-    assert "they are emulated here" in caplog.text
-    assert not warn_if_emulated("32-true", "cpu", cpuinfo)
-    assert not warn_if_emulated("bf16-mixed", "gpu", cpuinfo)
-    cpuinfo.write_text(zen4)
-    assert not warn_if_emulated("bf16-mixed", "cpu", cpuinfo)
+    for text in (SKYLAKE, ZEN2):
+        cpuinfo.write_text(text)
+        caplog.clear()
+        assert warn_if_emulated("bf16-mixed", "cpu", cpuinfo)
+        assert "they are emulated here" in caplog.text and "5x slower than with 32-true" in caplog.text
+        assert not warn_if_emulated("32-true", "cpu", cpuinfo)
+        assert not warn_if_emulated("bf16-mixed", "gpu", cpuinfo)
+    for text in (ZEN4, SAPPHIRE_RAPIDS, GRAVITON3):
+        cpuinfo.write_text(text)
+        assert not warn_if_emulated("bf16-mixed", "cpu", cpuinfo)
+
+
+def test_the_machine_is_described_from_its_cpu_flags(tmp_path):
+    """What a benchmark prints before its figures, from a given /proc/cpuinfo text."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(ZEN2)
+    machine = describe(cpuinfo)
+    assert machine.cpu == "AMD EPYC 7B12"
+    assert machine.features == {"AVX2": True, "AVX-512F": False, "AVX-512 BF16": False, "AMX": False}
+    assert not machine.native_bf16
+    first, load = machine.lines()
+    assert first.startswith("machine: AMD EPYC 7B12, ") and "AVX2 yes, AVX-512F no, AVX-512 BF16 no, AMX no" in first
+    assert first.endswith("bfloat16 products emulated")
+    assert f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" in first
+    assert load.startswith("load average: ") and len(load.split()) == 5
+    cpuinfo.write_text(SAPPHIRE_RAPIDS)
+    machine = describe(cpuinfo)
+    assert machine.features == {"AVX2": True, "AVX-512F": True, "AVX-512 BF16": False, "AMX": True}
+    assert machine.native_bf16 and machine.lines()[0].endswith("bfloat16 products native")
+    assert describe(tmp_path / "no-such-file").cpu == "unknown"

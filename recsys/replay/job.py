@@ -19,6 +19,7 @@ from recsys.replay.evaluation import EvaluationSet, load_evaluation
 from recsys.replay.loop import ReplayObserver, replay
 from recsys.replay.sources import FROZEN, ORACLE, manifest_for, training_samples, without_room_state
 from recsys.replay.timeline import step_edges
+from recsys.train.precision import warn_if_emulated
 
 
 def catch_windows(rc: DictConfig) -> CatchWindows:
@@ -68,6 +69,7 @@ def _evaluate(evaluation: EvaluationSet, predictions: dict[int, np.ndarray], tas
 
 def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     keep_freed_memory()
+    warn_if_emulated(cfg.trainer.precision, cfg.trainer.accelerator)
     rc = cfg.replay
     data = DataSet(cfg.data.output_dir)
     runs, seeds = list(rc.streams), [int(s) for s in rc.seeds]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
+from recsys.machine import CPUINFO, NATIVE_BF16_FLAGS, describe
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("32-true", "bf16-mixed")
-# /proc/cpuinfo flags of CPUs that multiply bfloat16 natively: x86 (`flags`), Arm (`Features`).
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def forward_context(precision: str, device_type: str = "cpu") -> AbstractContextManager:
@@ -30,22 +30,16 @@ def forward_context(precision: str, device_type: str = "cpu") -> AbstractContext
     return plugin.forward_context()
 
 
-def cpu_multiplies_bf16_natively(cpuinfo: str) -> bool:
-    """Whether the flag lines of a /proc/cpuinfo text name an instruction set that multiplies
-    bfloat16 natively (without one, oneDNN converts and bf16-mixed runs slower than 32-true)."""
-    flags = {f for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))
-             for f in line.split(":", 1)[-1].split()}
-    return any(f in flags for f in NATIVE_BF16_FLAGS)
-
-
-def warn_if_emulated(precision: str, accelerator: str, cpuinfo_path: Path = Path("/proc/cpuinfo")) -> bool:
-    """Logs a warning when bf16-mixed is asked of a CPU that would emulate it; True if it did.
-    Says nothing where /proc/cpuinfo is missing (not Linux)."""
+def warn_if_emulated(precision: str, accelerator: str, cpuinfo_path: Path = CPUINFO) -> bool:
+    """Warns when bf16-mixed is asked of a CPU that would emulate bfloat16 products; True if it did.
+    `make train`, the replay and the training benchmark call it at start-up. Says nothing where
+    /proc/cpuinfo is missing (not Linux)."""
     if precision != "bf16-mixed" or accelerator != "cpu" or not cpuinfo_path.exists():
         return False
-    if cpu_multiplies_bf16_natively(cpuinfo_path.read_text()):
+    machine = describe(cpuinfo_path)
+    if machine.native_bf16:
         return False
-    log.warning("trainer.precision=bf16-mixed on a CPU without native bfloat16 products (none of the flags %s): "
-                "they are emulated here and training will likely be slower than with 32-true",
-                ", ".join(NATIVE_BF16_FLAGS))
+    log.warning("trainer.precision=bf16-mixed on a CPU without bfloat16 products (%s; none of the flags %s): they "
+                "are emulated here, and a training step measured 5x slower than with 32-true on such a CPU (an "
+                "AVX2 EPYC, docs/benchmarks.md); use 32-true here", machine.cpu, ", ".join(NATIVE_BF16_FLAGS))
     return True
