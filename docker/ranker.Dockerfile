@@ -1,6 +1,6 @@
 # The C++ ranker image: a build stage with the toolchain, the gRPC development packages and the CPU
 # torch / fbgemm wheels, and a slim runtime stage with the two binaries, libtorch's shared libraries,
-# the fbgemm operator libraries the TorchScript model calls, and the gRPC runtime libraries. The
+# the fbgemm operator libraries, and the gRPC, protobuf, cpp-httplib and simdjson runtime libraries. The
 # development machines have no Docker engine, so this file is built elsewhere:
 #   docker build -f docker/ranker.Dockerfile -t moment-cross-ranker .
 #   docker run -p 50051:50051 -p 8080:8080 -v $PWD/artifacts/<name>:/model moment-cross-ranker
@@ -37,7 +37,7 @@ RUN site=$(/opt/venv/bin/python -c "import sysconfig; print(sysconfig.get_paths(
 # ---- runtime -------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgrpc++1.51 libprotobuf32 libcpp-httplib0.11 \
+ && apt-get install -y --no-install-recommends libgrpc++1.51 libprotobuf32 libcpp-httplib0.11 libsimdjson14 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/ranker /opt/ranker
 ENV LD_LIBRARY_PATH=/opt/ranker/lib
