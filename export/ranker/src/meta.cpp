@@ -69,18 +69,17 @@ ModelMeta ModelMeta::load(const std::filesystem::path& path) {
   simdjson::dom::array ids;
   if (r.member(doc, "id_features", "").get_array().get(ids)) r.fail("id_features must be an array");
   for (element f : ids) {
-    IdFeature feature;
-    feature.name = r.text(r.member(f, "name", "id_features[]."), "id_features[].name");
-    feature.rows = r.integer(r.member(f, "rows", "id_features[]."), "id_features[].rows");
-    feature.from_user = contains(user_ids, feature.name);
-    meta.id_features.push_back(feature);
+    const std::string name = r.text(r.member(f, "name", "id_features[]."), "id_features[].name");
+    PartFields& side = contains(user_ids, name) ? meta.user_fields : meta.candidate_fields;
+    side.ids.push_back(name);
+    side.id_rows.push_back(r.integer(r.member(f, "rows", "id_features[]."), "id_features[].rows"));
   }
   for (const auto& name : r.texts(r.member(doc, "dense_features", ""), "dense_features"))
-    meta.dense_features.push_back({name, contains(user_dense, name)});
+    (contains(user_dense, name) ? meta.user_fields : meta.candidate_fields).dense.push_back(name);
 
   element gsus = r.member(doc, "gsus", "");
   for (const auto& name : r.texts(r.member(gsus, "names", "gsus."), "gsus.names"))
-    meta.gsus.push_back({name, contains(user_gsus, name)});
+    (contains(user_gsus, name) ? meta.user_fields : meta.candidate_fields).sequences.push_back(name);
   meta.seq_len = r.integer(r.member(gsus, "length", "gsus."), "gsus.length");
   meta.sequence_fields = r.texts(r.member(gsus, "id_fields", "gsus."), "gsus.id_fields");
   meta.n_id_fields = static_cast<int64_t>(meta.sequence_fields.size());
@@ -90,14 +89,6 @@ ModelMeta ModelMeta::load(const std::filesystem::path& path) {
   for (const auto& field : meta.sequence_fields)
     meta.sequence_rows.push_back(r.integer(r.member(rows, field, "gsus.rows."), "gsus.rows." + field));
   meta.tasks = r.texts(r.member(doc, "tasks", ""), "tasks");
-  for (const auto& f : meta.id_features) {
-    PartFields& side = f.from_user ? meta.user_fields : meta.candidate_fields;
-    side.ids.push_back(f.name);
-    side.id_rows.push_back(f.rows);
-  }
-  for (const auto& f : meta.dense_features)
-    (f.from_user ? meta.user_fields : meta.candidate_fields).dense.push_back(f.name);
-  for (const auto& g : meta.gsus) (g.from_user ? meta.user_fields : meta.candidate_fields).sequences.push_back(g.name);
   meta.max_candidates = r.integer(r.member(doc, "max_candidates", ""), "max_candidates");
   simdjson::dom::object files;
   if (r.member(doc, "files", "").get_object().get(files) || files.size() == 0)

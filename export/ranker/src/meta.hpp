@@ -10,22 +10,6 @@
 
 namespace ranker {
 
-struct IdFeature {
-  std::string name;
-  int64_t rows = 0;  // valid ids are [0, rows)
-  bool from_user = false;
-};
-
-struct DenseFeature {
-  std::string name;
-  bool from_user = false;
-};
-
-struct Gsu {
-  std::string name;
-  bool from_user = false;
-};
-
 // What one side of a request (the user, or each candidate) must hold, in model.json order.
 struct PartFields {
   std::vector<std::string> ids, dense, sequences;
@@ -33,17 +17,16 @@ struct PartFields {
 };
 
 struct ModelMeta {
-  std::vector<IdFeature> id_features;       // column order of `ids`
-  std::vector<DenseFeature> dense_features; // column order of `dense`
-  std::vector<Gsu> gsus;                    // order of the G axis
+  // What the user sends once and what each candidate sends: ids, dense features and GSUs, each in
+  // model.json order (the request_layout splits model.json's lists between the two sides).
+  PartFields user_fields, candidate_fields;
   int64_t seq_len = 0;
-  // A sequence element's fields as model.json orders them: the first n_id_fields go to seq_ids,
-  // the rest to seq_side, each in this order along the last axis.
+  // A sequence element's fields as model.json orders them: the first n_id_fields go to *seq_ids,
+  // the rest to *seq_side, each in this order along the last axis.
   std::vector<std::string> sequence_fields;
   int64_t n_id_fields = 0;
   std::vector<int64_t> sequence_rows;  // valid values [0, rows) per sequence field
   std::vector<std::string> tasks;
-  PartFields user_fields, candidate_fields;  // from_user split of the three lists above: the model's inputs per side
   int64_t max_candidates = 0;
   std::string run_id;
   // The model files of the export by format ("torchscript" -> "model.pt", "aoti" -> "model.pt2"),
