@@ -39,6 +39,12 @@ def export_program(scorer: RequestScorer, example: RequestInputs, max_candidates
         return torch.export.export(scorer.eval(), tuple(example), dynamic_shapes=dynamic, strict=False)
 
 
+def constant_names(package: Callable) -> set[str]:
+    """The names of the package's constants that a caller may replace (its parameters and buffers,
+    not the constants folded from them)."""
+    return set(package.loader.get_constant_fqns())
+
+
 def save_aoti(scorer: RequestScorer, path: Path, example: RequestInputs, max_candidates: int,
               threads: int = 1) -> Callable:
     """Compiles the package to `path` for `threads` intra-op threads and returns it as loaded back
@@ -46,7 +52,11 @@ def save_aoti(scorer: RequestScorer, path: Path, example: RequestInputs, max_can
     one, OpenMP regions and atomic scatters, which a one-thread ranker pays for on every call
     (measured: 7.7 ms against 4.7 ms for a 200-candidate forward); for one, plain loops."""
     program = export_program(scorer, example, max_candidates)
-    with warnings.catch_warnings(), torch._inductor.config.patch({"cpp.threads": threads}):
+    # Constants are folded when the package first runs, not at compile time: folding at compile time
+    # (or freezing) bakes parameters into new constants a push could not reach. The ranker refolds
+    # after writing a push into the inactive constant buffer.
+    options = {"cpp.threads": threads, "aot_inductor.use_runtime_constant_folding": True}
+    with warnings.catch_warnings(), torch._inductor.config.patch(options):
         warnings.filterwarnings("ignore", category=UserWarning)
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     return torch._inductor.aoti_load_package(str(path))

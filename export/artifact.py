@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -20,13 +21,15 @@ import torch
 
 from data_pipelines.contract import DENSE_FEATURES, SEQUENCE_ID_FIELDS, SIDE_FIELDS, SIDE_ROWS, TARGET_FEATURES
 from export import aoti, torchscript
+from export.push import updatable_spec
 from export.request_scorer import USER_INPUTS, RequestInputs, RequestLayout, RequestScorer
 from export.scorer import CandidateInputs, CandidateScorer, model_id_features
 from recsys.model.moment_cross import MomentCrossModel
 
 # 2: gsus.id_fields / side_fields / rows; 3: "files" by format, written last; 4: the request-level
-# forward (the user's part once, candidate_user), export/ranker/src/meta.cpp
-FORMAT_VERSION = 4
+# forward (the user's part once, candidate_user); 5: export_id and updatable (pushes, export/push.py).
+# export/ranker/src/meta.cpp reads it.
+FORMAT_VERSION = 5
 FORMATS = ("torchscript", "aoti")
 FILE_NAMES = {"torchscript": torchscript.FILE_NAME, "aoti": aoti.FILE_NAME}
 
@@ -155,6 +158,9 @@ def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any],
         "aoti": lambda path: aoti.save_aoti(scorer, path, example, int(meta.get("max_candidates", len(inputs))),
                                             aoti_threads),
     }
+    held: dict[str, Callable[[Callable], set[str]]] = {"torchscript": torchscript.tensor_names,
+                                                       "aoti": aoti.constant_names}
+    updatable = updatable_spec(scorer.serving_tensors())
     staged: dict[str, Path] = {}
     diffs: dict[str, tuple[float, float]] = {}
     loaded = {}
@@ -162,6 +168,10 @@ def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any],
         for fmt in formats:
             staged[fmt] = out_dir / f".staged.{FILE_NAMES[fmt]}"  # AOTInductor wants the .pt2 suffix
             loaded[fmt] = writers[fmt](staged[fmt])
+            unreachable = sorted({*updatable["tables"], *updatable["dense"]} - held[fmt](loaded[fmt]))
+            if unreachable:
+                raise ExportValidationError(f"the {fmt} file does not hold {unreachable} under their names: a push "
+                                            "could not replace them")
             with torch.no_grad():
                 diffs[fmt] = tuple(max(d) for d in zip(*(compare(answer, loaded[fmt](*case)) for case, answer in cases)))
             if not all(d <= tolerance for d in diffs[fmt]):  # NaN fails too
@@ -173,7 +183,8 @@ def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any],
             path.unlink(missing_ok=True)
         raise
     files = {fmt: out_dir / FILE_NAMES[fmt] for fmt in formats}
-    meta = {**meta, "files": {fmt: path.name for fmt, path in files.items()},
+    meta = {**meta, "export_id": uuid.uuid4().hex, "updatable": updatable,
+            "files": {fmt: path.name for fmt, path in files.items()},
             **({"aoti": {"threads": aoti_threads}} if "aoti" in formats else {}),
             "fbgemm_operators": torchscript.fbgemm_operators(loaded["torchscript"]) if "torchscript" in loaded else [],
             "validation": {"samples": len(inputs), "tolerance": tolerance,

@@ -34,7 +34,9 @@ Lookups are plain row reads of the trained tables (a bag of one id pooled by SUM
 so the file needs no fbgemm operator.
 
 The split first-layer weights are derived from the model's parameters (`derived_buffers`); anything
-that changes those parameters in a built scorer must assign its buffers again.
+that changes those parameters in a built scorer must assign its buffers again. Every tensor the
+forward reads is a parameter or buffer read whole (`serving_tensors`), so that the exported files
+hold each under its own name and a push (export/push.py) can replace it.
 """
 
 # No `from __future__ import annotations`: torch.fx and TorchScript need real annotations.
@@ -253,6 +255,14 @@ class RequestScorer(nn.Module):
                 "first_layer_candidate_weight": weight[:, candidate_columns].contiguous(),
                 "first_layer_bias": torch.cat([layer.bias for layer in self.first_layers])}
 
+    def serving_tensors(self) -> Dict[str, torch.Tensor]:
+        """Name -> tensor of everything trained that the forward reads: the embedding tables, the
+        dense parameters and statistics, the derived first-layer buffers (and not the first-layer
+        weights they are derived from). What an export must hold by name and a push may replace."""
+        replaced = {id(t) for layer in self.first_layers for t in (layer.weight, layer.bias)}
+        return {name: t for name, t in self.state_dict(keep_vars=True).items()
+                if t.is_floating_point() and id(t) not in replaced}
+
     def _table(self, name: str) -> torch.Tensor:
         return self.model.lookup.pooled_ebc.embedding_bags[name].weight
 
@@ -265,10 +275,13 @@ class RequestScorer(nn.Module):
                           for f, field in enumerate(SEQUENCE_ID_FIELDS)], dim=-1)
 
     def _dense_norm(self, dense: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """BatchNorm (inference) of one side's dense columns. The statistics are read whole, never
+        sliced: a buffer sliced here would be sliced once while tracing and kept as a nameless
+        constant in the TorchScript file, out of reach of a push (export/push.py)."""
         norm = self.model.head.dense_norm
-        return F.batch_norm(dense, norm.running_mean.index_select(0, columns),
-                            norm.running_var.index_select(0, columns), norm.weight.index_select(0, columns),
-                            norm.bias.index_select(0, columns), False, 0.0, norm.eps)
+        full = dense.new_zeros(dense.shape[0], norm.num_features).index_copy(1, columns, dense)
+        return F.batch_norm(full, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0,
+                            norm.eps).index_select(1, columns)
 
     def _query(self, query: torch.Tensor, gsus: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each GSU's query in element space, split: embedding part [B, G, 2d], side scores against
@@ -363,8 +376,9 @@ class RequestScorer(nn.Module):
         x_user = torch.cat([*user_pooled, self._dense_norm(user_dense, self.user_dense_columns)], dim=-1)
         x_candidate = torch.cat([*candidate_pooled, target, self._dense_norm(dense, self.candidate_dense_columns),
                                  *[a.reshape(b, -1) for a in attended]], dim=-1)
-        first = (x_user @ self.first_layer_user_weight.T).index_select(0, candidate_user) \
-            + torch.addmm(self.first_layer_bias, x_candidate, self.first_layer_candidate_weight.T)  # [B, H]
+        # F.linear, not `@ W.T`: a buffer transposed here would be traced into an unnamed constant.
+        first = F.linear(x_user, self.first_layer_user_weight).index_select(0, candidate_user) \
+            + F.linear(x_candidate, self.first_layer_candidate_weight, self.first_layer_bias)  # [B, H]
         per_task = self._multitask(torch.split(first, self.first_layer_sizes, dim=-1))
         logits = torch.cat([tower(h) for tower, h in zip(head.towers, per_task)], dim=-1)
         probabilities = torch.sigmoid(logits)

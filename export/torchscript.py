@@ -30,6 +30,11 @@ def to_torchscript(scorer: nn.Module) -> torch.jit.ScriptModule:
         return torch.jit.script(torchrec.fx.symbolic_trace(scorer))
 
 
+def tensor_names(module: torch.jit.ScriptModule) -> set[str]:
+    """The names of the module's parameters and buffers, as a push addresses them."""
+    return {name for name, _ in module.named_parameters()} | {name for name, _ in module.named_buffers()}
+
+
 def fbgemm_operators(module: torch.jit.ScriptModule) -> list[str]:
     """The fbgemm operators the file calls: the C++ side must load their libraries first."""
     return sorted(set(re.findall(r"fbgemm::\w+", str(module.inlined_graph))))
