@@ -81,7 +81,7 @@ void Batcher::run(const std::vector<Job*>& batch) {
     for (Job* job : batch) {
       const int64_t n = job->request.candidates;
       job->done.set_value(Scores{scores.probabilities.narrow(0, offset, n), scores.score.narrow(0, offset, n),
-                                 scores.forward_seconds, scores.intra_op_threads});
+                                 scores.forward_seconds, scores.intra_op_threads, scores.version});
       offset += n;
     }
   } catch (...) {

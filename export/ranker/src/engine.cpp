@@ -28,6 +28,7 @@ struct Engine::Impl {
                                std::chrono::microseconds(o.max_delay_us)},
                 &m) {
     metrics.set_generation(store.current()->generation);
+    metrics.set_push(store.current()->forward->version());
   }
 
   static ModelStoreOptions store_options(const EngineOptions& o, Metrics& m) {
@@ -40,7 +41,9 @@ struct Engine::Impl {
       at::set_num_threads(threads);  // the thread that loads warms up as the workers will run
       warm_up(model);
     };
-    s.on_reload = [&m](bool ok, int64_t generation) { m.reload_done(ok, generation); };
+    s.on_reload = [&m](bool ok, int64_t generation, int64_t push) { m.reload_done(ok, generation, push); };
+    s.push_check_every = std::chrono::milliseconds(o.push_check_ms);
+    s.on_push = [&m](const PushOutcome& outcome) { m.push_done(outcome); };
     return s;
   }
 
@@ -59,8 +62,9 @@ void Engine::stop() { impl_->batcher.stop(); }
 
 EngineInfo Engine::info() const {
   auto model = impl_->store.current();
-  return EngineInfo{impl_->options.model_dir, model->format,         model->meta.run_id,
-                    model->generation,        model->meta.tasks.size(), impl_->libraries};
+  return EngineInfo{impl_->options.model_dir, model->format,          model->meta.run_id,
+                    model->generation,        model->forward->version(), model->meta.export_id,
+                    model->meta.tasks.size(), impl_->libraries};
 }
 
 Ranking Engine::rank(const RequestInput& input) {
@@ -82,7 +86,7 @@ Ranking Engine::rank(const RequestInput& input) {
   const float* score = scores.score.data_ptr<float>();
   const int64_t n = scores.score.size(0);
   const size_t t = model->meta.tasks.size();
-  Ranking ranking{input.request_id, model->generation, model->meta.tasks, {}, scores.forward_seconds,
+  Ranking ranking{input.request_id, model->generation, scores.version, model->meta.tasks, {}, scores.forward_seconds,
                   scores.intra_op_threads};
   ranking.ranked.reserve(n);
   for (int64_t i : ranked_order(score, n))

@@ -26,7 +26,8 @@ struct RankedCandidate {
 
 struct Ranking {
   std::optional<std::string> request_id;
-  int64_t generation = 0;
+  int64_t generation = 0;  // the export serving: 1 for the first, +1 per reload
+  int64_t push = 0;        // the pushes applied to that export when the request was scored
   std::vector<std::string> tasks;
   std::vector<RankedCandidate> ranked;  // by descending score, ties in request order
   double forward_seconds = 0;           // the forward of the batch that scored it
@@ -50,12 +51,15 @@ struct EngineOptions {
   int64_t max_batch_candidates = 512;
   int64_t max_delay_us = 0;
   int reload_check_ms = 1000;  // 0 = never
+  int push_check_ms = 100;     // 0 = pushes are not followed
   bool verbose = false;
 };
 
 struct EngineInfo {
   std::string model_dir, format, run_id;
   int64_t generation = 0;
+  int64_t push = 0;
+  std::string export_id;
   size_t tasks = 0;
   int operator_libraries = 0;
 };

@@ -262,7 +262,8 @@ std::string ranking_line(const Ranking& ranking) {
   std::string out;
   out.reserve(64 + ranking.ranked.size() * (48 + 24 * tasks.size()));
   append_request_id(out, ranking.request_id);
-  out += ",\"model_generation\":" + std::to_string(ranking.generation) + ",\"ranked\":[";
+  out += ",\"model_generation\":" + std::to_string(ranking.generation) +
+         ",\"model_push\":" + std::to_string(ranking.push) + ",\"ranked\":[";
   for (size_t k = 0; k < ranking.ranked.size(); ++k) {
     const RankedCandidate& r = ranking.ranked[k];
     if (k) out += ',';

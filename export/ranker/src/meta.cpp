@@ -8,8 +8,8 @@
 namespace ranker {
 namespace {
 
-// 4: the request-level forward (the user's part once, candidate_user); export/artifact.py FORMAT_VERSION.
-constexpr int64_t kFormatVersion = 4;
+// 5: export_id and updatable (pushes); export/artifact.py FORMAT_VERSION.
+constexpr int64_t kFormatVersion = 5;
 
 using simdjson::dom::element;
 
@@ -101,6 +101,25 @@ ModelMeta ModelMeta::load(const std::filesystem::path& path) {
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
       r.fail("files." + format + " must be a plain file name in the export directory, got '" + name + "'");
     meta.files[format] = name;
+  }
+  meta.export_id = r.text(r.member(doc, "export_id", ""), "export_id");
+  if (meta.export_id.empty() || meta.export_id.find_first_not_of("0123456789abcdef") != std::string::npos)
+    r.fail("export_id must be lowercase hexadecimal, got '" + meta.export_id + "'");
+  element updatable = r.member(doc, "updatable", "");
+  meta.updatable_fingerprint = r.text(r.member(updatable, "fingerprint", "updatable."), "updatable.fingerprint");
+  simdjson::dom::object tables, dense;
+  if (r.member(updatable, "tables", "updatable.").get_object().get(tables)) r.fail("updatable.tables must be an object");
+  for (auto [key, value] : tables) {
+    const std::string where = "updatable.tables." + std::string(key) + ".";
+    meta.updatable_tables[std::string(key)] = {r.integer(r.member(value, "rows", where), where + "rows"),
+                                               r.integer(r.member(value, "dim", where), where + "dim")};
+  }
+  if (r.member(updatable, "dense", "updatable.").get_object().get(dense)) r.fail("updatable.dense must be an object");
+  for (auto [key, value] : dense) {
+    simdjson::dom::array shape;
+    if (value.get_array().get(shape)) r.fail("updatable.dense." + std::string(key) + " must be a shape (an array)");
+    auto& out = meta.updatable_dense[std::string(key)];
+    for (element d : shape) out.push_back(r.integer(d, "updatable.dense." + std::string(key) + "[]"));
   }
   std::string_view run_id;
   if (!doc.at_pointer("/training/run_id").get_string().get(run_id)) meta.run_id = std::string(run_id);

@@ -32,6 +32,15 @@ struct ModelMeta {
   // The model files of the export by format ("torchscript" -> "model.pt", "aoti" -> "model.pt2"),
   // as model.json "files" lists them; at least one.
   std::map<std::string, std::string> files;
+  // What a push may replace (model.json "updatable"): the export it builds on, the fingerprint of
+  // the names and shapes below, each embedding table's rows and width, each dense tensor's shape.
+  std::string export_id;
+  std::string updatable_fingerprint;
+  struct TableShape {
+    int64_t rows = 0, dim = 0;
+  };
+  std::map<std::string, TableShape> updatable_tables;
+  std::map<std::string, std::vector<int64_t>> updatable_dense;
 
   static ModelMeta load(const std::filesystem::path& path);  // throws std::runtime_error naming the field
 };

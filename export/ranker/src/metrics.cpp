@@ -1,6 +1,7 @@
 #include "metrics.hpp"
 
 #include <charconv>
+#include <chrono>
 
 namespace ranker {
 namespace {
@@ -44,7 +45,8 @@ Metrics::Metrics()
     : latency_({0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}),
       forward_({0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}),
       batch_candidates_({1, 10, 50, 100, 200, 400, 800, 1600, 3200, 6400, 10000}),
-      batch_requests_({1, 2, 4, 8, 16, 32, 64}) {}
+      batch_requests_({1, 2, 4, 8, 16, 32, 64}),
+      push_apply_({0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}) {}
 
 void Metrics::request_done(const std::string& code, double seconds) {
   {
@@ -67,9 +69,25 @@ void Metrics::stage_done(const std::string& stage, double seconds) {
   ++count;
 }
 
-void Metrics::reload_done(bool success, int64_t generation) {
+void Metrics::reload_done(bool success, int64_t generation, int64_t push) {
   (success ? reload_success_ : reload_failure_)++;
   generation_ = generation;
+  push_ = push;
+}
+
+void Metrics::push_done(const PushOutcome& outcome) {
+  using Result = PushOutcome::Result;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++pushes_by_result_[outcome.result == Result::Applied ? "applied"
+                        : outcome.result == Result::Gap   ? "gap"
+                                                          : "refused/" + outcome.reason];
+  }
+  if (outcome.result != Result::Applied) return;
+  push_apply_.observe(outcome.apply_seconds);
+  push_ = outcome.sequence;
+  push_learned_unix_ms_ = outcome.learned_unix_ms;
+  push_data_time_ms_ = outcome.data_time_ms;
 }
 
 std::string Metrics::prometheus_text() const {
@@ -99,6 +117,33 @@ std::string Metrics::prometheus_text() const {
   header(out, "ranker_reloads_total", "Reloads of a newer export, by result.", "counter");
   out += "ranker_reloads_total{result=\"success\"} " + std::to_string(reload_success_.load()) + "\n";
   out += "ranker_reloads_total{result=\"failure\"} " + std::to_string(reload_failure_.load()) + "\n";
+  header(out, "ranker_model_push", "Pushes applied to the export serving now (0 = the export as written).", "gauge");
+  out += "ranker_model_push " + std::to_string(push_.load()) + "\n";
+  header(out, "ranker_pushes_total", "Pushes looked at, by result (refusals by reason; gap: a push missing before a later one).",
+         "counter");
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [key, n] : pushes_by_result_) {
+      const auto slash = key.find('/');
+      out += slash == std::string::npos
+                 ? "ranker_pushes_total{result=\"" + key + "\"} " + std::to_string(n) + "\n"
+                 : "ranker_pushes_total{result=\"refused\",reason=\"" + key.substr(slash + 1) + "\"} " +
+                       std::to_string(n) + "\n";
+    }
+  }
+  push_apply_.write(out, "ranker_push_apply_seconds",
+                    "Applying one push: from opening its file until its version serves (read, checks, write, swap).");
+  const int64_t learned = push_learned_unix_ms_.load();
+  header(out, "ranker_push_age_seconds",
+         "Wall-clock age of the newest update serving: now minus when the newest batch of the last applied push was "
+         "learned (absent until a push is applied).", "gauge");
+  if (learned > 0) {
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
+    out += "ranker_push_age_seconds " + number((now_ms - learned) / 1000.0) + "\n";
+  }
+  header(out, "ranker_push_data_time_ms", "The data clock of the newest sample learned by the push serving.", "gauge");
+  out += "ranker_push_data_time_ms " + std::to_string(push_data_time_ms_.load()) + "\n";
   header(out, "ranker_requests_in_flight", "Rank calls being served now.", "gauge");
   out += "ranker_requests_in_flight " + std::to_string(in_flight_.load()) + "\n";
   return out;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "push_outcome.hpp"
+
 namespace ranker {
 
 // A cumulative histogram with fixed upper bounds (Prometheus "le" buckets, +Inf implied).
@@ -35,11 +37,16 @@ class Metrics {
   void request_done(const std::string& code, double seconds);
   // One forward of the batcher: how many requests it merged and how many candidates it scored.
   void batch_done(int64_t requests, int64_t candidates, double forward_seconds);
-  void reload_done(bool success, int64_t generation);
+  // A reload attempt: its result, and the export (generation) and push serving after it.
+  void reload_done(bool success, int64_t generation, int64_t push);
+  // A push looked at: applied (the push now serving, its apply time, the wall clock at which its
+  // newest batch was learned), refused (by reason) or a gap in the sequence.
+  void push_done(const PushOutcome& outcome);
   // Time spent in one stage of a call: "convert" (proto to the validator's input), "validate"
   // (rules and tensors), "queue" (waiting for a worker), "rank" (ordering and the answer).
   void stage_done(const std::string& stage, double seconds);
   void set_generation(int64_t generation) { generation_ = generation; }
+  void set_push(int64_t push) { push_ = push; }
   void in_flight(int delta) { in_flight_ += delta; }
 
   std::string prometheus_text() const;
@@ -54,6 +61,10 @@ class Metrics {
   Histogram batch_requests_;
   std::atomic<uint64_t> reload_success_{0}, reload_failure_{0};
   std::atomic<int64_t> generation_{0};
+  std::atomic<int64_t> push_{0};
+  std::atomic<int64_t> push_learned_unix_ms_{0}, push_data_time_ms_{0};
+  std::map<std::string, uint64_t> pushes_by_result_;  // "applied", "gap", "refused/<reason>"
+  Histogram push_apply_;
   std::atomic<int64_t> in_flight_{0};
 };
 

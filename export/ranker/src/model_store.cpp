@@ -1,6 +1,7 @@
 #include "model_store.hpp"
 
 #include <dlfcn.h>
+#include <pthread.h>
 
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
@@ -48,30 +49,86 @@ int load_operator_libraries(const std::filesystem::path& dir, bool verbose) {
 
 namespace {
 
+// A read-write lock that prefers the writer: publish() waits for the calls already running, and
+// calls arriving meanwhile wait behind it (a reader-first lock could keep a busy server from ever
+// publishing).
+class SwapLock {
+ public:
+  SwapLock() {
+    pthread_rwlockattr_t attributes;
+    pthread_rwlockattr_init(&attributes);
+    pthread_rwlockattr_setkind_np(&attributes, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&lock_, &attributes);
+    pthread_rwlockattr_destroy(&attributes);
+  }
+  ~SwapLock() { pthread_rwlock_destroy(&lock_); }
+  SwapLock(const SwapLock&) = delete;
+  SwapLock& operator=(const SwapLock&) = delete;
+
+  struct Reading {
+    explicit Reading(SwapLock& l) : lock(l) { pthread_rwlock_rdlock(&lock.lock_); }
+    ~Reading() { pthread_rwlock_unlock(&lock.lock_); }
+    SwapLock& lock;
+  };
+  struct Writing {
+    explicit Writing(SwapLock& l) : lock(l) { pthread_rwlock_wrlock(&lock.lock_); }
+    ~Writing() { pthread_rwlock_unlock(&lock.lock_); }
+    SwapLock& lock;
+  };
+
+ private:
+  pthread_rwlock_t lock_;
+};
+
+std::map<std::string, at::Tensor> named_tensors(const torch::jit::Module& module) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : module.named_parameters()) out[p.name] = p.value.detach();
+  for (const auto& b : module.named_buffers()) out[b.name] = b.value.detach();
+  return out;
+}
+
+// Two copies of the module, loaded from the same file: one serves, the other takes pushes.
 class TorchScriptForward : public Forward {
  public:
   explicit TorchScriptForward(const std::filesystem::path& file) {
-    try {
-      module_ = torch::jit::load(file.string());
-    } catch (const c10::Error& e) {
-      throw std::runtime_error(file.string() + ": " + e.what_without_backtrace());
+    for (auto& copy : copies_) {
+      try {
+        copy = torch::jit::load(file.string());
+      } catch (const c10::Error& e) {
+        throw std::runtime_error(file.string() + ": " + e.what_without_backtrace());
+      }
+      copy.eval();
     }
-    module_.eval();
   }
-  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const override {
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs, int64_t* version) const override {
     std::vector<c10::IValue> args(inputs.begin(), inputs.end());
+    SwapLock::Reading reading(lock_);
+    if (version != nullptr) *version = version_;
     // Module::forward is not const, but a loaded eval-mode module holds no state a call changes,
     // and TorchScript allows concurrent calls of one module.
-    auto out = const_cast<torch::jit::Module&>(module_).forward(args).toTuple();
+    auto out = const_cast<torch::jit::Module&>(copies_[live_]).forward(args).toTuple();
     std::vector<at::Tensor> tensors;
     for (const auto& e : out->elements()) tensors.push_back(e.toTensor());
     return tensors;
   }
+  std::map<std::string, at::Tensor> idle_tensors() override { return named_tensors(copies_[1 - live_]); }
+  void publish(int64_t version) override {
+    SwapLock::Writing writing(lock_);
+    live_ = 1 - live_;
+    version_ = version;
+  }
+  int64_t version() const override { return version_; }
 
  private:
-  torch::jit::Module module_;
+  torch::jit::Module copies_[2];
+  mutable SwapLock lock_;
+  int live_ = 0;          // written under the write lock, by the updater thread only
+  int64_t version_ = 0;
 };
 
+// The package's two constant buffers: the active one serves, the inactive one takes pushes, and
+// swap_constant_buffer() exchanges them. Constants folded from the weights are refolded into the
+// inactive buffer before each swap.
 class AotiForward : public Forward {
  public:
   AotiForward(const std::filesystem::path& file, size_t runners) {
@@ -79,14 +136,44 @@ class AotiForward : public Forward {
       // One runner per concurrent caller: a call waits for a free runner rather than sharing one.
       loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(file.string(), "model", false,
                                                                           std::max<size_t>(1, runners));
+      auto* runner = loader_->get_runner();
+      // The inactive buffer starts as a copy of the active one (update_constant_buffer copies into
+      // a buffer of the package's own), keyed by the constants' internal names.
+      auto active = runner->extract_constants_map(/*use_inactive=*/false);
+      std::unordered_map<std::string, at::Tensor> copy;
+      for (const auto& [name, fqn] : runner->getConstantNamesToOriginalFQNs()) {
+        auto it = active.find(fqn);
+        if (it != active.end()) copy[name] = it->second;
+      }
+      runner->update_constant_buffer(copy, /*use_inactive=*/true, /*validate_full_updates=*/false);
+      runner->run_const_fold(/*use_inactive=*/true);
     } catch (const c10::Error& e) {
       throw std::runtime_error(file.string() + ": " + e.what_without_backtrace());
     }
   }
-  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const override { return loader_->run(inputs); }
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs, int64_t* version) const override {
+    SwapLock::Reading reading(lock_);
+    if (version != nullptr) *version = version_;
+    return loader_->run(inputs);
+  }
+  std::map<std::string, at::Tensor> idle_tensors() override {
+    std::map<std::string, at::Tensor> out;
+    for (const auto& [fqn, tensor] : loader_->get_runner()->extract_constants_map(/*use_inactive=*/true))
+      out[fqn] = tensor;
+    return out;
+  }
+  void refresh_idle() override { loader_->get_runner()->run_const_fold(/*use_inactive=*/true); }
+  void publish(int64_t version) override {
+    SwapLock::Writing writing(lock_);
+    loader_->get_runner()->swap_constant_buffer();
+    version_ = version;
+  }
+  int64_t version() const override { return version_; }
 
  private:
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+  mutable SwapLock lock_;
+  int64_t version_ = 0;
 };
 
 }  // namespace
@@ -105,8 +192,9 @@ std::string choose_format(const ModelMeta& meta, const std::string& wanted, cons
 ModelStore::ModelStore(std::filesystem::path dir, ModelStoreOptions options)
     : dir_(std::move(dir)), options_(std::move(options)) {
   loaded_stamp_ = stamp();
-  model_ = load(1);
-  if (options_.check_every.count() > 0) watcher_ = std::thread([this] { watch(); });
+  model_ = load(1, pushes_);
+  if (options_.check_every.count() > 0 || options_.push_check_every.count() > 0)
+    watcher_ = std::thread([this] { watch(); });
 }
 
 ModelStore::~ModelStore() {
@@ -119,15 +207,17 @@ std::shared_ptr<const LoadedModel> ModelStore::current() const {
   return model_;
 }
 
-ModelStore::Stamp ModelStore::stamp() const {
+ModelStore::Stamp ModelStore::Stamp::of(const std::filesystem::path& file) {
   std::error_code ec;
   Stamp s;
-  s.mtime = std::filesystem::last_write_time(dir_ / "model.json", ec);
-  if (!ec) s.size = std::filesystem::file_size(dir_ / "model.json", ec);
+  s.mtime = std::filesystem::last_write_time(file, ec);
+  if (!ec) s.size = std::filesystem::file_size(file, ec);
   return s;
 }
 
-std::shared_ptr<LoadedModel> ModelStore::load(int64_t generation) const {
+ModelStore::Stamp ModelStore::stamp() const { return Stamp::of(dir_ / "model.json"); }
+
+std::shared_ptr<LoadedModel> ModelStore::load(int64_t generation, PushState& pushes) {
   auto model = std::make_shared<LoadedModel>();
   model->meta = ModelMeta::load(dir_ / "model.json");
   model->format = choose_format(model->meta, options_.format, dir_);
@@ -136,33 +226,108 @@ std::shared_ptr<LoadedModel> ModelStore::load(int64_t generation) const {
     model->forward = std::make_unique<AotiForward>(file, options_.concurrent_calls);
   else
     model->forward = std::make_unique<TorchScriptForward>(file);
+  check_updatable(model->forward->idle_tensors(), model->meta, model->format);
   model->generation = generation;
+  pushes = PushState{};
+  // A replica started (or an export reloaded) after pushes were written catches up before it serves.
+  if (options_.push_check_every.count() > 0) follow_pushes(*model, pushes);
   if (options_.check) options_.check(*model);
   return model;
 }
 
-void ModelStore::watch() {
-  auto next = std::chrono::steady_clock::now();
+int ModelStore::follow_pushes(const LoadedModel& model, PushState& state) {
+  int applied = 0;
+  if (state.stopped) return 0;
   while (!stop_) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // short naps: shutdown stays prompt
-    if (std::chrono::steady_clock::now() < next) continue;
-    next = std::chrono::steady_clock::now() + options_.check_every;
-    Stamp now = stamp();
-    if (now == loaded_stamp_ || now.size == 0) continue;
-    loaded_stamp_ = now;  // a broken export is reported once, not on every check
+    const int64_t next = model.forward->version() + 1;
+    const auto file = push_file(dir_, model.meta.export_id, next);
+    const Stamp stamp = Stamp::of(file);
+    if (stamp.size == 0) {  // not there (or still empty): a later one present means one is missing
+      auto present = push_sequences(dir_, model.meta.export_id);
+      int64_t later = 0;
+      for (int64_t s : present)
+        if (s > next && (later == 0 || s < later)) later = s;
+      if (later && state.gap_reported_at != next) {
+        state.gap_reported_at = next;
+        PushOutcome gap{PushOutcome::Result::Gap, "gap",
+                        "push " + std::to_string(next) + " is missing and push " + std::to_string(later) +
+                            " is present: waiting for push " + std::to_string(next) + ", applying nothing after it",
+                        next};
+        std::cerr << "ranker: " << gap.message << std::endl;
+        if (options_.on_push) options_.on_push(gap);
+      }
+      break;
+    }
+    if (state.refused_sequence == next && state.refused_stamp == stamp) break;  // refused, not replaced since
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      Push push = read_push(file, model.meta, next);
+      auto idle = model.forward->idle_tensors();
+      write_push(push, idle);
+      model.forward->refresh_idle();
+      model.forward->publish(next);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      // The copy that served until now takes the same push, so the next one finds both equal.
+      idle = model.forward->idle_tensors();
+      write_push(push, idle);
+      model.forward->refresh_idle();
+      ++applied;
+      if (options_.on_push)
+        options_.on_push(PushOutcome{PushOutcome::Result::Applied, "", "", next, seconds, push.rows, push.bytes,
+                                     push.data_time_ms, push.learned_unix_ms});
+    } catch (const PushRefused& e) {
+      state.refused_sequence = next;
+      state.refused_stamp = stamp;
+      std::cerr << "ranker: push refused (" << e.reason << "), still serving push " << next - 1 << ": " << e.what()
+                << std::endl;
+      if (options_.on_push) options_.on_push(PushOutcome{PushOutcome::Result::Refused, e.reason, e.what(), next});
+      break;
+    }
+  }
+  return applied;
+}
+
+void ModelStore::watch() {
+  using clock = std::chrono::steady_clock;
+  auto next_reload = clock::now(), next_push = clock::now();
+  while (!stop_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // short naps: shutdown stays prompt
+    const auto now = clock::now();
+    if (options_.push_check_every.count() > 0 && now >= next_push) {
+      next_push = now + options_.push_check_every;
+      auto model = current();
+      try {
+        follow_pushes(*model, pushes_);
+      } catch (const std::exception& e) {
+        // Not a refusal: writing a checked push failed. The idle copy may be half written, so no
+        // further push is applied to this export; the next full export starts clean.
+        std::cerr << "ranker: applying a push failed; pushes stop until the next export: " << e.what() << std::endl;
+        pushes_.stopped = true;
+        if (options_.on_push)
+          options_.on_push(PushOutcome{PushOutcome::Result::Refused, "internal", e.what(), model->forward->version() + 1});
+      }
+    }
+    if (options_.check_every.count() == 0 || now < next_reload) continue;
+    next_reload = now + options_.check_every;
+    Stamp now_stamp = stamp();
+    if (now_stamp == loaded_stamp_ || now_stamp.size == 0) continue;
+    loaded_stamp_ = now_stamp;  // a broken export is reported once, not on every check
     int64_t generation = current()->generation + 1;
     try {
-      auto fresh = load(generation);
+      PushState pushes;
+      auto fresh = load(generation, pushes);
       {
         std::lock_guard<std::mutex> lock(mutex_);
         model_ = fresh;
       }
+      pushes_ = pushes;
       std::cerr << "ranker: reloaded " << dir_.string() << " (generation " << generation << ", " << fresh->format
-                << ", run " << fresh->meta.run_id << ")" << std::endl;
-      if (options_.on_reload) options_.on_reload(true, generation);
+                << ", run " << fresh->meta.run_id << ", export " << fresh->meta.export_id << ", push "
+                << fresh->forward->version() << ")" << std::endl;
+      if (options_.on_reload) options_.on_reload(true, generation, fresh->forward->version());
     } catch (const std::exception& e) {
       std::cerr << "ranker: keeping the current model; the new export failed to load: " << e.what() << std::endl;
-      if (options_.on_reload) options_.on_reload(false, generation - 1);
+      if (options_.on_reload) options_.on_reload(false, generation - 1, current()->forward->version());
     }
   }
 }

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -19,14 +20,29 @@
 #include <ATen/ATen.h>
 
 #include "meta.hpp"
+#include "push.hpp"
 
 namespace ranker {
 
-// One loaded model file: the scorer's five input tensors in, (probabilities, score) out.
+// One loaded model file, double-buffered so that pushes (push.hpp) reach it while it serves: a live
+// copy of its weights answers calls, an idle copy takes a push, then the two change places
+// (TorchScript: two copies of the module; AOTInductor: the package's active and inactive constant
+// buffers). Only the updater thread calls the push side; any thread may call run().
 class Forward {
  public:
   virtual ~Forward() = default;
-  virtual std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const = 0;
+  // The scorer's input tensors in, (probabilities, score) out; `*version` (if given) is set to the
+  // version of the weights that computed them: one version for the whole call.
+  virtual std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs, int64_t* version = nullptr) const = 0;
+  // The idle copy's tensors by the names model.json "updatable" uses (aliases: writing them writes
+  // the copy). Nothing serves from them until publish().
+  virtual std::map<std::string, at::Tensor> idle_tensors() = 0;
+  // Recomputes whatever the idle copy derives from its tensors (AOTInductor's folded constants).
+  virtual void refresh_idle() {}
+  // The idle copy serves from now on, as `version`; returns once no call runs on the previous live
+  // copy, which is then the idle one.
+  virtual void publish(int64_t version) = 0;
+  virtual int64_t version() const = 0;
 };
 
 struct LoadedModel {
@@ -49,8 +65,12 @@ struct ModelStoreOptions {
   size_t concurrent_calls = 1;  // AOTInductor runners: how many forwards may run at once
   // Run on a freshly loaded model before it serves (throws to refuse it): the warm-up forward.
   std::function<void(const LoadedModel&)> check;
-  // Told of every reload attempt after the first load: success, and the generation now serving.
-  std::function<void(bool, int64_t)> on_reload;
+  // Told of every reload attempt after the first load: success, and the generation and push now serving.
+  std::function<void(bool, int64_t, int64_t)> on_reload;
+  // How often the export's push directory is looked at (0: pushes are not followed).
+  std::chrono::milliseconds push_check_every{100};
+  // Told of every push looked at: applied or refused (push.hpp).
+  std::function<void(const PushOutcome&)> on_push;
 };
 
 class ModelStore {
@@ -67,17 +87,30 @@ class ModelStore {
   struct Stamp {
     std::filesystem::file_time_type mtime{};
     std::uintmax_t size = 0;
+    static Stamp of(const std::filesystem::path& file);
     bool operator==(const Stamp& o) const { return mtime == o.mtime && size == o.size; }
   };
   Stamp stamp() const;
-  std::shared_ptr<LoadedModel> load(int64_t generation) const;
+  // What the updater knows of a model's pushes beyond the version serving: the push it refused
+  // (looked at again only when its file changes) and the gap it reported (reported once).
+  struct PushState {
+    int64_t refused_sequence = 0;
+    Stamp refused_stamp;
+    int64_t gap_reported_at = 0;
+    bool stopped = false;  // a checked push failed to write: none more for this export
+  };
+  std::shared_ptr<LoadedModel> load(int64_t generation, PushState& pushes);
   void watch();
+  // Applies, in order, every push of the model's export that is next in sequence and present;
+  // stops at the first one missing or refused. Returns how many were applied.
+  int follow_pushes(const LoadedModel& model, PushState& state);
 
   std::filesystem::path dir_;
   ModelStoreOptions options_;
   mutable std::mutex mutex_;
   std::shared_ptr<const LoadedModel> model_;
   Stamp loaded_stamp_;
+  PushState pushes_;  // the serving model's (updater thread only)
   std::atomic<bool> stop_{false};
   std::thread watcher_;
 };

@@ -33,7 +33,7 @@ inline CLI::Validator at_least(long long least) {
       ">=" + std::to_string(least));
 }
 
-// --model, --format, --ops-dir, --intra-op-threads, --reload-check-ms, --verbose: what loads and runs
+// --model, --format, --ops-dir, --intra-op-threads, --reload-check-ms, --push-check-ms, --verbose: what loads and runs
 // the model, the same in the JSON tool and the gRPC service.
 inline void add_engine_options(CLI::App& app, EngineOptions& o) {
   const char* env_ops = std::getenv("RANKER_OPS_DIR");
@@ -47,6 +47,9 @@ inline void add_engine_options(CLI::App& app, EngineOptions& o) {
                  "intra-op threads per forward (default 1: on a busy machine more threads than free cores "
                  "made a request 10-27x slower)")
       ->check(at_least(1));
+  app.add_option("--push-check-ms", o.push_check_ms,
+                 "how often to look for the export's next push (default 100; 0 = pushes are not applied)")
+      ->check(at_least(0));
   app.add_option("--reload-check-ms", o.reload_check_ms, "how often to look for a newer export (default 1000; 0 = never)")
       ->check(at_least(0));
   app.add_flag("--verbose", o.verbose, "say which operator libraries did not load");

@@ -86,10 +86,12 @@ std::vector<at::Tensor> model_inputs(const std::vector<const ValidRequest*>& req
 Scores score(const LoadedModel& model, const std::vector<const ValidRequest*>& requests) {
   c10::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
-  auto out = model.forward->run(model_inputs(requests, model.meta));
+  int64_t version = 0;
+  auto out = model.forward->run(model_inputs(requests, model.meta), &version);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (out.size() != 2) throw ModelError("the model returned " + std::to_string(out.size()) + " outputs, not 2");
-  Scores s{out[0].to(at::kFloat).contiguous(), out[1].to(at::kFloat).contiguous(), seconds, at::get_num_threads()};
+  Scores s{out[0].to(at::kFloat).contiguous(), out[1].to(at::kFloat).contiguous(), seconds, at::get_num_threads(),
+           version};
   int64_t n = 0;
   for (const ValidRequest* r : requests) n += r->candidates;
   const int64_t t = static_cast<int64_t>(model.meta.tasks.size());

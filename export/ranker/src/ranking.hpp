@@ -19,6 +19,7 @@ struct Scores {
   at::Tensor score;          // [N]
   double forward_seconds = 0;  // the forward that computed them (with any requests merged into it)
   int intra_op_threads = 0;    // the threads that forward could use
+  int64_t version = 0;         // the pushes applied to the weights that computed them
 };
 
 // The model gave something that cannot be ranked (shapes that do not fit model.json, a score or

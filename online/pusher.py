@@ -1,0 +1,164 @@
+"""From a learner's model to the ranker: full exports (a new base) and, between them, pushes.
+
+The learner trains a DistributedModelParallel model in this process (recsys/online/learner.py).
+TorchRec's delta tracker records which embedding rows each batch looked up, which are the rows the
+fused sparse optimizer updates; a push carries those rows' new values and, every `dense_every`
+pushes, every dense tensor the ranker serves (export/push.py). A plain copy of the model (the
+"serving copy") mirrors what the ranker holds, so that tensors the ranker reads but the trainer does
+not (the first layer split by input side, export/request_scorer.py) are derived from it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchrec.distributed.model_tracker.types import DeltaTrackerConfig, TrackingMode
+
+from export.artifact import ExportReport, export, formats_of, metadata
+from export.push import encode_push, push_dir, write_push
+from export.request_scorer import RequestLayout, RequestScorer
+from export.scorer import CandidateInputs, CandidateScorer, model_id_features
+from recsys.model.moment_cross import MomentCrossModel
+
+CONSUMER = "push"
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    out_dir: Path  # the export directory the ranker serves (artifacts/<name>)
+    formats: tuple[str, ...] = ("torchscript", "aoti")
+    dense_every: int = 1  # dense tensors in every push (1) or every n-th
+    max_candidates: int = 10000
+    aoti_threads: int = 1
+    tolerance: float = 1e-5  # a full export is validated against the eager model within this
+
+    @classmethod
+    def of(cls, out_dir: str | Path, formats: str, dense_every: int, max_candidates: int, aoti_threads: int,
+           tolerance: float) -> "PushSettings":
+        if dense_every < 1:
+            raise ValueError(f"push.dense_every must be at least 1, got {dense_every}")
+        return cls(Path(out_dir), formats_of(formats), int(dense_every), int(max_candidates), int(aoti_threads),
+                   float(tolerance))
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    sequence: int
+    path: Path
+    rows: int  # table rows, all tables
+    bytes: int
+    dense: bool
+    seconds: float  # building and writing it
+
+
+def unsharded_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state with every sharded table as one tensor (a view of this process's shard)."""
+    out = {}
+    for name, value in module.state_dict().items():
+        if hasattr(value, "local_shards"):
+            shards = value.local_shards()
+            if len(shards) != 1 or list(shards[0].metadata.shard_offsets) != [0] * value.dim() \
+                    or list(shards[0].metadata.shard_sizes) != list(value.size()):
+                raise NotImplementedError(f"{name}: pushes read whole tables from this process; a table sharded "
+                                          "across processes is not supported by the single-process trainer")
+            value = shards[0].tensor
+        out[name] = value
+    return out
+
+
+class Pusher:
+    def __init__(self, trained: torch.nn.Module, serving_copy: MomentCrossModel, request_layout: dict,
+                 settings: PushSettings, training: Mapping):
+        """`trained`: the learner's DistributedModelParallel; `serving_copy`: a plain model of the same
+        config (its weights are overwritten here); `training`: model.json's "training" section."""
+        self.trained = trained
+        self.settings = settings
+        self.layout_spec = request_layout
+        self.training = dict(training)
+        self.copy = serving_copy.eval()
+        self.scorer = RequestScorer(self.copy, RequestLayout.of(self.copy, request_layout)).eval()
+        trained.init_torchrec_delta_tracker(DeltaTrackerConfig(tracking_mode=TrackingMode.ID_ONLY,
+                                                               consumers=[CONSUMER], delete_on_read=True))
+        self.tracker = trained.get_delta_tracker()
+        self.meta: dict | None = None
+        self.sequence = 0
+        self._batches_at_read = 0
+        self.batches = 0  # batches learned: the caller counts them with learned()
+        self.newest_learned_unix_ms = 0
+
+    def learned(self) -> None:
+        """One more batch learned (the delta tracker saw its lookups)."""
+        self.batches += 1
+        self.newest_learned_unix_ms = int(time.time() * 1000)
+
+    @torch.no_grad()
+    def _sync_copy(self) -> None:
+        state = unsharded_state(self.trained)
+        self.copy.load_state_dict(state, strict=True)
+        for name, value in self.scorer.derived_buffers().items():
+            getattr(self.scorer, name).copy_(value)
+
+    def _touched(self) -> dict[str, torch.Tensor]:
+        """Serving table name -> rows looked up since the last read. The tracker is read only when a
+        batch was learned since: TorchRec 1.8 fails (torch.cat of nothing) reading a table with no
+        lookup recorded since the consumer's last read."""
+        if self.batches == self._batches_at_read:
+            return {}
+        self._batches_at_read = self.batches
+        ids = self.tracker.get_unique_ids(consumer=CONSUMER)
+        return {f"model.{fqn}.weight": rows.to(torch.int64) for fqn, rows in ids.items() if rows.numel()}
+
+    def full_export(self, inputs: CandidateInputs, expected: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> ExportReport:
+        """The model as it is now as a new base: written, validated, model.json last. Pushes restart
+        at 1 for it. `inputs`: a validation batch (`expected`: the eager answers, computed here if
+        not given)."""
+        self._sync_copy()
+        self._touched()  # rows touched so far are in the export
+        if expected is None:
+            with torch.no_grad():
+                expected = CandidateScorer(self.copy, model_id_features(self.copy)).eval()(*inputs)
+        meta = metadata(self.copy, self.layout_spec, self.settings.max_candidates, self.training)
+        report = export(self.copy, RequestLayout.of(self.copy, self.layout_spec), meta, self.settings.out_dir, inputs,
+                        expected, self.settings.tolerance, self.settings.formats, self.settings.aoti_threads)
+        self.meta = json.loads(report.meta_path.read_text())
+        self.sequence = 0
+        return report
+
+    @torch.no_grad()
+    def push(self, data_time_ms: int) -> PushRecord:
+        """The rows touched since the previous push (and the dense tensors, when due) as the next push."""
+        if self.meta is None:
+            raise RuntimeError("push before the first full export: there is no base to push onto")
+        start = time.perf_counter()
+        touched = self._touched()
+        sequence = self.sequence + 1
+        dense_due = sequence % self.settings.dense_every == 0
+        if dense_due:
+            self._sync_copy()
+        state = unsharded_state(self.trained)
+        updatable = self.meta["updatable"]
+        tables = {}
+        for name, rows in touched.items():
+            if name not in updatable["tables"]:
+                raise KeyError(f"the delta tracker names {name}, which model.json's updatable tables do not list")
+            table = state[name.removeprefix("model.")]
+            tables[name] = (rows, table.index_select(0, rows).float())
+            if not dense_due:
+                self.copy.get_parameter(name.removeprefix("model.")).index_copy_(0, rows, tables[name][1])
+        dense = None
+        if dense_due:
+            serving = self.scorer.serving_tensors()
+            dense = {name: serving[name].detach().float() for name in updatable["dense"]}
+        data = encode_push(self.meta["export_id"], updatable["fingerprint"], sequence, tables, dense, data_time_ms,
+                           self.newest_learned_unix_ms)
+        path = write_push(push_dir(self.settings.out_dir, self.meta["export_id"]), data, sequence)
+        self.sequence = sequence
+        return PushRecord(sequence, path, sum(int(r.numel()) for r, _ in tables.values()), len(data), dense_due,
+                          time.perf_counter() - start)
+
