@@ -68,7 +68,7 @@ def request_to_proto(request: dict[str, Any]) -> ranker_pb2.RankRequest:
 def response_to_dict(response: ranker_pb2.RankResponse) -> dict[str, Any]:
     """The answer as the JSON tool writes it. Scores and probabilities are float32 values, exactly."""
     return {"request_id": response.request_id if response.HasField("request_id") else None,
-            "model_generation": response.model_generation,
+            "model_generation": response.model_generation, "model_push": response.model_push,
             "ranked": [{"candidate": r.candidate, "score": r.score, "probabilities": dict(r.probabilities)}
                        for r in response.ranked]}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,15 +60,16 @@ class PushRecord:
 def unsharded_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's state with every sharded table as one tensor (a view of this process's shard)."""
     out = {}
-    for name, value in module.state_dict().items():
-        if hasattr(value, "local_shards"):
-            shards = value.local_shards()
-            if len(shards) != 1 or list(shards[0].metadata.shard_offsets) != [0] * value.dim() \
-                    or list(shards[0].metadata.shard_sizes) != list(value.size()):
-                raise NotImplementedError(f"{name}: pushes read whole tables from this process; a table sharded "
-                                          "across processes is not supported by the single-process trainer")
-            value = shards[0].tensor
-        out[name] = value
+    with warnings.catch_warnings():  # TorchRec 1.8 hands out ShardedTensor, which torch calls deprecated
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        for name, value in module.state_dict().items():
+            if hasattr(value, "local_shards"):
+                shards = value.local_shards()
+                if len(shards) != 1 or list(shards[0].metadata.shard_sizes) != list(value.size()):
+                    raise NotImplementedError(f"{name}: pushes read whole tables from this process; a table "
+                                              "sharded across processes is not supported by the one-process trainer")
+                value = shards[0].tensor
+            out[name] = value
     return out
 
 

@@ -9,12 +9,17 @@ therefore normalise with their running statistics and leave them as they are."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
 from omegaconf import DictConfig
 
 from recsys.data.batch import Batch
+from recsys.train.checkpoint import require_complete
 from recsys.train.module import build_task
 from recsys.train.precision import forward_context
 from recsys.train.strategy import distributed_model, ensure_process_group
@@ -54,3 +59,36 @@ class OnlineLearner:
         self.task.model.eval()
         with forward_context(self.precision):
             return torch.sigmoid(self.task.model(x).logits)
+
+    # A checkpoint: the model's shards and both optimizers' state with torch.distributed.checkpoint,
+    # then `online_state.json` (the caller's position, plain data) last: its presence says the
+    # directory is whole.
+    STATE_FILE = "online_state.json"
+
+    def _sharded_state(self) -> dict:
+        return {"model": self.task.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def save(self, directory: str | Path, position: Mapping) -> Path:
+        """Writes the learner and `position` (JSON-able: where its input stands) to `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        dcp.save(self._sharded_state(), checkpoint_id=str(directory))
+        staged = directory / f".{self.STATE_FILE}.tmp"
+        staged.write_text(json.dumps({"steps": self.steps, "position": dict(position)}))
+        os.replace(staged, directory / self.STATE_FILE)
+        return directory
+
+    def load(self, directory: str | Path) -> dict:
+        """Restores a checkpoint written by save(); returns its position."""
+        directory = Path(directory)
+        require_complete(directory, self.STATE_FILE)
+        if hasattr(self.optimizer, "init_state"):  # lazily created state must exist to be loaded into
+            self.optimizer.init_state()
+        state = self._sharded_state()
+        dcp.load(state, checkpoint_id=str(directory))
+        self.task.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        saved = json.loads((directory / self.STATE_FILE).read_text())
+        self.steps = int(saved["steps"])
+        return saved["position"]
+

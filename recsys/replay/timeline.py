@@ -32,6 +32,7 @@ class ReportedSamples:
         self._head: dict[str, np.ndarray] | None = None  # read but not handed out yet
         self._last_ts = np.iinfo(np.int64).min
         self._stop_ms = np.iinfo(np.int64).max if stop_ms is None else int(stop_ms)
+        self.exhausted = False  # every sample has been handed out
 
     def until(self, t_ms: int) -> dict[str, np.ndarray] | None:
         t_ms = min(int(t_ms), self._stop_ms)
@@ -40,6 +41,7 @@ class ReportedSamples:
             if self._head is None:
                 self._head = next(self._source, None)
                 if self._head is None:
+                    self.exhausted = True
                     break
                 ts = self._head["report_ts"]
                 if len(ts) and (ts[0] < self._last_ts or np.any(np.diff(ts) < 0)):

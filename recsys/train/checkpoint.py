@@ -22,14 +22,15 @@ class IncompleteCheckpointError(RuntimeError):
     """A checkpoint directory missing a file or holding a truncated one; the message names it."""
 
 
-def require_complete(checkpoint_dir: str | Path) -> Path:
-    """`checkpoint_dir`, once it has its index, its trainer state and every shard file at least as
-    long as the index says; else IncompleteCheckpointError naming what is missing or short."""
+def require_complete(checkpoint_dir: str | Path, state_file: str = TRAINER_STATE) -> Path:
+    """`checkpoint_dir`, once it has its index, its state file (written last: the training job's
+    trainer state, or the online learner's position) and every shard file at least as long as the
+    index says; else IncompleteCheckpointError naming what is missing or short."""
     checkpoint_dir = Path(checkpoint_dir)
     if not (checkpoint_dir / ".metadata").exists():
         raise IncompleteCheckpointError(f"{checkpoint_dir} is not a sharded checkpoint (no .metadata)")
-    if not (checkpoint_dir / TRAINER_STATE).exists():
-        raise IncompleteCheckpointError(f"{checkpoint_dir} is incomplete: {TRAINER_STATE} is missing (the run "
+    if not (checkpoint_dir / state_file).exists():
+        raise IncompleteCheckpointError(f"{checkpoint_dir} is incomplete: {state_file} is missing (the run "
                                         f"stopped while saving it?); use an earlier checkpoint")
     try:
         metadata = FileSystemReader(str(checkpoint_dir)).read_metadata()
