@@ -55,6 +55,8 @@ class PushRecord:
     bytes: int
     dense: bool
     seconds: float  # building and writing it
+    data_time_ms: int
+    learned_unix_ms: int  # when its newest batch was learned
 
 
 def unsharded_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -162,5 +164,5 @@ class Pusher:
         path = write_push(push_dir(self.settings.out_dir, self.meta["export_id"]), data, sequence)
         self.sequence = sequence
         return PushRecord(sequence, path, sum(int(r.numel()) for r, _ in tables.values()), len(data), dense_due,
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, int(data_time_ms), self.newest_learned_unix_ms)
 

@@ -1,0 +1,193 @@
+"""Pushes into a serving ranker (docs/serving.md, "Pushes"), on the busy world:
+
+1. the continuous trainer (online/trainer.py) learns `data_seconds` of the realtime stream as fast as
+   it can, pushing every 30 s of data time: push sizes (rows, bytes) and build times;
+2. for each format, a ranker serves the trainer's first export to one client sending 200-candidate
+   requests, first with no push arriving, then while the trainer's pushes land one per second (30x
+   the real rate): the client's p50/p99 both ways and each push's apply time (the ranker's log:
+   opening the file until the new version serves). The pushes were written beforehand, so the
+   trainer's own CPU does not weigh on the ranker (in a deployment it runs elsewhere);
+3. live: the trainer at `live_pace` (wall seconds per data second) beside a ranker following its
+   pushes: from a push's newest learned batch to that push serving, per push.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra import compose
+from omegaconf import DictConfig
+
+from bench.load import pin_to, percentile
+from bench.serving import ensure_ranker
+from bench.service import load
+from data_pipelines.dataset import FINAL
+from export.client import request_to_proto
+from export.push import push_dir, push_path, write_push
+from export.requests import RequestSchema, requests_from_inputs
+from export.scorer import inputs_from_batch
+from export.server_process import RankerServer
+from online.trainer import OnlineTrainer, OnlineTrainSettings
+from recsys.data import ShardDataset, make_loader
+
+_SERVING = re.compile(r"push (\d+) serving at (\d+) ms \((\d+) rows, (\d+) bytes, applied in ([0-9.e+-]+) ms; its newest "
+                      r"batch learned (-?\d+) ms before\)")
+
+
+def applied_pushes(stderr: str) -> list[dict]:
+    """The ranker's log lines of applied pushes."""
+    return [{"sequence": int(m[1]), "serving_unix_ms": int(m[2]), "rows": int(m[3]), "bytes": int(m[4]),
+             "apply_ms": float(m[5]), "learned_to_serving_ms": int(m[6])} for m in _SERVING.finditer(stderr)]
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    ordered = np.sort(np.asarray(values, dtype=float))
+    return {"p50": percentile(ordered, 0.5), "p99": percentile(ordered, 0.99), "max": float(ordered[-1])} \
+        if len(ordered) else {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+
+
+def _trainer_config(cfg: DictConfig, bc: DictConfig, root: Path, name: str, *overrides: str) -> DictConfig:
+    return compose(config_name="online_train", overrides=[
+        f"world={bc.world}", f"paths.data_dir={cfg.paths.data_dir}", f"paths.log_dir={root / 'logs'}",
+        f"paths.artifacts_dir={root / 'artifacts'}", f"paths.reports_dir={root / 'reports'}",
+        f"online_train.name={name}", "online_train.progress=false", *overrides])
+
+
+def _train(cfg: DictConfig, bc: DictConfig, root: Path) -> tuple[OnlineTrainer, dict]:
+    tcfg = _trainer_config(cfg, bc, root, "pushes", f"online_train.stop_after_s={int(bc.data_seconds)}",
+                           f"push.formats={'both' if len(bc.formats) > 1 else bc.formats[0]}")
+    trainer = OnlineTrainer(tcfg, OnlineTrainSettings.of(tcfg.online_train, tcfg.push))
+    summary = trainer.run()
+    return trainer, summary
+
+
+def _serve_with_pushes(model_dir: Path, source: Path, fmt: str, requests: list, bc: DictConfig, flags: list[str]
+                       ) -> dict:
+    """One client's latency without pushes, then while the pushes land one per `push_wall_s`."""
+    meta = json.loads((model_dir / "model.json").read_text())
+    target = push_dir(model_dir, meta["export_id"])
+    shutil.rmtree(target, ignore_errors=True)
+    sequences = sorted(int(p.stem) for p in source.glob("*.push"))[: int(bc.pushes_served)]
+    with RankerServer(model_dir, "--format", fmt, *flags, cores=list(bc.server_cores) or None) as server:
+        load(server, requests[:4], 1, 5.0, 10)  # warm the channel
+        quiet = load(server, requests, 1, float(bc.seconds), 10 ** 9)
+
+        def land_pushes() -> None:
+            for k in sequences:
+                time.sleep(float(bc.push_wall_s))
+                write_push(target, push_path(source, k).read_bytes(), k)
+
+        busy = load(server, requests, 1, 0.0, 10 ** 9, during=land_pushes)
+        deadline = time.monotonic() + 30
+        while server.metrics()["ranker_model_push"] < len(sequences) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        applied = applied_pushes(server.stderr)
+    return {"without_pushes": quiet, "with_pushes": busy, "pushes_applied": len(applied),
+            "apply_ms": _quantiles([a["apply_ms"] for a in applied]),
+            "p99_rise": busy["p99_ms"] / quiet["p99_ms"] - 1}
+
+
+def _live(cfg: DictConfig, bc: DictConfig, root: Path) -> dict:
+    """The trainer at `live_pace` in a process of its own, a ranker following its pushes."""
+    fmt = str(bc.live_format)
+    overrides = [f"online_train.pace={float(bc.live_pace)}", f"online_train.stop_after_s={int(bc.live_data_seconds)}",
+                 f"push.formats={fmt}"]
+    tcfg = _trainer_config(cfg, bc, root, "live", *overrides)
+    model_dir = Path(tcfg.paths.artifacts_dir) / "live"
+    args = [sys.executable, "-m", "online", *[f"world={bc.world}", f"paths.data_dir={cfg.paths.data_dir}",
+                                              f"paths.log_dir={root / 'logs'}", f"paths.artifacts_dir={root / 'artifacts'}",
+                                              f"paths.reports_dir={root / 'reports'}", "online_train.name=live",
+                                              "online_train.progress=false", *overrides]]
+    cores = list(bc.trainer_cores) if bc.trainer_cores else None
+    trainer = subprocess.Popen(["taskset", "-c", ",".join(map(str, cores))] + args if cores else args,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(trainer.stdout), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 600
+        while not (model_dir / "model.json").exists():
+            if trainer.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the live trainer wrote no export:\n" + "".join(output)[-3000:])
+            time.sleep(0.1)
+        with RankerServer(model_dir, "--format", fmt, "--push-check-ms", str(int(bc.push_check_ms)),
+                          cores=list(bc.server_cores) or None) as server:
+            trainer.wait(timeout=1200)
+            time.sleep(1.0)
+            applied = applied_pushes(server.stderr)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+    if trainer.returncode != 0:
+        raise SystemExit("the live trainer failed:\n" + "".join(output)[-3000:])
+    interval_wall_s = 30 * float(bc.live_pace)
+    latencies = [a["learned_to_serving_ms"] for a in applied]
+    return {"pace": float(bc.live_pace), "push_interval_wall_s": interval_wall_s, "pushes_applied": len(applied),
+            "learned_to_serving_ms": _quantiles(latencies),
+            "within_interval_plus_1s": float(np.mean([lat <= interval_wall_s * 1000 + 1000 for lat in latencies]))
+            if latencies else float("nan")}
+
+
+def run(cfg: DictConfig) -> dict:
+    bc = cfg.bench.push
+    ensure_ranker()
+    figures: dict = {}
+    flags = ["--push-check-ms", str(int(bc.push_check_ms)), "--reload-check-ms", "0"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        print(f"[bench] push: the continuous trainer on the {bc.world} world, {bc.data_seconds} s of data time, "
+              f"a push every 30 s (AOTInductor compiles for ~1 min)", flush=True)
+        start = time.perf_counter()
+        trainer, summary = _train(cfg, bc, root)
+        figures["trainer"] = {k: summary[k] for k in ("samples_learned", "batches_learned", "pushes", "push_rows",
+                                                     "push_bytes", "push_build_seconds")}
+        figures["trainer"]["seconds"] = time.perf_counter() - start
+        print(f"  trainer: {summary['samples_learned']:,} samples, {summary['pushes']} pushes in "
+              f"{figures['trainer']['seconds']:.0f} s; rows per push p50 {summary['push_rows']['p50']:,.0f} (max "
+              f"{summary['push_rows']['max']:,}), bytes p50 {summary['push_bytes']['p50'] / 1e6:.2f} MB (max "
+              f"{summary['push_bytes']['max'] / 1e6:.2f}), build p50/p99 "
+              f"{summary['push_build_seconds']['p50'] * 1e3:.0f}/{summary['push_build_seconds']['p99'] * 1e3:.0f} ms")
+        # The served copy: the trainer's base export as it was first written, its pushes kept aside.
+        base = root / "artifacts" / "pushes"
+        meta = json.loads((base / "model.json").read_text())
+        if len(trainer.exports) != 1:
+            raise SystemExit("bench.push.data_seconds spans more than one full export; shorten it")
+        source = root / "pushes-written"
+        shutil.move(str(push_dir(base, meta["export_id"])), source)
+        batch = next(iter(make_loader(ShardDataset(trainer.data.stream(FINAL), int(bc.candidates) * 8))))
+        inputs = inputs_from_batch(batch, trainer.pusher.copy)
+        requests = [request_to_proto(r) for r in requests_from_inputs(inputs, RequestSchema(meta), int(bc.candidates),
+                                                                      prefix="push")]
+        print(f"  {'format':<12} {'p50 ms':>7} {'p99 ms':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99 rise':>8} "
+              f"{'apply p50':>9} {'apply p99':>9}   (1 client, {bc.candidates} candidates; without | with a push "
+              f"per {bc.push_wall_s} s)")
+        cores_before = __import__("os").sched_getaffinity(0)
+        pin_to(list(bc.client_cores) if bc.client_cores else None)
+        try:
+            for fmt in bc.formats:
+                row = _serve_with_pushes(base, source, str(fmt), requests, bc, flags)
+                figures[str(fmt)] = row
+                q, b = row["without_pushes"], row["with_pushes"]
+                print(f"  {fmt:<12} {q['p50_ms']:7.2f} {q['p99_ms']:7.2f} {b['p50_ms']:7.2f} {b['p99_ms']:7.2f} "
+                      f"{row['p99_rise']:+8.1%} {row['apply_ms']['p50']:7.2f}ms {row['apply_ms']['p99']:7.2f}ms"
+                      f"   ({row['pushes_applied']} pushes, {b['errors']} errors)", flush=True)
+        finally:
+            __import__("os").sched_setaffinity(0, cores_before)
+        live = _live(cfg, bc, root)
+        figures["live"] = live
+        lat = live["learned_to_serving_ms"]
+        print(f"  live ({bc.live_format}, a push every {live['push_interval_wall_s']:.1f} s of wall time): "
+              f"{live['pushes_applied']} pushes; newest learned batch -> serving p50 {lat['p50']:.0f} ms, p99 "
+              f"{lat['p99']:.0f} ms; within the push interval + 1 s: {live['within_interval_plus_1s']:.0%}")
+    errors = {f: figures[f]["with_pushes"]["errors"] + figures[f]["without_pushes"]["errors"] for f in bc.formats}
+    if any(errors.values()):
+        raise SystemExit(f"the ranker answered with errors while pushes landed: {errors}")
+    return figures
