@@ -27,6 +27,7 @@ import numpy as np
 from hydra import compose
 from omegaconf import DictConfig
 
+from bench.data import ensure_shards
 from bench.load import pin_to, percentile
 from bench.serving import ensure_ranker
 from bench.service import load
@@ -40,13 +41,13 @@ from online.trainer import OnlineTrainer, OnlineTrainSettings
 from recsys.data import ShardDataset, make_loader
 
 _SERVING = re.compile(r"push (\d+) serving at (\d+) ms \((\d+) rows, (\d+) bytes, applied in ([0-9.e+-]+) ms; its newest "
-                      r"batch learned (-?\d+) ms before\)")
+                      r"batch learned at (\d+) ms\)")
 
 
 def applied_pushes(stderr: str) -> list[dict]:
     """The ranker's log lines of applied pushes."""
     return [{"sequence": int(m[1]), "serving_unix_ms": int(m[2]), "rows": int(m[3]), "bytes": int(m[4]),
-             "apply_ms": float(m[5]), "learned_to_serving_ms": int(m[6])} for m in _SERVING.finditer(stderr)]
+             "apply_ms": float(m[5]), "learned_unix_ms": int(m[6])} for m in _SERVING.finditer(stderr)]
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:
@@ -72,28 +73,37 @@ def _train(cfg: DictConfig, bc: DictConfig, root: Path) -> tuple[OnlineTrainer, 
 
 def _serve_with_pushes(model_dir: Path, source: Path, fmt: str, requests: list, bc: DictConfig, flags: list[str]
                        ) -> dict:
-    """One client's latency without pushes, then while the pushes land one per `push_wall_s`."""
+    """One client's latency without pushes, then while pushes land at each rate of `bc.rates`."""
     meta = json.loads((model_dir / "model.json").read_text())
     target = push_dir(model_dir, meta["export_id"])
     shutil.rmtree(target, ignore_errors=True)
-    sequences = sorted(int(p.stem) for p in source.glob("*.push"))[: int(bc.pushes_served)]
+    available = sorted(int(p.stem) for p in source.glob("*.push"))
+    out: dict = {"rates": []}
     with RankerServer(model_dir, "--format", fmt, *flags, cores=list(bc.server_cores) or None) as server:
         load(server, requests[:4], 1, 5.0, 10)  # warm the channel
-        quiet = load(server, requests, 1, float(bc.seconds), 10 ** 9)
+        out["without_pushes"] = quiet = load(server, requests, 1, float(bc.seconds), 10 ** 9)
+        landed = 0
+        for rate in bc.rates:
+            sequences = available[landed:landed + int(rate.pushes)]
+            if len(sequences) < int(rate.pushes):
+                raise SystemExit("bench.push.data_seconds gives too few pushes for bench.push.rates")
+            landed += len(sequences)
 
-        def land_pushes() -> None:
-            for k in sequences:
-                time.sleep(float(bc.push_wall_s))
-                write_push(target, push_path(source, k).read_bytes(), k)
+            def land_pushes() -> None:
+                for k in sequences:
+                    time.sleep(float(rate.every_s))
+                    write_push(target, push_path(source, k).read_bytes(), k)
 
-        busy = load(server, requests, 1, 0.0, 10 ** 9, during=land_pushes)
-        deadline = time.monotonic() + 30
-        while server.metrics()["ranker_model_push"] < len(sequences) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        applied = applied_pushes(server.stderr)
-    return {"without_pushes": quiet, "with_pushes": busy, "pushes_applied": len(applied),
-            "apply_ms": _quantiles([a["apply_ms"] for a in applied]),
-            "p99_rise": busy["p99_ms"] / quiet["p99_ms"] - 1}
+            logged = len(applied_pushes(server.stderr))
+            busy = load(server, requests, 1, 0.0, 10 ** 9, during=land_pushes)
+            deadline = time.monotonic() + 30
+            while server.metrics()["ranker_model_push"] < landed and time.monotonic() < deadline:
+                time.sleep(0.05)
+            applied = applied_pushes(server.stderr)[logged:]
+            out["rates"].append({"every_s": float(rate.every_s), "with_pushes": busy, "pushes_applied": len(applied),
+                                 "apply_ms": _quantiles([a["apply_ms"] for a in applied]),
+                                 "p99_rise": busy["p99_ms"] / quiet["p99_ms"] - 1})
+    return out
 
 
 def _live(cfg: DictConfig, bc: DictConfig, root: Path) -> dict:
@@ -129,8 +139,12 @@ def _live(cfg: DictConfig, bc: DictConfig, root: Path) -> dict:
     if trainer.returncode != 0:
         raise SystemExit("the live trainer failed:\n" + "".join(output)[-3000:])
     interval_wall_s = 30 * float(bc.live_pace)
-    latencies = [a["learned_to_serving_ms"] for a in applied]
+    # Pushes whose newest batch is new: one that learned nothing since the previous push carries the
+    # same batch, whose latency the previous push already measured.
+    latencies = [a["serving_unix_ms"] - a["learned_unix_ms"] for k, a in enumerate(applied)
+                 if a["learned_unix_ms"] > 0 and (k == 0 or a["learned_unix_ms"] != applied[k - 1]["learned_unix_ms"])]
     return {"pace": float(bc.live_pace), "push_interval_wall_s": interval_wall_s, "pushes_applied": len(applied),
+            "pushes_with_a_new_batch": len(latencies),
             "learned_to_serving_ms": _quantiles(latencies),
             "within_interval_plus_1s": float(np.mean([lat <= interval_wall_s * 1000 + 1000 for lat in latencies]))
             if latencies else float("nan")}
@@ -139,6 +153,7 @@ def _live(cfg: DictConfig, bc: DictConfig, root: Path) -> dict:
 def run(cfg: DictConfig) -> dict:
     bc = cfg.bench.push
     ensure_ranker()
+    ensure_shards(compose(config_name="bench", overrides=[f"world={bc.world}", f"paths.data_dir={cfg.paths.data_dir}"]))
     figures: dict = {}
     flags = ["--push-check-ms", str(int(bc.push_check_ms)), "--reload-check-ms", "0"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,19 +181,21 @@ def run(cfg: DictConfig) -> dict:
         inputs = inputs_from_batch(batch, trainer.pusher.copy)
         requests = [request_to_proto(r) for r in requests_from_inputs(inputs, RequestSchema(meta), int(bc.candidates),
                                                                       prefix="push")]
-        print(f"  {'format':<12} {'p50 ms':>7} {'p99 ms':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99 rise':>8} "
-              f"{'apply p50':>9} {'apply p99':>9}   (1 client, {bc.candidates} candidates; without | with a push "
-              f"per {bc.push_wall_s} s)")
+        print(f"  {'format':<12} {'push every':>10} {'p50 ms':>7} {'p99 ms':>7} {'p99 rise':>8} {'apply p50':>9} "
+              f"{'apply p99':>9}   (1 client, {bc.candidates} candidates; the first row without pushes)")
         cores_before = __import__("os").sched_getaffinity(0)
         pin_to(list(bc.client_cores) if bc.client_cores else None)
         try:
             for fmt in bc.formats:
                 row = _serve_with_pushes(base, source, str(fmt), requests, bc, flags)
                 figures[str(fmt)] = row
-                q, b = row["without_pushes"], row["with_pushes"]
-                print(f"  {fmt:<12} {q['p50_ms']:7.2f} {q['p99_ms']:7.2f} {b['p50_ms']:7.2f} {b['p99_ms']:7.2f} "
-                      f"{row['p99_rise']:+8.1%} {row['apply_ms']['p50']:7.2f}ms {row['apply_ms']['p99']:7.2f}ms"
-                      f"   ({row['pushes_applied']} pushes, {b['errors']} errors)", flush=True)
+                q = row["without_pushes"]
+                print(f"  {fmt:<12} {'never':>10} {q['p50_ms']:7.2f} {q['p99_ms']:7.2f}", flush=True)
+                for r in row["rates"]:
+                    b = r["with_pushes"]
+                    print(f"  {fmt:<12} {r['every_s']:>8g} s {b['p50_ms']:7.2f} {b['p99_ms']:7.2f} {r['p99_rise']:+8.1%} "
+                          f"{r['apply_ms']['p50']:7.2f}ms {r['apply_ms']['p99']:7.2f}ms   ({r['pushes_applied']} pushes, "
+                          f"{b['errors']} errors, {b['requests']:,} requests)", flush=True)
         finally:
             __import__("os").sched_setaffinity(0, cores_before)
         live = _live(cfg, bc, root)
@@ -187,7 +204,8 @@ def run(cfg: DictConfig) -> dict:
         print(f"  live ({bc.live_format}, a push every {live['push_interval_wall_s']:.1f} s of wall time): "
               f"{live['pushes_applied']} pushes; newest learned batch -> serving p50 {lat['p50']:.0f} ms, p99 "
               f"{lat['p99']:.0f} ms; within the push interval + 1 s: {live['within_interval_plus_1s']:.0%}")
-    errors = {f: figures[f]["with_pushes"]["errors"] + figures[f]["without_pushes"]["errors"] for f in bc.formats}
+    errors = {f: figures[f]["without_pushes"]["errors"] + sum(r["with_pushes"]["errors"] for r in figures[f]["rates"])
+              for f in bc.formats}
     if any(errors.values()):
         raise SystemExit(f"the ranker answered with errors while pushes landed: {errors}")
     return figures

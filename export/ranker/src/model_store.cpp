@@ -275,8 +275,8 @@ int ModelStore::follow_pushes(const LoadedModel& model, PushState& state) {
       const auto serving_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                   std::chrono::system_clock::now().time_since_epoch()).count();
       std::cerr << "ranker: push " << next << " serving at " << serving_ms << " ms (" << push.rows << " rows, "
-                << push.bytes << " bytes, applied in " << seconds * 1e3 << " ms; its newest batch learned "
-                << serving_ms - push.learned_unix_ms << " ms before)" << std::endl;
+                << push.bytes << " bytes, applied in " << seconds * 1e3 << " ms; its newest batch learned at "
+                << push.learned_unix_ms << " ms)" << std::endl;
       if (options_.on_push)
         options_.on_push(PushOutcome{PushOutcome::Result::Applied, "", "", next, seconds, push.rows, push.bytes,
                                      push.data_time_ms, push.learned_unix_ms});

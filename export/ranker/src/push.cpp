@@ -3,6 +3,8 @@
 #include <simdjson.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iomanip>
@@ -120,9 +122,12 @@ std::vector<int64_t> push_sequences(const std::filesystem::path& export_dir, con
 
 Push read_push(const std::filesystem::path& file, const ModelMeta& meta, int64_t sequence) {
   const std::string where = file.string();
-  std::ifstream in(file, std::ios::binary);
+  std::ifstream in(file, std::ios::binary | std::ios::ate);
   if (!in) throw PushRefused("io", where + ": cannot open");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<char> bytes(static_cast<size_t>(in.tellg()));
+  in.seekg(0);
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size())))
+    throw PushRefused("io", where + ": cannot read " + std::to_string(bytes.size()) + " bytes");
   if (bytes.size() < 8) throw PushRefused("format", where + ": " + std::to_string(bytes.size()) + " bytes, not a push");
   uint64_t header_length = 0;
   for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | static_cast<unsigned char>(bytes[i]);
@@ -186,9 +191,11 @@ Push read_push(const std::filesystem::path& file, const ModelMeta& meta, int64_t
     std::memcpy(t.data_ptr(), data + e.begin, size);
     return t;
   };
+  // Checked on the raw values: a few ATen calls per tensor cost more than the pass itself.
   auto finite = [&](const std::string& name, const at::Tensor& t) {
-    if (t.numel() && !at::isfinite(t).all().item<bool>())
-      throw PushRefused("values", where + ": " + name + " holds a value that is not finite");
+    const float* v = t.data_ptr<float>();
+    for (int64_t i = 0, n = t.numel(); i < n; ++i)
+      if (!std::isfinite(v[i])) throw PushRefused("values", where + ": " + name + " holds a value that is not finite");
   };
   std::set<std::string> seen;
   for (const auto& [name, entry] : header.tensors) {
@@ -210,14 +217,15 @@ Push read_push(const std::filesystem::path& file, const ModelMeta& meta, int64_t
         throw PushRefused("tensor", where + ": table " + target + ": rows " + shape_text(rows.sizes()) + " and values " +
                                         shape_text(values.sizes()) + " do not fit [n] and [n, " +
                                         std::to_string(spec->second.dim) + "]");
-      if (n) {
-        const int64_t low = rows.min().item<int64_t>(), high = rows.max().item<int64_t>();
-        if (low < 0 || high >= spec->second.rows)
-          throw PushRefused("rows", where + ": table " + target + ": row " + std::to_string(low < 0 ? low : high) +
+      const int64_t* row = rows.data_ptr<int64_t>();
+      for (int64_t i = 0; i < n; ++i)
+        if (row[i] < 0 || row[i] >= spec->second.rows)
+          throw PushRefused("rows", where + ": table " + target + ": row " + std::to_string(row[i]) +
                                         " is out of range [0, " + std::to_string(spec->second.rows) + ")");
-        if (std::get<0>(at::_unique(rows)).numel() != n)
-          throw PushRefused("rows", where + ": table " + target + " lists a row twice");
-      }
+      std::vector<int64_t> sorted(row, row + n);
+      std::sort(sorted.begin(), sorted.end());
+      if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+        throw PushRefused("rows", where + ": table " + target + " lists a row twice");
       finite(values_entry->first, values);
       push.rows += n;
       push.tables[target] = {rows, values};
