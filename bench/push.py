@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -183,7 +184,7 @@ def run(cfg: DictConfig) -> dict:
                                                                       prefix="push")]
         print(f"  {'format':<12} {'push every':>10} {'p50 ms':>7} {'p99 ms':>7} {'p99 rise':>8} {'apply p50':>9} "
               f"{'apply p99':>9}   (1 client, {bc.candidates} candidates; the first row without pushes)")
-        cores_before = __import__("os").sched_getaffinity(0)
+        cores_before = os.sched_getaffinity(0)
         pin_to(list(bc.client_cores) if bc.client_cores else None)
         try:
             for fmt in bc.formats:
@@ -197,7 +198,7 @@ def run(cfg: DictConfig) -> dict:
                           f"{r['apply_ms']['p50']:7.2f}ms {r['apply_ms']['p99']:7.2f}ms   ({r['pushes_applied']} pushes, "
                           f"{b['errors']} errors, {b['requests']:,} requests)", flush=True)
         finally:
-            __import__("os").sched_setaffinity(0, cores_before)
+            os.sched_setaffinity(0, cores_before)
         live = _live(cfg, bc, root)
         figures["live"] = live
         lat = live["learned_to_serving_ms"]
