@@ -141,6 +141,18 @@ def validation_cases(model: MomentCrossModel, layout: RequestLayout, inputs: Can
             for case in (case, case.trimmed())]
 
 
+@dataclass(frozen=True)
+class StagedExport:
+    """An export written and validated under staging names, not yet visible: `commit_export` puts
+    it in place. Its `meta` (with its export_id) is final."""
+
+    out_dir: Path
+    meta: dict[str, Any]
+    staged: dict[str, Path]  # format -> staged file
+    diffs: dict[str, tuple[float, float]]
+    validated_on: int
+
+
 def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any], out_dir: Path,
            inputs: CandidateInputs, expected: tuple[torch.Tensor, torch.Tensor], tolerance: float = 1e-5,
            formats: tuple[str, ...] = ("torchscript",), aoti_threads: int = 1) -> ExportReport:
@@ -149,6 +161,15 @@ def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any],
     `expected` its probabilities and scores) within `tolerance`, as single-sample requests and as
     two users' requests (`validation_cases`). `aoti_threads`: the intra-op threads the AOTInductor
     package is compiled for (the ranker's --intra-op-threads)."""
+    return commit_export(stage_export(model, layout, meta, out_dir, inputs, expected, tolerance, formats,
+                                      aoti_threads))
+
+
+def stage_export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any], out_dir: Path,
+                 inputs: CandidateInputs, expected: tuple[torch.Tensor, torch.Tensor], tolerance: float = 1e-5,
+                 formats: tuple[str, ...] = ("torchscript",), aoti_threads: int = 1) -> StagedExport:
+    """`export` up to the commit: the files written under staging names and validated, model.json's
+    content decided. Nothing a ranker reads has changed yet."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scorer = RequestScorer(model, layout).eval()
     cases = validation_cases(model, layout, inputs, expected)
@@ -161,12 +182,14 @@ def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any],
     held: dict[str, Callable[[Callable], set[str]]] = {"torchscript": torchscript.tensor_names,
                                                        "aoti": aoti.constant_names}
     updatable = updatable_spec(scorer.serving_tensors())
+    export_id = uuid.uuid4().hex
     staged: dict[str, Path] = {}
     diffs: dict[str, tuple[float, float]] = {}
     loaded = {}
     try:
         for fmt in formats:
-            staged[fmt] = out_dir / f".staged.{FILE_NAMES[fmt]}"  # AOTInductor wants the .pt2 suffix
+            # Named by export: a commit of another export meanwhile cannot take this one's files.
+            staged[fmt] = out_dir / f".staged.{export_id}.{FILE_NAMES[fmt]}"  # AOTInductor wants the .pt2 suffix
             loaded[fmt] = writers[fmt](staged[fmt])
             unreachable = sorted({*updatable["tables"], *updatable["dense"]} - held[fmt](loaded[fmt]))
             if unreachable:
@@ -182,9 +205,8 @@ def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any],
         for path in staged.values():
             path.unlink(missing_ok=True)
         raise
-    files = {fmt: out_dir / FILE_NAMES[fmt] for fmt in formats}
-    meta = {**meta, "export_id": uuid.uuid4().hex, "updatable": updatable,
-            "files": {fmt: path.name for fmt, path in files.items()},
+    meta = {**meta, "export_id": export_id, "updatable": updatable,
+            "files": {fmt: FILE_NAMES[fmt] for fmt in formats},
             **({"aoti": {"threads": aoti_threads}} if "aoti" in formats else {}),
             "fbgemm_operators": torchscript.fbgemm_operators(loaded["torchscript"]) if "torchscript" in loaded else [],
             "validation": {"samples": len(inputs), "tolerance": tolerance,
@@ -192,10 +214,17 @@ def export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str, Any],
                            "max_abs_diff_score": max(d[1] for d in diffs.values()),
                            "by_format": {fmt: {"max_abs_diff_probabilities": d[0], "max_abs_diff_score": d[1]}
                                          for fmt, d in diffs.items()}}}
-    for fmt in formats:
-        os.replace(staged[fmt], files[fmt])
-    meta_path = out_dir / "model.json"
-    _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
-    for fmt in set(FORMATS) - set(formats):  # a file of an earlier export that model.json no longer lists
-        (out_dir / FILE_NAMES[fmt]).unlink(missing_ok=True)
-    return ExportReport(out_dir, meta_path, files, diffs, len(inputs))
+    return StagedExport(out_dir, meta, staged, diffs, len(inputs))
+
+
+def commit_export(staged: StagedExport) -> ExportReport:
+    """Puts a staged export in place: its model files renamed over the previous ones, then model.json
+    (the commit point a ranker watches)."""
+    files = {fmt: staged.out_dir / FILE_NAMES[fmt] for fmt in staged.staged}
+    for fmt, path in staged.staged.items():
+        os.replace(path, files[fmt])
+    meta_path = staged.out_dir / "model.json"
+    _atomic_write(meta_path, lambda p: p.write_text(json.dumps(staged.meta, indent=2) + "\n"))
+    for fmt in set(FORMATS) - set(staged.staged):  # a file of an earlier export that model.json no longer lists
+        (staged.out_dir / FILE_NAMES[fmt]).unlink(missing_ok=True)
+    return ExportReport(staged.out_dir, meta_path, files, staged.diffs, staged.validated_on)

@@ -6,13 +6,20 @@ fused sparse optimizer updates; a push carries those rows' new values and, every
 pushes, every dense tensor the ranker serves (export/push.py). A plain copy of the model (the
 "serving copy") mirrors what the ranker holds, so that tensors the ranker reads but the trainer does
 not (the first layer split by input side, export/request_scorer.py) are derived from it.
+
+A full export takes a minute with AOTInductor, so after the first one it is written on a thread of
+its own from a snapshot of the model, while learning and pushes onto the current base go on. The
+rows touched since the snapshot are collected meanwhile; when the export is ready, the new base's
+first push (those rows and the dense tensors as they are then) is written before its model.json, so
+a ranker moving to the new base catches up to the present before it serves it.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +27,7 @@ from pathlib import Path
 import torch
 from torchrec.distributed.model_tracker.types import DeltaTrackerConfig, TrackingMode
 
-from export.artifact import ExportReport, export, formats_of, metadata
+from export.artifact import ExportReport, StagedExport, commit_export, formats_of, metadata, stage_export
 from export.push import encode_push, push_dir, write_push
 from export.request_scorer import RequestLayout, RequestScorer
 from export.scorer import CandidateInputs, CandidateScorer, model_id_features
@@ -94,6 +101,11 @@ class Pusher:
         self._batches_at_read = 0
         self.batches = 0  # batches learned: the caller counts them with learned()
         self.newest_learned_unix_ms = 0
+        self.newest_learned_data_ms = 0
+        self._exporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="full-export")
+        self._staging: Future[StagedExport] | None = None
+        self._since_snapshot: dict[str, torch.Tensor] = {}
+        self._batches_at_snapshot = 0
 
     def learned(self) -> None:
         """One more batch learned (the delta tracker saw its lookups)."""
@@ -117,33 +129,76 @@ class Pusher:
         ids = self.tracker.get_unique_ids(consumer=CONSUMER)
         return {f"model.{fqn}.weight": rows.to(torch.int64) for fqn, rows in ids.items() if rows.numel()}
 
-    def full_export(self, inputs: CandidateInputs, expected: tuple[torch.Tensor, torch.Tensor] | None = None
-                    ) -> ExportReport:
-        """The model as it is now as a new base: written, validated, model.json last. Pushes restart
-        at 1 for it. `inputs`: a validation batch (`expected`: the eager answers, computed here if
-        not given)."""
-        self._sync_copy()
-        self._touched()  # rows touched so far are in the export
-        if expected is None:
-            with torch.no_grad():
-                expected = CandidateScorer(self.copy, model_id_features(self.copy)).eval()(*inputs)
-        meta = metadata(self.copy, self.layout_spec, self.settings.max_candidates, self.training)
-        report = export(self.copy, RequestLayout.of(self.copy, self.layout_spec), meta, self.settings.out_dir, inputs,
-                        expected, self.settings.tolerance, self.settings.formats, self.settings.aoti_threads)
-        self.meta = json.loads(report.meta_path.read_text())
-        self.sequence = 0
+    def full_export(self, inputs: CandidateInputs) -> ExportReport:
+        """The model as it is now as a new base, written, validated and committed before returning.
+        `inputs`: a validation batch."""
+        self.start_full_export(inputs)
+        report = self.finish_full_export(wait=True)
+        assert report is not None
         return report
 
+    @property
+    def exporting(self) -> bool:
+        return self._staging is not None
+
+    def start_full_export(self, inputs: CandidateInputs) -> None:
+        """Starts writing the model as it is now as a new base, on a thread of its own (a minute with
+        AOTInductor), while learning and pushes onto the current base go on; `finish_full_export`
+        puts it in place. `inputs`: a validation batch."""
+        if self._staging is not None:
+            raise RuntimeError("a full export is already being written")
+        self._sync_copy()
+        self._touched()  # rows touched so far are in the snapshot
+        snapshot = copy.deepcopy(self.copy)  # the export's own: the serving copy moves on with the pushes
+        with torch.no_grad():
+            expected = CandidateScorer(snapshot, model_id_features(snapshot)).eval()(*inputs)
+        meta = metadata(snapshot, self.layout_spec, self.settings.max_candidates, self.training)
+        self._since_snapshot = {}
+        self._batches_at_snapshot = self.batches
+        s = self.settings
+        self._staging = self._exporter.submit(stage_export, snapshot, RequestLayout.of(snapshot, self.layout_spec),
+                                              meta, s.out_dir, inputs, expected, s.tolerance, s.formats,
+                                              s.aoti_threads)
+
     @torch.no_grad()
+    def finish_full_export(self, wait: bool = False) -> ExportReport | None:
+        """Once the new base is written (at once if `wait`): its first push, holding every row touched
+        since the snapshot and the dense tensors now, then the commit (model.json last). A ranker that
+        loads the new base catches up on that push before it serves it, so moving to the new base
+        never serves an older model. None while the export is still being written; the export's
+        error if it failed."""
+        if self._staging is None or (not wait and not self._staging.done()):
+            return None
+        staging, self._staging = self._staging, None
+        staged = staging.result()
+        touched = self._merge(self._since_snapshot, self._touched())
+        self.meta, self.sequence = staged.meta, 0
+        if touched or self.batches != self._batches_at_snapshot:
+            self._write_push(touched, data_time_ms=self.newest_learned_data_ms, dense=True)
+        return commit_export(staged)
+
+    @staticmethod
+    def _merge(into: dict[str, torch.Tensor], more: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for name, rows in more.items():
+            into[name] = torch.unique(torch.cat([into[name], rows])) if name in into else rows
+        return into
+
     def push(self, data_time_ms: int) -> PushRecord:
-        """The rows touched since the previous push (and the dense tensors, when due) as the next push."""
+        """The rows touched since the previous push (and the dense tensors, when due) as the next push
+        onto the current base."""
         if self.meta is None:
             raise RuntimeError("push before the first full export: there is no base to push onto")
-        start = time.perf_counter()
+        self.newest_learned_data_ms = int(data_time_ms)
         touched = self._touched()
+        if self._staging is not None:  # the next base will need them too
+            self._merge(self._since_snapshot, touched)
+        return self._write_push(touched, data_time_ms, dense=(self.sequence + 1) % self.settings.dense_every == 0)
+
+    @torch.no_grad()
+    def _write_push(self, touched: Mapping[str, torch.Tensor], data_time_ms: int, dense: bool) -> PushRecord:
+        start = time.perf_counter()
         sequence = self.sequence + 1
-        dense_due = sequence % self.settings.dense_every == 0
-        if dense_due:
+        if dense:
             self._sync_copy()
         state = unsharded_state(self.trained)
         updatable = self.meta["updatable"]
@@ -151,18 +206,22 @@ class Pusher:
         for name, rows in touched.items():
             if name not in updatable["tables"]:
                 raise KeyError(f"the delta tracker names {name}, which model.json's updatable tables do not list")
-            table = state[name.removeprefix("model.")]
-            tables[name] = (rows, table.index_select(0, rows).float())
-            if not dense_due:
+            tables[name] = (rows, state[name.removeprefix("model.")].index_select(0, rows).float())
+            if not dense:
                 self.copy.get_parameter(name.removeprefix("model.")).index_copy_(0, rows, tables[name][1])
-        dense = None
-        if dense_due:
+        dense_tensors = None
+        if dense:
             serving = self.scorer.serving_tensors()
-            dense = {name: serving[name].detach().float() for name in updatable["dense"]}
-        data = encode_push(self.meta["export_id"], updatable["fingerprint"], sequence, tables, dense, data_time_ms,
-                           self.newest_learned_unix_ms)
+            dense_tensors = {name: serving[name].detach().float() for name in updatable["dense"]}
+        data = encode_push(self.meta["export_id"], updatable["fingerprint"], sequence, tables, dense_tensors,
+                           data_time_ms, self.newest_learned_unix_ms)
         path = write_push(push_dir(self.settings.out_dir, self.meta["export_id"]), data, sequence)
         self.sequence = sequence
-        return PushRecord(sequence, path, sum(int(r.numel()) for r, _ in tables.values()), len(data), dense_due,
+        return PushRecord(sequence, path, sum(int(r.numel()) for r, _ in tables.values()), len(data), dense,
                           time.perf_counter() - start, int(data_time_ms), self.newest_learned_unix_ms)
 
+    def close(self) -> None:
+        """Waits for a full export being written (and commits it); stops its thread."""
+        if self._staging is not None:
+            self.finish_full_export(wait=True)
+        self._exporter.shutdown()

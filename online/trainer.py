@@ -3,7 +3,9 @@
 the replay's streaming learner (recsys/online/), and feeds the ranker:
 
   * a full export (a new base: model files and model.json) at the start, after a resume and every
-    `push.full_every_s` of data time;
+    `push.full_every_s` of data time; the periodic ones are written on a thread of their own while
+    pushes onto the current base go on, and committed with a first push that brings the new base
+    up to the moment of the commit (online/pusher.py);
   * a push every `push.every_s` of data time in between: the embedding rows learned since the
     previous push and the dense tensors (online/pusher.py, export/push.py);
   * a checkpoint every `online_train.checkpoint_every_s`: the learner and how many samples of the
@@ -127,15 +129,19 @@ class OnlineTrainer:
         self.pusher.learned()
         self.newest_learned_ms = int(batch["report_ts"][-1])
 
-    def _full_export(self, clock_ms: int) -> None:
-        start = time.perf_counter()
-        report = self.pusher.full_export(self.validation)
-        self.exports.append({"clock_ms": clock_ms, "export_id": self.pusher.meta["export_id"],
-                             "seconds": time.perf_counter() - start, "formats": sorted(report.files)})
+    def _exported(self, started_ms: int, clock_ms: int, seconds: float, report) -> None:
+        self.exports.append({"clock_ms": started_ms, "committed_clock_ms": clock_ms,
+                             "export_id": self.pusher.meta["export_id"], "seconds": seconds,
+                             "formats": sorted(report.files)})
         # Earlier bases' pushes: no replica loads those bases any more once model.json has moved on.
         for old in (self.out_dir / "pushes").glob("*"):
             if old.name != self.pusher.meta["export_id"]:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def _full_export(self, clock_ms: int) -> None:
+        """A new base before anything else can be pushed: written and committed now."""
+        start = time.perf_counter()
+        self._exported(clock_ms, clock_ms, time.perf_counter() - start, self.pusher.full_export(self.validation))
 
     def _checkpoint(self, clock_ms: int, samples_learned: int) -> Path:
         directory = self.learner.save(self.checkpoints / f"clock-{clock_ms}",
@@ -171,6 +177,7 @@ class OnlineTrainer:
               f"pace {s.pace:g} -> {self.out_dir}")
         self._full_export(clock)
         last_full = last_checkpoint = clock
+        export_started = (clock, time.perf_counter())
         wall_start = time.monotonic()
         exhausted = False
         bar = tqdm(desc="online-train", unit="push", disable=not s.progress)
@@ -182,17 +189,26 @@ class OnlineTrainer:
             exhausted = source.exhausted
             streaming.add(samples)
             streaming.advance(clock)
-            if clock - last_full >= s.full_every_ms:
-                self._full_export(clock)
-                last_full = clock
+            report = self.pusher.finish_full_export() if self.pusher.exporting else None
+            if report is not None:  # committed, with its first push
+                self._exported(export_started[0], clock, time.perf_counter() - export_started[1], report)
             else:
                 record = self.pusher.push(self.newest_learned_ms)
                 self.pushes.append({**asdict(record), "path": str(record.path), "clock_ms": clock})
+            if clock - last_full >= s.full_every_ms and not self.pusher.exporting:
+                # Written on a thread of its own; pushes onto the current base go on meanwhile.
+                self.pusher.start_full_export(self.validation)
+                export_started = (clock, time.perf_counter())
+                last_full = clock
             if clock - last_checkpoint >= s.checkpoint_every_ms:
                 self._checkpoint(clock, skipped + streaming.samples)
                 last_checkpoint = clock
             bar.update(1)
         bar.close()
+        if self.pusher.exporting:
+            report = self.pusher.finish_full_export(wait=True)
+            self._exported(export_started[0], clock, time.perf_counter() - export_started[1], report)
+        self.pusher.close()
         self._checkpoint(clock, skipped + streaming.samples)
         summary = {"world": self.data.name, "stream": s.stream, "resumed_after_samples": skipped,
                    "samples_learned": streaming.samples, "batches_learned": streaming.batches,

@@ -322,3 +322,92 @@ def test_online_train_resumes_from_its_checkpoint_without_learning_a_sample_twic
     meta = json.loads((tmp_path / "artifacts" / "resumed" / "model.json").read_text())
     assert meta["export_id"] == second["exports"][0]["export_id"]
     assert [p.name for p in (tmp_path / "artifacts" / "resumed" / "pushes").iterdir()] == [meta["export_id"]]
+
+
+@pytest.mark.slow
+def test_a_full_export_written_in_the_background_lands_with_a_push_bringing_it_up_to_date(tiny_streams, ranker_binary,
+                                                                                          tmp_path):
+    """While a new base is written from a snapshot, pushes onto the old base go on; the new base is
+    committed with a first push holding every row touched since the snapshot, so a ranker loading it
+    serves the model of the commit, not of the snapshot."""
+    from export.scorer import CandidateScorer, model_id_features
+    from online.pusher import Pusher, PushSettings
+    from recsys.data import ShardDataset, make_loader
+    from recsys.data.batch import to_batch
+    from recsys.model.factory import model_from_config
+    from recsys.online.learner import OnlineLearner
+
+    cfg = compose_config("online_train", job_paths(tiny_streams))
+    manifest = tiny_streams.manifest(REALTIME)
+    learner = OnlineLearner(cfg, manifest, seed=0)
+    pusher = Pusher(learner.task.model, model_from_config(cfg, manifest, embedding_device="cpu"),
+                    OmegaConf.to_container(cfg.request_layout), PushSettings(tmp_path / "out", ("torchscript",)),
+                    {"run_id": "test"})
+    batches = ShardDataset(tiny_streams.stream(REALTIME), batch_size=256).micro_batches()
+
+    def learn() -> None:
+        learner.train(to_batch(next(batches)))
+        pusher.learned()
+
+    inputs = inputs_from_batch(next(iter(make_loader(ShardDataset(tiny_streams.stream(FINAL), 64)))), pusher.copy)
+    first = pusher.full_export(inputs)
+    old_id = json.loads(first.meta_path.read_text())["export_id"]
+    learn()
+    pusher.push(data_time_ms=1)
+    pusher.start_full_export(inputs)
+    assert pusher.exporting
+    learn()
+    during = pusher.push(data_time_ms=2)  # onto the old base, while the new one is written
+    assert during.sequence == 2 and during.path.parent.name == old_id and during.rows > 0
+    report = pusher.finish_full_export(wait=True)
+    pusher.close()
+    meta = json.loads(report.meta_path.read_text())
+    assert meta["export_id"] != old_id and pusher.sequence == 1
+    header, _ = read_safetensors(push_path(push_dir(tmp_path / "out", meta["export_id"]), 1).read_bytes())
+    rows_during, _ = read_safetensors(during.path.read_bytes())
+    assert {k for k in rows_during if k.startswith("rows/")} <= {k for k in header if k.startswith("rows/")}
+    schema = RequestSchema(meta)
+    requests = requests_from_inputs(inputs, schema, 20, prefix="bg")[:2]
+    [answer, _] = run_json_tool(ranker_binary, tmp_path / "out", requests)
+    pusher._sync_copy()
+    ids = model_id_features(pusher.copy)
+    from export.request_scorer import RequestLayout
+    layout = RequestLayout.of(pusher.copy, meta["request_layout"]["user"])
+    with torch.no_grad():
+        now = CandidateScorer(pusher.copy, ids).eval()(*layout.join(parse_request(json.dumps(requests[0]), schema)[1],
+                                                                     ids, list(pusher.copy.gsu_names)))[0]
+    assert answer["model_push"] == 1
+    torch.testing.assert_close(probabilities(answer, meta["tasks"]), now, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.slow
+def test_a_package_compiled_with_freezing_is_refused_at_start_up(untrained, ranker_binary, tmp_path):
+    """Freezing folds the weights into other constants: nothing a push names is left to replace, and
+    the ranker says so rather than serving a model it could never update."""
+    import uuid
+
+    from export.push import updatable_spec
+    from export.request_scorer import RequestLayout, RequestScorer
+    from export.scorer import model_id_features
+
+    model, meta, inputs = untrained
+    layout = RequestLayout.of(model, meta["request_layout"]["user"])
+    scorer = RequestScorer(model, layout).eval()
+    from export.aoti import export_program
+    from export.artifact import validation_cases
+    from export.scorer import CandidateScorer
+
+    with torch.no_grad():
+        expected = CandidateScorer(model, model_id_features(model)).eval()(*inputs)
+    example = validation_cases(model, layout, inputs, expected)[2][0]  # two users, as the export compiles
+
+    program = export_program(scorer, example, 1000)
+    with torch._inductor.config.patch({"freezing": True}):
+        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "model.pt2"))
+    frozen = {**meta, "export_id": uuid.uuid4().hex, "updatable": updatable_spec(scorer.serving_tensors()),
+              "files": {"aoti": "model.pt2"}}
+    (tmp_path / "model.json").write_text(json.dumps(frozen))
+    result = subprocess.run([str(ranker_binary), "--model", str(tmp_path)], input="", capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert "frozen or folded at compile time cannot take pushes" in result.stderr, result.stderr[-2000:]

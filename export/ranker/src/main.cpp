@@ -191,8 +191,8 @@ int main(int argc, char** argv) {
     ranker::Metrics metrics;  // the engine counts; this front end does not publish them
     ranker::Engine engine(o.engine, metrics);  // one worker: lines are answered in order
     const auto info = engine.info();
-    std::cerr << "ranker: serving " << o.engine.model_dir << " (run " << info.run_id << ", " << info.format << ", "
-              << info.tasks << " tasks, " << info.operator_libraries << " operator libraries)" << std::endl;
+    std::cerr << "ranker: serving " << o.engine.model_dir << " (run " << info.run_id << ", export " << info.export_id
+              << " + push " << info.push << ", " << info.format << ", " << info.tasks << " tasks, " << info.operator_libraries << " operator libraries)" << std::endl;
     int status = 0;
     if (!o.bench.empty()) {
       status = bench(engine, o);

@@ -142,8 +142,8 @@ int main(int argc, char** argv) {
   service.attach(engine.get());
   serving = true;
   set_health(true);
-  std::cerr << "ranker_server: serving " << info.model_dir << " (run " << info.run_id << ", " << info.format << ", "
-            << info.tasks << " tasks, " << o.engine.workers << " workers x " << o.engine.intra_op_threads
+  std::cerr << "ranker_server: serving " << info.model_dir << " (run " << info.run_id << ", export " << info.export_id
+            << " + push " << info.push << ", " << info.format << ", " << info.tasks << " tasks, " << o.engine.workers << " workers x " << o.engine.intra_op_threads
             << " intra-op threads, " << info.operator_libraries << " operator libraries)" << std::endl;
 
   int signal_number = 0;
