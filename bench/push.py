@@ -8,7 +8,8 @@
    opening the file until the new version serves). The pushes were written beforehand, so the
    trainer's own CPU does not weigh on the ranker (in a deployment it runs elsewhere);
 3. live: the trainer at `live_pace` (wall seconds per data second) beside a ranker following its
-   pushes: from a push's newest learned batch to that push serving, per push.
+   pushes, with a full export written mid-run while pushes go on: from a push's newest learned batch
+   to that push serving, per push.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _live(cfg: DictConfig, bc: DictConfig, root: Path) -> dict:
     """The trainer at `live_pace` in a process of its own, a ranker following its pushes."""
     fmt = str(bc.live_format)
     overrides = [f"online_train.pace={float(bc.live_pace)}", f"online_train.stop_after_s={int(bc.live_data_seconds)}",
-                 f"push.formats={fmt}"]
+                 f"push.formats={fmt}", f"push.full_every_s={int(bc.live_full_every_s)}"]
     tcfg = _trainer_config(cfg, bc, root, "live", *overrides)
     model_dir = Path(tcfg.paths.artifacts_dir) / "live"
     args = [sys.executable, "-m", "online", *[f"world={bc.world}", f"paths.data_dir={cfg.paths.data_dir}",
@@ -134,6 +135,7 @@ def _live(cfg: DictConfig, bc: DictConfig, root: Path) -> dict:
             trainer.wait(timeout=1200)
             time.sleep(1.0)
             applied = applied_pushes(server.stderr)
+            reloads = server.metrics()['ranker_reloads_total{result="success"}']
     finally:
         if trainer.poll() is None:
             trainer.kill()
@@ -145,6 +147,7 @@ def _live(cfg: DictConfig, bc: DictConfig, root: Path) -> dict:
     latencies = [a["serving_unix_ms"] - a["learned_unix_ms"] for k, a in enumerate(applied)
                  if a["learned_unix_ms"] > 0 and (k == 0 or a["learned_unix_ms"] != applied[k - 1]["learned_unix_ms"])]
     return {"pace": float(bc.live_pace), "push_interval_wall_s": interval_wall_s, "pushes_applied": len(applied),
+            "full_exports_loaded": int(reloads),
             "pushes_with_a_new_batch": len(latencies),
             "learned_to_serving_ms": _quantiles(latencies),
             "within_interval_plus_1s": float(np.mean([lat <= interval_wall_s * 1000 + 1000 for lat in latencies]))
@@ -202,8 +205,8 @@ def run(cfg: DictConfig) -> dict:
         live = _live(cfg, bc, root)
         figures["live"] = live
         lat = live["learned_to_serving_ms"]
-        print(f"  live ({bc.live_format}, a push every {live['push_interval_wall_s']:.1f} s of wall time): "
-              f"{live['pushes_applied']} pushes; newest learned batch -> serving p50 {lat['p50']:.0f} ms, p99 "
+        print(f"  live ({bc.live_format}, a push every {live['push_interval_wall_s']:.1f} s of wall time, "
+              f"{live['full_exports_loaded']} full export(s) loaded mid-run): {live['pushes_applied']} pushes; newest learned batch -> serving p50 {lat['p50']:.0f} ms, p99 "
               f"{lat['p99']:.0f} ms; within the push interval + 1 s: {live['within_interval_plus_1s']:.0%}")
     errors = {f: figures[f]["without_pushes"]["errors"] + sum(r["with_pushes"]["errors"] for r in figures[f]["rates"])
               for f in bc.formats}
