@@ -28,7 +28,7 @@ import torch
 from torchrec.distributed.model_tracker.types import DeltaTrackerConfig, TrackingMode
 
 from export.artifact import ExportReport, StagedExport, commit_export, formats_of, metadata, stage_export
-from export.push import encode_push, push_dir, write_push
+from export.push import TABLE_PREFIX, encode_push, push_dir, write_push
 from export.request_scorer import RequestLayout, RequestScorer
 from export.scorer import CandidateInputs, CandidateScorer, model_id_features
 from recsys.model.moment_cross import MomentCrossModel
@@ -113,9 +113,13 @@ class Pusher:
         self.newest_learned_unix_ms = int(time.time() * 1000)
 
     @torch.no_grad()
-    def _sync_copy(self) -> None:
-        state = unsharded_state(self.trained)
-        self.copy.load_state_dict(state, strict=True)
+    def _sync_copy(self, state: Mapping[str, torch.Tensor] | None = None, tables: bool = True) -> None:
+        """The serving copy as the trained model is now (without its tables: only what a dense push
+        derives from; the tables are read straight from the trained model's rows)."""
+        state = unsharded_state(self.trained) if state is None else state
+        if not tables:
+            state = {k: v for k, v in state.items() if not f"model.{k}".startswith(TABLE_PREFIX)}
+        self.copy.load_state_dict(state, strict=tables)
         for name, value in self.scorer.derived_buffers().items():
             getattr(self.scorer, name).copy_(value)
 
@@ -198,8 +202,6 @@ class Pusher:
     def _write_push(self, touched: Mapping[str, torch.Tensor], data_time_ms: int, dense: bool) -> PushRecord:
         start = time.perf_counter()
         sequence = self.sequence + 1
-        if dense:
-            self._sync_copy()
         state = unsharded_state(self.trained)
         updatable = self.meta["updatable"]
         tables = {}
@@ -207,10 +209,9 @@ class Pusher:
             if name not in updatable["tables"]:
                 raise KeyError(f"the delta tracker names {name}, which model.json's updatable tables do not list")
             tables[name] = (rows, state[name.removeprefix("model.")].index_select(0, rows).float())
-            if not dense:
-                self.copy.get_parameter(name.removeprefix("model.")).index_copy_(0, rows, tables[name][1])
         dense_tensors = None
         if dense:
+            self._sync_copy(state, tables=False)
             serving = self.scorer.serving_tensors()
             dense_tensors = {name: serving[name].detach().float() for name in updatable["dense"]}
         data = encode_push(self.meta["export_id"], updatable["fingerprint"], sequence, tables, dense_tensors,
