@@ -46,7 +46,7 @@ def constant_names(package: Callable) -> set[str]:
 
 
 def save_aoti(scorer: RequestScorer, path: Path, example: RequestInputs, max_candidates: int,
-              threads: int = 1) -> Callable:
+              threads: int = 1, export_id: str = "") -> Callable:
     """Compiles the package to `path` for `threads` intra-op threads and returns it as loaded back
     from disk (what a ranker will run). Inductor writes its kernels for a thread count: for more than
     one, OpenMP regions and atomic scatters, which a one-thread ranker pays for on every call
@@ -55,7 +55,8 @@ def save_aoti(scorer: RequestScorer, path: Path, example: RequestInputs, max_can
     # Constants are folded when the package first runs, not at compile time: folding at compile time
     # (or freezing) bakes parameters into new constants a push could not reach. The ranker refolds
     # after writing a push into the inactive constant buffer.
-    options = {"cpp.threads": threads, "aot_inductor.use_runtime_constant_folding": True}
+    options = {"cpp.threads": threads, "aot_inductor.use_runtime_constant_folding": True,
+               "aot_inductor.metadata": {"export_id": export_id}}  # the export the package belongs to
     with warnings.catch_warnings(), torch._inductor.config.patch(options):
         warnings.filterwarnings("ignore", category=UserWarning)
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))

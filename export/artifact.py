@@ -174,15 +174,17 @@ def stage_export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str,
     scorer = RequestScorer(model, layout).eval()
     cases = validation_cases(model, layout, inputs, expected)
     example = cases[2][0]  # two users, full positions: no axis the export could take for a constant
+    # Each model file names its export: a ranker checks it against model.json's, so that files renamed
+    # into place are never served under an earlier export's model.json (and its pushes).
+    export_id = uuid.uuid4().hex
     writers: dict[str, Callable[[Path], Callable]] = {
-        "torchscript": lambda path: torchscript.save_torchscript(scorer, path),
+        "torchscript": lambda path: torchscript.save_torchscript(scorer, path, export_id),
         "aoti": lambda path: aoti.save_aoti(scorer, path, example, int(meta.get("max_candidates", len(inputs))),
-                                            aoti_threads),
+                                            aoti_threads, export_id),
     }
     held: dict[str, Callable[[Callable], set[str]]] = {"torchscript": torchscript.tensor_names,
                                                        "aoti": aoti.constant_names}
     updatable = updatable_spec(scorer.serving_tensors())
-    export_id = uuid.uuid4().hex
     staged: dict[str, Path] = {}
     diffs: dict[str, tuple[float, float]] = {}
     loaded = {}

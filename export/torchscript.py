@@ -40,7 +40,11 @@ def fbgemm_operators(module: torch.jit.ScriptModule) -> list[str]:
     return sorted(set(re.findall(r"fbgemm::\w+", str(module.inlined_graph))))
 
 
-def save_torchscript(scorer: nn.Module, path: Path) -> torch.jit.ScriptModule:
-    """Writes the TorchScript file and returns it as loaded back from disk (what a ranker will run)."""
-    to_torchscript(scorer).save(str(path))
+EXPORT_ID_FILE = "export_id"  # an extra file in the archive: the export the file belongs to
+
+
+def save_torchscript(scorer: nn.Module, path: Path, export_id: str = "") -> torch.jit.ScriptModule:
+    """Writes the TorchScript file, naming the export it belongs to, and returns it as loaded back
+    from disk (what a ranker will run)."""
+    to_torchscript(scorer).save(str(path), _extra_files={EXPORT_ID_FILE: export_id})
     return torch.jit.load(str(path))

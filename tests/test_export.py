@@ -325,7 +325,8 @@ def _echo_export(meta: dict, out_dir: Path, side_fields: list[str], from_user: b
     meta["tasks"] = [*meta["gsus"]["id_fields"], *side_fields]  # one echoed value per field, under its name
     meta["updatable"] = {"fingerprint": "echo", "tables": {}, "dense": {}}  # it holds no trained tensor
     (out_dir / "model.json").write_text(json.dumps(meta))
-    torch.jit.script(_EchoFirstElement(from_user)).save(str(out_dir / "model.pt"))
+    torch.jit.script(_EchoFirstElement(from_user)).save(str(out_dir / "model.pt"),
+                                                        _extra_files={"export_id": meta["export_id"]})
     return meta
 
 
@@ -390,7 +391,8 @@ def test_the_ranker_never_ranks_a_non_finite_score(exported, ranker_binary, tmp_
     broken.mkdir()
     (broken / "model.json").write_text(json.dumps({**meta, "updatable": {"fingerprint": "nan", "tables": {},
                                                                         "dense": {}}}))  # no trained tensor
-    torch.jit.script(NanForCandidateThree(len(meta["tasks"]))).save(str(broken / "model.pt"))
+    torch.jit.script(NanForCandidateThree(len(meta["tasks"]))).save(str(broken / "model.pt"),
+                                                                    _extra_files={"export_id": meta["export_id"]})
     line = (model_dir / "requests.jsonl").read_text().splitlines()[0]
     [answer] = run_ranker(ranker_binary, broken, [line])
     assert answer["error"] == "model error: non-finite score or probability for candidate 3", answer

@@ -402,12 +402,36 @@ def test_a_package_compiled_with_freezing_is_refused_at_start_up(untrained, rank
     example = validation_cases(model, layout, inputs, expected)[2][0]  # two users, as the export compiles
 
     program = export_program(scorer, example, 1000)
-    with torch._inductor.config.patch({"freezing": True}):
+    export_id = uuid.uuid4().hex
+    with torch._inductor.config.patch({"freezing": True, "aot_inductor.metadata": {"export_id": export_id}}):
         torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "model.pt2"))
-    frozen = {**meta, "export_id": uuid.uuid4().hex, "updatable": updatable_spec(scorer.serving_tensors()),
+    frozen = {**meta, "export_id": export_id, "updatable": updatable_spec(scorer.serving_tensors()),
               "files": {"aoti": "model.pt2"}}
     (tmp_path / "model.json").write_text(json.dumps(frozen))
     result = subprocess.run([str(ranker_binary), "--model", str(tmp_path)], input="", capture_output=True, text=True,
                             timeout=300)
     assert result.returncode != 0
     assert "frozen or folded at compile time cannot take pushes" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_model_files_of_another_export_than_model_json_are_never_served(pushed, ranker_binary, tmp_path):
+    """Each model file names its export. The files of a newer export renamed into place before its
+    model.json (an export being committed) under the older model.json, whose pushes would be applied
+    to the wrong weights, are refused; the ranker waits a moment for model.json, then says why."""
+    mixed = _copy_export(pushed["fresh"], tmp_path / "mixed", [])
+    shutil.copy(pushed["base"] / "model.json", mixed / "model.json")
+    result = subprocess.run([str(ranker_binary), "--model", str(mixed), "--format", "torchscript"], input="",
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    fresh_id = json.loads((pushed["fresh"] / "model.json").read_text())["export_id"]
+    assert f"belongs to export '{fresh_id}'" in result.stderr and pushed["meta"]["export_id"] in result.stderr
+    # model.json landing while the ranker waits: it starts, with the files' own export.
+    waiting = subprocess.Popen([str(ranker_binary), "--model", str(mixed), "--format", "aoti"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    shutil.copy(pushed["fresh"] / "model.json", mixed / "model.json")
+    out, err = waiting.communicate(json.dumps(pushed["requests"][0]) + "\n", timeout=120)
+    assert waiting.returncode == 0, err[-2000:]
+    torch.testing.assert_close(probabilities(json.loads(out), pushed["meta"]["tasks"]), pushed["expected"][4][0],
+                               rtol=0, atol=TOLERANCE)

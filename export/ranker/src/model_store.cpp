@@ -93,7 +93,9 @@ class TorchScriptForward : public Forward {
   explicit TorchScriptForward(const std::filesystem::path& file) {
     for (auto& copy : copies_) {
       try {
-        copy = torch::jit::load(file.string());
+        torch::jit::ExtraFilesMap extra{{"export_id", ""}};
+        copy = torch::jit::load(file.string(), std::nullopt, extra);
+        export_id_ = extra["export_id"];
       } catch (const c10::Error& e) {
         throw std::runtime_error(file.string() + ": " + e.what_without_backtrace());
       }
@@ -118,9 +120,11 @@ class TorchScriptForward : public Forward {
     version_ = version;
   }
   int64_t version() const override { return version_; }
+  std::string export_id() const override { return export_id_; }
 
  private:
   torch::jit::Module copies_[2];
+  std::string export_id_;
   mutable SwapLock lock_;
   int live_ = 0;          // written under the write lock, by the updater thread only
   int64_t version_ = 0;
@@ -169,6 +173,11 @@ class AotiForward : public Forward {
     version_ = version;
   }
   int64_t version() const override { return version_; }
+  std::string export_id() const override {
+    auto metadata = loader_->get_metadata();
+    auto it = metadata.find("export_id");
+    return it == metadata.end() ? "" : it->second;
+  }
 
  private:
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
@@ -191,8 +200,18 @@ std::string choose_format(const ModelMeta& meta, const std::string& wanted, cons
 
 ModelStore::ModelStore(std::filesystem::path dir, ModelStoreOptions options)
     : dir_(std::move(dir)), options_(std::move(options)) {
-  loaded_stamp_ = stamp();
-  model_ = load(1, pushes_);
+  // Started while an export is being put in place, the model files may already be the new export's
+  // and model.json not yet: wait for it a little rather than fail.
+  for (int attempt = 0;; ++attempt) {
+    loaded_stamp_ = stamp();
+    try {
+      model_ = load(1, pushes_);
+      break;
+    } catch (const ExportMismatch& e) {
+      if (attempt == 20) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
   if (options_.check_every.count() > 0 || options_.push_check_every.count() > 0)
     watcher_ = std::thread([this] { watch(); });
 }
@@ -226,6 +245,10 @@ std::shared_ptr<LoadedModel> ModelStore::load(int64_t generation, PushState& pus
     model->forward = std::make_unique<AotiForward>(file, options_.concurrent_calls);
   else
     model->forward = std::make_unique<TorchScriptForward>(file);
+  if (model->forward->export_id() != model->meta.export_id)
+    throw ExportMismatch(file.string() + " belongs to export '" + model->forward->export_id() + "', " +
+                         (dir_ / "model.json").string() + " to export '" + model->meta.export_id +
+                         "': an export is being put in place (its model.json comes last), or the files are mixed");
   check_updatable(model->forward->idle_tensors(), model->meta, model->format);
   model->generation = generation;
   pushes = PushState{};

@@ -43,6 +43,14 @@ class Forward {
   // copy, which is then the idle one.
   virtual void publish(int64_t version) = 0;
   virtual int64_t version() const = 0;
+  // The export the file says it belongs to (written by export/artifact.py; empty if it says none).
+  virtual std::string export_id() const = 0;
+};
+
+// model.json names another export than its model file does: the files of a newer export were renamed
+// into place and its model.json is not written yet (or an older model.json was copied over).
+struct ExportMismatch : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 struct LoadedModel {
