@@ -7,7 +7,7 @@ pushes, every dense tensor the ranker serves (export/push.py). A plain copy of t
 "serving copy") mirrors what the ranker holds, so that tensors the ranker reads but the trainer does
 not (the first layer split by input side, export/request_scorer.py) are derived from it.
 
-A full export takes a minute with AOTInductor, so after the first one it is written on a thread of
+A full export takes a minute with AOTInductor, so after the first one it is written in a process of
 its own from a snapshot of the model, while learning and pushes onto the current base go on. The
 rows touched since the snapshot are collected meanwhile; when the export is ready, the new base's
 first push (those rows and the dense tensors as they are then) is written before its model.json, so
@@ -19,7 +19,8 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,7 @@ class Pusher:
         self.batches = 0  # batches learned: the caller counts them with learned()
         self.newest_learned_unix_ms = 0
         self.newest_learned_data_ms = 0
-        self._exporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="full-export")
+        self._exporter: ProcessPoolExecutor | None = None  # started with the first background export
         self._staging: Future[StagedExport] | None = None
         self._since_snapshot: dict[str, torch.Tensor] = {}
         self._batches_at_snapshot = 0
@@ -136,45 +137,52 @@ class Pusher:
     def full_export(self, inputs: CandidateInputs) -> ExportReport:
         """The model as it is now as a new base, written, validated and committed before returning.
         `inputs`: a validation batch."""
-        self.start_full_export(inputs)
-        report = self.finish_full_export(wait=True)
-        assert report is not None
-        return report
+        return self._commit(stage_export(*self._snapshot(inputs)))
 
     @property
     def exporting(self) -> bool:
         return self._staging is not None
 
     def start_full_export(self, inputs: CandidateInputs) -> None:
-        """Starts writing the model as it is now as a new base, on a thread of its own (a minute with
-        AOTInductor), while learning and pushes onto the current base go on; `finish_full_export`
-        puts it in place. `inputs`: a validation batch."""
+        """Starts writing the model as it is now as a new base, in a process of its own (a minute
+        with AOTInductor), while learning and pushes onto the current base go on here;
+        `finish_full_export` puts it in place. A process, not a thread: tracing a module for
+        TorchScript or torch.export patches `nn.Module.__call__` for the whole process, and the
+        learner's forwards would run into the tracer. `inputs`: a validation batch."""
         if self._staging is not None:
             raise RuntimeError("a full export is already being written")
+        if self._exporter is None:
+            self._exporter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._staging = self._exporter.submit(stage_export, *self._snapshot(inputs))
+
+    def _snapshot(self, inputs: CandidateInputs) -> tuple:
+        """The arguments of `stage_export` for the model as it is now (a copy of its own: the serving
+        copy moves on with the pushes); rows touched from now on are collected for the new base."""
         self._sync_copy()
         self._touched()  # rows touched so far are in the snapshot
-        snapshot = copy.deepcopy(self.copy)  # the export's own: the serving copy moves on with the pushes
+        snapshot = copy.deepcopy(self.copy)
         with torch.no_grad():
             expected = CandidateScorer(snapshot, model_id_features(snapshot)).eval()(*inputs)
         meta = metadata(snapshot, self.layout_spec, self.settings.max_candidates, self.training)
         self._since_snapshot = {}
         self._batches_at_snapshot = self.batches
         s = self.settings
-        self._staging = self._exporter.submit(stage_export, snapshot, RequestLayout.of(snapshot, self.layout_spec),
-                                              meta, s.out_dir, inputs, expected, s.tolerance, s.formats,
-                                              s.aoti_threads)
+        return (snapshot, RequestLayout.of(snapshot, self.layout_spec), meta, s.out_dir, inputs, expected, s.tolerance,
+                s.formats, s.aoti_threads)
 
-    @torch.no_grad()
     def finish_full_export(self, wait: bool = False) -> ExportReport | None:
-        """Once the new base is written (at once if `wait`): its first push, holding every row touched
-        since the snapshot and the dense tensors now, then the commit (model.json last). A ranker that
-        loads the new base catches up on that push before it serves it, so moving to the new base
-        never serves an older model. None while the export is still being written; the export's
-        error if it failed."""
+        """Once the new base is written (at once if `wait`), it is put in place (`_commit`). None
+        while the export is still being written; the export's error if it failed."""
         if self._staging is None or (not wait and not self._staging.done()):
             return None
         staging, self._staging = self._staging, None
-        staged = staging.result()
+        return self._commit(staging.result())
+
+    @torch.no_grad()
+    def _commit(self, staged: StagedExport) -> ExportReport:
+        """The new base's first push, holding every row touched since the snapshot and the dense
+        tensors now, then the commit (model.json last). A ranker that loads the new base catches up on
+        that push before it serves it, so moving to the new base never serves an older model."""
         touched = self._merge(self._since_snapshot, self._touched())
         self.meta, self.sequence = staged.meta, 0
         if touched or self.batches != self._batches_at_snapshot:
@@ -222,7 +230,8 @@ class Pusher:
                           time.perf_counter() - start, int(data_time_ms), self.newest_learned_unix_ms)
 
     def close(self) -> None:
-        """Waits for a full export being written (and commits it); stops its thread."""
+        """Waits for a full export being written (and commits it); stops its process."""
         if self._staging is not None:
             self.finish_full_export(wait=True)
-        self._exporter.shutdown()
+        if self._exporter is not None:
+            self._exporter.shutdown()

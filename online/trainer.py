@@ -3,7 +3,7 @@
 the replay's streaming learner (recsys/online/), and feeds the ranker:
 
   * a full export (a new base: model files and model.json) at the start, after a resume and every
-    `push.full_every_s` of data time; the periodic ones are written on a thread of their own while
+    `push.full_every_s` of data time; the periodic ones are written in a process of their own while
     pushes onto the current base go on, and committed with a first push that brings the new base
     up to the moment of the commit (online/pusher.py);
   * a push every `push.every_s` of data time in between: the embedding rows learned since the
@@ -196,7 +196,7 @@ class OnlineTrainer:
                 record = self.pusher.push(self.newest_learned_ms)
                 self.pushes.append({**asdict(record), "path": str(record.path), "clock_ms": clock})
             if clock - last_full >= s.full_every_ms and not self.pusher.exporting:
-                # Written on a thread of its own; pushes onto the current base go on meanwhile.
+                # Written in a process of its own; pushes onto the current base go on meanwhile.
                 self.pusher.start_full_export(self.validation)
                 export_started = (clock, time.perf_counter())
                 last_full = clock
