@@ -58,16 +58,17 @@ def _quantiles(values: list[float]) -> dict[str, float]:
         if len(ordered) else {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
 
 
-def _trainer_config(cfg: DictConfig, bc: DictConfig, root: Path, name: str, *overrides: str) -> DictConfig:
-    return compose(config_name="online_train", overrides=[
-        f"world={bc.world}", f"paths.data_dir={cfg.paths.data_dir}", f"paths.log_dir={root / 'logs'}",
-        f"paths.artifacts_dir={root / 'artifacts'}", f"paths.reports_dir={root / 'reports'}",
-        f"online_train.name={name}", "online_train.progress=false", *overrides])
+def _trainer_overrides(cfg: DictConfig, bc: DictConfig, root: Path, name: str, *overrides: str) -> list[str]:
+    """`make online-train`'s overrides for a trainer writing under `root`, as artifacts/<name>."""
+    return [f"world={bc.world}", f"paths.data_dir={cfg.paths.data_dir}", f"paths.log_dir={root / 'logs'}",
+            f"paths.artifacts_dir={root / 'artifacts'}", f"paths.reports_dir={root / 'reports'}",
+            f"online_train.name={name}", "online_train.progress=false", *overrides]
 
 
 def _train(cfg: DictConfig, bc: DictConfig, root: Path) -> tuple[OnlineTrainer, dict]:
-    tcfg = _trainer_config(cfg, bc, root, "pushes", f"online_train.stop_after_s={int(bc.data_seconds)}",
-                           f"push.formats={'both' if len(bc.formats) > 1 else bc.formats[0]}")
+    tcfg = compose(config_name="online_train", overrides=_trainer_overrides(
+        cfg, bc, root, "pushes", f"online_train.stop_after_s={int(bc.data_seconds)}",
+        f"push.formats={'both' if len(bc.formats) > 1 else bc.formats[0]}"))
     trainer = OnlineTrainer(tcfg, OnlineTrainSettings.of(tcfg.online_train, tcfg.push))
     summary = trainer.run()
     return trainer, summary
@@ -113,12 +114,8 @@ def _live(cfg: DictConfig, bc: DictConfig, root: Path) -> dict:
     fmt = str(bc.live_format)
     overrides = [f"online_train.pace={float(bc.live_pace)}", f"online_train.stop_after_s={int(bc.live_data_seconds)}",
                  f"push.formats={fmt}", f"push.full_every_s={int(bc.live_full_every_s)}"]
-    tcfg = _trainer_config(cfg, bc, root, "live", *overrides)
-    model_dir = Path(tcfg.paths.artifacts_dir) / "live"
-    args = [sys.executable, "-m", "online", *[f"world={bc.world}", f"paths.data_dir={cfg.paths.data_dir}",
-                                              f"paths.log_dir={root / 'logs'}", f"paths.artifacts_dir={root / 'artifacts'}",
-                                              f"paths.reports_dir={root / 'reports'}", "online_train.name=live",
-                                              "online_train.progress=false", *overrides]]
+    model_dir = root / "artifacts" / "live"
+    args = [sys.executable, "-m", "online", *_trainer_overrides(cfg, bc, root, "live", *overrides)]
     cores = list(bc.trainer_cores) if bc.trainer_cores else None
     trainer = subprocess.Popen(["taskset", "-c", ",".join(map(str, cores))] + args if cores else args,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -285,15 +285,15 @@ int ModelStore::follow_pushes(const LoadedModel& model, PushState& state) {
     const auto t0 = std::chrono::steady_clock::now();
     try {
       Push push = read_push(file, model.meta, next);
-      auto idle = model.forward->idle_tensors();
-      write_push(push, idle);
-      model.forward->refresh_idle();
+      auto write_idle = [&] {
+        auto idle = model.forward->idle_tensors();
+        write_push(push, idle);
+        model.forward->refresh_idle();
+      };
+      write_idle();
       model.forward->publish(next);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      // The copy that served until now takes the same push, so the next one finds both equal.
-      idle = model.forward->idle_tensors();
-      write_push(push, idle);
-      model.forward->refresh_idle();
+      write_idle();  // the copy that served until now takes the same push: the next one finds both equal
       ++applied;
       const auto serving_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                   std::chrono::system_clock::now().time_since_epoch()).count();
