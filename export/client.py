@@ -69,6 +69,7 @@ def response_to_dict(response: ranker_pb2.RankResponse) -> dict[str, Any]:
     """The answer as the JSON tool writes it. Scores and probabilities are float32 values, exactly."""
     return {"request_id": response.request_id if response.HasField("request_id") else None,
             "model_generation": response.model_generation, "model_push": response.model_push,
+            "model_export": response.model_export,
             "ranked": [{"candidate": r.candidate, "score": r.score, "probabilities": dict(r.probabilities)}
                        for r in response.ranked]}
 

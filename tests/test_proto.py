@@ -46,7 +46,7 @@ def test_a_json_request_becomes_the_proto_and_an_answer_comes_back_as_the_json_t
     with pytest.raises(TypeError):  # an id that is not an integer cannot be sent at all
         request_to_proto({**request, "user": {"ids": {"user_id": 2.5}}})
 
-    answer = ranker_pb2.RankResponse(model_generation=3, model_push=12)
+    answer = ranker_pb2.RankResponse(model_generation=3, model_push=12, model_export="abc")
     answer.ranked.add(candidate=1, score=1.5, probabilities={"ctr": 0.25})
-    assert response_to_dict(answer) == {"request_id": None, "model_generation": 3, "model_push": 12,
+    assert response_to_dict(answer) == {"request_id": None, "model_generation": 3, "model_push": 12, "model_export": "abc",
                                         "ranked": [{"candidate": 1, "score": 1.5, "probabilities": {"ctr": 0.25}}]}

@@ -66,8 +66,15 @@ def first_positive_times(impressions: pd.DataFrame, actions: pd.DataFrame, long_
     request = impressions["request_ts"].to_numpy()
     clicked = impressions["clicked"].to_numpy()
     long_view = clicked & (impressions["watch_ms"].to_numpy() >= long_view_ms)
-    row_of = pd.Series(np.arange(n), index=impressions["impression_id"].to_numpy())
-    first_action = actions.groupby(["impression_id", "action"], sort=False)["ts"].min().reset_index()
+    # numpy, not a pandas groupby: the live loop's joiner calls this every step on a few hundred stays.
+    ids = impressions["impression_id"].to_numpy()
+    by_id = np.argsort(ids, kind="stable")
+    action_ids = actions["impression_id"].to_numpy()
+    pos = np.minimum(np.searchsorted(ids[by_id], action_ids), max(n - 1, 0))
+    if len(action_ids) and (n == 0 or np.any(ids[by_id][pos] != action_ids)):
+        raise ValueError("actions name impressions that are not among the impressions given")
+    action_row = by_id[pos] if len(action_ids) else np.zeros(0, dtype=np.int64)
+    action_code, action_ts = actions["action"].to_numpy(), actions["ts"].to_numpy().astype(np.int64)
     out = np.full((n, len(tasks)), NO_POSITIVE, dtype=np.int64)
     action_of_task = {"ltr": "like", "cmtr": "comment", "gtr": "gift"}
     for j, task in enumerate(tasks):
@@ -76,8 +83,10 @@ def first_positive_times(impressions: pd.DataFrame, actions: pd.DataFrame, long_
         elif task == "lvtr":
             out[:, j] = np.where(long_view, request + long_view_ms, NO_POSITIVE)
         elif task in action_of_task:
-            mine = first_action[first_action["action"] == ACTION_CODES[action_of_task[task]]]
-            out[row_of.reindex(mine["impression_id"]).to_numpy(), j] = mine["ts"].to_numpy()
+            mine = action_code == ACTION_CODES[action_of_task[task]]
+            first = np.full(n, np.iinfo(np.int64).max)
+            np.minimum.at(first, action_row[mine], action_ts[mine])
+            out[:, j] = np.where(first == np.iinfo(np.int64).max, NO_POSITIVE, first)
         else:
             raise ValueError(f"unknown task '{task}'; known: {TASKS}")
     return out

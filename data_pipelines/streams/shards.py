@@ -37,15 +37,29 @@ class ImpressionFeatures:
     sequences: dict[str, Sequences]  # GSU name -> ragged sequences of the N requests
 
 
+LABEL_KEYS = ("report_ts", "kind", "state")  # what a sample adds to its impression's request arrays
+
+
 def micro_batch(samples: Samples, rows: slice, features: ImpressionFeatures) -> dict[str, np.ndarray]:
     """The arrays of samples[rows]: labels from the sample, features from its impression."""
     imp = samples.impression[rows]
+    labels = {"report_ts": samples.report_ts[rows], "kind": samples.kind[rows], "state": samples.state[rows]}
+    return with_labels(request_arrays(features, imp), labels)
+
+
+def with_labels(request: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A micro-batch from its impressions' request arrays and its samples' LABEL_KEYS, in the shard
+    layout's key order (the live loop's label joiner builds its samples through here too)."""
+    head = {"impression_id": request["impression_id"], "request_ts": request["request_ts"]}
+    return {**head, **{k: labels[k] for k in LABEL_KEYS}, **{k: v for k, v in request.items() if k not in head}}
+
+
+def request_arrays(features: ImpressionFeatures, imp: np.ndarray) -> dict[str, np.ndarray]:
+    """What is known at request time about impressions `imp` (rows of `features`), in the shard
+    layout: the ids, the dense features, the five GSU sequences."""
     arrays = {
         "impression_id": features.impression_id[imp],
         "request_ts": features.request_ts[imp],
-        "report_ts": samples.report_ts[rows],
-        "kind": samples.kind[rows],
-        "state": samples.state[rows],
         "dense": features.dense[imp],
     }
     for name in contract.SPARSE_FEATURES:

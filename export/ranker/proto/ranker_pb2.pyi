@@ -84,13 +84,15 @@ class RankedCandidate(_message.Message):
     def __init__(self, candidate: _Optional[int] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("request_id", "model_generation", "model_push", "ranked")
+    __slots__ = ("request_id", "model_generation", "model_push", "model_export", "ranked")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_GENERATION_FIELD_NUMBER: _ClassVar[int]
     MODEL_PUSH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_EXPORT_FIELD_NUMBER: _ClassVar[int]
     RANKED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_generation: int
     model_push: int
+    model_export: str
     ranked: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
-    def __init__(self, request_id: _Optional[str] = ..., model_generation: _Optional[int] = ..., model_push: _Optional[int] = ..., ranked: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., model_generation: _Optional[int] = ..., model_push: _Optional[int] = ..., model_export: _Optional[str] = ..., ranked: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ...) -> None: ...

@@ -86,8 +86,8 @@ Ranking Engine::rank(const RequestInput& input) {
   const float* score = scores.score.data_ptr<float>();
   const int64_t n = scores.score.size(0);
   const size_t t = model->meta.tasks.size();
-  Ranking ranking{input.request_id, model->generation, scores.version, model->meta.tasks, {}, scores.forward_seconds,
-                  scores.intra_op_threads};
+  Ranking ranking{input.request_id, model->generation, scores.version, model->meta.export_id, model->meta.tasks, {},
+                  scores.forward_seconds, scores.intra_op_threads};
   ranking.ranked.reserve(n);
   for (int64_t i : ranked_order(score, n))
     ranking.ranked.push_back(RankedCandidate{i, score[i], std::vector<float>(prob + i * t, prob + (i + 1) * t)});

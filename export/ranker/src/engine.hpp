@@ -28,6 +28,7 @@ struct Ranking {
   std::optional<std::string> request_id;
   int64_t generation = 0;  // the export serving: 1 for the first, +1 per reload
   int64_t push = 0;        // the pushes applied to that export when the request was scored
+  std::string export_id;   // model.json's export_id: with push, the version that answered across restarts
   std::vector<std::string> tasks;
   std::vector<RankedCandidate> ranked;  // by descending score, ties in request order
   double forward_seconds = 0;           // the forward of the batch that scored it

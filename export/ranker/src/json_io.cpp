@@ -263,7 +263,8 @@ std::string ranking_line(const Ranking& ranking) {
   out.reserve(64 + ranking.ranked.size() * (48 + 24 * tasks.size()));
   append_request_id(out, ranking.request_id);
   out += ",\"model_generation\":" + std::to_string(ranking.generation) +
-         ",\"model_push\":" + std::to_string(ranking.push) + ",\"ranked\":[";
+         ",\"model_push\":" + std::to_string(ranking.push) + ",\"model_export\":\"" + ranking.export_id +
+         "\",\"ranked\":[";
   for (size_t k = 0; k < ranking.ranked.size(); ++k) {
     const RankedCandidate& r = ranking.ranked[k];
     if (k) out += ',';

@@ -36,6 +36,7 @@ void to_proto(const Ranking& ranking, pb::RankResponse* response) {
   if (ranking.request_id) response->set_request_id(*ranking.request_id);
   response->set_model_generation(ranking.generation);
   response->set_model_push(ranking.push);
+  response->set_model_export(ranking.export_id);
   response->mutable_ranked()->Reserve(static_cast<int>(ranking.ranked.size()));
   for (const auto& r : ranking.ranked) {
     auto* out = response->add_ranked();

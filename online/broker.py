@@ -1,0 +1,125 @@
+"""The live loop's broker: Redis Streams from Debian's redis-server (docs/online.md maps the layout
+onto Kafka topics, partitions and consumer groups).
+
+| stream             | written by | read by  | holds                                                     |
+|--------------------|------------|----------|-----------------------------------------------------------|
+| events.<p>         | driver     | joiner   | user events of partition p = user_id % partitions          |
+| samples.<stream>   | joiner     | trainer  | a micro-batch of samples per joiner step, with its watermark |
+| quarantine         | joiner     | report   | entries the joiner refused, with the reason               |
+
+and one hash, `progress`, where every component writes its counters for the report's time series.
+
+`BrokerServer` runs a private instance (loopback, a temporary directory, append-only file on) and
+stops it; `connect` gives a client that retries through a broker restart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+PROGRESS = "progress"
+QUARANTINE = "quarantine"
+
+
+def events_stream(partition: int) -> str:
+    return f"events.{partition}"
+
+
+def samples_stream(stream: str) -> str:
+    return f"samples.{stream}"
+
+
+def connect(url: str, outage_s: float = 60.0) -> redis.Redis:
+    """A client whose every command is retried, with backoff, for up to about `outage_s` while the
+    broker is unreachable (a restart), then raises."""
+    retries = max(1, int(outage_s / 0.5))
+    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries),
+                                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+                                socket_connect_timeout=2.0, health_check_interval=0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BrokerServer:
+    """A redis-server of this job's own: bound to 127.0.0.1, its data (append-only file, fsync every
+    second) in a temporary directory removed on `stop`. `restart` stops it cleanly (the file is
+    complete) and starts it again on the same port and directory, as an operator's restart would."""
+
+    def __init__(self, port: int | None = None, binary: str = "redis-server"):
+        path = shutil.which(binary)
+        if path is None:
+            raise FileNotFoundError(f"{binary} not found: run make setup (it installs Debian's redis-server), or "
+                                    f"point online.redis_url at a running broker")
+        self.binary = path
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="online-broker-"))
+        self.process: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 20.0) -> "BrokerServer":
+        self._log = open(self.dir / "redis.log", "ab")
+        self.process = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
+             "--daemonize", "no", "--loglevel", "warning"],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}: "
+                                   f"{(self.dir / 'redis.log').read_text()[-2000:]}")
+            try:
+                if client.ping():
+                    client.close()
+                    return self
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"redis-server on port {self.port} did not answer within {timeout_s:.0f} s")
+            time.sleep(0.05)
+
+    def _shutdown(self, timeout_s: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()  # SIGTERM: redis writes the append-only file out and exits
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self._log is not None:
+            self._log.close()
+
+    def restart(self, down_s: float = 0.0) -> None:
+        self._shutdown()
+        time.sleep(down_s)
+        self.start()
+
+    def stop(self) -> None:
+        self._shutdown()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "BrokerServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
