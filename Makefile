@@ -12,7 +12,7 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-system setup-peers proto setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay ablate export ranker online-train bench clean
+.PHONY: help setup setup-system setup-peers proto setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay ablate export ranker online online-train bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -75,6 +75,9 @@ streams: ## label streams + GSU sequences -> WebDataset shards + label-consisten
 
 train: ## one training run (ARGS="world=tiny trainer.devices=2 model=cgc cross=none ...")
 	$(PY) -m recsys.train.train $(ARGS)
+
+online: ## the live loop: broker (redis-server), label joiner, continuous trainer + pushes, ranker, traffic driver on an accelerated clock -> reports/online.{json,md,png} (ARGS="world=tiny online.speed=200")
+	$(PY) -m online.live $(ARGS)
 
 online-train: ## the continuous trainer: full export + a push every 30 s of data time into artifacts/online, which a running ranker applies (ARGS="world=tiny online_train.pace=0.05")
 	$(PY) -m online $(ARGS)

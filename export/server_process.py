@@ -24,12 +24,13 @@ class RankerServer:
     """`with RankerServer(model_dir, "--workers", "2") as server: server.client.rank(...)`."""
 
     def __init__(self, model_dir: Path, *flags: str, binary: Path = SERVER_BINARY, start_timeout_s: float = 180.0,
-                 cores: list[int] | None = None):
-        """`cores`: run the server on these CPU cores only (taskset); None: wherever the system puts it."""
+                 cores: list[int] | None = None, port: int = 0):
+        """`cores`: run the server on these CPU cores only (taskset); None: wherever the system puts it.
+        `port`: the gRPC port (0: a free one), fixed where clients must find a restarted server again."""
         if not binary.exists():
             raise FileNotFoundError(f"{binary} does not exist: run `make ranker` first")
         prefix = ["taskset", "-c", ",".join(map(str, cores))] if cores else []
-        self.proc = subprocess.Popen([*prefix, str(binary), "--model", str(model_dir), "--port", "0", "--http-port", "0",
+        self.proc = subprocess.Popen([*prefix, str(binary), "--model", str(model_dir), "--port", str(port), "--http-port", "0",
                                       *flags],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._stderr: list[str] = []

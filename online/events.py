@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from data_pipelines.contract import ACTION_CODES
+from data_pipelines.contract import ACTION_CODES, DENSE_FEATURES, GSU_NAMES, SEQUENCE_FIELDS, SPARSE_FEATURES, lengths_key, sequence_key, sparse_key
 from data_pipelines.streams import codec
 from data_pipelines.streams.shards import ImpressionFeatures, request_arrays
 
@@ -36,6 +36,12 @@ IMPRESSION, CLICK, EXIT, CLOCK, END = "impression", "click", "exit", "clock", "e
 ACTIONS = tuple(ACTION_CODES)  # like, comment, gift
 FACT_TYPES = (IMPRESSION, CLICK, *ACTIONS, EXIT)  # the order of a user's events at one instant
 MARKER_TYPES = (CLOCK, END)
+
+
+# The arrays every impression event carries: the shard layout's request arrays (shards.request_arrays).
+REQUEST_KEYS = frozenset(["impression_id", "request_ts", "dense", *(sparse_key(f) for f in SPARSE_FEATURES),
+                          *(lengths_key(g) for g in GSU_NAMES),
+                          *(sequence_key(g, f) for g in GSU_NAMES for f in SEQUENCE_FIELDS)])
 
 
 class MalformedEvent(ValueError):
@@ -82,7 +88,7 @@ def _int(fields: dict[bytes, bytes], key: str) -> int:
     return int(raw)
 
 
-def parse(fields: dict[bytes, bytes], request_keys: frozenset[str]) -> Event:
+def parse(fields: dict[bytes, bytes], request_keys: frozenset[str] = REQUEST_KEYS) -> Event:
     """The event an entry holds, checked on its own (the joiner checks it against what it has seen).
     `request_keys`: the arrays an impression's features must hold."""
     kind = fields.get(b"type", b"").decode("utf-8", "replace")
@@ -109,16 +115,17 @@ def parse(fields: dict[bytes, bytes], request_keys: frozenset[str]) -> Event:
     missing = sorted(request_keys - set(arrays))
     if missing:
         raise MalformedEvent(f"impression features lack {missing[:3]}")
-    if any(len(arrays[k]) != 1 for k in ("impression_id", "request_ts", "dense")):
-        raise MalformedEvent("impression features must hold exactly one request")
+    one_row = ["impression_id", "request_ts", *(sparse_key(f) for f in SPARSE_FEATURES),
+               *(lengths_key(g) for g in GSU_NAMES)]
+    if any(arrays[k].shape != (1,) for k in one_row) or arrays["dense"].shape != (1, len(DENSE_FEATURES)):
+        raise MalformedEvent("impression features must hold exactly one request's ids, lengths and dense features")
+    for g in GSU_NAMES:
+        n = int(arrays[lengths_key(g)][0])
+        if any(arrays[sequence_key(g, f)].shape != (n,) for f in SEQUENCE_FIELDS):
+            raise MalformedEvent(f"impression features: the {g} sequence's fields are not {n} long")
     if int(arrays["impression_id"][0]) != impression or int(arrays["request_ts"][0]) != ts:
         raise MalformedEvent("impression features belong to another impression or request time")
     return Event(kind, ts, user, impression, features={k: arrays[k] for k in request_keys})
-
-
-def request_keys_of(features: ImpressionFeatures) -> frozenset[str]:
-    """The arrays every impression event carries (the shard layout's request arrays)."""
-    return frozenset(request_arrays(features, np.zeros(0, dtype=np.int64)))
 
 
 @dataclass(frozen=True)

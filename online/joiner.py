@@ -196,7 +196,7 @@ class JoinerSettings:
     ledger_path: str  # the emitted samples' keys, for the report
 
 
-def run_joiner(joiner: LabelJoiner, settings: JoinerSettings, request_keys: frozenset[str]) -> dict:
+def run_joiner(joiner: LabelJoiner, settings: JoinerSettings) -> dict:
     """Consumes the partitions until each has said `end`; emits samples each `step_ms` of watermark."""
     r = brk.connect(settings.redis_url)
     streams = [brk.events_stream(p) for p in range(settings.partitions)]
@@ -213,7 +213,7 @@ def run_joiner(joiner: LabelJoiner, settings: JoinerSettings, request_keys: froz
             for entry_id, fields in entries:
                 offsets[stream] = entry_id
                 try:
-                    event = parse(fields, request_keys)
+                    event = parse(fields)
                     if event.type == CLOCK:
                         clocks[stream] = max(event.ts, clocks[stream] or event.ts)
                     elif event.type == END:

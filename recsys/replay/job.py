@@ -22,8 +22,8 @@ from recsys.replay.timeline import step_edges
 from recsys.train.precision import warn_if_emulated
 
 
-def catch_windows(rc: DictConfig) -> CatchWindows:
-    c = rc.catch
+def catch_windows(c: DictConfig) -> CatchWindows:
+    """conf/catch/*.yaml as CatchWindows."""
     return CatchWindows(bin_s=int(c.bin_seconds), before_s=int(c.before_minutes) * 60,
                         after_s=int(c.after_minutes) * 60, min_impressions=int(c.min_impressions),
                         min_impressions_before=int(c.min_impressions_before),
@@ -87,7 +87,7 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     if not bool(rc.room_state):
         evaluation = dataclasses.replace(evaluation, arrays=without_room_state(evaluation.arrays))
     edges = step_edges(int(evaluation.request_ts[0]), int(evaluation.request_ts[-1]), int(rc.step_seconds) * 1000)
-    windows = catch_windows(rc)
+    windows = catch_windows(rc.catch)
     segments = [] if evaluation.highlights is None else eligible_segments(
         evaluation.highlights, evaluation.live_id, evaluation.request_ts, evaluation.highlight_segment, windows)
     print(f"replay on '{data.name}': {len(evaluation):,} impressions, {len(edges) - 1} steps of {rc.step_seconds} s, "

@@ -1,0 +1,91 @@
+"""A label stream's samples as the joiner publishes them on the broker (online/joiner.py), handed out
+the way `recsys.replay.timeline.ReportedSamples` hands out a stream's shards: `until(t)` returns every
+sample reported before t not handed out yet, waiting until the joiner's watermark says none is
+missing. Exactly-once learning rests on offsets: `offset_for(n)` names where a consumer that has
+learned the first n samples resumes (the entry after which to read, and the samples of the next
+entry to skip), and a checkpoint stores it with the model, as a Kafka consumer commits its offsets
+with its state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from data_pipelines.streams import codec
+from recsys.data.loader import concat_arrays, take_rows
+
+
+class BrokerSamples:
+    def __init__(self, client, stream: str, after: bytes = b"0-0", skip: int = 0, position: int = 0,
+                 block_ms: int = 200):
+        """Reads `stream` after entry `after`, dropping the first `skip` samples of the first entry
+        read; `position` is the stream position of the first sample kept (the samples learned)."""
+        self.client, self.stream, self.block_ms = client, stream, int(block_ms)
+        self._after, self._skip = after, int(skip)
+        self._done = after  # the newest entry whose samples are all learned
+        self._entries: deque[tuple[bytes, int, int]] = deque()  # (id, position of its first sample, samples)
+        self._read_position = int(position) - int(skip)  # of the next entry's first sample
+        self._buffer: list[dict[str, np.ndarray]] = []  # read, not handed out
+        self.watermark: int | None = None
+        self.exhausted = False  # the joiner said `end` and everything was handed out
+        self._ended = False
+
+    def _read(self) -> None:
+        reply = self.client.xread({self.stream: self._after}, count=64, block=self.block_ms)
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                self._after = entry_id
+                if fields.get(b"end"):
+                    self._ended = True
+                    continue
+                count = int(fields[b"count"])
+                self._entries.append((entry_id, self._read_position, count))
+                self._read_position += count
+                if count:
+                    batch = codec.decode(fields[b"batch"])
+                    if self._skip:
+                        batch = take_rows(batch, np.arange(min(self._skip, count), count))
+                    if len(batch["report_ts"]):
+                        self._buffer.append(batch)
+                self._skip = 0
+                self.watermark = int(fields[b"watermark"])
+
+    def first_watermark(self) -> int:
+        """The watermark of the first entry (waits for it)."""
+        while self.watermark is None and not self._ended:
+            self._read()
+        if self.watermark is None:
+            raise ValueError(f"{self.stream}: the joiner ended without emitting anything")
+        return self.watermark
+
+    def until(self, t_ms: int) -> dict[str, np.ndarray] | None:
+        # The joiner's watermark W says every sample reported at or before W has been published.
+        while not self._ended and (self.watermark is None or self.watermark < t_ms - 1):
+            self._read()
+        if not self._buffer:
+            self.exhausted = self._ended
+            return None
+        arrays = concat_arrays(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        cut = int(np.searchsorted(arrays["report_ts"], t_ms, side="left"))
+        self._buffer = [take_rows(arrays, np.arange(cut, len(arrays["report_ts"])))] if cut < len(
+            arrays["report_ts"]) else []
+        self.exhausted = self._ended and not self._buffer
+        return take_rows(arrays, np.arange(cut)) if cut else None
+
+    def offset_for(self, learned: int) -> tuple[bytes, int]:
+        """(entry after which to read, samples of the next entry to skip) for a consumer that has
+        learned the stream's first `learned` samples; entries before it are forgotten."""
+        while self._entries and self._entries[0][1] + self._entries[0][2] <= learned:
+            self._done = self._entries.popleft()[0]
+        if not self._entries:
+            return self._done, 0
+        entry_id, first, _ = self._entries[0]  # holds the first sample not learned
+        return self._previous_id(entry_id), learned - first
+
+    @staticmethod
+    def _previous_id(entry_id: bytes) -> bytes:
+        """The greatest id below `entry_id` (Redis ids are ms-seq); reading after it reads `entry_id` next."""
+        ms, seq = (int(x) for x in entry_id.split(b"-"))
+        return f"{ms}-{seq - 1}".encode() if seq > 0 else f"{ms - 1}-{2 ** 64 - 1}".encode()
