@@ -47,6 +47,31 @@ def connect(url: str, outage_s: float = 60.0) -> redis.Redis:
                                 socket_connect_timeout=2.0, health_check_interval=0)
 
 
+class Producer:
+    """Appends entries with ids of its own, `<ms>-<n>` (ms: the entry's data time, n: this producer's
+    count), so that a command the client retries after a dropped connection cannot append twice:
+    the broker refuses an id not above the stream's newest, and that refusal means "already there" —
+    Kafka's idempotent producer, on Redis Streams."""
+
+    def __init__(self, client: redis.Redis, start: int = 0):
+        self.client = client
+        self.count = int(start)
+
+    def entry_id(self, ms: int) -> str:
+        self.count += 1
+        return f"{max(int(ms), 0)}-{self.count}"
+
+    def send(self, entries: list[tuple[str, int, dict]], maxlen: dict[str, int] | None = None) -> None:
+        """[(stream, data time ms, fields)] in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream, ms, fields in entries:
+            limit = (maxlen or {}).get(stream)
+            pipe.xadd(stream, fields, id=self.entry_id(ms), maxlen=limit, approximate=limit is not None)
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, Exception) and "equal or smaller" not in str(reply):
+                raise reply
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -45,6 +45,7 @@ class DriverSettings:
     request_threads: int
     answers_path: str
     progress: bool
+    malformed: int = 0  # malformed events to publish first, a fault drill: each must be quarantined, none learned
 
 
 def request_of(arrays: dict[str, np.ndarray], schema: RequestSchema, request_id: str) -> dict:
@@ -125,6 +126,22 @@ class TrafficDriver:
                 self.answered += 1
             return
 
+    def _malformed(self, data0: int) -> list[tuple[str, int, dict]]:
+        """`malformed` entries, one of each kind in turn, on partition 0 before any event: an unknown
+        type, a time that is no number, an impression whose features fail their checksum, a click of
+        an impression nobody saw, an exit whose watch time contradicts its stay."""
+        first = int(np.flatnonzero(self.timeline.type == ev.FACT_TYPES.index(ev.IMPRESSION))[0])
+        good = ev.encode(self.timeline.event(first, self.features))
+        corrupt = bytearray(good[b"features"])
+        corrupt[-1] ^= 0xFF
+        kinds = [{b"type": b"purchase", b"ts": b"0", b"user": b"1", b"impression": b"1"},
+                 {b"type": b"click", b"ts": b"soon", b"user": b"1", b"impression": b"1"},
+                 {**good, b"features": bytes(corrupt)},
+                 {b"type": b"click", b"ts": str(data0 - 1).encode(), b"user": b"0", b"impression": b"-7"},
+                 {b"type": b"exit", b"ts": str(data0 - 1).encode(), b"user": b"0", b"impression": b"-7",
+                  b"watch_ms": b"-5"}]
+        return [(brk.events_stream(0), data0 - 1, kinds[k % len(kinds)]) for k in range(self.s.malformed)]
+
     def run(self) -> dict:
         s, tl = self.s, self.timeline
         r = brk.connect(s.redis_url)
@@ -135,7 +152,10 @@ class TrafficDriver:
         data0 = int(tl.ts[0])
         wall0 = time.monotonic()
         unix0 = time.time()
-        r.hset(brk.PROGRESS, mapping={"driver_data0_ms": data0, "driver_unix0_s": unix0, "driver_speed": s.speed})
+        r.hset(brk.PROGRESS, mapping={"driver_data0_ms": data0, "driver_last_ms": int(tl.ts[-1]), "driver_unix0_s": unix0,
+                                      "driver_speed": s.speed})
+        producer = brk.Producer(r)
+        producer.send(self._malformed(data0))
         i = 0
         last_mark = data0 - 1
         bar = tqdm(total=len(tl), desc="driver events", unit="event", disable=not s.progress, mininterval=2.0)
@@ -143,29 +163,26 @@ class TrafficDriver:
         while i < len(tl):
             now = data0 + int((time.monotonic() - wall0) * s.speed * 1000)
             j = int(np.searchsorted(tl.ts, now, side="right"))
-            if j > i:
-                pipe = r.pipeline(transaction=False)
-                for k in range(i, j):
-                    kind = ev.FACT_TYPES[tl.type[k]]
-                    if kind == ev.IMPRESSION:
-                        futures.append(pool.submit(self._score, client, int(tl.row[k])))
-                        self.sent += 1
-                    pipe.xadd(brk.events_stream(int(partition[k])), ev.encode(tl.event(k, self.features)))
-                pipe.execute()
-                bar.update(j - i)
-                i = j
+            entries = []
+            for k in range(i, j):
+                if tl.type[k] == ev.FACT_TYPES.index(ev.IMPRESSION):
+                    futures.append(pool.submit(self._score, client, int(tl.row[k])))
+                    self.sent += 1
+                entries.append((brk.events_stream(int(partition[k])), int(tl.ts[k]),
+                                ev.encode(tl.event(k, self.features))))
+            bar.update(j - i)
+            i = j
             mark = min(now, int(tl.ts[-1])) if i == len(tl) else now
-            if mark > last_mark:
-                pipe = r.pipeline(transaction=False)
-                for p in range(s.partitions):
-                    pipe.xadd(brk.events_stream(p), ev.encode(ev.Event(ev.CLOCK, mark)))
-                pipe.hset(brk.PROGRESS, mapping={"driver_clock_ms": mark, "driver_sent": self.sent,
-                                                 "driver_answered": self.answered, "driver_lost": self.lost})
-                pipe.execute()
+            if mark > last_mark:  # every partition is complete up to the mark
+                entries += [(brk.events_stream(p), mark, ev.encode(ev.Event(ev.CLOCK, mark)))
+                            for p in range(s.partitions)]
                 last_mark = mark
+            producer.send(entries)
+            r.hset(brk.PROGRESS, mapping={"driver_clock_ms": last_mark, "driver_sent": self.sent,
+                                          "driver_answered": self.answered, "driver_lost": self.lost})
             time.sleep(s.tick_s)
-        for p in range(s.partitions):
-            r.xadd(brk.events_stream(p), ev.encode(ev.Event(ev.END, int(tl.ts[-1]))))
+        producer.send([(brk.events_stream(p), int(tl.ts[-1]), ev.encode(ev.Event(ev.END, int(tl.ts[-1]))))
+                       for p in range(s.partitions)])
         bar.close()
         for f in futures:
             f.result()

@@ -199,6 +199,7 @@ class JoinerSettings:
 def run_joiner(joiner: LabelJoiner, settings: JoinerSettings) -> dict:
     """Consumes the partitions until each has said `end`; emits samples each `step_ms` of watermark."""
     r = brk.connect(settings.redis_url)
+    producer = brk.Producer(r)
     streams = [brk.events_stream(p) for p in range(settings.partitions)]
     offsets = {s: b"0-0" for s in streams}
     clocks: dict[str, int | None] = {s: None for s in streams}
@@ -235,15 +236,15 @@ def run_joiner(joiner: LabelJoiner, settings: JoinerSettings) -> dict:
         watermark = min(known) if len(known) == len(streams) else None
         done = len(ended) == len(streams)
         if watermark is not None and (done or last_step is None or watermark - last_step >= settings.step_ms):
-            _publish(r, joiner.advance(watermark), watermark, settings, ledger)
+            _publish(producer, joiner.advance(watermark), watermark, settings, ledger)
             last_step = watermark
             r.hset(brk.PROGRESS, mapping={"joiner_watermark": watermark, "joiner_events": events,
                                           "joiner_quarantined": quarantined,
                                           **{f"joiner_emitted_{n}": c for n, c in joiner.emitted.items()}})
     final = joiner.finish()
-    _publish(r, final, (joiner.watermark or 0), settings, ledger)
-    for name in joiner.engines:
-        r.xadd(brk.samples_stream(name), {b"end": b"1", b"watermark": str(joiner.watermark or 0).encode()})
+    _publish(producer, final, (joiner.watermark or 0), settings, ledger)
+    producer.send([(brk.samples_stream(name), joiner.watermark or 0,
+                    {b"end": b"1", b"watermark": str(joiner.watermark or 0).encode()}) for name in joiner.engines])
     r.hset(brk.PROGRESS, mapping={"joiner_events": events, "joiner_quarantined": quarantined,
                                   **{f"joiner_emitted_{n}": c for n, c in joiner.emitted.items()}})
     _save_ledger(ledger, settings.ledger_path)
@@ -256,9 +257,10 @@ def run_joiner(joiner: LabelJoiner, settings: JoinerSettings) -> dict:
     return summary
 
 
-def _publish(r, batches: dict[str, dict[str, np.ndarray] | None], watermark: int, settings: JoinerSettings,
-             ledger: list[tuple]) -> None:
+def _publish(producer: brk.Producer, batches: dict[str, dict[str, np.ndarray] | None], watermark: int,
+             settings: JoinerSettings, ledger: list[tuple]) -> None:
     now = time.time()
+    entries = []
     for name, batch in batches.items():
         fields = {b"watermark": str(watermark).encode(), b"count": b"0" if batch is None else
                   str(len(batch["report_ts"])).encode()}
@@ -266,8 +268,9 @@ def _publish(r, batches: dict[str, dict[str, np.ndarray] | None], watermark: int
             fields[b"batch"] = codec.encode(batch)
             ledger.append((name, batch["impression_id"], batch["request_ts"], batch["report_ts"], batch["kind"],
                            batch["state"], now))
-        maxlen = settings.sample_streams_maxlen.get(name)
-        r.xadd(brk.samples_stream(name), fields, maxlen=maxlen, approximate=maxlen is not None)
+        entries.append((brk.samples_stream(name), watermark, fields))
+    producer.send(entries, maxlen={brk.samples_stream(n): m for n, m in settings.sample_streams_maxlen.items()
+                                   if m is not None})
 
 
 def _save_ledger(ledger: list[tuple], path: str) -> None:

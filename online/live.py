@@ -31,6 +31,8 @@ from export.server_process import SERVER_BINARY, RankerServer
 from online import broker as brk
 
 ROLES = ("trainer", "joiner", "driver")
+# online.drill: each fault at this share of the played span (by the driver's clock).
+DRILL = ((0.3, "trainer killed and restarted"), (0.5, "ranker restarted"), (0.7, "broker restarted"))
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class LiveSettings:
     trainer_threads: int
     replay: str  # auto | skip
     progress: bool
+    drill: bool  # the fault drill: DRILL's faults in turn, and `malformed` bad events first
+    malformed: int
 
     @classmethod
     def of(cls, oc: DictConfig) -> "LiveSettings":
@@ -57,7 +61,7 @@ class LiveSettings:
                 redis_url=None if oc.redis_url is None else str(oc.redis_url), tick_s=float(oc.tick_s),
                 request_threads=int(oc.request_threads), retries=int(oc.retries), ranker_format=str(oc.ranker_format),
                 ranker_threads=int(oc.ranker_threads), trainer_threads=int(oc.trainer_threads), replay=str(oc.replay),
-                progress=bool(oc.progress))
+                progress=bool(oc.progress), drill=bool(oc.drill), malformed=int(oc.malformed))
         if s.speed <= 0 or s.partitions < 1 or s.joiner_step_ms < 1 or s.tick_s <= 0:
             raise ValueError("online.speed, online.partitions, online.joiner_step_s and online.tick_s must be positive")
         if s.replay not in ("auto", "skip"):
@@ -102,7 +106,7 @@ def _driver_main(config_yaml: str, ranker_address: str, out_path: str) -> None:
     settings = DriverSettings(redis_url=str(o.redis_url), ranker_address=ranker_address, partitions=int(o.partitions),
                               speed=float(o.speed), tick_s=float(o.tick_s), retries=int(o.retries),
                               request_threads=int(o.request_threads), answers_path=str(logs / "answers.npz"),
-                              progress=bool(o.progress))
+                              progress=bool(o.progress), malformed=int(o.malformed))
     driver = TrafficDriver(world.timeline, world.features, world.rows, settings, RequestSchema(meta), list(meta["tasks"]))
     summary = driver.run()
     Path(out_path).write_text(json.dumps(summary, indent=2))
@@ -232,17 +236,35 @@ class LiveLoop:
             time.sleep(1.0)
 
     def finish(self, timeout_s: float = 3600) -> None:
-        """Waits for the driver, the joiner and the trainer to end, sampling progress each second."""
+        """Waits for the driver, the joiner and the trainer to end, sampling progress each second
+        (and running the fault drill when asked)."""
         deadline = time.monotonic() + timeout_s
+        drill = list(DRILL) if self.s.drill else []
         while any(self.procs[r].is_alive() for r in ROLES):
             self._check_alive(list(self.procs))
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the live loop did not end within {timeout_s:.0f} s")
-            self.sample()
+            row = self.sample()
+            if drill and "driver_last_ms" in row and "driver_clock_ms" in row:
+                share = (row["driver_clock_ms"] - row["driver_data0_ms"]) / max(
+                    row["driver_last_ms"] - row["driver_data0_ms"], 1)
+                if share >= drill[0][0]:
+                    self._fault(drill.pop(0)[1])
             for proc in self.procs.values():
                 proc.join(timeout=1.0 / len(self.procs))
         self._check_alive(list(self.procs))
         self.sample()
+
+    def _fault(self, fault: str) -> None:
+        print(f"drill: {fault}")
+        if fault.startswith("trainer"):
+            self.kill_trainer()
+            self.start_trainer()
+            self.events.append({"event": "trainer started again", "unix_s": time.time()})
+        elif fault.startswith("ranker"):
+            self.restart_ranker()
+        else:
+            self.restart_broker()
 
     def collect(self) -> None:
         """What the report needs from the components still running: the quarantine, the ranker's

@@ -1,0 +1,364 @@
+"""The live loop (online/): events, the label joiner, the broker's offsets, and `make online` on the
+tiny world with its fault drill."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_pipelines.contract import MASKED, NEG, POS, TASKS, is_sequence_key, sequence_key
+from data_pipelines.streams import codec
+from data_pipelines.streams.labels import FastSlowStream, RealtimeStream
+from online import broker as brk
+from online import events as ev
+from online.broker_samples import BrokerSamples
+from online.joiner import LabelJoiner
+from online.trainer import sample_digest
+from tests.conftest import ROOT, compose_config, job_paths
+
+T0 = 1_746_460_800_000  # a tick boundary of nothing in particular: ticks run from each request
+LONG_VIEW_MS = 60_000
+
+
+def _request(impression: int, ts: int) -> dict[str, np.ndarray]:
+    """One request's arrays in the shard layout, every sequence empty."""
+    arrays = {"impression_id": np.array([impression]), "request_ts": np.array([ts]),
+              "dense": np.zeros((1, len(ev.DENSE_FEATURES)), np.float32)}
+    for key in ev.REQUEST_KEYS - set(arrays):
+        element = is_sequence_key(key) and not key.endswith(".lengths")
+        arrays[key] = np.zeros(0 if element else 1, dtype=np.int64 if element else np.int32)
+    return arrays
+
+
+def _joiner() -> LabelJoiner:
+    return LabelJoiner({"realtime": RealtimeStream(30_000), "fast_slow": FastSlowStream(300_000, 3_600_000)}, TASKS,
+                       LONG_VIEW_MS)
+
+
+# -- events -------------------------------------------------------------------------------------------
+def test_request_keys_are_the_shard_layouts_request_arrays(untrained, tiny_streams):
+    from data_pipelines.streams.shards import LABEL_KEYS
+    from recsys.data import ShardDataset
+
+    part = next(ShardDataset(tiny_streams.stream("realtime"), batch_size=1).micro_batches())
+    assert ev.REQUEST_KEYS == set(part) - set(LABEL_KEYS)
+
+
+def test_an_event_survives_encoding_and_bad_entries_are_refused_with_their_reason():
+    good = ev.Event(ev.IMPRESSION, T0, user=5, impression=9, features=_request(9, T0))
+    back = ev.parse(ev.encode(good))
+    assert (back.type, back.ts, back.user, back.impression) == (ev.IMPRESSION, T0, 5, 9)
+    assert all(np.array_equal(back.features[k], good.features[k]) for k in ev.REQUEST_KEYS)
+    corrupt = ev.encode(good)
+    corrupt[b"features"] = corrupt[b"features"][:-1] + bytes([corrupt[b"features"][-1] ^ 1])
+    other = ev.encode(ev.Event(ev.IMPRESSION, T0 + 1, user=5, impression=9, features=_request(9, T0)))
+    short = _request(9, T0)
+    short[sequence_key("short", "item")] = np.zeros(3, np.int64)  # three elements, length 0
+    cases = {
+        "unknown event type 'purchase'": {b"type": b"purchase", b"ts": b"1"},
+        "field 'ts' is not an integer": {b"type": b"click", b"ts": b"12.5", b"user": b"1", b"impression": b"2"},
+        "missing field 'impression'": {b"type": b"click", b"ts": b"12", b"user": b"1"},
+        "negative watch_ms": {**ev.encode(ev.Event(ev.EXIT, T0, 1, 2, watch_ms=0)), b"watch_ms": b"-3"},
+        "checksum": corrupt,
+        "belong to another impression or request time": other,
+        "sequence's fields are not 0 long": {**ev.encode(good), b"features": codec.encode(short)},
+    }
+    for reason, fields in cases.items():
+        with pytest.raises(ev.MalformedEvent, match=reason.replace("(", r"\(").replace(")", r"\)")):
+            ev.parse(fields)
+
+
+# -- the joiner ---------------------------------------------------------------------------------------
+def _samples(batch: dict | None) -> list[tuple]:
+    if batch is None:
+        return []
+    return [(int(r), int(i), int(k), tuple(int(x) for x in s)) for r, i, k, s in
+            zip(batch["report_ts"], batch["impression_id"], batch["kind"], batch["state"])]
+
+
+def test_the_joiner_emits_each_sample_once_its_watermark_passes_the_report_time():
+    """One stay, by hand: request and click at T0, a like at T0+45 s, still watching at T0+60 s (the
+    long view), exit at T0+100 s. Realtime ticks from T0: the click is reported at T0+30 s, the like
+    at T0+60 s, the long view at T0+90 s, the exit (comment and gift negative) at T0+120 s. Fast:
+    at T0+300 s, click, long view and like positive. A second impression, never clicked, exits at
+    its request: one realtime negative at the end of its first tick, one fast sample."""
+    j = _joiner()
+    j.apply(ev.Event(ev.IMPRESSION, T0, 1, 10, features=_request(10, T0)))
+    j.apply(ev.Event(ev.CLICK, T0, 1, 10))
+    j.apply(ev.Event(ev.IMPRESSION, T0 + 5_000, 2, 11, features=_request(11, T0 + 5_000)))
+    j.apply(ev.Event(ev.EXIT, T0 + 5_000, 2, 11, watch_ms=0))
+    emitted = {"realtime": [], "fast_slow": []}
+
+    def step(w: int) -> None:
+        for name, batch in j.advance(w).items():
+            emitted[name].append(_samples(batch))
+
+    step(T0 + 29_999)
+    assert emitted["realtime"][-1] == []
+    step(T0 + 30_000)
+    M, N, P = MASKED, NEG, POS
+    assert emitted["realtime"][-1] == [(T0 + 30_000, 10, 2, (P, M, M, M, M))]
+    j.apply(ev.Event("like", T0 + 45_000, 1, 10))
+    step(T0 + 35_000 + 1)  # the never-clicked impression's exit tick ends at T0+35 s
+    assert emitted["realtime"][-1] == [(T0 + 35_000, 11, 3, (N, N, N, N, N))]
+    step(T0 + 60_000)
+    assert emitted["realtime"][-1] == [(T0 + 60_000, 10, 2, (M, M, P, M, M))]
+    step(T0 + 90_000)  # the stay is still open: the long view was reached at T0+60 s
+    assert emitted["realtime"][-1] == [(T0 + 90_000, 10, 2, (M, P, M, M, M))]
+    j.apply(ev.Event(ev.EXIT, T0 + 100_000, 1, 10, watch_ms=100_000))
+    step(T0 + 119_999)
+    assert emitted["realtime"][-1] == []
+    step(T0 + 120_000)
+    assert emitted["realtime"][-1] == [(T0 + 120_000, 10, 3, (M, M, M, N, N))]
+    step(T0 + 305_000)
+    assert emitted["fast_slow"][-1] == [(T0 + 300_000, 10, 0, (P, P, P, N, N)), (T0 + 305_000, 11, 0, (N, N, N, N, N))]
+    assert sum(len(e) for e in emitted["fast_slow"][:-1]) == 0
+    assert j.finish() == {"realtime": None, "fast_slow": None}  # nothing pending: no slow sample
+    assert not j.stays and not j.requests  # everything emitted, nothing kept
+
+
+def test_the_joiner_refuses_events_that_contradict_what_it_knows():
+    j = _joiner()
+    j.apply(ev.Event(ev.IMPRESSION, T0, 1, 10, features=_request(10, T0)))
+    refused = {
+        "seen before": ev.Event(ev.IMPRESSION, T0 + 1, 1, 10, features=_request(10, T0 + 1)),
+        "never seen": ev.Event(ev.CLICK, T0, 1, 99),
+        "not at its request time": ev.Event(ev.CLICK, T0 + 7, 1, 10),
+        "outside its stay": ev.Event("gift", T0 + 5, 1, 10),  # no click: no stay
+        "never began": ev.Event(ev.EXIT, T0 + 9, 1, 10, watch_ms=9),
+    }
+    for reason, event in refused.items():
+        with pytest.raises(ev.MalformedEvent, match=reason):
+            j.apply(event)
+    j.advance(T0 + 1_000)
+    with pytest.raises(ev.MalformedEvent, match="after the watermark"):
+        j.apply(ev.Event(ev.CLICK, T0 + 1_000, 1, 10))
+    assert list(j.stays) == [10] and not j.stays[10].clicked  # nothing refused changed anything
+
+
+@pytest.mark.slow
+def test_the_joiner_emits_exactly_the_samples_make_streams_writes(tiny_streams):
+    """Every event of the tiny world through the event codec and the joiner, the watermark advanced
+    every 10 s: each stream's samples equal its shards' one for one, every field, report_ts included
+    (emitted at the first step at or after report_ts, never before)."""
+    from hydra.utils import instantiate
+
+    from data_pipelines.history_store import HistoryStore
+    from data_pipelines.streams.build import build_features
+    from recsys.data import ShardDataset
+    from recsys.data.loader import concat_arrays, take_rows
+
+    cfg = compose_config("online", job_paths(tiny_streams))
+    data = tiny_streams
+    impressions = pd.read_parquet(data.canonical.live_impressions)
+    features, _ = build_features(data.canonical, impressions, HistoryStore.load(data.history),
+                                 instantiate(cfg.data.features), int(cfg.gsu.length), int(cfg.gsu.max_pairs),
+                                 progress=False)
+    timeline = ev.world_timeline(impressions, pd.read_parquet(data.canonical.live_actions))
+    engines = {n: instantiate(s) for n, s in cfg.stream.engines.items()}
+    joiner = LabelJoiner(engines, tuple(cfg.stream.tasks), int(cfg.stream.long_view_ms))
+    out = {n: [] for n in engines}
+    watermark = int(timeline.ts[0]) - 1
+
+    def keep(batches: dict, at: int) -> None:
+        for name, batch in batches.items():
+            if batch is not None:
+                assert batch["report_ts"].max() <= at and (not out[name] or batch["report_ts"].min() > out[name][-1][1])
+                out[name].append((batch, at))
+
+    for i in range(len(timeline)):
+        event = ev.parse(ev.encode(timeline.event(i, features)))
+        while event.ts > watermark + 10_000:
+            watermark += 10_000
+            keep(joiner.advance(watermark), watermark)
+        joiner.apply(event)
+    keep(joiner.advance(int(timeline.ts[-1])), int(timeline.ts[-1]))
+    keep(joiner.finish(), np.iinfo(np.int64).max)
+    for name in engines:
+        mine = concat_arrays([b for b, _ in out[name]])
+        shards = concat_arrays(list(ShardDataset(data.stream(name), batch_size=1).micro_batches()))
+        assert set(mine) == set(shards)
+        order = lambda a: np.lexsort((a["kind"], a["impression_id"], a["report_ts"]))  # noqa: E731
+        mine, shards = take_rows(mine, order(mine)), take_rows(shards, order(shards))
+        for key in shards:
+            assert mine[key].dtype == shards[key].dtype and np.array_equal(mine[key], shards[key]), (name, key)
+    assert not joiner.stays and not joiner.requests
+
+
+# -- the broker ---------------------------------------------------------------------------------------
+@pytest.fixture
+def broker():
+    with brk.BrokerServer() as server:
+        yield server
+
+
+def _published(producer: brk.Producer, stream: str, counts: list[int]) -> list[dict]:
+    """Entries of `counts` samples each, report times 1, 2, 3, ... and watermarks at each entry's last."""
+    batches, ts = [], 0
+    for n in counts:
+        batch = {"report_ts": np.arange(ts + 1, ts + n + 1, dtype=np.int64), "impression_id": np.arange(ts, ts + n),
+                 "kind": np.zeros(n, np.int8)}
+        ts += n
+        fields = {b"watermark": str(ts).encode(), b"count": str(n).encode()}
+        if n:
+            fields[b"batch"] = codec.encode(batch)
+        producer.send([(stream, ts, fields)])
+        batches.append(batch)
+    producer.send([(stream, ts, {b"end": b"1", b"watermark": str(ts).encode()})])
+    return batches
+
+
+def test_a_consumer_resumes_at_the_offset_its_checkpoint_names_and_nothing_is_read_twice(broker):
+    client = brk.connect(broker.url)
+    _published(brk.Producer(client), "s", [3, 0, 4, 2])
+    first = BrokerSamples(client, "s")
+    got = first.until(6)  # report times 1..5 (before 6)
+    assert got["report_ts"].tolist() == [1, 2, 3, 4, 5]
+    after, skip = first.offset_for(5)  # 5 learned: the third entry (4 samples from 4) is half read
+    assert skip == 2
+    resumed = BrokerSamples(client, "s", after.encode() if isinstance(after, str) else after, skip, position=5)
+    rest = resumed.until(100)
+    assert rest["report_ts"].tolist() == [6, 7, 8, 9] and resumed.exhausted
+    assert resumed.offset_for(9)[1] == 0
+    client.close()
+
+
+def test_a_retried_send_cannot_append_twice(broker):
+    client = brk.connect(broker.url)
+    producer = brk.Producer(client)
+    producer.send([("s", 5, {b"a": b"1"}), ("s", 6, {b"a": b"2"})])
+    again = brk.Producer(client)  # the same ids again, as a retry after a dropped reply sends them
+    again.send([("s", 5, {b"a": b"1"}), ("s", 6, {b"a": b"2"})])
+    assert client.xlen("s") == 2
+    client.close()
+
+
+def test_clients_reconnect_through_a_broker_restart_and_the_stream_survives(broker):
+    client = brk.connect(broker.url)
+    brk.Producer(client).send([("s", 1, {b"a": b"1"})])
+    broker.restart(down_s=0.5)
+    assert client.xlen("s") == 1  # reconnected; the entry came back from the append-only file
+    client.close()
+
+
+def test_the_digest_changes_when_a_sample_is_learned_twice_or_missed():
+    imp, report, kind = np.arange(10), np.arange(10) * 1000, np.zeros(10, np.int8)
+    whole = sample_digest(imp, report, kind)
+    shuffled = np.random.default_rng(0).permutation(10)
+    assert sample_digest(imp[shuffled], report[shuffled], kind[shuffled]) == whole
+    halves = (sample_digest(imp[:4], report[:4], kind[:4]) + sample_digest(imp[4:], report[4:], kind[4:])) % 2**64
+    assert halves == whole
+    twice = np.r_[np.arange(10), 3]
+    assert sample_digest(imp[twice], report[twice], kind[twice]) != whole
+    assert sample_digest(imp[1:], report[1:], kind[1:]) != whole
+
+
+def test_the_drivers_request_carries_what_the_export_request_builder_puts_in_it(untrained, tiny_streams):
+    from export.requests import RequestSchema, requests_from_inputs
+    from online.driver import request_of
+    from recsys.data import ShardDataset, make_loader
+    from export.scorer import inputs_from_batch
+
+    model, meta, _ = untrained
+    batch = next(iter(make_loader(ShardDataset(tiny_streams.stream("final"), 4))))
+    arrays = next(ShardDataset(tiny_streams.stream("final"), batch_size=1).micro_batches())
+    schema = RequestSchema(meta)
+    expected = requests_from_inputs(inputs_from_batch(batch, model), schema, 1)
+    from recsys.data.loader import take_rows
+
+    for row in range(4):
+        mine = request_of(take_rows(arrays, np.array([row])), schema, f"req-1-{row}")
+        assert mine == expected[row]
+
+
+# -- make online, with its fault drill ------------------------------------------------------------------
+SPAN_S = 7200
+MALFORMED = 5
+
+
+@pytest.fixture(scope="module")
+def drill(tiny_streams, ranker_binary, tmp_path_factory):
+    """`make online` on the tiny world's first two hours at 150x, TorchScript only, with the drill:
+    five malformed events first, then the trainer killed and restarted, the ranker restarted and the
+    broker restarted. (report, its directory)."""
+    out = tmp_path_factory.mktemp("online")
+    args = [*job_paths(tiny_streams), f"paths.reports_dir={out / 'reports'}", f"paths.log_dir={out / 'logs'}",
+            f"paths.artifacts_dir={out / 'artifacts'}", f"online.span_s={SPAN_S}", "online.speed=150",
+            "online.drill=true", f"online.malformed={MALFORMED}", "online.retries=20", "online.progress=false",
+            "push.formats=torchscript", "online_train.checkpoint_every_s=120"]
+    result = subprocess.run(["make", "--no-print-directory", "online", f"ARGS={' '.join(args)}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return json.loads((out / "reports" / "online.json").read_text()), out
+
+
+def _expected_realtime(data, span_s: int) -> tuple[int, int]:
+    """(count, digest) of make streams' realtime samples of the impressions played."""
+    from recsys.data import ShardDataset
+    from recsys.data.loader import concat_arrays
+
+    shards = concat_arrays(list(ShardDataset(data.stream("realtime"), batch_size=1).micro_batches()))
+    first = int(pd.read_parquet(data.canonical.live_impressions)["request_ts"].min())
+    played = shards["request_ts"] < first + span_s * 1000
+    return int(played.sum()), sample_digest(shards["impression_id"][played], shards["report_ts"][played],
+                                            shards["kind"][played])
+
+
+@pytest.mark.slow
+def test_the_trainer_killed_mid_stream_resumes_with_no_sample_learned_twice_or_lost(drill, tiny_streams):
+    report, _ = drill
+    count, digest = _expected_realtime(tiny_streams, SPAN_S)
+    s = report["summary"]
+    assert s["samples_emitted"] == s["samples_learned"] == count
+    assert int(report["trainer"]["digest"]) == digest
+    assert report["trainer"]["resumed_after_samples"] > 0  # it resumed from a checkpoint, not from scratch
+    assert [e["event"] for e in report["faults"]][:2] == ["trainer killed", "trainer started again"]
+
+
+@pytest.mark.slow
+def test_a_restarted_ranker_catches_up_and_the_driver_loses_no_request(drill):
+    report, _ = drill
+    s = report["summary"]
+    assert s["requests_lost"] == 0 and s["requests_answered"] == s["requests_sent"] > 1000
+    assert "ranker serving again" in [e["event"] for e in report["faults"]]
+    assert s["pushes_applied"] > SPAN_S / 30 * 0.5  # pushes were applied by both rankers
+
+
+@pytest.mark.slow
+def test_every_client_reconnects_after_a_broker_restart(drill):
+    report, _ = drill
+    assert "broker up again" in [e["event"] for e in report["faults"]]
+    # after the restart the driver published, the joiner joined and the trainer learned to the end
+    assert report["joiner"]["open_at_end"] == 0
+    assert report["summary"]["samples_learned"] == report["summary"]["samples_emitted"]
+
+
+@pytest.mark.slow
+def test_malformed_events_are_quarantined_with_their_reason_and_never_learned(drill):
+    report, _ = drill
+    assert report["summary"]["events_quarantined"] == MALFORMED
+    reasons = sorted(q["reason"] for q in report["quarantine"])
+    assert any("unknown event type 'purchase'" in r for r in reasons)
+    assert any("'ts' is not an integer" in r for r in reasons)
+    assert any("checksum" in r for r in reasons)
+    assert any("never seen" in r for r in reasons)
+    assert any("negative watch_ms" in r for r in reasons)
+
+
+@pytest.mark.slow
+def test_the_report_holds_the_summary_and_nothing_is_left_running(drill):
+    report, out = drill
+    s = report["summary"]
+    for key in ("served_auc_ctr", "replay_auc_ctr", "click_to_served_s", "samples_emitted", "samples_learned",
+                "pushes_applied", "requests_sent", "requests_answered"):
+        assert s[key] is not None, key
+    assert 0 < s["click_to_served_s"]["p50"] <= s["click_to_served_s"]["p99"]
+    assert (out / "reports" / "online.md").exists() and (out / "reports" / "online.png").exists()
+    leftover = subprocess.run(["pgrep", "-f", "online-broker-|ranker_server --model " + str(out)], capture_output=True,
+                              text=True)
+    assert leftover.stdout.strip() == ""
