@@ -283,12 +283,12 @@ def plot(series: list[dict], latency: dict, click_latencies: np.ndarray, path: P
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
-    rows = [r for r in series if "driver_clock_ms" in r]
+    rows = [r for r in series if "driver_clock_ms" in r and "driver_done_unix_s" not in r]
     if rows:
         t0 = rows[0]["unix_s"]
         wall = [(r["unix_s"] - t0) / 60 for r in rows]
         a.plot(wall, [(r["driver_clock_ms"] - r.get("trainer_clock_ms", r["driver_clock_ms"])) / 1000 for r in rows],
-               label="trainer behind the clock (data s)")
+               label="trainer behind the clock (data s)", linewidth=0.6)
         a.plot(wall, [(r["driver_clock_ms"] - r.get("joiner_watermark", r["driver_clock_ms"])) / 1000 for r in rows],
                label="joiner watermark behind the clock (data s)")
         a2 = a.twinx()

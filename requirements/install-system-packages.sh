@@ -57,10 +57,10 @@ unmet_words() {  # "program protoc (protobuf-compiler), pkg-config module protob
 
 check_needs
 if [ ${#unmet[@]} -eq 0 ]; then
-  echo "system packages: every need of the C++ build is met (${#packages[@]} packages in $list)"
+  echo "system packages: every need of the C++ build and the live loop is met (${#packages[@]} packages in $list)"
   exit 0
 fi
-echo "system packages: missing for the C++ build: $(unmet_words)"
+echo "system packages: missing for the C++ build or the live loop: $(unmet_words)"
 
 if [ -z "${APT_GET:-}" ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -93,4 +93,4 @@ if [ ${#unmet[@]} -gt 0 ]; then
        "provide it on this system" >&2
   exit 1
 fi
-echo "system packages: every need of the C++ build is met"
+echo "system packages: every need of the C++ build and the live loop is met"

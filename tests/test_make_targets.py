@@ -27,7 +27,7 @@ def test_help_lists_the_targets():
     plain = re.sub(r"\x1b\[[0-9;]*m", "", make("help").stdout)
     listed = {line.split()[0] for line in plain.splitlines() if line.strip()}
     assert {"setup", "setup-gpu", "test", "test-fast", "simulate", "ingest", "history", "streams", "train", "export",
-            "ranker", "bench"} <= listed
+            "ranker", "online", "online-train", "bench"} <= listed
 
 
 @pytest.mark.slow

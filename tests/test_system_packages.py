@@ -196,14 +196,14 @@ class TestInstaller:
             subprocess.run(action, shell=True, check=True)
         result = run()
         assert result.returncode == 0, result.stderr
-        assert "every need of the C++ build is met (2 packages" in result.stdout
+        assert "every need of the C++ build and the live loop is met (2 packages" in result.stdout
         assert not (tmp / "apt.log").exists()
 
     def test_missing_needs_are_named_and_their_packages_installed(self, fake_system):
         run, tmp, _ = fake_system
         result = run()
         assert result.returncode == 0, result.stderr
-        assert ("missing for the C++ build: program mc-test-tool (mc-tool), "
+        assert ("missing for the C++ build or the live loop: program mc-test-tool (mc-tool), "
                 "pkg-config module mc-test-module (libmc-dev)") in result.stdout
         assert (tmp / "apt.log").read_text().splitlines() == [
             "update -qq", "install -y -qq --no-install-recommends mc-tool libmc-dev"]
@@ -215,7 +215,7 @@ class TestInstaller:
         (tmp / "installed.txt").write_text("mc-tool\nlibmc-dev\n")
         result = run()
         assert result.returncode == 0, result.stderr
-        assert "missing for the C++ build: pkg-config module mc-test-module (libmc-dev)" in result.stdout
+        assert "missing for the C++ build or the live loop: pkg-config module mc-test-module (libmc-dev)" in result.stdout
         assert (tmp / "apt.log").read_text().splitlines()[-1] == \
             "install -y -qq --no-install-recommends --reinstall libmc-dev"
         assert (tmp / "pkgconfig" / "mc-test-module.pc").exists()
