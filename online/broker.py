@@ -38,13 +38,40 @@ def samples_stream(stream: str) -> str:
     return f"samples.{stream}"
 
 
+RECONNECT = (redis.ConnectionError, redis.TimeoutError)
+
+
+def _through_outage(call, outage_s: float):
+    """`call()`, again with backoff while the broker is unreachable, for up to `outage_s`."""
+    deadline, delay = time.monotonic() + outage_s, 0.02
+    while True:
+        try:
+            return call()
+        except RECONNECT:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
+
+
+class _Client(redis.Redis):
+    """redis-py retries a command whose connection breaks, but not the taking of a connection from
+    its pool, which is where a client fails while the broker restarts: every command is retried
+    here as a whole."""
+
+    outage_s = 60.0
+
+    def execute_command(self, *args, **options):
+        return _through_outage(lambda: super(_Client, self).execute_command(*args, **options), self.outage_s)
+
+
 def connect(url: str, outage_s: float = 60.0) -> redis.Redis:
     """A client whose every command is retried, with backoff, for up to about `outage_s` while the
     broker is unreachable (a restart), then raises."""
-    retries = max(1, int(outage_s / 0.5))
-    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries),
-                                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-                                socket_connect_timeout=2.0, health_check_interval=0)
+    client = _Client.from_url(url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+                              retry_on_error=list(RECONNECT), socket_connect_timeout=2.0, health_check_interval=0)
+    client.outage_s = outage_s
+    return client
 
 
 class Producer:
@@ -62,12 +89,18 @@ class Producer:
         return f"{max(int(ms), 0)}-{self.count}"
 
     def send(self, entries: list[tuple[str, int, dict]], maxlen: dict[str, int] | None = None) -> None:
-        """[(stream, data time ms, fields)] in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for stream, ms, fields in entries:
-            limit = (maxlen or {}).get(stream)
-            pipe.xadd(stream, fields, id=self.entry_id(ms), maxlen=limit, approximate=limit is not None)
-        for reply in pipe.execute(raise_on_error=False):
+        """[(stream, data time ms, fields)] in one round trip (again, with the same ids, after an
+        outage: what was appended before it is refused, not doubled)."""
+        ids = [self.entry_id(ms) for _, ms, _ in entries]
+
+        def attempt() -> list:
+            pipe = self.client.pipeline(transaction=False)
+            for (stream, _, fields), entry_id in zip(entries, ids):
+                limit = (maxlen or {}).get(stream)
+                pipe.xadd(stream, fields, id=entry_id, maxlen=limit, approximate=limit is not None)
+            return pipe.execute(raise_on_error=False)
+
+        for reply in _through_outage(attempt, getattr(self.client, "outage_s", 60.0)):
             if isinstance(reply, Exception) and "equal or smaller" not in str(reply):
                 raise reply
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -69,7 +71,14 @@ class LiveSettings:
         return s
 
 
+def _own_group() -> None:
+    """A component runs in a process group of its own, so that stopping it stops what it started
+    (the trainer's export process) and leaves nothing holding the job's output open."""
+    os.setpgrp()
+
+
 def _trainer_main(config_yaml: str, threads: int) -> None:
+    _own_group()
     import torch
 
     from online.trainer import run_online_training
@@ -79,6 +88,7 @@ def _trainer_main(config_yaml: str, threads: int) -> None:
 
 
 def _joiner_main(config_yaml: str, out_path: str) -> None:
+    _own_group()
     from online.joiner import JoinerSettings, LabelJoiner, run_joiner
 
     cfg = OmegaConf.create(config_yaml)
@@ -94,6 +104,7 @@ def _joiner_main(config_yaml: str, out_path: str) -> None:
 
 
 def _driver_main(config_yaml: str, ranker_address: str, out_path: str) -> None:
+    _own_group()
     from online.driver import DriverSettings, TrafficDriver
     from online.world import played_world
     from export.requests import RequestSchema
@@ -178,8 +189,16 @@ class LiveLoop:
     def start_trainer(self) -> None:
         self._spawn("trainer", _trainer_main, (self.config_yaml, self.s.trainer_threads))
 
+    @staticmethod
+    def _signal_group(proc: multiprocessing.Process, sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):  # gone already, or not yet its own group
+            if proc.is_alive():
+                os.kill(proc.pid, sig)
+
     def kill_trainer(self) -> None:
-        self.procs["trainer"].kill()
+        self._signal_group(self.procs["trainer"], signal.SIGKILL)
         self.procs["trainer"].join()
         self.events.append({"event": "trainer killed", "unix_s": time.time()})
 
@@ -276,12 +295,10 @@ class LiveLoop:
     def close(self) -> None:
         """Stops whatever still runs: processes, ranker, broker."""
         for proc in self.procs.values():
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
+            self._signal_group(proc, signal.SIGTERM)
+            proc.join(10)
+            self._signal_group(proc, signal.SIGKILL)  # and whatever it started
+            proc.join()
         if self.ranker is not None:
             try:
                 self.ranker.terminate()
