@@ -226,8 +226,8 @@ class LiveLoop:
 
     def sample(self) -> dict:
         row = {"unix_s": time.time(), **self.progress()}
-        row["samples_backlog"] = float(self.redis.xlen(brk.samples_stream(str(self.cfg.online_train.stream))))
-        row["events_backlog"] = float(sum(self.redis.xlen(brk.events_stream(p)) for p in range(self.s.partitions)))
+        # Events published and not consumed yet: the joiner trims what it has read (approximately).
+        row["events_in_broker"] = float(sum(self.redis.xlen(brk.events_stream(p)) for p in range(self.s.partitions)))
         self.series.append(row)
         return row
 

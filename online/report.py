@@ -170,6 +170,7 @@ def write_report(cfg: DictConfig, settings, loop, wall_s: float) -> dict:
     joiner_lag = np.array([(r["driver_clock_ms"] - r["joiner_watermark"]) / 1000 for r in series
                            if "driver_clock_ms" in r and "joiner_watermark" in r and "driver_done_unix_s" not in r])
     waiting = np.array([r.get("joiner_emitted_realtime", 0) - r.get("trainer_learned", 0) for r in series])
+    events_waiting = np.array([r["events_in_broker"] for r in series if "driver_done_unix_s" not in r])
     answered = np.isfinite(answers["answered_unix_s"])
     request_s = (answers["answered_unix_s"] - answers["sent_unix_s"])[answered]
     first_try = answered & (answers["attempts"] == 1)
@@ -197,6 +198,7 @@ def write_report(cfg: DictConfig, settings, loop, wall_s: float) -> dict:
         "trainer_lag_s": _quantiles(lag),
         "joiner_lag_s": _quantiles(joiner_lag),
         "samples_waiting": _quantiles(waiting),
+        "events_in_broker": _quantiles(events_waiting),
         "ranker_request_ms": {k: None if v is None else v * 1000 for k, v in _quantiles(request_s).items()},
         "ranker_request_ms_first_try": {k: None if v is None else v * 1000 for k, v in
                                         _quantiles((answers["answered_unix_s"] - answers["sent_unix_s"])[first_try]).items()},
@@ -264,6 +266,8 @@ def markdown(report: dict) -> str:
               f"{_f(s['joiner_lag_s']['p99'], '.1f')} |",
               f"| samples published, not learned yet | {_f(s['samples_waiting']['p50'], '.0f')} | "
               f"{_f(s['samples_waiting']['p99'], '.0f')} |",
+              f"| events in the broker, not consumed yet (approx.) | {_f(s['events_in_broker']['p50'], '.0f')} | "
+              f"{_f(s['events_in_broker']['p99'], '.0f')} |",
               f"| ranker request, client side (ms) | {_f(s['ranker_request_ms']['p50'], '.2f')} | "
               f"{_f(s['ranker_request_ms']['p99'], '.2f')} |", "",
               f"Requests: {s['requests_sent']:,} sent, {s['requests_answered']:,} answered, {s['requests_lost']:,} lost. "
