@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_pipelines.contract import DENSE_FEATURES, lengths_key, sequence_key, sparse_key
-from data_pipelines.streams.shards import ImpressionFeatures, request_arrays
+from data_pipelines.streams.shards import ImpressionFeatures
 from export.client import RankerClient, RankError, request_to_proto
 from export.requests import RequestSchema
 from online import broker as brk
@@ -101,8 +101,8 @@ class TrafficDriver:
         self.sent = self.answered = self.lost = 0
         self._count_lock = threading.Lock()
 
-    def _score(self, client: RankerClient, row: int) -> None:
-        arrays = request_arrays(self.features, np.array([row]))
+    def _score(self, client: RankerClient, row: int, arrays: dict[str, np.ndarray]) -> None:
+        """Scores one impression (`arrays`: its request arrays) and logs the answer."""
         message = request_to_proto(request_of(arrays, self.schema, f"imp-{int(arrays['impression_id'][0])}"))
         log = self.log
         log.sent_unix_s[row] = time.time()
@@ -165,11 +165,11 @@ class TrafficDriver:
             j = int(np.searchsorted(tl.ts, now, side="right"))
             entries = []
             for k in range(i, j):
-                if tl.type[k] == ev.FACT_TYPES.index(ev.IMPRESSION):
-                    futures.append(pool.submit(self._score, client, int(tl.row[k])))
+                event = tl.event(k, self.features)
+                if event.type == ev.IMPRESSION:  # scored with the features its event logs
+                    futures.append(pool.submit(self._score, client, int(tl.row[k]), event.features))
                     self.sent += 1
-                entries.append((brk.events_stream(int(partition[k])), int(tl.ts[k]),
-                                ev.encode(tl.event(k, self.features))))
+                entries.append((brk.events_stream(int(partition[k])), event.ts, ev.encode(event)))
             bar.update(j - i)
             i = j
             mark = min(now, int(tl.ts[-1])) if i == len(tl) else now

@@ -327,10 +327,12 @@ def run_live(cfg: DictConfig) -> dict:
         loop.collect()
     report = write_report(cfg, settings, loop, wall_s=time.time() - started)
     s = report["summary"]
-    print(f"served CTR AUC {s['served_auc_ctr']:.4f} (replay {s['replay_auc_ctr']}); click to served p50 "
-          f"{s['click_to_served_s']['p50']} s, p99 {s['click_to_served_s']['p99']} s (data time); "
-          f"{s['requests_answered']:,}/{s['requests_sent']:,} requests answered; {s['samples_learned']:,}/"
-          f"{s['samples_emitted']:,} samples learned; {s['pushes_applied']:,} pushes applied")
+    replay = "none" if s["replay_auc_ctr"] is None else f"{s['replay_auc_ctr']:.4f}"
+    latency = s["click_to_served_s"]
+    print(f"served CTR AUC {s['served_auc_ctr']:.4f} (replay {replay}); click to served p50 {latency['p50'] or 0:.1f} s, "
+          f"p99 {latency['p99'] or 0:.1f} s of data time; {s['requests_answered']:,}/{s['requests_sent']:,} requests "
+          f"answered; {s['samples_learned']:,}/{s['samples_emitted']:,} samples learned; {s['pushes_applied']:,} "
+          f"pushes applied")
     print(f"wrote {Path(cfg.paths.reports_dir) / settings.name}.{{json,md,png}}")
     return report
 
