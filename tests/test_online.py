@@ -364,3 +364,32 @@ def test_the_report_holds_the_summary_and_nothing_is_left_running(drill):
     leftover = subprocess.run(["pgrep", "-f", "online-broker-|ranker_server --model " + str(out)], capture_output=True,
                               text=True)
     assert leftover.stdout.strip() == ""
+
+
+def test_click_to_served_and_staleness_on_a_hand_made_log():
+    """Four realtime samples, clicks at positions 1 (at 1 s) and 3 (at 5 s); versions (e, 0), (e, 1),
+    (e, 2) had learned 0, 2 and 4 samples; the clock runs 10x from data 0 = unix 100. Answers: (e, 0)
+    at unix 101, (e, 1) at 102, an older (e, 0) at 102.5, (e, 2) at 103. The click at 1 s is first
+    served by (e, 1) at data 20 s: 19 s (wall: 102 - 100.1 = 1.9 s); the one at 5 s by (e, 2) at
+    data 30 s: 25 s (wall 2.5 s). Staleness: (e, 1) at data 20 s had learned up to the sample reported
+    at 1.5 s (18.5 s), (e, 2) at data 30 s up to 5.5 s (24.5 s); (e, 0) had learned nothing."""
+    from online.report import click_to_served, staleness
+
+    ctr = TASKS.index("ctr")
+    state = np.full((4, len(TASKS)), MASKED, np.int8)
+    state[[1, 3], ctr] = POS
+    state[0, ctr] = NEG
+    ledger = {"realtime.state": state, "realtime.request_ts": np.array([0, 1_000, 2_000, 5_000]),
+              "realtime.report_ts": np.array([500, 1_500, 2_500, 5_500]),
+              "realtime.published_unix_s": np.array([100.05, 100.2, 100.3, 100.6])}
+    answers = {"answered_unix_s": np.array([101.0, 102.0, 103.0, 102.5, np.nan]), "export": np.array([0, 0, 0, 0, -1]),
+               "push": np.array([0, 1, 2, 0, -1]), "exports": np.array(["e"]), "speed": 10.0, "data0_ms": 0,
+               "unix0_s": 100.0}
+    versions = {("e", 0): 0, ("e", 1): 2, ("e", 2): 4}
+    latency = click_to_served(answers, versions, ledger, ctr)
+    assert latency["clicks"] == latency["served"] == 2
+    assert latency["data_s"]["p50"] == pytest.approx(22.0) and latency["data_s"]["max"] == pytest.approx(25.0)
+    assert latency["wall_s"]["p50"] == pytest.approx(2.2) and latency["wall_s"]["max"] == pytest.approx(2.5)
+    assert latency["click_to_sample_published_wall_s"]["max"] == pytest.approx(0.1)  # 100.6 - 100.5
+    stale = staleness(answers, versions, ledger)
+    assert stale["p50"] == pytest.approx(21.5) and stale["max"] == pytest.approx(24.5)
