@@ -21,10 +21,10 @@ from omegaconf import DictConfig
 
 from data_pipelines.contract import POS
 from data_pipelines.dataset import DataSet
-from recsys.replay import report as rpt
+from recsys.replay.figures import group_metrics
 from recsys.replay.catch import eligible_segments, highlight_catches, summarize
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
-from recsys.replay.job import catch_windows
+from recsys.replay.settings import catch_windows
 
 AGREEMENT_TOLERANCE_AUC = 0.01  # |served − replay| CTR AUC, overall, for "live and replay agree"
 _PUSH_LINE = re.compile(r"push (\d+) serving")
@@ -88,7 +88,7 @@ def staleness(answers: dict, versions: dict[tuple[str, int], int], ledger: dict)
 def _served_figures(evaluation: EvaluationSet, predictions: np.ndarray, tasks: list[str], windows) -> dict:
     mask = np.isfinite(predictions[:, 0])
     out = {"impressions": int(mask.sum())}
-    out["groups"] = {g: rpt.group_metrics(predictions[m & mask], evaluation.labels[m & mask],
+    out["groups"] = {g: group_metrics(predictions[m & mask], evaluation.labels[m & mask],
                                           evaluation.users[m & mask], tasks) for g, m in evaluation.groups.items()}
     if evaluation.highlights is not None:
         ctr = tasks.index("ctr")

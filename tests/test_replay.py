@@ -14,7 +14,8 @@ from recsys.data import ShardDataset
 from recsys.data.loader import concat_arrays
 from recsys.replay.evaluation import load_evaluation
 from recsys.replay.job import run_replay
-from recsys.replay.report import aggregate, build_report, group_metrics, markdown
+from recsys.replay.figures import aggregate, build_report, group_metrics
+from recsys.replay.report import markdown
 from recsys.replay.sources import oracle_samples, without_room_state
 from recsys.replay.timeline import ReportedSamples, step_edges
 from tests.conftest import compose_config, job_paths
@@ -223,3 +224,24 @@ def test_a_data_set_without_simulator_truth_gets_the_report_without_highlight_fi
     assert [p.name for p in paths] == ["replay.json", "replay.md", "replay_push_interval.png"]
     text = (tmp_path / "replay.md").read_text()
     assert "| oracle - realtime | overall | +0.0100 ± 0.0000 | +0.0100 | yes |" in text and "catch" not in text.lower()
+
+
+def test_replay_settings_take_every_key_of_the_config_once_and_refuse_bad_values():
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from recsys.replay.settings import ReplaySettings
+
+    rc = compose_config("replay", []).replay
+    s = ReplaySettings.of(rc)
+    # conf/replay.yaml as written: push every 30 s, 5 min, 30 min, 1 h on a 30-s clock; frozen on realtime.
+    assert s.push_every_ms == (30_000, 300_000, 1_800_000, 3_600_000) and s.step_ms == 30_000
+    assert s.frozen.stream == "realtime" and s.catch.bin_s == 30 and s.catch.fractions == (0.5, 0.25)
+    renamed = {"step_seconds": "step_ms", "max_wait_s": "max_wait_ms", "push_every_s": "push_every_ms",
+               "calibration": "calibration_rooms"}
+    assert {renamed.get(k, k) for k in rc} == {f.name for f in dataclasses.fields(ReplaySettings)}
+    with pytest.raises(ValueError, match="multiples of replay.step_seconds"):
+        ReplaySettings.of(OmegaConf.merge(rc, {"push_every_s": [45]}))
+    with pytest.raises(ValueError, match="train_share"):
+        ReplaySettings.of(OmegaConf.merge(rc, {"frozen": {"train_share": 0.0}}))

@@ -13,21 +13,15 @@ from omegaconf import DictConfig
 from data_pipelines.dataset import FINAL, DataSet
 from recsys.allocator import keep_freed_memory
 from recsys.online.learner import OnlineLearner
+from recsys.replay import figures
 from recsys.replay import report as rpt
 from recsys.replay.catch import CatchWindows, eligible_segments, highlight_catches
+from recsys.replay.settings import ReplaySettings
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
 from recsys.replay.loop import ReplayObserver, replay
 from recsys.replay.sources import FROZEN, ORACLE, manifest_for, training_samples, without_room_state
 from recsys.replay.timeline import step_edges
 from recsys.train.precision import warn_if_emulated
-
-
-def catch_windows(c: DictConfig) -> CatchWindows:
-    """conf/catch/*.yaml as CatchWindows."""
-    return CatchWindows(bin_s=int(c.bin_seconds), before_s=int(c.before_minutes) * 60,
-                        after_s=int(c.after_minutes) * 60, min_impressions=int(c.min_impressions),
-                        min_impressions_before=int(c.min_impressions_before),
-                        fractions=tuple(float(f) for f in c.fractions))
 
 
 def report_name(cfg: DictConfig) -> str:
@@ -38,16 +32,13 @@ def report_name(cfg: DictConfig) -> str:
     return name if experiment == "default" else f"{name}_{experiment}"
 
 
-def _replay_one(cfg: DictConfig, data: DataSet, run: str, seed: int, evaluation: EvaluationSet, edges: np.ndarray,
-                observer: ReplayObserver | None) -> tuple[dict[int, np.ndarray], object]:
-    rc = cfg.replay
-    learner = OnlineLearner(cfg, manifest_for(data, run, str(rc.frozen.stream)), seed,
-                            batch_norm_min_batch=int(rc.batch_norm_min_batch))
-    samples = training_samples(run, data, evaluation, edges, str(rc.frozen.stream), float(rc.frozen.train_share),
-                               bool(rc.room_state))
-    return replay(learner, samples, evaluation, edges, [int(s) * 1000 for s in rc.push_every_s], int(rc.batch_size),
-                  int(rc.max_wait_s) * 1000, int(rc.score_batch_size), observer=observer,
-                  progress=bool(rc.progress), desc=f"{run} seed {seed}")
+def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, seed: int, evaluation: EvaluationSet,
+                edges: np.ndarray, observer: ReplayObserver | None) -> tuple[dict[int, np.ndarray], object]:
+    learner = OnlineLearner(cfg, manifest_for(data, run, s.frozen.stream), seed,
+                            batch_norm_min_batch=s.batch_norm_min_batch)
+    samples = training_samples(run, data, evaluation, edges, s.frozen.stream, s.frozen.train_share, s.room_state)
+    return replay(learner, samples, evaluation, edges, list(s.push_every_ms), s.batch_size, s.max_wait_ms,
+                  s.score_batch_size, observer=observer, progress=s.progress, desc=f"{run} seed {seed}")
 
 
 def _evaluate(evaluation: EvaluationSet, predictions: dict[int, np.ndarray], tasks: list[str], segments: list[int],
@@ -58,7 +49,7 @@ def _evaluate(evaluation: EvaluationSet, predictions: dict[int, np.ndarray], tas
     out: dict = {"push": {}, "catch": {}}
     for push_ms, p in predictions.items():
         key = str(push_ms // 1000)
-        out["push"][key] = {g: rpt.group_metrics(p[mask], evaluation.labels[mask], evaluation.users[mask], tasks)
+        out["push"][key] = {g: figures.group_metrics(p[mask], evaluation.labels[mask], evaluation.users[mask], tasks)
                             for g, mask in evaluation.groups.items()}
         if evaluation.highlights is not None:
             out["catch"][key] = highlight_catches(evaluation.highlights, segments, evaluation.live_id,
@@ -70,29 +61,28 @@ def _evaluate(evaluation: EvaluationSet, predictions: dict[int, np.ndarray], tas
 def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     keep_freed_memory()
     warn_if_emulated(cfg.trainer.precision, cfg.trainer.accelerator)
-    rc = cfg.replay
+    s = ReplaySettings.of(cfg.replay)
     data = DataSet(cfg.data.output_dir)
-    runs, seeds = list(rc.streams), [int(s) for s in rc.seeds]
-    push_every_s = [int(s) for s in rc.push_every_s]
-    needed = {FINAL, str(rc.frozen.stream), *(r for r in runs if r not in (ORACLE, FROZEN))}
+    runs, seeds, push_every_s = list(s.streams), list(s.seeds), s.push_every_s
+    needed = {FINAL, s.frozen.stream, *(r for r in runs if r not in (ORACLE, FROZEN))}
     missing = sorted(s for s in needed if not data.has_stream(s))
     if missing:
         raise FileNotFoundError(f"{data.streams}: no shards for {missing}; run make streams for data set '{data.name}' "
                                 f"first (a simulated world: make simulate ARGS=\"world={data.name}\", then make "
                                 f"streams ARGS=\"world={data.name}\")")
-    tasks = list(data.manifest(str(rc.frozen.stream))["tasks"])
+    tasks = list(data.manifest(s.frozen.stream)["tasks"])
     if "ctr" not in tasks:
         raise ValueError(f"{data.root}: replay reports CTR figures, and the streams have no ctr task ({tasks})")
-    evaluation = load_evaluation(data, int(rc.light_user_max_live))
-    if not bool(rc.room_state):
+    evaluation = load_evaluation(data, s.light_user_max_live)
+    if not s.room_state:
         evaluation = dataclasses.replace(evaluation, arrays=without_room_state(evaluation.arrays))
-    edges = step_edges(int(evaluation.request_ts[0]), int(evaluation.request_ts[-1]), int(rc.step_seconds) * 1000)
-    windows = catch_windows(rc.catch)
+    edges = step_edges(int(evaluation.request_ts[0]), int(evaluation.request_ts[-1]), s.step_ms)
+    windows = s.catch
     segments = [] if evaluation.highlights is None else eligible_segments(
         evaluation.highlights, evaluation.live_id, evaluation.request_ts, evaluation.highlight_segment, windows)
-    print(f"replay on '{data.name}': {len(evaluation):,} impressions, {len(edges) - 1} steps of {rc.step_seconds} s, "
+    print(f"replay on '{data.name}': {len(evaluation):,} impressions, {len(edges) - 1} steps of {s.step_ms // 1000} s, "
           f"runs {runs}, seeds {seeds}, push every {push_every_s} s, {len(segments)} highlight segments to catch"
-          + ("" if rc.room_state else "; room state features zeroed"))
+          + ("" if s.room_state else "; room state features zeroed"))
 
     name = report_name(cfg)
     runs_dir = Path(cfg.paths.reports_dir) / name
@@ -103,27 +93,26 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     for seed in seeds:
         for run in runs:
             start = time.perf_counter()
-            predictions, streaming = _replay_one(cfg, data, run, seed, evaluation, edges, observer)
+            predictions, streaming = _replay_one(cfg, s, data, run, seed, evaluation, edges, observer)
             np.savez_compressed(runs_dir / f"{run}-seed{seed}.npz", impression_id=evaluation.arrays["impression_id"],
                                 **{f"push_{ms // 1000}s": p for ms, p in predictions.items()})
             per_run[run][seed] = _evaluate(evaluation, predictions, tasks, segments, windows)
             first_seed_predictions.setdefault(run, predictions[int(head) * 1000])
-            figures = per_run[run][seed]["push"][head]
+            headline = per_run[run][seed]["push"][head]
             print(f"  {run:<9} seed {seed}: {streaming.samples:,} samples in {streaming.batches:,} batches, "
-                  f"{time.perf_counter() - start:.0f} s; CTR AUC overall {figures['overall']['auc']['ctr']:.4f}"
-                  + (f", highlight {figures['highlight']['auc']['ctr']:.4f}" if "highlight" in figures else ""))
+                  f"{time.perf_counter() - start:.0f} s; CTR AUC overall {headline['overall']['auc']['ctr']:.4f}"
+                  + (f", highlight {headline['highlight']['auc']['ctr']:.4f}" if "highlight" in headline else ""))
 
-    report = rpt.build_report(per_run, seeds, {g: int(m.sum()) for g, m in evaluation.groups.items()}, push_every_s)
-    report["config"] = {"world": data.name, "step_seconds": int(rc.step_seconds), "batch_size": int(rc.batch_size),
-                        "max_wait_s": int(rc.max_wait_s), "push_every_s": push_every_s,
-                        "room_state": bool(rc.room_state), "frozen": {"stream": str(rc.frozen.stream),
-                                                                      "train_share": float(rc.frozen.train_share)},
-                        "light_user_max_live": int(rc.light_user_max_live),
+    report = figures.build_report(per_run, seeds, {g: int(m.sum()) for g, m in evaluation.groups.items()}, push_every_s)
+    report["config"] = {"world": data.name, "step_seconds": s.step_ms // 1000, "batch_size": s.batch_size,
+                        "max_wait_s": s.max_wait_ms // 1000, "push_every_s": push_every_s,
+                        "room_state": s.room_state, "frozen": dataclasses.asdict(s.frozen),
+                        "light_user_max_live": s.light_user_max_live,
                         "catch": dataclasses.asdict(windows), "highlight_segments_caught_over": len(segments),
                         "model_levels": int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names)}
     pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]
                   for f in windows.fractions} for r in runs}
     paths = rpt.write_all(report, evaluation, first_seed_predictions, tasks, Path(cfg.paths.reports_dir), name,
-                          int(rc.calibration.rooms), windows, pooled)
+                          s.calibration_rooms, windows, pooled)
     print("wrote " + ", ".join(str(p) for p in paths))
     return report
