@@ -97,6 +97,18 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
                  "replay_catch_latency.png"):
         assert (tmp_path / name).stat().st_size > 0
 
+    # One learning run serves every interval, copying a score where another interval already scored
+    # the impression with the same model version: the 10-min interval's scores beside the 1-min one
+    # equal those of a run with the 10-min interval alone.
+    alone = tmp_path / "alone"
+    run_replay(compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={alone}", "replay.seeds=[0]",
+                                         "replay.progress=false", "replay.streams=[realtime]", "replay.step_seconds=60",
+                                         f"replay.max_wait_s={max_wait_s}", f"replay.push_every_s=[{push_s[1]}]"]))
+    with np.load(tmp_path / "replay" / "realtime-seed0.npz") as both, np.load(alone / "replay" / "realtime-seed0.npz") as one:
+        assert np.array_equal(both["impression_id"], one["impression_id"])
+        assert not np.allclose(both["push_60s"], both["push_600s"])  # the intervals do serve different models
+        np.testing.assert_allclose(both["push_600s"], one["push_600s"], rtol=0, atol=1e-6)
+
 
 def test_reported_samples_hands_out_each_sample_once_and_only_after_its_report(tiny_streams):
     shard_dir = tiny_streams.stream(FAST_SLOW)
