@@ -47,6 +47,26 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _click_model(cfg: WorldConfig, pop: Population, rooms: Rooms, highlights: Highlights, user: np.ndarray,
+                 room: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(affinity, highlight segment, highlight intensity, click probability) of live impressions."""
+    fc = cfg.live_feedback
+    aff = affinity(pop.user_latent[user], rooms.latent[room], cfg.affinity_scale)
+    segment, intensity = highlights.shape_at(room, t, cfg.span_ms)
+    seg = np.maximum(segment, 0)
+    ctr_boost = np.where(segment >= 0, 1.0 + (highlights.peak_ctr_boost[seg] - 1.0) * intensity, 1.0)
+    base = _sigmoid(fc.base_ctr_logit + fc.affinity_weight * aff + fc.popularity_weight * rooms.log_popularity[room])
+    return aff, segment, intensity, np.minimum(base * ctr_boost, fc.max_click_probability)
+
+
+def true_click_probability(cfg: WorldConfig, pop: Population, rooms: Rooms, highlights: Highlights,
+                           user: np.ndarray, room: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The probability that `user` clicks `room` shown at simulated time `t` (ms from the world's
+    start; the room live then): the very function the simulator draws every live click from, so
+    any (user, room, time) — logged or not — can be scored against the truth."""
+    return _click_model(cfg, pop, rooms, highlights, user, room, t)[3]
+
+
 def live_outcomes(
     cfg: WorldConfig,
     pop: Population,
@@ -58,14 +78,9 @@ def live_outcomes(
     rng: np.random.Generator,
 ) -> tuple[LiveOutcomes, LiveActions]:
     fc = cfg.live_feedback
-    aff = affinity(pop.user_latent[user], rooms.latent[room], cfg.affinity_scale)
-    segment, intensity = highlights.shape_at(room, t, cfg.span_ms)
+    aff, segment, intensity, true_ctr = _click_model(cfg, pop, rooms, highlights, user, room, t)
     seg = np.maximum(segment, 0)
-    ctr_boost = np.where(segment >= 0, 1.0 + (highlights.peak_ctr_boost[seg] - 1.0) * intensity, 1.0)
     watch_boost = np.where(segment >= 0, 1.0 + (highlights.peak_watch_boost[seg] - 1.0) * intensity, 1.0)
-
-    base = _sigmoid(fc.base_ctr_logit + fc.affinity_weight * aff + fc.popularity_weight * rooms.log_popularity[room])
-    true_ctr = np.minimum(base * ctr_boost, fc.max_click_probability)
     clicked = rng.random(len(t)) < true_ctr
 
     long_stay = rng.random(len(t)) < np.minimum(fc.long_stay_share * np.exp(0.5 * aff), 0.5)

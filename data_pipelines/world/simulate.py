@@ -14,7 +14,7 @@ from tqdm import tqdm
 from data_pipelines.dataset import DataSet, TruthFiles
 from data_pipelines.world.config import HOUR_MS, MINUTE_MS, WorldConfig
 from data_pipelines.world.exposures import draw_exposures, live_coverage, outside_own_stays, unique_rows
-from data_pipelines.world.feedback import COMMENT, GIFT, LIKE, live_outcomes, short_outcomes
+from data_pipelines.world.feedback import COMMENT, GIFT, LIKE, live_outcomes, short_outcomes, true_click_probability
 from data_pipelines.world.latent import Population, build_population
 from data_pipelines.world.rooms import (Highlights, LiveNowIndex, Rooms, build_highlights, build_rooms, busiest_hour,
                                        impressions_per_minute)
@@ -32,7 +32,7 @@ class SimulationResult:
 
 
 @dataclass(frozen=True)
-class _World:
+class World:
     """Everything fixed before users act."""
 
     cfg: WorldConfig
@@ -60,7 +60,7 @@ def _write(table: Columns, path: Path) -> None:
     pq.write_table(pa.table(table), path, compression="zstd")
 
 
-def _simulate_users(world: _World, users: np.ndarray, rng: np.random.Generator) -> tuple[Columns, Columns, Columns]:
+def _simulate_users(world: World, users: np.ndarray, rng: np.random.Generator) -> tuple[Columns, Columns, Columns]:
     """Short plays, live impressions and in-room actions of one chunk of users (simulated time)."""
     cfg, pop = world.cfg, world.pop
     exp = draw_exposures(cfg, pop, world.rooms, world.live_now, world.coverage, users, rng)
@@ -85,17 +85,30 @@ def _simulate_users(world: _World, users: np.ndarray, rng: np.random.Generator) 
     return short, live, action
 
 
-def simulate_world(cfg: WorldConfig, data: DataSet, progress: bool = True) -> SimulationResult:
-    """Simulate `cfg` and write its raw tables and ground truth into `data`. Deterministic in cfg.seed."""
-    data.raw.mkdir(parents=True, exist_ok=True)
-    data.truth.dir.mkdir(parents=True, exist_ok=True)
-
+def fixed_world(cfg: WorldConfig) -> World:
+    """Everything fixed before users act — population, rooms, highlights — from the config alone
+    (its own random streams of cfg.seed): a simulated world's truth can be rebuilt at any time."""
     pop = build_population(cfg, np.random.default_rng([cfg.seed, _POPULATION_STREAM]))
     room_rng = np.random.default_rng([cfg.seed, _ROOM_STREAM])
     rooms = build_rooms(cfg, pop, room_rng)
     highlights = build_highlights(cfg, rooms, room_rng)
     live_now = LiveNowIndex.build(rooms, cfg.span_ms)
-    world = _World(cfg, pop, rooms, highlights, live_now, live_coverage(cfg, live_now))
+    return World(cfg, pop, rooms, highlights, live_now, live_coverage(cfg, live_now))
+
+
+def true_ctr(world: World, user_id: np.ndarray, live_id: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """The simulator's click probability of live impressions given as the raw tables name them
+    (user_id and live_id are the simulator's user and room indices, timestamps epoch ms)."""
+    return true_click_probability(world.cfg, world.pop, world.rooms, world.highlights, np.asarray(user_id),
+                                  np.asarray(live_id), np.asarray(timestamp) - np.int64(world.cfg.start_ms))
+
+
+def simulate_world(cfg: WorldConfig, data: DataSet, progress: bool = True) -> SimulationResult:
+    """Simulate `cfg` and write its raw tables and ground truth into `data`. Deterministic in cfg.seed."""
+    data.raw.mkdir(parents=True, exist_ok=True)
+    data.truth.dir.mkdir(parents=True, exist_ok=True)
+
+    world = fixed_world(cfg)
 
     shorts, lives, actions = [], [], []
     chunks = range(0, cfg.n_users, cfg.users_per_chunk)
@@ -120,7 +133,7 @@ def simulate_world(cfg: WorldConfig, data: DataSet, progress: bool = True) -> Si
     return SimulationResult(data=data, summary=summary)
 
 
-def _write_raw(world: _World, raw_dir: Path, short: Columns, live: Columns, action: Columns) -> None:
+def _write_raw(world: World, raw_dir: Path, short: Columns, live: Columns, action: Columns) -> None:
     """The KuaiLive schema: ids, epoch-ms timestamps, ms durations."""
     cfg, pop, rooms = world.cfg, world.pop, world.rooms
     t0 = np.int64(cfg.start_ms)
@@ -162,7 +175,7 @@ def _write_raw(world: _World, raw_dir: Path, short: Columns, live: Columns, acti
            raw_dir / "photo_like.parquet")
 
 
-def _write_truth(world: _World, truth: TruthFiles, live: Columns) -> None:
+def _write_truth(world: World, truth: TruthFiles, live: Columns) -> None:
     """What real logs never tell: highlight segments, true click probabilities, latent vectors."""
     t0, hl, pop = np.int64(world.cfg.start_ms), world.highlights, world.pop
     _write({"live_id": hl.room, "start_timestamp": t0 + hl.start, "end_timestamp": t0 + hl.end,
@@ -174,7 +187,7 @@ def _write_truth(world: _World, truth: TruthFiles, live: Columns) -> None:
              author=pop.author_latent, category_centers=pop.category_centers)
 
 
-def summarize(world: _World, short: Columns, live: Columns, action: Columns) -> dict:
+def summarize(world: World, short: Columns, live: Columns, action: Columns) -> dict:
     """The figures `make simulate` prints: sizes, the exposure mix, highlight lift, gift delays."""
     cfg = world.cfg
     clicked, in_highlight = live["clicked"], live["segment"] >= 0
