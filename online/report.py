@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig
 
 from data_pipelines.contract import POS
@@ -47,26 +48,45 @@ def _versions(path: Path) -> dict[tuple[str, int], int]:
     return out
 
 
+class _Clock:
+    """The driver's clock: data time runs `speed` times wall time from (data0_ms, unix0_s)."""
+
+    def __init__(self, answers: dict):
+        self.speed, self.data0, self.unix0 = float(answers["speed"]), int(answers["data0_ms"]), float(answers["unix0_s"])
+
+    def data_ms(self, unix_s: np.ndarray) -> np.ndarray:
+        return self.data0 + (unix_s - self.unix0) * self.speed * 1000
+
+    def unix_s(self, data_ms: np.ndarray) -> np.ndarray:
+        return self.unix0 + (data_ms - self.data0) / 1000 / self.speed
+
+
+def _answered(answers: dict, versions: dict[tuple[str, int], int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows answered, the samples the answering version had learned: -1 for a version not in the
+    trainer's log)."""
+    rows = np.flatnonzero(np.isfinite(answers["answered_unix_s"]))
+    exports = answers["exports"]
+    learned = np.array([versions.get((str(exports[answers["export"][i]]), int(answers["push"][i])), -1)
+                        for i in rows], dtype=np.int64)
+    return rows, learned
+
+
 def click_to_served(answers: dict, versions: dict[tuple[str, int], int], ledger: dict, ctr: int) -> dict:
     """For every click (a realtime sample with ctr positive), the data seconds from the click to the
     first answer given by a version that had learned that sample, and the same in wall seconds."""
-    answered = np.flatnonzero(np.isfinite(answers["answered_unix_s"]))
-    exports = answers["exports"]
-    learned = np.array([versions.get((str(exports[answers["export"][i]]), int(answers["push"][i])), -1)
-                        for i in answered], dtype=np.int64)
-    order = np.argsort(answers["answered_unix_s"][answered], kind="stable")
-    when = answers["answered_unix_s"][answered][order]
+    rows, learned = _answered(answers, versions)
+    order = np.argsort(answers["answered_unix_s"][rows], kind="stable")
+    when = answers["answered_unix_s"][rows][order]
     reach = np.maximum.accumulate(learned[order])  # the most samples any version served so far had learned
-    state = ledger["realtime.state"]
-    clicks = np.flatnonzero(state[:, ctr] == POS)  # positions in the realtime stream
+    clicks = np.flatnonzero(ledger["realtime.state"][:, ctr] == POS)  # positions in the realtime stream
     first = np.searchsorted(reach, clicks, side="right")  # first answer from a version with > position samples
     served = first < len(when)
-    speed, data0, unix0 = float(answers["speed"]), int(answers["data0_ms"]), float(answers["unix0_s"])
+    clock = _Clock(answers)
     click_ms = ledger["realtime.request_ts"][clicks[served]]  # a click is at its request time
     served_unix = when[first[served]]
-    data_s = (data0 + (served_unix - unix0) * speed * 1000 - click_ms) / 1000
-    wall_s = served_unix - (unix0 + (click_ms - data0) / 1000 / speed)
-    published_wall = ledger["realtime.published_unix_s"][clicks[served]] - (unix0 + (click_ms - data0) / 1000 / speed)
+    data_s = (clock.data_ms(served_unix) - click_ms) / 1000
+    wall_s = served_unix - clock.unix_s(click_ms)
+    published_wall = ledger["realtime.published_unix_s"][clicks[served]] - clock.unix_s(click_ms)
     return {"clicks": int(len(clicks)), "served": int(served.sum()), "_data_s": data_s,
             "data_s": _quantiles(data_s), "wall_s": _quantiles(wall_s),
             "click_to_sample_published_wall_s": _quantiles(published_wall)}
@@ -74,15 +94,10 @@ def click_to_served(answers: dict, versions: dict[tuple[str, int], int], ledger:
 
 def staleness(answers: dict, versions: dict[tuple[str, int], int], ledger: dict) -> dict[str, float | None]:
     """Data seconds between each answer and the newest sample report its version had learned."""
-    answered = np.flatnonzero(np.isfinite(answers["answered_unix_s"]))
-    exports = answers["exports"]
-    learned = np.array([versions.get((str(exports[answers["export"][i]]), int(answers["push"][i])), 0)
-                        for i in answered], dtype=np.int64)
-    report = ledger["realtime.report_ts"]
+    rows, learned = _answered(answers, versions)
     known = learned > 0
-    data0, unix0, speed = int(answers["data0_ms"]), float(answers["unix0_s"]), float(answers["speed"])
-    at_ms = data0 + (answers["answered_unix_s"][answered][known] - unix0) * speed * 1000
-    return _quantiles((at_ms - report[learned[known] - 1]) / 1000)
+    at_ms = _Clock(answers).data_ms(answers["answered_unix_s"][rows][known])
+    return _quantiles((at_ms - ledger["realtime.report_ts"][learned[known] - 1]) / 1000)
 
 
 def _served_figures(evaluation: EvaluationSet, predictions: np.ndarray, tasks: list[str], windows) -> dict:
@@ -147,8 +162,6 @@ def write_report(cfg: DictConfig, settings, loop, wall_s: float) -> dict:
     played = np.zeros(len(answers["probabilities"]), dtype=bool)
     played[answers["rows"]] = True
     # Canonical rows -> evaluation rows (the evaluation is ordered by request time).
-    import pandas as pd
-
     ids = pd.read_parquet(data.canonical.live_impressions, columns=["impression_id"])["impression_id"].to_numpy()
     position = pd.Series(np.arange(len(ids)), index=ids).loc[evaluation.arrays["impression_id"]].to_numpy()
     served = answers["probabilities"][position]
