@@ -29,8 +29,8 @@ class OrderLog:
     def __init__(self):
         self.events: list[tuple] = []
 
-    def scored(self, push_every_ms: int, pushed_at_ms: int, request_ts: np.ndarray) -> None:
-        self.events.append(("scored", push_every_ms, pushed_at_ms, request_ts.copy()))
+    def scored(self, target: str, push_every_ms: int, pushed_at_ms: int, request_ts: np.ndarray) -> None:
+        self.events.append(("scored", push_every_ms, pushed_at_ms, request_ts.copy(), target))
 
     def trained(self, report_ts: np.ndarray, closed_at_ms: int) -> None:
         self.events.append(("trained", report_ts.copy(), closed_at_ms))
@@ -49,13 +49,14 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
 
     # The log holds the realtime run, then the frozen one; each starts again at the first edge.
     first_edge = min(e[2] for e in observer.events if e[0] == "scored")
-    starts = [i for i, e in enumerate(observer.events) if e[0] == "scored" and e[2] == first_edge and e[1] == 60_000]
+    starts = [i for i, e in enumerate(observer.events)
+              if e[0] == "scored" and e[2] == first_edge and e[1] == 60_000 and e[4] == "impressions"]
     assert len(starts) == 2
     for run, (a, b) in zip(["realtime", "frozen"], [(starts[0], starts[1]), (starts[1], len(observer.events))]):
         events = observer.events[a:b]
         closed = [e[2] for e in events if e[0] == "trained"]
         assert closed == sorted(closed) and len(closed) > 0
-        scored = {p * 1000: 0 for p in push_s}
+        scored = {(target, p * 1000): 0 for target in ("impressions", "candidates") for p in push_s}
         trained_so_far: list[int] = []
         for i, event in enumerate(events):
             if event[0] == "trained":
@@ -64,7 +65,7 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
                 assert closed_at <= report_ts.min() + max_wait_s * 1000  # nor later than max_wait after
                 trained_so_far.append(closed_at)
                 continue
-            _, p, pushed_at, request_ts = event
+            _, p, pushed_at, request_ts, target = event
             # The push is the last one at or before each of these requests...
             assert pushed_at <= request_ts.min()
             assert pushed_at == first_edge or pushed_at % p == 0
@@ -74,10 +75,13 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
             later = next((e for e in events[i + 1:] if e[0] == "trained"), None)
             # (a full batch whose last sample came at the push itself was not visible yet)
             assert later is None or later[2] > pushed_at or later[1].max() >= pushed_at
-            scored[p] += len(request_ts)
-        assert scored == {p * 1000: final["samples"] for p in push_s}  # every impression once per interval
+            scored[target, p] += len(request_ts)
+        # Every impression and every candidate once per interval.
+        assert scored == {(t, p * 1000): n for t, n in (("impressions", final["samples"]),
+                                                         ("candidates", report["config"]["ranking"]["candidates"]))
+                          for p in push_s}
         if run == "frozen":  # nothing reported after the first quarter of the timeline is learned
-            requests = np.concatenate([e[3] for e in events if e[0] == "scored"])
+            requests = np.concatenate([e[3] for e in events if e[0] == "scored" and e[4] == "impressions"])
             edges = step_edges(int(requests.min()), int(requests.max()), 60_000)
             stop = edges[0] + 0.25 * (edges[-1] - edges[0])
             assert max(e[1].max() for e in events if e[0] == "trained") < stop

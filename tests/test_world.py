@@ -181,12 +181,18 @@ def test_invalid_world_config_is_named():
 def test_the_truth_function_gives_every_logged_impression_its_recorded_click_probability(tiny_world):
     """The world rebuilt from its config alone scores each logged (user, room, time) exactly as the
     simulator drew its click: what lets any (user, room, time), logged or not, be scored."""
+    from data_pipelines.world.config import world_config_of
     from data_pipelines.world.simulate import fixed_world, true_ctr
 
-    world = fixed_world(instantiate(compose_config("simulate", ["world=tiny"]).world, _convert_="all"))
+    # The config as the data set records it is the config it was simulated from.
+    recorded = world_config_of(json.loads(tiny_world.truth.world.read_text())["config"])
+    assert recorded == instantiate(compose_config("simulate", ["world=tiny"]).world, _convert_="all")
+    world = fixed_world(recorded)
     logged = pd.read_parquet(tiny_world.truth.live_impressions)
     assert len(logged) > 1000
-    computed = true_ctr(world, logged["user_id"].to_numpy(), logged["live_id"].to_numpy(), logged["timestamp"].to_numpy())
+    computed, segment = true_ctr(world, logged["user_id"].to_numpy(), logged["live_id"].to_numpy(),
+                                 logged["timestamp"].to_numpy())
     np.testing.assert_array_equal(computed, logged["true_ctr"].to_numpy())
+    np.testing.assert_array_equal(segment, logged["highlight_segment"].to_numpy())
     inside = logged["highlight_segment"].to_numpy() >= 0
     assert inside.any() and (~inside).any()  # both kinds of moment are covered

@@ -94,13 +94,16 @@ def gaps_of(has_plays: bool, has_photo_embedding: bool, has_live_embedding: bool
 
 def build_features(canonical: CanonicalTables, impressions: pd.DataFrame, store: HistoryStore,
                    columns: FeatureColumns, gsu_length: int, max_pairs: int, progress: bool = True,
-                   chunk: int = 20_000) -> tuple[ImpressionFeatures, Vocabularies]:
-    """Request-time features and the five GSU sequences of canonical `impressions`."""
+                   chunk: int = 20_000, logged: pd.DataFrame | None = None) -> tuple[ImpressionFeatures, Vocabularies]:
+    """Request-time features and the five GSU sequences of canonical `impressions`. `logged`: the
+    data set's impressions, when `impressions` are requests that were never made (replay's
+    candidate sets) — the vocabularies and the rooms' state then come from the logged ones, so
+    that a candidate's ids and features mean what they mean in the streams."""
     lives = pd.read_parquet(canonical.lives)
     photos = _read_optional(canonical.photos)
     plays = _read_optional(canonical.short_plays, columns=["user_id", "photo_id"])
-    vocab = Vocabularies.build(lives, impressions, photos, plays, columns)
-    sparse, dense = request_features(impressions, lives, store, vocab, columns)
+    vocab = Vocabularies.build(lives, impressions if logged is None else logged, photos, plays, columns)
+    sparse, dense = request_features(impressions, lives, store, vocab, columns, logged)
     retriever = GsuRetriever.build(
         store, vocab, _aligned_embedding(canonical.embedding("photo"), photos, "photo_id", vocab.photo.ids),
         _aligned_embedding(canonical.embedding("live"), lives, "live_id", vocab.live.ids),

@@ -140,29 +140,43 @@ def room_rows(impressions: pd.DataFrame, lives: pd.DataFrame) -> np.ndarray:
     return np.nan_to_num(rows.to_numpy(), nan=-1).astype(np.int64)
 
 
+class RoomStateIndex:
+    """The rooms' real-time state from impressions requested and stays ended, queried at any
+    (room, time) from what happened strictly before it: the logged requests' own features, and
+    those of requests that were never made (replay's candidate sets)."""
+
+    def __init__(self, impressions: pd.DataFrame, lives: pd.DataFrame, room_row: np.ndarray):
+        t0, exit_ts = impressions["request_ts"].to_numpy(), impressions["exit_ts"].to_numpy()
+        clicked = impressions["clicked"].to_numpy()
+        t_lo = int(min(t0.min(), exit_ts.min())) - 3_600_000
+        t_hi = int(max(t0.max(), exit_ts.max()))
+        room = room_row + 1  # >= 0 for the counters
+        self.entries = TimeCounter(room[clicked], t0[clicked], t_lo, t_hi)
+        self.exits = TimeCounter(room[clicked], exit_ts[clicked], t_lo, t_hi)
+        self.shown = TimeCounter(room, t0, t_lo, t_hi)
+        self.start_ts = lives["start_ts"].to_numpy()
+
+    def at(self, room_row: np.ndarray, t0: np.ndarray) -> dict[str, np.ndarray]:
+        """Viewers now, clicks in the last 30 s and 5 min, impressions in the last 5 min and their
+        click ratio, the room's age, at each (room row in `lives`, request time): dense features,
+        transformed as the model reads them."""
+        room = room_row + 1
+        clicks_5min = self.entries.in_window(room, t0, 300_000)
+        impressions_5min = self.shown.in_window(room, t0, 300_000)
+        start = self.start_ts[np.maximum(room_row, 0)]
+        return {
+            "room_viewers_now": np.log1p(self.entries.before(room, t0) - self.exits.before(room, t0)),
+            "room_clicks_30s": np.log1p(self.entries.in_window(room, t0, 30_000)),
+            "room_clicks_5min": np.log1p(clicks_5min),
+            "room_impressions_5min": np.log1p(impressions_5min),
+            "room_ctr_5min": clicks_5min / np.maximum(impressions_5min, 1),
+            "room_age_min": np.log1p(np.maximum(t0 - start, 0) / 60_000.0),
+        }
+
+
 def room_state(impressions: pd.DataFrame, lives: pd.DataFrame, room_row: np.ndarray) -> dict[str, np.ndarray]:
-    """The room's real-time state at each request, from impressions requested and stays ended
-    strictly before it: viewers now, clicks in the last 30 s and 5 min, impressions in the last
-    5 min and their click ratio, the room's age. Dense features, transformed as the model reads them."""
-    t0, exit_ts = impressions["request_ts"].to_numpy(), impressions["exit_ts"].to_numpy()
-    clicked = impressions["clicked"].to_numpy()
-    t_lo = int(min(t0.min(), exit_ts.min())) - 3_600_000
-    t_hi = int(max(t0.max(), exit_ts.max()))
-    room = room_row + 1  # >= 0 for the counters
-    entries = TimeCounter(room[clicked], t0[clicked], t_lo, t_hi)
-    exits = TimeCounter(room[clicked], exit_ts[clicked], t_lo, t_hi)
-    shown = TimeCounter(room, t0, t_lo, t_hi)
-    clicks_5min = entries.in_window(room, t0, 300_000)
-    impressions_5min = shown.in_window(room, t0, 300_000)
-    start = lives["start_ts"].to_numpy()[np.maximum(room_row, 0)]
-    return {
-        "room_viewers_now": np.log1p(entries.before(room, t0) - exits.before(room, t0)),
-        "room_clicks_30s": np.log1p(entries.in_window(room, t0, 30_000)),
-        "room_clicks_5min": np.log1p(clicks_5min),
-        "room_impressions_5min": np.log1p(impressions_5min),
-        "room_ctr_5min": clicks_5min / np.maximum(impressions_5min, 1),
-        "room_age_min": np.log1p(np.maximum(t0 - start, 0) / 60_000.0),
-    }
+    """The room's real-time state at each of `impressions`' requests (RoomStateIndex.at)."""
+    return RoomStateIndex(impressions, lives, room_row).at(room_row, impressions["request_ts"].to_numpy())
 
 
 def user_activity(impressions: pd.DataFrame, history: HistoryStore) -> tuple[np.ndarray, np.ndarray]:
@@ -174,12 +188,17 @@ def user_activity(impressions: pd.DataFrame, history: HistoryStore) -> tuple[np.
 
 
 def request_features(impressions: pd.DataFrame, lives: pd.DataFrame, history: HistoryStore, vocab: Vocabularies,
-                     columns: FeatureColumns) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                     columns: FeatureColumns, logged: pd.DataFrame | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Sparse ids {SPARSE_FEATURES: [N] int64} and dense features [N, len(DENSE_FEATURES)] float32
-    of canonical impressions, all from what was known strictly before each request."""
+    of canonical impressions, all from what was known strictly before each request. The rooms'
+    state counts the `logged` impressions (default: these same ones; requests that were never
+    made, such as replay's candidates, pass the data set's)."""
     room_row = room_rows(impressions, lives)
-    return assemble_features(impressions, lives, room_row, room_state(impressions, lives, room_row),
-                             user_activity(impressions, history), vocab, columns)
+    if logged is None:
+        room = room_state(impressions, lives, room_row)
+    else:
+        room = RoomStateIndex(logged, lives, room_rows(logged, lives)).at(room_row, impressions["request_ts"].to_numpy())
+    return assemble_features(impressions, lives, room_row, room, user_activity(impressions, history), vocab, columns)
 
 
 def assemble_features(impressions: pd.DataFrame, lives: pd.DataFrame, room_row: np.ndarray,

@@ -122,3 +122,10 @@ class WorldConfig:
     @property
     def n_live_authors(self) -> int:
         return max(1, int(round(self.n_authors * self.live_author_share)))
+
+
+def world_config_of(values: dict) -> WorldConfig:
+    """The WorldConfig a data set was simulated from, as its truth/world.json records it."""
+    nested = {"room": RoomConfig, "highlight": HighlightConfig, "live_feedback": LiveFeedbackConfig,
+              "short_feedback": ShortFeedbackConfig}
+    return WorldConfig(**{k: nested[k](**v) if k in nested else v for k, v in values.items()})

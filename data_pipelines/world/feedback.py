@@ -60,11 +60,13 @@ def _click_model(cfg: WorldConfig, pop: Population, rooms: Rooms, highlights: Hi
 
 
 def true_click_probability(cfg: WorldConfig, pop: Population, rooms: Rooms, highlights: Highlights,
-                           user: np.ndarray, room: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The probability that `user` clicks `room` shown at simulated time `t` (ms from the world's
-    start; the room live then): the very function the simulator draws every live click from, so
-    any (user, room, time) — logged or not — can be scored against the truth."""
-    return _click_model(cfg, pop, rooms, highlights, user, room, t)[3]
+                           user: np.ndarray, room: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the probability that `user` clicks `room` shown at simulated time `t`, the room's highlight
+    segment then or -1) — `t` in ms from the world's start, the room live then: the very function
+    the simulator draws every live click from, so any (user, room, time) — logged or not — can be
+    scored against the truth."""
+    _, segment, _, probability = _click_model(cfg, pop, rooms, highlights, user, room, t)
+    return probability, segment
 
 
 def live_outcomes(

@@ -96,9 +96,11 @@ def fixed_world(cfg: WorldConfig) -> World:
     return World(cfg, pop, rooms, highlights, live_now, live_coverage(cfg, live_now))
 
 
-def true_ctr(world: World, user_id: np.ndarray, live_id: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
-    """The simulator's click probability of live impressions given as the raw tables name them
-    (user_id and live_id are the simulator's user and room indices, timestamps epoch ms)."""
+def true_ctr(world: World, user_id: np.ndarray, live_id: np.ndarray,
+             timestamp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the simulator's click probability, the highlight segment — a row of truth/highlights — or
+    -1) of live impressions given as the raw tables name them (user_id and live_id are the
+    simulator's user and room indices, timestamps epoch ms)."""
     return true_click_probability(world.cfg, world.pop, world.rooms, world.highlights, np.asarray(user_id),
                                   np.asarray(live_id), np.asarray(timestamp) - np.int64(world.cfg.start_ms))
 

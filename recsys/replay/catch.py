@@ -144,6 +144,16 @@ def highlight_catches(highlights: pd.DataFrame, segments: list[int], live_id: np
     return out
 
 
+def censored_quantile(latencies: list[float | None], q: float) -> float | None:
+    """The q-quantile of latencies where None (never caught) counts as slower than any: the smallest
+    value with a share q at or below it, None when that falls among the never caught (or none given)."""
+    if not latencies:
+        return None
+    ordered = np.sort(np.array([np.inf if x is None else x for x in latencies], dtype=np.float64))
+    value = ordered[min(int(np.ceil(q * len(ordered))) - 1, len(ordered) - 1)]
+    return None if np.isinf(value) else float(value)
+
+
 def summarize(catches: list[Catch]) -> dict[str, float | int | None]:
     """Median and p90 catch latency (censored segments count as never caught: a quantile that falls
     among them is None), share caught, mean overshoot, median rise share."""
@@ -151,14 +161,10 @@ def summarize(catches: list[Catch]) -> dict[str, float | int | None]:
     if not n:
         return {"segments": 0, "share_caught": None, "catch_latency_s_median": None, "catch_latency_s_p90": None,
                 "overshoot_mean": None, "rise_share_median": None}
-    latencies = np.sort(np.array([np.inf if c.latency_s is None else c.latency_s for c in catches]))
-
-    def quantile(q: float) -> float | None:
-        value = latencies[min(int(np.ceil(q * n)) - 1, n - 1)]  # the smallest value with share q at or below it
-        return None if np.isinf(value) else float(value)
-
+    latencies = [c.latency_s for c in catches]
     overshoot = np.array([c.overshoot for c in catches])
-    return {"segments": n, "share_caught": float(np.isfinite(latencies).mean()),
-            "catch_latency_s_median": quantile(0.5), "catch_latency_s_p90": quantile(0.9),
+    return {"segments": n, "share_caught": float(np.mean([x is not None for x in latencies])),
+            "catch_latency_s_median": censored_quantile(latencies, 0.5),
+            "catch_latency_s_p90": censored_quantile(latencies, 0.9),
             "overshoot_mean": float(np.nanmean(overshoot)) if np.isfinite(overshoot).any() else None,
             "rise_share_median": float(np.median([c.rise_share for c in catches]))}

@@ -10,6 +10,7 @@ import numpy as np
 from data_pipelines.dataset import FAST_SLOW, REALTIME
 from recsys import metrics
 from recsys.replay.catch import summarize
+from recsys.replay.ranking import summarize_catches
 from recsys.replay.sources import FROZEN, ORACLE
 
 # Expected order of overall CTR AUC, best first: fresher labels should not score worse.
@@ -49,11 +50,45 @@ def _ctr_auc(per_run: dict, run: str, seeds: list[int], push: str, group: str) -
     return [per_run[run][s]["push"][push][group]["auc"]["ctr"] for s in seeds]
 
 
+def aggregate_ranking(per_seed: list[dict]) -> dict:
+    """Ranking figures (recsys/replay/ranking.py: ranking_figures) over seeds: every number's mean
+    and sample spread ("<name>_std"); the catch latencies pooled over seeds' segments."""
+    def mean_std(values: list[float]) -> tuple[float, float]:
+        v = np.asarray(values, dtype=np.float64)
+        return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+    out: dict = {}
+    for key, value in per_seed[0].items():
+        if key == "catch_latency_s":
+            out["catch"] = summarize_catches([x for f in per_seed for x in f[key]])
+        elif isinstance(value, dict):
+            out[key] = {}
+            for name in value:
+                out[key][name], out[key][f"{name}_std"] = mean_std([f[key][name] for f in per_seed])
+        else:
+            out[key], out[f"{key}_std"] = mean_std([f[key] for f in per_seed])
+    return out
+
+
+def _paired_ranking(per_run: dict, a: str, b: str, seeds: list[int], push: str) -> dict:
+    """a − b by seed in normalized expected clicks of every top k, and in highlight top-1 share."""
+    def values(run: str, key: str, name: str | None = None) -> list[float]:
+        figures = [per_run[run][s]["ranking"][push][key] for s in seeds]
+        return figures if name is None else [f[name] for f in figures]
+
+    tops = [k for k in per_run[a][seeds[0]]["ranking"][push] if k.startswith("top")]
+    return {**{f"normalized_{k}_clicks": paired_difference(values(a, k, "normalized"), values(b, k, "normalized"))
+               for k in tops},
+            "highlight_top1_share": paired_difference(values(a, "highlight_top1_share"),
+                                                      values(b, "highlight_top1_share"))}
+
+
 def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: dict[str, int],
                  push_every_s: list[int]) -> dict:
     """per_run[run][seed] = {"push": {seconds: {group: group_metrics}}, "catch": {seconds: {fraction:
-    [Catch]}}} -> the replay.json document. "catch" holds the first fraction's figures (the headline),
-    "catch_by_fraction" every fraction's."""
+    [Catch]}}, "ranking": {seconds: ranking_figures}} -> the replay.json document. "catch" holds the
+    first fraction's figures (the headline), "catch_by_fraction" every fraction's; "ranking" is
+    absent without candidate sets (real logs)."""
     headline = str(min(push_every_s))
     groups = list(counts)
     runs = list(per_run)
@@ -67,6 +102,10 @@ def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: 
                        for f in fractions}
         report["runs"][run] = {"push": push, "catch": by_fraction[str(fractions[0])] if fractions else {},
                                "catch_by_fraction": by_fraction}
+        ranking = by_seed[seeds[0]].get("ranking", {})
+        if ranking:
+            report["runs"][run]["ranking"] = {p: aggregate_ranking([by_seed[s]["ranking"][p] for s in seeds])
+                                              for p in ranking}
 
     ranked = [r for r in BRACKET_ORDER if r in runs]
     pairs = [(a, b) for a, b in zip(ranked, ranked[1:])]
@@ -76,6 +115,9 @@ def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: 
                                                                     _ctr_auc(per_run, b, seeds, headline, g))
                                                for g in groups}
                                 for a, b in pairs}
+    if all("ranking" in report["runs"][r] for r in runs):
+        report["paired_ranking"] = {f"{a} - {b}": {p: _paired_ranking(per_run, a, b, seeds, p)
+                                                   for p in report["runs"][a]["ranking"]} for a, b in pairs}
     report["summary"] = _summary(report, runs, headline)
     return report
 
@@ -108,6 +150,20 @@ def _summary(report: dict, runs: list[str], headline: str) -> dict:
             f: {r: {k: by_run[r]["catch_by_fraction"][f][headline][k] for k in ("catch_latency_s_median",
                                                                                   "share_caught")} for r in runs}
             for f in by_run[runs[0]]["catch_by_fraction"]}
+    if "paired_ranking" in report:
+        ranking = {r: by_run[r]["ranking"][headline] for r in runs}
+        for top in (k for k in ranking[runs[0]] if k.startswith("top")):
+            summary[f"normalized_{top}_clicks"] = {r: ranking[r][top]["normalized"] for r in runs}
+        summary["push_interval_normalized_top1_clicks"] = {
+            r: {p: v["top1"]["normalized"] for p, v in by_run[r]["ranking"].items()} for r in runs}
+        summary["highlight_top1_share"] = {**{r: ranking[r]["highlight_top1_share"] for r in runs},
+                                           "truth_optimal": ranking[runs[0]]["highlight_top1_share_truth_optimal"]}
+        summary["ranking_catch_latency_s_median"] = {r: ranking[r]["catch"]["latency_s_median"] for r in runs}
+        summary["ranking_share_caught"] = {r: ranking[r]["catch"]["share_caught"] for r in runs}
+        if all(r in runs for r in HEADLINE_PAIR):
+            paired = report["paired_ranking"]["%s - %s" % HEADLINE_PAIR][headline]
+            summary["paired_diff_normalized_top1_clicks"] = paired["normalized_top1_clicks"]
+            summary["paired_diff_highlight_top1_share"] = paired["highlight_top1_share"]
     ranked = [r for r in BRACKET_ORDER if r in runs]
     aucs = [summary["overall_auc_ctr"][r] for r in ranked]
     summary["bracket_order"] = {"expected": ranked, "holds": bool(all(x >= y for x, y in zip(aucs, aucs[1:])))}

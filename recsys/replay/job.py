@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from data_pipelines.dataset import FINAL, DataSet
@@ -15,10 +16,12 @@ from recsys.allocator import keep_freed_memory
 from recsys.online.learner import OnlineLearner
 from recsys.replay import figures
 from recsys.replay import report as rpt
+from recsys.replay.candidates import CandidateSets, build_candidates
 from recsys.replay.catch import CatchWindows, eligible_segments, highlight_catches
 from recsys.replay.settings import ReplaySettings
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
-from recsys.replay.loop import ReplayObserver, replay
+from recsys.replay.loop import ReplayObserver, Scored, replay
+from recsys.replay.ranking import RankingWindows, ranking_figures
 from recsys.replay.sources import FROZEN, ORACLE, manifest_for, training_samples, without_room_state
 from recsys.replay.timeline import step_edges
 from recsys.train.precision import warn_if_emulated
@@ -32,22 +35,42 @@ def report_name(cfg: DictConfig) -> str:
     return name if experiment == "default" else f"{name}_{experiment}"
 
 
-def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, seed: int, evaluation: EvaluationSet,
-                edges: np.ndarray, observer: ReplayObserver | None) -> tuple[dict[int, np.ndarray], object]:
+IMPRESSIONS, CANDIDATES = "impressions", "candidates"  # what a replayed model scores
+
+
+def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, seed: int, targets: dict[str, Scored],
+                n_tasks: int, edges: np.ndarray, observer: ReplayObserver | None
+                ) -> tuple[dict[str, dict[int, np.ndarray]], object]:
     learner = OnlineLearner(cfg, manifest_for(data, run, s.frozen.stream), seed,
                             batch_norm_min_batch=s.batch_norm_min_batch)
-    samples = training_samples(run, data, evaluation, edges, s.frozen.stream, s.frozen.train_share, s.room_state)
-    return replay(learner, samples, evaluation, edges, list(s.push_every_ms), s.batch_size, s.max_wait_ms,
+    samples = training_samples(run, data, targets[IMPRESSIONS], edges, s.frozen.stream, s.frozen.train_share,
+                               s.room_state)
+    return replay(learner, samples, targets, n_tasks, edges, list(s.push_every_ms), s.batch_size, s.max_wait_ms,
                   s.score_batch_size, observer=observer, progress=s.progress, desc=f"{run} seed {seed}")
 
 
-def _evaluate(evaluation: EvaluationSet, predictions: dict[int, np.ndarray], tasks: list[str], segments: list[int],
-              windows: CatchWindows) -> dict:
-    """One run's figures: per push interval (seconds) the metrics of every group and the catches
-    (per fraction of the rise)."""
+def _candidates(cfg: DictConfig, s: ReplaySettings, data: DataSet, evaluation: EvaluationSet) -> CandidateSets | None:
+    """The candidate sets the ranking figures are computed on: simulated worlds only."""
+    if evaluation.highlights is None or not s.ranking.requests:
+        return None
+    start = time.perf_counter()
+    sets = build_candidates(data, s.ranking.requests, s.ranking.seed, instantiate(cfg.data.features),
+                            int(data.manifest(FINAL)["gsu_length"]), int(cfg.gsu.max_pairs),
+                            span=(int(evaluation.request_ts[0]), int(evaluation.request_ts[-1])), progress=s.progress)
+    if not s.room_state:
+        sets = dataclasses.replace(sets, arrays=without_room_state(sets.arrays))
+    print(f"candidate sets: {sets.requests:,} requests, {len(sets):,} candidates "
+          f"({len(sets) / max(sets.requests, 1):.1f} rooms live per request), {time.perf_counter() - start:.0f} s")
+    return sets
+
+
+def _evaluate(evaluation: EvaluationSet, candidates: CandidateSets | None, predictions: dict[str, dict[int, np.ndarray]],
+              tasks: list[str], segments: list[int], windows: CatchWindows, ranking: RankingWindows) -> dict:
+    """One run's figures: per push interval (seconds) the metrics of every group, the catches (per
+    fraction of the rise) and the ranking figures on the candidate sets."""
     ctr = tasks.index("ctr")
-    out: dict = {"push": {}, "catch": {}}
-    for push_ms, p in predictions.items():
+    out: dict = {"push": {}, "catch": {}, "ranking": {}}
+    for push_ms, p in predictions[IMPRESSIONS].items():
         key = str(push_ms // 1000)
         out["push"][key] = {g: figures.group_metrics(p[mask], evaluation.labels[mask], evaluation.users[mask], tasks)
                             for g, mask in evaluation.groups.items()}
@@ -55,7 +78,24 @@ def _evaluate(evaluation: EvaluationSet, predictions: dict[int, np.ndarray], tas
             out["catch"][key] = highlight_catches(evaluation.highlights, segments, evaluation.live_id,
                                                   evaluation.request_ts, p[:, ctr], evaluation.true_ctr,
                                                   evaluation.highlight_segment >= 0, windows)
+        if candidates is not None:
+            c = candidates
+            out["ranking"][key] = ranking_figures(c.offsets, c.request_ts, c.live_id, c.true_ctr, c.segment,
+                                                  evaluation.highlights, predictions[CANDIDATES][push_ms][:, ctr],
+                                                  ranking)
     return out
+
+
+def _save_predictions(runs_dir: Path, run: str, seed: int, evaluation: EvaluationSet, candidates: CandidateSets | None,
+                      predictions: dict[str, dict[int, np.ndarray]], ctr: int) -> None:
+    """reports/<name>/<run>-seed<seed>.npz: every task's prediction of every impression per push
+    interval; beside it -candidates.npz: the predicted CTR of every candidate row."""
+    np.savez_compressed(runs_dir / f"{run}-seed{seed}.npz", impression_id=evaluation.arrays["impression_id"],
+                        **{f"push_{ms // 1000}s": p for ms, p in predictions[IMPRESSIONS].items()})
+    if candidates is not None:
+        np.savez_compressed(runs_dir / f"{run}-seed{seed}-candidates.npz", request_ts=candidates.request_ts,
+                            live_id=candidates.live_id, true_ctr=candidates.true_ctr,
+                            **{f"push_{ms // 1000}s": p[:, ctr] for ms, p in predictions[CANDIDATES].items()})
 
 
 def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
@@ -76,6 +116,8 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     evaluation = load_evaluation(data, s.light_user_max_live)
     if not s.room_state:
         evaluation = dataclasses.replace(evaluation, arrays=without_room_state(evaluation.arrays))
+    candidates = _candidates(cfg, s, data, evaluation)
+    targets: dict[str, Scored] = {IMPRESSIONS: evaluation, **({CANDIDATES: candidates} if candidates else {})}
     edges = step_edges(int(evaluation.request_ts[0]), int(evaluation.request_ts[-1]), s.step_ms)
     windows = s.catch
     segments = [] if evaluation.highlights is None else eligible_segments(
@@ -93,15 +135,17 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     for seed in seeds:
         for run in runs:
             start = time.perf_counter()
-            predictions, streaming = _replay_one(cfg, s, data, run, seed, evaluation, edges, observer)
-            np.savez_compressed(runs_dir / f"{run}-seed{seed}.npz", impression_id=evaluation.arrays["impression_id"],
-                                **{f"push_{ms // 1000}s": p for ms, p in predictions.items()})
-            per_run[run][seed] = _evaluate(evaluation, predictions, tasks, segments, windows)
-            first_seed_predictions.setdefault(run, predictions[int(head) * 1000])
+            predictions, streaming = _replay_one(cfg, s, data, run, seed, targets, len(tasks), edges, observer)
+            _save_predictions(runs_dir, run, seed, evaluation, candidates, predictions, tasks.index("ctr"))
+            per_run[run][seed] = _evaluate(evaluation, candidates, predictions, tasks, segments, windows,
+                                           s.ranking.windows)
+            first_seed_predictions.setdefault(run, predictions[IMPRESSIONS][int(head) * 1000])
             headline = per_run[run][seed]["push"][head]
+            ranked = per_run[run][seed]["ranking"].get(head)
             print(f"  {run:<9} seed {seed}: {streaming.samples:,} samples in {streaming.batches:,} batches, "
                   f"{time.perf_counter() - start:.0f} s; CTR AUC overall {headline['overall']['auc']['ctr']:.4f}"
-                  + (f", highlight {headline['highlight']['auc']['ctr']:.4f}" if "highlight" in headline else ""))
+                  + (f", highlight {headline['highlight']['auc']['ctr']:.4f}" if "highlight" in headline else "")
+                  + (f"; normalized top-1 clicks {ranked['top1']['normalized']:.3f}" if ranked else ""))
 
     report = figures.build_report(per_run, seeds, {g: int(m.sum()) for g, m in evaluation.groups.items()}, push_every_s)
     report["config"] = {"world": data.name, "step_seconds": s.step_ms // 1000, "batch_size": s.batch_size,
@@ -109,6 +153,9 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                         "room_state": s.room_state, "frozen": dataclasses.asdict(s.frozen),
                         "light_user_max_live": s.light_user_max_live,
                         "catch": dataclasses.asdict(windows), "highlight_segments_caught_over": len(segments),
+                        "ranking": {"requests": 0 if candidates is None else candidates.requests,
+                                    "candidates": 0 if candidates is None else len(candidates),
+                                    "seed": s.ranking.seed, **dataclasses.asdict(s.ranking.windows)},
                         "model_levels": int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names)}
     pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]
                   for f in windows.fractions} for r in runs}

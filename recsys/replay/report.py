@@ -40,6 +40,7 @@ def markdown(report: dict, tasks: list[str], name: str = "replay") -> str:
              f"{cfg.get('max_wait_s', '?')} s. Headline figures: push every {head} s."
              + ("" if cfg.get("room_state", True) else " **Room state features zeroed** (`replay.room_state=false`)."),
              ""]
+    lines += _ranking_section(report)
     has_highlight = "highlight" in report["impressions"]
     header = "| run | CTR AUC overall | CTR AUC in highlights | CTR logloss in highlights | catch latency median " \
              "| p90 | share caught | rise reached (median) | overshoot |" if has_highlight else \
@@ -120,6 +121,53 @@ def markdown(report: dict, tasks: list[str], name: str = "replay") -> str:
         lines += [f"![calibration around the busiest highlights]({name}_calibration.png)", "",
                   f"![catch latency]({name}_catch_latency.png)", ""]
     return "\n".join(lines)
+
+
+def _ranking_section(report: dict) -> list[str]:
+    """What each model would have recommended (recsys/replay/ranking.py); nothing without candidate sets."""
+    runs, head = list(report["runs"]), str(report["headline_push_s"])
+    if "paired_ranking" not in report:
+        return []
+    cfg = report.get("config", {}).get("ranking", {})
+    first = report["runs"][runs[0]]["ranking"][head]
+    tops = [k for k in first if k.startswith("top")]
+    catch_k = cfg.get("catch_top_k", 3)
+    lines = ["## What each model would recommend (candidate sets, the simulator's truth)", "",
+             f"{cfg.get('requests', '?'):,} logged requests sampled (seed {cfg.get('seed', '?')}), every room live at "
+             f"each a candidate ({cfg.get('candidates', '?'):,} in all); each model ranks them by its predicted CTR "
+             "as last pushed. Expected clicks of its top k under the true click probabilities, normalized: a random "
+             "ranking 0, the truth's own 1 (raw expected CTR per slot beside it); highlight top-1 share: requests "
+             "whose top room is in a highlight; ranking catch: seconds from a highlight's start until the model has "
+             f"the room in its top {catch_k} for {cfg.get('catch_share', 0.5):.0%} of the requests whose truth has it "
+             f"there (median over segments × seeds, \"never\" where the median falls among those not caught).", "",
+             "| run | " + " | ".join(f"normalized {k} clicks | {k} CTR" for k in tops)
+             + " | highlight top-1 share | ranking catch median | caught |",
+             "|" + "---|" * (2 * len(tops) + 4)]
+    for r in runs:
+        f = report["runs"][r]["ranking"][head]
+        cells = [r, *(c for k in tops for c in (_fmt(f[k]["normalized"], f[k]["normalized_std"]), f"{f[k]['ctr']:.4f}")),
+                 f"{f['highlight_top1_share']:.1%}", _seconds(f["catch"]["latency_s_median"]),
+                 f"{_num(f['catch']['share_caught'], '.0%')} of {f['catch']['segments']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = first["highlight_top1_share_truth_optimal"]
+    lines.append("| truth-optimal | " + " | ".join(f"1 | {first[k]['best_ctr']:.4f}" for k in tops) + f" | {best:.1%} | | |")
+    lines += ["", "Paired by seed (a − b, mean ± sd; per seed):", "",
+              "| pair | push | " + " | ".join(f"normalized {k} clicks" for k in tops) + " | highlight top-1 share |",
+              "|" + "---|" * (len(tops) + 3)]
+    for pair, by_push in report["paired_ranking"].items():
+        for p, d in by_push.items():
+            cells = [d[f"normalized_{k}_clicks"] for k in tops] + [d["highlight_top1_share"]]
+            lines.append(f"| {pair} | {p} s | " + " | ".join(
+                f"{c['mean']:+.4f} ± {c['sd']:.4f} (" + " / ".join(f"{x:+.4f}" for x in c["per_seed"]) + ")"
+                for c in cells) + " |")
+    pushes = list(report["runs"][runs[0]]["ranking"])
+    lines += ["", "Normalized top-1 clicks against push interval:", "",
+              "| run | " + " | ".join(f"P = {p} s" for p in pushes) + " |", "|" + "---|" * (len(pushes) + 1)]
+    for r in runs:
+        lines.append(f"| {r} | " + " | ".join(_fmt(report["runs"][r]["ranking"][p]["top1"]["normalized"],
+                                                   report["runs"][r]["ranking"][p]["top1"]["normalized_std"])
+                                              for p in pushes) + " |")
+    return lines + [""]
 
 
 # ---------------------------------------------------------------- plots
