@@ -12,7 +12,7 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-system setup-peers proto setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay ablate export ranker online online-train bench clean
+.PHONY: help setup setup-system setup-peers proto setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay replay-worlds ablate export ranker online online-train bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -84,6 +84,9 @@ online-train: ## the continuous trainer: full export + a push every 30 s of data
 
 replay: ## online replay on the busy world (make simulate/streams ARGS="world=busy" first): realtime, fast_slow, oracle, frozen x seeds x push intervals -> reports/replay.{json,md} + PNGs
 	$(PY) -m recsys.replay $(ARGS)
+
+replay-worlds: ## make replay over several worlds, realtime - fast_slow side by side (ARGS="worlds=seeds|highlight_shape") -> reports/replay_worlds.{json,md}
+	$(PY) -m recsys.replay.worlds $(ARGS)
 
 ablate: ## the experiment grid, seeds x conf/experiment/* -> reports/ablation.{json,md,png} (resumable)
 	$(PY) -m recsys.ablate $(ARGS)

@@ -67,7 +67,8 @@ def synthetic_batch(bc: DictConfig, manifest: dict, rng: np.random.Generator) ->
         pooled=KeyedJaggedTensor(keys=pooled_features, values=t(pooled.T.reshape(-1)).long(),
                                  lengths=torch.ones(b * len(pooled_features), dtype=torch.int32)),
         sequence=sequence_bags(target_ids, seq_ids, t(mask)),
-        side=t(side).long(), mask=t(mask), dense=t(dense), states=t(states).long(), user=t(pooled[:, 0]).long())
+        side=t(side).long(), mask=t(mask), dense=t(dense), states=t(states).long(), user=t(pooled[:, 0]).long(),
+        targets=target_ids)
     plain = PlainInput(pooled=t(pooled).long(), target_item=t(target_item).long(), target_author=t(target_author).long(),
                        items=t(items).long(), authors=t(authors).long(), side=t(side).long(), mask=t(mask),
                        dense=t(dense), states=t(states).long())

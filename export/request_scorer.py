@@ -211,6 +211,7 @@ class RequestScorer(nn.Module):
         self.candidate_pooled = [(layout.candidate_ids.index(f), table_of[f]) for f in pooled
                                  if f in layout.candidate_ids]
         self.target_columns = [layout.candidate_ids.index(f) for f in TARGET_FEATURES]
+        self.target_biases = [(self.target_columns[SEQUENCE_ID_FIELDS.index(f)], f) for f in lookup.bias_fields]
         # The ESU query: the target, then each query feature from whichever side sends it.
         self.query_parts = [("user", [f for f in pooled if f in layout.user_ids].index(f)) if f in layout.user_ids
                             else ("candidate", [f for f in pooled if f in layout.candidate_ids].index(f))
@@ -381,6 +382,9 @@ class RequestScorer(nn.Module):
             + F.linear(x_candidate, self.first_layer_candidate_weight, self.first_layer_bias)  # [B, H]
         per_task = self._multitask(torch.split(first, self.first_layer_sizes, dim=-1))
         logits = torch.cat([tower(h) for tower, h in zip(head.towers, per_task)], dim=-1)
+        for c, field in self.target_biases:  # the wide part, if the model has one
+            table = self.model.lookup.bias_ebc.embedding_bags[f"{field}_bias"].weight
+            logits = logits + F.embedding(ids[:, c], table)[:, : logits.shape[1]]
         probabilities = torch.sigmoid(logits)
         return probabilities, head.score(probabilities)
 

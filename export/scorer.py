@@ -70,9 +70,12 @@ class CandidateScorer(nn.Module):
             lengths=torch.ones(b * len(self.pooled_keys), dtype=torch.int32))
         length = seq_ids.shape[2]  # seq_len, or fewer: positions past every sequence's end change nothing
         mask = torch.arange(length).view(1, 1, length) < seq_lengths.unsqueeze(-1)  # [B, G, L]
-        sequence = sequence_bags(torch.index_select(ids, 1, self.target_columns), seq_ids, mask)
+        target_ids = torch.index_select(ids, 1, self.target_columns)
+        sequence = sequence_bags(target_ids, seq_ids, mask)
         pooled_emb, target_emb, seq_emb = self.model.lookup(pooled, sequence, b)
         logits, _ = self.model.head(pooled_emb, target_emb, seq_emb, seq_side, mask, dense, with_means=False)
+        if self.model.lookup.bias_ebc is not None:  # the wide part
+            logits = logits + self.model.lookup.bias(target_ids)
         probabilities = torch.sigmoid(logits)
         return probabilities, self.model.head.score(probabilities)
 

@@ -57,13 +57,28 @@ def test_a_model_longer_than_the_shards_sequences_is_refused():
 
 
 def test_a_table_can_learn_at_its_own_rate_and_an_unknown_one_is_named():
+    from functools import partial
+
+    from torchrec.optim.optimizers import SGD
+    from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
     from recsys.train.module import sparse_parameter_groups
 
     model = build_model(_spec(), CrossSpec(["short"], ContrastiveSpec(False, 0.1, {})),
                         _manifest(dict(zip(SIDE_FIELDS, [9, 5, 4]))), embedding_device="cpu")
-    groups = sparse_parameter_groups(model.lookup, {"lr": 0.02, "eps": 1e-8}, {"item": 0.1})
-    by_rows = [({k: v for k, v in kw.items()}, sorted(p.shape[0] for p in params)) for kw, params in groups]
+    adagrad = partial(RowWiseAdagrad, lr=0.02, eps=1e-8)
+    groups = sparse_parameter_groups(model.lookup, adagrad, {"item": 0.1})
+    by_rows = [(cls, kw, sorted(p.shape[0] for p in params)) for cls, kw, params in groups]
     # The shared group keeps every other table (user 10, category 3, live_type 2, author 7 rows).
-    assert by_rows == [({"lr": 0.02, "eps": 1e-8}, [2, 3, 7, 10]), ({"lr": 0.1, "eps": 1e-8}, [50])]
+    assert by_rows == [(RowWiseAdagrad, {"lr": 0.02, "eps": 1e-8}, [2, 3, 7, 10]),
+                       (RowWiseAdagrad, {"lr": 0.1, "eps": 1e-8}, [50])]
+    # A table with an optimizer of its own leaves the shared group.
+    groups = sparse_parameter_groups(model.lookup, adagrad, {}, {"author": partial(SGD, lr=3.0)})
+    assert [(cls, kw, sorted(p.shape[0] for p in params)) for cls, kw, params in groups] == [
+        (RowWiseAdagrad, {"lr": 0.02, "eps": 1e-8}, [2, 3, 10, 50]), (SGD, {"lr": 3.0}, [7])]
     with pytest.raises(ValueError, match=r"does not have: \['items'\]"):
-        sparse_parameter_groups(model.lookup, {"lr": 0.02}, {"items": 0.1})
+        sparse_parameter_groups(model.lookup, adagrad, {"items": 0.1})
+    with pytest.raises(ValueError, match=r"does not have: \['authors'\]"):
+        sparse_parameter_groups(model.lookup, adagrad, {}, {"authors": partial(SGD, lr=3.0)})
+    with pytest.raises(ValueError, match="in both"):
+        sparse_parameter_groups(model.lookup, adagrad, {"author": 0.1}, {"author": partial(SGD, lr=3.0)})

@@ -49,7 +49,7 @@ def _batch(b: int, rng: np.random.Generator) -> ModelInput:
         side=torch.stack([torch.tensor(rng.integers(1, SIDE_ROWS[f], (b, len(GSUS), 4))) for f in SIDE_FIELDS],
                          -1) * mask.unsqueeze(-1), mask=mask,
         dense=torch.tensor(rng.standard_normal((b, 3)), dtype=torch.float32),
-        states=torch.zeros(b, 2, dtype=torch.long), user=ids[0])
+        states=torch.zeros(b, 2, dtype=torch.long), user=ids[0], targets=targets)
 
 
 def test_sharded_forward_equals_unsharded_with_features_returned_out_of_order():

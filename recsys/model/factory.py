@@ -8,7 +8,7 @@ term is on is decided here only (`ContrastiveSpec.weights_for`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from hydra.utils import instantiate
@@ -59,6 +59,8 @@ class ModelSpec:
     multitask: dict  # PLE arguments: n_levels (1 = CGC), n_shared_experts, n_task_experts, expert_dims, dropout
     pooled_tables: dict[str, list[str]]  # pooled table -> the features sharing it
     score_weights: dict[str, float]  # task -> w_t in prod_t (1 + p_t) ** w_t (absent: 1)
+    # The wide part: a bias per task on the logits for each target item / author row ([]: none).
+    bias_fields: list[str] = field(default_factory=list)
 
 
 def build_head(spec: ModelSpec, cross: CrossSpec, manifest: Mapping) -> MomentCrossHead:
@@ -78,7 +80,8 @@ def build_model(spec: ModelSpec, cross: CrossSpec, manifest: Mapping,
                 embedding_device: torch.device | str = "meta") -> MomentCrossModel:
     """Tables on `embedding_device` (meta: DistributedModelParallel materialises them)."""
     lookup = EmbeddingLookup(manifest["table_sizes"], {t: list(fs) for t, fs in spec.pooled_tables.items()},
-                             spec.embedding_dim, spec.seq_len, len(cross.gsu_names), embedding_device)
+                             spec.embedding_dim, spec.seq_len, len(cross.gsu_names), embedding_device,
+                             bias_fields=tuple(spec.bias_fields), n_tasks=len(manifest["tasks"]))
     return MomentCrossModel(lookup, build_head(spec, cross, manifest))
 
 

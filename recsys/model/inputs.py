@@ -34,6 +34,7 @@ class ModelInput(TensorFields):
     dense: torch.Tensor  # [B, D]
     states: torch.Tensor  # [B, T]
     user: torch.Tensor  # [B] user rows, for GAUC
+    targets: torch.Tensor  # [B, len(SEQUENCE_ID_FIELDS)] the target live's item and author rows (the wide part's ids)
 
     def __len__(self) -> int:
         return self.dense.shape[0]
@@ -84,4 +85,5 @@ def to_model_input(batch: Batch, gsu_names: list[str], seq_len: int, pooled_feat
         values=torch.cat([batch.sparse[k].values() for k in pooled_features]).long(),
         lengths=torch.ones(len(batch) * len(pooled_features), dtype=torch.int32))
     return ModelInput(pooled=pooled, sequence=sequence_bags(target_ids, seq_ids, mask), side=side, mask=mask,
-                      dense=batch.dense, states=batch.states, user=batch.sparse["user_id"].values().long())
+                      dense=batch.dense, states=batch.states, user=batch.sparse["user_id"].values().long(),
+                      targets=target_ids)

@@ -71,7 +71,8 @@ class EmbeddingLookup(nn.Module):
     """
 
     def __init__(self, table_sizes: dict[str, int], pooled_tables: dict[str, list[str]], embedding_dim: int,
-                 seq_len: int, n_gsus: int, device: torch.device | str = "meta"):
+                 seq_len: int, n_gsus: int, device: torch.device | str = "meta",
+                 bias_fields: tuple[str, ...] = (), n_tasks: int = 0):
         super().__init__()
         self.pooled_features = [f for features in pooled_tables.values() for f in features]
         self.sequence_features = list(SEQUENCE_ID_FIELDS)
@@ -86,6 +87,27 @@ class EmbeddingLookup(nn.Module):
             EmbeddingBagConfig(name=field, embedding_dim=embedding_dim, num_embeddings=table_sizes[field],
                                feature_names=[field], pooling=PoolingType.SUM)
             for field in SEQUENCE_ID_FIELDS], device=device)
+        # The wide part: per target room / author, one bias per task on the logits (zero at the start).
+        # fbgemm's kernels take widths in multiples of 4: the rows are padded, the padding unused.
+        self.bias_fields, self.n_tasks = tuple(bias_fields), n_tasks
+        unknown = [f for f in self.bias_fields if f not in SEQUENCE_ID_FIELDS]
+        if unknown:
+            raise ValueError(f"bias fields {unknown} are not target id fields {list(SEQUENCE_ID_FIELDS)}")
+        self.bias_ebc = EmbeddingBagCollection(tables=[
+            EmbeddingBagConfig(name=f"{field}_bias", embedding_dim=-(-n_tasks // 4) * 4,
+                               num_embeddings=table_sizes[field], feature_names=[f"{field}_bias"],
+                               pooling=PoolingType.SUM, init_fn=nn.init.zeros_)
+            for field in self.bias_fields], device=device) if self.bias_fields else None
+
+    def bias(self, target_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] the summed biases of the targets (target_ids [B, len(SEQUENCE_ID_FIELDS)] rows)."""
+        b = target_ids.shape[0]
+        columns = [SEQUENCE_ID_FIELDS.index(f) for f in self.bias_fields]
+        ids = KeyedJaggedTensor(keys=[f"{f}_bias" for f in self.bias_fields],
+                                values=target_ids[:, columns].t().reshape(-1),
+                                lengths=torch.ones(b * len(columns), dtype=torch.int32, device=target_ids.device))
+        values = ordered_values(self.bias_ebc(ids), [f"{f}_bias" for f in self.bias_fields])
+        return values.view(b, len(columns), -1).sum(1)[:, : self.n_tasks]
 
     def forward(self, pooled_ids: KeyedJaggedTensor, sequence_ids: KeyedJaggedTensor,
                 batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -201,4 +223,6 @@ class MomentCrossModel(nn.Module):
         pooled, target, sequence = self.lookup(x.pooled, x.sequence, len(x))
         # The contrastive terms are training losses: evaluation skips their means.
         logits, means = self.head(pooled, target, sequence, x.side, x.mask, x.dense, with_means=self.training)
+        if self.lookup.bias_ebc is not None:
+            logits = logits + self.lookup.bias(x.targets)
         return ModelOutput(logits=logits, contrastive=self.head.contrastive_losses(means, x.mask))

@@ -30,31 +30,41 @@ from recsys.model.losses import task_losses
 from recsys.model.moment_cross import ModelOutput, MomentCrossModel
 
 
-def sparse_parameter_groups(lookup: torch.nn.Module, keywords: dict, lr_by_table: dict[str, float]
-                            ) -> list[tuple[dict, list[torch.nn.Parameter]]]:
-    """The embedding tables grouped by their optimizer arguments: the shared ones, and one group
-    per table with a learning rate of its own (fused optimizers differ per kernel, so TorchRec
-    keeps such a table in a kernel of its own)."""
+def sparse_parameter_groups(lookup: torch.nn.Module, optimizer: partial, lr_by_table: Mapping[str, float],
+                            optimizer_by_table: Mapping[str, partial] | None = None
+                            ) -> list[tuple[type, dict, list[torch.nn.Parameter]]]:
+    """The embedding tables grouped by their fused optimizer (class, arguments): the shared one, one
+    group per table with a learning rate of its own, one per table with an optimizer of its own
+    (fused optimizers differ per kernel, so TorchRec keeps such a table in a kernel of its own)."""
     tables = {name.rsplit(".", 2)[-2]: param for name, param in lookup.named_parameters()}
-    unknown = sorted(set(lr_by_table) - set(tables))
-    if unknown:
-        raise ValueError(f"task.sparse_lr_by_table names tables the model does not have: {unknown}; "
-                         f"it has {sorted(tables)}")
-    shared = [p for t, p in tables.items() if t not in lr_by_table]
-    groups = [(keywords, shared)] if shared else []
-    return groups + [({**keywords, "lr": float(lr)}, [tables[t]]) for t, lr in lr_by_table.items()]
+    optimizer_by_table = dict(optimizer_by_table or {})
+    for key, named in (("sparse_lr_by_table", lr_by_table), ("sparse_optimizer_by_table", optimizer_by_table)):
+        unknown = sorted(set(named) - set(tables))
+        if unknown:
+            raise ValueError(f"task.{key} names tables the model does not have: {unknown}; it has {sorted(tables)}")
+    both = sorted(set(lr_by_table) & set(optimizer_by_table))
+    if both:
+        raise ValueError(f"tables {both} are in both task.sparse_lr_by_table and task.sparse_optimizer_by_table; "
+                         "give their learning rate in the optimizer of their own")
+    keywords = dict(optimizer.keywords)
+    shared = [p for t, p in tables.items() if t not in lr_by_table and t not in optimizer_by_table]
+    groups = [(optimizer.func, keywords, shared)] if shared else []
+    groups += [(optimizer.func, {**keywords, "lr": float(lr)}, [tables[t]]) for t, lr in lr_by_table.items()]
+    return groups + [(own.func, dict(own.keywords), [tables[t]]) for t, own in optimizer_by_table.items()]
 
 
 class MomentCrossTask(pl.LightningModule):
     def __init__(self, model: MomentCrossModel, dense_optimizer: partial, sparse_optimizer: partial,
-                 light_user_max_live: int | None = None, sparse_lr_by_table: Mapping[str, float] | None = None):
+                 light_user_max_live: int | None = None, sparse_lr_by_table: Mapping[str, float] | None = None,
+                 sparse_optimizer_by_table: Mapping[str, partial] | None = None):
         """`dense_optimizer`, `sparse_optimizer`: optimizer classes with their arguments bound (Hydra
         `_partial_`). The sparse one is fused into the embedding kernels' backward: TorchRec's
         row-wise Adagrad (the default) is the only one fbgemm runs in parallel on CPU; the others
         (torch.optim.Adagrad, SGD, Adam) run a serial loop there. With `light_user_max_live`,
         validation also reports `val_light/...` on users with at most that many earlier live
         interactions. `sparse_lr_by_table` gives some tables (by name: `item`, `author`, or a pooled
-        table of conf/model) a learning rate of their own."""
+        table of conf/model) a learning rate of their own, `sparse_optimizer_by_table` an optimizer
+        of their own (e.g. plain SGD for the wide part's bias tables, `item_bias`, `author_bias`)."""
         super().__init__()
         self.model = model
         self.tasks, self.gsu_names, self.seq_len = model.tasks, model.gsu_names, model.seq_len
@@ -62,9 +72,9 @@ class MomentCrossTask(pl.LightningModule):
         self.contrastive_weights = model.head.contrastive_weights
         self.dense_optimizer, self.sparse_optimizer = dense_optimizer, sparse_optimizer
         self.automatic_optimization = False
-        for keywords, params in sparse_parameter_groups(model.lookup, dict(sparse_optimizer.keywords),
-                                                        dict(sparse_lr_by_table or {})):
-            apply_optimizer_in_backward(sparse_optimizer.func, params, keywords)
+        for optimizer_class, keywords, params in sparse_parameter_groups(
+                model.lookup, sparse_optimizer, dict(sparse_lr_by_table or {}), sparse_optimizer_by_table):
+            apply_optimizer_in_backward(optimizer_class, params, keywords)
         self.val_metrics = TaskMetrics(self.tasks)
         self.light_user_max_live = light_user_max_live
         self.val_light_metrics = TaskMetrics(self.tasks) if light_user_max_live is not None else None

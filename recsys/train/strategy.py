@@ -134,8 +134,8 @@ def distributed_model(inner: MomentCrossModel, device: torch.device, local_world
     constraints = None
     if sharding_types:
         constraints = {name: ParameterConstraints(sharding_types=list(sharding_types))
-                       for ebc in (inner.lookup.pooled_ebc, inner.lookup.sequence_ebc) for name in
-                       (cfg.name for cfg in ebc.embedding_bag_configs())}
+                       for ebc in (inner.lookup.pooled_ebc, inner.lookup.sequence_ebc, inner.lookup.bias_ebc)
+                       if ebc is not None for name in (cfg.name for cfg in ebc.embedding_bag_configs())}
     topology = Topology(world_size=dist.get_world_size(), compute_device=device.type,
                         local_world_size=local_world_size)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, debug=False)
