@@ -136,7 +136,8 @@ def replay_predictions(cfg: DictConfig, evaluation: EvaluationSet, push_s: int, 
     overrides = [f"world={cfg.world.name}", f"paths.data_dir={cfg.paths.data_dir}",
                  f"paths.reports_dir={cfg.paths.reports_dir}", f"paths.log_dir={cfg.paths.log_dir}",
                  f"replay.streams=[{run}]", f"replay.seeds=[{seed}]", f"replay.push_every_s=[{push_s}]",
-                 "experiment_name=online_compare", f"replay.progress={str(bool(cfg.online.progress)).lower()}"]
+                 "experiment_name=online_compare", "replay.ranking.requests=0",  # its AUC only: no candidate sets
+                 f"replay.progress={str(bool(cfg.online.progress)).lower()}"]
     print(f"replay figures for comparison: make replay ARGS=\"{' '.join(overrides)}\"")
     subprocess.run([sys.executable, "-m", "recsys.replay", *overrides], check=True)
     path = reports / "replay_online_compare" / f"{run}-seed{seed}.npz"

@@ -137,3 +137,35 @@ def test_a_candidate_that_was_shown_has_exactly_the_logged_impressions_features_
     np.testing.assert_array_equal(sets.true_ctr[recorded["row"].to_numpy()], recorded["true_ctr"].to_numpy())
     np.testing.assert_array_equal(sets.segment[recorded["row"].to_numpy()], recorded["highlight_segment"].to_numpy())
 
+
+
+def _ranking(normalized: float, share: float, latencies: list) -> dict:
+    top = {"normalized": normalized, "expected_clicks": 0.1, "ctr": 0.1, "random_clicks": 0.05, "best_clicks": 0.2,
+           "best_ctr": 0.2}
+    return {"top1": top, "top3": dict(top, normalized=normalized / 2), "highlight_top1_share": share,
+            "highlight_top1_share_truth_optimal": 0.4, "catch_latency_s": latencies}
+
+
+def test_the_report_pairs_ranking_figures_by_seed_and_pools_catch_latencies():
+    from recsys.replay.figures import build_report
+
+    def figures(auc: float, ranking: dict) -> dict:
+        return {"push": {"30": {"overall": {"auc": {"ctr": auc}, "logloss": {"ctr": 0.3}}}}, "catch": {},
+                "ranking": {"30": ranking}}
+
+    per_run = {"realtime": {s: figures(0.7, _ranking(n, h, lat)) for s, (n, h, lat) in
+                            enumerate([(0.50, 0.20, [30.0, 60.0]), (0.56, 0.22, [90.0]), (0.53, 0.18, [None])])},
+               "fast_slow": {s: figures(0.6, _ranking(n, h, lat)) for s, (n, h, lat) in
+                             enumerate([(0.40, 0.10, [None, None]), (0.48, 0.12, [300.0]), (0.44, 0.14, [None])])}}
+    summary = build_report(per_run, [0, 1, 2], {"overall": 10}, [30])["summary"]
+    assert summary["normalized_top1_clicks"] == {"realtime": pytest.approx(0.53), "fast_slow": pytest.approx(0.44)}
+    paired = summary["paired_diff_normalized_top1_clicks"]
+    np.testing.assert_allclose(paired["per_seed"], [0.10, 0.08, 0.09])
+    assert paired["mean"] == pytest.approx(0.09) and paired["sd"] == pytest.approx(0.01)
+    np.testing.assert_allclose(summary["paired_diff_highlight_top1_share"]["per_seed"], [0.10, 0.10, 0.04])
+    assert summary["highlight_top1_share"] == {"realtime": pytest.approx(0.20), "fast_slow": pytest.approx(0.12),
+                                               "truth_optimal": pytest.approx(0.4)}
+    # Pooled over seeds: realtime 30, 60, 90, never -> median 60 s; fast_slow 300 and three nevers -> never.
+    assert summary["ranking_catch_latency_s_median"] == {"realtime": 60.0, "fast_slow": None}
+    assert summary["ranking_share_caught"] == {"realtime": 0.75, "fast_slow": 0.25}
+    assert summary["normalized_top3_clicks"]["realtime"] == pytest.approx(0.265)

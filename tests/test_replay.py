@@ -42,7 +42,7 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
     cfg = compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={tmp_path}", "replay.seeds=[0]",
                                     "replay.progress=false", "replay.streams=[realtime,frozen]",
                                     "replay.step_seconds=60", f"replay.max_wait_s={max_wait_s}",
-                                    f"replay.push_every_s=[{push_s[0]},{push_s[1]}]"])
+                                    f"replay.push_every_s=[{push_s[0]},{push_s[1]}]", "replay.ranking.requests=400"])
     observer = OrderLog()
     report = run_replay(cfg, observer=observer)
     final = tiny_streams.manifest(FINAL)
@@ -90,8 +90,12 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
     summary = report["summary"]
     assert set(summary["push_interval_auc_ctr"]["realtime"]) == {"60", "600"}
     assert set(summary["highlight_auc_ctr"]) == {"realtime", "frozen"}
-    for key in ("catch_latency_s_median", "share_caught"):
+    for key in ("catch_latency_s_median", "share_caught", "normalized_top1_clicks", "ranking_catch_latency_s_median"):
         assert set(summary[key]) == {"realtime", "frozen"}
+    assert set(summary["highlight_top1_share"]) == {"realtime", "frozen", "truth_optimal"}
+    assert report["config"]["ranking"]["requests"] == 400
+    for run in ("realtime", "frozen"):  # between a random ranking (0) and the truth's (1)
+        assert -0.5 < summary["normalized_top1_clicks"][run] < 1.0
     overall = report["runs"]["realtime"]["push"]["60"]["overall"]
     assert set(overall) == {"auc", "auc_std", "gauc", "gauc_std", "logloss", "logloss_std"}
     assert set(overall["auc"]) == {"ctr", "lvtr", "ltr", "cmtr", "gtr"}
@@ -107,10 +111,15 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
     alone = tmp_path / "alone"
     run_replay(compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={alone}", "replay.seeds=[0]",
                                          "replay.progress=false", "replay.streams=[realtime]", "replay.step_seconds=60",
-                                         f"replay.max_wait_s={max_wait_s}", f"replay.push_every_s=[{push_s[1]}]"]))
+                                         f"replay.max_wait_s={max_wait_s}", f"replay.push_every_s=[{push_s[1]}]",
+                                         "replay.ranking.requests=400"]))
     with np.load(tmp_path / "replay" / "realtime-seed0.npz") as both, np.load(alone / "replay" / "realtime-seed0.npz") as one:
         assert np.array_equal(both["impression_id"], one["impression_id"])
         assert not np.allclose(both["push_60s"], both["push_600s"])  # the intervals do serve different models
+        np.testing.assert_allclose(both["push_600s"], one["push_600s"], rtol=0, atol=1e-6)
+    with np.load(tmp_path / "replay" / "realtime-seed0-candidates.npz") as both, \
+            np.load(alone / "replay" / "realtime-seed0-candidates.npz") as one:  # the candidate sets too
+        np.testing.assert_array_equal(both["live_id"], one["live_id"])
         np.testing.assert_allclose(both["push_600s"], one["push_600s"], rtol=0, atol=1e-6)
 
 
@@ -256,8 +265,13 @@ def test_replay_settings_take_every_key_of_the_config_once_and_refuse_bad_values
     assert s.frozen.stream == "realtime" and s.catch.bin_s == 30 and s.catch.fractions == (0.5, 0.25)
     renamed = {"step_seconds": "step_ms", "max_wait_s": "max_wait_ms", "push_every_s": "push_every_ms",
                "calibration": "calibration_rooms"}
+    assert s.ranking.requests == 6000 and s.ranking.windows.top_k == (1, 3) and s.ranking.windows.bin_s == 30
+    ranking_keys = {"requests", "seed", "top_k", "catch_top_k", "catch_share", "min_requests"}
+    assert set(rc.ranking) == ranking_keys  # every key reaches RankingSettings (bins and window: the catch's)
     assert {renamed.get(k, k) for k in rc} == {f.name for f in dataclasses.fields(ReplaySettings)}
     with pytest.raises(ValueError, match="multiples of replay.step_seconds"):
         ReplaySettings.of(OmegaConf.merge(rc, {"push_every_s": [45]}))
     with pytest.raises(ValueError, match="train_share"):
         ReplaySettings.of(OmegaConf.merge(rc, {"frozen": {"train_share": 0.0}}))
+    with pytest.raises(ValueError, match="top_k must hold 1"):
+        ReplaySettings.of(OmegaConf.merge(rc, {"ranking": {"top_k": [3]}}))

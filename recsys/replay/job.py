@@ -93,8 +93,9 @@ def _save_predictions(runs_dir: Path, run: str, seed: int, evaluation: Evaluatio
     np.savez_compressed(runs_dir / f"{run}-seed{seed}.npz", impression_id=evaluation.arrays["impression_id"],
                         **{f"push_{ms // 1000}s": p for ms, p in predictions[IMPRESSIONS].items()})
     if candidates is not None:
-        np.savez_compressed(runs_dir / f"{run}-seed{seed}-candidates.npz", request_ts=candidates.request_ts,
-                            live_id=candidates.live_id, true_ctr=candidates.true_ctr,
+        np.savez_compressed(runs_dir / f"{run}-seed{seed}-candidates.npz", offsets=candidates.offsets,
+                            request_ts=candidates.request_ts, live_id=candidates.live_id, true_ctr=candidates.true_ctr,
+                            segment=candidates.segment,
                             **{f"push_{ms // 1000}s": p[:, ctr] for ms, p in predictions[CANDIDATES].items()})
 
 

@@ -1,0 +1,59 @@
+"""`make replay-worlds`: the grid of worlds it runs and how it compares them (not the replays
+themselves, which test_replay covers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys.replay.worlds import cells_of, compare, plot_heat_maps
+from tests.conftest import compose_config
+
+
+def test_cells_are_every_combination_of_the_axes_or_those_listed():
+    axes = {"boost": {"2x": ["world.highlight.peak_ctr_boost=2"], "6x": ["world.highlight.peak_ctr_boost=6"]},
+            "duration": {"1-3 min": ["world.highlight.duration_min_min=1", "world.highlight.duration_max_min=3"],
+                         "2-6 min": ["world.highlight.duration_min_min=2", "world.highlight.duration_max_min=6"]}}
+    cells = cells_of(axes)
+    assert [c.labels for c in cells] == [("2x", "1-3 min"), ("2x", "2-6 min"), ("6x", "1-3 min"), ("6x", "2-6 min")]
+    assert cells[1].overrides == ("world.highlight.peak_ctr_boost=2", "world.highlight.duration_min_min=2",
+                                  "world.highlight.duration_max_min=6")
+    assert cells[1].slug == "2x_2-6-min"
+    assert [c.labels for c in cells_of(axes, [["6x", "1-3 min"]])] == [("6x", "1-3 min")]
+    with pytest.raises(ValueError, match="do not make"):
+        cells_of(axes, [["3x", "1-3 min"]])
+
+
+def test_the_shipped_sweeps_name_valid_world_overrides():
+    for name, n in (("seeds", 3), ("highlight_shape", 12)):
+        wc = compose_config("replay_worlds", [f"worlds={name}"]).worlds
+        cells = cells_of(wc.axes, None if wc.only is None else list(wc.only))
+        assert len(cells) == n
+        for cell in cells:  # every cell's world composes: the overrides name real keys
+            compose_config("simulate", [f"world={wc.world}", *wc.overrides, *cell.overrides])
+
+
+def _summary(diffs: list[float], realtime: float) -> dict:
+    mean = sum(diffs) / len(diffs)
+    paired = {"mean": mean, "sd": 0.0, "per_seed": diffs}
+    return {"normalized_top1_clicks": {"realtime": realtime, "fast_slow": realtime - mean},
+            "paired_diff_normalized_top1_clicks": paired,
+            "highlight_top1_share": {"realtime": 0.2, "fast_slow": 0.1, "truth_optimal": 0.4},
+            "paired_diff_highlight_top1_share": {"mean": 0.1, "sd": 0.0, "per_seed": [0.1] * len(diffs)},
+            "overall_auc_ctr": {"realtime": 0.66, "fast_slow": 0.64},
+            "paired_diff_overall_auc_ctr": {"mean": 0.02, "sd": 0.0, "per_seed": [0.02] * len(diffs)}}
+
+
+def test_worlds_are_compared_by_their_means_and_by_every_seed_pooled(tmp_path):
+    axes = {"boost": {"2x": [], "6x": []}, "duration": {"short": [], "long": []}}
+    cells = cells_of(axes)
+    result = compare(cells, [_summary([0.1, 0.3], 0.5), _summary([-0.2], 0.4), _summary([0.0, 0.2], 0.6),
+                             _summary([0.4], 0.7)])
+    across = result["across"]["normalized_top1_clicks"]
+    assert across["cell_means"]["mean"] == pytest.approx((0.2 - 0.2 + 0.1 + 0.4) / 4)
+    assert across["pooled_seeds"]["mean"] == pytest.approx((0.1 + 0.3 - 0.2 + 0.0 + 0.2 + 0.4) / 6)
+    assert across["positive_cells"] == 3 and across["positive_seeds"] == 4
+    assert "highlight_auc_ctr" not in result["across"]  # a figure no world reported is left out
+    assert result["cells"][0]["figures"]["highlight_top1_share"]["truth_optimal"] == 0.4
+    assert plot_heat_maps(list(axes), result, tmp_path / "grid.png").stat().st_size > 0
+    assert plot_heat_maps(["seed"], compare(cells_of({"seed": {"0": [], "1": []}}), [_summary([0.1], 0.5)] * 2),
+                          tmp_path / "none.png") is None  # one axis: a table, no heat map
