@@ -429,3 +429,39 @@ def test_an_incomplete_checkpoint_is_not_exported(exported, tiny_streams, tmp_pa
     with pytest.raises(IncompleteCheckpointError, match=rf"{shard} is truncated: [\d,]+ bytes, the checkpoint's index"):
         run_export(export_cfg(tiny_streams, log_dir, tmp_path / "a", short_shard))
     assert not (tmp_path / "a").exists()
+
+
+def test_a_model_with_the_wide_part_is_scored_with_its_biases_by_both_scorers(tiny_streams):
+    """The per-room and per-author biases (model.bias_fields) add to every task's logit exactly the
+    rows of the target's room and author, in training's forward, the per-candidate scorer and the
+    request scorer's TorchScript alike."""
+    manifest = tiny_streams.manifest(REALTIME)
+    cfg = compose_config("train", [*job_paths(tiny_streams), "model.bias_fields=[item,author]"])
+    torch.manual_seed(0)
+    model = model_from_config(cfg, manifest, embedding_device="cpu").eval()
+    tables = model.lookup.bias_ebc.embedding_bags
+    assert float(tables["item_bias"].weight.abs().max()) == 0.0  # zero at the start
+    batch = next(iter(make_loader(ShardDataset(tiny_streams.stream(FINAL), 64))))
+    inputs = inputs_from_batch(batch, model)
+    model_input = to_model_input(batch, model.gsu_names, model.seq_len, model.pooled_features)
+    n_tasks, ids = len(manifest["tasks"]), model_id_features(model)
+    with torch.no_grad():
+        deep = model(model_input).logits  # biases all zero: the deep part alone
+        for table in tables.values():
+            table.weight.normal_()
+        logits = model(model_input).logits
+        item, author = batch.sparse["live_item"].values().long(), batch.sparse["author_id"].values().long()
+        by_hand = deep + tables["item_bias"].weight[item, :n_tasks] + tables["author_bias"].weight[author, :n_tasks]
+        torch.testing.assert_close(logits, by_hand, rtol=0, atol=1e-5)
+        got, _ = CandidateScorer(model, ids)(*inputs)
+        torch.testing.assert_close(got, torch.sigmoid(logits), rtol=0, atol=1e-6)
+
+    user = OmegaConf.to_container(compose_config("export", job_paths(tiny_streams)).request_layout)
+    meta = metadata(model, user, max_candidates=1000, training={"run_id": "wide"})
+    layout = RequestLayout.of(model, user)
+    reference, scripted = CandidateScorer(model, ids).eval(), to_torchscript(RequestScorer(model, layout))
+    for request in request_scorer_cases(meta):
+        with torch.no_grad():
+            for e, g in zip(reference(*layout.join(request, ids, list(model.gsu_names))), scripted(*request)):
+                torch.testing.assert_close(g, e, rtol=0, atol=TOLERANCE)
+

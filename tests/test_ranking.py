@@ -157,7 +157,11 @@ def test_the_report_pairs_ranking_figures_by_seed_and_pools_catch_latencies():
                             enumerate([(0.50, 0.20, [30.0, 60.0]), (0.56, 0.22, [90.0]), (0.53, 0.18, [None])])},
                "fast_slow": {s: figures(0.6, _ranking(n, h, lat)) for s, (n, h, lat) in
                              enumerate([(0.40, 0.10, [None, None]), (0.48, 0.12, [300.0]), (0.44, 0.14, [None])])}}
-    summary = build_report(per_run, [0, 1, 2], {"overall": 10}, [30])["summary"]
+    report = build_report(per_run, [0, 1, 2], {"overall": 10}, [30])
+    summary = report["summary"]
+    # Each seed's headline figures are kept, for pairing another report with this one.
+    assert report["runs"]["realtime"]["per_seed"]["1"] == {"overall_auc_ctr": 0.7, "normalized_top1_clicks": 0.56,
+                                                           "highlight_top1_share": 0.22}
     assert summary["normalized_top1_clicks"] == {"realtime": pytest.approx(0.53), "fast_slow": pytest.approx(0.44)}
     paired = summary["paired_diff_normalized_top1_clicks"]
     np.testing.assert_allclose(paired["per_seed"], [0.10, 0.08, 0.09])

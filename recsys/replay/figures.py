@@ -83,6 +83,17 @@ def _paired_ranking(per_run: dict, a: str, b: str, seeds: list[int], push: str) 
                                                       values(b, "highlight_top1_share"))}
 
 
+def _seed_headline(figures: dict, push: str) -> dict:
+    """One seed's headline figures, kept so that another report (an experiment) can be paired with
+    this one by seed."""
+    out = {f"{group}_auc_ctr": m["auc"]["ctr"] for group, m in figures["push"][push].items()}
+    ranking = figures.get("ranking", {}).get(push)
+    if ranking:
+        out["normalized_top1_clicks"] = ranking["top1"]["normalized"]
+        out["highlight_top1_share"] = ranking["highlight_top1_share"]
+    return out
+
+
 def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: dict[str, int],
                  push_every_s: list[int]) -> dict:
     """per_run[run][seed] = {"push": {seconds: {group: group_metrics}}, "catch": {seconds: {fraction:
@@ -106,6 +117,7 @@ def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: 
         if ranking:
             report["runs"][run]["ranking"] = {p: aggregate_ranking([by_seed[s]["ranking"][p] for s in seeds])
                                               for p in ranking}
+        report["runs"][run]["per_seed"] = {str(s): _seed_headline(by_seed[s], headline) for s in seeds}
 
     ranked = [r for r in BRACKET_ORDER if r in runs]
     pairs = [(a, b) for a, b in zip(ranked, ranked[1:])]
