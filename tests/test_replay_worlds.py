@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from recsys.replay.worlds import cells_of, compare, plot_heat_maps
+from recsys.replay.worlds import cells_of, compare, markdown, plot_heat_maps
 from tests.conftest import compose_config
 
 
@@ -55,5 +55,13 @@ def test_worlds_are_compared_by_their_means_and_by_every_seed_pooled(tmp_path):
     assert "highlight_auc_ctr" not in result["across"]  # a figure no world reported is left out
     assert result["cells"][0]["figures"]["highlight_top1_share"]["truth_optimal"] == 0.4
     assert plot_heat_maps(list(axes), result, tmp_path / "grid.png").stat().st_size > 0
+    from omegaconf import OmegaConf
+
+    wc = OmegaConf.create({"name": "grid", "world": "busy", "overrides": ["world.span_hours=3"],
+                           "replay": ["replay.seeds=[0]"]})
+    text = markdown(wc, list(axes), result, 12.0)
+    assert "Base world `busy` with `world.span_hours=3`; axes `boost`, `duration`;" in text
+    assert "| 2x | short | +0.2000 ± 0.0000 | +0.1000 ± 0.0000 | +0.0200 ± 0.0000 | — |" in text
+    assert "| normalized top-1 clicks | +0.1250 ± 0.2500 |" in text
     assert plot_heat_maps(["seed"], compare(cells_of({"seed": {"0": [], "1": []}}), [_summary([0.1], 0.5)] * 2),
                           tmp_path / "none.png") is None  # one axis: a table, no heat map

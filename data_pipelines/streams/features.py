@@ -188,7 +188,8 @@ def user_activity(impressions: pd.DataFrame, history: HistoryStore) -> tuple[np.
 
 
 def request_features(impressions: pd.DataFrame, lives: pd.DataFrame, history: HistoryStore, vocab: Vocabularies,
-                     columns: FeatureColumns, logged: pd.DataFrame | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                     columns: FeatureColumns, logged: pd.DataFrame | None = None
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Sparse ids {SPARSE_FEATURES: [N] int64} and dense features [N, len(DENSE_FEATURES)] float32
     of canonical impressions, all from what was known strictly before each request. The rooms'
     state counts the `logged` impressions (default: these same ones; requests that were never
@@ -197,7 +198,8 @@ def request_features(impressions: pd.DataFrame, lives: pd.DataFrame, history: Hi
     if logged is None:
         room = room_state(impressions, lives, room_row)
     else:
-        room = RoomStateIndex(logged, lives, room_rows(logged, lives)).at(room_row, impressions["request_ts"].to_numpy())
+        index = RoomStateIndex(logged, lives, room_rows(logged, lives))
+        room = index.at(room_row, impressions["request_ts"].to_numpy())
     return assemble_features(impressions, lives, room_row, room, user_activity(impressions, history), vocab, columns)
 
 

@@ -67,7 +67,8 @@ def live_rooms(requests: pd.DataFrame, lives: pd.DataFrame) -> pd.DataFrame:
     live = (lives["start_ts"].to_numpy()[None, :] <= t[:, None]) & (t[:, None] < lives["end_ts"].to_numpy()[None, :])
     request, room = np.nonzero(live)  # row-major: grouped by request
     rooms = lives.iloc[room]
-    return pd.DataFrame({"request": request, "user_id": requests["user_id"].to_numpy()[request], "request_ts": t[request],
+    return pd.DataFrame({"request": request, "user_id": requests["user_id"].to_numpy()[request],
+                         "request_ts": t[request],
                          "live_id": rooms["live_id"].to_numpy(), "author_id": rooms["author_id"].to_numpy()})
 
 
@@ -88,7 +89,8 @@ def build_candidates(data: DataSet, n_requests: int, seed: int, columns: Feature
     store = HistoryStore.load(data.require(data.history, "make simulate"))
     features, _ = build_features(data.canonical, frame, store, columns, gsu_length, max_pairs, progress=progress,
                                  logged=impressions)
-    world = fixed_world(world_config_of(json.loads(data.require(data.truth.world, "make simulate").read_text())["config"]))
+    recorded = json.loads(data.require(data.truth.world, "make simulate").read_text())["config"]
+    world = fixed_world(world_config_of(recorded))
     ctr, segment = true_ctr(world, frame["user_id"].to_numpy(), frame["live_id"].to_numpy(),
                             frame["request_ts"].to_numpy())
     counts = np.bincount(frame["request"].to_numpy(), minlength=len(requests))

@@ -64,8 +64,8 @@ def _candidates(cfg: DictConfig, s: ReplaySettings, data: DataSet, evaluation: E
     return sets
 
 
-def _evaluate(evaluation: EvaluationSet, candidates: CandidateSets | None, predictions: dict[str, dict[int, np.ndarray]],
-              tasks: list[str], segments: list[int], windows: CatchWindows, ranking: RankingWindows) -> dict:
+def _evaluate(evaluation: EvaluationSet, candidates: CandidateSets | None,
+              predictions: dict[str, dict[int, np.ndarray]], tasks: list[str], segments: list[int], windows: CatchWindows, ranking: RankingWindows) -> dict:
     """One run's figures: per push interval (seconds) the metrics of every group, the catches (per
     fraction of the rise) and the ranking figures on the candidate sets."""
     ctr = tasks.index("ctr")

@@ -79,8 +79,9 @@ def expected_clicks(offsets: np.ndarray, scores: np.ndarray, truth: np.ndarray, 
     slots = np.minimum(n, k)
     totals = np.bincount(request_of_rows(offsets), weights=truth, minlength=len(n))
     random = np.divide(slots * totals, n, out=np.zeros_like(totals), where=n > 0)
-    return ExpectedClicks(model=float(top_k_sum(offsets, ranks(offsets, scores), truth, k).mean()),
-                          random=float(random.mean()), best=float(top_k_sum(offsets, ranks(offsets, truth), truth, k).mean()),
+    model = top_k_sum(offsets, ranks(offsets, scores), truth, k)
+    best = top_k_sum(offsets, ranks(offsets, truth), truth, k)
+    return ExpectedClicks(model=float(model.mean()), random=float(random.mean()), best=float(best.mean()),
                           slots=float(slots.mean()))
 
 

@@ -145,12 +145,14 @@ def _ranking_section(report: dict) -> list[str]:
              "|" + "---|" * (2 * len(tops) + 4)]
     for r in runs:
         f = report["runs"][r]["ranking"][head]
-        cells = [r, *(c for k in tops for c in (_fmt(f[k]["normalized"], f[k]["normalized_std"]), f"{f[k]['ctr']:.4f}")),
+        cells = [r, *(c for k in tops
+                      for c in (_fmt(f[k]["normalized"], f[k]["normalized_std"]), f"{f[k]['ctr']:.4f}")),
                  f"{f['highlight_top1_share']:.1%}", _seconds(f["catch"]["latency_s_median"]),
                  f"{_num(f['catch']['share_caught'], '.0%')} of {f['catch']['segments']}"]
         lines.append("| " + " | ".join(cells) + " |")
     best = first["highlight_top1_share_truth_optimal"]
-    lines.append("| truth-optimal | " + " | ".join(f"1 | {first[k]['best_ctr']:.4f}" for k in tops) + f" | {best:.1%} | | |")
+    lines.append("| truth-optimal | " + " | ".join(f"1 | {first[k]['best_ctr']:.4f}" for k in tops)
+                 + f" | {best:.1%} | | |")
     lines += ["", "Paired by seed (a − b, mean ± sd; per seed):", "",
               "| pair | push | " + " | ".join(f"normalized {k} clicks" for k in tops) + " | highlight top-1 share |",
               "|" + "---|" * (len(tops) + 3)]

@@ -68,7 +68,8 @@ class ReplaySettings:
     def of(cls, rc: DictConfig) -> "ReplaySettings":
         catch = catch_windows(rc.catch)
         s = cls(streams=tuple(str(r) for r in rc.streams), seeds=tuple(int(x) for x in rc.seeds),
-                step_ms=int(rc.step_seconds) * 1000, batch_size=int(rc.batch_size), max_wait_ms=int(rc.max_wait_s) * 1000,
+                step_ms=int(rc.step_seconds) * 1000, batch_size=int(rc.batch_size),
+                max_wait_ms=int(rc.max_wait_s) * 1000,
                 batch_norm_min_batch=int(rc.batch_norm_min_batch),
                 push_every_ms=tuple(int(x) * 1000 for x in rc.push_every_s),
                 frozen=FrozenRun(str(rc.frozen.stream), float(rc.frozen.train_share)), room_state=bool(rc.room_state),

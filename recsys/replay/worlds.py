@@ -101,8 +101,8 @@ def compare(cells: list[Cell], summaries: list[dict]) -> dict:
             if paired not in summary:
                 continue
             values = summary[figure]
-            row["figures"][figure] = {"diff": summary[paired], a: values[a], b: values[b],
-                                      **({"truth_optimal": values["truth_optimal"]} if "truth_optimal" in values else {})}
+            truth = {"truth_optimal": values["truth_optimal"]} if "truth_optimal" in values else {}
+            row["figures"][figure] = {"diff": summary[paired], a: values[a], b: values[b], **truth}
         per_cell.append(row)
     for figure in PAIRED:
         rows = [r["figures"][figure] for r in per_cell if figure in r["figures"]]
@@ -115,8 +115,9 @@ def compare(cells: list[Cell], summaries: list[dict]) -> dict:
 
 
 def markdown(wc: DictConfig, axes: list[str], result: dict, minutes: float) -> str:
+    base = f"Base world `{wc.world}`" + (f" with `{' '.join(wc.overrides)}`" if wc.overrides else "")
     lines = [f"# Replay over worlds: {wc.name}", "",
-             f"Base world `{wc.world}`" + (f" with `{' '.join(wc.overrides)}`" if wc.overrides else "") + "; axes {', '.join(f'`{a}`' for a in axes)}; replay overrides "
+             f"{base}; axes {', '.join(f'`{a}`' for a in axes)}; replay overrides "
              f"`{' '.join(wc.replay)}`. Every figure is {result['pair']} (mean ± sd over model seeds; "
              f"per seed in reports/{wc.name}/<cell>/replay.md). {len(result['cells'])} worlds in "
              f"{minutes:.0f} min.", "",
