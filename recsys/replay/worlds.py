@@ -3,12 +3,13 @@ configuration, or a grid of highlight shapes — each simulated, streamed and re
 project's own jobs (one subprocess at a time), then the realtime − fast_slow differences side by
 side: reports/<name>.{json,md} and, for a grid of two or more axes, a heat map per figure.
 
-A world's data lives in data/<world>_<sweep>_<cell>/ and its replay report in
-reports/<name>/<cell>/replay.json; both are kept, so an interrupted sweep resumes (`rerun: true`
-redoes everything)."""
+A world's data lives in data/<world>_<cell>_<digest of its overrides>/ (two sweeps that make the
+same world share it) and its replay report in reports/<name>/<cell>/replay.json with the seconds it
+took; both are kept, so an interrupted sweep resumes (`rerun: true` redoes everything)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -66,22 +67,26 @@ def _run(args: list[str], log: Path) -> None:
         raise RuntimeError(f"{' '.join(args[:1])} failed (exit {done.returncode}); its output: {log}")
 
 
-def run_cell(wc: DictConfig, cell: Cell, data_dir: Path, reports_dir: Path, passthrough: list[str]) -> dict:
+def run_cell(wc: DictConfig, cell: Cell, data_dir: Path, reports_dir: Path, passthrough: list[str]
+             ) -> tuple[dict, float]:
     """Simulates, streams and replays one world (each step skipped when its output exists); returns
-    its replay summary."""
-    name = f"{wc.world}_{wc.name}_{cell.slug}"
-    world = [f"world={wc.world}", f"world.name={name}", f"paths.data_dir={data_dir}", *wc.overrides, *cell.overrides]
+    its replay summary and the seconds the world took when it was run."""
+    overrides = [*wc.overrides, *cell.overrides]
+    name = f"{wc.world}_{cell.slug}_{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:8]}"
+    world = [f"world={wc.world}", f"world.name={name}", f"paths.data_dir={data_dir}", *overrides]
     out = reports_dir / wc.name / cell.slug
-    report = out / "replay.json"
-    if report.exists() and not wc.rerun:
-        return json.loads(report.read_text())["summary"]
-    data = DataSet(data_dir / name)
-    if wc.rerun or not data.has_stream(FINAL):
-        _run(["data_pipelines.simulate", *world, "progress=false"], out / "simulate.log")
-        _run(["data_pipelines.streams", *world], out / "streams.log")
-    _run(["recsys.replay", *world, f"paths.reports_dir={out}", "replay.progress=false", *wc.replay, *passthrough],
-         out / "replay.log")
-    return json.loads(report.read_text())["summary"]
+    report, timing = out / "replay.json", out / "seconds.json"
+    if not (report.exists() and not wc.rerun):
+        start = time.perf_counter()
+        data = DataSet(data_dir / name)
+        if wc.rerun or not data.has_stream(FINAL):
+            _run(["data_pipelines.simulate", *world, "progress=false"], out / "simulate.log")
+            _run(["data_pipelines.streams", *world], out / "streams.log")
+        _run(["recsys.replay", *world, f"paths.reports_dir={out}", "replay.progress=false", *wc.replay, *passthrough],
+             out / "replay.log")
+        timing.write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else float("nan")
+    return json.loads(report.read_text())["summary"], seconds
 
 
 def spread(values: list[float]) -> dict:
@@ -119,8 +124,8 @@ def markdown(wc: DictConfig, axes: list[str], result: dict, minutes: float) -> s
     lines = [f"# Replay over worlds: {wc.name}", "",
              f"{base}; axes {', '.join(f'`{a}`' for a in axes)}; replay overrides "
              f"`{' '.join(wc.replay)}`. Every figure is {result['pair']} (mean ± sd over model seeds; "
-             f"per seed in reports/{wc.name}/<cell>/replay.md). {len(result['cells'])} worlds in "
-             f"{minutes:.0f} min.", "",
+             f"per seed in reports/{wc.name}/<cell>/replay.md). {len(result['cells'])} worlds, "
+             f"{minutes:.0f} min of simulating, streaming and replaying in all.", "",
              "| " + " | ".join(axes) + " | " + " | ".join(LABELS.values()) + " |",
              "|" + "---|" * (len(axes) + len(LABELS))]
     for row in result["cells"]:
@@ -196,17 +201,18 @@ def run_worlds(cfg: DictConfig, passthrough: list[str]) -> dict:
     wc = cfg.worlds
     cells = cells_of(wc.axes, None if wc.only is None else list(wc.only))
     data_dir, reports_dir = Path(cfg.paths.data_dir), Path(cfg.paths.reports_dir)
-    start, summaries = time.perf_counter(), []
+    summaries, seconds = [], []
     print(f"replay over {len(cells)} worlds ({wc.name}): " + "; ".join(" / ".join(c.labels) for c in cells))
     for i, cell in enumerate(cells, 1):
-        began = time.perf_counter()
-        summaries.append(run_cell(wc, cell, data_dir, reports_dir, passthrough))
-        head = summaries[-1].get("paired_diff_normalized_top1_clicks", {}).get("mean", float("nan"))
-        print(f"[{i}/{len(cells)}] {' / '.join(cell.labels)}: {time.perf_counter() - began:.0f} s; "
+        summary, took = run_cell(wc, cell, data_dir, reports_dir, passthrough)
+        summaries.append(summary)
+        seconds.append(took)
+        head = summary.get("paired_diff_normalized_top1_clicks", {}).get("mean", float("nan"))
+        print(f"[{i}/{len(cells)}] {' / '.join(cell.labels)}: {took:.0f} s; "
               f"realtime - fast_slow normalized top-1 clicks {head:+.4f}", flush=True)
     axes = list(wc.axes)
     result = {"name": wc.name, "world": wc.world, "axes": axes, "replay": list(wc.replay), **compare(cells, summaries)}
-    minutes = (time.perf_counter() - start) / 60
+    minutes = sum(seconds) / 60  # what running every world took, whenever it ran
     result["minutes"] = minutes
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / f"{wc.name}.json").write_text(json.dumps(result, indent=2))
