@@ -55,7 +55,7 @@ check-gpu: ## verify the CUDA stack imports and sees a GPU
 check-stack: ## verify the installed stack is the CPU build and imports
 	@$(PY) -m recsys.stack_check
 
-test: ## the whole test suite (what CI runs; under 10 minutes on 2 cores)
+test: ## the whole test suite (what CI runs; ~11 minutes on 2 cores)
 	$(PY) -m pytest -q
 
 test-fast: ## the inner loop: every test not marked slow (no multi-process, ranker-build, training or replay runs)
