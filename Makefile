@@ -37,8 +37,8 @@ setup-peers: ## the service benchmark's PyTriton peer in an environment of its o
 	$(PEERS_VENV)/bin/pip install --quiet --only-binary=:all: $(FIND_LINKS) -r requirements/torch-cpu.txt
 	$(PEERS_VENV)/bin/pip install --quiet -c requirements/constraints-cpu.txt -r requirements/peers.txt
 
-proto: ## regenerate the Python gRPC client code (export/ranker/proto/*_pb2*.py) from ranker.proto
-	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. export/ranker/proto/ranker.proto
+proto: ## regenerate the Python gRPC client code (serving/proto/*_pb2*.py) from ranker.proto
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. serving/proto/ranker.proto
 
 setup-gpu: install-gpu check-gpu ## create .venv with the CUDA stack and check a GPU is visible (GPU machines only)
 
@@ -62,16 +62,16 @@ test-fast: ## the inner loop: every test not marked slow (no multi-process, rank
 	$(PY) -m pytest -q -m "not slow"
 
 simulate: ## simulate a world, ingest it, build its history store (ARGS="world=tiny|default|large")
-	$(PY) -m data_pipelines.simulate $(ARGS)
+	$(PY) -m data_pipelines.jobs.simulate $(ARGS)
 
 ingest: ## ingest KuaiLive-schema logs (ARGS="data=kuailive data.source_dir=/path data.name=kuailive")
-	$(PY) -m data_pipelines.ingest $(ARGS)
+	$(PY) -m data_pipelines.jobs.ingest $(ARGS)
 
 history: ## rebuild the interaction-log store from canonical tables (ARGS="world=tiny" or "data=kuailive")
-	$(PY) -m data_pipelines.build_history $(ARGS)
+	$(PY) -m data_pipelines.jobs.history $(ARGS)
 
 streams: ## label streams + GSU sequences -> WebDataset shards + label-consistency report (ARGS="stream=realtime")
-	$(PY) -m data_pipelines.streams $(ARGS)
+	$(PY) -m data_pipelines.jobs.streams $(ARGS)
 
 train: ## one training run (ARGS="world=tiny trainer.devices=2 model=cgc cross=none ...")
 	$(PY) -m recsys.train.train $(ARGS)
@@ -94,10 +94,10 @@ ablate: ## the experiment grid, seeds x conf/experiment/* -> reports/ablation.{j
 export: ## TorchScript + model.json from the newest checkpoint (ARGS="checkpoint=logs/checkpoints/<run>/<ckpt> name=...")
 	$(PY) -m export $(ARGS)
 
-RANKER_BUILD := export/ranker/build
-ranker: ## build the C++ ranker against the wheel's libtorch -> export/ranker/build/{ranker (JSON lines), ranker_server (gRPC)}
+RANKER_BUILD := serving/ranker/build
+ranker: ## build the C++ ranker against the wheel's libtorch -> serving/ranker/build/{ranker (JSON lines), ranker_server (gRPC)}
 	@test -x $(PY) || { echo "no .venv: run make setup first"; exit 1; }
-	cmake -S export/ranker -B $(RANKER_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	cmake -S serving/ranker -B $(RANKER_BUILD) -DCMAKE_BUILD_TYPE=Release \
 		-DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
 		-DFBGEMM_OPS_DIR="$$($(PY) -c 'import os, fbgemm_gpu; print(os.path.dirname(fbgemm_gpu.__file__))')" >/dev/null
 	cmake --build $(RANKER_BUILD) -j $$(nproc)
@@ -106,4 +106,4 @@ bench: ## every benchmark, figures printed (ARGS="world=default")
 	$(PY) -m bench $(ARGS)
 
 clean: ## remove generated data, reports and build outputs (keeps .venv)
-	rm -rf data outputs logs reports artifacts wandb export/ranker/build
+	rm -rf data outputs logs reports artifacts wandb serving/ranker/build

@@ -1,6 +1,6 @@
-"""Online learning throughput: the replay's learner (recsys/online/learner.py: the training task in
+"""Online learning throughput: the replay's learner (recsys/learning/learner.py: the training task in
 DistributedModelParallel, one process) stepping real realtime-stream batches of the sizes the
-streaming learner closes (full, and the smaller ones a 30-s wait closes), and scoring at the sizes
+batch closer closes (full, and the smaller ones a 30-s wait closes), and scoring at the sizes
 a push serves."""
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from hydra import compose
 from omegaconf import DictConfig
 
 from bench.data import ensure_shards
+from data_pipelines.configured import build
 from data_pipelines.dataset import REALTIME
+from data_pipelines.micro_batch import concat_arrays, take_rows
 from recsys.data import ShardDataset
 from recsys.data.batch import to_batch
-from recsys.data.loader import concat_arrays, take_rows
-from recsys.online.learner import OnlineLearner
+from recsys.learning.learner import Learner
 
 
 def _timed(step, batches: list, warmup: int) -> float:
@@ -46,8 +47,8 @@ def run(cfg: DictConfig) -> dict:
             break
     samples = concat_arrays(parts)
     n = len(samples["report_ts"])
-    learner = OnlineLearner(replay_cfg, data.manifest(REALTIME), seed=0,
-                            batch_norm_min_batch=int(replay_cfg.replay.batch_norm_min_batch))
+    spec = build(replay_cfg.learner)
+    learner = Learner(replay_cfg, data.manifest(REALTIME), seed=0, batch_norm_min_batch=spec.batch_norm_min_batch)
     print(f"online learning ({data.name} realtime samples, the replay's learner, {torch.get_num_threads()} threads)")
     figures: dict = {"train": {}, "score": {}}
     for kind, step, batch_sizes, label, rate, unit in (

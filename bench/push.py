@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +31,18 @@ from omegaconf import DictConfig
 
 from bench.data import ensure_shards
 from bench.load import pin_to, percentile
-from bench.serving import ensure_ranker
 from bench.service import load
+from bench.serving import ensure_ranker
+from data_pipelines.configured import build
 from data_pipelines.dataset import FINAL
-from export.client import request_to_proto
-from export.push import push_dir, push_path, write_push
+from export.export_dir import ExportDir, push_file
+from export.push import write_push
 from export.requests import RequestSchema, requests_from_inputs
 from export.scorer import inputs_from_batch
-from export.server_process import RankerServer
-from online.trainer import OnlineTrainer, OnlineTrainSettings
+from online.trainer import OnlineTrainer
 from recsys.data import ShardDataset, make_loader
+from serving.client import request_to_proto
+from serving.server_process import RankerServer
 
 _SERVING = re.compile(r"push (\d+) serving at (\d+) ms \((\d+) rows, (\d+) bytes, applied in ([0-9.e+-]+) ms; its newest "
                       r"batch learned at (\d+) ms\)")
@@ -69,16 +71,15 @@ def _train(cfg: DictConfig, bc: DictConfig, root: Path) -> tuple[OnlineTrainer, 
     tcfg = compose(config_name="online_train", overrides=_trainer_overrides(
         cfg, bc, root, "pushes", f"online_train.stop_after_s={int(bc.data_seconds)}",
         f"push.formats={'both' if len(bc.formats) > 1 else bc.formats[0]}"))
-    trainer = OnlineTrainer(tcfg, OnlineTrainSettings.of(tcfg.online_train, tcfg.push))
-    summary = trainer.run()
-    return trainer, summary
+    trainer = OnlineTrainer(tcfg, build(tcfg.online_train), build(tcfg.push))
+    return trainer, asdict(trainer.run())
 
 
 def _serve_with_pushes(model_dir: Path, source: Path, fmt: str, requests: list, bc: DictConfig, flags: list[str]
                        ) -> dict:
     """One client's latency without pushes, then while pushes land at each rate of `bc.rates`."""
-    meta = json.loads((model_dir / "model.json").read_text())
-    target = push_dir(model_dir, meta["export_id"])
+    meta = ExportDir(model_dir).meta()
+    target = ExportDir(model_dir).pushes(meta["export_id"])
     shutil.rmtree(target, ignore_errors=True)
     available = sorted(int(p.stem) for p in source.glob("*.push"))
     out: dict = {"rates": []}
@@ -95,7 +96,7 @@ def _serve_with_pushes(model_dir: Path, source: Path, fmt: str, requests: list, 
             def land_pushes() -> None:
                 for k in sequences:
                     time.sleep(float(rate.every_s))
-                    write_push(target, push_path(source, k).read_bytes(), k)
+                    write_push(target, push_file(source, k).read_bytes(), k)
 
             logged = len(applied_pushes(server.stderr))
             busy = load(server, requests, 1, 0.0, 10 ** 9, during=land_pushes)
@@ -123,7 +124,7 @@ def _live(cfg: DictConfig, bc: DictConfig, root: Path) -> dict:
     threading.Thread(target=lambda: output.extend(trainer.stdout), daemon=True).start()
     try:
         deadline = time.monotonic() + 600
-        while not (model_dir / "model.json").exists():
+        while not ExportDir(model_dir).has_meta():
             if trainer.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the live trainer wrote no export:\n" + "".join(output)[-3000:])
             time.sleep(0.1)
@@ -173,11 +174,11 @@ def run(cfg: DictConfig) -> dict:
               f"{summary['push_build_seconds']['p50'] * 1e3:.0f}/{summary['push_build_seconds']['p99'] * 1e3:.0f} ms")
         # The served copy: the trainer's base export as it was first written, its pushes kept aside.
         base = root / "artifacts" / "pushes"
-        meta = json.loads((base / "model.json").read_text())
+        meta = ExportDir(base).meta()
         if len(trainer.exports) != 1:
             raise SystemExit("bench.push.data_seconds spans more than one full export; shorten it")
         source = root / "pushes-written"
-        shutil.move(str(push_dir(base, meta["export_id"])), source)
+        shutil.move(str(ExportDir(base).pushes(meta["export_id"])), source)
         batch = next(iter(make_loader(ShardDataset(trainer.data.stream(FINAL), int(bc.candidates) * 8))))
         inputs = inputs_from_batch(batch, trainer.pusher.copy)
         requests = [request_to_proto(r) for r in requests_from_inputs(inputs, RequestSchema(meta), int(bc.candidates),

@@ -1,4 +1,4 @@
-"""Load test of the gRPC ranker (export/ranker/build/ranker_server) on loopback: 1, 4 and 16 concurrent
+"""Load test of the gRPC ranker (serving/ranker/build/ranker_server) on loopback: 1, 4 and 16 concurrent
 clients sending requests of real evaluation samples, for each model format; the same model served by
 the peers a user might pick instead (Ray Serve, PyTriton; bench/peers), with the same requests and
 client threads; then the ranker once more while a re-export lands mid-run. Bounded in requests and
@@ -23,16 +23,16 @@ from omegaconf import DictConfig
 from bench.data import ensure_shards
 from bench.load import drive, pin_to
 from bench.serving import ensure_ranker, export_bench_model
-from export.client import request_to_proto
-from export.ranker.proto import ranker_pb2
+from serving.client import request_to_proto
+from serving.proto import ranker_pb2
 from export.requests import RequestSchema, requests_from_inputs
-from export.server_process import RankerServer
+from serving.server_process import RankerServer
 
 TOLERANCE = 1e-5  # a peer must answer as the ranker does
 
 
 def _ranker_clients(server: RankerServer, requests: list[ranker_pb2.RankRequest]):
-    from export.client import RankerClient
+    from serving.client import RankerClient
 
     class Client:
         def __enter__(self):

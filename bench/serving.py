@@ -30,9 +30,10 @@ from export.torchscript import to_torchscript
 from export.artifact import export, metadata
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
+from serving.binaries import RANKER_TOOL
 
 ROOT = Path(__file__).resolve().parents[1]
-RANKER = ROOT / "export" / "ranker" / "build" / "ranker"
+
 
 
 def bench_model(cfg: DictConfig, data: DataSet, seed: int = 0):
@@ -144,7 +145,7 @@ def ensure_ranker() -> None:
 
 def _ranker_figures(model_dir: Path, requests: Path, repeat: int, warmup: int, threads: int,
                     fmt: str) -> dict[int, dict]:
-    result = subprocess.run([str(RANKER), "--model", str(model_dir), "--format", fmt, "--bench", str(requests),
+    result = subprocess.run([str(RANKER_TOOL), "--model", str(model_dir), "--format", fmt, "--bench", str(requests),
                              "--repeat", str(repeat), "--warmup", str(warmup), "--threads", str(threads)],
                             capture_output=True, text=True, check=True)
     line = next(l for l in result.stdout.splitlines() if l.startswith("BENCH_JSON "))

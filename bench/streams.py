@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import pandas as pd
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from bench.data import ensure_shards, ensure_world
+from data_pipelines.configured import build
 from data_pipelines.dataset import REALTIME
 from data_pipelines.history_store import HistoryStore
 from data_pipelines.streams.build import build_features, run_engines
@@ -34,17 +35,17 @@ def run(cfg: DictConfig) -> dict:
     impressions = pd.read_parquet(data.canonical.live_impressions)
     actions = pd.read_parquet(data.canonical.live_actions)
     start = time.perf_counter()
-    features, _ = build_features(data.canonical, impressions, store, instantiate(cfg.data.features),
-                                 int(cfg.gsu.length), int(cfg.gsu.max_pairs), progress=False)
+    spec, rules = build(cfg.features), build(cfg.stream)  # as make streams builds them
+    features, _ = build_features(data.canonical, impressions, store, spec, progress=False)
     shared_s = time.perf_counter() - start
     n = len(features.impression_id)
     figures: dict = {"impressions": n, "features_and_gsu_per_s": n / shared_s}
-    print(f"streams ({data.name}: {n:,} live impressions, GSU length {cfg.gsu.length})")
+    print(f"streams ({data.name}: {n:,} live impressions, GSU length {spec.gsu_length})")
     print(f"  request features + 5 GSUs                {n / shared_s:>12,.0f} impressions/s")
-    for name, engine_cfg in cfg.stream.engines.items():
+    for name, engine in rules.engines.items():
         start = time.perf_counter()
-        _, samples, _ = run_engines(impressions, actions, {name: instantiate(engine_cfg)}, tuple(cfg.stream.tasks),
-                                    int(cfg.stream.long_view_ms), with_final=False)
+        _, samples, _ = run_engines(impressions, actions, dataclasses.replace(rules, engines={name: engine}),
+                                    with_final=False)
         engine_s = time.perf_counter() - start
         rate = n / (shared_s + engine_s)
         figures[f"{name}_impressions_per_s"] = rate

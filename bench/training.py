@@ -40,7 +40,7 @@ def reference_manifest(bc: DictConfig, item_rows: int) -> dict:
     """What a stream's manifest would say of the reference configuration, items at `item_rows`."""
     rows = {t: int(n) for t, n in bc.pooled_rows.items()} | {"item": item_rows, "author": int(bc.author_rows)}
     return {"tasks": list(TASKS), "table_sizes": rows, "side_rows": dict(SIDE_ROWS),
-            "dense_features": list(DENSE_FEATURES), "gsu_length": int(bc.model.seq_len)}
+            "dense_features": list(DENSE_FEATURES), "features": {"gsu_length": int(bc.model.seq_len)}}
 
 
 def synthetic_batch(bc: DictConfig, manifest: dict, rng: np.random.Generator) -> tuple[ModelInput, PlainInput]:

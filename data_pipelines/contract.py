@@ -6,7 +6,7 @@ ranker must agree on, defined once.
 - the domain of a history interaction (and of a sequence element), distinct from padding;
 - the request-time features and the GSU sequences' fields, each tuple in its one order;
 - how many rows each bucket table needs (bucket 0 is padding everywhere);
-- how the arrays of a micro-batch are keyed in a shard.
+- how the arrays of a micro-batch are keyed in a shard, and the layout's version.
 
 Everything else imports these names. The C++ ranker cannot, so the export writes the field order
 and the table sizes into `model.json` from here, and both request validators read them there.
@@ -53,6 +53,12 @@ LOG_BUCKET_ROWS = N_LOG_BUCKETS + 1
 HOUR_ROWS = 24 + 1  # hour of day h is row h + 1
 SIDE_ROWS = {"gap": LOG_BUCKET_ROWS, "watch": LOG_BUCKET_ROWS, "domain": max(SHORT, LIVE) + 1}
 BUCKET_TABLE_ROWS = {"hour": HOUR_ROWS, "activity_bucket": LOG_BUCKET_ROWS}  # fixed-size id tables
+
+# ---------------------------------------------------------------- the shard layout's version
+# Written into every encoded micro-batch and every stream manifest; a reader refuses any other.
+# 2: sequence fields in contract order, domains 1 and 2, side_rows in the manifest; 3: checksums;
+# 4: the manifest records the feature spec whole (data_pipelines/streams/features.py FeatureSpec).
+SCHEMA_VERSION = 4
 
 # ---------------------------------------------------------------- micro-batch keys
 # Per-sample arrays of a micro-batch (dense is [S, len(DENSE_FEATURES)], state [S, tasks]).

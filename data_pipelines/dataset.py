@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_pipelines.streams.shards import MANIFEST, read_manifest
+from data_pipelines.manifest import MANIFEST, read_manifest
 
 REALTIME, FAST_SLOW = "realtime", "fast_slow"  # the training streams (conf/stream/*.yaml engines)
 FINAL = "final"  # not for training: every impression once with its final labels, for evaluation

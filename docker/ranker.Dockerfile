@@ -23,9 +23,9 @@ COPY requirements/constraints-cpu.txt /tmp/constraints-cpu.txt
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
  && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints-cpu.txt "fbgemm-gpu-cpu==1.8.0"
-COPY export/ranker /src/ranker
+COPY serving /src/serving
 RUN /opt/venv/bin/python -c "import torch; print(torch.utils.cmake_prefix_path)" > /tmp/torch_prefix \
- && cmake -S /src/ranker -B /build -DCMAKE_BUILD_TYPE=Release \
+ && cmake -S /src/serving/ranker -B /build -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$(cat /tmp/torch_prefix)" -DFBGEMM_OPS_DIR=/opt/ranker/ops \
  && cmake --build /build -j "$(nproc)"
 RUN site=$(/opt/venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \

@@ -1,2 +1,3 @@
-"""Serving: the tensor-only TorchScript export of a trained model (`make export`), the JSON request
-format it is scored with, and the C++ ranker in export/ranker/ that serves it (`make ranker`)."""
+"""Export: a trained model as the tensor-only files a ranker serves (`make export`: TorchScript,
+AOTInductor, model.json), the JSON request format they are scored with, and pushes (the rows and
+tensors learned since an export). The ranker that serves them lives in serving/."""

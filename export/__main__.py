@@ -5,6 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from export.export_dir import ExportDir
 from export.job import run_export
 
 
@@ -15,7 +16,7 @@ def main(cfg: DictConfig) -> None:
     for fmt, path in report.files.items():
         print(f"  {path}  ({fmt}, {path.stat().st_size / 2**20:.1f} MiB)")
     print(f"  {report.meta_path}")
-    print(f"  {report.out_dir / 'requests.jsonl'}  (sample requests for the ranker)")
+    print(f"  {ExportDir(report.out_dir).requests}  (sample requests for the ranker)")
     for fmt, (dp, ds) in report.max_abs_diff.items():
         print(f"{fmt} validated on {report.validated_on} samples against the eager model: max |dp| = {dp:.2e}, "
               f"max |dscore| = {ds:.2e}")

@@ -18,8 +18,6 @@ import torch
 
 from export.request_scorer import INPUT_NAMES, USER_INPUTS, RequestInputs, RequestScorer
 
-FILE_NAME = "model.pt2"
-
 
 def export_program(scorer: RequestScorer, example: RequestInputs, max_candidates: int) -> torch.export.ExportedProgram:
     """The scorer's graph for 1 to `max_candidates` candidates of 1 to `max_candidates` users, 1 to

@@ -3,7 +3,7 @@ each file validated against the eager model before anything is kept.
 
 Model files are staged, loaded back and compared; only when every one reproduces the eager scores
 are they renamed into place, and model.json is written last: a ranker that watches model.json for a
-newer export (export/ranker) sees a complete export whenever it changes.
+newer export (serving/ranker) sees a complete export whenever it changes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from data_pipelines.contract import DENSE_FEATURES, SEQUENCE_ID_FIELDS, SIDE_FIELDS, SIDE_ROWS, TARGET_FEATURES
 from export import aoti, torchscript
+from export.export_dir import FILE_NAMES, FORMATS, ExportDir
 from export.push import updatable_spec
 from export.request_scorer import USER_INPUTS, RequestInputs, RequestLayout, RequestScorer
 from export.scorer import CandidateInputs, CandidateScorer, model_id_features
@@ -28,10 +29,8 @@ from recsys.model.moment_cross import MomentCrossModel
 
 # 2: gsus.id_fields / side_fields / rows; 3: "files" by format, written last; 4: the request-level
 # forward (the user's part once, candidate_user); 5: export_id and updatable (pushes, export/push.py).
-# export/ranker/src/meta.cpp reads it.
+# serving/ranker/src/meta.cpp reads it.
 FORMAT_VERSION = 5
-FORMATS = ("torchscript", "aoti")
-FILE_NAMES = {"torchscript": torchscript.FILE_NAME, "aoti": aoti.FILE_NAME}
 
 
 def formats_of(choice: str) -> tuple[str, ...]:
@@ -191,7 +190,7 @@ def stage_export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str,
     try:
         for fmt in formats:
             # Named by export: a commit of another export meanwhile cannot take this one's files.
-            staged[fmt] = out_dir / f".staged.{export_id}.{FILE_NAMES[fmt]}"  # AOTInductor wants the .pt2 suffix
+            staged[fmt] = ExportDir(out_dir).staged_model_file(fmt, export_id)
             loaded[fmt] = writers[fmt](staged[fmt])
             unreachable = sorted({*updatable["tables"], *updatable["dense"]} - held[fmt](loaded[fmt]))
             if unreachable:
@@ -222,11 +221,12 @@ def stage_export(model: MomentCrossModel, layout: RequestLayout, meta: dict[str,
 def commit_export(staged: StagedExport) -> ExportReport:
     """Puts a staged export in place: its model files renamed over the previous ones, then model.json
     (the commit point a ranker watches)."""
-    files = {fmt: staged.out_dir / FILE_NAMES[fmt] for fmt in staged.staged}
+    target = ExportDir(staged.out_dir)
+    files = {fmt: target.model_file(fmt) for fmt in staged.staged}
     for fmt, path in staged.staged.items():
         os.replace(path, files[fmt])
-    meta_path = staged.out_dir / "model.json"
+    meta_path = target.meta_path
     _atomic_write(meta_path, lambda p: p.write_text(json.dumps(staged.meta, indent=2) + "\n"))
     for fmt in set(FORMATS) - set(staged.staged):  # a file of an earlier export that model.json no longer lists
-        (staged.out_dir / FILE_NAMES[fmt]).unlink(missing_ok=True)
+        target.model_file(fmt).unlink(missing_ok=True)
     return ExportReport(staged.out_dir, meta_path, files, staged.diffs, staged.validated_on)

@@ -16,6 +16,7 @@ from export.requests import RequestSchema, requests_from_inputs
 from export.request_scorer import RequestLayout
 from export.scorer import CandidateInputs, inputs_from_batch
 from export.artifact import ExportReport, export, formats_of, metadata
+from export.export_dir import ExportDir
 from recsys.data import ShardDataset, make_loader
 from recsys.model.factory import model_from_config
 from recsys.model.inputs import to_model_input
@@ -94,8 +95,9 @@ def run_export(cfg: DictConfig) -> tuple[ExportReport, dict[str, Any]]:
     report = export(model, RequestLayout.of(model, layout), meta, out_dir, inputs, expected,
                     float(cfg.validate.tolerance), formats_of(str(cfg.format)), int(cfg.aoti_threads))
 
-    meta = json.loads(report.meta_path.read_text())  # as written, with what validation added
+    written = ExportDir(out_dir)
+    meta = written.meta()  # as written, with what validation added
     sample = requests_from_inputs(inputs, RequestSchema(meta), int(cfg.sample_requests.candidates), prefix=name)
     sample = sample[: int(cfg.sample_requests.count)]
-    (out_dir / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sample))
+    written.requests.write_text("".join(json.dumps(r) + "\n" for r in sample))
     return report, meta

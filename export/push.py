@@ -1,8 +1,8 @@
 """The push: what a running ranker takes from the trainer between full exports, without reloading
-or recompiling. Writer here; the one reader is the ranker (export/ranker/src/push.cpp).
+or recompiling. Writer here; the one reader is the ranker (serving/ranker/src/push.cpp).
 
-A push is one file, `<export dir>/pushes/<export_id>/<sequence:010d>.push`, in the safetensors
-layout (an 8-byte little-endian header length, a JSON header naming every tensor's dtype, shape and
+A push is one file, `<export dir>/pushes/<export_id>/<sequence:010d>.push` (export/export_dir.py), in
+the safetensors layout (an 8-byte little-endian header length, a JSON header naming every tensor's dtype, shape and
 byte range, then the raw bytes; no pickles). It holds, for the export whose model.json carries
 `export_id`:
 
@@ -34,9 +34,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+from export.export_dir import push_file
+
 PUSH_FORMAT = "moment-cross-push"
 PUSH_FORMAT_VERSION = 1
-PUSHES_DIR = "pushes"
 TABLE_PREFIX = "model.lookup."  # the embedding tables among the serving tensors
 
 
@@ -48,14 +49,6 @@ def updatable_spec(serving_tensors: Mapping[str, torch.Tensor]) -> dict:
     dense = {n: list(t.shape) for n, t in sorted(serving_tensors.items()) if n not in tables}
     shape = json.dumps({"tables": tables, "dense": dense}, sort_keys=True).encode()
     return {"fingerprint": hashlib.sha256(shape).hexdigest()[:16], "tables": tables, "dense": dense}
-
-
-def push_dir(export_dir: Path, export_id: str) -> Path:
-    return Path(export_dir) / PUSHES_DIR / export_id
-
-
-def push_path(directory: Path, sequence: int) -> Path:
-    return Path(directory) / f"{sequence:010d}.push"
 
 
 def encode_push(export_id: str, fingerprint: str, sequence: int, tables: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
@@ -82,7 +75,7 @@ def write_push(directory: Path, data: bytes, sequence: int) -> Path:
     """Puts a push's bytes in place atomically; returns its path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = push_path(directory, sequence)
+    path = push_file(directory, sequence)
     tmp = directory / f".{path.name}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)

@@ -1,4 +1,4 @@
-"""The ranker's request format, read in Python: the reference the C++ ranker (export/ranker/src/
+"""The ranker's request format, read in Python: the reference the C++ ranker (serving/ranker/src/
 request.cpp) is tested against, and how tests and benchmarks turn requests into the request
 scorer's inputs (export/request_scorer.py).
 

@@ -15,7 +15,6 @@ from torch import nn
 # TorchRec asks torch.fx "are we tracing?" in every eager forward, which makes torch log a one-time
 # notice about torch.export meant for torch's own developers.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
-FILE_NAME = "model.pt"
 
 
 def to_torchscript(scorer: nn.Module) -> torch.jit.ScriptModule:

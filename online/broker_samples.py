@@ -1,7 +1,7 @@
-"""A label stream's samples as the joiner publishes them on the broker (online/joiner.py), handed out
-the way `recsys.replay.timeline.ReportedSamples` hands out a stream's shards: `until(t)` returns every
-sample reported before t not handed out yet, waiting until the joiner's watermark says none is
-missing. Exactly-once learning rests on offsets: `offset_for(n)` names where a consumer that has
+"""A label stream's samples as the joiner publishes them on the broker (online/joiner.py), as a
+SampleSource (recsys/learning/sources.py, like the replay's reader of a stream's shards): `until(t)`
+returns every sample reported before t not handed out yet, waiting until the joiner's watermark
+says none is missing. Exactly-once learning rests on offsets: `offset_for(n)` names where a consumer that has
 learned the first n samples resumes (the entry after which to read, and the samples of the next
 entry to skip), and a checkpoint stores it with the model, as a Kafka consumer commits its offsets
 with its state.
@@ -13,8 +13,9 @@ from collections import deque
 
 import numpy as np
 
+from data_pipelines.micro_batch import MicroBatch, take_rows
 from data_pipelines.streams import codec
-from recsys.data.loader import concat_arrays, take_rows
+from recsys.learning.sources import ReportBuffer
 
 
 class BrokerSamples:
@@ -27,7 +28,7 @@ class BrokerSamples:
         self._done = after  # the newest entry whose samples are all learned
         self._entries: deque[tuple[bytes, int, int]] = deque()  # (id, position of its first sample, samples)
         self._read_position = int(position) - int(skip)  # of the next entry's first sample
-        self._buffer: list[dict[str, np.ndarray]] = []  # read, not handed out
+        self._buffer = ReportBuffer(f"broker stream {stream}")  # read, not handed out
         self.watermark: int | None = None
         self.exhausted = False  # the joiner said `end` and everything was handed out
         self._ended = False
@@ -47,8 +48,7 @@ class BrokerSamples:
                     batch = codec.decode(fields[b"batch"])
                     if self._skip:
                         batch = take_rows(batch, np.arange(min(self._skip, count), count))
-                    if len(batch["report_ts"]):
-                        self._buffer.append(batch)
+                    self._buffer.add(batch)
                 self._skip = 0
                 self.watermark = int(fields[b"watermark"])
 
@@ -60,19 +60,13 @@ class BrokerSamples:
             raise ValueError(f"{self.stream}: the joiner ended without emitting anything")
         return self.watermark
 
-    def until(self, t_ms: int) -> dict[str, np.ndarray] | None:
+    def until(self, t_ms: int) -> MicroBatch | None:
         # The joiner's watermark W says every sample reported at or before W has been published.
         while not self._ended and (self.watermark is None or self.watermark < t_ms - 1):
             self._read()
-        if not self._buffer:
-            self.exhausted = self._ended
-            return None
-        arrays = concat_arrays(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-        cut = int(np.searchsorted(arrays["report_ts"], t_ms, side="left"))
-        self._buffer = [take_rows(arrays, np.arange(cut, len(arrays["report_ts"])))] if cut < len(
-            arrays["report_ts"]) else []
+        out = self._buffer.cut(t_ms)
         self.exhausted = self._ended and not self._buffer
-        return take_rows(arrays, np.arange(cut)) if cut else None
+        return out
 
     def offset_for(self, learned: int) -> tuple[bytes, int]:
         """(entry after which to read, samples of the next entry to skip) for a consumer that has

@@ -8,9 +8,9 @@ the version that gave it; every event goes to its user's partition on the broker
 `clock` mark says the partition is complete up to now. A request the ranker cannot take (restarting,
 overloaded) is retried with backoff up to `retries` times; one that still fails is counted as lost.
 
-Its log, `answers.npz`: per impression (rows of the canonical table), the probabilities by task, the
-version that answered (`model_export` index into `exports`, `model_push`), the attempts, and the
-wall times it was sent and answered, with the clock's origin to map wall time onto data time.
+Its log, the run's answers (online/record.py: Answers): per impression (rows of the canonical
+table), the probabilities by task, the version that answered (export and push), the attempts, and
+the wall times it was sent and answered, with the clock's origin to map wall time onto data time.
 """
 
 from __future__ import annotations
@@ -22,30 +22,43 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from data_pipelines.configured import build
 from data_pipelines.contract import DENSE_FEATURES, lengths_key, sequence_key, sparse_key
-from data_pipelines.streams.shards import ImpressionFeatures
-from export.client import RankerClient, RankError, request_to_proto
+from data_pipelines.dataset import DataSet
 from export.requests import RequestSchema
-from online import broker as brk
 from online import events as ev
+from online import broker as brk
+from online.process import own_process_group
+from online.progress import DriverProgress, publish
+from online.record import Answers, DriverClock, DriverSummary, LiveRun
+from online.world import PlayedWorld, played_world
+from serving.client import RankerClient, RankError, request_to_proto
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 @dataclass(frozen=True)
 class DriverSettings:
-    redis_url: str
-    ranker_address: str
-    partitions: int
+    """conf/online.yaml `driver:` (one key per field)."""
+
     speed: float  # data seconds per wall second
+    partitions: int  # the events' partitions on the broker (by user)
+    span_s: float | None  # data seconds played from the first impression; None: the whole data set
     tick_s: float  # wall seconds between two publishing rounds
+    request_threads: int  # concurrent Rank calls
     retries: int  # attempts beyond the first for a request the ranker could not take
-    request_threads: int
-    answers_path: str
     progress: bool
     malformed: int = 0  # malformed events to publish first, a fault drill: each must be quarantined, none learned
+
+    def __post_init__(self) -> None:
+        if self.speed <= 0 or self.partitions < 1 or self.tick_s <= 0 or self.request_threads < 1 or self.retries < 0:
+            raise ValueError(f"driver: speed, partitions, tick_s and request_threads must be positive and retries at "
+                             f"least 0, got {self}")
+        if self.span_s is not None and self.span_s <= 0:
+            raise ValueError(f"online.span_s must be positive (or null: the whole data set), got {self.span_s}")
 
 
 def request_of(arrays: dict[str, np.ndarray], schema: RequestSchema, request_id: str) -> dict:
@@ -66,45 +79,34 @@ def request_of(arrays: dict[str, np.ndarray], schema: RequestSchema, request_id:
 
 
 class AnswerLog:
-    """What the ranker answered for each impression; written from the request threads (one row each)."""
+    """The answers being collected, written from the request threads (one row each)."""
 
-    def __init__(self, n: int, tasks: list[str]):
-        self.tasks = tasks
-        self.probabilities = np.full((n, len(tasks)), np.nan, dtype=np.float32)
-        self.export = np.full(n, -1, dtype=np.int32)
-        self.push = np.full(n, -1, dtype=np.int64)
-        self.attempts = np.zeros(n, dtype=np.int16)
-        self.sent_unix_s = np.full(n, np.nan)
-        self.answered_unix_s = np.full(n, np.nan)
-        self.exports: list[str] = []
+    def __init__(self, answers: Answers):
+        self.answers = answers
         self._lock = threading.Lock()
 
     def export_index(self, export_id: str) -> int:
         with self._lock:
-            if export_id not in self.exports:
-                self.exports.append(export_id)
-            return self.exports.index(export_id)
-
-    def save(self, path: str, **extra) -> None:
-        np.savez(path, probabilities=self.probabilities, export=self.export, push=self.push, attempts=self.attempts,
-                 sent_unix_s=self.sent_unix_s, answered_unix_s=self.answered_unix_s,
-                 exports=np.array(self.exports, dtype=str), tasks=np.array(self.tasks, dtype=str), **extra)
+            if export_id not in self.answers.exports:
+                self.answers.exports.append(export_id)
+            return self.answers.exports.index(export_id)
 
 
 class TrafficDriver:
-    def __init__(self, timeline: ev.Timeline, features: ImpressionFeatures, impression_rows: np.ndarray,
-                 settings: DriverSettings, schema: RequestSchema, tasks: list[str]):
-        """`impression_rows`: the canonical rows played (requests sent), in request order."""
-        self.timeline, self.features, self.s, self.schema = timeline, features, settings, schema
-        self.rows = impression_rows
-        self.log = AnswerLog(len(features.request_ts), tasks)
+    def __init__(self, world: PlayedWorld, settings: DriverSettings, schema: RequestSchema, tasks: list[str],
+                 broker_url: str, ranker_address: str):
+        self.world, self.s, self.schema = world, settings, schema
+        self.timeline, self.features = world.timeline, world.features
+        self.broker_url, self.ranker_address = broker_url, ranker_address
+        self.tasks = list(tasks)
+        self.log: AnswerLog | None = None
         self.sent = self.answered = self.lost = 0
         self._count_lock = threading.Lock()
 
     def _score(self, client: RankerClient, row: int, arrays: dict[str, np.ndarray]) -> None:
         """Scores one impression (`arrays`: its request arrays) and logs the answer."""
         message = request_to_proto(request_of(arrays, self.schema, f"imp-{int(arrays['impression_id'][0])}"))
-        log = self.log
+        log = self.log.answers
         log.sent_unix_s[row] = time.time()
         for attempt in range(self.s.retries + 1):
             log.attempts[row] = attempt + 1
@@ -120,7 +122,7 @@ class TrafficDriver:
             log.answered_unix_s[row] = time.time()
             ranked = answer.ranked[0]
             log.probabilities[row] = [ranked.probabilities[t] for t in log.tasks]
-            log.export[row] = log.export_index(answer.model_export)
+            log.export[row] = self.log.export_index(answer.model_export)
             log.push[row] = answer.model_push
             with self._count_lock:
                 self.answered += 1
@@ -142,18 +144,21 @@ class TrafficDriver:
                   b"watch_ms": b"-5"}]
         return [(brk.events_stream(0), data0 - 1, kinds[k % len(kinds)]) for k in range(self.s.malformed)]
 
-    def run(self) -> dict:
+    def _publish_progress(self, r, **fields) -> None:
+        publish(r, DriverProgress(sent=self.sent, answered=self.answered, lost=self.lost, **fields))
+
+    def run(self) -> tuple[Answers, DriverSummary]:
         s, tl = self.s, self.timeline
-        r = brk.connect(s.redis_url)
-        client = RankerClient(s.ranker_address, timeout_s=5.0)
+        r = brk.connect(self.broker_url)
+        client = RankerClient(self.ranker_address, timeout_s=5.0)
         client.wait_until_serving(timeout_s=600)
         pool = ThreadPoolExecutor(max_workers=s.request_threads, thread_name_prefix="rank")
         partition = ev.partition_of(tl.user, s.partitions)
         data0 = int(tl.ts[0])
         wall0 = time.monotonic()
-        unix0 = time.time()
-        r.hset(brk.PROGRESS, mapping={"driver_data0_ms": data0, "driver_last_ms": int(tl.ts[-1]), "driver_unix0_s": unix0,
-                                      "driver_speed": s.speed})
+        clock = DriverClock(data0, time.time(), s.speed)
+        self.log = AnswerLog(Answers.empty(len(self.features.request_ts), self.tasks, self.world.rows, clock))
+        publish(r, DriverProgress(data0_ms=data0, unix0_s=clock.unix0_s, last_ms=int(tl.ts[-1]), speed=s.speed))
         producer = brk.Producer(r)
         producer.send(self._malformed(data0))
         i = 0
@@ -178,8 +183,7 @@ class TrafficDriver:
                             for p in range(s.partitions)]
                 last_mark = mark
             producer.send(entries)
-            r.hset(brk.PROGRESS, mapping={"driver_clock_ms": last_mark, "driver_sent": self.sent,
-                                          "driver_answered": self.answered, "driver_lost": self.lost})
+            self._publish_progress(r, clock_ms=last_mark)
             time.sleep(s.tick_s)
         producer.send([(brk.events_stream(p), int(tl.ts[-1]), ev.encode(ev.Event(ev.END, int(tl.ts[-1]))))
                        for p in range(s.partitions)])
@@ -188,9 +192,26 @@ class TrafficDriver:
             f.result()
         pool.shutdown()
         client.close()
-        r.hset(brk.PROGRESS, mapping={"driver_sent": self.sent, "driver_answered": self.answered,
-                                      "driver_lost": self.lost, "driver_done_unix_s": time.time()})
+        self._publish_progress(r, done_unix_s=time.time())
         r.close()
-        self.log.save(self.s.answers_path, data0_ms=data0, unix0_s=unix0, speed=s.speed, rows=self.rows)
-        return {"requests_sent": self.sent, "requests_answered": self.answered, "requests_lost": self.lost,
-                "wall_s": time.monotonic() - wall0}
+        return self.log.answers, DriverSummary(self.sent, self.answered, self.lost, time.monotonic() - wall0)
+
+
+def run_driver(cfg: DictConfig, broker_url: str, ranker_address: str) -> DriverSummary:
+    """Plays the configured data set (cfg.driver) against the ranker at `ranker_address`, publishing
+    to the broker at `broker_url`; writes the answers and the summary into the run's record."""
+    settings: DriverSettings = build(cfg.driver)
+    run = LiveRun.of(cfg.paths, cfg.online.name)
+    meta = run.export.meta()
+    world = played_world(DataSet(cfg.data.output_dir), settings.span_s, settings.progress)
+    driver = TrafficDriver(world, settings, RequestSchema(meta), list(meta["tasks"]), broker_url, ranker_address)
+    answers, summary = driver.run()
+    run.save_answers(answers)
+    run.save_driver_summary(summary)
+    return summary
+
+
+def main(config_yaml: str, broker_url: str, ranker_address: str) -> None:
+    """The driver's process, as the supervisor (online/live.py) spawns it."""
+    own_process_group()
+    run_driver(OmegaConf.create(config_yaml), broker_url, ranker_address)

@@ -5,7 +5,7 @@ not reported yet. Each step advances its watermark W (every event up to W has be
 emits, per stream, the samples reported in (W_prev, W], in (report_ts, impression, kind) order:
 
   * a closed impression's samples are made once, when its exit arrives, by the streams' own engines
-    (data_pipelines/streams/labels.py via build.engine_samples) from its full facts;
+    (data_pipelines/streams/labels.py: LabelRules.emit) from its full facts;
   * an open one's are made at every step from its facts as known at W: its exit is taken to be W+1
     (nothing is known to have happened after W). Every sample reported by W depends only on facts
     up to W (a realtime positive is reported at the end of the tick after it, a fast sample at
@@ -25,13 +25,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from omegaconf import OmegaConf
+
+from data_pipelines.configured import build
 from data_pipelines.contract import ACTION_CODES
+from data_pipelines.micro_batch import concat_arrays
 from data_pipelines.streams import codec
-from data_pipelines.streams.build import engine_samples
+from data_pipelines.streams.labels import LabelRules
 from data_pipelines.streams.shards import with_labels
 from online import broker as brk
 from online.events import ACTIONS, CLICK, CLOCK, END, EXIT, IMPRESSION, Event, MalformedEvent, parse
-from recsys.data.loader import concat_arrays
+from online.process import own_process_group
+from online.progress import JoinerProgress, publish
+from online.record import JoinerSummary, LiveRun, StreamLedger
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +76,15 @@ class _Labels:
 
 
 class LabelJoiner:
-    def __init__(self, engines: dict[str, object], tasks: tuple[str, ...], long_view_ms: int):
-        self.engines, self.tasks, self.long_view_ms = engines, tuple(tasks), int(long_view_ms)
+    def __init__(self, rules: LabelRules):
+        self.rules = rules
+        self.engines, self.tasks = rules.engines, rules.tasks
         self.stays: dict[int, _Stay] = {}  # open impressions
         self.requests: dict[int, dict[str, np.ndarray]] = {}  # impression -> request arrays, until its last sample
         self.unreported: dict[int, int] = {}  # closed impression -> its samples still pending
-        self.pending = {name: _Labels.empty(len(tasks)) for name in engines}
+        self.pending = {name: _Labels.empty(len(self.tasks)) for name in self.engines}
         self.watermark: int | None = None
-        self.emitted = {name: 0 for name in engines}
+        self.emitted = {name: 0 for name in self.engines}
 
     # -- events ---------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -127,8 +134,7 @@ class LabelJoiner:
         acts = np.array([(i, code, ts) for i, s in zip(ids, stays) for code, ts in s.actions],
                         dtype=np.int64).reshape(-1, 3)
         actions = pd.DataFrame({"impression_id": acts[:, 0], "action": acts[:, 1].astype(np.int8), "ts": acts[:, 2]})
-        _, samples = engine_samples(impressions, actions, self.engines, self.tasks, self.long_view_ms,
-                                    with_final=False)
+        _, samples = self.rules.emit(impressions, actions, with_final=False)
         id_of = impressions["impression_id"].to_numpy()
         return {name: _Labels(id_of[s.impression], s.report_ts, s.kind, s.state) for name, s in samples.items()}
 
@@ -189,17 +195,28 @@ class LabelJoiner:
 # -- the process ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class JoinerSettings:
-    redis_url: str
-    partitions: int
-    step_ms: int  # data time between two emissions
-    sample_streams_maxlen: dict[str, int | None]  # a stream nobody consumes is kept this short (approx.)
-    ledger_path: str  # the emitted samples' keys, for the report
+    """conf/online.yaml `joiner:` (one key per field)."""
+
+    partitions: int  # the events' partitions on the broker
+    step_s: float  # data time between two emissions (the watermark's resolution)
+    idle_stream_maxlen: int  # a samples stream nobody learns is kept about this short
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1 or self.step_s <= 0 or self.idle_stream_maxlen < 1:
+            raise ValueError(f"joiner: partitions, step_s and idle_stream_maxlen must be positive, got {self}")
+
+    @property
+    def step_ms(self) -> int:
+        return int(round(self.step_s * 1000))
 
 
-def run_joiner(joiner: LabelJoiner, settings: JoinerSettings) -> dict:
-    """Consumes the partitions until each has said `end`; emits samples each `step_ms` of watermark."""
-    r = brk.connect(settings.redis_url)
+def run_joiner(joiner: LabelJoiner, settings: JoinerSettings, broker_url: str, learned_stream: str
+               ) -> tuple[JoinerSummary, dict[str, StreamLedger]]:
+    """Consumes the partitions until each has said `end`; emits samples each `step_s` of watermark.
+    Every stream but `learned_stream` (the one the trainer learns) is trimmed as it is written."""
+    r = brk.connect(broker_url)
     producer = brk.Producer(r)
+    maxlen = {brk.samples_stream(n): settings.idle_stream_maxlen for n in joiner.engines if n != learned_stream}
     streams = [brk.events_stream(p) for p in range(settings.partitions)]
     offsets = {s: b"0-0" for s in streams}
     clocks: dict[str, int | None] = {s: None for s in streams}
@@ -236,29 +253,24 @@ def run_joiner(joiner: LabelJoiner, settings: JoinerSettings) -> dict:
         watermark = min(known) if len(known) == len(streams) else None
         done = len(ended) == len(streams)
         if watermark is not None and (done or last_step is None or watermark - last_step >= settings.step_ms):
-            _publish(producer, joiner.advance(watermark), watermark, settings, ledger)
+            _publish(producer, joiner.advance(watermark), watermark, maxlen, ledger)
             last_step = watermark
-            r.hset(brk.PROGRESS, mapping={"joiner_watermark": watermark, "joiner_events": events,
-                                          "joiner_quarantined": quarantined,
-                                          **{f"joiner_emitted_{n}": c for n, c in joiner.emitted.items()}})
+            publish(r, JoinerProgress(watermark=watermark, events=events, quarantined=quarantined,
+                                      emitted=dict(joiner.emitted)))
     final = joiner.finish()
-    _publish(producer, final, (joiner.watermark or 0), settings, ledger)
+    _publish(producer, final, (joiner.watermark or 0), maxlen, ledger)
     producer.send([(brk.samples_stream(name), joiner.watermark or 0,
                     {b"end": b"1", b"watermark": str(joiner.watermark or 0).encode()}) for name in joiner.engines])
-    r.hset(brk.PROGRESS, mapping={"joiner_events": events, "joiner_quarantined": quarantined,
-                                  **{f"joiner_emitted_{n}": c for n, c in joiner.emitted.items()}})
-    _save_ledger(ledger, settings.ledger_path)
-    summary = {"events": events, "quarantined": quarantined, "emitted": dict(joiner.emitted),
-               "open_at_end": len(joiner.stays)}
+    publish(r, JoinerProgress(events=events, quarantined=quarantined, emitted=dict(joiner.emitted)))
     if joiner.stays:
         log.warning("%d impressions had no exit when the partitions ended; none of their exit samples was emitted",
                     len(joiner.stays))
     r.close()
-    return summary
+    return JoinerSummary(events, quarantined, dict(joiner.emitted), len(joiner.stays)), _ledger(ledger)
 
 
 def _publish(producer: brk.Producer, batches: dict[str, dict[str, np.ndarray] | None], watermark: int,
-             settings: JoinerSettings, ledger: list[tuple]) -> None:
+             maxlen: dict[str, int], ledger: list[tuple]) -> None:
     now = time.time()
     entries = []
     for name, batch in batches.items():
@@ -269,17 +281,27 @@ def _publish(producer: brk.Producer, batches: dict[str, dict[str, np.ndarray] | 
             ledger.append((name, batch["impression_id"], batch["request_ts"], batch["report_ts"], batch["kind"],
                            batch["state"], now))
         entries.append((brk.samples_stream(name), watermark, fields))
-    producer.send(entries, maxlen={brk.samples_stream(n): m for n, m in settings.sample_streams_maxlen.items()
-                                   if m is not None})
+    producer.send(entries, maxlen=maxlen)
 
 
-def _save_ledger(ledger: list[tuple], path: str) -> None:
+def _ledger(entries: list[tuple]) -> dict[str, StreamLedger]:
     """Per stream: the emitted samples' impression, request, report and state, and the wall time
     each was published, in emission order."""
     out = {}
-    for name in sorted({e[0] for e in ledger}):
-        mine = [e for e in ledger if e[0] == name]
-        for k, key in enumerate(("impression_id", "request_ts", "report_ts", "kind", "state")):
-            out[f"{name}.{key}"] = np.concatenate([e[k + 1] for e in mine])
-        out[f"{name}.published_unix_s"] = np.concatenate([np.full(len(e[1]), e[6]) for e in mine])
-    np.savez(path, **out)
+    for name in sorted({e[0] for e in entries}):
+        mine = [e for e in entries if e[0] == name]
+        out[name] = StreamLedger(*(np.concatenate([e[k] for e in mine]) for k in range(1, 6)),
+                                 np.concatenate([np.full(len(e[1]), e[6]) for e in mine]))
+    return out
+
+
+def main(config_yaml: str, broker_url: str) -> None:
+    """The joiner's process, as the supervisor (online/live.py) spawns it: the label rules of
+    cfg.stream, the settings of cfg.joiner; its summary and ledger go into the run's record."""
+    own_process_group()
+    cfg = OmegaConf.create(config_yaml)
+    run = LiveRun.of(cfg.paths, cfg.online.name)
+    joiner = LabelJoiner(build(cfg.stream))
+    summary, ledger = run_joiner(joiner, build(cfg.joiner), broker_url, str(cfg.online_train.stream))
+    run.save_ledger(ledger)
+    run.save_joiner_summary(summary)

@@ -1,6 +1,6 @@
 """From a learner's model to the ranker: full exports (a new base) and, between them, pushes.
 
-The learner trains a DistributedModelParallel model in this process (recsys/online/learner.py).
+The learner trains a DistributedModelParallel model in this process (recsys/learning/learner.py).
 TorchRec's delta tracker records which embedding rows each batch looked up, which are the rows the
 fused sparse optimizer updates; a push carries those rows' new values and, every `dense_every`
 pushes, every dense tensor the ranker serves (export/push.py). A plain copy of the model (the
@@ -29,7 +29,8 @@ import torch
 from torchrec.distributed.model_tracker.types import DeltaTrackerConfig, TrackingMode
 
 from export.artifact import ExportReport, StagedExport, commit_export, formats_of, metadata, stage_export
-from export.push import TABLE_PREFIX, encode_push, push_dir, write_push
+from export.export_dir import ExportDir
+from export.push import TABLE_PREFIX, encode_push, write_push
 from export.request_scorer import RequestLayout, RequestScorer
 from export.scorer import CandidateInputs, CandidateScorer, model_id_features
 from recsys.model.moment_cross import MomentCrossModel
@@ -39,20 +40,32 @@ CONSUMER = "push"
 
 @dataclass(frozen=True)
 class PushSettings:
-    out_dir: Path  # the export directory the ranker serves (artifacts/<name>)
-    formats: tuple[str, ...] = ("torchscript", "aoti")
-    dense_every: int = 1  # dense tensors in every push (1) or every n-th
-    max_candidates: int = 10000
-    aoti_threads: int = 1
-    tolerance: float = 1e-5  # a full export is validated against the eager model within this
+    """conf/online_train.yaml `push:` (one key per field): how often the trainer pushes and exports,
+    and what a full export writes."""
 
-    @classmethod
-    def of(cls, out_dir: str | Path, formats: str, dense_every: int, max_candidates: int, aoti_threads: int,
-           tolerance: float) -> "PushSettings":
-        if dense_every < 1:
-            raise ValueError(f"push.dense_every must be at least 1, got {dense_every}")
-        return cls(Path(out_dir), formats_of(formats), int(dense_every), int(max_candidates), int(aoti_threads),
-                   float(tolerance))
+    every_s: float  # data time between pushes: Moment's 30-second stream
+    full_every_s: float  # a new base: model files re-exported and re-validated
+    dense_every: int  # dense tensors in every push (1) or every n-th; rows always
+    formats: str  # torchscript, aoti or both: the files each full export writes
+    aoti_threads: int  # the intra-op threads the AOTInductor package is compiled for (the ranker's)
+    max_candidates: int
+    tolerance: float  # a full export is validated against the eager model within this
+
+    def __post_init__(self) -> None:
+        formats_of(self.formats)  # refuses an unknown choice, naming it
+        if self.dense_every < 1:
+            raise ValueError(f"push.dense_every must be at least 1, got {self.dense_every}")
+        if self.every_s <= 0 or self.full_every_s < self.every_s:
+            raise ValueError(f"push.every_s must be positive and push.full_every_s at least as long, got "
+                             f"{self.every_s} and {self.full_every_s}")
+
+    @property
+    def every_ms(self) -> int:
+        return int(round(self.every_s * 1000))
+
+    @property
+    def full_every_ms(self) -> int:
+        return int(round(self.full_every_s * 1000))
 
 
 @dataclass(frozen=True)
@@ -85,11 +98,14 @@ def unsharded_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 class Pusher:
     def __init__(self, trained: torch.nn.Module, serving_copy: MomentCrossModel, request_layout: dict,
-                 settings: PushSettings, training: Mapping):
+                 out_dir: Path, settings: PushSettings, training: Mapping):
         """`trained`: the learner's DistributedModelParallel; `serving_copy`: a plain model of the same
-        config (its weights are overwritten here); `training`: model.json's "training" section."""
+        config (its weights are overwritten here); `out_dir`: the export directory the ranker serves;
+        `training`: model.json's "training" section."""
         self.trained = trained
         self.settings = settings
+        self.export = ExportDir(out_dir)
+        self.formats = formats_of(settings.formats)
         self.layout_spec = request_layout
         self.training = dict(training)
         self.copy = serving_copy.eval()
@@ -167,8 +183,8 @@ class Pusher:
         self._since_snapshot = {}
         self._batches_at_snapshot = self.batches
         s = self.settings
-        return (snapshot, RequestLayout.of(snapshot, self.layout_spec), meta, s.out_dir, inputs, expected, s.tolerance,
-                s.formats, s.aoti_threads)
+        return (snapshot, RequestLayout.of(snapshot, self.layout_spec), meta, self.export.root, inputs, expected,
+                s.tolerance, self.formats, s.aoti_threads)
 
     def finish_full_export(self, wait: bool = False) -> ExportReport | None:
         """Once the new base is written (at once if `wait`), it is put in place (`_commit`). None
@@ -224,7 +240,7 @@ class Pusher:
             dense_tensors = {name: serving[name].detach().float() for name in updatable["dense"]}
         data = encode_push(self.meta["export_id"], updatable["fingerprint"], sequence, tables, dense_tensors,
                            data_time_ms, self.newest_learned_unix_ms)
-        path = write_push(push_dir(self.settings.out_dir, self.meta["export_id"]), data, sequence)
+        path = write_push(self.export.pushes(self.meta["export_id"]), data, sequence)
         self.sequence = sequence
         return PushRecord(sequence, path, sum(int(r.numel()) for r, _ in tables.values()), len(data), dense,
                           time.perf_counter() - start, int(data_time_ms), self.newest_learned_unix_ms)

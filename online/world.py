@@ -1,6 +1,6 @@
 """The data set the live loop plays: its events in order and every request's features, computed by
 the streams' own functions (data_pipelines/streams/build.py) from the canonical tables and the
-history store, exactly as `make streams` computes them."""
+history store, with the feature spec the data set's streams were built with (its manifest)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 
-from data_pipelines.dataset import DataSet
+from data_pipelines.dataset import FINAL, DataSet
 from data_pipelines.history_store import HistoryStore
 from data_pipelines.streams.build import build_features
+from data_pipelines.streams.features import FeatureSpec
 from data_pipelines.streams.shards import ImpressionFeatures
 from online.events import Timeline, world_timeline
 
@@ -25,20 +24,25 @@ class PlayedWorld:
     rows: np.ndarray  # the rows played, in request order
 
 
-def played_world(cfg: DictConfig) -> PlayedWorld:
-    """`cfg.online.span_s` seconds of the data set from its first impression (all of it when null)."""
-    data = DataSet(cfg.data.output_dir)
+def played_span(impressions: pd.DataFrame, span_s: float | None) -> np.ndarray:
+    """Which impressions (rows of the canonical table) fall in the first `span_s` data seconds from
+    the first one (all of them for None)."""
+    ts = impressions["request_ts"].to_numpy()
+    if span_s is None:
+        return np.ones(len(ts), dtype=bool)
+    return ts < int(ts.min()) + int(float(span_s) * 1000)
+
+
+def played_world(data: DataSet, span_s: float | None, progress: bool = False) -> PlayedWorld:
+    """`span_s` data seconds of the data set from its first impression (all of it for None)."""
     impressions = pd.read_parquet(data.require(data.canonical.live_impressions, "make simulate / make ingest"))
     actions = pd.read_parquet(data.canonical.live_actions)
     store = HistoryStore.load(data.require(data.history, "make simulate / make history"))
+    spec = FeatureSpec.of_manifest(data.manifest(FINAL))
     # Features of every impression: a request's room state counts earlier requests of the room,
     # whichever span is played.
-    features, _ = build_features(data.canonical, impressions, store, instantiate(cfg.data.features),
-                                 int(cfg.gsu.length), int(cfg.gsu.max_pairs), progress=bool(cfg.online.progress))
-    played = np.ones(len(impressions), dtype=bool)
-    if cfg.online.span_s is not None:
-        start = int(impressions["request_ts"].min())
-        played = impressions["request_ts"].to_numpy() < start + int(float(cfg.online.span_s) * 1000)
+    features, _ = build_features(data.canonical, impressions, store, spec, progress=progress)
+    played = played_span(impressions, span_s)
     kept = impressions[played]
     timeline = world_timeline(kept, actions[actions["impression_id"].isin(kept["impression_id"])])
     rows = np.flatnonzero(played)

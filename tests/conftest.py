@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from data_pipelines.dataset import DataSet
+from serving.binaries import RANKER_TOOL
 from data_pipelines.jobs import data_set, run_build_history, run_ingest, run_simulation, run_streams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def ranker_binary() -> Path:
     result = subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return ROOT / "export" / "ranker" / "build" / "ranker"
+    return RANKER_TOOL
 
 
 def export_cfg(data: DataSet, log_dir: Path, artifacts: Path, checkpoint: Path | None, *overrides: str):

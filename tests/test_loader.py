@@ -11,14 +11,15 @@ import pytest
 import webdataset as wds
 
 from data_pipelines.contract import DENSE_FEATURES, GSU_NAMES, NEG, POS, PU_POS, SPARSE_FEATURES
-from data_pipelines.streams.codec import SCHEMA_VERSION
+from data_pipelines.contract import SCHEMA_VERSION
 from data_pipelines.streams.gsu import Sequences
 from data_pipelines.streams.labels import Samples
-from data_pipelines.streams.shards import ImpressionFeatures, contract_schema, write_shards
+from data_pipelines.manifest import contract_schema
+from data_pipelines.streams.shards import ImpressionFeatures, write_shards
 from recsys.data import CorruptShardError, ShardDataset, make_loader
 from tests.corpus import damage
 
-SCHEMA = {"tasks": ["a", "b"], "gsu_length": 3, **contract_schema()}
+SCHEMA = {"tasks": ["a", "b"], "features": {"gsu_length": 3}, **contract_schema()}
 
 
 def features(n: int) -> ImpressionFeatures:

@@ -19,8 +19,8 @@ def _spec(seq_len: int = 4) -> ModelSpec:
 
 
 def _manifest(side_rows: dict[str, int]) -> dict:
-    return {"tasks": ["ctr", "gtr"], "gsu_length": 6, "dense_features": ["a", "b"], "side_rows": side_rows,
-            "table_sizes": {"user": 10, "category": 3, "live_type": 2, "item": 50, "author": 7}}
+    return {"tasks": ["ctr", "gtr"], "features": {"gsu_length": 6}, "dense_features": ["a", "b"],
+            "side_rows": side_rows, "table_sizes": {"user": 10, "category": 3, "live_type": 2, "item": 50, "author": 7}}
 
 
 def test_contrastive_terms_are_on_only_with_a_weight_the_gsu_and_its_anchor():

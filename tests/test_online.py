@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -13,7 +12,7 @@ import pytest
 
 from data_pipelines.contract import MASKED, NEG, POS, TASKS, is_sequence_key, sequence_key
 from data_pipelines.streams import codec
-from data_pipelines.streams.labels import FastSlowStream, RealtimeStream
+from data_pipelines.streams.labels import FastSlowStream, LabelRules, RealtimeStream
 from online import broker as brk
 from online import events as ev
 from online.broker_samples import BrokerSamples
@@ -36,8 +35,8 @@ def _request(impression: int, ts: int) -> dict[str, np.ndarray]:
 
 
 def _joiner() -> LabelJoiner:
-    return LabelJoiner({"realtime": RealtimeStream(30_000), "fast_slow": FastSlowStream(300_000, 3_600_000)}, TASKS,
-                       LONG_VIEW_MS)
+    return LabelJoiner(LabelRules(TASKS, LONG_VIEW_MS, {"realtime": RealtimeStream(30_000),
+                                                        "fast_slow": FastSlowStream(300_000, 3_600_000)}))
 
 
 # -- events -------------------------------------------------------------------------------------------
@@ -148,20 +147,22 @@ def test_the_joiner_emits_exactly_the_samples_make_streams_writes(tiny_streams):
     (emitted at the first step at or after report_ts, never before)."""
     from hydra.utils import instantiate
 
+    from data_pipelines.dataset import FINAL
     from data_pipelines.history_store import HistoryStore
+    from data_pipelines.micro_batch import concat_arrays, take_rows
     from data_pipelines.streams.build import build_features
+    from data_pipelines.streams.features import FeatureSpec
     from recsys.data import ShardDataset
-    from recsys.data.loader import concat_arrays, take_rows
 
     cfg = compose_config("online", job_paths(tiny_streams))
     data = tiny_streams
     impressions = pd.read_parquet(data.canonical.live_impressions)
     features, _ = build_features(data.canonical, impressions, HistoryStore.load(data.history),
-                                 instantiate(cfg.data.features), int(cfg.gsu.length), int(cfg.gsu.max_pairs),
-                                 progress=False)
+                                 FeatureSpec.of_manifest(data.manifest(FINAL)), progress=False)
     timeline = ev.world_timeline(impressions, pd.read_parquet(data.canonical.live_actions))
-    engines = {n: instantiate(s) for n, s in cfg.stream.engines.items()}
-    joiner = LabelJoiner(engines, tuple(cfg.stream.tasks), int(cfg.stream.long_view_ms))
+    rules = instantiate(cfg.stream)
+    engines = rules.engines
+    joiner = LabelJoiner(rules)
     out = {n: [] for n in engines}
     watermark = int(timeline.ts[0]) - 1
 
@@ -269,7 +270,7 @@ def test_the_drivers_request_carries_what_the_export_request_builder_puts_in_it(
     arrays = next(ShardDataset(tiny_streams.stream("final"), batch_size=1).micro_batches())
     schema = RequestSchema(meta)
     expected = requests_from_inputs(inputs_from_batch(batch, model), schema, 1)
-    from recsys.data.loader import take_rows
+    from data_pipelines.micro_batch import take_rows
 
     for row in range(4):
         mine = request_of(take_rows(arrays, np.array([row])), schema, f"req-1-{row}")
@@ -289,7 +290,7 @@ def drill(tiny_streams, ranker_binary, tmp_path_factory):
     out = tmp_path_factory.mktemp("online")
     args = [*job_paths(tiny_streams), f"paths.reports_dir={out / 'reports'}", f"paths.log_dir={out / 'logs'}",
             f"paths.artifacts_dir={out / 'artifacts'}", f"online.span_s={SPAN_S}", "online.speed=150",
-            "online.drill=true", f"online.malformed={MALFORMED}", "online.retries=20", "online.progress=false",
+            "online.drill=true", f"driver.malformed={MALFORMED}", "driver.retries=20", "online.progress=false",
             "push.formats=torchscript", "online_train.checkpoint_every_s=120"]
     log = out / "make_online.log"
     with log.open("w") as f:  # a file, not a pipe: a stray process holding a pipe would hang the test
@@ -302,7 +303,7 @@ def drill(tiny_streams, ranker_binary, tmp_path_factory):
 def _expected_realtime(data, span_s: int) -> tuple[int, int]:
     """(count, digest) of make streams' realtime samples of the impressions played."""
     from recsys.data import ShardDataset
-    from recsys.data.loader import concat_arrays
+    from data_pipelines.micro_batch import concat_arrays
 
     shards = concat_arrays(list(ShardDataset(data.stream("realtime"), batch_size=1).micro_batches()))
     first = int(pd.read_parquet(data.canonical.live_impressions)["request_ts"].min())
@@ -373,23 +374,27 @@ def test_click_to_served_and_staleness_on_a_hand_made_log():
     served by (e, 1) at data 20 s: 19 s (wall: 102 - 100.1 = 1.9 s); the one at 5 s by (e, 2) at
     data 30 s: 25 s (wall 2.5 s). Staleness: (e, 1) at data 20 s had learned up to the sample reported
     at 1.5 s (18.5 s), (e, 2) at data 30 s up to 5.5 s (24.5 s); (e, 0) had learned nothing."""
-    from online.report import click_to_served, staleness
+    from online.record import Answers, DriverClock, StreamLedger, Version
+    from online.report.figures import click_to_served, staleness
 
     ctr = TASKS.index("ctr")
     state = np.full((4, len(TASKS)), MASKED, np.int8)
     state[[1, 3], ctr] = POS
     state[0, ctr] = NEG
-    ledger = {"realtime.state": state, "realtime.request_ts": np.array([0, 1_000, 2_000, 5_000]),
-              "realtime.report_ts": np.array([500, 1_500, 2_500, 5_500]),
-              "realtime.published_unix_s": np.array([100.05, 100.2, 100.3, 100.6])}
-    answers = {"answered_unix_s": np.array([101.0, 102.0, 103.0, 102.5, np.nan]), "export": np.array([0, 0, 0, 0, -1]),
-               "push": np.array([0, 1, 2, 0, -1]), "exports": np.array(["e"]), "speed": 10.0, "data0_ms": 0,
-               "unix0_s": 100.0}
-    versions = {("e", 0): 0, ("e", 1): 2, ("e", 2): 4}
-    latency = click_to_served(answers, versions, ledger, ctr)
+    learned = StreamLedger(impression_id=np.arange(4), request_ts=np.array([0, 1_000, 2_000, 5_000]),
+                           report_ts=np.array([500, 1_500, 2_500, 5_500]), kind=np.zeros(4, np.int8), state=state,
+                           published_unix_s=np.array([100.05, 100.2, 100.3, 100.6]))
+    n = 5
+    answers = Answers.empty(n, list(TASKS), np.arange(n), DriverClock(0, 100.0, 10.0))
+    answers.answered_unix_s[:] = [101.0, 102.0, 103.0, 102.5, np.nan]
+    answers.export[:] = [0, 0, 0, 0, -1]
+    answers.push[:] = [0, 1, 2, 0, -1]
+    answers.exports.append("e")
+    versions = [Version("e", 0, 0, 0, 0.0), Version("e", 1, 2, 0, 0.0), Version("e", 2, 4, 0, 0.0)]
+    latency = click_to_served(answers, versions, learned, ctr)
     assert latency["clicks"] == latency["served"] == 2
     assert latency["data_s"]["p50"] == pytest.approx(22.0) and latency["data_s"]["max"] == pytest.approx(25.0)
     assert latency["wall_s"]["p50"] == pytest.approx(2.2) and latency["wall_s"]["max"] == pytest.approx(2.5)
     assert latency["click_to_sample_published_wall_s"]["max"] == pytest.approx(0.1)  # 100.6 - 100.5
-    stale = staleness(answers, versions, ledger)
+    stale = staleness(answers, versions, learned)
     assert stale["p50"] == pytest.approx(21.5) and stale["max"] == pytest.approx(24.5)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from grpc_tools import protoc
 
-from export.client import request_to_proto, response_to_dict
-from export.ranker.proto import ranker_pb2
+from serving.client import request_to_proto, response_to_dict
+from serving.proto import ranker_pb2
 from tests.conftest import ROOT
 
-PROTO = Path("export/ranker/proto/ranker.proto")
+PROTO = Path("serving/proto/ranker.proto")
 GENERATED = ["ranker_pb2.py", "ranker_pb2.pyi", "ranker_pb2_grpc.py"]
 
 

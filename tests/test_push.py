@@ -1,10 +1,11 @@
 """Pushes: the trainer's updates reach the running ranker without a re-export (export/push.py,
-online/pusher.py, export/ranker/src/push.cpp). The format is checked against its specification
+online/pusher.py, serving/ranker/src/push.cpp). The format is checked against its specification
 (safetensors' layout, zlib's CRC-32); the ranker against the trainer's eager model, a fresh export,
 bad pushes and clients calling while pushes land."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import struct
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from data_pipelines.dataset import FINAL, REALTIME
-from export.client import RankerClient, RankError
-from export.push import encode_push, push_dir, push_path, updatable_spec, write_push
+from serving.client import RankerClient, RankError
+from export.export_dir import ExportDir, push_file
+from export.push import encode_push, updatable_spec, write_push
 from export.requests import RequestSchema, parse_request, random_request, requests_from_inputs
 from export.scorer import inputs_from_batch
 from tests.conftest import ROOT, TRAIN_ENV, compose_config, job_paths
@@ -67,7 +70,7 @@ def test_the_fingerprint_changes_with_any_name_or_shape():
 
 def test_write_push_names_files_by_sequence_and_leaves_no_temporary(tmp_path):
     path = write_push(tmp_path / "pushes" / "ab", b"bytes", 12)
-    assert path == push_path(tmp_path / "pushes" / "ab", 12) and path.name == "0000000012.push"
+    assert path == push_file(tmp_path / "pushes" / "ab", 12) and path.name == "0000000012.push"
     assert [p.name for p in path.parent.iterdir()] == ["0000000012.push"]
 
 
@@ -78,20 +81,20 @@ def pushed(tiny_streams, tmp_path_factory):
     request set and the eager model's answers to it at every version."""
     from export.request_scorer import RequestLayout
     from export.scorer import CandidateScorer, model_id_features
-    from online.pusher import Pusher, PushSettings
+    from online.pusher import Pusher
     from recsys.data import ShardDataset, make_loader
     from recsys.data.batch import to_batch
     from recsys.model.factory import model_from_config
-    from recsys.online.learner import OnlineLearner
+    from recsys.learning.learner import Learner
 
     root = tmp_path_factory.mktemp("push")
     cfg = compose_config("online_train", job_paths(tiny_streams))
     manifest = tiny_streams.manifest(REALTIME)
-    learner = OnlineLearner(cfg, manifest, seed=0)
+    learner = Learner(cfg, manifest, seed=0)
     layout = OmegaConf.to_container(cfg.request_layout)
-    settings = PushSettings(root / "base", ("torchscript", "aoti"))
-    pusher = Pusher(learner.task.model, model_from_config(cfg, manifest, embedding_device="cpu"), layout, settings,
-                    {"run_id": "test"})
+    settings = dataclasses.replace(instantiate(cfg.push), formats="both")
+    pusher = Pusher(learner.task.model, model_from_config(cfg, manifest, embedding_device="cpu"), layout,
+                    root / "base", settings, {"run_id": "test"})
     batches = ShardDataset(tiny_streams.stream(REALTIME), batch_size=256).micro_batches()
 
     def learn(n: int) -> None:
@@ -121,8 +124,7 @@ def pushed(tiny_streams, tmp_path_factory):
         learn(n)
         records.append(pusher.push(data_time_ms=k))
         expected[k] = eager_answers()
-    fresh = PushSettings(root / "fresh", ("torchscript", "aoti"))
-    pusher.settings = fresh  # the same model, another directory: a fresh export at the last push
+    pusher.export = ExportDir(root / "fresh")  # the same model elsewhere: a fresh export at the last push
     pusher.full_export(inputs)
     return {"base": root / "base", "fresh": root / "fresh", "meta": meta, "requests": requests, "expected": expected,
             "records": records}
@@ -177,7 +179,8 @@ def _copy_export(source: Path, target: Path, pushes: list[int]) -> Path:
     for name in meta["files"].values():
         shutil.copy(source / name, target / name)
     for k in pushes:
-        write_push(push_dir(target, meta["export_id"]), push_path(push_dir(source, meta["export_id"]), k).read_bytes(), k)
+        write_push(ExportDir(target).pushes(meta["export_id"]),
+                   ExportDir(source).push_path(meta["export_id"], k).read_bytes(), k)
     shutil.copy(source / "model.json", target / "model.json")
     return target
 
@@ -191,11 +194,11 @@ def _wait_for(predicate, timeout_s: float = 30.0) -> None:
 
 @pytest.mark.slow
 def test_bad_pushes_are_refused_with_their_reason_and_the_last_good_version_keeps_serving(pushed, ranker_binary, tmp_path):
-    from export.server_process import RankerServer
+    from serving.server_process import RankerServer
 
     meta, requests = pushed["meta"], pushed["requests"]
     serving = _copy_export(pushed["base"], tmp_path / "serving", [1, 2])
-    directory = push_dir(serving, meta["export_id"])
+    directory = ExportDir(serving).pushes(meta["export_id"])
     table, spec = next(iter(meta["updatable"]["tables"].items()))
     good_rows, good_values = torch.tensor([0, 1]), torch.zeros(2, spec["dim"])
 
@@ -204,7 +207,7 @@ def test_bad_pushes_are_refused_with_their_reason_and_the_last_good_version_keep
                 "tables": {table: (good_rows, good_values)}, "dense": None, "data_time_ms": 0, "learned_unix_ms": 0}
         return encode_push(**{**args, **change})
 
-    flipped = bytearray(push_path(push_dir(pushed["base"], meta["export_id"]), 3).read_bytes())
+    flipped = bytearray(ExportDir(pushed["base"]).push_path(meta["export_id"], 3).read_bytes())
     flipped[-5] ^= 0x40
     cases = {
         "base": bad(export_id="0" * 32),
@@ -228,10 +231,10 @@ def test_bad_pushes_are_refused_with_their_reason_and_the_last_good_version_keep
         assert "push refused (checksum)" in server.stderr and "CRC-32" in server.stderr
         # A gap: push 4 present while 3 is not yet good is not applied.
         (directory / "0000000003.push").unlink()
-        write_push(directory, push_path(push_dir(pushed["base"], meta["export_id"]), 4).read_bytes(), 4)
+        write_push(directory, ExportDir(pushed["base"]).push_path(meta["export_id"], 4).read_bytes(), 4)
         _wait_for(lambda: server.metrics().get('ranker_pushes_total{result="gap"}', 0) == 1)
         assert server.client.rank(requests[0])["model_push"] == 2
-        write_push(directory, push_path(push_dir(pushed["base"], meta["export_id"]), 3).read_bytes(), 3)
+        write_push(directory, ExportDir(pushed["base"]).push_path(meta["export_id"], 3).read_bytes(), 3)
         _wait_for(lambda: server.metrics()["ranker_model_push"] == 4)
         m = server.metrics()
         after = server.client.rank(requests[0])
@@ -245,11 +248,11 @@ def test_two_replicas_under_load_answer_each_call_from_one_version_and_converge(
     """Clients call two replicas (TorchScript and AOTInductor) continuously while a push lands every
     second: no error, every answer equal to the eager model at the version it names, versions only
     rise; a replica restarted afterwards serves the newest version from its first answer."""
-    from export.server_process import RankerServer
+    from serving.server_process import RankerServer
 
     meta, requests, expected = pushed["meta"], pushed["requests"], pushed["expected"]
     serving = _copy_export(pushed["base"], tmp_path / "serving", [])
-    source = push_dir(pushed["base"], meta["export_id"])
+    source = ExportDir(pushed["base"]).pushes(meta["export_id"])
     failures: list[Exception] = []
     seen: dict[tuple[int, int], list[tuple[int, int]]] = {}
     stop = threading.Event()
@@ -278,7 +281,7 @@ def test_two_replicas_under_load_answer_each_call_from_one_version_and_converge(
             t.start()
         for k in range(1, len(BATCHES_PER_PUSH) + 1):
             time.sleep(1.0)
-            write_push(push_dir(serving, meta["export_id"]), push_path(source, k).read_bytes(), k)
+            write_push(ExportDir(serving).pushes(meta["export_id"]), push_file(source, k).read_bytes(), k)
         _wait_for(lambda: all(r.metrics()["ranker_model_push"] == 4 for r in replicas))
         time.sleep(0.3)
         stop.set()
@@ -331,18 +334,18 @@ def test_a_full_export_written_in_the_background_lands_with_a_push_bringing_it_u
     committed with a first push holding every row touched since the snapshot, so a ranker loading it
     serves the model of the commit, not of the snapshot."""
     from export.scorer import CandidateScorer, model_id_features
-    from online.pusher import Pusher, PushSettings
+    from online.pusher import Pusher
     from recsys.data import ShardDataset, make_loader
     from recsys.data.batch import to_batch
     from recsys.model.factory import model_from_config
-    from recsys.online.learner import OnlineLearner
+    from recsys.learning.learner import Learner
 
     cfg = compose_config("online_train", job_paths(tiny_streams))
     manifest = tiny_streams.manifest(REALTIME)
-    learner = OnlineLearner(cfg, manifest, seed=0)
+    learner = Learner(cfg, manifest, seed=0)
     pusher = Pusher(learner.task.model, model_from_config(cfg, manifest, embedding_device="cpu"),
-                    OmegaConf.to_container(cfg.request_layout), PushSettings(tmp_path / "out", ("torchscript",)),
-                    {"run_id": "test"})
+                    OmegaConf.to_container(cfg.request_layout), tmp_path / "out",
+                    dataclasses.replace(instantiate(cfg.push), formats="torchscript"), {"run_id": "test"})
     batches = ShardDataset(tiny_streams.stream(REALTIME), batch_size=256).micro_batches()
 
     def learn() -> None:
@@ -363,7 +366,7 @@ def test_a_full_export_written_in_the_background_lands_with_a_push_bringing_it_u
     pusher.close()
     meta = json.loads(report.meta_path.read_text())
     assert meta["export_id"] != old_id and pusher.sequence == 1
-    header, _ = read_safetensors(push_path(push_dir(tmp_path / "out", meta["export_id"]), 1).read_bytes())
+    header, _ = read_safetensors(ExportDir(tmp_path / "out").push_path(meta["export_id"], 1).read_bytes())
     rows_during, _ = read_safetensors(during.path.read_bytes())
     assert {k for k in rows_during if k.startswith("rows/")} <= {k for k in header if k.startswith("rows/")}
     schema = RequestSchema(meta)

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from export.client import SERVICE_NAME, RankError, RankerClient, request_to_proto
+from serving.client import SERVICE_NAME, RankError, RankerClient, request_to_proto
 from export.job import rebuild_model, run_export
 from export.request_scorer import RequestLayout
 from export.requests import RequestSchema, parse_request
 from export.scorer import CandidateScorer, model_id_features
-from export.server_process import RankerServer
+from serving.server_process import RankerServer
 from tests.conftest import checkpoints, export_cfg
 from tests.corpus.requests import request_cases
 from tests.test_export import corpus_request, request_scorer_cases

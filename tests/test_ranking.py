@@ -103,17 +103,12 @@ def test_live_rooms_are_those_started_at_or_before_the_request_and_not_yet_ended
 def test_a_candidate_that_was_shown_has_exactly_the_logged_impressions_features_and_truth(tiny_streams):
     """Each sampled request's own shown room is among its candidates: its features and GSU
     sequences equal the final stream's for that impression, its truth the simulator's record."""
-    from hydra.utils import instantiate
-
     from data_pipelines.dataset import FINAL
+    from data_pipelines.micro_batch import concat_arrays, take_rows
     from recsys.data import ShardDataset
-    from recsys.data.loader import concat_arrays, take_rows
     from recsys.replay.candidates import build_candidates
-    from tests.conftest import compose_config
 
-    cfg = compose_config("replay", ["world=tiny"])
-    sets = build_candidates(tiny_streams, 300, 0, instantiate(cfg.data.features),
-                            int(tiny_streams.manifest(FINAL)["gsu_length"]), int(cfg.gsu.max_pairs))
+    sets = build_candidates(tiny_streams, 300, 0)
     assert sets.requests == 300 and np.all(np.diff(sets.offsets) >= 1)
     assert np.all(np.diff(sets.request_ts) >= 0)
     impressions = pd.read_parquet(tiny_streams.canonical.live_impressions)

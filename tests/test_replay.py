@@ -11,13 +11,14 @@ from sklearn.metrics import log_loss, roc_auc_score
 from data_pipelines.contract import DENSE_FEATURES, GSU_NAMES, NEG, POS, lengths_key, sequence_key
 from data_pipelines.dataset import FAST_SLOW, FINAL
 from recsys.data import ShardDataset
-from recsys.data.loader import concat_arrays
+from data_pipelines.micro_batch import concat_arrays
 from recsys.replay.evaluation import load_evaluation
 from recsys.replay.job import run_replay
 from recsys.replay.figures import aggregate, build_report, group_metrics
 from recsys.replay.report import markdown
-from recsys.replay.sources import oracle_samples, without_room_state
-from recsys.replay.timeline import ReportedSamples, step_edges
+from recsys.replay.runs import oracle_samples, without_room_state
+from recsys.learning.sources import ReportedSamples
+from recsys.replay.timeline import step_edges
 from tests.conftest import compose_config, job_paths
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -41,7 +42,7 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
     push_s, max_wait_s = [60, 600], 120
     cfg = compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={tmp_path}", "replay.seeds=[0]",
                                     "replay.progress=false", "replay.streams=[realtime,frozen]",
-                                    "replay.step_seconds=60", f"replay.max_wait_s={max_wait_s}",
+                                    "replay.step_s=60", f"learner.max_wait_s={max_wait_s}",
                                     f"replay.push_every_s=[{push_s[0]},{push_s[1]}]", "replay.ranking.requests=400"])
     observer = OrderLog()
     report = run_replay(cfg, observer=observer)
@@ -110,8 +111,8 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
     # equal those of a run with the 10-min interval alone.
     alone = tmp_path / "alone"
     run_replay(compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={alone}", "replay.seeds=[0]",
-                                         "replay.progress=false", "replay.streams=[realtime]", "replay.step_seconds=60",
-                                         f"replay.max_wait_s={max_wait_s}", f"replay.push_every_s=[{push_s[1]}]",
+                                         "replay.progress=false", "replay.streams=[realtime]", "replay.step_s=60",
+                                         f"learner.max_wait_s={max_wait_s}", f"replay.push_every_s=[{push_s[1]}]",
                                          "replay.ranking.requests=400"]))
     with np.load(tmp_path / "replay" / "realtime-seed0.npz") as both, np.load(alone / "replay" / "realtime-seed0.npz") as one:
         assert np.array_equal(both["impression_id"], one["impression_id"])
@@ -251,27 +252,23 @@ def test_a_data_set_without_simulator_truth_gets_the_report_without_highlight_fi
     assert "| oracle - realtime | overall | +0.0100 ± 0.0000 | +0.0100 | yes |" in text and "catch" not in text.lower()
 
 
-def test_replay_settings_take_every_key_of_the_config_once_and_refuse_bad_values():
-    import dataclasses
-
+def test_replay_settings_are_built_from_the_config_and_refuse_bad_values():
     from omegaconf import OmegaConf
 
-    from recsys.replay.settings import ReplaySettings
+    from recsys.replay.settings import replay_settings
 
     rc = compose_config("replay", []).replay
-    s = ReplaySettings.of(rc)
-    # conf/replay.yaml as written: push every 30 s, 5 min, 30 min, 1 h on a 30-s clock; frozen on realtime.
+    s = replay_settings(rc)
+    # conf/replay_settings/default.yaml as written: push every 30 s, 5 min, 30 min, 1 h on a 30-s clock;
+    # frozen on realtime; the learner of conf/learner; the ranking catch on the highlight catch's bins.
     assert s.push_every_ms == (30_000, 300_000, 1_800_000, 3_600_000) and s.step_ms == 30_000
     assert s.frozen.stream == "realtime" and s.catch.bin_s == 30 and s.catch.fractions == (0.5, 0.25)
-    renamed = {"step_seconds": "step_ms", "max_wait_s": "max_wait_ms", "push_every_s": "push_every_ms",
-               "calibration": "calibration_rooms"}
+    assert (s.learner.batch_size, s.learner.max_wait_ms, s.learner.batch_norm_min_batch) == (256, 30_000, 32)
     assert s.ranking.requests == 6000 and s.ranking.windows.top_k == (1, 3) and s.ranking.windows.bin_s == 30
-    ranking_keys = {"requests", "seed", "top_k", "catch_top_k", "catch_share", "min_requests"}
-    assert set(rc.ranking) == ranking_keys  # every key reaches RankingSettings (bins and window: the catch's)
-    assert {renamed.get(k, k) for k in rc} == {f.name for f in dataclasses.fields(ReplaySettings)}
-    with pytest.raises(ValueError, match="multiples of replay.step_seconds"):
-        ReplaySettings.of(OmegaConf.merge(rc, {"push_every_s": [45]}))
+    assert s.ranking.windows.after_s == s.catch.after_s == 600 and s.until_s is None
+    with pytest.raises(ValueError, match="multiples of replay.step_s"):
+        replay_settings(OmegaConf.merge(rc, {"push_every_s": [45]}))
     with pytest.raises(ValueError, match="train_share"):
-        ReplaySettings.of(OmegaConf.merge(rc, {"frozen": {"train_share": 0.0}}))
+        replay_settings(OmegaConf.merge(rc, {"frozen": {"train_share": 0.0}}))
     with pytest.raises(ValueError, match="top_k must hold 1"):
-        ReplaySettings.of(OmegaConf.merge(rc, {"ranking": {"top_k": [3]}}))
+        replay_settings(OmegaConf.merge(rc, {"ranking": {"top_k": [3]}}))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from recsys.replay.worlds import cells_of, compare, markdown, plot_heat_maps
+from recsys.replay.worlds.cells import cells_of
+from recsys.replay.worlds.compare import compare
+from recsys.replay.worlds.render import markdown, plot_heat_maps
 from tests.conftest import compose_config
 
 

@@ -22,7 +22,7 @@ POOLED = {"user": ["user_id"], "category": ["category"], "live_type": ["live_typ
 ROWS = {"user": 50, "category": 8, "live_type": 4, "hour": 25, "item": 300, "author": 40}
 GSUS = ["short", "mixed"]
 MANIFEST = {"tasks": ["ctr", "gtr"], "table_sizes": ROWS, "side_rows": SIDE_ROWS, "dense_features": ["a", "b", "c"],
-            "gsu_length": 4}
+            "features": {"gsu_length": 4}}
 
 
 def _model(device: str) -> MomentCrossModel:

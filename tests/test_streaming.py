@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.online.streaming import StreamingLearner
+from recsys.learning.batch_closer import BatchCloser
 
 
 class Recorder:
     def __init__(self):
         self.batches: list[tuple[list[int], int, int]] = []  # (report_ts, closed_at, clock when trained)
-        self.learner: StreamingLearner | None = None
+        self.learner: BatchCloser | None = None
 
     def __call__(self, batch, closed_at_ms: int) -> None:
         self.batches.append((batch["report_ts"].tolist(), closed_at_ms, self.learner.now_ms))
@@ -22,7 +22,7 @@ class Recorder:
 def run(report_ts: list[int], batch_size: int, max_wait_ms: int, ticks: list[int]) -> Recorder:
     """Feed the samples as a caller must (everything reported before a tick, before advancing to it)."""
     recorder = Recorder()
-    learner = StreamingLearner(recorder, batch_size, max_wait_ms)
+    learner = BatchCloser(recorder, batch_size, max_wait_ms)
     recorder.learner = learner
     ts = np.asarray(report_ts, dtype=np.int64)
     handed = 0
@@ -68,7 +68,7 @@ def test_no_sample_is_learned_before_its_report_or_later_than_max_wait_after(bat
 
 
 def test_the_clock_and_the_samples_only_move_forward():
-    learner = StreamingLearner(lambda batch, closed: None, 4, 10)
+    learner = BatchCloser(lambda batch, closed: None, 4, 10)
     learner.add({"report_ts": np.array([5, 6])})
     with pytest.raises(ValueError, match="report_ts order"):
         learner.add({"report_ts": np.array([4])})
@@ -76,4 +76,4 @@ def test_the_clock_and_the_samples_only_move_forward():
     with pytest.raises(ValueError, match="clock went back"):
         learner.advance(99)
     with pytest.raises(ValueError, match="batch_size"):
-        StreamingLearner(lambda batch, closed: None, 0, 10)
+        BatchCloser(lambda batch, closed: None, 0, 10)

@@ -1,7 +1,7 @@
 """The C++ build's Debian packages (requirements/system-packages.txt) cover what the build needs.
 
 A fresh machine gets exactly the packages the list names (and their dependencies, without
-recommends), so every pkg-config module and program export/ranker's CMake files ask for must be
+recommends), so every pkg-config module and program serving/ranker's CMake files ask for must be
 owned, on this machine, by a listed package or one of its dependencies. The owners come from dpkg
 and apt-cache, not from the list; the needs come from the CMake files, not from the list.
 The installer's decisions are checked with stand-in apt-get and dpkg-query commands."""
@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIST = ROOT / "requirements" / "system-packages.txt"
 INSTALLER = ROOT / "requirements" / "install-system-packages.sh"
-CMAKE_DIR = ROOT / "export" / "ranker"
+CMAKE_DIR = ROOT / "serving" / "ranker"
 
 PKG_CHECK_OPTIONS = {"REQUIRED", "QUIET", "IMPORTED_TARGET", "GLOBAL", "NO_CMAKE_PATH", "NO_CMAKE_ENVIRONMENT_PATH"}
 # find_package() names the test knows: what each needs from the system, if anything.
@@ -42,7 +42,7 @@ def declared() -> tuple[list[str], dict[str, str]]:
 
 
 def _cmake_calls(command: str) -> list[list[str]]:
-    """The arguments of every call of `command` in the CMake files under export/ranker."""
+    """The arguments of every call of `command` in the CMake files under serving/ranker."""
     calls = []
     for path in [*CMAKE_DIR.rglob("CMakeLists.txt"), *CMAKE_DIR.rglob("*.cmake")]:
         if "build" in path.relative_to(CMAKE_DIR).parts:
@@ -53,7 +53,7 @@ def _cmake_calls(command: str) -> list[list[str]]:
 
 
 def cmake_needs() -> set[str]:
-    """What export/ranker's CMake files ask of the system, as need strings."""
+    """What serving/ranker's CMake files ask of the system, as need strings."""
     needs = set(BUILD_TOOLS)
     for command in ("pkg_check_modules", "pkg_search_module"):
         for args in _cmake_calls(command):
@@ -63,7 +63,7 @@ def cmake_needs() -> set[str]:
         needs |= {"program:" + name for name in names}
     for args in _cmake_calls("find_package"):
         assert args[0] in KNOWN_PACKAGES, (
-            f"find_package({args[0]}) in export/ranker: this test does not know which system file it needs; "
+            f"find_package({args[0]}) in serving/ranker: this test does not know which system file it needs; "
             f"add it to KNOWN_PACKAGES and its package to requirements/system-packages.txt")
         needs |= KNOWN_PACKAGES[args[0]]
     return needs

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from export.ranker.proto import ranker_pb2
+from serving.proto import ranker_pb2
 from export.request_scorer import RequestInputs
 from export.requests import RequestError, RequestSchema
 

@@ -8,7 +8,6 @@ server gets the same cores as the C++ ranker it is compared with.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -18,19 +17,20 @@ import ray
 import torch
 from ray import serve
 
-from export.ranker.proto import ranker_pb2, ranker_pb2_grpc
+from serving.proto import ranker_pb2, ranker_pb2_grpc
 from export.request_scorer import merged
+from export.export_dir import ExportDir
 from export.requests import RequestSchema
 from bench.load import free_port
 from bench.peers.inputs import request_inputs
 
 APPLICATION = "ranker"
-SERVICER = "export.ranker.proto.ranker_pb2_grpc.add_RankerServicer_to_server"
+SERVICER = "serving.proto.ranker_pb2_grpc.add_RankerServicer_to_server"
 
 
 def load_model(model_dir: Path, model_format: str):
     """The export's model file of `model_format`, loaded as Python runs it."""
-    meta = json.loads((model_dir / "model.json").read_text())
+    meta = ExportDir(model_dir).meta()
     path = model_dir / meta["files"][model_format]
     return torch.jit.load(str(path)) if model_format == "torchscript" else torch._inductor.aoti_load_package(str(path))
 
@@ -40,7 +40,7 @@ class Ranker:
 
     def __init__(self, model_dir: str, model_format: str, threads: int, max_batch_requests: int):
         torch.set_num_threads(threads)
-        meta = json.loads((Path(model_dir) / "model.json").read_text())
+        meta = ExportDir(model_dir).meta()
         self.schema, self.tasks = RequestSchema(meta), list(meta["tasks"])
         self.model = load_model(Path(model_dir), model_format)
         self.score.set_max_batch_size(max_batch_requests)

@@ -37,11 +37,12 @@ from data_pipelines.ray_engine.merge import merge_sorted_runs, rebatch
 from data_pipelines.ray_engine.rows import to_micro_batch, to_table
 from data_pipelines.ray_engine.session import ray_session, shuffle_partitions
 from data_pipelines.ray_engine.storage import Storage
-from data_pipelines.streams.build import (ShardLayout, align_embedding, engine_samples, gaps_of, manifest_schema,
-                                          retrieve_sequences, write_reports)
+from data_pipelines.streams.build import (ShardLayout, align_embedding, gaps_of, manifest_schema, retrieve_sequences,
+                                          write_reports)
 from data_pipelines.streams.consistency import consistency_counts, merge_consistency_counts, summarize_consistency
-from data_pipelines.streams.features import (FeatureColumns, Vocabularies, assemble_features, room_rows, room_state,
+from data_pipelines.streams.features import (FeatureSpec, Vocabularies, assemble_features, room_rows, room_state,
                                              user_activity)
+from data_pipelines.streams.labels import LabelRules
 from data_pipelines.streams.gsu import GsuRetriever
 from data_pipelines.streams.shards import ImpressionFeatures, micro_batch, write_micro_batches
 
@@ -64,12 +65,8 @@ class StreamSpec:
     vocab: Vocabularies
     photo_embedding: np.ndarray
     live_embedding: np.ndarray
-    columns: FeatureColumns
-    engines: dict[str, object]
-    tasks: tuple[str, ...]
-    long_view_ms: int
-    gsu_length: int
-    max_pairs: int
+    features: FeatureSpec
+    rules: LabelRules
 
     def actions_dir(self) -> str:
         return posixpath.join(self.scratch, "actions")
@@ -183,9 +180,9 @@ def _samples_of(spec: StreamSpec, bucket: int, impressions: pd.DataFrame) -> Ite
     store = load_bucket_store(spec.storage, bucket, spec.user_buckets)
     room = {name: impressions[name].to_numpy() for name in ROOM_STATE_FEATURES}
     sparse, dense = assemble_features(impressions, spec.lives, impressions["room_row"].to_numpy(), room,
-                                      user_activity(impressions, store), spec.vocab, spec.columns)
+                                      user_activity(impressions, store), spec.vocab, spec.features.columns)
     retriever = GsuRetriever.build(store, spec.vocab, spec.photo_embedding, spec.live_embedding,
-                                   length=spec.gsu_length, max_pairs=spec.max_pairs)
+                                   length=spec.features.gsu_length, max_pairs=spec.features.max_pairs)
     features = ImpressionFeatures(impressions["impression_id"].to_numpy(), impressions["request_ts"].to_numpy(),
                                   sparse, dense, retrieve_sequences(retriever, impressions))
     actions = _bucket_actions(spec, bucket)
@@ -193,8 +190,9 @@ def _samples_of(spec: StreamSpec, bucket: int, impressions: pd.DataFrame) -> Ite
     if unknown.any():  # ingestion attributes an action to its user's own stay; anything else is corrupt
         raise ValueError(f"live_actions: impression {int(actions['impression_id'].to_numpy()[unknown][0])} "
                          f"of an action by a user of bucket {bucket} is not among that user's impressions")
-    imps, samples = engine_samples(impressions, actions, spec.engines, spec.tasks, spec.long_view_ms)
-    _save_counts(spec, bucket, {name: consistency_counts(samples[name], imps, spec.tasks) for name in spec.engines})
+    imps, samples = spec.rules.emit(impressions, actions)
+    _save_counts(spec, bucket, {name: consistency_counts(samples[name], imps, spec.rules.tasks)
+                                for name in spec.rules.engines})
     for name, stream_samples in samples.items():
         yield name, to_table(micro_batch(stream_samples, slice(0, len(stream_samples)), features))
 
@@ -233,14 +231,13 @@ def _unique_ids(storage: Storage, path: str, columns: list[str]) -> dict[str, li
     return out
 
 
-def _spec(storage: Storage, scratch: str, engine: RayEngine, engines: dict, tasks: tuple[str, ...],
-          long_view_ms: int, columns: FeatureColumns, gsu_length: int, max_pairs: int) -> StreamSpec:
+def _spec(storage: Storage, scratch: str, engine: RayEngine, rules: LabelRules, features: FeatureSpec) -> StreamSpec:
     canonical = storage.layout.canonical
     lives = storage.read_parquet(storage.path(canonical.lives))
     photos = storage.read_parquet_optional(storage.path(canonical.photos))
     users = _unique_ids(storage, storage.path(canonical.live_impressions), ["user_id"])["user_id"]
     plays = _unique_ids(storage, storage.path(canonical.short_plays), ["user_id", "photo_id"])
-    vocab = Vocabularies.of_ids(lives, photos, users + plays["user_id"], plays["photo_id"], columns)
+    vocab = Vocabularies.of_ids(lives, photos, users + plays["user_id"], plays["photo_id"], features.columns)
 
     def embedding(kind: str) -> np.ndarray | None:
         path = storage.path(canonical.embedding(kind))
@@ -249,7 +246,7 @@ def _spec(storage: Storage, scratch: str, engine: RayEngine, engines: dict, task
     return StreamSpec(storage, scratch, engine.user_buckets, engine.room_buckets, lives, vocab,
                       align_embedding(embedding("photo"), photos, "photo_id", vocab.photo.ids),
                       align_embedding(embedding("live"), lives, "live_id", vocab.live.ids),
-                      columns, engines, tasks, long_view_ms, gsu_length, max_pairs)
+                      features, rules)
 
 
 def _gaps(storage: Storage) -> list[str]:
@@ -260,9 +257,8 @@ def _gaps(storage: Storage) -> list[str]:
                    storage.exists(storage.path(canonical.embedding("live"))))
 
 
-def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, engines: dict[str, object],
-                      tasks: tuple[str, ...], long_view_ms: int, columns: FeatureColumns, gsu_length: int,
-                      max_pairs: int, layout: ShardLayout, progress: bool = True) -> RayStreamBuild:
+def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, rules: LabelRules, features: FeatureSpec,
+                      layout: ShardLayout, progress: bool = True) -> RayStreamBuild:
     import ray.data
 
     layout_of = storage.layout
@@ -279,7 +275,7 @@ def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, en
     with ray_session(engine, progress) as startup_s:
         seconds["engine_start"] = startup_s
         start = time.perf_counter()
-        spec = _spec(storage, scratch, engine, engines, tasks, long_view_ms, columns, gsu_length, max_pairs)
+        spec = _spec(storage, scratch, engine, rules, features)
         storage.remove_dir(scratch)
         seconds["vocabulary"] = time.perf_counter() - start
 
@@ -300,9 +296,9 @@ def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, en
         seconds["features_gsu_labels"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        schema = manifest_schema(spec.vocab, tasks, gsu_length)
+        schema = manifest_schema(spec.vocab, rules.tasks, features)
         sample_counts = {}
-        for name in [*engines, FINAL]:
+        for name in [*rules.engines, FINAL]:
             runs = written[written[STREAM_COLUMN] == name]
             sample_counts[name] = _write_stream(spec, name, layout, schema, sorted(runs["bucket"]), progress)["samples"]
             if sample_counts[name] != int(runs["samples"].sum()):  # a lost or doubled run must not pass as a stream
@@ -316,7 +312,7 @@ def build_streams_ray(storage: Storage, reports_dir: Path, engine: RayEngine, en
         parts = [_load_counts(spec, b) for b in range(engine.user_buckets)
                  if storage.exists(spec.counts_path(b))]
         consistency = {name: summarize_consistency(merge_consistency_counts([p[name] for p in parts]))
-                       for name in engines}
+                       for name in rules.engines}
     _write_report_files(storage, consistency, sample_counts, reports_dir)
     storage.remove_dir(scratch)
     return RayStreamBuild(n_impressions, sample_counts, consistency, gaps, seconds)

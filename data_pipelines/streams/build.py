@@ -15,13 +15,14 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from data_pipelines.contract import GSU_NAMES
-from data_pipelines.dataset import FINAL, CanonicalTables, DataSet
+from data_pipelines.dataset import CanonicalTables, DataSet
 from data_pipelines.history_store import HistoryStore
 from data_pipelines.streams.consistency import label_consistency, render_markdown
-from data_pipelines.streams.features import FeatureColumns, Vocabularies, request_features
+from data_pipelines.streams.features import MANIFEST_KEY, FeatureSpec, Vocabularies, request_features
 from data_pipelines.streams.gsu import GsuRetriever, Sequences
-from data_pipelines.streams.labels import FinalLabels, Impressions, Samples, first_positive_times
-from data_pipelines.streams.shards import ImpressionFeatures, contract_schema, write_shards
+from data_pipelines.streams.labels import Impressions, LabelRules, Samples
+from data_pipelines.manifest import contract_schema
+from data_pipelines.streams.shards import ImpressionFeatures, write_shards
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,9 @@ def gaps_of(has_plays: bool, has_photo_embedding: bool, has_live_embedding: bool
     return gaps
 
 
-def build_features(canonical: CanonicalTables, impressions: pd.DataFrame, store: HistoryStore,
-                   columns: FeatureColumns, gsu_length: int, max_pairs: int, progress: bool = True,
-                   chunk: int = 20_000, logged: pd.DataFrame | None = None) -> tuple[ImpressionFeatures, Vocabularies]:
+def build_features(canonical: CanonicalTables, impressions: pd.DataFrame, store: HistoryStore, spec: FeatureSpec,
+                   progress: bool = True, chunk: int = 20_000, logged: pd.DataFrame | None = None
+                   ) -> tuple[ImpressionFeatures, Vocabularies]:
     """Request-time features and the five GSU sequences of canonical `impressions`. `logged`: the
     data set's impressions, when `impressions` are requests that were never made (replay's
     candidate sets) — the vocabularies and the rooms' state then come from the logged ones, so
@@ -102,12 +103,12 @@ def build_features(canonical: CanonicalTables, impressions: pd.DataFrame, store:
     lives = pd.read_parquet(canonical.lives)
     photos = _read_optional(canonical.photos)
     plays = _read_optional(canonical.short_plays, columns=["user_id", "photo_id"])
-    vocab = Vocabularies.build(lives, impressions if logged is None else logged, photos, plays, columns)
-    sparse, dense = request_features(impressions, lives, store, vocab, columns, logged)
+    vocab = Vocabularies.build(lives, impressions if logged is None else logged, photos, plays, spec.columns)
+    sparse, dense = request_features(impressions, lives, store, vocab, spec.columns, logged)
     retriever = GsuRetriever.build(
         store, vocab, _aligned_embedding(canonical.embedding("photo"), photos, "photo_id", vocab.photo.ids),
         _aligned_embedding(canonical.embedding("live"), lives, "live_id", vocab.live.ids),
-        length=gsu_length, max_pairs=max_pairs)
+        length=spec.gsu_length, max_pairs=spec.max_pairs)
     sequences = retrieve_sequences(retriever, impressions, chunk, progress)
     return ImpressionFeatures(impressions["impression_id"].to_numpy(), impressions["request_ts"].to_numpy(),
                               sparse, dense, sequences), vocab
@@ -126,30 +127,18 @@ def retrieve_sequences(retriever: GsuRetriever, impressions: pd.DataFrame, chunk
     return {name: Sequences.concat(p) for name, p in parts.items()}
 
 
-def run_engines(impressions: pd.DataFrame, actions: pd.DataFrame, engines: dict[str, object],
-                tasks: tuple[str, ...], long_view_ms: int, with_final: bool = True,
+def run_engines(impressions: pd.DataFrame, actions: pd.DataFrame, rules: LabelRules, with_final: bool = True,
                 ) -> tuple[Impressions, dict[str, Samples], dict[str, dict]]:
-    imps, samples = engine_samples(impressions, actions, engines, tasks, long_view_ms, with_final)
-    consistency = {name: label_consistency(samples[name], imps, tasks) for name in engines}
+    """Every stream's samples of canonical `impressions` and the label-consistency report of each."""
+    imps, samples = rules.emit(impressions, actions, with_final)
+    consistency = {name: label_consistency(samples[name], imps, rules.tasks) for name in rules.engines}
     return imps, samples, consistency
 
 
-def engine_samples(impressions: pd.DataFrame, actions: pd.DataFrame, engines: dict[str, object],
-                   tasks: tuple[str, ...], long_view_ms: int, with_final: bool = True,
-                   ) -> tuple[Impressions, dict[str, Samples]]:
-    """Every stream's samples of canonical `impressions` (whose actions are all in `actions`)."""
-    imps = Impressions(impressions["request_ts"].to_numpy(), impressions["exit_ts"].to_numpy(),
-                       first_positive_times(impressions, actions, long_view_ms, tasks))
-    samples = {name: engine.emit(imps) for name, engine in engines.items()}
-    if with_final:
-        samples[FINAL] = FinalLabels().emit(imps)
-    return imps, samples
-
-
-def manifest_schema(vocab: Vocabularies, tasks: tuple[str, ...], gsu_length: int) -> dict:
-    """What a stream's manifest says beyond its shards: the tasks, the elements per GSU, the table
-    sizes, and the data contract the shards were written under."""
-    return {"tasks": list(tasks), "gsu_length": gsu_length, "table_sizes": vocab.table_sizes(), **contract_schema()}
+def manifest_schema(vocab: Vocabularies, tasks: tuple[str, ...], spec: FeatureSpec) -> dict:
+    """What a stream's manifest says beyond its shards: the tasks, the table sizes, the feature spec
+    the features were computed with, and the data contract the shards were written under."""
+    return {"tasks": list(tasks), MANIFEST_KEY: spec.to_dict(), "table_sizes": vocab.table_sizes(), **contract_schema()}
 
 
 def write_reports(consistency: dict, sample_counts: dict[str, int], data_name: str, paths: list[Path]) -> None:
@@ -160,27 +149,26 @@ def write_reports(consistency: dict, sample_counts: dict[str, int], data_name: s
         path.with_name(path.name + ".md").write_text(render_markdown(consistency, data_name, sample_counts))
 
 
-def build_streams(data: DataSet, store: HistoryStore, reports_dir: Path, engines: dict[str, object],
-                  tasks: tuple[str, ...], long_view_ms: int, columns: FeatureColumns, gsu_length: int,
-                  max_pairs: int, layout: ShardLayout, progress: bool = True) -> StreamBuild:
+def build_streams(data: DataSet, store: HistoryStore, reports_dir: Path, rules: LabelRules, spec: FeatureSpec,
+                  layout: ShardLayout, progress: bool = True) -> StreamBuild:
     gaps = data_gaps(data.canonical)
     for gap in gaps:  # said before the long build; describe_streams repeats them in its summary
         log.warning("%s: %s", data.canonical.dir, gap)
     seconds = {}
     start = time.perf_counter()
     impressions = pd.read_parquet(data.canonical.live_impressions)
-    features, vocab = build_features(data.canonical, impressions, store, columns, gsu_length, max_pairs, progress)
+    features, vocab = build_features(data.canonical, impressions, store, spec, progress)
     seconds["features_and_gsu"] = time.perf_counter() - start
     start = time.perf_counter()
     actions = pd.read_parquet(data.canonical.live_actions)
-    imps, samples, consistency = run_engines(impressions, actions, engines, tasks, long_view_ms)
+    imps, samples, consistency = run_engines(impressions, actions, rules)
     seconds["label_engines"] = time.perf_counter() - start
 
     data.streams.mkdir(parents=True, exist_ok=True)
     vocab.save(data.vocab)
     start = time.perf_counter()
     for name, stream_samples in samples.items():
-        write_shards(stream_samples, features, data.stream(name), manifest_schema(vocab, tasks, gsu_length),
+        write_shards(stream_samples, features, data.stream(name), manifest_schema(vocab, rules.tasks, spec),
                      micro_batch_size=layout.micro_batch_size,
                      micro_batches_per_shard=layout.micro_batches_per_shard, progress=progress)
     seconds["shards"] = time.perf_counter() - start

@@ -12,8 +12,8 @@ import zlib
 import msgpack
 import numpy as np
 
-# 2: sequence fields in contract order, domains 1 and 2, side_rows in the manifest; 3: checksums.
-SCHEMA_VERSION = 3
+from data_pipelines.contract import SCHEMA_VERSION
+
 _ALLOWED_KINDS = set("biuf")  # bool, signed, unsigned, float
 
 

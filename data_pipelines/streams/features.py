@@ -3,7 +3,7 @@ all computed from events strictly before the request. Nothing here may look past
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,6 +32,42 @@ class FeatureColumns:
     category_column: str  # room columns carried through by ingestion with `keep`
     live_type_column: str
     tz_offset_hours: float  # hour-of-day feature = UTC hour + this
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How request features are computed (conf/features/*.yaml): the data set's room columns, the
+    elements per GSU sequence, and how many (request, candidate) pairs a GSU scores at once (memory
+    only). `make streams` records it whole in every stream's manifest; whatever computes features
+    for the same data set afterwards (the live loop's driver, the replay's candidate sets) reads it
+    back from there (`of_manifest`), never from its own config."""
+
+    columns: FeatureColumns
+    gsu_length: int
+    max_pairs: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.columns, dict):  # read back from a manifest, or built from plain config
+            object.__setattr__(self, "columns", FeatureColumns(**self.columns))
+        if self.gsu_length < 1 or self.max_pairs < 1:
+            raise ValueError(f"features: gsu_length and max_pairs must be at least 1, got {self.gsu_length} and "
+                             f"{self.max_pairs}")
+
+    def to_dict(self) -> dict:
+        return {"columns": asdict(self.columns), "gsu_length": int(self.gsu_length), "max_pairs": int(self.max_pairs)}
+
+    @classmethod
+    def of_manifest(cls, manifest: dict) -> "FeatureSpec":
+        """The spec a stream's shards were written with (data_pipelines/manifest.py: read_manifest)."""
+        return cls(**manifest[MANIFEST_KEY])
+
+
+MANIFEST_KEY = "features"  # where a manifest holds the FeatureSpec
+
+
+def gsu_length_of(manifest: dict) -> int:
+    """The elements per GSU sequence a stream's shards hold (all a model needs of the spec)."""
+    return int(manifest[MANIFEST_KEY]["gsu_length"])
 
 
 @dataclass(frozen=True)

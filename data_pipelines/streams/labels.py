@@ -8,12 +8,15 @@ mapped over partitions (users, rooms, days) by a distributed runner without shar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from data_pipelines.contract import ACTION_CODES, MASKED, NEG, POS, PU_POS, TASKS
+from data_pipelines.dataset import FINAL
 
 NO_POSITIVE = -1  # in first-positive arrays
 
@@ -165,3 +168,46 @@ class FinalLabels:
         n = len(imps)
         return Samples.concat_sorted([Samples(np.arange(n), last, np.full(n, KIND_FINAL, np.int8),
                                               np.where(fp != NO_POSITIVE, POS, NEG).astype(np.int8))])
+
+
+class StreamEngine(Protocol):
+    def emit(self, imps: Impressions) -> Samples: ...
+
+
+@dataclass(frozen=True)
+class LabelRules:
+    """Which label streams are made and by which rules (conf/stream/*.yaml): the tasks, the long-view
+    threshold and an engine per stream. Built once from the config and handed to whatever makes
+    samples — `make streams` (local and on Ray) and the live loop's label joiner — so that they make
+    the same samples."""
+
+    tasks: tuple[str, ...]
+    long_view_ms: int
+    engines: Mapping[str, StreamEngine] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(str(t) for t in self.tasks))
+        object.__setattr__(self, "engines", dict(self.engines))
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"stream.tasks must name tasks of {list(TASKS)}, got {list(self.tasks)}")
+        if not self.engines:
+            raise ValueError("stream.engines names no stream")
+        if self.long_view_ms <= 0:
+            raise ValueError(f"stream.long_view_ms must be positive, got {self.long_view_ms}")
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self.engines)
+
+    def emit(self, impressions: pd.DataFrame, actions: pd.DataFrame, with_final: bool = True
+             ) -> tuple[Impressions, dict[str, Samples]]:
+        """Every stream's samples of canonical `impressions` (whose actions are all in `actions`),
+        and the final labels when `with_final` (every impression once: the evaluation stream)."""
+        imps = Impressions(impressions["request_ts"].to_numpy(), impressions["exit_ts"].to_numpy(),
+                           first_positive_times(impressions, actions, self.long_view_ms, self.tasks))
+        samples = {name: engine.emit(imps) for name, engine in self.engines.items()}
+        if with_final:
+            samples[FINAL] = FinalLabels().emit(imps)
+        return imps, samples
+

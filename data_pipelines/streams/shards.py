@@ -18,11 +18,12 @@ import webdataset as wds
 from tqdm import tqdm
 
 from data_pipelines import contract
+from data_pipelines.contract import SCHEMA_VERSION
+from data_pipelines.manifest import MANIFEST
 from data_pipelines.streams import codec
 from data_pipelines.streams.gsu import Sequences
 from data_pipelines.streams.labels import Samples
 
-MANIFEST = "manifest.json"
 MEMBER_SUFFIX = "msgpack"
 
 
@@ -114,7 +115,7 @@ def write_micro_batches(batches: Iterable[dict[str, np.ndarray]], out_dir: str, 
         shards.append(_write_shard(fs, out_dir, len(shards), shard, first_mb=len(shards) * micro_batches_per_shard))
         bar.update(shards[-1]["samples"])
     bar.close()
-    manifest = {"schema_version": codec.SCHEMA_VERSION, "samples": sum(s["samples"] for s in shards),
+    manifest = {"schema_version": SCHEMA_VERSION, "samples": sum(s["samples"] for s in shards),
                 "shards": shards, **schema}
     with fs.open_output_stream(posixpath.join(out_dir, MANIFEST)) as f:
         f.write(json.dumps(manifest, indent=1).encode())
@@ -146,30 +147,3 @@ def _write_shard(fs: pafs.FileSystem, out_dir: str, index: int, batches: list[di
         "request_ts_max": int(request_ts.max()),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
-
-
-def contract_schema() -> dict:
-    """What every manifest says of the data contract; `read_manifest` holds it to this code's."""
-    return {"sparse_features": list(contract.SPARSE_FEATURES), "dense_features": list(contract.DENSE_FEATURES),
-            "gsu_names": list(contract.GSU_NAMES), "sequence_fields": list(contract.SEQUENCE_FIELDS),
-            "side_rows": dict(contract.SIDE_ROWS)}
-
-
-def read_manifest(shard_dir: str | Path) -> dict:
-    """The manifest of one stream's shards; refuses one written under another data contract."""
-    path = Path(shard_dir) / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: write the shards first (make streams)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rebuild with make streams") from None
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != codec.SCHEMA_VERSION:
-        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise ValueError(f"{path}: shard schema v{version}, this code reads v{codec.SCHEMA_VERSION}; "
-                         f"rebuild with make streams")
-    differs = [key for key, value in contract_schema().items() if manifest.get(key) != value]
-    if differs:
-        raise ValueError(f"{path}: {differs} differ from this code's data contract (data_pipelines/contract.py); "
-                         f"rebuild with make streams")
-    return manifest

@@ -23,9 +23,10 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
 from data_pipelines import contract
-from data_pipelines.ragged import gather_rows
+from data_pipelines.micro_batch import concat_arrays, take_rows
 from data_pipelines.streams import codec
-from data_pipelines.streams.shards import MEMBER_SUFFIX, read_manifest
+from data_pipelines.manifest import read_manifest
+from data_pipelines.streams.shards import MEMBER_SUFFIX
 from recsys.data.batch import Batch, to_batch
 
 log = logging.getLogger(__name__)
@@ -49,26 +50,6 @@ class _HashingReader:
     def read_to_end(self) -> None:
         while self.read(1 << 20):
             pass
-
-
-def concat_arrays(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Micro-batch-like dicts joined sample-wise (ragged fields stay aligned with their lengths)."""
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-
-
-def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Samples `rows` of a micro-batch-like dict; ragged sequence fields follow their lengths (for
-    the GSUs it holds: every stream holds all of them, a caller's own arrays may hold none)."""
-    out = {key: values[rows] for key, values in arrays.items() if not contract.is_sequence_key(key)}
-    for gsu in contract.GSU_NAMES:
-        if contract.lengths_key(gsu) not in arrays:
-            continue
-        lengths = arrays[contract.lengths_key(gsu)]
-        taken, positions = gather_rows(lengths, rows)
-        out[contract.lengths_key(gsu)] = taken.astype(lengths.dtype)
-        for field in contract.SEQUENCE_FIELDS:
-            out[contract.sequence_key(gsu, field)] = arrays[contract.sequence_key(gsu, field)][positions]
-    return out
 
 
 class ShardDataset(IterableDataset):

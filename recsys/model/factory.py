@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from data_pipelines.contract import SIDE_FIELDS
+from data_pipelines.streams.features import gsu_length_of
 from recsys.model.moment_cross import EmbeddingLookup, MomentCrossHead, MomentCrossModel
 
 ANCHOR = "mixed"  # every contrastive term aligns another GSU with this one (eq. 6)
@@ -64,9 +65,9 @@ class ModelSpec:
 
 
 def build_head(spec: ModelSpec, cross: CrossSpec, manifest: Mapping) -> MomentCrossHead:
-    if spec.seq_len > manifest["gsu_length"]:
-        raise ValueError(f"model.seq_len={spec.seq_len} exceeds the {manifest['gsu_length']} elements per GSU "
-                         f"the shards hold; lower it or rebuild the shards with a larger gsu.length")
+    if spec.seq_len > gsu_length_of(manifest):
+        raise ValueError(f"model.seq_len={spec.seq_len} exceeds the {gsu_length_of(manifest)} elements per GSU "
+                         f"the shards hold; lower it or rebuild the shards with a larger features.gsu_length")
     return MomentCrossHead(
         tasks=list(manifest["tasks"]), pooled_features=[f for fs in spec.pooled_tables.values() for f in fs],
         gsu_names=list(cross.gsu_names), seq_len=spec.seq_len, n_dense=len(manifest["dense_features"]),

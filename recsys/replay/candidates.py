@@ -21,11 +21,11 @@ from data_pipelines.contract import MASKED
 from data_pipelines.dataset import FINAL, DataSet
 from data_pipelines.history_store import HistoryStore
 from data_pipelines.streams.build import build_features
-from data_pipelines.streams.features import FeatureColumns
+from data_pipelines.streams.features import FeatureSpec
 from data_pipelines.streams.shards import request_arrays, with_labels
 from data_pipelines.world.config import world_config_of
 from data_pipelines.world.simulate import fixed_world, true_ctr
-from recsys.data.loader import take_rows
+from data_pipelines.micro_batch import take_rows
 
 
 @dataclass
@@ -72,10 +72,11 @@ def live_rooms(requests: pd.DataFrame, lives: pd.DataFrame) -> pd.DataFrame:
                          "live_id": rooms["live_id"].to_numpy(), "author_id": rooms["author_id"].to_numpy()})
 
 
-def build_candidates(data: DataSet, n_requests: int, seed: int, columns: FeatureColumns, gsu_length: int,
-                     max_pairs: int, span: tuple[int, int] | None = None, progress: bool = False) -> CandidateSets:
+def build_candidates(data: DataSet, n_requests: int, seed: int, span: tuple[int, int] | None = None,
+                     progress: bool = False) -> CandidateSets:
     """The candidate sets of `n_requests` logged requests of `data` (within `span` = [first,
-    last] request time, ms, when given)."""
+    last] request time, ms, when given), their features computed as the data set's streams computed
+    theirs (the feature spec their manifest records)."""
     impressions = pd.read_parquet(data.require(data.canonical.live_impressions, "make simulate"))
     lives = pd.read_parquet(data.canonical.lives)
     pool = impressions
@@ -87,8 +88,8 @@ def build_candidates(data: DataSet, n_requests: int, seed: int, columns: Feature
     # Ids that cannot collide with a logged impression's: the candidates are never looked up by id.
     frame = candidates.assign(impression_id=-1 - np.arange(len(candidates), dtype=np.int64))
     store = HistoryStore.load(data.require(data.history, "make simulate"))
-    features, _ = build_features(data.canonical, frame, store, columns, gsu_length, max_pairs, progress=progress,
-                                 logged=impressions)
+    spec = FeatureSpec.of_manifest(data.manifest(FINAL))
+    features, _ = build_features(data.canonical, frame, store, spec, progress=progress, logged=impressions)
     recorded = json.loads(data.require(data.truth.world, "make simulate").read_text())["config"]
     world = fixed_world(world_config_of(recorded))
     ctr, segment = true_ctr(world, frame["user_id"].to_numpy(), frame["live_id"].to_numpy(),

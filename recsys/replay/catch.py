@@ -33,6 +33,12 @@ class CatchWindows:
     min_impressions_before: int = 10
     fractions: tuple[float, ...] = (0.5, 0.25)  # of the true rise, for a segment to count as caught; first: headline
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+        if self.bin_s <= 0 or not self.fractions:
+            raise ValueError(f"catch: bin_s must be positive and fractions name at least one, got {self.bin_s} and "
+                             f"{list(self.fractions)}")
+
 
 @dataclass(frozen=True)
 class SegmentSeries:

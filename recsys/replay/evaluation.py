@@ -11,7 +11,7 @@ import pandas as pd
 from data_pipelines.contract import DENSE_FEATURES, LIVE_HISTORY_FEATURE, POS, sparse_key
 from data_pipelines.dataset import FINAL, DataSet
 from recsys.data import ShardDataset
-from recsys.data.loader import concat_arrays, take_rows
+from data_pipelines.micro_batch import concat_arrays, take_rows
 from recsys.metrics import light_users
 
 
@@ -32,6 +32,19 @@ class EvaluationSet:
 
     def rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         return take_rows(self.arrays, rows)
+
+    def first(self, until_ms: int) -> "EvaluationSet":
+        """The impressions requested before `until_ms` (a prefix: the set is in request order)."""
+        n = int(np.searchsorted(self.request_ts, until_ms, side="left"))
+        keep = np.arange(n)
+
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[:n]
+
+        return EvaluationSet(arrays=take_rows(self.arrays, keep), request_ts=self.request_ts[:n], labels=self.labels[:n],
+                             users=self.users[:n], groups={g: m[:n] for g, m in self.groups.items()},
+                             live_id=self.live_id[:n], true_ctr=cut(self.true_ctr),
+                             highlight_segment=cut(self.highlight_segment), highlights=self.highlights)
 
 
 def _ground_truth(data: DataSet, impressions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:

@@ -11,7 +11,7 @@ from data_pipelines.dataset import FAST_SLOW, REALTIME
 from recsys import metrics
 from recsys.replay.catch import summarize
 from recsys.replay.ranking import summarize_catches
-from recsys.replay.sources import FROZEN, ORACLE
+from recsys.replay.runs import FROZEN, ORACLE
 
 # Expected order of overall CTR AUC, best first: fresher labels should not score worse.
 BRACKET_ORDER = (ORACLE, REALTIME, FAST_SLOW, FROZEN)

@@ -8,21 +8,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from data_pipelines.dataset import FINAL, DataSet
 from recsys.allocator import keep_freed_memory
-from recsys.online.learner import OnlineLearner
+from recsys.learning.learner import Learner
 from recsys.replay import figures
 from recsys.replay import report as rpt
 from recsys.replay.candidates import CandidateSets, build_candidates
 from recsys.replay.catch import CatchWindows, eligible_segments, highlight_catches
-from recsys.replay.settings import ReplaySettings
+from recsys.replay.settings import ReplaySettings, replay_settings
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
 from recsys.replay.loop import ReplayObserver, Scored, replay
 from recsys.replay.ranking import RankingWindows, ranking_figures
-from recsys.replay.sources import FROZEN, ORACLE, manifest_for, training_samples, without_room_state
+from recsys.replay.runs import FROZEN, ORACLE, manifest_for, training_samples, without_room_state
 from recsys.replay.timeline import step_edges
 from recsys.train.precision import warn_if_emulated
 
@@ -41,12 +40,13 @@ IMPRESSIONS, CANDIDATES = "impressions", "candidates"  # what a replayed model s
 def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, seed: int, targets: dict[str, Scored],
                 n_tasks: int, edges: np.ndarray, observer: ReplayObserver | None
                 ) -> tuple[dict[str, dict[int, np.ndarray]], object]:
-    learner = OnlineLearner(cfg, manifest_for(data, run, s.frozen.stream), seed,
-                            batch_norm_min_batch=s.batch_norm_min_batch)
+    learner = Learner(cfg, manifest_for(data, run, s.frozen.stream), seed,
+                      batch_norm_min_batch=s.learner.batch_norm_min_batch)
     samples = training_samples(run, data, targets[IMPRESSIONS], edges, s.frozen.stream, s.frozen.train_share,
                                s.room_state)
-    return replay(learner, samples, targets, n_tasks, edges, list(s.push_every_ms), s.batch_size, s.max_wait_ms,
-                  s.score_batch_size, observer=observer, progress=s.progress, desc=f"{run} seed {seed}")
+    return replay(learner, samples, targets, n_tasks, edges, list(s.push_every_ms), s.learner.batch_size,
+                  s.learner.max_wait_ms, s.score_batch_size, observer=observer, progress=s.progress,
+                  desc=f"{run} seed {seed}")
 
 
 def _candidates(cfg: DictConfig, s: ReplaySettings, data: DataSet, evaluation: EvaluationSet) -> CandidateSets | None:
@@ -54,8 +54,7 @@ def _candidates(cfg: DictConfig, s: ReplaySettings, data: DataSet, evaluation: E
     if evaluation.highlights is None or not s.ranking.requests:
         return None
     start = time.perf_counter()
-    sets = build_candidates(data, s.ranking.requests, s.ranking.seed, instantiate(cfg.data.features),
-                            int(data.manifest(FINAL)["gsu_length"]), int(cfg.gsu.max_pairs),
+    sets = build_candidates(data, s.ranking.requests, s.ranking.seed,
                             span=(int(evaluation.request_ts[0]), int(evaluation.request_ts[-1])), progress=s.progress)
     if not s.room_state:
         sets = dataclasses.replace(sets, arrays=without_room_state(sets.arrays))
@@ -86,11 +85,17 @@ def _evaluate(evaluation: EvaluationSet, candidates: CandidateSets | None,
     return out
 
 
+def predictions_path(runs_dir: Path, run: str, seed: int) -> Path:
+    """reports/<name>/<run>-seed<seed>.npz: every task's prediction of every impression scored, per
+    push interval (`push_<s>s`), with the impressions' ids."""
+    return runs_dir / f"{run}-seed{seed}.npz"
+
+
 def _save_predictions(runs_dir: Path, run: str, seed: int, evaluation: EvaluationSet, candidates: CandidateSets | None,
                       predictions: dict[str, dict[int, np.ndarray]], ctr: int) -> None:
-    """reports/<name>/<run>-seed<seed>.npz: every task's prediction of every impression per push
-    interval; beside it -candidates.npz: the predicted CTR of every candidate row."""
-    np.savez_compressed(runs_dir / f"{run}-seed{seed}.npz", impression_id=evaluation.arrays["impression_id"],
+    """The predictions (predictions_path); beside them -candidates.npz: the predicted CTR of every
+    candidate row."""
+    np.savez_compressed(predictions_path(runs_dir, run, seed), impression_id=evaluation.arrays["impression_id"],
                         **{f"push_{ms // 1000}s": p for ms, p in predictions[IMPRESSIONS].items()})
     if candidates is not None:
         np.savez_compressed(runs_dir / f"{run}-seed{seed}-candidates.npz", offsets=candidates.offsets,
@@ -102,9 +107,9 @@ def _save_predictions(runs_dir: Path, run: str, seed: int, evaluation: Evaluatio
 def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     keep_freed_memory()
     warn_if_emulated(cfg.trainer.precision, cfg.trainer.accelerator)
-    s = ReplaySettings.of(cfg.replay)
+    s = replay_settings(cfg.replay)
     data = DataSet(cfg.data.output_dir)
-    runs, seeds, push_every_s = list(s.streams), list(s.seeds), s.push_every_s
+    runs, seeds, push_every_s = list(s.streams), list(s.seeds), list(s.push_every_s)
     needed = {FINAL, s.frozen.stream, *(r for r in runs if r not in (ORACLE, FROZEN))}
     missing = sorted(s for s in needed if not data.has_stream(s))
     if missing:
@@ -115,6 +120,8 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     if "ctr" not in tasks:
         raise ValueError(f"{data.root}: replay reports CTR figures, and the streams have no ctr task ({tasks})")
     evaluation = load_evaluation(data, s.light_user_max_live)
+    if s.until_s is not None:  # the first until_s data seconds only
+        evaluation = evaluation.first(int(evaluation.request_ts[0]) + int(s.until_s * 1000))
     if not s.room_state:
         evaluation = dataclasses.replace(evaluation, arrays=without_room_state(evaluation.arrays))
     candidates = _candidates(cfg, s, data, evaluation)
@@ -125,7 +132,8 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
         evaluation.highlights, evaluation.live_id, evaluation.request_ts, evaluation.highlight_segment, windows)
     print(f"replay on '{data.name}': {len(evaluation):,} impressions, {len(edges) - 1} steps of {s.step_ms // 1000} s, "
           f"runs {runs}, seeds {seeds}, push every {push_every_s} s, {len(segments)} highlight segments to catch"
-          + ("" if s.room_state else "; room state features zeroed"))
+          + ("" if s.room_state else "; room state features zeroed")
+          + ("" if s.until_s is None else f"; the first {s.until_s:g} s of the data set"))
 
     name = report_name(cfg)
     runs_dir = Path(cfg.paths.reports_dir) / name
@@ -149,9 +157,9 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                   + (f"; normalized top-1 clicks {ranked['top1']['normalized']:.3f}" if ranked else ""))
 
     report = figures.build_report(per_run, seeds, {g: int(m.sum()) for g, m in evaluation.groups.items()}, push_every_s)
-    report["config"] = {"world": data.name, "step_seconds": s.step_ms // 1000, "batch_size": s.batch_size,
-                        "max_wait_s": s.max_wait_ms // 1000, "push_every_s": push_every_s,
-                        "room_state": s.room_state, "frozen": dataclasses.asdict(s.frozen),
+    report["config"] = {"world": data.name, "step_s": s.step_s, "learner": dataclasses.asdict(s.learner),
+                        "push_every_s": push_every_s,
+                        "room_state": s.room_state, "until_s": s.until_s, "frozen": dataclasses.asdict(s.frozen),
                         "light_user_max_live": s.light_user_max_live,
                         "catch": dataclasses.asdict(windows), "highlight_segments_caught_over": len(segments),
                         "ranking": {"requests": 0 if candidates is None else candidates.requests,

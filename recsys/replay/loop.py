@@ -1,7 +1,7 @@
 """The replay loop. Simulated time walks forward in steps [t_k, t_k+1) of `step_ms`. At each edge t_k:
 
-  1. the stream's samples reported before t_k go to the streaming learner, which learns every batch
-     closed by t_k (recsys/online/streaming.py: full, or its oldest sample `max_wait_ms` old);
+  1. the stream's samples reported before t_k go to the batch closer, which learns every batch
+     closed by t_k (recsys/learning/batch_closer.py: full, or its oldest sample `max_wait_ms` old);
   2. for every push interval P with a push at t_k (t_k a multiple of P, and at the first edge for
      all), the model as it is now is what serving gets until the next push: every row of every
      target (the logged impressions; the candidate sets) requested in [t_k, next push) is scored
@@ -21,9 +21,10 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from data_pipelines.micro_batch import MicroBatch
 from recsys.data.batch import Batch, to_batch
-from recsys.online.streaming import Samples, StreamingLearner
-from recsys.replay.timeline import ReportedSamples
+from recsys.learning.batch_closer import BatchCloser
+from recsys.learning.sources import SampleSource
 
 
 class ReplayObserver(Protocol):
@@ -45,23 +46,23 @@ class Learner(Protocol):
     def predict(self, batch: Batch): ...
 
 
-def replay(learner: Learner, stream: ReportedSamples, targets: Mapping[str, Scored], n_tasks: int, edges: np.ndarray,
+def replay(learner: Learner, stream: SampleSource, targets: Mapping[str, Scored], n_tasks: int, edges: np.ndarray,
            push_every_ms: list[int], batch_size: int, max_wait_ms: int, score_batch_size: int,
            observer: ReplayObserver | None = None, progress: bool = True,
-           desc: str = "replay") -> tuple[dict[str, dict[int, np.ndarray]], StreamingLearner]:
+           desc: str = "replay") -> tuple[dict[str, dict[int, np.ndarray]], BatchCloser]:
     """Online predictions {target: {push interval: [N, n_tasks]}} for every target's rows (NaN for
-    any outside the edges), and the streaming learner (its batch and sample counts)."""
+    any outside the edges), and the batch closer (its batch and sample counts)."""
     step_ms = int(edges[1] - edges[0]) if len(edges) > 1 else 1
     for p in push_every_ms:
         if p <= 0 or p % step_ms:
             raise ValueError(f"push interval {p} ms is not a positive multiple of the replay step ({step_ms} ms)")
 
-    def train_step(batch: Samples, closed_at_ms: int) -> None:
+    def train_step(batch: MicroBatch, closed_at_ms: int) -> None:
         learner.train(to_batch(batch))
         if observer is not None:
             observer.trained(batch["report_ts"], closed_at_ms)
 
-    streaming = StreamingLearner(train_step, batch_size, max_wait_ms)
+    closer = BatchCloser(train_step, batch_size, max_wait_ms)
     predictions = {name: {p: np.full((len(rows), n_tasks), np.nan, dtype=np.float32) for p in push_every_ms}
                    for name, rows in targets.items()}
     version = {name: {p: np.full(len(rows), -1, dtype=np.int64) for p in push_every_ms}  # model version that scored
@@ -69,8 +70,8 @@ def replay(learner: Learner, stream: ReportedSamples, targets: Mapping[str, Scor
     end = int(edges[-1])
     for k in tqdm(range(len(edges) - 1), desc=desc, unit="step", disable=not progress):
         t = int(edges[k])
-        streaming.add(stream.until(t))
-        streaming.advance(t)
+        closer.add(stream.until(t))
+        closer.advance(t)
         for p in push_every_ms:
             if k and t % p:
                 continue
@@ -78,10 +79,10 @@ def replay(learner: Learner, stream: ReportedSamples, targets: Mapping[str, Scor
             for name, target in targets.items():
                 first, last = np.searchsorted(target.request_ts, [t, until], side="left")
                 _score(learner, target, np.arange(first, last), predictions[name], version[name], p,
-                       streaming.batches, score_batch_size)
+                       closer.batches, score_batch_size)
                 if observer is not None and last > first:
                     observer.scored(name, p, t, target.request_ts[first:last])
-    return predictions, streaming
+    return predictions, closer
 
 
 def _score(learner: Learner, target: Scored, rows: np.ndarray, predictions: dict[int, np.ndarray],

@@ -12,7 +12,7 @@ import numpy as np
 
 from data_pipelines.dataset import FAST_SLOW, REALTIME
 from recsys.replay.catch import Catch, CatchWindows, segment_series
-from recsys.replay.sources import ORACLE
+from recsys.replay.runs import ORACLE
 
 
 # ---------------------------------------------------------------- Markdown
@@ -36,8 +36,9 @@ def markdown(report: dict, tasks: list[str], name: str = "replay") -> str:
     lines = ["# Replay: online predictions against the final truth", "",
              f"World `{cfg.get('world', '?')}`, seeds {report['seeds']} (mean ± sample standard deviation over "
              f"seeds). Each impression is scored by the model as last pushed before its request; samples are "
-             f"learned in report order, in batches of up to {cfg.get('batch_size', '?')} closed when full or after "
-             f"{cfg.get('max_wait_s', '?')} s. Headline figures: push every {head} s."
+             f"learned in report order, in batches of up to {cfg.get('learner', {}).get('batch_size', '?')} closed "
+             f"when full or after {cfg.get('learner', {}).get('max_wait_s', '?')} s. Headline figures: push every "
+             f"{head} s."
              + ("" if cfg.get("room_state", True) else " **Room state features zeroed** (`replay.room_state=false`)."),
              ""]
     lines += _ranking_section(report)

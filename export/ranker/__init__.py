@@ -1,1 +1,0 @@
-"""The ranker: the C++ sources, its proto and the Python code generated from it."""

@@ -1,0 +1,304 @@
+"""A live run's record, as `DataSet` is for data: one module naming every file a run of the live loop
+writes, each loaded and saved typed. The components write their parts as they run; the report is
+computed from the record alone (`python -m online.report` renders it again from the files).
+
+    logs/online/<name>/
+      config.yaml            the run's composed config (the comparison replay runs with it)
+      answers.npz            the driver: what the ranker answered for each impression (Answers)
+      joiner_samples.npz     the joiner's ledger: every sample emitted, per stream (Ledger)
+      versions.jsonl         the trainer: every version a ranker may serve and what it had learned
+      driver_summary.json, joiner_summary.json
+      loop.json              the supervisor: progress samples, faults, the ranker's log and metrics,
+                             the quarantine
+      latest, clock-<ms>/    the trainer's checkpoints (the newest one named by `latest`)
+    artifacts/<name>/        the export the ranker serves, and its pushes (export/export_dir.py)
+    reports/online_train_<name>.json   the trainer's summary (make online-train writes it too)
+    reports/<name>.{json,md,png}       the report
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from export.export_dir import ExportDir
+from online.progress import ProgressSample
+
+
+# -- the driver's answers ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DriverClock:
+    """Data time runs `speed` times wall time from (data0_ms, unix0_s)."""
+
+    data0_ms: int
+    unix0_s: float
+    speed: float
+
+    def data_ms(self, unix_s: np.ndarray) -> np.ndarray:
+        return self.data0_ms + (np.asarray(unix_s) - self.unix0_s) * self.speed * 1000
+
+    def unix_s(self, data_ms: np.ndarray) -> np.ndarray:
+        return self.unix0_s + (np.asarray(data_ms) - self.data0_ms) / 1000 / self.speed
+
+
+@dataclass
+class Answers:
+    """What the ranker answered for each impression (rows of the canonical table; NaN / -1 for one
+    not answered), the version that answered, and when."""
+
+    tasks: list[str]
+    probabilities: np.ndarray  # [N, T] float32
+    export: np.ndarray  # [N] int32: index into `exports`
+    push: np.ndarray  # [N] int64
+    attempts: np.ndarray  # [N] int16
+    sent_unix_s: np.ndarray  # [N]
+    answered_unix_s: np.ndarray  # [N]
+    exports: list[str]  # export ids, in the order first seen
+    rows: np.ndarray  # the rows played, in request order
+    clock: DriverClock
+
+    @classmethod
+    def empty(cls, n: int, tasks: list[str], rows: np.ndarray, clock: DriverClock) -> "Answers":
+        return cls(list(tasks), np.full((n, len(tasks)), np.nan, dtype=np.float32), np.full(n, -1, dtype=np.int32),
+                   np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int16), np.full(n, np.nan),
+                   np.full(n, np.nan), [], np.asarray(rows), clock)
+
+    @property
+    def answered(self) -> np.ndarray:
+        return np.isfinite(self.answered_unix_s)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, tasks=np.array(self.tasks, dtype=str), probabilities=self.probabilities, export=self.export,
+                 push=self.push, attempts=self.attempts, sent_unix_s=self.sent_unix_s,
+                 answered_unix_s=self.answered_unix_s, exports=np.array(self.exports, dtype=str), rows=self.rows,
+                 data0_ms=self.clock.data0_ms, unix0_s=self.clock.unix0_s, speed=self.clock.speed)
+
+    @classmethod
+    def load(cls, path: Path) -> "Answers":
+        with np.load(path, allow_pickle=False) as f:
+            return cls([str(t) for t in f["tasks"]], f["probabilities"], f["export"], f["push"], f["attempts"],
+                       f["sent_unix_s"], f["answered_unix_s"], [str(e) for e in f["exports"]], f["rows"],
+                       DriverClock(int(f["data0_ms"]), float(f["unix0_s"]), float(f["speed"])))
+
+
+# -- the joiner's ledger ----------------------------------------------------------------------------
+@dataclass
+class StreamLedger:
+    """The samples the joiner emitted on one stream, in emission order."""
+
+    impression_id: np.ndarray
+    request_ts: np.ndarray
+    report_ts: np.ndarray
+    kind: np.ndarray
+    state: np.ndarray  # [S, T]
+    published_unix_s: np.ndarray  # when each was published
+
+
+LEDGER_FIELDS = ("impression_id", "request_ts", "report_ts", "kind", "state", "published_unix_s")
+
+
+def save_ledger(ledger: dict[str, StreamLedger], path: Path) -> None:
+    np.savez(path, **{f"{stream}.{key}": getattr(part, key) for stream, part in ledger.items()
+                      for key in LEDGER_FIELDS})
+
+
+def load_ledger(path: Path) -> dict[str, StreamLedger]:
+    with np.load(path, allow_pickle=False) as f:
+        streams = sorted({key.rsplit(".", 1)[0] for key in f.files})
+        return {s: StreamLedger(*(f[f"{s}.{key}"] for key in LEDGER_FIELDS)) for s in streams}
+
+
+# -- the trainer's versions -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Version:
+    """A version a ranker may serve, (export, push), and the samples of its stream it had learned."""
+
+    export_id: str
+    push: int
+    samples_learned: int
+    clock_ms: int
+    unix_s: float
+
+
+# -- summaries --------------------------------------------------------------------------------------
+@dataclass
+class DriverSummary:
+    requests_sent: int
+    requests_answered: int
+    requests_lost: int
+    wall_s: float
+
+
+@dataclass
+class JoinerSummary:
+    events: int
+    quarantined: int
+    emitted: dict[str, int]  # samples, by stream
+    open_at_end: int  # impressions with no exit when the partitions ended
+
+
+@dataclass
+class TrainerSummary:
+    world: str
+    stream: str
+    resumed_after_samples: int
+    samples_learned: int  # by this process
+    batches_learned: int
+    samples_learned_total: int  # from the stream's start (a resume counts the checkpoint's)
+    digest: str  # order-free digest of every sample learned (online/trainer.py: sample_digest)
+    data_time_ms: list[int]  # [first, last] of the data clock
+    exports: list[dict]
+    pushes: int
+    push_rows: dict[str, float]
+    push_bytes: dict[str, float]
+    push_build_seconds: dict[str, float]
+
+
+@dataclass
+class Fault:
+    event: str  # "trainer killed", "ranker serving again", ...
+    unix_s: float
+
+
+@dataclass
+class LoopRecord:
+    """What the supervisor saw: the components' progress once a second, the faults it caused, the
+    ranker's log and metrics, the broker's quarantine."""
+
+    wall_s: float
+    series: list[ProgressSample] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    ranker_logs: list[str] = field(default_factory=list)  # of every ranker started, the last one's last
+    ranker_metrics: dict[str, float] = field(default_factory=dict)
+    quarantine: list[dict[str, str]] = field(default_factory=list)  # entries refused, with their reason
+
+    @classmethod
+    def of_dict(cls, d: dict) -> "LoopRecord":
+        return cls(d["wall_s"], [ProgressSample.of_dict(s) for s in d["series"]], [Fault(**f) for f in d["faults"]],
+                   d["ranker_logs"], d["ranker_metrics"], d["quarantine"])
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.tmp")
+    staged.write_text(json.dumps(value, indent=2, default=float) + "\n")
+    staged.replace(path)
+
+
+# -- the run ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LiveRun:
+    name: str
+    logs: Path  # logs/online/<name>: the components' records and the trainer's checkpoints
+    export: ExportDir  # artifacts/<name>: what the ranker serves
+    reports: Path  # reports/
+
+    @classmethod
+    def of(cls, paths: DictConfig, name: str) -> "LiveRun":
+        """The run `name` under the configured paths (cfg.paths)."""
+        return cls(str(name), Path(paths.log_dir) / "online" / str(name), ExportDir(Path(paths.artifacts_dir) / str(name)),
+                   Path(paths.reports_dir))
+
+    def clear(self) -> None:
+        """Removes what an earlier run of this name left (its logs, checkpoints and export)."""
+        for stale in (self.logs, self.export.root):
+            shutil.rmtree(stale, ignore_errors=True)
+        self.logs.mkdir(parents=True)
+
+    # files
+    @property
+    def config_path(self) -> Path:
+        return self.logs / "config.yaml"
+
+    @property
+    def answers_path(self) -> Path:
+        return self.logs / "answers.npz"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.logs / "joiner_samples.npz"
+
+    @property
+    def versions_path(self) -> Path:
+        return self.logs / "versions.jsonl"
+
+    @property
+    def driver_summary_path(self) -> Path:
+        return self.logs / "driver_summary.json"
+
+    @property
+    def joiner_summary_path(self) -> Path:
+        return self.logs / "joiner_summary.json"
+
+    @property
+    def loop_path(self) -> Path:
+        return self.logs / "loop.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.logs
+
+    @property
+    def trainer_summary_path(self) -> Path:
+        return self.reports / f"online_train_{self.name}.json"
+
+    def report_path(self, suffix: str) -> Path:
+        """reports/<name>.json, .md, .png."""
+        return self.reports / f"{self.name}{suffix}"
+
+    # typed load and save
+    def save_config(self, cfg: DictConfig) -> None:
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    def config(self) -> DictConfig:
+        return OmegaConf.load(self.config_path)
+
+    def save_answers(self, answers: Answers) -> None:
+        answers.save(self.answers_path)
+
+    def answers(self) -> Answers:
+        return Answers.load(self.answers_path)
+
+    def save_ledger(self, ledger: dict[str, StreamLedger]) -> None:
+        save_ledger(ledger, self.ledger_path)
+
+    def ledger(self) -> dict[str, StreamLedger]:
+        return load_ledger(self.ledger_path)
+
+    def append_version(self, version: Version) -> None:
+        self.versions_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.versions_path.open("a") as f:
+            f.write(json.dumps(asdict(version)) + "\n")
+
+    def versions(self) -> list[Version]:
+        return [Version(**json.loads(line)) for line in self.versions_path.read_text().splitlines()]
+
+    def save_driver_summary(self, summary: DriverSummary) -> None:
+        _write_json(self.driver_summary_path, asdict(summary))
+
+    def driver_summary(self) -> DriverSummary:
+        return DriverSummary(**json.loads(self.driver_summary_path.read_text()))
+
+    def save_joiner_summary(self, summary: JoinerSummary) -> None:
+        _write_json(self.joiner_summary_path, asdict(summary))
+
+    def joiner_summary(self) -> JoinerSummary:
+        return JoinerSummary(**json.loads(self.joiner_summary_path.read_text()))
+
+    def save_trainer_summary(self, summary: TrainerSummary) -> None:
+        _write_json(self.trainer_summary_path, asdict(summary))
+
+    def trainer_summary(self) -> TrainerSummary:
+        return TrainerSummary(**json.loads(self.trainer_summary_path.read_text()))
+
+    def save_loop(self, loop: LoopRecord) -> None:
+        _write_json(self.loop_path, asdict(loop))
+
+    def loop(self) -> LoopRecord:
+        return LoopRecord.of_dict(json.loads(self.loop_path.read_text()))

@@ -1,0 +1,99 @@
+#include "engine.hpp"
+
+#include <ATen/Parallel.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include "batcher.hpp"
+#include "model_store.hpp"
+#include "operator_libraries.hpp"
+#include "ranking.hpp"
+
+namespace ranker {
+
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
+#endif
+}
+
+struct Engine::Impl {
+  Impl(const EngineOptions& o, Metrics& m)
+      : options(o),
+        metrics(m),
+        libraries(load_operator_libraries(o.ops_dir, o.verbose)),
+        store(o.model_dir, store_options(o, m)),
+        batcher(BatcherOptions{o.workers, o.intra_op_threads, o.max_batch_candidates,
+                               std::chrono::microseconds(o.max_delay_us)},
+                &m) {
+    metrics.set_generation(store.current()->generation);
+    metrics.set_push(store.current()->forward->version());
+  }
+
+  static ModelStoreOptions store_options(const EngineOptions& o, Metrics& m) {
+    ModelStoreOptions s;
+    s.format = o.format;
+    s.check_every = std::chrono::milliseconds(o.reload_check_ms);
+    s.concurrent_calls = static_cast<size_t>(std::max(1, o.workers));
+    const int threads = o.intra_op_threads;
+    s.check = [threads](const LoadedModel& model) {
+      at::set_num_threads(threads);  // the thread that loads warms up as the workers will run
+      warm_up(model);
+    };
+    s.on_reload = [&m](bool ok, int64_t generation, int64_t push) { m.reload_done(ok, generation, push); };
+    s.push_check_every = std::chrono::milliseconds(o.push_check_ms);
+    s.on_push = [&m](const PushOutcome& outcome) { m.push_done(outcome); };
+    return s;
+  }
+
+  EngineOptions options;
+  Metrics& metrics;
+  int libraries;
+  ModelStore store;
+  Batcher batcher;
+};
+
+Engine::Engine(const EngineOptions& options, Metrics& metrics) : impl_(std::make_unique<Impl>(options, metrics)) {}
+
+Engine::~Engine() = default;
+
+void Engine::stop() { impl_->batcher.stop(); }
+
+EngineInfo Engine::info() const {
+  auto model = impl_->store.current();
+  return EngineInfo{impl_->options.model_dir, model->format,          model->meta.run_id,
+                    model->generation,        model->forward->version(), model->meta.export_id,
+                    model->meta.tasks.size(), impl_->libraries};
+}
+
+Ranking Engine::rank(const RequestInput& input) {
+  auto model = impl_->store.current();  // one model for the whole request, even if a reload lands meanwhile
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  Scores scores;
+  try {
+    ValidRequest request = validate(input, model->meta);
+    impl_->metrics.stage_done("validate", std::chrono::duration<double>(clock::now() - t0).count());
+    scores = impl_->batcher.score(model, std::move(request));
+  } catch (const BatcherStopped& e) {
+    throw RankFailure(RankFailure::Kind::Unavailable, e.what());
+  } catch (...) {
+    throw failure_of(std::current_exception());
+  }
+  const auto t1 = clock::now();
+  const float* prob = scores.probabilities.data_ptr<float>();
+  const float* score = scores.score.data_ptr<float>();
+  const int64_t n = scores.score.size(0);
+  const size_t t = model->meta.tasks.size();
+  Ranking ranking{input.request_id, model->generation, scores.version, model->meta.export_id, model->meta.tasks, {},
+                  scores.forward_seconds, scores.intra_op_threads};
+  ranking.ranked.reserve(n);
+  for (int64_t i : ranked_order(score, n))
+    ranking.ranked.push_back(RankedCandidate{i, score[i], std::vector<float>(prob + i * t, prob + (i + 1) * t)});
+  impl_->metrics.stage_done("rank", std::chrono::duration<double>(clock::now() - t1).count());
+  return ranking;
+}
+
+}  // namespace ranker
