@@ -172,6 +172,15 @@ class DataSet:
         """Whether one stream's shards are written (their manifest comes last)."""
         return (self.stream(name) / MANIFEST).exists()
 
+    def require_streams(self, names: list[str] | set[str] | tuple[str, ...]) -> None:
+        """Raises FileNotFoundError naming the streams not written yet and how to write them."""
+        missing = sorted(n for n in set(names) if not self.has_stream(n))
+        if missing:
+            raise FileNotFoundError(
+                f"{self.streams}: no shards for {missing}; run make simulate (or make ingest) and make streams for "
+                f"data set '{self.name}' first, with the same world and data settings as this job (a world named "
+                f"by overrides: the same overrides)")
+
     def manifest(self, name: str) -> dict:
         """The manifest of one stream's shards (checked against this code's data contract)."""
         return read_manifest(self.stream(name))

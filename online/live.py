@@ -28,7 +28,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from data_pipelines.configured import build
-from data_pipelines.dataset import DataSet
+from data_pipelines.dataset import FINAL, DataSet
 from online import broker as brk
 from online import driver, joiner, trainer
 from online.progress import ProgressSample
@@ -84,11 +84,7 @@ class LiveLoop:
         self.run = LiveRun.of(cfg.paths, self.s.name)
         self.data = DataSet(cfg.data.output_dir)
         self.learned_stream = str(cfg.online_train.stream)
-        for stream in (self.learned_stream, "final"):
-            if not self.data.has_stream(stream):
-                raise FileNotFoundError(f"{self.data.streams}: no '{stream}' shards; run make simulate and make streams "
-                                        f"ARGS=\"world={self.data.name}\" first (the trainer reads the table sizes "
-                                        f"and the report the evaluation stream from them)")
+        self.data.require_streams([self.learned_stream, FINAL])  # the trainer's table sizes, the report's truth
         if not RANKER_SERVER.exists():
             raise FileNotFoundError(f"{RANKER_SERVER} does not exist: run make ranker first")
         self.sample_streams = list(build(cfg.stream).engines)  # what the joiner publishes

@@ -132,9 +132,7 @@ class OnlineTrainer:
         """`broker_url`: where the joiner publishes (source=broker); None: `online_train.redis_url`."""
         self.cfg, self.s, self.push_settings = cfg, settings, push
         self.data = DataSet(cfg.data.output_dir)
-        if not self.data.has_stream(settings.stream):
-            raise FileNotFoundError(f"{self.data.streams}: no shards for stream '{settings.stream}'; run make streams "
-                                    f"ARGS=\"world={self.data.name}\" first")
+        self.data.require_streams([settings.stream, FINAL])
         broker_url = broker_url or settings.redis_url
         if settings.source == "broker" and not broker_url:
             raise ValueError("online_train.source=broker needs a broker: set online_train.redis_url")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from data_pipelines.ingest.quarantine import Quarantine
 from data_pipelines.ingest.reader import ROW
-from data_pipelines.ingest.schema import INT
+from data_pipelines.ingest.schema import EXACT_FLOAT_INTEGER, FieldType
 
 
 @dataclass(frozen=True)
@@ -43,31 +43,89 @@ def reject(frame: pd.DataFrame, failures: list[Failure], table: str, file: str, 
     return frame.loc[~bad].reset_index(drop=True)
 
 
-def coerce_types(frame: pd.DataFrame, fields: dict[str, str]) -> tuple[pd.DataFrame, list[Failure]]:
-    """Convert the typed fields; values that are missing, not numbers, or not integers fail."""
+_INTEGER_TEXT = r"[+-]?[0-9]+"
+_INT64_DIGITS = 18  # integer text of at most this many digits always fits in int64
+
+
+def _bound(value: float) -> str:
+    return f"{int(value)}" if np.isfinite(value) else ("-inf" if value < 0 else "inf")
+
+
+def _integers_of_text(text: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows written as integers, their values as int64, rows whose integer does not fit int64);
+    read exactly, whatever their size."""
+    integer_text = text.str.fullmatch(_INTEGER_TEXT).fillna(False).to_numpy(dtype=bool)
+    digits = text.str.lstrip("+-").str.len().fillna(0).to_numpy()
+    short, long = integer_text & (digits <= _INT64_DIGITS), integer_text & (digits > _INT64_DIGITS)
+    values = np.zeros(len(text), dtype=np.int64)
+    values[short] = pd.to_numeric(text[short]).to_numpy(dtype=np.int64)
+    overflow = np.zeros(len(text), dtype=bool)
+    for i in np.flatnonzero(long):  # rare: beyond 18 digits, checked as Python integers
+        value = int(text.iloc[i])
+        if -(2**63) <= value < 2**63:
+            values[i] = value
+        else:
+            overflow[i] = True
+    return integer_text, values, overflow
+
+
+def coerce_types(frame: pd.DataFrame, fields: dict[str, FieldType]) -> tuple[pd.DataFrame, list[Failure]]:
+    """Convert the typed fields; values that are missing, not numbers, not integers (or floats too
+    large to be exact ones) or outside their field's range fail, naming the value as read. Integers
+    written as text are read exactly, whatever their size: a value beyond 64 bits is refused as out
+    of range, never wrapped or clamped."""
     out = frame.copy()
     failures = []
     for name, kind in fields.items():
         raw = frame[name]
-        if kind == INT and pd.api.types.is_integer_dtype(raw.dtype):
-            continue  # already integers (Parquet): nothing can be wrong with the type
-        values = pd.to_numeric(raw, errors="coerce")
+        n = len(raw)
         missing = raw.isna().to_numpy()
-        not_number = values.isna().to_numpy() & ~missing
-        failures.append(Failure(f"missing:{name}", missing, f"{name}: missing value", frame.loc[missing]))
-        failures.append(Failure(f"type:{name}", not_number,
-                                f"{name}: not a number (" + raw[not_number].astype(str) + ")",
-                                frame.loc[not_number]))
-        ok = ~(missing | not_number)
-        if kind == INT:
-            fractional = ok & (np.floor(values.fillna(0)) != values.fillna(0)).to_numpy()
-            failures.append(Failure(f"type:{name}", fractional,
-                                    f"{name}: not an integer (" + raw[fractional].astype(str) + ")",
-                                    frame.loc[fractional]))
-            ok &= ~fractional
-            out[name] = np.where(ok, values.fillna(0), 0).astype(np.int64)
+        integers = np.zeros(n, dtype=bool)  # rows read as integers (`ints`), exactly
+        ints, overflow = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+        if pd.api.types.is_integer_dtype(raw.dtype):  # Parquet integers, uint64 among them
+            values = raw.to_numpy()
+            integers = ~missing
+            overflow = integers & (values > np.iinfo(np.int64).max)
+            ints[integers & ~overflow] = values[integers & ~overflow].astype(np.int64)
+            floats = np.full(n, np.nan)
+        elif pd.api.types.is_float_dtype(raw.dtype):
+            floats = raw.to_numpy(dtype=np.float64)
         else:
-            out[name] = values.fillna(0.0).astype(np.float64)
+            text = raw.astype("string").str.strip()
+            if kind.integer:
+                integers, ints, overflow = _integers_of_text(text)
+            floats = pd.to_numeric(text.where(~integers), errors="coerce").to_numpy(dtype=np.float64)
+        is_float = ~integers & ~missing & ~np.isnan(floats)
+        not_number = ~missing & ~integers & ~is_float
+        failures.append(Failure(f"missing:{name}", missing, f"{name}: missing value", frame.loc[missing]))
+        failures.append(Failure(f"type:{name}", not_number, f"{name}: not a number (" + raw[not_number].astype(str) + ")",
+                                frame.loc[not_number]))
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(floats)
+            if kind.integer:
+                fractional = is_float & (~finite | (np.floor(np.where(finite, floats, 0)) != floats))
+                inexact = is_float & ~fractional & (np.abs(floats) > EXACT_FLOAT_INTEGER)
+                failures.append(Failure(f"type:{name}", fractional,
+                                        f"{name}: not an integer (" + raw[fractional].astype(str) + ")",
+                                        frame.loc[fractional]))
+                failures.append(Failure(f"type:{name}", inexact, f"{name}: not an exact integer (" +
+                                        raw[inexact].astype(str) + " is written as a float, which holds no integer "
+                                        "exactly beyond 2^53)", frame.loc[inexact]))
+                from_float = is_float & ~fractional & ~inexact
+                ints[from_float] = floats[from_float].astype(np.int64)
+                integers = integers | from_float
+                outside = overflow | (integers & ~overflow & ((ints < kind.low) | (ints > kind.high)))
+                ok = integers & ~outside
+            else:
+                infinite = is_float & ~finite
+                failures.append(Failure(f"range:{name}", infinite, f"{name}: not a finite number (" +
+                                        raw[infinite].astype(str) + ")", frame.loc[infinite]))
+                outside = is_float & finite & ((floats < kind.low) | (floats > kind.high))
+                ok = is_float & finite & ~outside
+        failures.append(Failure(f"range:{name}", outside,
+                                f"{name}: " + raw[outside].astype(str) + f" is out of range for {kind.kind} "
+                                f"({_bound(kind.low)} .. {_bound(kind.high)})", frame.loc[outside]))
+        out[name] = np.where(ok, ints, 0).astype(np.int64) if kind.integer else np.where(ok, floats, 0.0)
     return out, failures
 
 

@@ -110,12 +110,7 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     s = replay_settings(cfg.replay)
     data = DataSet(cfg.data.output_dir)
     runs, seeds, push_every_s = list(s.streams), list(s.seeds), list(s.push_every_s)
-    needed = {FINAL, s.frozen.stream, *(r for r in runs if r not in (ORACLE, FROZEN))}
-    missing = sorted(s for s in needed if not data.has_stream(s))
-    if missing:
-        raise FileNotFoundError(f"{data.streams}: no shards for {missing}; run make streams for data set '{data.name}' "
-                                f"first (a simulated world: make simulate ARGS=\"world={data.name}\", then make "
-                                f"streams ARGS=\"world={data.name}\")")
+    data.require_streams({FINAL, s.frozen.stream, *(r for r in runs if r not in (ORACLE, FROZEN))})
     tasks = list(data.manifest(s.frozen.stream)["tasks"])
     if "ctr" not in tasks:
         raise ValueError(f"{data.root}: replay reports CTR figures, and the streams have no ctr task ({tasks})")

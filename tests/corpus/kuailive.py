@@ -104,8 +104,28 @@ def ingest_cases() -> list[IngestCase]:
     renamed = {**files, "click.csv": files["click.csv"].replace("watch_live_time", "stay_ms", 1)}
     extra_gift = {**files, "gift.csv": _text(HEADERS["gift.csv"] + ",currency,channel",
                                              [[*row, "coin", "app"] for row in rows["gift.csv"]])}
+    # Values past their column's range: a user id past 64 bits (two such users would both wrap to
+    # -2^63 and become one), a comment 10^20 ms after 1970, a watch time of 2^64 ms, a price too
+    # large for a float. Each is quarantined, never wrapped or clamped.
+    huge_users = _with(rows, **{"click.csv": [*rows["click.csv"], [2**70, 1, 10, T + 5 * MIN, 1000]],
+                                "negative.csv": [*rows["negative.csv"], [2**70 + 1, 2, 20, T + 14 * MIN]]})
+    far_future = _with(rows, **{"comment.csv": [*rows["comment.csv"], [101, 2, 20, 10**20]]})
+    endless = _with(rows, **{"click.csv": [*rows["click.csv"], [107, 2, 20, T + 20 * MIN, 2**64]]})
+    priceless = {**files, "gift.csv": files["gift.csv"] + f"102,3,10,{T + 75 * MIN},1e400\n"}
+    id_range = f"is out of range for an id (0 .. {2**63 - 1})"
     return [
         IngestCase("clean", files),
+        IngestCase("ids_beyond_64_bits", _files(huge_users), overrides=("data.max_bad_share=1.0",),
+                   quarantine={("click", 5, "range:user_id"): f"user_id: {2**70} {id_range}",
+                               ("negative", 4, "range:user_id"): f"user_id: {2**70 + 1} {id_range}"}),
+        IngestCase("timestamp_past_year_9999", _files(far_future), overrides=("data.max_bad_share=1.0",),
+                   quarantine={("comment", 2, "range:ts"): f"ts: {10**20} is out of range for an epoch-millisecond "
+                                                            f"timestamp (0 .. 253402300799999)"}),
+        IngestCase("watch_time_beyond_64_bits", _files(endless), overrides=("data.max_bad_share=1.0",),
+                   quarantine={("click", 5, "range:watch_ms"): f"watch_ms: {2**64} is out of range for a duration "
+                                                               f"({-2**63} .. {2**63 - 1})"}),
+        IngestCase("price_beyond_a_float", priceless, overrides=("data.max_bad_share=1.0",),
+                   quarantine={("gift", 2, "range:gift_price"): "gift_price: not a finite number (1e400)"}),
         IngestCase("bom_and_crlf", {**files, "click.csv": "\ufeff" + files["click.csv"].replace("\n", "\r\n")}),
         IngestCase("gift_table_with_extra_columns", extra_gift),
         IngestCase(
