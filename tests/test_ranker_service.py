@@ -7,6 +7,7 @@ do, in Python and in C++. One AOTInductor compile (~1 min) serves the whole modu
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import threading
@@ -25,6 +26,7 @@ from export.request_scorer import RequestLayout
 from export.requests import RequestSchema, parse_request
 from export.scorer import CandidateScorer, model_id_features
 from serving.server_process import RankerServer
+from tests import prometheus_names
 from tests.conftest import checkpoints, export_cfg
 from tests.corpus.requests import request_cases
 from tests.test_export import corpus_request, request_scorer_cases
@@ -195,6 +197,11 @@ def test_health_metrics_and_graceful_shutdown(both):
         assert m['ranker_request_duration_seconds_bucket{le="+Inf"}'] == 2 * len(requests) + 3
         assert m["ranker_batch_candidates_sum"] == 2 * sum(len(r["candidates"]) for r in requests)
         assert m["ranker_model_generation"] == 1 and m['ranker_reloads_total{result="success"}'] == 0
+        text = server.http_get("/metrics")[1]
+        assert prometheus_names.problems(text) == []  # Prometheus' naming conventions, promtool's rules
+        if shutil.which("promtool"):
+            checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
 
         server.proc.send_signal(signal.SIGTERM)
         seen, answered = set(), 0
@@ -269,3 +276,24 @@ def test_the_server_refuses_bad_flags_and_a_missing_export_with_clear_errors(ran
         assert result.returncode == 2 and message in result.stderr, (flags, result.stderr)
     with pytest.raises(RuntimeError, match=f"{tmp_path}/model.json: cannot open"):
         RankerServer(tmp_path)
+
+
+def test_the_naming_rules_flag_what_promtool_flags():
+    """The rules applied to the ranker's /metrics above, on a hand-made exposition: each name breaks
+    the one rule promtool (2.42) reports for it, and a clean histogram and counter break none."""
+    text = "\n".join([
+        "# HELP ranker_push_data_time_ms The data clock.", "# TYPE ranker_push_data_time_ms gauge",
+        "ranker_push_data_time_ms 5",
+        "# TYPE pushes counter", "pushes 1",
+        "# HELP wait_milliseconds Waiting.", "# TYPE wait_milliseconds gauge", "wait_milliseconds 1",
+        "# HELP queue_total Queued now.", "# TYPE queue_total gauge", "queue_total 2",
+        "# HELP requests_total Calls.", "# TYPE requests_total counter", 'requests_total{code="OK"} 3',
+        "# HELP latency_seconds Latency.", "# TYPE latency_seconds histogram", 'latency_seconds_bucket{le="+Inf"} 2',
+        "latency_seconds_sum 0.3", "latency_seconds_count 2", "# HELP bytesRead Read.", "# TYPE bytesRead gauge",
+        "bytesRead 1", ""])
+    assert sorted(prometheus_names.problems(text)) == sorted([
+        "ranker_push_data_time_ms: metric names should not contain abbreviated units",
+        "pushes: no help text", 'pushes: counter metrics should have "_total" suffix',
+        'wait_milliseconds: use base unit "seconds" instead of "milliseconds"',
+        'queue_total: non-counter metrics should not have "_total" suffix',
+        "bytesRead: metric names should be written in 'snake_case' not 'camelCase'"])
