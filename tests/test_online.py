@@ -3,6 +3,7 @@ tiny world with its fault drill."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 
@@ -282,22 +283,32 @@ SPAN_S = 7200
 MALFORMED = 5
 
 
+NAMED_WORLD = ["world=tiny", "world.name=tiny_w3", "world.seed=3"]  # a world no config file is named after
+
+
 @pytest.fixture(scope="module")
-def drill(tiny_streams, ranker_binary, tmp_path_factory):
-    """`make online` on the tiny world's first two hours at 150x, TorchScript only, with the drill:
-    five malformed events first, then the trainer killed and restarted, the ranker restarted and the
-    broker restarted. (report, its directory)."""
+def drill(ranker_binary, tmp_path_factory):
+    """`make online` on a tiny world named by overrides (`world.name`, `world.seed`: its data folder is
+    no world config's name), its first two hours at 150x, TorchScript only, with the drill: five
+    malformed events first, then the trainer killed and restarted, the ranker restarted and the
+    broker restarted. (report, its directory, the data set)."""
+    from data_pipelines.jobs import run_streams
+    from tests.conftest import build_world
+
     out = tmp_path_factory.mktemp("online")
-    args = [*job_paths(tiny_streams), f"paths.reports_dir={out / 'reports'}", f"paths.log_dir={out / 'logs'}",
-            f"paths.artifacts_dir={out / 'artifacts'}", f"online.span_s={SPAN_S}", "online.speed=150",
-            "online.drill=true", f"driver.malformed={MALFORMED}", "driver.retries=20", "online.progress=false",
-            "push.formats=torchscript", "online_train.checkpoint_every_s=120"]
+    data = build_world(out / "data", NAMED_WORLD)
+    run_streams(compose_config("streams", [f"paths.data_dir={out / 'data'}", f"paths.reports_dir={out / 'reports'}",
+                                           "progress=false", *NAMED_WORLD]))
+    args = [*NAMED_WORLD, f"paths.data_dir={out / 'data'}", f"paths.reports_dir={out / 'reports'}",
+            f"paths.log_dir={out / 'logs'}", f"paths.artifacts_dir={out / 'artifacts'}", f"online.span_s={SPAN_S}",
+            "online.speed=150", "online.drill=true", f"driver.malformed={MALFORMED}", "driver.retries=20",
+            "online.progress=false", "push.formats=torchscript", "online_train.checkpoint_every_s=120"]
     log = out / "make_online.log"
     with log.open("w") as f:  # a file, not a pipe: a stray process holding a pipe would hang the test
         result = subprocess.run(["make", "--no-print-directory", "online", f"ARGS={' '.join(args)}"], cwd=ROOT,
                                 stdout=f, stderr=subprocess.STDOUT, timeout=900)
     assert result.returncode == 0, log.read_text()[-6000:]
-    return json.loads((out / "reports" / "online.json").read_text()), out
+    return json.loads((out / "reports" / "online.json").read_text()), out, data
 
 
 def _expected_realtime(data, span_s: int) -> tuple[int, int]:
@@ -313,9 +324,9 @@ def _expected_realtime(data, span_s: int) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_the_trainer_killed_mid_stream_resumes_with_no_sample_learned_twice_or_lost(drill, tiny_streams):
-    report, _ = drill
-    count, digest = _expected_realtime(tiny_streams, SPAN_S)
+def test_the_trainer_killed_mid_stream_resumes_with_no_sample_learned_twice_or_lost(drill):
+    report, _, data = drill
+    count, digest = _expected_realtime(data, SPAN_S)
     s = report["summary"]
     assert s["samples_emitted"] == s["samples_learned"] == count
     assert int(report["trainer"]["digest"]) == digest
@@ -325,7 +336,7 @@ def test_the_trainer_killed_mid_stream_resumes_with_no_sample_learned_twice_or_l
 
 @pytest.mark.slow
 def test_a_restarted_ranker_catches_up_and_the_driver_loses_no_request(drill):
-    report, _ = drill
+    report, _, _ = drill
     s = report["summary"]
     assert s["requests_lost"] == 0 and s["requests_answered"] == s["requests_sent"] > 1000
     assert "ranker serving again" in [e["event"] for e in report["faults"]]
@@ -334,7 +345,7 @@ def test_a_restarted_ranker_catches_up_and_the_driver_loses_no_request(drill):
 
 @pytest.mark.slow
 def test_every_client_reconnects_after_a_broker_restart(drill):
-    report, _ = drill
+    report, _, _ = drill
     assert "broker up again" in [e["event"] for e in report["faults"]]
     # after the restart the driver published, the joiner joined and the trainer learned to the end
     assert report["joiner"]["open_at_end"] == 0
@@ -343,7 +354,7 @@ def test_every_client_reconnects_after_a_broker_restart(drill):
 
 @pytest.mark.slow
 def test_malformed_events_are_quarantined_with_their_reason_and_never_learned(drill):
-    report, _ = drill
+    report, _, _ = drill
     assert report["summary"]["events_quarantined"] == MALFORMED
     reasons = sorted(q["reason"] for q in report["quarantine"])
     assert any("unknown event type 'purchase'" in r for r in reasons)
@@ -355,13 +366,18 @@ def test_malformed_events_are_quarantined_with_their_reason_and_never_learned(dr
 
 @pytest.mark.slow
 def test_the_report_holds_the_summary_and_nothing_is_left_running(drill):
-    report, out = drill
+    report, out, _ = drill
     s = report["summary"]
     for key in ("served_auc_ctr", "replay_auc_ctr", "click_to_served_s", "samples_emitted", "samples_learned",
                 "pushes_applied", "requests_sent", "requests_answered"):
         assert s[key] is not None, key
     assert 0 < s["click_to_served_s"]["p50"] <= s["click_to_served_s"]["p99"]
     assert (out / "reports" / "online.md").exists() and (out / "reports" / "online.png").exists()
+    # The comparison replayed the live run's own world — named by overrides — on the span played.
+    assert report["config"]["world"] == "tiny_w3" and report["replay_source"].startswith(str(out / "reports"))
+    compared = json.loads((out / "reports" / "replay_online_compare.json").read_text())["config"]
+    assert compared["world"] == "tiny_w3" and compared["until_s"] == SPAN_S
+    assert compared["learner"] == report["config"]["learner"]
     leftover = subprocess.run(["pgrep", "-f", "online-broker-|ranker_server --model " + str(out)], capture_output=True,
                               text=True)
     assert leftover.stdout.strip() == ""
@@ -398,3 +414,71 @@ def test_click_to_served_and_staleness_on_a_hand_made_log():
     assert latency["click_to_sample_published_wall_s"]["max"] == pytest.approx(0.1)  # 100.6 - 100.5
     stale = staleness(answers, versions, learned)
     assert stale["p50"] == pytest.approx(21.5) and stale["max"] == pytest.approx(24.5)
+
+
+# -- the run's record and the progress hash ------------------------------------------------------------
+class _Hash:
+    """The two commands the progress schema uses, on a dict (a broker's hash)."""
+
+    def __init__(self):
+        self.fields: dict[bytes, bytes] = {}
+
+    def hset(self, key, mapping):
+        assert key == brk.PROGRESS
+        self.fields.update({k.encode(): str(v).encode() for k, v in mapping.items()})
+
+    def hgetall(self, key):
+        return dict(self.fields)
+
+
+def test_each_component_writes_its_own_progress_fields_and_the_sample_reads_them_typed():
+    from online.progress import DriverProgress, JoinerProgress, ProgressSample, TrainerProgress, publish
+
+    client = _Hash()
+    publish(client, DriverProgress(data0_ms=1_000, unix0_s=5.5, last_ms=11_000, speed=20.0))
+    publish(client, DriverProgress(clock_ms=6_000, sent=7, answered=6, lost=0))
+    publish(client, JoinerProgress(watermark=5_500, events=40, quarantined=1, emitted={"realtime": 9, "fast_slow": 2}))
+    publish(client, TrainerProgress(clock_ms=4_000, learned=8))
+    assert set(client.fields) == {b"driver.data0_ms", b"driver.unix0_s", b"driver.last_ms", b"driver.speed",
+                                  b"driver.clock_ms", b"driver.sent", b"driver.answered", b"driver.lost",
+                                  b"joiner.watermark", b"joiner.events", b"joiner.quarantined",
+                                  b"joiner.emitted.realtime", b"joiner.emitted.fast_slow", b"trainer.clock_ms",
+                                  b"trainer.learned"}
+    sample = ProgressSample.read(client, events_in_broker=3)
+    assert sample.driver == DriverProgress(1_000, 5.5, 11_000, 20.0, 6_000, 7, 6, 0, None)
+    assert sample.driver.played_share() == 0.5  # (6000 - 1000) / (11000 - 1000)
+    assert sample.joiner.emitted == {"realtime": 9, "fast_slow": 2} and sample.trainer.pushes is None
+    assert ProgressSample.of_dict(dataclasses.asdict(sample)) == sample  # as loop.json holds it
+
+
+def test_a_runs_record_reads_back_what_was_written(tmp_path):
+    from omegaconf import OmegaConf
+
+    from online.record import (Answers, DriverClock, DriverSummary, Fault, JoinerSummary, LiveRun, LoopRecord,
+                               StreamLedger, Version)
+
+    run = LiveRun.of(OmegaConf.create({"log_dir": str(tmp_path / "logs"), "artifacts_dir": str(tmp_path / "a"),
+                                       "reports_dir": str(tmp_path / "r")}), "x")
+    run.clear()
+    answers = Answers.empty(3, ["ctr", "gtr"], np.array([2, 0]), DriverClock(10, 1.5, 20.0))
+    answers.probabilities[2] = [0.25, 0.5]
+    answers.exports.append("e1")
+    run.save_answers(answers)
+    back = run.answers()
+    assert back.tasks == ["ctr", "gtr"] and back.exports == ["e1"] and back.clock == DriverClock(10, 1.5, 20.0)
+    np.testing.assert_array_equal(back.probabilities, answers.probabilities)
+    np.testing.assert_array_equal(back.rows, [2, 0])
+    ledger = {"realtime": StreamLedger(np.array([5]), np.array([1]), np.array([2]), np.array([3], np.int8),
+                                       np.zeros((1, 5), np.int8), np.array([9.5]))}
+    run.save_ledger(ledger)
+    assert list(run.ledger()) == ["realtime"] and run.ledger()["realtime"].published_unix_s.tolist() == [9.5]
+    run.append_version(Version("e1", 0, 0, 100, 1.0))
+    run.append_version(Version("e1", 1, 4, 130, 2.0))
+    assert run.versions() == [Version("e1", 0, 0, 100, 1.0), Version("e1", 1, 4, 130, 2.0)]
+    run.save_driver_summary(DriverSummary(3, 2, 1, 4.0))
+    run.save_joiner_summary(JoinerSummary(10, 1, {"realtime": 4}, 0))
+    run.save_loop(LoopRecord(12.5, faults=[Fault("ranker stopped", 3.0)]))
+    assert run.driver_summary() == DriverSummary(3, 2, 1, 4.0)
+    assert run.joiner_summary().emitted == {"realtime": 4}
+    assert run.loop().faults == [Fault("ranker stopped", 3.0)] and run.loop().wall_s == 12.5
+    assert run.export.root == tmp_path / "a" / "x" and run.trainer_summary_path == tmp_path / "r" / "online_train_x.json"
