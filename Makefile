@@ -12,7 +12,7 @@ TORCH_FIND_LINKS ?= /opt/wheels
 FIND_LINKS := $(if $(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-system setup-peers proto setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay replay-worlds ablate export ranker online online-train bench clean
+.PHONY: help setup setup-system setup-peers proto setup-gpu install-gpu check-gpu check-stack test test-fast simulate ingest history streams train replay replay-worlds ablate export ranker ranker-build online online-train bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -55,11 +55,11 @@ check-gpu: ## verify the CUDA stack imports and sees a GPU
 check-stack: ## verify the installed stack is the CPU build and imports
 	@$(PY) -m recsys.stack_check
 
-test: ## the whole test suite (what CI runs; ~11 minutes on 2 cores)
-	$(PY) -m pytest -q
+test: ## the whole test suite (what CI runs) on two workers, a test file each at a time (docs/setup.md)
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-fast: ## the inner loop: every test not marked slow (no multi-process, ranker-build, training or replay runs)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 simulate: ## simulate a world, ingest it, build its history store (ARGS="world=tiny|default|large")
 	$(PY) -m data_pipelines.jobs.simulate $(ARGS)
@@ -97,6 +97,11 @@ export: ## TorchScript + model.json from the newest checkpoint (ARGS="checkpoint
 RANKER_BUILD := serving/ranker/build
 ranker: ## build the C++ ranker against the wheel's libtorch -> serving/ranker/build/{ranker (JSON lines), ranker_server (gRPC)}
 	@test -x $(PY) || { echo "no .venv: run make setup first"; exit 1; }
+	@mkdir -p $(RANKER_BUILD)
+	@# One build at a time in the build directory (parallel tests and benchmarks may all ask for it).
+	@flock $(RANKER_BUILD)/.lock $(MAKE) --no-print-directory ranker-build
+
+ranker-build:
 	cmake -S serving/ranker -B $(RANKER_BUILD) -DCMAKE_BUILD_TYPE=Release \
 		-DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
 		-DFBGEMM_OPS_DIR="$$($(PY) -c 'import os, fbgemm_gpu; print(os.path.dirname(fbgemm_gpu.__file__))')" >/dev/null

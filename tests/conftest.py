@@ -1,10 +1,21 @@
-"""Shared fixtures: the real Hydra configs, composed and shrunk for tests."""
+"""Shared fixtures: the real Hydra configs, composed and shrunk for tests.
+
+`make test` runs the suite on two pytest-xdist workers, a test file each at a time. The expensive
+session fixtures (the tiny world, its streams, its training run, the ranker's build) are then made
+once for the whole run: the first worker to need one makes it under a file lock in the run's shared
+directory, and the other finds it there. Each worker, and whatever it starts, computes with one
+thread: two processes with two torch threads each on two cores run many times slower, not twice.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +28,34 @@ from data_pipelines.jobs import data_set, run_build_history, run_ingest, run_sim
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under xdist; None in a plain run
+
+if WORKER is not None:
+    os.environ["OMP_NUM_THREADS"] = "1"  # this worker's subprocesses (jobs, servers, make bench) too
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def shared(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], dict]) -> dict:
+    """A session fixture's value made once per run, whichever worker asks first: `make(directory)`
+    builds it in `directory` and returns what the others need to use it (JSON: paths, text)."""
+    root = factory.getbasetemp() if WORKER is None else factory.getbasetemp().parent
+    done = root / f"{name}.json"
+    with _locked(root / f"{name}.lock"):
+        if not done.exists():
+            done.write_text(json.dumps(make(root / name)))
+    return json.loads(done.read_text())
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -53,15 +92,20 @@ def job_paths(data: DataSet) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> DataSet:
     """The `tiny` world exactly as `make simulate ARGS="world=tiny"` builds it."""
-    return build_world(tmp_path_factory.mktemp("data"), ["world=tiny"])
+    made = shared(tmp_path_factory, "tiny_world",
+                  lambda out: {"root": str(build_world(out / "data", ["world=tiny"]).root)})
+    return DataSet(made["root"])
 
 
 @pytest.fixture(scope="session")
 def tiny_streams(tiny_world, tmp_path_factory) -> DataSet:
     """The tiny world with its streams and shards, as `make streams ARGS="world=tiny"` writes them."""
-    reports = tmp_path_factory.mktemp("reports")
-    run_streams(compose_config("streams", [*job_paths(tiny_world), f"paths.reports_dir={reports}", "progress=false"]))
-    return tiny_world
+    def make(out: Path) -> dict:
+        run_streams(compose_config("streams", [*job_paths(tiny_world), f"paths.reports_dir={out / 'reports'}",
+                                               "progress=false"]))
+        return {"root": str(tiny_world.root)}
+
+    return DataSet(shared(tmp_path_factory, "tiny_streams", make)["root"])
 
 
 def train_args(data: DataSet, log_dir: Path, *overrides: str) -> list[str]:
@@ -85,8 +129,12 @@ def train_cli(data: DataSet, log_dir: Path, *overrides: str, succeed: bool = Tru
 def tiny_training(tiny_streams, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """The README's tiny pipeline's training run: two processes, the tiny world's own settings (run
     name `e2e`, a checkpoint per epoch): (the finished process, its log directory)."""
-    log_dir = tmp_path_factory.mktemp("logs")
-    return train_cli(tiny_streams, log_dir, "trainer.devices=2", "run_name=e2e"), log_dir
+    def make(out: Path) -> dict:
+        result = train_cli(tiny_streams, out / "logs", "trainer.devices=2", "run_name=e2e")
+        return {"log_dir": str(out / "logs"), "args": result.args, "stdout": result.stdout, "stderr": result.stderr}
+
+    made = shared(tmp_path_factory, "tiny_training", make)
+    return subprocess.CompletedProcess(made["args"], 0, made["stdout"], made["stderr"]), Path(made["log_dir"])
 
 
 @pytest.fixture(scope="session")
@@ -112,13 +160,16 @@ def untrained(tiny_streams):
 
 
 @pytest.fixture(scope="session")
-def ranker_binary() -> Path:
+def ranker_binary(tmp_path_factory) -> Path:
     """`make ranker` (incremental: quick when the build is current): the JSON tool's path; the gRPC
-    server is built beside it."""
-    result = subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return RANKER_TOOL
+    server is built beside it. Built once per run: two builds in one build directory would collide."""
+    def make(_: Path) -> dict:
+        result = subprocess.run(["make", "--no-print-directory", "ranker"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return {"tool": str(RANKER_TOOL)}
+
+    return Path(shared(tmp_path_factory, "ranker_binary", make)["tool"])
 
 
 def export_cfg(data: DataSet, log_dir: Path, artifacts: Path, checkpoint: Path | None, *overrides: str):
