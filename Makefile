@@ -18,7 +18,7 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-setup: setup-system ## system packages for the C++ ranker (apt-get), then .venv with the pinned CPU stack (torch+cpu, fbgemm-gpu-cpu, torchrec --no-deps, project)
+setup: setup-system ## system packages for the C++ ranker (apt-get), then .venv with the pinned CPU stack (torch+cpu, fbgemm-gpu-cpu, torchrec --no-deps, project), then the benchmark peers' .venv-peers
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet --only-binary=:all: $(FIND_LINKS) -r requirements/torch-cpu.txt
@@ -26,6 +26,7 @@ setup: setup-system ## system packages for the C++ ranker (apt-get), then .venv 
 	$(PIP) install --quiet --no-deps "torchrec==1.8.0"
 	$(PIP) install --quiet -c requirements/constraints-cpu.txt -e ".[dev]"
 	$(MAKE) --no-print-directory check-stack
+	$(MAKE) --no-print-directory setup-peers
 
 setup-system: ## install the C++ ranker's Debian packages (requirements/system-packages.txt) when a need of the build is unmet
 	@requirements/install-system-packages.sh

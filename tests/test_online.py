@@ -279,7 +279,7 @@ def test_the_drivers_request_carries_what_the_export_request_builder_puts_in_it(
 
 
 # -- make online, with its fault drill ------------------------------------------------------------------
-SPAN_S = 7200
+SPAN_S = 3600
 MALFORMED = 5
 
 
@@ -289,7 +289,7 @@ NAMED_WORLD = ["world=tiny", "world.name=tiny_w3", "world.seed=3"]  # a world no
 @pytest.fixture(scope="module")
 def drill(ranker_binary, tmp_path_factory):
     """`make online` on a tiny world named by overrides (`world.name`, `world.seed`: its data folder is
-    no world config's name), its first two hours at 150x, TorchScript only, with the drill: five
+    no world config's name), its first hour at 150x, TorchScript only, with the drill: five
     malformed events first, then the trainer killed and restarted, the ranker restarted and the
     broker restarted. (report, its directory, the data set)."""
     from data_pipelines.jobs import run_streams

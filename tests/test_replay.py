@@ -5,6 +5,7 @@ they should, and the report adds up."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -37,16 +38,23 @@ class OrderLog:
         self.events.append(("trained", report_ts.copy(), closed_at_ms))
 
 
+UNTIL_S = 6 * 3600  # the tiny world's first six of its twelve hours: its evening peak's start, and half the time
+
+
 @pytest.mark.slow
 def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_request(tiny_streams, tmp_path):
     push_s, max_wait_s = [60, 600], 120
     cfg = compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={tmp_path}", "replay.seeds=[0]",
                                     "replay.progress=false", "replay.streams=[realtime,frozen]",
                                     "replay.step_s=60", f"learner.max_wait_s={max_wait_s}",
-                                    f"replay.push_every_s=[{push_s[0]},{push_s[1]}]", "replay.ranking.requests=400"])
+                                    f"replay.push_every_s=[{push_s[0]},{push_s[1]}]", "replay.ranking.requests=400",
+                                    f"replay.until_s={UNTIL_S}"])
     observer = OrderLog()
     report = run_replay(cfg, observer=observer)
     final = tiny_streams.manifest(FINAL)
+    request_ts = pd.read_parquet(tiny_streams.canonical.live_impressions)["request_ts"].to_numpy()
+    replayed = int((request_ts < request_ts.min() + UNTIL_S * 1000).sum())  # replay.until_s: those requested then
+    assert 0 < replayed < final["samples"]
 
     # The log holds the realtime run, then the frozen one; each starts again at the first edge.
     first_edge = min(e[2] for e in observer.events if e[0] == "scored")
@@ -78,7 +86,7 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
             assert later is None or later[2] > pushed_at or later[1].max() >= pushed_at
             scored[target, p] += len(request_ts)
         # Every impression and every candidate once per interval.
-        assert scored == {(t, p * 1000): n for t, n in (("impressions", final["samples"]),
+        assert scored == {(t, p * 1000): n for t, n in (("impressions", replayed),
                                                          ("candidates", report["config"]["ranking"]["candidates"]))
                           for p in push_s}
         if run == "frozen":  # nothing reported after the first quarter of the timeline is learned
@@ -101,7 +109,7 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
     assert set(overall) == {"auc", "auc_std", "gauc", "gauc_std", "logloss", "logloss_std"}
     assert set(overall["auc"]) == {"ctr", "lvtr", "ltr", "cmtr", "gtr"}
     assert 0.0 < overall["auc"]["ctr"] < 1.0
-    assert report["impressions"]["light_users"] + report["impressions"]["heavy_users"] == final["samples"]
+    assert report["impressions"]["light_users"] + report["impressions"]["heavy_users"] == replayed
     for name in ("replay.json", "replay.md", "replay_push_interval.png", "replay_calibration.png",
                  "replay_catch_latency.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -113,7 +121,7 @@ def test_replay_serves_each_impression_with_the_model_pushed_last_before_its_req
     run_replay(compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={alone}", "replay.seeds=[0]",
                                          "replay.progress=false", "replay.streams=[realtime]", "replay.step_s=60",
                                          f"learner.max_wait_s={max_wait_s}", f"replay.push_every_s=[{push_s[1]}]",
-                                         "replay.ranking.requests=400"]))
+                                         "replay.ranking.requests=400", f"replay.until_s={UNTIL_S}"]))
     with np.load(tmp_path / "replay" / "realtime-seed0.npz") as both, np.load(alone / "replay" / "realtime-seed0.npz") as one:
         assert np.array_equal(both["impression_id"], one["impression_id"])
         assert not np.allclose(both["push_60s"], both["push_600s"])  # the intervals do serve different models
