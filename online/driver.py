@@ -1,6 +1,8 @@
 """The traffic driver: plays a data set's live impressions on an accelerated wall clock.
 
-Data time t runs at `speed` times the wall clock from the first impression of the span. At each
+Data time t runs at `speed` times the wall clock from the first impression of the span, until the
+last request; the events after it (exits, late actions: nothing is asked of the ranker any more) are
+published at once. At each
 impression's request time the driver asks the ranker (gRPC) to score it, with the request's
 features as the streams compute them (data_pipelines/streams: every value from events strictly
 before the request, so computing them ahead of the clock changes none), and logs the answer with
@@ -158,7 +160,11 @@ class TrafficDriver:
         wall0 = time.monotonic()
         clock = DriverClock(data0, time.time(), s.speed)
         self.log = AnswerLog(Answers.empty(len(self.features.request_ts), self.tasks, self.world.rows, clock))
-        publish(r, DriverProgress(data0_ms=data0, unix0_s=clock.unix0_s, last_ms=int(tl.ts[-1]), speed=s.speed))
+        # After the last request the rest are label events only (exits, late gifts) with no answer to
+        # wait for: they are published at once rather than on the clock, as a backlog would be.
+        last_request = int(tl.ts[tl.type == ev.FACT_TYPES.index(ev.IMPRESSION)].max())
+        publish(r, DriverProgress(data0_ms=data0, unix0_s=clock.unix0_s, last_ms=int(tl.ts[-1]),
+                                  last_request_ms=last_request, speed=s.speed))
         producer = brk.Producer(r)
         producer.send(self._malformed(data0))
         i = 0
@@ -167,6 +173,8 @@ class TrafficDriver:
         futures = []
         while i < len(tl):
             now = data0 + int((time.monotonic() - wall0) * s.speed * 1000)
+            if now > last_request:
+                now = int(tl.ts[-1])
             j = int(np.searchsorted(tl.ts, now, side="right"))
             entries = []
             for k in range(i, j):

@@ -16,6 +16,7 @@ class DriverProgress:
     data0_ms: int | None = None  # the data time the clock started at...
     unix0_s: float | None = None  # ...at this wall time
     last_ms: int | None = None  # the last event's data time
+    last_request_ms: int | None = None  # the last request's: the clock runs to here, then jumps to last_ms
     speed: float | None = None  # data seconds per wall second
     clock_ms: int | None = None  # every partition is complete up to here
     sent: int | None = None  # requests
@@ -24,10 +25,11 @@ class DriverProgress:
     done_unix_s: float | None = None  # every event published and every request answered or lost
 
     def played_share(self) -> float | None:
-        """How far through the span the clock is (0 to 1), once the driver has started."""
-        if None in (self.clock_ms, self.data0_ms, self.last_ms):
+        """How far through the requests the clock is (0 to 1, and past 1 on the events after the last
+        request), once the driver has started."""
+        if None in (self.clock_ms, self.data0_ms, self.last_request_ms):
             return None
-        return (self.clock_ms - self.data0_ms) / max(self.last_ms - self.data0_ms, 1)
+        return (self.clock_ms - self.data0_ms) / max(self.last_request_ms - self.data0_ms, 1)
 
 
 @dataclass

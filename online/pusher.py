@@ -123,6 +123,7 @@ class Pusher:
         self._staging: Future[StagedExport] | None = None
         self._since_snapshot: dict[str, torch.Tensor] = {}
         self._batches_at_snapshot = 0
+        self._batches_at_dense = 0  # batches learned when the base served now last got the dense tensors
 
     def learned(self) -> None:
         """One more batch learned (the delta tracker saw its lookups)."""
@@ -203,6 +204,7 @@ class Pusher:
         self.meta, self.sequence = staged.meta, 0
         if touched or self.batches != self._batches_at_snapshot:
             self._write_push(touched, data_time_ms=self.newest_learned_data_ms, dense=True)
+        self._batches_at_dense = self.batches  # the new base (with that push) holds the dense tensors of now
         return commit_export(staged)
 
     @staticmethod
@@ -212,21 +214,24 @@ class Pusher:
         return into
 
     def push(self, data_time_ms: int) -> PushRecord:
-        """The rows touched since the previous push (and the dense tensors, when due) as the next push
-        onto the current base."""
+        """The rows touched since the previous push (and the dense tensors, when due and changed) as
+        the next push onto the current base. Nothing learned since the last dense tensors went out:
+        none go out again (a push after a quiet interval is a few hundred bytes, not the whole dense
+        part, which the ranker would copy for nothing)."""
         if self.meta is None:
             raise RuntimeError("push before the first full export: there is no base to push onto")
         self.newest_learned_data_ms = int(data_time_ms)
         touched = self._touched()
         if self._staging is not None:  # the next base will need them too
             self._merge(self._since_snapshot, touched)
-        return self._write_push(touched, data_time_ms, dense=(self.sequence + 1) % self.settings.dense_every == 0)
+        due = (self.sequence + 1) % self.settings.dense_every == 0
+        return self._write_push(touched, data_time_ms, dense=due and self.batches != self._batches_at_dense)
 
     @torch.no_grad()
     def _write_push(self, touched: Mapping[str, torch.Tensor], data_time_ms: int, dense: bool) -> PushRecord:
         start = time.perf_counter()
         sequence = self.sequence + 1
-        state = unsharded_state(self.trained)
+        state = unsharded_state(self.trained) if touched or dense else {}
         updatable = self.meta["updatable"]
         tables = {}
         for name, rows in touched.items():
@@ -238,6 +243,7 @@ class Pusher:
             self._sync_copy(state, tables=False)
             serving = self.scorer.serving_tensors()
             dense_tensors = {name: serving[name].detach().float() for name in updatable["dense"]}
+            self._batches_at_dense = self.batches
         data = encode_push(self.meta["export_id"], updatable["fingerprint"], sequence, tables, dense_tensors,
                            data_time_ms, self.newest_learned_unix_ms)
         path = write_push(self.export.pushes(self.meta["export_id"]), data, sequence)

@@ -242,6 +242,7 @@ class OnlineTrainer:
               f"push every {push.every_s:g} s, full export every {push.full_every_s:g} s of data time, "
               f"pace {s.pace:g} -> {self.export.root}")
         last_full = last_checkpoint = clock
+        learned_at_checkpoint = self.learned
         export_started = (clock, time.perf_counter(), self.learned)
         wall_start = time.monotonic()
         exhausted = False
@@ -267,9 +268,11 @@ class OnlineTrainer:
                 self.pusher.start_full_export(self.validation)
                 export_started = (clock, time.perf_counter(), self.learned)
                 last_full = clock
-            if clock - last_checkpoint >= s.checkpoint_every_ms:
+            # Nothing learned since the last checkpoint: it still holds this model (resuming there
+            # re-reads only samples not learned yet), so none is written.
+            if clock - last_checkpoint >= s.checkpoint_every_ms and self.learned != learned_at_checkpoint:
                 self._checkpoint(clock, source)
-                last_checkpoint = clock
+                last_checkpoint, learned_at_checkpoint = clock, self.learned
             self._progress(clock)
             bar.update(1)
         bar.close()

@@ -279,7 +279,7 @@ def test_the_drivers_request_carries_what_the_export_request_builder_puts_in_it(
 
 
 # -- make online, with its fault drill ------------------------------------------------------------------
-SPAN_S = 3600
+SPAN_S = 7200
 MALFORMED = 5
 
 
@@ -289,7 +289,7 @@ NAMED_WORLD = ["world=tiny", "world.name=tiny_w3", "world.seed=3"]  # a world no
 @pytest.fixture(scope="module")
 def drill(ranker_binary, tmp_path_factory):
     """`make online` on a tiny world named by overrides (`world.name`, `world.seed`: its data folder is
-    no world config's name), its first hour at 150x, TorchScript only, with the drill: five
+    no world config's name), its first two hours at 150x, TorchScript only, with the drill: five
     malformed events first, then the trainer killed and restarted, the ranker restarted and the
     broker restarted. (report, its directory, the data set)."""
     from data_pipelines.jobs import run_streams
@@ -435,18 +435,20 @@ def test_each_component_writes_its_own_progress_fields_and_the_sample_reads_them
     from online.progress import DriverProgress, JoinerProgress, ProgressSample, TrainerProgress, publish
 
     client = _Hash()
-    publish(client, DriverProgress(data0_ms=1_000, unix0_s=5.5, last_ms=11_000, speed=20.0))
+    publish(client, DriverProgress(data0_ms=1_000, unix0_s=5.5, last_ms=15_000, last_request_ms=11_000, speed=20.0))
     publish(client, DriverProgress(clock_ms=6_000, sent=7, answered=6, lost=0))
     publish(client, JoinerProgress(watermark=5_500, events=40, quarantined=1, emitted={"realtime": 9, "fast_slow": 2}))
     publish(client, TrainerProgress(clock_ms=4_000, learned=8))
-    assert set(client.fields) == {b"driver.data0_ms", b"driver.unix0_s", b"driver.last_ms", b"driver.speed",
+    assert set(client.fields) == {b"driver.data0_ms", b"driver.unix0_s", b"driver.last_ms", b"driver.last_request_ms",
+                                  b"driver.speed",
                                   b"driver.clock_ms", b"driver.sent", b"driver.answered", b"driver.lost",
                                   b"joiner.watermark", b"joiner.events", b"joiner.quarantined",
                                   b"joiner.emitted.realtime", b"joiner.emitted.fast_slow", b"trainer.clock_ms",
                                   b"trainer.learned"}
     sample = ProgressSample.read(client, events_in_broker=3)
-    assert sample.driver == DriverProgress(1_000, 5.5, 11_000, 20.0, 6_000, 7, 6, 0, None)
-    assert sample.driver.played_share() == 0.5  # (6000 - 1000) / (11000 - 1000)
+    assert sample.driver == DriverProgress(data0_ms=1_000, unix0_s=5.5, last_ms=15_000, last_request_ms=11_000,
+                                           speed=20.0, clock_ms=6_000, sent=7, answered=6, lost=0)
+    assert sample.driver.played_share() == 0.5  # (6000 - 1000) / (11000 - 1000): of the requests' span
     assert sample.joiner.emitted == {"realtime": 9, "fast_slow": 2} and sample.trainer.pushes is None
     assert ProgressSample.of_dict(dataclasses.asdict(sample)) == sample  # as loop.json holds it
 

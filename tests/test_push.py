@@ -149,10 +149,13 @@ def probabilities(answer: dict, tasks: list[str]) -> torch.Tensor:
 @pytest.mark.slow
 def test_the_pusher_sends_touched_rows_and_dense_tensors(pushed):
     records = pushed["records"]
-    assert [r.sequence for r in records] == [1, 2, 3, 4] and all(r.dense for r in records)
-    assert records[1].rows == 0 and all(r.rows > 0 for r in records if r.sequence != 2)  # nothing learned: no row
-    header, _ = read_safetensors(records[1].path.read_bytes())
-    assert not any(k.startswith(("rows/", "values/")) for k in header)
+    assert [r.sequence for r in records] == [1, 2, 3, 4]
+    # Push 2 follows an interval with nothing learned: no row and no dense tensor changed, none sent.
+    assert [r.dense for r in records] == [True, False, True, True]
+    assert records[1].rows == 0 and all(r.rows > 0 for r in records if r.sequence != 2)
+    empty, _ = read_safetensors(records[1].path.read_bytes())
+    assert not any(k.startswith(("rows/", "values/", "dense/")) for k in empty) and records[1].bytes < 4096
+    header, _ = read_safetensors(records[2].path.read_bytes())
     assert {k.removeprefix("dense/") for k in header if k.startswith("dense/")} == set(pushed["meta"]["updatable"]["dense"])
 
 
