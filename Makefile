@@ -18,7 +18,7 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-setup: setup-system ## system packages for the C++ ranker (apt-get), then .venv with the pinned CPU stack (torch+cpu, fbgemm-gpu-cpu, torchrec --no-deps, project), then the benchmark peers' .venv-peers
+setup: setup-system ## system packages (apt-get), .venv with the pinned CPU stack (torch+cpu, fbgemm-gpu-cpu, torchrec --no-deps, project), the benchmark peers' .venv-peers, then the C++ ranker's build
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet --only-binary=:all: $(FIND_LINKS) -r requirements/torch-cpu.txt
@@ -27,6 +27,7 @@ setup: setup-system ## system packages for the C++ ranker (apt-get), then .venv 
 	$(PIP) install --quiet -c requirements/constraints-cpu.txt -e ".[dev]"
 	$(MAKE) --no-print-directory check-stack
 	$(MAKE) --no-print-directory setup-peers
+	$(MAKE) --no-print-directory ranker
 
 setup-system: ## install the C++ ranker's Debian packages (requirements/system-packages.txt) when a need of the build is unmet
 	@requirements/install-system-packages.sh

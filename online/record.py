@@ -201,7 +201,8 @@ class LiveRun:
     @classmethod
     def of(cls, paths: DictConfig, name: str) -> "LiveRun":
         """The run `name` under the configured paths (cfg.paths)."""
-        return cls(str(name), Path(paths.log_dir) / "online" / str(name), ExportDir(Path(paths.artifacts_dir) / str(name)),
+        name = str(name)
+        return cls(name, Path(paths.log_dir) / "online" / name, ExportDir(Path(paths.artifacts_dir) / name),
                    Path(paths.reports_dir))
 
     def clear(self) -> None:

@@ -128,7 +128,8 @@ def first_report_ms(data: DataSet, stream: str) -> int:
 
 
 class OnlineTrainer:
-    def __init__(self, cfg: DictConfig, settings: OnlineTrainSettings, push: PushSettings, broker_url: str | None = None):
+    def __init__(self, cfg: DictConfig, settings: OnlineTrainSettings, push: PushSettings,
+                 broker_url: str | None = None):
         """`broker_url`: where the joiner publishes (source=broker); None: `online_train.redis_url`."""
         self.cfg, self.s, self.push_settings = cfg, settings, push
         self.data = DataSet(cfg.data.output_dir)

@@ -483,4 +483,5 @@ def test_a_runs_record_reads_back_what_was_written(tmp_path):
     assert run.driver_summary() == DriverSummary(3, 2, 1, 4.0)
     assert run.joiner_summary().emitted == {"realtime": 4}
     assert run.loop().faults == [Fault("ranker stopped", 3.0)] and run.loop().wall_s == 12.5
-    assert run.export.root == tmp_path / "a" / "x" and run.trainer_summary_path == tmp_path / "r" / "online_train_x.json"
+    assert run.export.root == tmp_path / "a" / "x"
+    assert run.trainer_summary_path == tmp_path / "r" / "online_train_x.json"

@@ -435,8 +435,8 @@ def test_model_files_of_another_export_than_model_json_are_never_served(pushed, 
     fresh_id = json.loads((pushed["fresh"] / "model.json").read_text())["export_id"]
     assert f"belongs to export '{fresh_id}'" in result.stderr and pushed["meta"]["export_id"] in result.stderr
     # model.json landing while the ranker waits: it starts, with the files' own export.
-    waiting = subprocess.Popen([str(ranker_binary), "--model", str(mixed), "--format", "torchscript"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiting = subprocess.Popen([str(ranker_binary), "--model", str(mixed), "--format", "torchscript"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
     shutil.copy(pushed["fresh"] / "model.json", mixed / "model.json")
     out, err = waiting.communicate(json.dumps(pushed["requests"][0]) + "\n", timeout=120)

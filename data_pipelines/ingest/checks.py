@@ -98,8 +98,8 @@ def coerce_types(frame: pd.DataFrame, fields: dict[str, FieldType]) -> tuple[pd.
         is_float = ~integers & ~missing & ~np.isnan(floats)
         not_number = ~missing & ~integers & ~is_float
         failures.append(Failure(f"missing:{name}", missing, f"{name}: missing value", frame.loc[missing]))
-        failures.append(Failure(f"type:{name}", not_number, f"{name}: not a number (" + raw[not_number].astype(str) + ")",
-                                frame.loc[not_number]))
+        failures.append(Failure(f"type:{name}", not_number,
+                                f"{name}: not a number (" + raw[not_number].astype(str) + ")", frame.loc[not_number]))
         with np.errstate(invalid="ignore"):
             finite = np.isfinite(floats)
             if kind.integer:

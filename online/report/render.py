@@ -74,7 +74,7 @@ def plot(loop: LoopRecord, learned_stream: str, latency: dict, click_latencies: 
         wall = [(r.unix_s - t0) / 60 for r in rows]
 
         def behind(value) -> list[float]:
-            return [(r.driver.clock_ms - (value(r) if value(r) is not None else r.driver.clock_ms)) / 1000 for r in rows]
+            return [(r.driver.clock_ms - (r.driver.clock_ms if value(r) is None else value(r))) / 1000 for r in rows]
 
         a.plot(wall, behind(lambda r: r.trainer.clock_ms), label="trainer behind the clock (data s)", linewidth=0.6)
         a.plot(wall, behind(lambda r: r.joiner.watermark), label="joiner watermark behind the clock (data s)")

@@ -41,8 +41,9 @@ class EvaluationSet:
         def cut(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[:n]
 
-        return EvaluationSet(arrays=take_rows(self.arrays, keep), request_ts=self.request_ts[:n], labels=self.labels[:n],
-                             users=self.users[:n], groups={g: m[:n] for g, m in self.groups.items()},
+        return EvaluationSet(arrays=take_rows(self.arrays, keep), request_ts=self.request_ts[:n],
+                             labels=self.labels[:n], users=self.users[:n],
+                             groups={g: m[:n] for g, m in self.groups.items()},
                              live_id=self.live_id[:n], true_ctr=cut(self.true_ctr),
                              highlight_segment=cut(self.highlight_segment), highlights=self.highlights)
 

@@ -1,9 +1,9 @@
 // The served model's lifecycle: model.json and the model file of the chosen format (a backend,
 // forward.hpp) loaded, the pushes after it followed, and the whole replaced by a background watcher
 // when a newer export lands. The export renames its model files into place first and writes
-// model.json last, so a change of model.json means the export is complete. A new model is loaded beside the serving one and checked (a warm-up forward)
-// before it is swapped in; requests keep being answered by the old model meanwhile, and a broken
-// new export is reported and not taken.
+// model.json last, so a change of model.json means the export is complete. A new model is loaded
+// beside the serving one and checked (a warm-up forward) before it is swapped in; requests keep
+// being answered by the old model meanwhile, and a broken new export is reported and not taken.
 #pragma once
 
 #include <atomic>
