@@ -2,9 +2,8 @@
 
 Data time t runs at `speed` times the wall clock from the first impression of the span, until the
 last request; the events after it (exits, late actions: nothing is asked of the ranker any more) are
-published at once. At each
-impression's request time the driver asks the ranker (gRPC) to score it, with the request's
-features as the streams compute them (data_pipelines/streams: every value from events strictly
+published at once. At each impression's request time the driver asks the ranker (gRPC) to score it,
+with the request's features as the streams compute them (data_pipelines/streams: every value from events strictly
 before the request, so computing them ahead of the clock changes none), and logs the answer with
 the version that gave it; every event goes to its user's partition on the broker at its time, then a
 `clock` mark says the partition is complete up to now. A request the ranker cannot take (restarting,

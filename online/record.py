@@ -5,7 +5,7 @@ computed from the record alone (`python -m online.report` renders it again from 
     logs/online/<name>/
       config.yaml            the run's composed config (the comparison replay runs with it)
       answers.npz            the driver: what the ranker answered for each impression (Answers)
-      joiner_samples.npz     the joiner's ledger: every sample emitted, per stream (Ledger)
+      joiner_samples.npz     the joiner's ledger: every sample emitted (a StreamLedger per stream)
       versions.jsonl         the trainer: every version a ranker may serve and what it had learned
       driver_summary.json, joiner_summary.json
       loop.json              the supervisor: progress samples, faults, the ranker's log and metrics,
