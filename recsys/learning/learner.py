@@ -26,10 +26,13 @@ from recsys.train.strategy import distributed_model, ensure_process_group
 
 
 class Learner:
-    def __init__(self, cfg: DictConfig, manifest: Mapping, seed: int, batch_norm_min_batch: int = 32):
+    def __init__(self, cfg: DictConfig, manifest: Mapping, seed: int, batch_norm_min_batch: int = 32,
+                 model_specs: tuple | None = None):
+        """`model_specs`: (model spec, cross spec) in place of the config's `model` and `cross` (a
+        replay's peer run); the task, optimizers and precision stay the config's."""
         ensure_process_group()
         torch.manual_seed(seed)
-        self.task = build_task(cfg, manifest)
+        self.task = build_task(cfg, manifest, model_specs=model_specs)
         self.task.model = distributed_model(self.task.model, torch.device("cpu"), local_world_size=1)
         self.optimizer = self.task.configure_optimizers()
         self.precision = cfg.trainer.precision

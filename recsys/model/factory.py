@@ -1,5 +1,7 @@
 """Building the model: the architecture (conf/model), the GSUs and contrastive terms (conf/cross)
 and the shards' manifest (tasks, table sizes, side bucket rows, dense width) -> MomentCrossModel.
+A peer architecture (conf/model/dlrm.yaml, dcn_v2.yaml: recsys/model/peers.py) gets the same lookups
+with its own head.
 
 Training, replay, export, the benchmarks and the tests all build it here, and whether a contrastive
 term is on is decided here only (`ContrastiveSpec.weights_for`).
@@ -17,6 +19,7 @@ from omegaconf import DictConfig
 from data_pipelines.contract import SIDE_FIELDS
 from data_pipelines.streams.features import gsu_length_of
 from recsys.model.moment_cross import EmbeddingLookup, MomentCrossHead, MomentCrossModel
+from recsys.model.peers import PeerHead, PeerSpec
 
 ANCHOR = "mixed"  # every contrastive term aligns another GSU with this one (eq. 6)
 
@@ -64,10 +67,12 @@ class ModelSpec:
     bias_fields: list[str] = field(default_factory=list)
 
 
-def build_head(spec: ModelSpec, cross: CrossSpec, manifest: Mapping) -> MomentCrossHead:
+def build_head(spec: ModelSpec | PeerSpec, cross: CrossSpec, manifest: Mapping) -> MomentCrossHead | PeerHead:
     if spec.seq_len > gsu_length_of(manifest):
         raise ValueError(f"model.seq_len={spec.seq_len} exceeds the {gsu_length_of(manifest)} elements per GSU "
                          f"the shards hold; lower it or rebuild the shards with a larger features.gsu_length")
+    if isinstance(spec, PeerSpec):
+        return PeerHead(spec, list(manifest["tasks"]), list(cross.gsu_names), len(manifest["dense_features"]))
     return MomentCrossHead(
         tasks=list(manifest["tasks"]), pooled_features=[f for fs in spec.pooled_tables.values() for f in fs],
         gsu_names=list(cross.gsu_names), seq_len=spec.seq_len, n_dense=len(manifest["dense_features"]),
@@ -77,7 +82,7 @@ def build_head(spec: ModelSpec, cross: CrossSpec, manifest: Mapping) -> MomentCr
         contrastive_temperature=cross.contrastive.temperature, score_weights=dict(spec.score_weights))
 
 
-def build_model(spec: ModelSpec, cross: CrossSpec, manifest: Mapping,
+def build_model(spec: ModelSpec | PeerSpec, cross: CrossSpec, manifest: Mapping,
                 embedding_device: torch.device | str = "meta") -> MomentCrossModel:
     """Tables on `embedding_device` (meta: DistributedModelParallel materialises them)."""
     lookup = EmbeddingLookup(manifest["table_sizes"], {t: list(fs) for t, fs in spec.pooled_tables.items()},
@@ -86,7 +91,7 @@ def build_model(spec: ModelSpec, cross: CrossSpec, manifest: Mapping,
     return MomentCrossModel(lookup, build_head(spec, cross, manifest))
 
 
-def specs(cfg: DictConfig) -> tuple[ModelSpec, CrossSpec]:
+def specs(cfg: DictConfig) -> tuple[ModelSpec | PeerSpec, CrossSpec]:
     """The `model` and `cross` nodes of a job's config as specs."""
     return instantiate(cfg.model, _convert_="all"), instantiate(cfg.cross, _convert_="all")
 

@@ -194,7 +194,8 @@ class MomentCrossHead(nn.Module):
 
 
 class MomentCrossModel(nn.Module):
-    """The lookups, then the head: ModelInput -> ModelOutput."""
+    """The lookups, then the head (MomentCrossHead, or a peer's: recsys/model/peers.py): ModelInput ->
+    ModelOutput."""
 
     def __init__(self, lookup: EmbeddingLookup, head: MomentCrossHead):
         super().__init__()

@@ -95,11 +95,12 @@ def _seed_headline(figures: dict, push: str) -> dict:
 
 
 def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: dict[str, int],
-                 push_every_s: list[int]) -> dict:
+                 push_every_s: list[int], peers: list[str] = ()) -> dict:
     """per_run[run][seed] = {"push": {seconds: {group: group_metrics}}, "catch": {seconds: {fraction:
     [Catch]}}, "ranking": {seconds: ranking_figures}} -> the replay.json document. "catch" holds the
     first fraction's figures (the headline), "catch_by_fraction" every fraction's; "ranking" is
-    absent without candidate sets (real logs)."""
+    absent without candidate sets (real logs). `peers`: the runs that are other models (compared
+    with realtime, the project's model on the same stream, seed by seed)."""
     headline = str(min(push_every_s))
     groups = list(counts)
     runs = list(per_run)
@@ -123,6 +124,8 @@ def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: 
     pairs = [(a, b) for a, b in zip(ranked, ranked[1:])]
     if all(r in runs for r in HEADLINE_PAIR) and HEADLINE_PAIR not in pairs:
         pairs.insert(0, HEADLINE_PAIR)
+    peer_pairs = [(REALTIME, p) for p in peers if REALTIME in runs and p in runs]
+    pairs += peer_pairs
     report["paired_ctr_auc"] = {f"{a} - {b}": {g: paired_difference(_ctr_auc(per_run, a, seeds, headline, g),
                                                                     _ctr_auc(per_run, b, seeds, headline, g))
                                                for g in groups}
@@ -131,6 +134,11 @@ def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: 
         report["paired_ranking"] = {f"{a} - {b}": {p: _paired_ranking(per_run, a, b, seeds, p)
                                                    for p in report["runs"][a]["ranking"]} for a, b in pairs}
     report["summary"] = _summary(report, runs, headline)
+    if peer_pairs and "paired_ranking" in report:
+        report["summary"]["peer_normalized_top1_clicks"] = {p: report["summary"]["normalized_top1_clicks"][p]
+                                                            for _, p in peer_pairs}
+        report["summary"]["paired_diff_vs_peers"] = {
+            p: report["paired_ranking"][f"{a} - {p}"][headline]["normalized_top1_clicks"] for a, p in peer_pairs}
     return report
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from data_pipelines.configured import build
 from data_pipelines.dataset import FINAL, DataSet
 from recsys.allocator import keep_freed_memory
 from recsys.learning.learner import Learner
@@ -21,7 +22,8 @@ from recsys.replay.settings import ReplaySettings, replay_settings
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
 from recsys.replay.loop import ReplayObserver, Scored, replay
 from recsys.replay.ranking import RankingWindows, ranking_figures
-from recsys.replay.runs import FROZEN, ORACLE, manifest_for, training_samples, without_room_state
+from recsys.replay.runs import (FROZEN, ORACLE, PeerRun, learned_stream, manifest_for, training_samples,
+                                without_room_state)
 from recsys.replay.timeline import step_edges
 from recsys.train.precision import warn_if_emulated
 
@@ -37,16 +39,36 @@ def report_name(cfg: DictConfig) -> str:
 IMPRESSIONS, CANDIDATES = "impressions", "candidates"  # what a replayed model scores
 
 
-def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, seed: int, targets: dict[str, Scored],
-                n_tasks: int, edges: np.ndarray, observer: ReplayObserver | None
-                ) -> tuple[dict[str, dict[int, np.ndarray]], object]:
-    learner = Learner(cfg, manifest_for(data, run, s.frozen.stream), seed,
-                      batch_norm_min_batch=s.learner.batch_norm_min_batch)
-    samples = training_samples(run, data, targets[IMPRESSIONS], edges, s.frozen.stream, s.frozen.train_share,
+class TimedLearner:
+    """A learner whose training time is counted (the report's samples learned per second)."""
+
+    def __init__(self, learner: Learner):
+        self.learner, self.train_s = learner, 0.0
+
+    def train(self, batch) -> float:
+        start = time.perf_counter()
+        loss = self.learner.train(batch)
+        self.train_s += time.perf_counter() - start
+        return loss
+
+    def predict(self, batch):
+        return self.learner.predict(batch)
+
+
+def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, seed: int, peers: dict[str, PeerRun],
+                targets: dict[str, Scored], n_tasks: int, edges: np.ndarray, observer: ReplayObserver | None
+                ) -> tuple[dict[str, dict[int, np.ndarray]], object, float]:
+    """(predictions, the batch closer, seconds spent learning)."""
+    stream = learned_stream(run, peers)
+    specs = (peers[run].model, peers[run].cross) if run in peers else None
+    learner = TimedLearner(Learner(cfg, manifest_for(data, stream, s.frozen.stream), seed,
+                                   batch_norm_min_batch=s.learner.batch_norm_min_batch, model_specs=specs))
+    samples = training_samples(stream, data, targets[IMPRESSIONS], edges, s.frozen.stream, s.frozen.train_share,
                                s.room_state)
-    return replay(learner, samples, targets, n_tasks, edges, list(s.push_every_ms), s.learner.batch_size,
-                  s.learner.max_wait_ms, s.score_batch_size, observer=observer, progress=s.progress,
-                  desc=f"{run} seed {seed}")
+    predictions, closer = replay(learner, samples, targets, n_tasks, edges, list(s.push_every_ms),
+                                 s.learner.batch_size, s.learner.max_wait_ms, s.score_batch_size, observer=observer,
+                                 progress=s.progress, desc=f"{run} seed {seed}")
+    return predictions, closer, learner.train_s
 
 
 def _candidates(cfg: DictConfig, s: ReplaySettings, data: DataSet, evaluation: EvaluationSet) -> CandidateSets | None:
@@ -104,13 +126,21 @@ def _save_predictions(runs_dir: Path, run: str, seed: int, evaluation: Evaluatio
                             **{f"push_{ms // 1000}s": p[:, ctr] for ms, p in predictions[CANDIDATES].items()})
 
 
+def peer_runs(cfg: DictConfig, runs: list[str]) -> dict[str, PeerRun]:
+    """The peers (conf/replay.yaml `peers`) among `runs`, built; a run that is neither a peer nor a
+    stream is refused by the streams' check."""
+    nodes = cfg.get("peers") or {}
+    return {r: build(nodes[r]) for r in runs if r in nodes}
+
+
 def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     keep_freed_memory()
     warn_if_emulated(cfg.trainer.precision, cfg.trainer.accelerator)
     s = replay_settings(cfg.replay)
     data = DataSet(cfg.data.output_dir)
     runs, seeds, push_every_s = list(s.streams), list(s.seeds), list(s.push_every_s)
-    data.require_streams({FINAL, s.frozen.stream, *(r for r in runs if r not in (ORACLE, FROZEN))})
+    peers = peer_runs(cfg, runs)
+    data.require_streams({FINAL, s.frozen.stream, *(learned_stream(r, peers) for r in runs)} - {ORACLE, FROZEN})
     tasks = list(data.manifest(s.frozen.stream)["tasks"])
     if "ctr" not in tasks:
         raise ValueError(f"{data.root}: replay reports CTR figures, and the streams have no ctr task ({tasks})")
@@ -136,10 +166,13 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     per_run: dict[str, dict[int, dict]] = {r: {} for r in runs}
     first_seed_predictions: dict[str, np.ndarray] = {}
     head = str(min(push_every_s))  # the headline push interval, seconds
+    learned: dict[str, list[tuple[int, float]]] = {r: [] for r in runs}  # (samples, seconds learning) by seed
     for seed in seeds:
         for run in runs:
             start = time.perf_counter()
-            predictions, streaming = _replay_one(cfg, s, data, run, seed, targets, len(tasks), edges, observer)
+            predictions, streaming, train_s = _replay_one(cfg, s, data, run, seed, peers, targets, len(tasks), edges,
+                                                          observer)
+            learned[run].append((streaming.samples, train_s))
             _save_predictions(runs_dir, run, seed, evaluation, candidates, predictions, tasks.index("ctr"))
             per_run[run][seed] = _evaluate(evaluation, candidates, predictions, tasks, segments, windows,
                                            s.ranking.windows)
@@ -151,7 +184,9 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                   + (f", highlight {headline['highlight']['auc']['ctr']:.4f}" if "highlight" in headline else "")
                   + (f"; normalized top-1 clicks {ranked['top1']['normalized']:.3f}" if ranked else ""))
 
-    report = figures.build_report(per_run, seeds, {g: int(m.sum()) for g, m in evaluation.groups.items()}, push_every_s)
+    learning_rates = {r: sum(n for n, _ in v) / max(sum(t for _, t in v), 1e-9) for r, v in learned.items()}
+    report = figures.build_report(per_run, seeds, {g: int(m.sum()) for g, m in evaluation.groups.items()}, push_every_s,
+                                  peers=list(peers))
     report["config"] = {"world": data.name, "step_s": s.step_s, "learner": dataclasses.asdict(s.learner),
                         "push_every_s": push_every_s,
                         "room_state": s.room_state, "until_s": s.until_s, "frozen": dataclasses.asdict(s.frozen),
@@ -160,7 +195,12 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                         "ranking": {"requests": 0 if candidates is None else candidates.requests,
                                     "candidates": 0 if candidates is None else len(candidates),
                                     "seed": s.ranking.seed, **dataclasses.asdict(s.ranking.windows)},
-                        "model_levels": int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names)}
+                        "model_levels": int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names),
+                        "peers": {r: {"stream": p.stream, "model": type(p.model).__name__,
+                                      "interaction": getattr(p.model, "interaction", None),
+                                      "gsus": list(p.cross.gsu_names), "samples_per_s": learning_rates.get(r)}
+                                  for r, p in peers.items()},
+                        "samples_per_s": learning_rates}
     pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]
                   for f in windows.fractions} for r in runs}
     paths = rpt.write_all(report, evaluation, first_seed_predictions, tasks, Path(cfg.paths.reports_dir), name,

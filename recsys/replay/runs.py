@@ -5,6 +5,10 @@
 - `frozen`: a stream's samples reported in the first share of the timeline, then nothing (a model
   trained once and never updated).
 
+- a peer (conf/replay.yaml `peers`: DLRM, DCN-v2, the project's model without Cross): another model
+  learning a stream (realtime by default) exactly as the project's model learns it — the same
+  samples, batches, push intervals and candidate sets — so that the two differ in the model only.
+
 `replay.room_state=false` zeroes the room's real-time dense features for training and scoring
 alike, to separate what fresh labels add from what fresh features add.
 """
@@ -12,6 +16,7 @@ alike, to separate what fresh labels add from what fresh features add.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,10 +26,31 @@ from recsys.data import ShardDataset
 from data_pipelines.micro_batch import take_rows
 from recsys.replay.evaluation import EvaluationSet
 from recsys.learning.sources import ReportedSamples
+from recsys.model.factory import CrossSpec, ModelSpec
+from recsys.model.peers import PeerSpec
 
 ORACLE = "oracle"
 FROZEN = "frozen"
 _SLICE = 1024
+
+
+@dataclass(frozen=True)
+class PeerRun:
+    """conf/replay.yaml `peers.<name>`: a run that learns `stream` (a label stream, oracle or frozen)
+    with a model and GSUs of its own."""
+
+    stream: str
+    model: ModelSpec | PeerSpec  # conf/model/*.yaml
+    cross: CrossSpec  # conf/cross/*.yaml
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, (ModelSpec, PeerSpec)) or not isinstance(self.cross, CrossSpec):
+            raise TypeError("a peer run's model and cross must be conf/model and conf/cross nodes")
+
+
+def learned_stream(run: str, peers: Mapping[str, PeerRun]) -> str:
+    """What a run learns from: a peer's stream, else the run's own name (a label stream, oracle, frozen)."""
+    return peers[run].stream if run in peers else run
 
 
 def without_room_state(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from data_pipelines.contract import DENSE_FEATURES, LIVE_HISTORY_FEATURE
 from recsys.data.batch import Batch, labels_of
 from recsys.metrics import TaskMetrics, light_users
-from recsys.model.factory import model_from_config
+from recsys.model.factory import build_model, model_from_config
 from recsys.model.inputs import ModelInput, to_model_input
 from recsys.model.losses import task_losses
 from recsys.model.moment_cross import ModelOutput, MomentCrossModel
@@ -163,6 +163,10 @@ def average_batch_norm_statistics(model: torch.nn.Module) -> None:
         s.copy_(mean.view_as(s))
 
 
-def build_task(cfg: DictConfig, manifest: Mapping, embedding_device: torch.device | str = "meta") -> MomentCrossTask:
-    """The task of a job's config (`task`, with the model from `model`, `cross` and the manifest)."""
-    return instantiate(cfg.task, model=model_from_config(cfg, manifest, embedding_device))
+def build_task(cfg: DictConfig, manifest: Mapping, embedding_device: torch.device | str = "meta",
+               model_specs: tuple | None = None) -> MomentCrossTask:
+    """The task of a job's config (`task`, with the model from `model`, `cross` and the manifest, or
+    from `model_specs`: (model spec, cross spec) given, a replay's peer run)."""
+    model = model_from_config(cfg, manifest, embedding_device) if model_specs is None \
+        else build_model(*model_specs, manifest, embedding_device)
+    return instantiate(cfg.task, model=model)

@@ -1,0 +1,95 @@
+"""Peer models (recsys/model/peers.py, conf/replay.yaml `peers`): DLRM and DCN-v2 over the project's
+lookups, and the project's model without Cross, learning the realtime stream in the replay beside
+the project's model and compared with it seed by seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from recsys.model.factory import build_model, specs
+from recsys.model.peers import PeerSpec, masked_means
+from recsys.replay.job import peer_runs, run_replay
+from recsys.replay.settings import replay_settings
+from tests.conftest import compose_config, job_paths
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+PEERS = ["dlrm", "dcn_v2", "no_cross"]
+
+
+def test_masked_means_average_each_gsus_real_elements_per_slot():
+    b, length, g, s, d = 3, 4, 2, 2, 5
+    rng = np.random.default_rng(0)
+    sequence = rng.normal(size=(b, length, g * s * d)).astype(np.float32)
+    mask = rng.random((b, g, length)) < 0.6
+    mask[0, 1] = False  # an empty GSU: zeros
+    got = masked_means(torch.from_numpy(sequence), torch.from_numpy(mask), d).numpy()
+    assert got.shape == (b, g * s, d)
+    for i in range(b):
+        for gi in range(g):
+            for si in range(s):
+                column = (gi * s + si) * d  # slot (GSU gi, field si) of each position
+                rows = [sequence[i, p, column:column + d] for p in range(length) if mask[i, gi, p]]
+                expected = np.mean(rows, axis=0) if rows else np.zeros(d)
+                np.testing.assert_allclose(got[i, gi * s + si], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_peers_share_the_projects_tables_features_and_score():
+    cfg = compose_config("replay", ["world=tiny"])
+    own, _ = specs(cfg)
+    for name, peer in peer_runs(cfg, PEERS).items():
+        model = peer.model
+        assert (model.pooled_tables, model.score_weights, model.embedding_dim, model.seq_len) == (
+            own.pooled_tables, own.score_weights, own.embedding_dim, own.seq_len), name
+        assert peer.stream == "realtime"
+    assert peer_runs(cfg, PEERS)["no_cross"].cross.gsu_names == []
+    assert peer_runs(cfg, PEERS)["dlrm"].cross.gsu_names == list(cfg.cross.gsu_names)
+    assert not set(PEERS) & set(replay_settings(cfg.replay).streams)  # peers are asked for, never a default run
+
+
+def test_a_peer_has_the_projects_embedding_tables_and_one_logit_per_task(tiny_streams):
+    cfg = compose_config("replay", [*job_paths(tiny_streams)])
+    manifest = tiny_streams.manifest("realtime")
+    own = build_model(*specs(cfg), manifest, "cpu")
+    for name, peer in peer_runs(cfg, ["dlrm", "dcn_v2"]).items():
+        model = build_model(peer.model, peer.cross, manifest, "cpu")
+        tables = {n: tuple(p.shape) for n, p in model.lookup.named_parameters()}
+        assert tables == {n: tuple(p.shape) for n, p in own.lookup.named_parameters()}, name
+        assert model.head.over_arch.model[-1].out_features == len(manifest["tasks"])
+    with pytest.raises(ValueError, match="model.interaction must be one of"):
+        PeerSpec(interaction="fm", seq_len=4, embedding_dim=8, dense_arch_dims=[], over_arch_dims=[8],
+                 pooled_tables={}, score_weights={})
+
+
+@pytest.mark.slow
+def test_peers_learn_the_realtime_stream_and_are_paired_with_the_projects_model(tiny_streams, tmp_path):
+    cfg = compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={tmp_path}", "replay.seeds=[0,1]",
+                                    "replay.progress=false", f"replay.streams=[realtime,{','.join(PEERS)}]",
+                                    "replay.push_every_s=[300]", "replay.ranking.requests=300",
+                                    f"replay.until_s={3 * 3600}"])
+    report = run_replay(cfg)
+    summary = report["summary"]
+    # Every peer learned the same samples as the project's model (the realtime stream's, same batches).
+    learned = report["config"]["samples_per_s"]
+    assert set(learned) == {"realtime", *PEERS} and all(v > 0 for v in learned.values())
+    assert {p: report["config"]["peers"][p]["stream"] for p in PEERS} == dict.fromkeys(PEERS, "realtime")
+    for run in ["realtime", *PEERS]:
+        assert 0.3 < summary["overall_auc_ctr"][run] < 1.0
+        assert -1.0 <= summary["normalized_top1_clicks"][run] <= 1.0
+    assert set(summary["peer_normalized_top1_clicks"]) == set(PEERS)
+    for peer in PEERS:
+        per_seed = report["runs"]["realtime"]["per_seed"], report["runs"][peer]["per_seed"]
+        expected = [per_seed[0][s]["normalized_top1_clicks"] - per_seed[1][s]["normalized_top1_clicks"]
+                    for s in ("0", "1")]
+        got = summary["paired_diff_vs_peers"][peer]
+        np.testing.assert_allclose(got["per_seed"], expected)
+        assert got["mean"] == pytest.approx(np.mean(expected))
+        assert got["sd"] == pytest.approx(np.std(expected, ddof=1))
+    # Two peers with different models do not give the same predictions.
+    dlrm = np.load(tmp_path / "replay" / "dlrm-seed0.npz")["push_300s"]
+    dcn = np.load(tmp_path / "replay" / "dcn_v2-seed0.npz")["push_300s"]
+    assert np.nanmax(np.abs(dlrm - dcn)) > 1e-3
+    assert OmegaConf.select(cfg, "peers.dlrm.model.interaction") == "dlrm"
