@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from recsys.model.factory import build_model, specs
 from recsys.model.peers import PeerSpec, masked_means
@@ -92,4 +91,3 @@ def test_peers_learn_the_realtime_stream_and_are_paired_with_the_projects_model(
     dlrm = np.load(tmp_path / "replay" / "dlrm-seed0.npz")["push_300s"]
     dcn = np.load(tmp_path / "replay" / "dcn_v2-seed0.npz")["push_300s"]
     assert np.nanmax(np.abs(dlrm - dcn)) > 1e-3
-    assert OmegaConf.select(cfg, "peers.dlrm.model.interaction") == "dlrm"

@@ -100,10 +100,10 @@ class PeerHead(nn.Module):
                 mask: torch.Tensor, dense: torch.Tensor, with_means: bool) -> tuple[torch.Tensor, None]:
         """Logits [B, T] (float32); no contrastive means."""
         b, d = pooled.shape[0], self.embedding_dim
-        sparse = torch.cat([pooled.view(b, -1, d), target.view(b, -1, d),
-                            masked_means(sequence, mask, d).to(pooled.dtype)], dim=1)
         dense_vector = self.dense_arch(self.dense_norm(dense))
-        return self.over_arch(self.interaction(dense_vector, sparse.to(dense_vector.dtype))).float(), None
+        sparse = torch.cat([pooled.view(b, -1, d), target.view(b, -1, d), masked_means(sequence, mask, d)],
+                           dim=1).to(dense_vector.dtype)
+        return self.over_arch(self.interaction(dense_vector, sparse)).float(), None
 
     def contrastive_losses(self, means: torch.Tensor | None, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}

@@ -198,7 +198,7 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                         "model_levels": int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names),
                         "peers": {r: {"stream": p.stream, "model": type(p.model).__name__,
                                       "interaction": getattr(p.model, "interaction", None),
-                                      "gsus": list(p.cross.gsu_names), "samples_per_s": learning_rates.get(r)}
+                                      "gsus": list(p.cross.gsu_names)}
                                   for r, p in peers.items()},
                         "samples_per_s": learning_rates}
     pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]
