@@ -5,9 +5,14 @@ the project's model and compared with it seed by seed."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from data_pipelines.dataset import REALTIME
+from recsys.data import ShardDataset
+from recsys.data.batch import to_batch
+from recsys.learning.learner import Learner
 from recsys.model.factory import build_model, specs
 from recsys.model.peers import PeerSpec, masked_means
 from recsys.replay.job import peer_runs, run_replay
@@ -16,7 +21,7 @@ from tests.conftest import compose_config, job_paths
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
-PEERS = ["dlrm", "dcn_v2", "no_cross"]
+PEERS = ["dlrm", "dcn_v2", "no_cross", "frozen_tables"]
 
 
 def test_masked_means_average_each_gsus_real_elements_per_slot():
@@ -41,6 +46,8 @@ def test_peers_share_the_projects_tables_features_and_score():
     own, _ = specs(cfg)
     for name, peer in peer_runs(cfg, PEERS).items():
         model = peer.model
+        if name == "frozen_tables":
+            assert (model, peer.cross, peer.freeze_tables) == (own, specs(cfg)[1], ("item", "author"))
         assert (model.pooled_tables, model.score_weights, model.embedding_dim, model.seq_len) == (
             own.pooled_tables, own.score_weights, own.embedding_dim, own.seq_len), name
         assert peer.stream == "realtime"
@@ -61,6 +68,32 @@ def test_a_peer_has_the_projects_embedding_tables_and_one_logit_per_task(tiny_st
     with pytest.raises(ValueError, match="model.interaction must be one of"):
         PeerSpec(interaction="fm", seq_len=4, embedding_dim=8, dense_arch_dims=[], over_arch_dims=[8],
                  pooled_tables={}, score_weights={})
+
+
+def _table(learner: Learner, name: str) -> torch.Tensor:
+    for key, value in learner.task.model.state_dict().items():
+        if key.endswith(f".{name}.weight"):
+            local = value.local_shards()[0].tensor if hasattr(value, "local_shards") else value
+            return local.detach().clone()
+    raise KeyError(name)
+
+
+def test_frozen_tables_stop_learning_and_the_others_go_on(tiny_streams):
+    cfg = compose_config("replay", [*job_paths(tiny_streams)])
+    learner = Learner(cfg, tiny_streams.manifest(REALTIME), seed=0)
+    parts = ShardDataset(tiny_streams.stream(REALTIME), batch_size=256).micro_batches()
+    batches = [to_batch(next(parts)) for _ in range(2)]
+    learner.train(batches[0])
+    before = {t: _table(learner, t) for t in ("item", "author", "user")}
+    learner.freeze_tables({"item", "author"})
+    learner.train(batches[1])
+    assert torch.equal(_table(learner, "item"), before["item"])
+    assert torch.equal(_table(learner, "author"), before["author"])
+    assert not torch.equal(_table(learner, "user"), before["user"])  # the rest learns on
+    with pytest.raises(ValueError, match=r"tables \['item'\] share a fused kernel with \['author'\]"):
+        learner.freeze_tables({"item"})
+    with pytest.raises(ValueError, match="no embedding table named"):
+        learner.freeze_tables({"rooms"})
 
 
 @pytest.mark.slow
@@ -91,3 +124,15 @@ def test_peers_learn_the_realtime_stream_and_are_paired_with_the_projects_model(
     dlrm = np.load(tmp_path / "replay" / "dlrm-seed0.npz")["push_300s"]
     dcn = np.load(tmp_path / "replay" / "dcn_v2-seed0.npz")["push_300s"]
     assert np.nanmax(np.abs(dlrm - dcn)) > 1e-3
+    # Frozen tables: the same model as realtime up to the last push before the freeze, another after it.
+    impressions = np.load(tmp_path / "replay" / "realtime-seed0.npz")
+    realtime = impressions["push_300s"][:, 0]
+    frozen = np.load(tmp_path / "replay" / "frozen_tables-seed0.npz")["push_300s"][:, 0]
+    request_ts = pd.read_parquet(tiny_streams.canonical.live_impressions).set_index("impression_id").loc[
+        impressions["impression_id"], "request_ts"].to_numpy()
+    freeze_at = report["config"]["peers"]["frozen_tables"]["freeze_at_ms"]
+    last_push_before = freeze_at - freeze_at % 300_000
+    before, after = request_ts < last_push_before, request_ts >= last_push_before + 300_000
+    assert before.sum() > 100 and after.sum() > 100
+    np.testing.assert_allclose(frozen[before], realtime[before], atol=1e-5)
+    assert np.nanmax(np.abs(frozen[after] - realtime[after])) > 1e-3

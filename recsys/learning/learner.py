@@ -54,6 +54,29 @@ class Learner:
         self.steps += 1
         return loss.item()
 
+    def freeze_tables(self, tables: set[str]) -> None:
+        """From the next update on, the embedding tables named (`item`, `author`, a pooled table of
+        conf/model) no longer learn: their fused optimizer's learning rate is set to 0. The fused
+        update runs per kernel, so every table of a frozen kernel must be named; a table that shares
+        its kernel with one that still learns needs an optimizer of its own first
+        (task.sparse_optimizer_by_table)."""
+        found: set[str] = set()
+        for kernel in _fused_kernels(self.task.model.fused_optimizer):
+            held = {name.rsplit(".", 2)[-2] for name in kernel.params}
+            if held & tables and not held <= tables:
+                raise ValueError(f"tables {sorted(held & tables)} share a fused kernel with {sorted(held - tables)}, "
+                                 f"which would stop learning too; give them an optimizer of their own "
+                                 f"(task.sparse_optimizer_by_table)")
+            if held & tables:
+                for group in kernel.param_groups:
+                    group["lr"] = 0.0
+                # The kernel takes its learning rate into the forward that the fused update runs after:
+                # set it now, or the next update would still learn at the old rate.
+                kernel.zero_grad()
+                found |= held
+        if tables - found:
+            raise ValueError(f"no embedding table named {sorted(tables - found)}")
+
     @torch.no_grad()
     def predict(self, batch: Batch) -> torch.Tensor:
         """Per-task probabilities [B, T] with the model as it is now (inference mode: BatchNorm
@@ -95,3 +118,10 @@ class Learner:
         self.steps = int(saved["steps"])
         return saved["position"]
 
+
+def _fused_kernels(optimizer) -> list:
+    """The innermost optimizers of a (combined) fused optimizer: one per embedding kernel."""
+    inner = getattr(optimizer, "optimizers", None)
+    if not inner:
+        return [optimizer]
+    return [kernel for _, sub in inner for kernel in _fused_kernels(sub)]

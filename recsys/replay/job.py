@@ -22,8 +22,8 @@ from recsys.replay.settings import ReplaySettings, replay_settings
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
 from recsys.replay.loop import ReplayObserver, Scored, replay
 from recsys.replay.ranking import RankingWindows, ranking_figures
-from recsys.replay.runs import (FROZEN, ORACLE, PeerRun, learned_stream, manifest_for, training_samples,
-                                without_room_state)
+from recsys.replay.runs import (FROZEN, ORACLE, PeerRun, learned_stream, manifest_for, share_of_timeline,
+                                training_samples, without_room_state)
 from recsys.replay.timeline import step_edges
 from recsys.train.precision import warn_if_emulated
 
@@ -40,13 +40,19 @@ IMPRESSIONS, CANDIDATES = "impressions", "candidates"  # what a replayed model s
 
 
 class TimedLearner:
-    """A learner whose training time is counted (the report's samples learned per second)."""
+    """A learner whose training time is counted (the report's samples learned per second), and whose
+    `freeze_tables` stop learning from the first batch holding a sample reported at `freeze_at_ms`
+    or later (a peer run's frozen tables)."""
 
-    def __init__(self, learner: Learner):
+    def __init__(self, learner: Learner, freeze_tables: tuple[str, ...] = (), freeze_at_ms: int | None = None):
         self.learner, self.train_s = learner, 0.0
+        self.freeze_tables, self.freeze_at_ms = set(freeze_tables), freeze_at_ms
 
     def train(self, batch) -> float:
         start = time.perf_counter()
+        if self.freeze_tables and int(batch.report_ts.max()) >= self.freeze_at_ms:
+            self.learner.freeze_tables(self.freeze_tables)
+            self.freeze_tables = set()
         loss = self.learner.train(batch)
         self.train_s += time.perf_counter() - start
         return loss
@@ -59,10 +65,12 @@ def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, see
                 targets: dict[str, Scored], n_tasks: int, edges: np.ndarray, observer: ReplayObserver | None
                 ) -> tuple[dict[str, dict[int, np.ndarray]], object, float]:
     """(predictions, the batch closer, seconds spent learning)."""
-    stream = learned_stream(run, peers)
-    specs = (peers[run].model, peers[run].cross) if run in peers else None
+    stream, peer = learned_stream(run, peers), peers.get(run)
     learner = TimedLearner(Learner(cfg, manifest_for(data, stream, s.frozen.stream), seed,
-                                   batch_norm_min_batch=s.learner.batch_norm_min_batch, model_specs=specs))
+                                   batch_norm_min_batch=s.learner.batch_norm_min_batch,
+                                   model_specs=(peer.model, peer.cross) if peer else None),
+                           peer.freeze_tables if peer else (),
+                           share_of_timeline(edges, peer.freeze_after_share) if peer else None)
     samples = training_samples(stream, data, targets[IMPRESSIONS], edges, s.frozen.stream, s.frozen.train_share,
                                s.room_state)
     predictions, closer = replay(learner, samples, targets, n_tasks, edges, list(s.push_every_ms),
@@ -198,7 +206,8 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                         "model_levels": int(cfg.model.multitask.n_levels), "gsus": list(cfg.cross.gsu_names),
                         "peers": {r: {"stream": p.stream, "model": type(p.model).__name__,
                                       "interaction": getattr(p.model, "interaction", None),
-                                      "gsus": list(p.cross.gsu_names)}
+                                      "gsus": list(p.cross.gsu_names), "freeze_tables": list(p.freeze_tables),
+                                      "freeze_at_ms": share_of_timeline(edges, p.freeze_after_share) if p.freeze_tables else None}
                                   for r, p in peers.items()},
                         "samples_per_s": learning_rates}
     pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]

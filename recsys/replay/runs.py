@@ -37,15 +37,26 @@ _SLICE = 1024
 @dataclass(frozen=True)
 class PeerRun:
     """conf/replay.yaml `peers.<name>`: a run that learns `stream` (a label stream, oracle or frozen)
-    with a model and GSUs of its own."""
+    with a model and GSUs of its own — and, with `freeze_tables`, those embedding tables learning only
+    until `freeze_after_share` of the timeline (the rest of the model learning on)."""
 
     stream: str
     model: ModelSpec | PeerSpec  # conf/model/*.yaml
     cross: CrossSpec  # conf/cross/*.yaml
+    freeze_tables: tuple[str, ...] = ()  # e.g. (item, author): the rooms' and authors' embeddings
+    freeze_after_share: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, (ModelSpec, PeerSpec)) or not isinstance(self.cross, CrossSpec):
             raise TypeError("a peer run's model and cross must be conf/model and conf/cross nodes")
+        object.__setattr__(self, "freeze_tables", tuple(self.freeze_tables))
+        if not 0 < self.freeze_after_share <= 1:
+            raise ValueError(f"freeze_after_share must be in (0, 1], got {self.freeze_after_share}")
+
+
+def share_of_timeline(edges: np.ndarray, share: float) -> int:
+    """The time (ms) `share` of the way through the replay's clock."""
+    return int(edges[0] + share * (edges[-1] - edges[0]))
 
 
 def learned_stream(run: str, peers: Mapping[str, PeerRun]) -> str:
@@ -88,7 +99,7 @@ def training_samples(run: str, data: DataSet, evaluation: EvaluationSet, edges: 
         if run == FROZEN:
             if not 0 < frozen_train_share <= 1:
                 raise ValueError(f"replay.frozen.train_share must be in (0, 1], got {frozen_train_share}")
-            stop = int(edges[0] + frozen_train_share * (edges[-1] - edges[0]))
+            stop = share_of_timeline(edges, frozen_train_share)
     if not room_state:
         parts = map(without_room_state, parts)
     return ReportedSamples(parts, stop_ms=stop)
