@@ -15,13 +15,15 @@ from recsys.data.batch import to_batch
 from recsys.learning.learner import Learner
 from recsys.model.factory import build_model, specs
 from recsys.model.peers import PeerSpec, masked_means
+from recsys.replay.candidates import simulated_world
+from recsys.replay.ceiling import highlight_boost
 from recsys.replay.job import peer_runs, run_replay
 from recsys.replay.settings import replay_settings
 from tests.conftest import compose_config, job_paths
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
-PEERS = ["dlrm", "dcn_v2", "no_cross", "frozen_tables"]
+PEERS = ["dlrm", "dcn_v2", "no_cross", "frozen_tables", "ceiling"]
 
 
 def test_masked_means_average_each_gsus_real_elements_per_slot():
@@ -46,8 +48,10 @@ def test_peers_share_the_projects_tables_features_and_score():
     own, _ = specs(cfg)
     for name, peer in peer_runs(cfg, PEERS).items():
         model = peer.model
-        if name == "frozen_tables":
-            assert (model, peer.cross, peer.freeze_tables) == (own, specs(cfg)[1], ("item", "author"))
+        if name in ("frozen_tables", "ceiling"):
+            assert (model, peer.cross) == (own, specs(cfg)[1])
+            assert peer.freeze_tables == (("item", "author") if name == "frozen_tables" else ())
+            assert peer.oracle_input == (name == "ceiling")
         assert (model.pooled_tables, model.score_weights, model.embedding_dim, model.seq_len) == (
             own.pooled_tables, own.score_weights, own.embedding_dim, own.seq_len), name
         assert peer.stream == "realtime"
@@ -68,6 +72,18 @@ def test_a_peer_has_the_projects_embedding_tables_and_one_logit_per_task(tiny_st
     with pytest.raises(ValueError, match="model.interaction must be one of"):
         PeerSpec(interaction="fm", seq_len=4, embedding_dim=8, dense_arch_dims=[], over_arch_dims=[8],
                  pooled_tables={}, score_weights={})
+
+
+def test_the_oracle_input_is_the_multiplier_the_simulator_applied(tiny_world):
+    """Against what the simulation recorded for every logged impression: its highlight segment and
+    intensity (truth/live_impressions) and the segment's peak boost (truth/highlights)."""
+    truth = pd.read_parquet(tiny_world.truth.live_impressions)
+    peaks = pd.read_parquet(tiny_world.truth.highlights)["peak_ctr_boost"].to_numpy()
+    segment = truth["highlight_segment"].to_numpy()
+    expected = np.where(segment >= 0, 1 + (peaks[np.maximum(segment, 0)] - 1) * truth["highlight_intensity"], 1.0)
+    got = highlight_boost(simulated_world(tiny_world), truth["live_id"].to_numpy(), truth["timestamp"].to_numpy())
+    assert (segment >= 0).sum() > 50 and got.max() > 1.5
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def _table(learner: Learner, name: str) -> torch.Tensor:
@@ -136,3 +152,7 @@ def test_peers_learn_the_realtime_stream_and_are_paired_with_the_projects_model(
     assert before.sum() > 100 and after.sum() > 100
     np.testing.assert_allclose(frozen[before], realtime[before], atol=1e-5)
     assert np.nanmax(np.abs(frozen[after] - realtime[after])) > 1e-3
+    # The ceiling learned with its oracle input: another model again.
+    assert report["config"]["peers"]["ceiling"]["oracle_input"]
+    ceiling = np.load(tmp_path / "replay" / "ceiling-seed0.npz")["push_300s"][:, 0]
+    assert np.nanmax(np.abs(ceiling - realtime)) > 1e-3

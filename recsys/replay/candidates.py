@@ -24,7 +24,7 @@ from data_pipelines.streams.build import build_features
 from data_pipelines.streams.features import FeatureSpec
 from data_pipelines.streams.shards import request_arrays, with_labels
 from data_pipelines.world.config import world_config_of
-from data_pipelines.world.simulate import fixed_world, true_ctr
+from data_pipelines.world.simulate import World, fixed_world, true_ctr
 from data_pipelines.micro_batch import take_rows
 
 
@@ -72,6 +72,12 @@ def live_rooms(requests: pd.DataFrame, lives: pd.DataFrame) -> pd.DataFrame:
                          "live_id": rooms["live_id"].to_numpy(), "author_id": rooms["author_id"].to_numpy()})
 
 
+def simulated_world(data: DataSet) -> World:
+    """The simulator's world of `data`, rebuilt from the config its truth records."""
+    recorded = json.loads(data.require(data.truth.world, "make simulate").read_text())["config"]
+    return fixed_world(world_config_of(recorded))
+
+
 def build_candidates(data: DataSet, n_requests: int, seed: int, span: tuple[int, int] | None = None,
                      progress: bool = False) -> CandidateSets:
     """The candidate sets of `n_requests` logged requests of `data` (within `span` = [first,
@@ -90,8 +96,7 @@ def build_candidates(data: DataSet, n_requests: int, seed: int, span: tuple[int,
     store = HistoryStore.load(data.require(data.history, "make simulate"))
     spec = FeatureSpec.of_manifest(data.manifest(FINAL))
     features, _ = build_features(data.canonical, frame, store, spec, progress=progress, logged=impressions)
-    recorded = json.loads(data.require(data.truth.world, "make simulate").read_text())["config"]
-    world = fixed_world(world_config_of(recorded))
+    world = simulated_world(data)
     ctr, segment = true_ctr(world, frame["user_id"].to_numpy(), frame["live_id"].to_numpy(),
                             frame["request_ts"].to_numpy())
     counts = np.bincount(frame["request"].to_numpy(), minlength=len(requests))

@@ -16,7 +16,8 @@ from recsys.allocator import keep_freed_memory
 from recsys.learning.learner import Learner
 from recsys.replay import figures
 from recsys.replay import report as rpt
-from recsys.replay.candidates import CandidateSets, build_candidates
+from recsys.replay.candidates import CandidateSets, build_candidates, simulated_world
+from recsys.replay.ceiling import LoggedBoost, WithOracle, highlight_boost, with_oracle_feature
 from recsys.replay.catch import CatchWindows, eligible_segments, highlight_catches
 from recsys.replay.settings import ReplaySettings, replay_settings
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
@@ -66,17 +67,35 @@ def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, see
                 ) -> tuple[dict[str, dict[int, np.ndarray]], object, float]:
     """(predictions, the batch closer, seconds spent learning)."""
     stream, peer = learned_stream(run, peers), peers.get(run)
-    learner = TimedLearner(Learner(cfg, manifest_for(data, stream, s.frozen.stream), seed,
+    manifest, transform = manifest_for(data, stream, s.frozen.stream), None
+    if peer is not None and peer.oracle_input:
+        manifest, transform, targets = _with_oracle_input(data, manifest, targets)
+    learner = TimedLearner(Learner(cfg, manifest, seed,
                                    batch_norm_min_batch=s.learner.batch_norm_min_batch,
                                    model_specs=(peer.model, peer.cross) if peer else None),
                            peer.freeze_tables if peer else (),
                            share_of_timeline(edges, peer.freeze_after_share) if peer else None)
     samples = training_samples(stream, data, targets[IMPRESSIONS], edges, s.frozen.stream, s.frozen.train_share,
-                               s.room_state)
+                               s.room_state, transform)
     predictions, closer = replay(learner, samples, targets, n_tasks, edges, list(s.push_every_ms),
                                  s.learner.batch_size, s.learner.max_wait_ms, s.score_batch_size, observer=observer,
                                  progress=s.progress, desc=f"{run} seed {seed}")
     return predictions, closer, learner.train_s
+
+
+def _with_oracle_input(data: DataSet, manifest, targets: dict[str, Scored]):
+    """The ceiling run's manifest, sample transform and targets: every row with the room's true
+    highlight multiplier as one more dense feature (recsys/replay/ceiling.py)."""
+    if not data.truth.world.exists():
+        raise ValueError(f"{data.root}: the ceiling run needs a simulated world's truth (make simulate)")
+    world = simulated_world(data)
+    logged = LoggedBoost(data, world)
+    out: dict[str, Scored] = {IMPRESSIONS: WithOracle(targets[IMPRESSIONS],
+                                                      logged.of(targets[IMPRESSIONS].arrays["impression_id"]))}
+    if CANDIDATES in targets:
+        c = targets[CANDIDATES]
+        out[CANDIDATES] = WithOracle(c, highlight_boost(world, c.live_id, c.request_ts))
+    return with_oracle_feature(manifest), logged, out
 
 
 def _candidates(cfg: DictConfig, s: ReplaySettings, data: DataSet, evaluation: EvaluationSet) -> CandidateSets | None:
@@ -207,7 +226,8 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                         "peers": {r: {"stream": p.stream, "model": type(p.model).__name__,
                                       "interaction": getattr(p.model, "interaction", None),
                                       "gsus": list(p.cross.gsu_names), "freeze_tables": list(p.freeze_tables),
-                                      "freeze_at_ms": share_of_timeline(edges, p.freeze_after_share) if p.freeze_tables else None}
+                                      "freeze_at_ms": share_of_timeline(edges, p.freeze_after_share) if p.freeze_tables else None,
+                                      "oracle_input": p.oracle_input}
                                   for r, p in peers.items()},
                         "samples_per_s": learning_rates}
     pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]

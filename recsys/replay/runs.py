@@ -15,7 +15,7 @@ alike, to separate what fresh labels add from what fresh features add.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +45,7 @@ class PeerRun:
     cross: CrossSpec  # conf/cross/*.yaml
     freeze_tables: tuple[str, ...] = ()  # e.g. (item, author): the rooms' and authors' embeddings
     freeze_after_share: float = 1.0
+    oracle_input: bool = False  # the ceiling: the room's true highlight multiplier as one more input
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, (ModelSpec, PeerSpec)) or not isinstance(self.cross, CrossSpec):
@@ -84,8 +85,10 @@ def manifest_for(data: DataSet, run: str, frozen_stream: str) -> Mapping:
 
 
 def training_samples(run: str, data: DataSet, evaluation: EvaluationSet, edges: np.ndarray, frozen_stream: str,
-                     frozen_train_share: float, room_state: bool) -> ReportedSamples:
-    """The samples one replayed run learns from, in report order."""
+                     frozen_train_share: float, room_state: bool,
+                     transform: Callable[[dict], dict] | None = None) -> ReportedSamples:
+    """The samples one replayed run learns from, in report order (each micro-batch through
+    `transform` last, when given)."""
     if run == ORACLE:
         oracle = oracle_samples(evaluation)
         n = len(oracle["report_ts"])  # handed out in slices: each step then cuts a small head, not the whole
@@ -102,4 +105,6 @@ def training_samples(run: str, data: DataSet, evaluation: EvaluationSet, edges: 
             stop = share_of_timeline(edges, frozen_train_share)
     if not room_state:
         parts = map(without_room_state, parts)
+    if transform is not None:
+        parts = map(transform, parts)
     return ReportedSamples(parts, stop_ms=stop)
