@@ -117,7 +117,7 @@ def test_peers_learn_the_realtime_stream_and_are_paired_with_the_projects_model(
     cfg = compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={tmp_path}", "replay.seeds=[0,1]",
                                     "replay.progress=false", f"replay.streams=[realtime,{','.join(PEERS)}]",
                                     "replay.push_every_s=[300]", "replay.ranking.requests=300",
-                                    f"replay.until_s={3 * 3600}"])
+                                    f"replay.until_s={2 * 3600}"])
     report = run_replay(cfg)
     summary = report["summary"]
     # Every peer learned the same samples as the project's model (the realtime stream's, same batches).
