@@ -9,21 +9,26 @@ import pandas as pd
 import pytest
 import torch
 
+from data_pipelines.contract import DENSE_FEATURES
 from data_pipelines.dataset import REALTIME
 from recsys.data import ShardDataset
 from recsys.data.batch import to_batch
 from recsys.learning.learner import Learner
 from recsys.model.factory import build_model, specs
+from recsys.model.gbdt import GbdtSpec
 from recsys.model.peers import PeerSpec, masked_means
 from recsys.replay.candidates import simulated_world
 from recsys.replay.ceiling import highlight_boost
 from recsys.replay.job import peer_runs, run_replay
+from recsys.replay.runs import WithoutRoomState
 from recsys.replay.settings import replay_settings
 from tests.conftest import compose_config, job_paths
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
-PEERS = ["dlrm", "dcn_v2", "no_cross", "frozen_tables", "ceiling"]
+MODELS = ["dlrm", "dcn_v2", "lightgbm", "no_cross"]  # other models
+CONTROLS = ["frozen_tables", "ceiling", "no_room_state"]  # runs that measure something
+PEERS = MODELS + CONTROLS
 
 
 def test_masked_means_average_each_gsus_real_elements_per_slot():
@@ -48,10 +53,15 @@ def test_peers_share_the_projects_tables_features_and_score():
     own, _ = specs(cfg)
     for name, peer in peer_runs(cfg, PEERS).items():
         model = peer.model
-        if name in ("frozen_tables", "ceiling"):
+        assert peer.role == ("peer" if name in MODELS else "control"), name
+        if name == "lightgbm":  # no tables: the same GSUs' statistics
+            assert isinstance(model, GbdtSpec) and peer.cross == specs(cfg)[1]
+            continue
+        if name in CONTROLS:
             assert (model, peer.cross) == (own, specs(cfg)[1])
             assert peer.freeze_tables == (("item", "author") if name == "frozen_tables" else ())
             assert peer.oracle_input == (name == "ceiling")
+            assert peer.room_state == (name != "no_room_state")
         assert (model.pooled_tables, model.score_weights, model.embedding_dim, model.seq_len) == (
             own.pooled_tables, own.score_weights, own.embedding_dim, own.seq_len), name
         assert peer.stream == "realtime"
@@ -94,6 +104,24 @@ def _table(learner: Learner, name: str) -> torch.Tensor:
     raise KeyError(name)
 
 
+def test_a_run_without_room_state_is_scored_on_rows_whose_counters_are_zero():
+    class Rows:
+        request_ts = np.arange(3)
+
+        def __len__(self) -> int:
+            return 3
+
+        def rows(self, rows):
+            return {"dense": np.arange(3 * len(DENSE_FEATURES), dtype=np.float32).reshape(3, -1)[rows] + 1,
+                    "live_id": np.asarray([5, 6, 7])[rows]}
+
+    got = WithoutRoomState(Rows()).rows(np.asarray([0, 2]))
+    for j, feature in enumerate(DENSE_FEATURES):
+        expected = 0.0 if feature.startswith("room_") else Rows().rows(np.asarray([0, 2]))["dense"][:, j]
+        np.testing.assert_array_equal(got["dense"][:, j], expected, err_msg=feature)
+    np.testing.assert_array_equal(got["live_id"], [5, 7])
+
+
 def test_frozen_tables_stop_learning_and_the_others_go_on(tiny_streams):
     cfg = compose_config("replay", [*job_paths(tiny_streams)])
     learner = Learner(cfg, tiny_streams.manifest(REALTIME), seed=0)
@@ -117,6 +145,7 @@ def test_peers_learn_the_realtime_stream_and_are_paired_with_the_projects_model(
     cfg = compose_config("replay", [*job_paths(tiny_streams), f"paths.reports_dir={tmp_path}", "replay.seeds=[0,1]",
                                     "replay.progress=false", f"replay.streams=[realtime,{','.join(PEERS)}]",
                                     "replay.push_every_s=[300]", "replay.ranking.requests=300",
+                                    "peers.lightgbm.model.params.num_threads=1",
                                     f"replay.until_s={2 * 3600}"])
     report = run_replay(cfg)
     summary = report["summary"]
@@ -127,15 +156,21 @@ def test_peers_learn_the_realtime_stream_and_are_paired_with_the_projects_model(
     for run in ["realtime", *PEERS]:
         assert 0.3 < summary["overall_auc_ctr"][run] < 1.0
         assert -1.0 <= summary["normalized_top1_clicks"][run] <= 1.0
-    assert set(summary["peer_normalized_top1_clicks"]) == set(PEERS)
+    assert set(summary["peer_normalized_top1_clicks"]) == set(MODELS)
+    assert set(summary["paired_diff_vs_controls"]) == set(CONTROLS)
+    per_seed = {r: [report["runs"][r]["per_seed"][s]["normalized_top1_clicks"] for s in ("0", "1")]
+                for r in ["realtime", *PEERS]}
     for peer in PEERS:
-        per_seed = report["runs"]["realtime"]["per_seed"], report["runs"][peer]["per_seed"]
-        expected = [per_seed[0][s]["normalized_top1_clicks"] - per_seed[1][s]["normalized_top1_clicks"]
-                    for s in ("0", "1")]
-        got = summary["paired_diff_vs_peers"][peer]
+        expected = np.subtract(per_seed["realtime"], per_seed[peer])
+        got = (summary["paired_diff_vs_peers"][peer] if peer in MODELS
+               else summary["paired_diff_vs_controls"][peer]["normalized_top1_clicks"])
         np.testing.assert_allclose(got["per_seed"], expected)
         assert got["mean"] == pytest.approx(np.mean(expected))
         assert got["sd"] == pytest.approx(np.std(expected, ddof=1))
+    # The ceiling's share of realtime's gap to the truth (which scores 1), seed by seed.
+    gap = (np.subtract(per_seed["ceiling"], per_seed["realtime"])) / (1 - np.asarray(per_seed["realtime"]))
+    np.testing.assert_allclose(summary["ceiling_gap_closed"]["per_seed"], gap)
+    assert report["config"]["peers"]["lightgbm"]["refits"]["per_run"] >= 20  # a refit per 300-s push of 2 h
     # Two peers with different models do not give the same predictions.
     dlrm = np.load(tmp_path / "replay" / "dlrm-seed0.npz")["push_300s"]
     dcn = np.load(tmp_path / "replay" / "dcn_v2-seed0.npz")["push_300s"]

@@ -95,12 +95,15 @@ def _seed_headline(figures: dict, push: str) -> dict:
 
 
 def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: dict[str, int],
-                 push_every_s: list[int], peers: list[str] = ()) -> dict:
+                 push_every_s: list[int], peers: list[str] = (), controls: list[str] = (),
+                 ceiling: str | None = None) -> dict:
     """per_run[run][seed] = {"push": {seconds: {group: group_metrics}}, "catch": {seconds: {fraction:
     [Catch]}}, "ranking": {seconds: ranking_figures}} -> the replay.json document. "catch" holds the
     first fraction's figures (the headline), "catch_by_fraction" every fraction's; "ranking" is
-    absent without candidate sets (real logs). `peers`: the runs that are other models (compared
-    with realtime, the project's model on the same stream, seed by seed)."""
+    absent without candidate sets (real logs). `peers`: the runs that are other models, `controls`
+    the runs that measure something (the ceiling, frozen tables, counters zeroed): both compared with
+    realtime, the project's model on the same stream, seed by seed, in summaries of their own.
+    `ceiling` (a control): the share of realtime's gap to the truth it closes, by seed."""
     headline = str(min(push_every_s))
     groups = list(counts)
     runs = list(per_run)
@@ -125,7 +128,8 @@ def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: 
     if all(r in runs for r in HEADLINE_PAIR) and HEADLINE_PAIR not in pairs:
         pairs.insert(0, HEADLINE_PAIR)
     peer_pairs = [(REALTIME, p) for p in peers if REALTIME in runs and p in runs]
-    pairs += peer_pairs
+    control_pairs = [(REALTIME, c) for c in controls if REALTIME in runs and c in runs]
+    pairs += peer_pairs + control_pairs
     report["paired_ctr_auc"] = {f"{a} - {b}": {g: paired_difference(_ctr_auc(per_run, a, seeds, headline, g),
                                                                     _ctr_auc(per_run, b, seeds, headline, g))
                                                for g in groups}
@@ -139,7 +143,24 @@ def build_report(per_run: dict[str, dict[int, dict]], seeds: list[int], counts: 
                                                             for _, p in peer_pairs}
         report["summary"]["paired_diff_vs_peers"] = {
             p: report["paired_ranking"][f"{a} - {p}"][headline]["normalized_top1_clicks"] for a, p in peer_pairs}
+    if control_pairs and "paired_ranking" in report:
+        report["summary"]["paired_diff_vs_controls"] = {
+            c: {k: report["paired_ranking"][f"{a} - {c}"][headline][k]
+                for k in ("normalized_top1_clicks", "highlight_top1_share")} for a, c in control_pairs}
+        if ceiling in controls and ceiling in runs:
+            report["summary"]["ceiling_gap_closed"] = _gap_closed(per_run, ceiling, seeds, headline)
     return report
+
+
+def _gap_closed(per_run: dict, ceiling: str, seeds: list[int], push: str) -> dict:
+    """(ceiling − realtime) / (truth − realtime) in normalized top-1 clicks, by seed: the truth's
+    ranking scores 1 by the normalization."""
+    def top1(run: str, seed: int) -> float:
+        return per_run[run][seed]["ranking"][push]["top1"]["normalized"]
+
+    per_seed = [(top1(ceiling, s) - top1(REALTIME, s)) / (1.0 - top1(REALTIME, s)) for s in seeds]
+    return {"mean": float(np.mean(per_seed)), "sd": float(np.std(per_seed, ddof=1)) if len(seeds) > 1 else 0.0,
+            "per_seed": per_seed}
 
 
 def _summary(report: dict, runs: list[str], headline: str) -> dict:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from data_pipelines.configured import build
 from data_pipelines.dataset import FINAL, DataSet
 from recsys.allocator import keep_freed_memory
+from recsys.learning.gbdt import GbdtLearner, refit_summary
 from recsys.learning.learner import Learner
 from recsys.replay import figures
 from recsys.replay import report as rpt
@@ -23,9 +24,10 @@ from recsys.replay.settings import ReplaySettings, replay_settings
 from recsys.replay.evaluation import EvaluationSet, load_evaluation
 from recsys.replay.loop import ReplayObserver, Scored, replay
 from recsys.replay.ranking import RankingWindows, ranking_figures
-from recsys.replay.runs import (FROZEN, ORACLE, PeerRun, learned_stream, manifest_for, share_of_timeline,
-                                training_samples, without_room_state)
+from recsys.replay.runs import (FROZEN, ORACLE, PeerRun, WithoutRoomState, learned_stream, manifest_for,
+                                share_of_timeline, training_samples, without_room_state)
 from recsys.replay.timeline import step_edges
+from recsys.model.gbdt import GbdtSpec
 from recsys.train.precision import warn_if_emulated
 
 
@@ -41,13 +43,18 @@ IMPRESSIONS, CANDIDATES = "impressions", "candidates"  # what a replayed model s
 
 
 class TimedLearner:
-    """A learner whose training time is counted (the report's samples learned per second), and whose
-    `freeze_tables` stop learning from the first batch holding a sample reported at `freeze_at_ms`
-    or later (a peer run's frozen tables)."""
+    """A learner whose training time is counted (the report's samples learned per second; a
+    refitting learner's refits count too), and whose `freeze_tables` stop learning from the first
+    batch holding a sample reported at `freeze_at_ms` or later (a peer run's frozen tables)."""
 
-    def __init__(self, learner: Learner, freeze_tables: tuple[str, ...] = (), freeze_at_ms: int | None = None):
-        self.learner, self.train_s = learner, 0.0
+    def __init__(self, learner: Learner | GbdtLearner, freeze_tables: tuple[str, ...] = (),
+                 freeze_at_ms: int | None = None):
+        self.learner, self._train_s = learner, 0.0
         self.freeze_tables, self.freeze_at_ms = set(freeze_tables), freeze_at_ms
+
+    @property
+    def train_s(self) -> float:
+        return self._train_s + getattr(self.learner, "refit_s", 0.0)
 
     def train(self, batch) -> float:
         start = time.perf_counter()
@@ -55,7 +62,7 @@ class TimedLearner:
             self.learner.freeze_tables(self.freeze_tables)
             self.freeze_tables = set()
         loss = self.learner.train(batch)
-        self.train_s += time.perf_counter() - start
+        self._train_s += time.perf_counter() - start
         return loss
 
     def predict(self, batch):
@@ -64,23 +71,28 @@ class TimedLearner:
 
 def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, seed: int, peers: dict[str, PeerRun],
                 targets: dict[str, Scored], n_tasks: int, edges: np.ndarray, observer: ReplayObserver | None
-                ) -> tuple[dict[str, dict[int, np.ndarray]], object, float]:
-    """(predictions, the batch closer, seconds spent learning)."""
+                ) -> tuple[dict[str, dict[int, np.ndarray]], object, TimedLearner]:
+    """(predictions, the batch closer, the learner)."""
     stream, peer = learned_stream(run, peers), peers.get(run)
     manifest, transform = manifest_for(data, stream, s.frozen.stream), None
+    evaluation, room_state = targets[IMPRESSIONS], s.room_state and (peer is None or peer.room_state)
+    if peer is not None and not peer.room_state:
+        targets = {name: WithoutRoomState(target) for name, target in targets.items()}
     if peer is not None and peer.oracle_input:
         manifest, transform, targets = _with_oracle_input(data, manifest, targets)
-    learner = TimedLearner(Learner(cfg, manifest, seed,
-                                   batch_norm_min_batch=s.learner.batch_norm_min_batch,
-                                   model_specs=(peer.model, peer.cross) if peer else None),
-                           peer.freeze_tables if peer else (),
+    if peer is not None and isinstance(peer.model, GbdtSpec):
+        inner = GbdtLearner(peer.model, list(manifest["tasks"]), list(peer.cross.gsu_names), seed)
+    else:
+        inner = Learner(cfg, manifest, seed, batch_norm_min_batch=s.learner.batch_norm_min_batch,
+                        model_specs=(peer.model, peer.cross) if peer else None)
+    learner = TimedLearner(inner, peer.freeze_tables if peer else (),
                            share_of_timeline(edges, peer.freeze_after_share) if peer else None)
-    samples = training_samples(stream, data, targets[IMPRESSIONS], edges, s.frozen.stream, s.frozen.train_share,
-                               s.room_state, transform)
+    samples = training_samples(stream, data, evaluation, edges, s.frozen.stream, s.frozen.train_share,
+                               room_state, transform)
     predictions, closer = replay(learner, samples, targets, n_tasks, edges, list(s.push_every_ms),
                                  s.learner.batch_size, s.learner.max_wait_ms, s.score_batch_size, observer=observer,
                                  progress=s.progress, desc=f"{run} seed {seed}")
-    return predictions, closer, learner.train_s
+    return predictions, closer, learner
 
 
 def _with_oracle_input(data: DataSet, manifest, targets: dict[str, Scored]):
@@ -194,12 +206,15 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     first_seed_predictions: dict[str, np.ndarray] = {}
     head = str(min(push_every_s))  # the headline push interval, seconds
     learned: dict[str, list[tuple[int, float]]] = {r: [] for r in runs}  # (samples, seconds learning) by seed
+    refits: dict[str, list] = {}  # a refitting peer's refits, every seed
     for seed in seeds:
         for run in runs:
             start = time.perf_counter()
-            predictions, streaming, train_s = _replay_one(cfg, s, data, run, seed, peers, targets, len(tasks), edges,
+            predictions, streaming, learner = _replay_one(cfg, s, data, run, seed, peers, targets, len(tasks), edges,
                                                           observer)
-            learned[run].append((streaming.samples, train_s))
+            learned[run].append((streaming.samples, learner.train_s))
+            if isinstance(learner.learner, GbdtLearner):
+                refits.setdefault(run, []).extend(learner.learner.refits)
             _save_predictions(runs_dir, run, seed, evaluation, candidates, predictions, tasks.index("ctr"))
             per_run[run][seed] = _evaluate(evaluation, candidates, predictions, tasks, segments, windows,
                                            s.ranking.windows)
@@ -213,7 +228,9 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
 
     learning_rates = {r: sum(n for n, _ in v) / max(sum(t for _, t in v), 1e-9) for r, v in learned.items()}
     report = figures.build_report(per_run, seeds, {g: int(m.sum()) for g, m in evaluation.groups.items()}, push_every_s,
-                                  peers=list(peers))
+                                  peers=[r for r, p in peers.items() if p.role == "peer"],
+                                  controls=[r for r, p in peers.items() if p.role == "control"],
+                                  ceiling=next((r for r, p in peers.items() if p.oracle_input), None))
     report["config"] = {"world": data.name, "step_s": s.step_s, "learner": dataclasses.asdict(s.learner),
                         "push_every_s": push_every_s,
                         "room_state": s.room_state, "until_s": s.until_s, "frozen": dataclasses.asdict(s.frozen),
@@ -227,7 +244,9 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                                       "interaction": getattr(p.model, "interaction", None),
                                       "gsus": list(p.cross.gsu_names), "freeze_tables": list(p.freeze_tables),
                                       "freeze_at_ms": share_of_timeline(edges, p.freeze_after_share) if p.freeze_tables else None,
-                                      "oracle_input": p.oracle_input}
+                                      "oracle_input": p.oracle_input, "room_state": p.room_state, "role": p.role,
+                                      **({"refits": refit_summary(refits[r], len(seeds), p.model.refit_every_s)}
+                                         if r in refits else {})}
                                   for r, p in peers.items()},
                         "samples_per_s": learning_rates}
     pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]

@@ -42,6 +42,7 @@ def markdown(report: dict, tasks: list[str], name: str = "replay") -> str:
              + ("" if cfg.get("room_state", True) else " **Room state features zeroed** (`replay.room_state=false`)."),
              ""]
     lines += _ranking_section(report)
+    lines += _peers_section(report)
     has_highlight = "highlight" in report["impressions"]
     header = "| run | CTR AUC overall | CTR AUC in highlights | CTR logloss in highlights | catch latency median " \
              "| p90 | share caught | rise reached (median) | overshoot |" if has_highlight else \
@@ -122,6 +123,39 @@ def markdown(report: dict, tasks: list[str], name: str = "replay") -> str:
         lines += [f"![calibration around the busiest highlights]({name}_calibration.png)", "",
                   f"![catch latency]({name}_catch_latency.png)", ""]
     return "\n".join(lines)
+
+
+def _peers_section(report: dict) -> list[str]:
+    """The peer models and the controls beside the project's model (conf/replay.yaml `peers`)."""
+    summary, peers = report["summary"], report.get("config", {}).get("peers", {})
+    paired = {**summary.get("paired_diff_vs_peers", {}),
+              **{c: d["normalized_top1_clicks"] for c, d in summary.get("paired_diff_vs_controls", {}).items()}}
+    if not paired or "normalized_top1_clicks" not in summary:
+        return []
+    rate = report.get("config", {}).get("samples_per_s", {})
+    lines = ["## Peers and controls", "",
+             "Each learns the realtime stream as the project's model does (same samples, batches, pushes, "
+             "candidate sets); a peer is another model, a control measures something (docs/evaluation.md). "
+             "realtime − run: normalized top-1 clicks paired by seed.", "",
+             "| run | role | top-1 clicks | top-3 clicks | highlight top-1 share | CTR AUC | CTR AUC in highlights "
+             "| samples/s learned | realtime − run |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in ["realtime", *paired]:
+        d = paired.get(r)
+        lines.append(f"| {r} | {peers.get(r, {}).get('role', 'the project')} "
+                     f"| {summary['normalized_top1_clicks'][r]:.3f} | {summary['normalized_top3_clicks'][r]:.3f} "
+                     f"| {summary['highlight_top1_share'][r]:.1%} | {summary['overall_auc_ctr'][r]:.4f} "
+                     f"| {_num(summary.get('highlight_auc_ctr', {}).get(r))} | {_num(rate.get(r), ',.0f')} | "
+                     + ("—" if d is None else f"{d['mean']:+.3f} ± {d['sd']:.3f}") + " |")
+    refits = {r: p["refits"] for r, p in peers.items() if "refits" in p and p["refits"]["max_s"] is not None}
+    for r, f in refits.items():
+        lines += ["", f"{r} refits every {f['every_s']} s of the replay's clock ({f['per_run']:.0f} refits a run, "
+                  f"{f['mean_s']:.1f} s each on average); its longest took {f['max_s']:.1f} s on "
+                  f"{f['max_samples']:,} samples: the shortest push interval it could keep in real time here."]
+    gap = summary.get("ceiling_gap_closed")
+    if gap:
+        lines += ["", f"The ceiling closes {gap['mean']:.0%} ± {gap['sd']:.0%} of realtime's gap to the truth's "
+                  "ranking in normalized top-1 clicks (by seed: " + ", ".join(f"{x:.0%}" for x in gap["per_seed"]) + ")."]
+    return lines + [""]
 
 
 def _ranking_section(report: dict) -> list[str]:

@@ -5,12 +5,13 @@
 - `frozen`: a stream's samples reported in the first share of the timeline, then nothing (a model
   trained once and never updated).
 
-- a peer (conf/replay.yaml `peers`: DLRM, DCN-v2, the project's model without Cross): another model
+- a peer (conf/replay.yaml `peers`: DLRM, DCN-v2, LightGBM, the project's model without Cross): another model
   learning a stream (realtime by default) exactly as the project's model learns it — the same
   samples, batches, push intervals and candidate sets — so that the two differ in the model only.
 
 `replay.room_state=false` zeroes the room's real-time dense features for training and scoring
-alike, to separate what fresh labels add from what fresh features add.
+alike, to separate what fresh labels add from what fresh features add (for every run; a peer's
+`room_state: false` for that run alone).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from data_pipelines.micro_batch import take_rows
 from recsys.replay.evaluation import EvaluationSet
 from recsys.learning.sources import ReportedSamples
 from recsys.model.factory import CrossSpec, ModelSpec
+from recsys.model.gbdt import GbdtSpec
 from recsys.model.peers import PeerSpec
 
 ORACLE = "oracle"
@@ -41,15 +43,24 @@ class PeerRun:
     until `freeze_after_share` of the timeline (the rest of the model learning on)."""
 
     stream: str
-    model: ModelSpec | PeerSpec  # conf/model/*.yaml
+    model: ModelSpec | PeerSpec | GbdtSpec  # conf/model/*.yaml
     cross: CrossSpec  # conf/cross/*.yaml
     freeze_tables: tuple[str, ...] = ()  # e.g. (item, author): the rooms' and authors' embeddings
     freeze_after_share: float = 1.0
     oracle_input: bool = False  # the ceiling: the room's true highlight multiplier as one more input
+    room_state: bool = True  # false: the room's real-time counters zeroed for this run (learning and scoring)
+
+    @property
+    def role(self) -> str:
+        """"peer": another model a ranking engineer could deploy; "control": a run that measures
+        something — an input no system has (the ceiling), or a part of the model held still."""
+        return "control" if self.oracle_input or self.freeze_tables or not self.room_state else "peer"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, (ModelSpec, PeerSpec)) or not isinstance(self.cross, CrossSpec):
+        if not isinstance(self.model, (ModelSpec, PeerSpec, GbdtSpec)) or not isinstance(self.cross, CrossSpec):
             raise TypeError("a peer run's model and cross must be conf/model and conf/cross nodes")
+        if isinstance(self.model, GbdtSpec) and (self.freeze_tables or self.oracle_input):
+            raise ValueError("a gradient-boosted trees peer has no tables to freeze and takes no oracle input")
         object.__setattr__(self, "freeze_tables", tuple(self.freeze_tables))
         if not 0 < self.freeze_after_share <= 1:
             raise ValueError(f"freeze_after_share must be in (0, 1], got {self.freeze_after_share}")
@@ -72,6 +83,19 @@ def without_room_state(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     dense = arrays["dense"].copy()
     dense[:, columns] = 0.0
     return {**arrays, "dense": dense}
+
+
+class WithoutRoomState:
+    """A scored target whose rows have the room's real-time dense features zeroed."""
+
+    def __init__(self, target):
+        self.target, self.request_ts = target, target.request_ts
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return without_room_state(self.target.rows(rows))
 
 
 def oracle_samples(evaluation: EvaluationSet) -> dict[str, np.ndarray]:
