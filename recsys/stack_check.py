@@ -37,6 +37,11 @@ def check_cpu_stack() -> list[str]:
         return problems
     if not hasattr(torch.ops.fbgemm, "asynchronous_complete_cumsum"):
         problems.append("fbgemm operators are not registered with torch")
+    try:
+        import lightgbm  # noqa: F401  (its wheel loads the system's libgomp.so.1)
+    except OSError as exc:
+        problems.append(f"LightGBM cannot load its OpenMP runtime ({exc}); on Debian: apt-get install libgomp1 "
+                        "(g++, which make setup-system installs, brings it)")
     return problems
 
 

@@ -125,7 +125,29 @@ def test_an_id_never_fitted_takes_the_missing_values_side_of_every_split():
         walk(tree["tree_structure"])
     live_item = SPARSE_FEATURES.index("live_item")
     assert (live_item, "==") in splits and (live_item, "<=") not in splits
+    gain = learner.importance("ctr")  # the room (or its author, the same here) carries the clicks
+    assert list(gain)[0] in ("live_item", "author_id") and sum(gain.values()) == pytest.approx(1.0)
     assert set(CATEGORICAL) <= set(SPARSE_FEATURES)
+
+def test_dropped_features_are_never_seen_by_the_trees():
+    rng = np.random.default_rng(2)
+    learner = GbdtLearner(_spec(drop_features=["live_item", "author_id", "long.*"]), list(TASKS), ["short", "long"],
+                          seed=0)
+    assert "live_item" not in learner.names and not any(n.startswith("long.") for n in learner.names)
+    assert "short.length" in learner.names and len(learner.names) == len(feature_names(["short", "long"])) - 8
+    learner.train(to_batch(_labelled(rng, 2000, 0)))
+    # Without the room and its author, two rows that differ only in them score the same.
+    probe = _hand_batch(2, item=[3, 15], author=[3, 15], elements={})
+    probe["dense"][:] = probe["dense"][0]
+    p = learner.predict(to_batch(probe))[:, 0].numpy()
+    assert p[0] == p[1]
+    kept = GbdtLearner(_spec(), list(TASKS), ["short", "long"], seed=0)  # with them, they do not
+    kept.train(to_batch(_labelled(np.random.default_rng(2), 2000, 0)))
+    p = kept.predict(to_batch(probe))[:, 0].numpy()
+    assert p[0] - p[1] > 0.5
+    with pytest.raises(ValueError, match=r"drop_features names no feature: \['rooms'\]"):
+        _spec(drop_features=["rooms"]).columns([])
+
 
 def test_the_spec_refuses_what_the_learner_sets():
     with pytest.raises(ValueError, match=r"may not set \['objective'\]"):

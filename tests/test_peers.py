@@ -4,6 +4,8 @@ the project's model and compared with it seed by seed."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,6 +70,20 @@ def test_peers_share_the_projects_tables_features_and_score():
     assert peer_runs(cfg, PEERS)["no_cross"].cross.gsu_names == []
     assert peer_runs(cfg, PEERS)["dlrm"].cross.gsu_names == list(cfg.cross.gsu_names)
     assert not set(PEERS) & set(replay_settings(cfg.replay).streams)  # peers are asked for, never a default run
+
+
+@pytest.mark.parametrize("experiment", ["peers", "attribution", "lightgbm"])
+def test_the_peer_experiments_name_only_runs_that_exist(experiment):
+    cfg = compose_config("replay", [f"+experiment={experiment}"])
+    runs = list(cfg.replay.streams)
+    peers = peer_runs(cfg, runs)
+    assert set(runs) - set(peers) <= {"realtime", "frozen"} and runs[0] == "realtime"
+    assert cfg.experiment_name == experiment
+    if experiment == "lightgbm":  # the ablations change what they name, nothing else
+        base = peer_runs(cfg, ["lightgbm"])["lightgbm"].model
+        assert peers["lightgbm_refit_30s"].model == dataclasses.replace(base, refit_every_s=30)
+        assert peers["lightgbm_no_ids"].model == dataclasses.replace(
+            base, drop_features=["user_id", "live_item", "author_id"])
 
 
 def test_a_peer_has_the_projects_embedding_tables_and_one_logit_per_task(tiny_streams):

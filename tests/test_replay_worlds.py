@@ -3,6 +3,7 @@ themselves, which test_replay covers)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from recsys.replay.worlds.cells import cells_of
@@ -67,3 +68,25 @@ def test_worlds_are_compared_by_their_means_and_by_every_seed_pooled(tmp_path):
     assert "| normalized top-1 clicks | +0.1250 ± 0.2500 |" in text
     assert plot_heat_maps(["seed"], compare(cells_of({"seed": {"0": [], "1": []}}), [_summary([0.1], 0.5)] * 2),
                           tmp_path / "none.png") is None  # one axis: a table, no heat map
+
+
+def test_peers_and_the_ceiling_are_compared_across_worlds():
+    def with_peers(summary: dict, dlrm: list[float], gap: float) -> dict:
+        return {**summary, "peer_normalized_top1_clicks": {"dlrm": 0.4},
+                "paired_diff_vs_peers": {"dlrm": {"mean": float(np.mean(dlrm)), "sd": 0.0, "per_seed": dlrm}},
+                "ceiling_gap_closed": {"mean": gap, "sd": 0.0, "per_seed": [gap]}}
+
+    cells = cells_of({"world_seed": {"0": [], "1": [], "2": []}})
+    result = compare(cells, [with_peers(_summary([0.1], 0.5), [0.05], 0.4),
+                             with_peers(_summary([0.1], 0.5), [-0.01], 0.2), _summary([0.1], 0.5)])
+    dlrm = result["across_peers"]["dlrm"]
+    assert dlrm["cell_means"]["mean"] == pytest.approx(0.02) and dlrm["cell_means"]["n"] == 2  # a world without peers
+    assert dlrm["positive_cells"] == 1 and dlrm["positive_seeds"] == 1
+    assert result["across_ceiling_gap_closed"]["cell_means"]["mean"] == pytest.approx(0.3)
+    from omegaconf import OmegaConf
+
+    text = markdown(OmegaConf.create({"name": "seeds", "world": "busy", "overrides": [], "replay": []}),
+                    ["world_seed"], result, 30.0)
+    assert "| world_seed | realtime | − dlrm | ceiling closes |" in text
+    assert "| 0 | 0.500 | +0.050 ± 0.000 | 40% |" in text
+    assert "| dlrm | +0.0200 ± 0.0424 |" in text

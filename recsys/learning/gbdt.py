@@ -17,7 +17,7 @@ import lightgbm
 import numpy as np
 import torch
 
-from data_pipelines.contract import MASKED, POSITIVE_STATES, SPARSE_FEATURES
+from data_pipelines.contract import MASKED, POSITIVE_STATES
 from recsys.data.batch import Batch
 from recsys.model.gbdt import CATEGORICAL, GbdtSpec, feature_names, features
 
@@ -32,7 +32,8 @@ class Refit:
 class GbdtLearner:
     def __init__(self, spec: GbdtSpec, tasks: list[str], gsu_names: list[str], seed: int):
         self.spec, self.tasks, self.gsu_names, self.seed = spec, list(tasks), list(gsu_names), int(seed)
-        self.names = feature_names(self.gsu_names)
+        self.columns = spec.columns(self.gsu_names)
+        self.names = [feature_names(self.gsu_names)[i] for i in self.columns]
         self._rows: list[np.ndarray] = []
         self._states: list[np.ndarray] = []
         self._learned = 0  # samples given to train()
@@ -50,7 +51,7 @@ class GbdtLearner:
 
     def train(self, batch: Batch) -> float:
         """Keeps the batch's samples for the next refit; nothing is learned yet (no loss: NaN)."""
-        self._rows.append(features(batch, self.gsu_names))
+        self._rows.append(features(batch, self.gsu_names)[:, self.columns])
         self._states.append(batch.states.numpy().astype(np.int8))
         self._learned += len(batch)
         return float("nan")
@@ -60,12 +61,22 @@ class GbdtLearner:
         """Per-task probabilities [B, T] of the boosters as they are, after a refit if one is due at
         the batch's earliest request time."""
         self._refit_if_due(int(batch.request_ts.min()))
-        x = features(batch, self.gsu_names)
+        x = features(batch, self.gsu_names)[:, self.columns]
         out = np.tile(self._priors, (len(batch), 1))
         for t, booster in enumerate(self._boosters):
             if booster is not None:
                 out[:, t] = booster.predict(x, num_threads=self._threads())
         return torch.from_numpy(out.astype(np.float32))
+
+    def importance(self, task: str = "ctr") -> dict[str, float]:
+        """Each feature's share of the total split gain in `task`'s booster as last refitted,
+        largest first (empty before a booster exists): what the trees lean on."""
+        booster = self._boosters[self.tasks.index(task)]
+        if booster is None:
+            return {}
+        gain = booster.feature_importance(importance_type="gain")
+        order = np.argsort(-gain, kind="stable")
+        return {self.names[i]: float(gain[i] / max(gain.sum(), 1e-12)) for i in order}
 
     def _threads(self) -> int:
         return int(self.spec.params.get("num_threads", 0))
@@ -77,7 +88,7 @@ class GbdtLearner:
         start = time.perf_counter()
         x, states = np.concatenate(self._rows), np.concatenate(self._states)
         self._rows, self._states = [x], [states]
-        categorical = [SPARSE_FEATURES.index(f) for f in CATEGORICAL]
+        categorical = [self.names.index(f) for f in CATEGORICAL if f in self.names]
         params = {**self.spec.params, "objective": "binary", "seed": self.seed, "verbosity": -1}
         datasets: dict[bytes, lightgbm.Dataset] = {}  # one binning per distinct mask (the tasks share one)
         for t in range(len(self.tasks)):

@@ -35,6 +35,7 @@ class GbdtSpec:
     num_boost_round: int  # trees per task per refit
     refit_every_s: int  # a refit at most this often (replay seconds); pushes in between serve the last one
     params: dict = field(default_factory=dict)  # LightGBM parameters (num_leaves, learning_rate, ...)
+    drop_features: list[str] = field(default_factory=list)  # columns left out (an ablation), or "<gsu>.*"
 
     def __post_init__(self) -> None:
         if self.num_boost_round < 1:
@@ -44,6 +45,17 @@ class GbdtSpec:
         reserved = {"objective", "seed", "categorical_feature", "verbosity"} & set(self.params)
         if reserved:
             raise ValueError(f"model.params may not set {sorted(reserved)}: the learner sets them")
+
+    def columns(self, gsu_names: list[str]) -> list[int]:
+        """The indices of `feature_names(gsu_names)` the boosters see (all but `drop_features`)."""
+        names = feature_names(gsu_names)
+        dropped = {n for pattern in self.drop_features for n in names
+                   if n == pattern or (pattern.endswith(".*") and n.startswith(pattern[:-1]))}
+        unknown = [p for p in self.drop_features
+                   if not any(n == p or (p.endswith(".*") and n.startswith(p[:-1])) for n in names)]
+        if unknown:
+            raise ValueError(f"model.drop_features names no feature: {unknown} (features: {names})")
+        return [i for i, n in enumerate(names) if n not in dropped]
 
 
 def feature_names(gsu_names: list[str]) -> list[str]:

@@ -207,6 +207,7 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
     head = str(min(push_every_s))  # the headline push interval, seconds
     learned: dict[str, list[tuple[int, float]]] = {r: [] for r in runs}  # (samples, seconds learning) by seed
     refits: dict[str, list] = {}  # a refitting peer's refits, every seed
+    importance: dict[str, dict[str, float]] = {}  # a tree peer's CTR gain shares at the end, first seed
     for seed in seeds:
         for run in runs:
             start = time.perf_counter()
@@ -215,6 +216,7 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
             learned[run].append((streaming.samples, learner.train_s))
             if isinstance(learner.learner, GbdtLearner):
                 refits.setdefault(run, []).extend(learner.learner.refits)
+                importance.setdefault(run, learner.learner.importance())
             _save_predictions(runs_dir, run, seed, evaluation, candidates, predictions, tasks.index("ctr"))
             per_run[run][seed] = _evaluate(evaluation, candidates, predictions, tasks, segments, windows,
                                            s.ranking.windows)
@@ -245,8 +247,8 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
                                       "gsus": list(p.cross.gsu_names), "freeze_tables": list(p.freeze_tables),
                                       "freeze_at_ms": share_of_timeline(edges, p.freeze_after_share) if p.freeze_tables else None,
                                       "oracle_input": p.oracle_input, "room_state": p.room_state, "role": p.role,
-                                      **({"refits": refit_summary(refits[r], len(seeds), p.model.refit_every_s)}
-                                         if r in refits else {})}
+                                      **({"refits": refit_summary(refits[r], len(seeds), p.model.refit_every_s),
+                                          "ctr_gain_share": importance[r]} if r in refits else {})}
                                   for r, p in peers.items()},
                         "samples_per_s": learning_rates}
     pooled = {r: {f: [c for s in seeds for c in per_run[r][s]["catch"].get(head, {}).get(f, [])]

@@ -151,6 +151,10 @@ def _peers_section(report: dict) -> list[str]:
         lines += ["", f"{r} refits every {f['every_s']} s of the replay's clock ({f['per_run']:.0f} refits a run, "
                   f"{f['mean_s']:.1f} s each on average); its longest took {f['max_s']:.1f} s on "
                   f"{f['max_samples']:,} samples: the shortest push interval it could keep in real time here."]
+        gain = list(peers[r].get("ctr_gain_share", {}).items())[:8]
+        if gain:
+            lines += ["", f"What {r}'s CTR trees lean on at the end (share of split gain, first seed): "
+                      + ", ".join(f"{name} {share:.0%}" for name, share in gain) + "."]
     gap = summary.get("ceiling_gap_closed")
     if gap:
         lines += ["", f"The ceiling closes {gap['mean']:.0%} ± {gap['sd']:.0%} of realtime's gap to the truth's "

@@ -49,7 +49,45 @@ def markdown(wc: DictConfig, axes: list[str], result: dict, minutes: float) -> s
         cells = [f"{f1[s]:.3f}" for s in HEADLINE_PAIR] + [f"{f2[s]:.1%}" for s in HEADLINE_PAIR] \
             + [f"{f2.get('truth_optimal', float('nan')):.1%}"]
         lines.append("| " + " | ".join(row["labels"]) + " | " + " | ".join(cells) + " |")
-    return "\n".join(lines + [""])
+    return "\n".join(lines + _peers(axes, result) + [""])
+
+
+def _peers(axes: list[str], result: dict) -> list[str]:
+    """realtime − each peer in normalized top-1 clicks per world and across worlds; the ceiling's
+    share of the gap to the truth."""
+    across = result.get("across_peers")
+    if not across:
+        return []
+    peers = list(across)
+    lines = ["", "The project's model against its peers, normalized top-1 clicks (realtime; realtime − peer, "
+             "mean ± sd over model seeds)" + ("; the ceiling's share of the gap to the truth" if
+                                              "across_ceiling_gap_closed" in result else "") + ":", "",
+             "| " + " | ".join(axes) + " | realtime | " + " | ".join(f"− {p}" for p in peers)
+             + (" | ceiling closes |" if "across_ceiling_gap_closed" in result else " |"),
+             "|" + "---|" * (len(axes) + 1 + len(peers) + ("across_ceiling_gap_closed" in result))]
+    for row in result["cells"]:
+        if "peers" not in row:
+            continue
+        cells = [f"{row['realtime_normalized_top1_clicks']:.3f}"]
+        cells += [f"{row['peers'][p]['diff']['mean']:+.3f} ± {row['peers'][p]['diff']['sd']:.3f}"
+                  if p in row["peers"] else "—" for p in peers]
+        if "across_ceiling_gap_closed" in result:
+            gap = row.get("ceiling_gap_closed")
+            cells.append("—" if gap is None else f"{gap['mean']:.0%}")
+        lines.append("| " + " | ".join(row["labels"]) + " | " + " | ".join(cells) + " |")
+    lines += ["", "| realtime − peer | worlds' means | pooled | positive worlds | positive seeds |",
+              "|---|---|---|---|---|"]
+    for p, s in across.items():
+        lines.append(f"| {p} | {s['cell_means']['mean']:+.4f} ± {s['cell_means']['sd']:.4f} | "
+                     f"{s['pooled_seeds']['mean']:+.4f} ± {s['pooled_seeds']['sd']:.4f} | "
+                     f"{s['positive_cells']} / {s['cell_means']['n']} | {s['positive_seeds']} / "
+                     f"{s['pooled_seeds']['n']} |")
+    gap = result.get("across_ceiling_gap_closed")
+    if gap:
+        lines += ["", f"The ceiling closes {gap['cell_means']['mean']:.0%} ± {gap['cell_means']['sd']:.0%} of "
+                  f"realtime's gap to the truth across worlds ({gap['positive_seeds']} of {gap['pooled_seeds']['n']} "
+                  "world × seed pairs above 0)."]
+    return lines
 
 
 def plot_heat_maps(axes: list[str], result: dict, path: Path) -> Path | None:
