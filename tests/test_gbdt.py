@@ -3,6 +3,8 @@ features against hand-counted GSUs, its refit schedule, and LightGBM's rule for 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -154,6 +156,11 @@ def test_the_spec_refuses_what_the_learner_sets():
         _spec(params={"objective": "regression"})
     with pytest.raises(ValueError, match="refit_every_s must be > 0"):
         _spec(refit_every_s=0)
+    ceiling = peer_runs(compose_config("replay", []), ["ceiling"])["ceiling"]
+    with pytest.raises(ValueError, match="has no tables to freeze"):
+        dataclasses.replace(ceiling, model=_spec(), oracle_input=False, freeze_tables=["item"])
+    with pytest.raises(ValueError, match="oracle_input needs room_state true"):
+        dataclasses.replace(ceiling, room_state=False)
 
 
 def test_the_lightgbm_peer_learns_the_realtime_stream_of_the_tiny_world(tiny_streams):

@@ -49,13 +49,15 @@ class GbdtSpec:
     def columns(self, gsu_names: list[str]) -> list[int]:
         """The indices of `feature_names(gsu_names)` the boosters see (all but `drop_features`)."""
         names = feature_names(gsu_names)
-        dropped = {n for pattern in self.drop_features for n in names
-                   if n == pattern or (pattern.endswith(".*") and n.startswith(pattern[:-1]))}
-        unknown = [p for p in self.drop_features
-                   if not any(n == p or (p.endswith(".*") and n.startswith(p[:-1])) for n in names)]
+        unknown = [p for p in self.drop_features if not any(_matches(n, p) for n in names)]
         if unknown:
             raise ValueError(f"model.drop_features names no feature: {unknown} (features: {names})")
-        return [i for i, n in enumerate(names) if n not in dropped]
+        return [i for i, n in enumerate(names) if not any(_matches(n, p) for p in self.drop_features)]
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A feature name against a drop_features entry: the name itself, or "<gsu>.*" for a GSU's all."""
+    return name == pattern or (pattern.endswith(".*") and name.startswith(pattern[:-1]))
 
 
 def feature_names(gsu_names: list[str]) -> list[str]:

@@ -61,6 +61,8 @@ class PeerRun:
             raise TypeError("a peer run's model and cross must be conf/model and conf/cross nodes")
         if isinstance(self.model, GbdtSpec) and (self.freeze_tables or self.oracle_input):
             raise ValueError("a gradient-boosted trees peer has no tables to freeze and takes no oracle input")
+        if self.oracle_input and not self.room_state:
+            raise ValueError("a ceiling run keeps the room's counters: oracle_input needs room_state true")
         object.__setattr__(self, "freeze_tables", tuple(self.freeze_tables))
         if not 0 < self.freeze_after_share <= 1:
             raise ValueError(f"freeze_after_share must be in (0, 1], got {self.freeze_after_share}")

@@ -19,11 +19,13 @@ def markdown(wc: DictConfig, axes: list[str], result: dict, minutes: float) -> s
     base = f"Base world `{wc.world}`" + (f" with `{' '.join(wc.overrides)}`" if wc.overrides else "")
     lines = [f"# Replay over worlds: {wc.name}", "",
              f"{base}; axes {', '.join(f'`{a}`' for a in axes)}; replay overrides "
-             f"`{' '.join(wc.replay)}`. Every figure is {result['pair']} (mean ± sd over model seeds; "
-             f"per seed in reports/{wc.name}/<cell>/replay.md). {len(result['cells'])} worlds, "
-             f"{minutes:.0f} min of simulating, streaming and replaying in all.", "",
-             "| " + " | ".join(axes) + " | " + " | ".join(LABELS.values()) + " |",
-             "|" + "---|" * (len(axes) + len(LABELS))]
+             f"`{' '.join(wc.replay)}`. {len(result['cells'])} worlds, {minutes:.0f} min of simulating, "
+             f"streaming and replaying in all; per seed in reports/{wc.name}/<cell>/replay.md."]
+    if not result["across"]:  # no world ran the stream pair: the peers alone
+        return "\n".join(lines + _peers(axes, result) + [""])
+    lines += [f"Every figure below is {result['pair']} (mean ± sd over model seeds).", "",
+              "| " + " | ".join(axes) + " | " + " | ".join(LABELS.values()) + " |",
+              "|" + "---|" * (len(axes) + len(LABELS))]
     for row in result["cells"]:
         cells = [f"{row['figures'][f]['diff']['mean']:+.4f} ± {row['figures'][f]['diff']['sd']:.4f}"
                  if f in row["figures"] else "—" for f in LABELS]
@@ -52,6 +54,11 @@ def markdown(wc: DictConfig, axes: list[str], result: dict, minutes: float) -> s
     return "\n".join(lines + _peers(axes, result) + [""])
 
 
+def _diff(d: dict) -> str:
+    """A paired difference: mean ± sd over model seeds, or the one seed's value."""
+    return f"{d['mean']:+.3f}" + (f" ± {d['sd']:.3f}" if len(d["per_seed"]) > 1 else "")
+
+
 def _peers(axes: list[str], result: dict) -> list[str]:
     """realtime − each peer in normalized top-1 clicks per world and across worlds; the ceiling's
     share of the gap to the truth."""
@@ -60,7 +67,7 @@ def _peers(axes: list[str], result: dict) -> list[str]:
         return []
     peers = list(across)
     lines = ["", "The project's model against its peers, normalized top-1 clicks (realtime; realtime − peer, "
-             "mean ± sd over model seeds)" + ("; the ceiling's share of the gap to the truth" if
+             "mean ± sd over model seeds where there are several)" + ("; the ceiling's share of the gap to the truth" if
                                               "across_ceiling_gap_closed" in result else "") + ":", "",
              "| " + " | ".join(axes) + " | realtime | " + " | ".join(f"− {p}" for p in peers)
              + (" | ceiling closes |" if "across_ceiling_gap_closed" in result else " |"),
@@ -69,8 +76,7 @@ def _peers(axes: list[str], result: dict) -> list[str]:
         if "peers" not in row:
             continue
         cells = [f"{row['realtime_normalized_top1_clicks']:.3f}"]
-        cells += [f"{row['peers'][p]['diff']['mean']:+.3f} ± {row['peers'][p]['diff']['sd']:.3f}"
-                  if p in row["peers"] else "—" for p in peers]
+        cells += [_diff(row["peers"][p]["diff"]) if p in row["peers"] else "—" for p in peers]
         if "across_ceiling_gap_closed" in result:
             gap = row.get("ceiling_gap_closed")
             cells.append("—" if gap is None else f"{gap['mean']:.0%}")

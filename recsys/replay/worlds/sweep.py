@@ -122,9 +122,11 @@ def run_worlds(cfg: DictConfig, passthrough: list[str]) -> dict:
         summary, took = run_cell(wc, cell, data_dir, reports_dir, passthrough)
         summaries.append(summary)
         seconds.append(took)
-        head = summary.get("paired_diff_normalized_top1_clicks", {}).get("mean", float("nan"))
-        print(f"[{i}/{len(cells)}] {' / '.join(cell.labels)}: {took:.0f} s; "
-              f"realtime - fast_slow normalized top-1 clicks {head:+.4f}", flush=True)
+        pairs = {"fast_slow": summary["paired_diff_normalized_top1_clicks"]} if \
+            "paired_diff_normalized_top1_clicks" in summary else {}
+        pairs.update(summary.get("paired_diff_vs_peers", {}))
+        print(f"[{i}/{len(cells)}] {' / '.join(cell.labels)}: {took:.0f} s; normalized top-1 clicks, realtime - "
+              + ", ".join(f"{run} {d['mean']:+.4f}" for run, d in pairs.items()), flush=True)
     axes = list(wc.axes)
     result = {"name": wc.name, "world": wc.world, "axes": axes, "replay": list(wc.replay), **compare(cells, summaries)}
     minutes = sum(seconds) / 60  # what running every world took, whenever it ran
