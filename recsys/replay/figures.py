@@ -39,11 +39,15 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
     return out
 
 
+def per_seed_figure(values) -> dict:
+    """One figure per seed, with their mean and sample standard deviation."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "per_seed": v.tolist()}
+
+
 def paired_difference(values_a: list[float], values_b: list[float]) -> dict:
     """a − b per seed, with the mean and sample standard deviation of those differences."""
-    diffs = np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64)
-    return {"mean": float(diffs.mean()), "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
-            "per_seed": diffs.tolist()}
+    return per_seed_figure(np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64))
 
 
 def _ctr_auc(per_run: dict, run: str, seeds: list[int], push: str, group: str) -> list[float]:
@@ -158,9 +162,7 @@ def _gap_closed(per_run: dict, ceiling: str, seeds: list[int], push: str) -> dic
     def top1(run: str, seed: int) -> float:
         return per_run[run][seed]["ranking"][push]["top1"]["normalized"]
 
-    per_seed = [(top1(ceiling, s) - top1(REALTIME, s)) / (1.0 - top1(REALTIME, s)) for s in seeds]
-    return {"mean": float(np.mean(per_seed)), "sd": float(np.std(per_seed, ddof=1)) if len(seeds) > 1 else 0.0,
-            "per_seed": per_seed}
+    return per_seed_figure([(top1(ceiling, s) - top1(REALTIME, s)) / (1.0 - top1(REALTIME, s)) for s in seeds])
 
 
 def _summary(report: dict, runs: list[str], headline: str) -> dict:

@@ -52,8 +52,9 @@ class PeerRun:
 
     @property
     def role(self) -> str:
-        """"peer": another model a ranking engineer could deploy; "control": a run that measures
-        something — an input no system has (the ceiling), or a part of the model held still."""
+        """What the run is for: "peer", another model a ranking engineer could deploy; "control", a
+        run that measures something — an input no system has (the ceiling), a part of the model held
+        still, or the room's counters taken away."""
         return "control" if self.oracle_input or self.freeze_tables or not self.room_state else "peer"
 
     def __post_init__(self) -> None:
