@@ -87,7 +87,7 @@ online-train: ## the continuous trainer: full export + a push every 30 s of data
 replay: ## online replay on the busy world (make simulate/streams ARGS="world=busy" first): realtime, fast_slow, oracle, frozen x seeds x push intervals -> reports/replay.{json,md} + PNGs
 	$(PY) -m recsys.replay $(ARGS)
 
-replay-worlds: ## make replay over several worlds, realtime - fast_slow side by side (ARGS="worlds=seeds|highlight_shape") -> reports/replay_worlds.{json,md}
+replay-worlds: ## make replay over several worlds, realtime - fast_slow (or - each peer) side by side (ARGS="worlds=seeds|seeds_peers|highlight_shape") -> reports/<sweep>.{json,md}
 	$(PY) -m recsys.replay.worlds $(ARGS)
 
 ablate: ## the experiment grid, seeds x conf/experiment/* -> reports/ablation.{json,md,png} (resumable)
