@@ -17,9 +17,11 @@ handles to kill and restart components mid-stream.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -250,10 +252,42 @@ class LiveLoop:
         self.close()
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGINT reached the supervisor: the loop is closed (every process it started
+    stopped, broker and ranker included) and the job exits with 128 + the signal's number. A
+    BaseException, so that no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within: the first SIGTERM or SIGINT raises Stopped where the supervisor is, so that the
+    loop's context manager closes it (Python's default SIGTERM ends the process at once, leaving
+    the broker and the ranker running); any later one is ignored, so that it cannot cut the
+    closing short. The previous handlers are restored on the way out."""
+    stopping = False
+
+    def handler(signum, frame):
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_live(cfg: DictConfig) -> dict:
     from online.report import write_report
 
-    with LiveLoop(cfg) as loop:
+    with stop_on_signals(), LiveLoop(cfg) as loop:
         loop.start()
         loop.finish()
         loop.collect()
@@ -272,7 +306,11 @@ def run_live(cfg: DictConfig) -> dict:
 @hydra.main(config_path="../conf", config_name="online", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.")
-    run_live(cfg)
+    try:
+        run_live(cfg)
+    except Stopped as stop:
+        print(f"make online: {stop}; every process it started is stopped", file=sys.stderr)
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,16 @@ tiny world with its fault drill."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import re
+import signal
+import socket
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -485,3 +492,74 @@ def test_a_runs_record_reads_back_what_was_written(tmp_path):
     assert run.loop().faults == [Fault("ranker stopped", 3.0)] and run.loop().wall_s == 12.5
     assert run.export.root == tmp_path / "a" / "x"
     assert run.trainer_summary_path == tmp_path / "r" / "online_train_x.json"
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every live process below `pid` (by parent links in /proc), with its command line."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+                parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+            except (OSError, ValueError):
+                continue
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                try:
+                    found[child] = open(f"/proc/{child}/cmdline").read().replace("\0", " ")
+                except OSError:
+                    continue
+                frontier.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_to_make_online_stops_every_process_it_started_and_frees_the_ports(drill):
+    """What `timeout`, systemd and Kubernetes send: the job stops its trainer, joiner, driver,
+    ranker and broker, frees their ports and exits with 128 + the signal."""
+    _, out, _ = drill
+    args = [*NAMED_WORLD, f"paths.data_dir={out / 'data'}", f"paths.reports_dir={out / 'reports_signal'}",
+            f"paths.log_dir={out / 'logs_signal'}", f"paths.artifacts_dir={out / 'artifacts_signal'}",
+            f"online.span_s={SPAN_S}", "online.speed=150", "online.progress=false", "push.formats=torchscript"]
+    sig, started = signal.SIGTERM, {}
+    with (out / "signal.log").open("w") as log:
+        job = subprocess.Popen([sys.executable, "-m", "online.live", *args], cwd=ROOT, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any("ranker_server" in c for c in _descendants(job.pid).values()):  # every component is up
+            assert job.poll() is None and time.monotonic() < deadline, (out / "signal.log").read_text()[-4000:]
+            time.sleep(0.5)
+        time.sleep(2)  # the joiner and the driver start right after the ranker
+        started = _descendants(job.pid)
+        # The ranker's --port; redis-server names its own in its process title (127.0.0.1:<port>).
+        ports = [int(a or b) for c in started.values() for a, b in re.findall(r"--port (\d+)|127\.0\.0\.1:(\d+)", c)]
+        assert any("redis-server" in c for c in started.values()) and len(ports) == 2
+        assert sum("multiprocessing" in c for c in started.values()) >= 3  # trainer, joiner, driver
+        job.send_signal(sig)
+        assert job.wait(timeout=120) == 128 + sig
+    finally:
+        if job.poll() is None:  # the test failed: leave nothing behind (components have groups of their own)
+            for pid in [job.pid, *_descendants(job.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 10  # multiprocessing's resource tracker ends when its pipe closes
+    while any(_running(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {pid: cmd for pid, cmd in started.items() if _running(pid)}
+    assert not left, left
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert f"stopped by {signal.Signals(sig).name}" in (out / "signal.log").read_text()
