@@ -112,8 +112,8 @@ class GbdtLearner:
 
 
 def refit_summary(refits: list[Refit], runs: int, every_s: int) -> dict:
-    """What the report says of a refitting learner's refits over `runs` runs: the longest one (on
-    the most samples) bounds the shortest push interval the learner could keep in real time."""
+    """What the report says of a refitting learner's refits over `runs` runs: the longest one bounds
+    the shortest push interval the learner could keep in real time (under the run's load)."""
     longest = max(refits, key=lambda r: r.seconds, default=None)
     return {"every_s": every_s, "per_run": len(refits) / max(runs, 1),
             "mean_s": float(np.mean([r.seconds for r in refits])) if refits else None,

@@ -15,6 +15,7 @@ from data_pipelines.dataset import FINAL, DataSet
 from recsys.allocator import keep_freed_memory
 from recsys.learning.gbdt import GbdtLearner, refit_summary
 from recsys.learning.learner import Learner
+from recsys.model.gbdt import GbdtSpec
 from recsys.replay import figures
 from recsys.replay import report as rpt
 from recsys.replay.candidates import CandidateSets, build_candidates, simulated_world
@@ -27,7 +28,6 @@ from recsys.replay.ranking import RankingWindows, ranking_figures
 from recsys.replay.runs import (FROZEN, ORACLE, PeerRun, WithoutRoomState, learned_stream, manifest_for,
                                 share_of_timeline, training_samples, without_room_state)
 from recsys.replay.timeline import step_edges
-from recsys.model.gbdt import GbdtSpec
 from recsys.train.precision import warn_if_emulated
 
 
@@ -79,7 +79,7 @@ def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, see
     if peer is not None and not peer.room_state:
         targets = {name: WithoutRoomState(target) for name, target in targets.items()}
     if peer is not None and peer.oracle_input:
-        manifest, transform, targets = _with_oracle_input(data, manifest, targets)
+        manifest, transform, targets = _with_oracle_input(data, manifest, targets, evaluation)
     if peer is not None and isinstance(peer.model, GbdtSpec):
         inner = GbdtLearner(peer.model, list(manifest["tasks"]), list(peer.cross.gsu_names), seed)
     else:
@@ -95,7 +95,7 @@ def _replay_one(cfg: DictConfig, s: ReplaySettings, data: DataSet, run: str, see
     return predictions, closer, learner
 
 
-def _with_oracle_input(data: DataSet, manifest, targets: dict[str, Scored]):
+def _with_oracle_input(data: DataSet, manifest, targets: dict[str, Scored], evaluation: EvaluationSet):
     """The ceiling run's manifest, sample transform and targets: every row with the room's true
     highlight multiplier as one more dense feature (recsys/replay/ceiling.py)."""
     if not data.truth.world.exists():
@@ -103,7 +103,7 @@ def _with_oracle_input(data: DataSet, manifest, targets: dict[str, Scored]):
     world = simulated_world(data)
     logged = LoggedBoost(data, world)
     out: dict[str, Scored] = {IMPRESSIONS: WithOracle(targets[IMPRESSIONS],
-                                                      logged.of(targets[IMPRESSIONS].arrays["impression_id"]))}
+                                                      logged.of(evaluation.arrays["impression_id"]))}
     if CANDIDATES in targets:
         c = targets[CANDIDATES]
         out[CANDIDATES] = WithOracle(c, highlight_boost(world, c.live_id, c.request_ts))
@@ -216,7 +216,8 @@ def run_replay(cfg: DictConfig, observer: ReplayObserver | None = None) -> dict:
             learned[run].append((streaming.samples, learner.train_s))
             if isinstance(learner.learner, GbdtLearner):
                 refits.setdefault(run, []).extend(learner.learner.refits)
-                importance.setdefault(run, learner.learner.importance())
+                if run not in importance:
+                    importance[run] = learner.learner.importance()
             _save_predictions(runs_dir, run, seed, evaluation, candidates, predictions, tasks.index("ctr"))
             per_run[run][seed] = _evaluate(evaluation, candidates, predictions, tasks, segments, windows,
                                            s.ranking.windows)
