@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from data_pipelines.configured import build
 from data_pipelines.contract import ACTION_CODES
-from data_pipelines.micro_batch import concat_arrays
+from data_pipelines.micro_batch import concat_arrays, take_rows
 from data_pipelines.streams import codec
 from data_pipelines.streams.labels import LabelRules
 from data_pipelines.streams.shards import with_labels
@@ -37,6 +37,7 @@ from online import broker as brk
 from online.events import ACTIONS, CLICK, CLOCK, END, EXIT, IMPRESSION, Event, MalformedEvent, parse
 from online.process import own_process_group
 from online.progress import JoinerProgress, publish
+from online.joiner_checkpoint import JoinerCheckpoints, JoinerPosition
 from online.record import JoinerSummary, LiveRun, StreamLedger
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class _Stay:
     exit_ts: int | None = None
     watch_ms: int = 0
     actions: list[tuple[int, int]] = field(default_factory=list)  # (action code, ts)
+
+
+_LABEL_FIELDS = ("impression_id", "report_ts", "kind", "state")
 
 
 @dataclass
@@ -71,8 +75,7 @@ class _Labels:
 
     @staticmethod
     def concat(parts: list["_Labels"]) -> "_Labels":
-        return _Labels(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                         ("impression_id", "report_ts", "kind", "state")))
+        return _Labels(*(np.concatenate([getattr(p, f) for p in parts]) for f in _LABEL_FIELDS))
 
 
 class LabelJoiner:
@@ -181,6 +184,51 @@ class LabelJoiner:
         return self.advance(last + 1) if any(len(p.report_ts) for p in self.pending.values()) else {
             name: None for name in self.engines}
 
+    # -- checkpoint -----------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything the joiner holds, as named arrays (numbers only: a checkpoint never needs a
+        pickle) and a JSON-able dict; `restored` takes them back."""
+        imps = list(self.stays)
+        stays = [self.stays[i] for i in imps]
+        arrays = {"stay.impression": np.array(imps, np.int64),
+                  "stay.request_ts": np.array([s.request_ts for s in stays], np.int64),
+                  "stay.clicked": np.array([s.clicked for s in stays], bool),
+                  "stay.exited": np.array([s.exit_ts is not None for s in stays], bool),
+                  "stay.exit_ts": np.array([s.exit_ts or 0 for s in stays], np.int64),
+                  "stay.watch_ms": np.array([s.watch_ms for s in stays], np.int64),
+                  "action": np.array([(i, code, ts) for i, s in zip(imps, stays) for code, ts in s.actions],
+                                     np.int64).reshape(-1, 3),
+                  "unreported": np.array(list(self.unreported.items()), np.int64).reshape(-1, 2),
+                  "request.impression": np.array(list(self.requests), np.int64)}
+        if self.requests:
+            held = concat_arrays(list(self.requests.values()))
+            arrays.update({f"request.{key}": values for key, values in held.items()})
+        for name, labels in self.pending.items():
+            arrays.update({f"pending.{name}.{f}": getattr(labels, f) for f in _LABEL_FIELDS})
+        return arrays, {"watermark": self.watermark, "emitted": dict(self.emitted)}
+
+    @classmethod
+    def restored(cls, rules: LabelRules, arrays: dict[str, np.ndarray], meta: dict) -> "LabelJoiner":
+        joiner = cls(rules)
+        actions: dict[int, list[tuple[int, int]]] = {}
+        for imp, code, ts in arrays["action"].tolist():
+            actions.setdefault(imp, []).append((code, ts))
+        for imp, request_ts, clicked, exited, exit_ts, watch_ms in zip(
+                *(arrays[f"stay.{f}"].tolist() for f in ("impression", "request_ts", "clicked", "exited", "exit_ts",
+                                                          "watch_ms"))):
+            joiner.stays[imp] = _Stay(request_ts, clicked, exit_ts if exited else None, watch_ms, actions.get(imp, []))
+        held = arrays["request.impression"]
+        if len(held):
+            requests = {key.split(".", 1)[1]: v for key, v in arrays.items()
+                        if key.startswith("request.") and key != "request.impression"}
+            joiner.requests = {int(imp): take_rows(requests, np.array([row])) for row, imp in enumerate(held.tolist())}
+        joiner.unreported = {imp: n for imp, n in arrays["unreported"].tolist()}
+        for name in joiner.engines:
+            joiner.pending[name] = _Labels(*(arrays[f"pending.{name}.{f}"] for f in _LABEL_FIELDS))
+        joiner.watermark = meta["watermark"]
+        joiner.emitted = {name: int(meta["emitted"].get(name, 0)) for name in joiner.engines}
+        return joiner
+
     def _micro_batch(self, name: str, parts: list[_Labels]) -> dict[str, np.ndarray] | None:
         labels = _Labels.concat(parts) if parts else _Labels.empty(len(self.tasks))
         if not len(labels.report_ts):
@@ -200,86 +248,153 @@ class JoinerSettings:
     partitions: int  # the events' partitions on the broker
     step_s: float  # data time between two emissions (the watermark's resolution)
     idle_stream_maxlen: int  # a samples stream nobody learns is kept about this short
+    checkpoint_every_s: float = 60.0  # data time between two checkpoints (state + offsets)
+    read_count: int = 2000  # entries per partition and read, at most
 
     def __post_init__(self) -> None:
-        if self.partitions < 1 or self.step_s <= 0 or self.idle_stream_maxlen < 1:
-            raise ValueError(f"joiner: partitions, step_s and idle_stream_maxlen must be positive, got {self}")
+        if min(self.partitions, self.step_s, self.idle_stream_maxlen, self.checkpoint_every_s, self.read_count) <= 0:
+            raise ValueError(f"joiner: partitions, step_s, idle_stream_maxlen, checkpoint_every_s and read_count "
+                             f"must be positive, got {self}")
 
     @property
     def step_ms(self) -> int:
         return int(round(self.step_s * 1000))
 
+    @property
+    def checkpoint_every_ms(self) -> int:
+        return int(round(self.checkpoint_every_s * 1000))
 
-def run_joiner(joiner: LabelJoiner, settings: JoinerSettings, broker_url: str, learned_stream: str
-               ) -> tuple[JoinerSummary, dict[str, StreamLedger]]:
-    """Consumes the partitions until each has said `end`; emits samples each `step_s` of watermark.
-    Every stream but `learned_stream` (the one the trainer learns) is trimmed as it is written."""
+
+@dataclass
+class _Published:
+    """What a samples stream already holds: its last entry's watermark, and whether it said `end`
+    (a joiner that resumes publishes neither again)."""
+
+    watermark: int | None = None
+    ended: bool = False
+
+    @classmethod
+    def read(cls, r, stream: str) -> "_Published":
+        last = r.xrevrange(stream, count=1)
+        if not last:
+            return cls()
+        fields = last[0][1]
+        return cls(int(fields[b"watermark"]), bool(fields.get(b"end")))
+
+
+def restore(checkpoints: JoinerCheckpoints, rules: LabelRules, streams: list[str]) -> tuple[LabelJoiner,
+                                                                                             JoinerPosition]:
+    """The joiner and its position from the newest checkpoint (its resumes counted), or new ones."""
+    loaded = checkpoints.load()
+    if loaded is None:
+        return LabelJoiner(rules), JoinerPosition.start(streams)
+    arrays, meta, position = loaded
+    if sorted(position.offsets) != sorted(streams):
+        raise ValueError(f"{checkpoints.root}: the checkpoint consumed {sorted(position.offsets)}, this joiner owns "
+                         f"{sorted(streams)}; a run's partitions cannot change while it resumes")
+    position.resumes += 1
+    return LabelJoiner.restored(rules, arrays, meta), position
+
+
+def run_joiner(rules: LabelRules, settings: JoinerSettings, broker_url: str, learned_stream: str,
+               checkpoints: JoinerCheckpoints) -> tuple[JoinerSummary, dict[str, StreamLedger]]:
+    """Consumes the partitions until each has said `end`; emits samples each `step_s` of watermark
+    and checkpoints each `checkpoint_every_s`. Started again after a crash, it resumes from its
+    newest checkpoint: the events after its offsets are read again and the samples they give that
+    a samples stream already holds (published after the checkpoint, before the crash) are counted
+    and kept in the ledger but not published twice — the stream's last watermark says which.
+    Every stream but `learned_stream` (the one the trainer learns) is trimmed as it is written; the
+    events are trimmed up to the offsets of each checkpoint."""
     r = brk.connect(broker_url)
     producer = brk.Producer(r)
-    maxlen = {brk.samples_stream(n): settings.idle_stream_maxlen for n in joiner.engines if n != learned_stream}
+    maxlen = {brk.samples_stream(n): settings.idle_stream_maxlen for n in rules.engines if n != learned_stream}
     streams = [brk.events_stream(p) for p in range(settings.partitions)]
-    offsets = {s: b"0-0" for s in streams}
-    clocks: dict[str, int | None] = {s: None for s in streams}
-    ended: set[str] = set()
-    quarantined = events = 0
-    last_step: int | None = None
+    joiner, pos = restore(checkpoints, rules, streams)
+    published = {name: _Published.read(r, brk.samples_stream(name)) for name in joiner.engines}
+    quarantined_before = {(f[b"stream"], f[b"entry"]) for _, f in r.xrange(brk.QUARANTINE)} if pos.resumes else set()
+    if pos.resumes:
+        log.warning("joiner resumed (%d) at watermark %s after %d events; samples streams hold up to %s",
+                    pos.resumes, joiner.watermark, pos.events,
+                    {n: p.watermark for n, p in published.items()})
     ledger: list[tuple] = []
-    while len(ended) < len(streams):
-        reply = r.xread({s: offsets[s] for s in streams if s not in ended}, count=2000, block=100)
+    last_checkpoint = joiner.watermark
+    while len(pos.ended) < len(streams):
+        reply = r.xread({s: pos.offsets[s] for s in streams if s not in pos.ended}, count=settings.read_count, block=100)
         for raw_name, entries in reply or []:
             stream = raw_name.decode()
             for entry_id, fields in entries:
-                offsets[stream] = entry_id
+                pos.offsets[stream] = entry_id.decode()
                 try:
-                    event = parse(fields)
-                    if event.type == CLOCK:
-                        clocks[stream] = max(event.ts, clocks[stream] or event.ts)
-                    elif event.type == END:
-                        ended.add(stream)
-                        clocks[stream] = max(event.ts, clocks[stream] or event.ts)
-                    else:
-                        if clocks[stream] is not None and event.ts <= clocks[stream]:
-                            raise MalformedEvent(f"{event.type} at {event.ts} came after its partition's clock "
-                                                 f"mark {clocks[stream]}")
-                        joiner.apply(event)
-                        events += 1
+                    _consume(joiner, pos, stream, parse(fields))
                 except MalformedEvent as exc:
-                    quarantined += 1
-                    kept = {k: v for k, v in fields.items() if k != b"features"}
-                    r.xadd(brk.QUARANTINE, {b"stream": stream.encode(), b"entry": entry_id,
-                                            b"reason": str(exc).encode(), **kept})
-            r.xtrim(stream, minid=offsets[stream], approximate=True)  # consumed: this joiner keeps its state
-        known = [c for c in clocks.values() if c is not None]
+                    pos.quarantined += 1
+                    if (stream.encode(), entry_id) not in quarantined_before:
+                        kept = {k: v for k, v in fields.items() if k != b"features"}
+                        r.xadd(brk.QUARANTINE, {b"stream": stream.encode(), b"entry": entry_id,
+                                                b"reason": str(exc).encode(), **kept})
+        known = [c for c in pos.clocks.values() if c is not None]
         watermark = min(known) if len(known) == len(streams) else None
-        done = len(ended) == len(streams)
-        if watermark is not None and (done or last_step is None or watermark - last_step >= settings.step_ms):
-            _publish(producer, joiner.advance(watermark), watermark, maxlen, ledger)
-            last_step = watermark
-            publish(r, JoinerProgress(watermark=watermark, events=events, quarantined=quarantined,
-                                      emitted=dict(joiner.emitted)))
+        done = len(pos.ended) == len(streams)
+        if watermark is not None and (done or pos.last_step is None or watermark - pos.last_step >= settings.step_ms):
+            _publish(producer, joiner.advance(watermark), watermark, maxlen, ledger, published)
+            pos.last_step = watermark
+            publish(r, JoinerProgress(watermark=watermark, events=pos.events, quarantined=pos.quarantined,
+                                      emitted=dict(joiner.emitted), unix_s=time.time()))
+            if not done and (last_checkpoint is None or watermark - last_checkpoint >= settings.checkpoint_every_ms):
+                checkpoints.save(joiner.state(), pos, _ledger(ledger))
+                ledger.clear()
+                last_checkpoint = watermark
+                for s in streams:  # consumed and checkpointed: needed by no one now
+                    r.xtrim(s, minid=pos.offsets[s], approximate=True)
     final = joiner.finish()
-    _publish(producer, final, (joiner.watermark or 0), maxlen, ledger)
+    _publish(producer, final, (joiner.watermark or 0), maxlen, ledger, published)
     producer.send([(brk.samples_stream(name), joiner.watermark or 0,
-                    {b"end": b"1", b"watermark": str(joiner.watermark or 0).encode()}) for name in joiner.engines])
-    publish(r, JoinerProgress(events=events, quarantined=quarantined, emitted=dict(joiner.emitted)))
+                    {b"end": b"1", b"watermark": str(joiner.watermark or 0).encode()})
+                   for name in joiner.engines if not published[name].ended])
+    publish(r, JoinerProgress(events=pos.events, quarantined=pos.quarantined, emitted=dict(joiner.emitted),
+                              unix_s=time.time()))
     if joiner.stays:
         log.warning("%d impressions had no exit when the partitions ended; none of their exit samples was emitted",
                     len(joiner.stays))
     r.close()
-    return JoinerSummary(events, quarantined, dict(joiner.emitted), len(joiner.stays)), _ledger(ledger)
+    return (JoinerSummary(pos.events, pos.quarantined, dict(joiner.emitted), len(joiner.stays), pos.resumes),
+            checkpoints.ledger(pos.ledger_parts, _ledger(ledger)))
+
+
+def _consume(joiner: LabelJoiner, pos: JoinerPosition, stream: str, event: Event) -> None:
+    """One event of `stream`: a clock mark or an end moves the partition's clock, a fact goes to
+    the joiner (MalformedEvent: refused, nothing changed)."""
+    if event.type in (CLOCK, END):
+        if event.type == END and stream not in pos.ended:
+            pos.ended.append(stream)
+        pos.clocks[stream] = max(event.ts, pos.clocks[stream] or event.ts)
+        return
+    if pos.clocks[stream] is not None and event.ts <= pos.clocks[stream]:
+        raise MalformedEvent(f"{event.type} at {event.ts} came after its partition's clock mark {pos.clocks[stream]}")
+    joiner.apply(event)
+    pos.events += 1
 
 
 def _publish(producer: brk.Producer, batches: dict[str, dict[str, np.ndarray] | None], watermark: int,
-             maxlen: dict[str, int], ledger: list[tuple]) -> None:
+             maxlen: dict[str, int], ledger: list[tuple], published: dict[str, _Published]) -> None:
+    """One step's samples, a stream's entry left out where the stream already holds this watermark
+    (a resumed joiner's re-emission: its samples are in the ledger all the same)."""
     now = time.time()
     entries = []
     for name, batch in batches.items():
+        if batch is not None:
+            ledger.append((name, batch["impression_id"], batch["request_ts"], batch["report_ts"], batch["kind"],
+                           batch["state"], now))
+        held = published[name].watermark
+        if held is not None and watermark <= held:
+            continue
+        if held is not None and batch is not None and batch["report_ts"][0] <= held:  # the step crosses it
+            batch = take_rows(batch, np.flatnonzero(batch["report_ts"] > held)) if batch["report_ts"][-1] > held \
+                else None
         fields = {b"watermark": str(watermark).encode(), b"count": b"0" if batch is None else
                   str(len(batch["report_ts"])).encode()}
         if batch is not None:
             fields[b"batch"] = codec.encode(batch)
-            ledger.append((name, batch["impression_id"], batch["request_ts"], batch["report_ts"], batch["kind"],
-                           batch["state"], now))
         entries.append((brk.samples_stream(name), watermark, fields))
     producer.send(entries, maxlen=maxlen)
 
@@ -296,12 +411,12 @@ def _ledger(entries: list[tuple]) -> dict[str, StreamLedger]:
 
 
 def main(config_yaml: str, broker_url: str) -> None:
-    """The joiner's process, as the supervisor (online/live.py) spawns it: the label rules of
-    cfg.stream, the settings of cfg.joiner; its summary and ledger go into the run's record."""
+    """The joiner's process, as the supervisor (online/live.py) spawns (and restarts) it: the label
+    rules of cfg.stream, the settings of cfg.joiner; its summary and ledger go into the run's record."""
     own_process_group()
     cfg = OmegaConf.create(config_yaml)
     run = LiveRun.of(cfg.paths, cfg.online.name)
-    joiner = LabelJoiner(build(cfg.stream))
-    summary, ledger = run_joiner(joiner, build(cfg.joiner), broker_url, str(cfg.online_train.stream))
+    summary, ledger = run_joiner(build(cfg.stream), build(cfg.joiner), broker_url, str(cfg.online_train.stream),
+                                 JoinerCheckpoints(run.joiner_checkpoints))
     run.save_ledger(ledger)
     run.save_joiner_summary(summary)

@@ -38,6 +38,7 @@ class JoinerProgress:
     events: int | None = None
     quarantined: int | None = None
     emitted: dict[str, int] = field(default_factory=dict)  # samples, by stream
+    unix_s: float | None = None  # when it wrote these
 
 
 @dataclass

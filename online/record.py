@@ -11,6 +11,7 @@ computed from the record alone (`python -m online.report` renders it again from 
       loop.json              the supervisor: progress samples, faults, the ranker's log and metrics,
                              the quarantine
       latest, clock-<ms>/    the trainer's checkpoints (the newest one named by `latest`)
+      joiner/                the joiner's checkpoints and its ledger in parts (online/joiner_checkpoint.py)
     artifacts/<name>/        the export the ranker serves, and its pushes (export/export_dir.py)
     reports/online_train_<name>.json   the trainer's summary (make online-train writes it too)
     reports/<name>.{json,md,png}       the report
@@ -107,6 +108,13 @@ def save_ledger(ledger: dict[str, StreamLedger], path: Path) -> None:
                       for key in LEDGER_FIELDS})
 
 
+def concat_ledgers(parts: list[dict[str, StreamLedger]]) -> dict[str, StreamLedger]:
+    """Ledgers one after the other, stream by stream."""
+    streams = sorted({s for part in parts for s in part})
+    return {s: StreamLedger(*(np.concatenate([getattr(p[s], key) for p in parts if s in p]) for key in LEDGER_FIELDS))
+            for s in streams}
+
+
 def load_ledger(path: Path) -> dict[str, StreamLedger]:
     with np.load(path, allow_pickle=False) as f:
         streams = sorted({key.rsplit(".", 1)[0] for key in f.files})
@@ -140,6 +148,7 @@ class JoinerSummary:
     quarantined: int
     emitted: dict[str, int]  # samples, by stream
     open_at_end: int  # impressions with no exit when the partitions ended
+    resumes: int = 0  # times the joiner started again from its checkpoint
 
 
 @dataclass
@@ -242,7 +251,12 @@ class LiveRun:
 
     @property
     def checkpoints(self) -> Path:
+        """The trainer's checkpoints."""
         return self.logs
+
+    @property
+    def joiner_checkpoints(self) -> Path:
+        return self.logs / "joiner"
 
     @property
     def trainer_summary_path(self) -> Path:

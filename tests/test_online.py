@@ -148,19 +148,16 @@ def test_the_joiner_refuses_events_that_contradict_what_it_knows():
     assert list(j.stays) == [10] and not j.stays[10].clicked  # nothing refused changed anything
 
 
-@pytest.mark.slow
-def test_the_joiner_emits_exactly_the_samples_make_streams_writes(tiny_streams):
-    """Every event of the tiny world through the event codec and the joiner, the watermark advanced
-    every 10 s: each stream's samples equal its shards' one for one, every field, report_ts included
-    (emitted at the first step at or after report_ts, never before)."""
+@pytest.fixture(scope="module")
+def tiny_events(tiny_streams):
+    """The tiny world as the live loop sees it: (label rules, timeline of every event, the request
+    features its impressions log, every stream's shards in (report_ts, impression, kind) order)."""
     from hydra.utils import instantiate
 
     from data_pipelines.dataset import FINAL
     from data_pipelines.history_store import HistoryStore
-    from data_pipelines.micro_batch import concat_arrays, take_rows
     from data_pipelines.streams.build import build_features
     from data_pipelines.streams.features import FeatureSpec
-    from recsys.data import ShardDataset
 
     cfg = compose_config("online", job_paths(tiny_streams))
     data = tiny_streams
@@ -169,10 +166,43 @@ def test_the_joiner_emits_exactly_the_samples_make_streams_writes(tiny_streams):
                                  FeatureSpec.of_manifest(data.manifest(FINAL)), progress=False)
     timeline = ev.world_timeline(impressions, pd.read_parquet(data.canonical.live_actions))
     rules = instantiate(cfg.stream)
-    engines = rules.engines
+    return rules, timeline, features, {name: _in_report_order(_shards(data, name)) for name in rules.engines}
+
+
+def _shards(data, stream: str) -> dict[str, np.ndarray]:
+    from data_pipelines.micro_batch import concat_arrays
+    from recsys.data import ShardDataset
+
+    return concat_arrays(list(ShardDataset(data.stream(stream), batch_size=1).micro_batches()))
+
+
+def _in_report_order(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from data_pipelines.micro_batch import take_rows
+
+    return take_rows(arrays, np.lexsort((arrays["kind"], arrays["impression_id"], arrays["report_ts"])))
+
+
+def _assert_same_samples(mine: dict[str, np.ndarray], shards: dict[str, np.ndarray], name: str) -> None:
+    mine = _in_report_order(mine)
+    assert set(mine) == set(shards)
+    for key in shards:
+        assert mine[key].dtype == shards[key].dtype and np.array_equal(mine[key], shards[key]), (name, key)
+
+
+@pytest.mark.slow
+def test_the_joiner_emits_exactly_the_samples_make_streams_writes(tiny_events, tmp_path):
+    """Every event of the tiny world through the event codec and the joiner, the watermark advanced
+    every 10 s: each stream's samples equal its shards' one for one, every field, report_ts included
+    (emitted at the first step at or after report_ts, never before). Every 40 steps the joiner's
+    state goes through a checkpoint and a new joiner goes on from it."""
+    from data_pipelines.micro_batch import concat_arrays
+    from online.joiner_checkpoint import JoinerCheckpoints, JoinerPosition
+
+    rules, timeline, features, shards = tiny_events
     joiner = LabelJoiner(rules)
-    out = {n: [] for n in engines}
-    watermark = int(timeline.ts[0]) - 1
+    checkpoints = JoinerCheckpoints(tmp_path / "joiner")
+    out = {n: [] for n in rules.engines}
+    watermark, steps = int(timeline.ts[0]) - 1, 0
 
     def keep(batches: dict, at: int) -> None:
         for name, batch in batches.items():
@@ -185,18 +215,85 @@ def test_the_joiner_emits_exactly_the_samples_make_streams_writes(tiny_streams):
         while event.ts > watermark + 10_000:
             watermark += 10_000
             keep(joiner.advance(watermark), watermark)
+            steps += 1
+            if steps % 40 == 0:
+                checkpoints.save(joiner.state(), JoinerPosition.start([]), {})
+                arrays, meta, _ = checkpoints.load()
+                joiner = LabelJoiner.restored(rules, arrays, meta)
         joiner.apply(event)
     keep(joiner.advance(int(timeline.ts[-1])), int(timeline.ts[-1]))
     keep(joiner.finish(), np.iinfo(np.int64).max)
-    for name in engines:
-        mine = concat_arrays([b for b, _ in out[name]])
-        shards = concat_arrays(list(ShardDataset(data.stream(name), batch_size=1).micro_batches()))
-        assert set(mine) == set(shards)
-        order = lambda a: np.lexsort((a["kind"], a["impression_id"], a["report_ts"]))  # noqa: E731
-        mine, shards = take_rows(mine, order(mine)), take_rows(shards, order(shards))
-        for key in shards:
-            assert mine[key].dtype == shards[key].dtype and np.array_equal(mine[key], shards[key]), (name, key)
+    assert steps >= 80
+    for name in rules.engines:
+        _assert_same_samples(concat_arrays([b for b, _ in out[name]]), shards[name], name)
     assert not joiner.stays and not joiner.requests
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_a_joiner_killed_between_publishing_and_checkpointing_resumes_and_publishes_each_sample_once(
+        tiny_events, broker, tmp_path):
+    """The tiny world's events on two partitions of a broker; the joiner dies twice right after
+    publishing a step's samples and before that step's checkpoint (the worst moment: the samples
+    streams are ahead of its state), and is started again each time. Every stream on the broker
+    then holds make streams' samples exactly once, and so does the ledger."""
+    from data_pipelines.micro_batch import concat_arrays
+    from online.joiner import JoinerSettings, run_joiner
+    from online.joiner_checkpoint import JoinerCheckpoints
+
+    rules, timeline, features, shards = tiny_events
+    client = brk.connect(broker.url)
+    producer, partitions = brk.Producer(client), 2
+    partition = ev.partition_of(timeline.user, partitions)
+    entries, mark = [], int(timeline.ts[0]) - 1
+    for i in range(len(timeline)):
+        event = timeline.event(i, features)
+        if event.ts - 1 > mark + 1_000:  # every partition is complete up to ts - 1
+            mark = event.ts - 1
+            entries += [(brk.events_stream(p), mark, ev.encode(ev.Event(ev.CLOCK, mark))) for p in range(partitions)]
+        entries.append((brk.events_stream(int(partition[i])), event.ts, ev.encode(event)))
+    end = int(timeline.ts[-1])
+    entries += [(brk.events_stream(p), end, ev.encode(ev.Event(ev.END, end))) for p in range(partitions)]
+    for a in range(0, len(entries), 5000):
+        producer.send(entries[a:a + 5000])
+
+    class Dying(JoinerCheckpoints):
+        def __init__(self, root, dies_at: int):
+            super().__init__(root)
+            self.saves, self.dies_at = 0, dies_at
+
+        def save(self, state, position, ledger_part):
+            self.saves += 1
+            if self.saves == self.dies_at:
+                raise _Killed
+            return super().save(state, position, ledger_part)
+
+    # Each incarnation reads at another pace, as events arriving at other moments would make it: the
+    # steps after a resume do not line up with the ones published before the crash.
+    def settings(read_count: int) -> JoinerSettings:
+        return JoinerSettings(partitions=partitions, step_s=2, idle_stream_maxlen=10**9, checkpoint_every_s=600,
+                              read_count=read_count)
+
+    root = tmp_path / "joiner"
+    for dies_at, read_count in ((4, 700), (3, 300)):
+        with pytest.raises(_Killed):
+            run_joiner(rules, settings(read_count), broker.url, "realtime", Dying(root, dies_at))
+    summary, ledger = run_joiner(rules, settings(1000), broker.url, "realtime", JoinerCheckpoints(root))
+    assert summary.resumes == 2 and summary.quarantined == 0 and summary.open_at_end == 0
+    assert summary.events == len(timeline)
+    for name in rules.engines:
+        stream = client.xrange(brk.samples_stream(name))
+        assert sum(bool(f.get(b"end")) for _, f in stream) == 1
+        published = concat_arrays([codec.decode(f[b"batch"]) for _, f in stream if f.get(b"batch")])
+        _assert_same_samples(published, shards[name], name)
+        assert summary.emitted[name] == len(shards[name]["report_ts"]) == len(ledger[name].report_ts)
+        order = np.lexsort((ledger[name].kind, ledger[name].impression_id, ledger[name].report_ts))
+        assert np.array_equal(ledger[name].impression_id[order], shards[name]["impression_id"])
+        assert np.array_equal(ledger[name].report_ts[order], shards[name]["report_ts"])
+    client.close()
 
 
 # -- the broker ---------------------------------------------------------------------------------------
