@@ -6,6 +6,7 @@ onto Kafka topics, partitions and consumer groups).
 | events.<p>         | driver     | joiner   | user events of partition p = user_id % partitions          |
 | samples.<stream>   | joiner     | trainer  | a micro-batch of samples per joiner step, with its watermark |
 | quarantine         | joiner     | report   | entries the joiner refused, with the reason               |
+| answers            | driver     | driver   | the ranker's answer to each request (a restarted driver's log) |
 
 and one hash, `progress`, where every component writes its counters for the report's time series.
 
@@ -28,6 +29,7 @@ from redis.retry import Retry
 
 PROGRESS = "progress"
 QUARANTINE = "quarantine"
+ANSWERS = "answers"
 
 
 def events_stream(partition: int) -> str:
@@ -91,18 +93,29 @@ class Producer:
     def send(self, entries: list[tuple[str, int, dict]], maxlen: dict[str, int] | None = None) -> None:
         """[(stream, data time ms, fields)] in one round trip (again, with the same ids, after an
         outage: what was appended before it is refused, not doubled)."""
-        ids = [self.entry_id(ms) for _, ms, _ in entries]
+        self.send_keyed([(stream, self.entry_id(ms), fields) for stream, ms, fields in entries], maxlen)
 
+    def send_keyed(self, entries: list[tuple[str, str, dict]], maxlen: dict[str, int] | None = None) -> int:
+        """[(stream, entry id, fields)]: ids the caller derives from what the entries are, so that
+        sending them again — a retry, or a producer started again from an earlier point — appends
+        only what is not there yet: a stream takes entries in id order, in one round trip each, so
+        what it holds of a producer's entries is a prefix of them, and an id not above its newest is
+        one it holds. Returns how many entries were appended."""
         def attempt() -> list:
             pipe = self.client.pipeline(transaction=False)
-            for (stream, _, fields), entry_id in zip(entries, ids):
+            for stream, entry_id, fields in entries:
                 limit = (maxlen or {}).get(stream)
                 pipe.xadd(stream, fields, id=entry_id, maxlen=limit, approximate=limit is not None)
             return pipe.execute(raise_on_error=False)
 
-        for reply in _through_outage(attempt, getattr(self.client, "outage_s", 60.0)):
-            if isinstance(reply, Exception) and "equal or smaller" not in str(reply):
-                raise reply
+        appended = 0
+        for reply in _through_outage(attempt, getattr(self.client, "outage_s", 60.0)) if entries else []:
+            if isinstance(reply, Exception):
+                if "equal or smaller" not in str(reply):
+                    raise reply
+            else:
+                appended += 1
+        return appended
 
 
 def free_port() -> int:
@@ -111,16 +124,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class BrokerServer:
-    """A redis-server of this job's own: bound to 127.0.0.1, its data (append-only file, fsync every
-    second) in a temporary directory removed on `stop`. `restart` stops it cleanly (the file is
-    complete) and starts it again on the same port and directory, as an operator's restart would."""
+FSYNC_POLICIES = ("always", "everysec")
 
-    def __init__(self, port: int | None = None, binary: str = "redis-server"):
+
+class BrokerServer:
+    """A redis-server of this job's own: bound to 127.0.0.1, its data (append-only file) in a
+    temporary directory removed on `stop`. `fsync="always"` (the live loop's): every write is on disk
+    before the broker acknowledges it, so a SIGKILLed broker started again (`kill`, then `start`: the
+    same port and directory) has every acknowledged entry back; "everysec" may lose up to the last
+    second of them (docs/online.md, "A broker that may be killed", measures the cost). `restart` stops
+    it cleanly and starts it again, as an operator's restart would."""
+
+    def __init__(self, port: int | None = None, binary: str = "redis-server", fsync: str = "always"):
         path = shutil.which(binary)
         if path is None:
             raise FileNotFoundError(f"{binary} not found: run make setup (it installs Debian's redis-server), or "
                                     f"point online.redis_url at a running broker")
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"the broker's fsync policy must be one of {FSYNC_POLICIES}, got {fsync!r}")
+        self.fsync = fsync
         self.binary = path
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="online-broker-"))
@@ -135,7 +157,7 @@ class BrokerServer:
         self._log = open(self.dir / "redis.log", "ab")
         self.process = subprocess.Popen(
             [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
+             "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--protected-mode", "yes",
              "--daemonize", "no", "--loglevel", "warning"],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
@@ -155,10 +177,11 @@ class BrokerServer:
                 raise TimeoutError(f"redis-server on port {self.port} did not answer within {timeout_s:.0f} s")
             time.sleep(0.05)
 
-    def _shutdown(self, timeout_s: float = 30.0) -> None:
+    def terminate(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM: redis writes its append-only file out and exits (the directory stays)."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()  # SIGTERM: redis writes the append-only file out and exits
+        self.process.terminate()
         try:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -167,13 +190,25 @@ class BrokerServer:
         if self._log is not None:
             self._log.close()
 
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is written out; the directory stays for `start`."""
+        if self.alive:
+            self.process.kill()
+            self.process.wait()
+        if self._log is not None:
+            self._log.close()
+
     def restart(self, down_s: float = 0.0) -> None:
-        self._shutdown()
+        self.terminate()
         time.sleep(down_s)
         self.start()
 
     def stop(self) -> None:
-        self._shutdown()
+        self.terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "BrokerServer":

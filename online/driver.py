@@ -12,6 +12,13 @@ overloaded) is retried with backoff up to `retries` times; one that still fails 
 Its log, the run's answers (online/record.py: Answers): per impression (rows of the canonical
 table), the probabilities by task, the version that answered (export and push), the attempts, and
 the wall times it was sent and answered, with the clock's origin to map wall time onto data time.
+Each answer also goes to the broker's `answers` stream as it comes.
+
+A driver started again (the supervisor restarts one that died) resumes the same run: the clock's
+origin and the last clock mark it published are in the broker's progress hash, its answers in the
+`answers` stream. It publishes again from that mark — every entry's id is derived from the event
+itself (`event_id`), so what the broker already holds is refused, not doubled — catches the clock up
+at once (the events of its outage as a backlog), and sends again the requests that had no answer.
 """
 
 from __future__ import annotations
@@ -33,12 +40,19 @@ from export.requests import RequestSchema
 from online import events as ev
 from online import broker as brk
 from online.process import own_process_group
-from online.progress import DriverProgress, publish
+from online.progress import DriverProgress, ProgressSample, publish
 from online.record import Answers, DriverClock, DriverSummary, LiveRun
 from online.world import PlayedWorld, played_world
 from serving.client import RankerClient, RankError, request_to_proto
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# Entry ids on the events streams, `<ts>-<seq>`: a fact's seq is its position in the timeline + 1, a
+# clock mark's and an end's are above any position (a mark at ts follows every fact at ts).
+MARK_SEQ, END_SEQ = 2**64 - 2, 2**64 - 1
+
+
+def event_id(ts: int, seq: int) -> str:
+    return f"{max(int(ts), 0)}-{int(seq)}"
 
 
 @dataclass(frozen=True)
@@ -80,17 +94,57 @@ def request_of(arrays: dict[str, np.ndarray], schema: RequestSchema, request_id:
 
 
 class AnswerLog:
-    """The answers being collected, written from the request threads (one row each)."""
+    """The answers being collected, written from the request threads (one row each), and the rows
+    answered since the last `flush` to the broker's `answers` stream."""
 
     def __init__(self, answers: Answers):
         self.answers = answers
         self._lock = threading.Lock()
+        self._fresh: list[int] = []
 
     def export_index(self, export_id: str) -> int:
         with self._lock:
             if export_id not in self.answers.exports:
                 self.answers.exports.append(export_id)
             return self.answers.exports.index(export_id)
+
+    def answered(self, row: int) -> None:
+        with self._lock:
+            self._fresh.append(row)
+
+    def flush(self, r) -> None:
+        """The rows answered since the last flush, one `answers` entry each."""
+        with self._lock:
+            rows, self._fresh = self._fresh, []
+        a = self.answers
+        pipe = r.pipeline(transaction=False)
+        for row in rows:
+            pipe.xadd(brk.ANSWERS, {b"row": str(row).encode(), b"p": a.probabilities[row].astype(np.float32).tobytes(),
+                                    b"export": a.exports[a.export[row]].encode(), b"push": str(int(a.push[row])).encode(),
+                                    b"attempts": str(int(a.attempts[row])).encode(),
+                                    b"sent": repr(float(a.sent_unix_s[row])).encode(),
+                                    b"answered": repr(float(a.answered_unix_s[row])).encode()})
+        if rows:
+            pipe.execute()
+
+    def load(self, r) -> int:
+        """The answers an earlier driver of this run flushed (the first of a row, where a retried
+        flush wrote one twice); how many rows."""
+        a, after, rows = self.answers, "-", 0
+        while True:
+            page = r.xrange(brk.ANSWERS, min=after, count=10_000)
+            for entry_id, f in page:
+                row = int(f[b"row"])
+                if np.isfinite(a.answered_unix_s[row]):
+                    continue
+                a.probabilities[row] = np.frombuffer(f[b"p"], dtype=np.float32)
+                a.export[row] = self.export_index(f[b"export"].decode())
+                a.push[row], a.attempts[row] = int(f[b"push"]), int(f[b"attempts"])
+                a.sent_unix_s[row], a.answered_unix_s[row] = float(f[b"sent"]), float(f[b"answered"])
+                rows += 1
+            if len(page) < 10_000:
+                return rows
+            after = "(" + page[-1][0].decode()
 
 
 class TrafficDriver:
@@ -101,7 +155,7 @@ class TrafficDriver:
         self.broker_url, self.ranker_address = broker_url, ranker_address
         self.tasks = list(tasks)
         self.log: AnswerLog | None = None
-        self.sent = self.answered = self.lost = 0
+        self.sent = 0
         self._count_lock = threading.Lock()
 
     def _score(self, client: RankerClient, row: int, arrays: dict[str, np.ndarray]) -> None:
@@ -115,18 +169,15 @@ class TrafficDriver:
                 answer = client.rank_proto(message)
             except RankError as exc:
                 if exc.code not in RETRYABLE or attempt == self.s.retries:
-                    with self._count_lock:
-                        self.lost += 1
-                    return
+                    return  # lost
                 time.sleep(min(1.0, 0.05 * 2 ** attempt))
                 continue
-            log.answered_unix_s[row] = time.time()
             ranked = answer.ranked[0]
             log.probabilities[row] = [ranked.probabilities[t] for t in log.tasks]
             log.export[row] = self.log.export_index(answer.model_export)
             log.push[row] = answer.model_push
-            with self._count_lock:
-                self.answered += 1
+            log.answered_unix_s[row] = time.time()  # last: a row is answered once every field is
+            self.log.answered(row)
             return
 
     def _malformed(self, data0: int) -> list[tuple[str, int, dict]]:
@@ -143,10 +194,21 @@ class TrafficDriver:
                  {b"type": b"click", b"ts": str(data0 - 1).encode(), b"user": b"0", b"impression": b"-7"},
                  {b"type": b"exit", b"ts": str(data0 - 1).encode(), b"user": b"0", b"impression": b"-7",
                   b"watch_ms": b"-5"}]
-        return [(brk.events_stream(0), data0 - 1, kinds[k % len(kinds)]) for k in range(self.s.malformed)]
+        return [(brk.events_stream(0), event_id(data0 - 1, k + 1), kinds[k % len(kinds)]) for k in range(self.s.malformed)]
 
     def _publish_progress(self, r, **fields) -> None:
-        publish(r, DriverProgress(sent=self.sent, answered=self.answered, lost=self.lost, **fields))
+        answered = int(self.log.answers.answered.sum())
+        publish(r, DriverProgress(sent=self.sent, answered=answered, **fields))
+
+    def _resume(self, r, data0: int) -> tuple[DriverClock, int, int]:
+        """(the clock, the last clock mark published, earlier starts) of this run: a new clock and
+        nothing published for its first driver; an earlier driver's, from the progress hash, for
+        one started again."""
+        earlier = ProgressSample.read(r, 0.0).driver
+        if earlier.unix0_s is None:
+            return DriverClock(data0, time.time(), self.s.speed), data0 - 1, 0
+        return (DriverClock(int(earlier.data0_ms), float(earlier.unix0_s), self.s.speed),
+                int(earlier.clock_ms if earlier.clock_ms is not None else data0 - 1), (earlier.starts or 1))
 
     def run(self) -> tuple[Answers, DriverSummary]:
         s, tl = self.s, self.timeline
@@ -156,22 +218,33 @@ class TrafficDriver:
         pool = ThreadPoolExecutor(max_workers=s.request_threads, thread_name_prefix="rank")
         partition = ev.partition_of(tl.user, s.partitions)
         data0 = int(tl.ts[0])
-        wall0 = time.monotonic()
-        clock = DriverClock(data0, time.time(), s.speed)
+        started = time.monotonic()
+        clock, last_mark, starts = self._resume(r, data0)
         self.log = AnswerLog(Answers.empty(len(self.features.request_ts), self.tasks, self.world.rows, clock))
         # After the last request the rest are label events only (exits, late gifts) with no answer to
         # wait for: they are published at once rather than on the clock, as a backlog would be.
         last_request = int(tl.ts[tl.type == ev.FACT_TYPES.index(ev.IMPRESSION)].max())
-        publish(r, DriverProgress(data0_ms=data0, unix0_s=clock.unix0_s, last_ms=int(tl.ts[-1]),
-                                  last_request_ms=last_request, speed=s.speed))
         producer = brk.Producer(r)
-        producer.send(self._malformed(data0))
-        i = 0
-        last_mark = data0 - 1
-        bar = tqdm(total=len(tl), desc="driver events", unit="event", disable=not s.progress, mininterval=2.0)
+        is_request = tl.type == ev.FACT_TYPES.index(ev.IMPRESSION)
+        i = int(np.searchsorted(tl.ts, last_mark, side="right"))  # every event up to the mark is published
         futures = []
+        if starts == 0:
+            publish(r, DriverProgress(data0_ms=data0, unix0_s=clock.unix0_s, last_ms=int(tl.ts[-1]),
+                                      last_request_ms=last_request, speed=s.speed, starts=1))
+            producer.send_keyed(self._malformed(data0))
+        else:
+            loaded = self.log.load(r)
+            publish(r, DriverProgress(starts=starts + 1))
+            again = [k for k in np.flatnonzero(is_request[:i]) if not self.log.answers.answered[tl.row[k]]]
+            print(f"driver started again ({starts + 1}): from data time {last_mark}, {loaded:,} answers kept, "
+                  f"{len(again):,} requests sent again", flush=True)
+            for k in again:  # sent by the driver that died, never answered
+                futures.append(pool.submit(self._score, client, int(tl.row[k]), tl.event(int(k), self.features).features))
+        self.sent = int(is_request[:i].sum())
+        bar = tqdm(total=len(tl), initial=i, desc="driver events", unit="event", disable=not s.progress,
+                   mininterval=2.0)
         while i < len(tl):
-            now = data0 + int((time.monotonic() - wall0) * s.speed * 1000)
+            now = clock.data0_ms + int((time.time() - clock.unix0_s) * s.speed * 1000)
             if now > last_request:
                 now = int(tl.ts[-1])
             j = int(np.searchsorted(tl.ts, now, side="right"))
@@ -181,27 +254,31 @@ class TrafficDriver:
                 if event.type == ev.IMPRESSION:  # scored with the features its event logs
                     futures.append(pool.submit(self._score, client, int(tl.row[k]), event.features))
                     self.sent += 1
-                entries.append((brk.events_stream(int(partition[k])), event.ts, ev.encode(event)))
+                entries.append((brk.events_stream(int(partition[k])), event_id(event.ts, k + 1), ev.encode(event)))
             bar.update(j - i)
             i = j
             mark = min(now, int(tl.ts[-1])) if i == len(tl) else now
             if mark > last_mark:  # every partition is complete up to the mark
-                entries += [(brk.events_stream(p), mark, ev.encode(ev.Event(ev.CLOCK, mark)))
+                entries += [(brk.events_stream(p), event_id(mark, MARK_SEQ), ev.encode(ev.Event(ev.CLOCK, mark)))
                             for p in range(s.partitions)]
                 last_mark = mark
-            producer.send(entries)
+            producer.send_keyed(entries)
+            self.log.flush(r)
             self._publish_progress(r, clock_ms=last_mark)
             time.sleep(s.tick_s)
-        producer.send([(brk.events_stream(p), int(tl.ts[-1]), ev.encode(ev.Event(ev.END, int(tl.ts[-1]))))
-                       for p in range(s.partitions)])
+        producer.send_keyed([(brk.events_stream(p), event_id(tl.ts[-1], END_SEQ), ev.encode(ev.Event(ev.END, int(tl.ts[-1]))))
+                             for p in range(s.partitions)])
         bar.close()
         for f in futures:
             f.result()
         pool.shutdown()
         client.close()
+        self.log.flush(r)
         self._publish_progress(r, done_unix_s=time.time())
         r.close()
-        return self.log.answers, DriverSummary(self.sent, self.answered, self.lost, time.monotonic() - wall0)
+        answered = int(self.log.answers.answered.sum())
+        return self.log.answers, DriverSummary(self.sent, answered, self.sent - answered, time.monotonic() - started,
+                                               len(tl) + s.malformed, starts)
 
 
 def run_driver(cfg: DictConfig, broker_url: str, ranker_address: str) -> DriverSummary:

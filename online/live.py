@@ -9,10 +9,11 @@
 This module is the supervisor: it starts every component as a process of its own — the broker
 (redis-server), the trainer, the ranker, the joiner, the driver — each of which reads its own config
 node (online/trainer.py, online/joiner.py, online/driver.py: their `main`), watches them, samples
-their progress once a second, runs the fault drill when asked, and stops them all at the end,
-whatever happened. What the components and the supervisor saw is the run's record
-(online/record.py), from which online/report/ computes the report. The tests use the supervisor's
-handles to kill and restart components mid-stream.
+their progress once a second, starts again any that dies (online/supervision.py: backoff and a
+limit), runs the fault drill or the chaos run when asked, and stops them all at the end, whatever
+happened. What the components and the supervisor saw is the run's record (online/record.py), from
+which online/report/ computes the report. The tests use the supervisor's handles to kill and
+restart components mid-stream.
 """
 
 from __future__ import annotations
@@ -34,13 +35,12 @@ from data_pipelines.dataset import FINAL, DataSet
 from online import broker as brk
 from online import driver, joiner, trainer
 from online.progress import ProgressSample
-from online.record import Fault, LiveRun, LoopRecord
+from online.record import Fault, LiveRun, LoopRecord, Restart
+from online.supervision import RESTARTABLE, Kill, RestartPolicy, fault_schedule
 from serving.binaries import RANKER_SERVER
 from serving.server_process import RankerServer
 
 ROLES = ("trainer", "joiner", "driver")
-# online.drill: each fault at this share of the played span (by the driver's clock).
-DRILL = ((0.3, "trainer killed and restarted"), (0.5, "ranker restarted"), (0.7, "broker restarted"))
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,14 @@ class LiveSettings:
     trainer_threads: int  # torch threads of the trainer
     replay: bool  # the replay of the same world, learner and seed beside the live figures
     progress: bool
-    drill: bool  # the fault drill: DRILL's faults in turn
+    drill: bool  # the fault drill (online/supervision.py: DRILL)
+    restart: RestartPolicy  # a component that dies is started again (online/supervision.py)
+    chaos: int = 0  # SIGKILLs of randomly chosen components at random moments (online/supervision.py)
+    chaos_seed: int = 0
+    broker_fsync: str = "always"  # the job's own broker: always | everysec (online/broker.py: BrokerServer)
 
     def __post_init__(self) -> None:
+        fault_schedule(self.drill, self.chaos, self.chaos_seed)  # refuses both at once, or a negative count
         if self.speed <= 0 or self.partitions < 1 or self.ranker_threads < 1 or self.trainer_threads < 1:
             raise ValueError(f"online.speed, online.partitions, online.ranker_threads and online.trainer_threads must "
                              f"be positive, got {self}")
@@ -100,29 +105,34 @@ class LiveLoop:
         self.redis = None
         self.config_yaml = ""
         self._started = time.time()
+        self.schedule: list[Kill] = fault_schedule(self.s.drill, self.s.chaos, self.s.chaos_seed)  # still to come
+        self._killed_at: dict[str, tuple[float, str]] = {}  # component -> (when a fault stopped it, the signal)
+        self._restarting: dict[str, tuple[Restart, float]] = {}  # component -> (its restart, when to start it)
+        self._recovering: list[Restart] = []  # started again, not yet at work
 
     # -- components ---------------------------------------------------------------------------
     def start(self) -> "LiveLoop":
         self.run.clear()
         self.run.save_config(self.cfg)
         if self.s.redis_url is None:
-            self.broker = brk.BrokerServer().start()
+            self.broker = brk.BrokerServer(fsync=self.s.broker_fsync).start()
             self.broker_url = self.broker.url
         else:
             self.broker_url = self.s.redis_url
-        self.redis = brk.connect(self.broker_url)
+        # Short outages only: the supervisor itself starts the broker again when it dies.
+        self.redis = brk.connect(self.broker_url, outage_s=3.0)
         self._clear_streams()
         self.config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
         self.start_trainer()
         self._wait(self.run.export.has_meta, "the trainer's first full export", 900, ["trainer"])
         self.start_ranker()
-        self._spawn("joiner", joiner.main, (self.config_yaml, self.broker_url))
-        self._spawn("driver", driver.main, (self.config_yaml, self.broker_url, f"127.0.0.1:{self.ranker_port}"))
+        self.start_joiner()
+        self.start_driver()
         return self
 
     def _clear_streams(self) -> None:
         keys = [brk.events_stream(p) for p in range(self.s.partitions)] + [
-            brk.samples_stream(n) for n in self.sample_streams] + [brk.QUARANTINE, brk.PROGRESS]
+            brk.samples_stream(n) for n in self.sample_streams] + [brk.QUARANTINE, brk.PROGRESS, brk.ANSWERS]
         self.redis.delete(*keys)
 
     def _spawn(self, role: str, target, args: tuple) -> None:
@@ -136,38 +146,114 @@ class LiveLoop:
     def start_trainer(self) -> None:
         self._spawn("trainer", trainer.main, (self.config_yaml, self.broker_url, self.s.trainer_threads))
 
-    def kill_trainer(self) -> None:
-        _signal_group(self.procs["trainer"], signal.SIGKILL)
-        self.procs["trainer"].join()
-        self._fault("trainer killed")
-
     def start_ranker(self) -> None:
         self.ranker = RankerServer(self.run.export.root, "--format", self.s.ranker_format, "--intra-op-threads",
                                    str(self.s.ranker_threads), port=self.ranker_port)
 
-    def restart_ranker(self) -> None:
-        self.ranker.terminate()
-        self.record.ranker_logs.append(self.ranker.stderr)
-        self._fault("ranker stopped")
-        self.start_ranker()
-        self._fault("ranker serving again")
+    def start_joiner(self) -> None:
+        self._spawn("joiner", joiner.main, (self.config_yaml, self.broker_url))
 
-    def restart_broker(self, down_s: float = 1.0) -> None:
-        if self.broker is None:
+    def start_driver(self) -> None:
+        self._spawn("driver", driver.main, (self.config_yaml, self.broker_url, f"127.0.0.1:{self.ranker_port}"))
+
+    # -- supervision ------------------------------------------------------------------------------
+    def _exit_status(self, component: str) -> int | None:
+        """None while `component` runs (or ended well: a process role with status 0); else its status."""
+        if component in self.procs:
+            code = self.procs[component].exitcode
+            return None if code in (None, 0) else code
+        if component == "ranker":
+            return None if self.ranker is None else self.ranker.proc.poll()
+        if component == "broker":
+            return None if self.broker is None or self.broker.alive else self.broker.process.returncode
+        raise KeyError(component)
+
+    def kill(self, component: str, sig: str = "SIGKILL") -> None:
+        """SIGKILL (a crash) or SIGTERM (an operator's stop); the supervisor notices and starts the
+        component again."""
+        if component == "broker" and self.broker is None:
             raise RuntimeError("the broker is not this job's own (online.redis_url is set)")
-        self._fault("broker stopped")
-        self.broker.restart(down_s)
-        self._fault("broker up again")
+        self._killed_at[component] = (time.time(), sig)
+        self._fault(f"{component} {'killed' if sig == 'SIGKILL' else 'stopped'} ({sig})")
+        if component in self.procs:
+            _signal_group(self.procs[component], getattr(signal, sig))
+            self.procs[component].join()
+        elif component == "ranker":
+            self.ranker.kill() if sig == "SIGKILL" else self.ranker.terminate()
+        elif component == "broker":
+            self.broker.kill() if sig == "SIGKILL" else self.broker.terminate()
+
+    def _start(self, component: str) -> None:
+        if component == "ranker":
+            self.record.ranker_logs.append(self.ranker.stderr)
+            self.start_ranker()
+        elif component == "broker":
+            self.broker.start()
+        else:
+            {"trainer": self.start_trainer, "joiner": self.start_joiner, "driver": self.start_driver}[component]()
+
+    def supervise(self) -> None:
+        """Starts again, after its backoff, every component that died; raises once one has died more
+        often than the policy allows."""
+        now = time.time()
+        for component in RESTARTABLE:
+            if component in self._restarting or (component == "broker" and self.broker is None):
+                continue
+            code = self._exit_status(component)
+            if code is None:
+                continue
+            earlier = sum(r.component == component for r in self.record.restarts)
+            if not self.s.restart.allows(earlier):
+                raise RuntimeError(f"the {component} exited with status {code} after {earlier} restarts "
+                                   f"(online.restart.limit); see its output above")
+            killed_at, sig = self._killed_at.pop(component, (now, None))
+            cause = f"{sig} (fault schedule)" if sig else f"exit status {code}"
+            print(f"supervisor: the {component} ended ({cause}); starting it again in "
+                  f"{self.s.restart.delay_s(earlier):.1f} s", flush=True)
+            restart = Restart(component, cause, killed_at)
+            self._restarting[component] = (restart, now + self.s.restart.delay_s(earlier))
+        for component, (restart, due) in list(self._restarting.items()):
+            if time.time() >= due:
+                self._start(component)
+                restart.restarted_unix_s = time.time()
+                self.record.restarts.append(restart)
+                self._recovering.append(restart)
+                del self._restarting[component]
+
+    def _recovered(self, row: ProgressSample) -> None:
+        """Marks each restarted component recovered once it is at work again: the broker and the
+        ranker when they answer (their start waits for it), the trainer at its first progress (a
+        push), the joiner at its first emission, the driver once it has started publishing."""
+        drivers = [r for r in self.record.restarts if r.component == "driver"]
+        for restart in list(self._recovering):
+            since = restart.restarted_unix_s
+            at = {"broker": since, "ranker": since,
+                  "trainer": row.trainer.unix_s if (row.trainer.unix_s or 0) > since else None,
+                  "joiner": row.joiner.unix_s if (row.joiner.unix_s or 0) > since else None,
+                  # the n-th driver started again is the (n + 1)-th start
+                  "driver": row.unix_s if restart in drivers and (row.driver.starts or 0) >= drivers.index(restart) + 2
+                  else None}[restart.component]
+            if at is not None:
+                restart.recovered_unix_s = at
+                self._recovering.remove(restart)
 
     # -- watching ---------------------------------------------------------------------------------
-    def sample(self) -> ProgressSample:
-        # Events published and not consumed yet: the joiner trims what it has read (approximately).
-        backlog = float(sum(self.redis.xlen(brk.events_stream(p)) for p in range(self.s.partitions)))
-        row = ProgressSample.read(self.redis, backlog)
+    def sample(self) -> ProgressSample | None:
+        """The components' progress now (None when the broker cannot be reached)."""
+        if self.broker is not None and not self.broker.alive:
+            return None
+        try:
+            # Events published and not consumed yet: the joiner trims what it has checkpointed.
+            backlog = float(sum(self.redis.xlen(brk.events_stream(p)) for p in range(self.s.partitions)))
+            row = ProgressSample.read(self.redis, backlog)
+        except brk.RECONNECT:
+            return None
         self.record.series.append(row)
+        self._recovered(row)
         return row
 
     def _check_alive(self, roles: list[str]) -> None:
+        """Before the loop runs (no restarts yet): a component that exits is a fault to report."""
         for role in roles:
             proc = self.procs.get(role)
             if proc is not None and proc.exitcode not in (None, 0):
@@ -182,41 +268,52 @@ class LiveLoop:
             time.sleep(0.2)
 
     def wait_until(self, condition, what: str, timeout_s: float = 600) -> None:
-        """Samples progress each second until `condition(sample)` holds."""
+        """Samples progress each second until `condition(sample)` holds, starting again what dies."""
         deadline = time.monotonic() + timeout_s
-        while not condition(self.sample()):
-            self._check_alive(list(self.procs))
+        while True:
+            self.supervise()
+            row = self.sample()
+            if row is not None and condition(row):
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what}: not reached after {timeout_s:.0f} s")
             time.sleep(1.0)
 
+    def _done(self) -> bool:
+        return not self._restarting and all(self.procs[r].exitcode == 0 for r in ROLES)
+
     def finish(self, timeout_s: float = 3600) -> None:
-        """Waits for the driver, the joiner and the trainer to end, sampling progress each second
-        (and running the fault drill when asked)."""
+        """Waits for the driver, the joiner and the trainer to end, sampling progress each second,
+        starting again what dies, and running the fault drill or the chaos run when asked."""
         deadline = time.monotonic() + timeout_s
-        drill = list(DRILL) if self.s.drill else []
-        while any(self.procs[r].is_alive() for r in ROLES):
-            self._check_alive(list(self.procs))
+        while not self._done():
+            self.supervise()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the live loop did not end within {timeout_s:.0f} s")
-            share = self.sample().driver.played_share()
-            if drill and share is not None and share >= drill[0][0]:
-                self._drill(drill.pop(0)[1])
+            row = self.sample()
+            share = None if row is None else row.driver.played_share()
+            if self.schedule and share is not None and share >= self.schedule[0].share:
+                self._inject(share)
+                continue  # at once to supervise(): the restart's clock runs from the kill
             for proc in self.procs.values():
                 proc.join(timeout=1.0 / len(self.procs))
-        self._check_alive(list(self.procs))
-        self.sample()
+        self.record.faults_skipped += [f.component for f in self.schedule]  # the run ended before their moment
+        while self.sample() is None:  # the last sample, through a broker restart
+            self.supervise()
+            time.sleep(0.5)
 
-    def _drill(self, fault: str) -> None:
-        print(f"drill: {fault}")
-        if fault.startswith("trainer"):
-            self.kill_trainer()
-            self.start_trainer()
-            self._fault("trainer started again")
-        elif fault.startswith("ranker"):
-            self.restart_ranker()
-        else:
-            self.restart_broker()
+    def _inject(self, share: float) -> None:
+        """The schedule's next fault, once its target runs (one being started again is waited for;
+        a process that has finished its work cannot be killed, and is recorded as skipped)."""
+        fault = self.schedule[0]
+        if fault.component in self._restarting:
+            return
+        self.schedule.pop(0)
+        if fault.component in self.procs and not self.procs[fault.component].is_alive():
+            self.record.faults_skipped.append(fault.component)
+            return
+        print(f"fault: {fault.signal} to the {fault.component} at {share:.0%} of the span", flush=True)
+        self.kill(fault.component, fault.signal)
 
     def collect(self) -> None:
         """What the record needs from the components still running (the quarantine, the ranker's

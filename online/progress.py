@@ -23,6 +23,7 @@ class DriverProgress:
     answered: int | None = None
     lost: int | None = None
     done_unix_s: float | None = None  # every event published and every request answered or lost
+    starts: int | None = None  # drivers of this run started so far (a restarted one resumes the run)
 
     def played_share(self) -> float | None:
         """How far through the requests the clock is (0 to 1, and past 1 on the events after the last

@@ -139,7 +139,9 @@ class DriverSummary:
     requests_sent: int
     requests_answered: int
     requests_lost: int
-    wall_s: float
+    wall_s: float  # of the last driver
+    events_published: int = 0  # facts and malformed entries, each acknowledged by the broker
+    restarts: int = 0  # drivers started again before the last one ended
 
 
 @dataclass
@@ -175,9 +177,20 @@ class Fault:
 
 
 @dataclass
+class Restart:
+    """A component that died and was started again by the supervisor."""
+
+    component: str
+    cause: str  # "SIGKILL (fault schedule)", "exit status 1", ...
+    died_unix_s: float  # the kill, or when the supervisor saw it gone
+    restarted_unix_s: float | None = None  # started again (after the backoff)
+    recovered_unix_s: float | None = None  # at work again (online/live.py: LiveLoop._recovered)
+
+
+@dataclass
 class LoopRecord:
     """What the supervisor saw: the components' progress once a second, the faults it caused, the
-    ranker's log and metrics, the broker's quarantine."""
+    restarts, the ranker's log and metrics, the broker's quarantine."""
 
     wall_s: float
     series: list[ProgressSample] = field(default_factory=list)
@@ -185,11 +198,14 @@ class LoopRecord:
     ranker_logs: list[str] = field(default_factory=list)  # of every ranker started, the last one's last
     ranker_metrics: dict[str, float] = field(default_factory=dict)
     quarantine: list[dict[str, str]] = field(default_factory=list)  # entries refused, with their reason
+    restarts: list[Restart] = field(default_factory=list)
+    faults_skipped: list[str] = field(default_factory=list)  # scheduled faults not injected: their target had finished
 
     @classmethod
     def of_dict(cls, d: dict) -> "LoopRecord":
         return cls(d["wall_s"], [ProgressSample.of_dict(s) for s in d["series"]], [Fault(**f) for f in d["faults"]],
-                   d["ranker_logs"], d["ranker_metrics"], d["quarantine"])
+                   d["ranker_logs"], d["ranker_metrics"], d["quarantine"],
+                   [Restart(**r) for r in d.get("restarts", [])], d.get("faults_skipped", []))
 
 
 def _write_json(path: Path, value) -> None:

@@ -120,6 +120,34 @@ def _series_figures(loop: LoopRecord, learned_stream: str) -> dict:
             "events_in_broker": quantiles(np.array([r.events_in_broker for r in playing]))}
 
 
+def restart_figures(loop: LoopRecord) -> dict:
+    """Restarts by component, and per component the seconds from each death (the kill, or when the
+    supervisor saw it gone) to the component at work again: p50 and max."""
+    components = sorted({r.component for r in loop.restarts})
+    recovery = {}
+    for c in components:
+        seconds = np.array([r.recovered_unix_s - r.died_unix_s for r in loop.restarts
+                            if r.component == c and r.recovered_unix_s is not None])
+        q = quantiles(seconds)
+        recovery[c] = {"p50": q["p50"], "max": q["max"],
+                       "not_recovered": sum(r.component == c and r.recovered_unix_s is None for r in loop.restarts)}
+    return {"restarts": {c: sum(r.component == c for r in loop.restarts) for c in components}, "recovery_s": recovery}
+
+
+def expected_samples(data: DataSet, stream: str, played_impressions: np.ndarray) -> tuple[int, int]:
+    """(count, order-free digest) of `make streams`' samples of `stream` for the impressions played:
+    what the trainer must have learned, each exactly once."""
+    from online.trainer import sample_digest
+    from recsys.data import ShardDataset
+
+    count, digest = 0, 0
+    for part in ShardDataset(data.stream(stream), batch_size=1).micro_batches():
+        mine = np.isin(part["impression_id"], played_impressions)
+        count += int(mine.sum())
+        digest = (digest + sample_digest(part["impression_id"][mine], part["report_ts"][mine], part["kind"][mine])) % 2**64
+    return count, digest
+
+
 def build_report(run: LiveRun, data: DataSet, light_user_max_live: int, windows: CatchWindows, learned_stream: str,
                  comparison: tuple[np.ndarray, np.ndarray, str] | None, settings: dict) -> tuple[dict, np.ndarray]:
     """The report's content from the run's record, and every click's data seconds to a served model
@@ -141,6 +169,7 @@ def build_report(run: LiveRun, data: DataSet, light_user_max_live: int, windows:
         replay_figures = served_figures(evaluation, np.where(np.isfinite(served[:, :1]), replayed, np.nan), tasks,
                                         windows)
 
+    expected_count, expected_digest = expected_samples(data, learned_stream, ids[answers.rows])
     latency = click_to_served(answers, versions, learned, ctr)
     click_latencies = latency.pop("_data_s")
     request_s = (answers.answered_unix_s - answers.sent_unix_s)[answers.answered]
@@ -166,6 +195,11 @@ def build_report(run: LiveRun, data: DataSet, light_user_max_live: int, windows:
         "requests_answered": driver.requests_answered,
         "requests_lost": driver.requests_lost,
         "events_quarantined": joiner.quarantined,
+        # Published (and acknowledged by the broker) but neither applied nor quarantined by the joiner.
+        "lost_events": driver.events_published - joiner.events - joiner.quarantined,
+        "samples_expected": expected_count,
+        "samples_digest_matches": trainer.samples_learned_total == expected_count and int(trainer.digest) == expected_digest,
+        **restart_figures(loop),
         **_series_figures(loop, learned_stream),
         "ranker_request_ms": ms(quantiles(request_s)),
         "ranker_request_ms_first_try": ms(quantiles((answers.answered_unix_s - answers.sent_unix_s)[first_try])),
@@ -181,5 +215,6 @@ def build_report(run: LiveRun, data: DataSet, light_user_max_live: int, windows:
               "trainer": {k: v for k, v in asdict(trainer).items() if k in
                           ("samples_learned_total", "digest", "resumed_after_samples", "pushes", "exports")},
               "ranker_metrics": {k: v for k, v in loop.ranker_metrics.items() if k.startswith("ranker_push")},
-              "faults": [asdict(f) for f in loop.faults], "quarantine": loop.quarantine[:100]}
+              "faults": [asdict(f) for f in loop.faults], "restarts": [asdict(r) for r in loop.restarts],
+              "faults_skipped": loop.faults_skipped, "quarantine": loop.quarantine[:100]}
     return report, click_latencies

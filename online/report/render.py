@@ -56,8 +56,16 @@ def markdown(report: dict) -> str:
               f"Pushes applied by the ranker: {s['pushes_applied']:,}. Events quarantined: {s['events_quarantined']:,}.",
               "", f"Replay figures from `{report['replay_source']}`." if report["replay_source"] else
               "No replay figures (online.replay=false)."]
+    lines += ["", f"Exactly once: {s['samples_learned']:,} samples learned of {s['samples_expected']:,} that make "
+                  f"streams gives the impressions played; digest {'matches' if s['samples_digest_matches'] else 'DIFFERS'}"
+                  f". Events lost (published, acknowledged, never consumed): {s['lost_events']:,}."]
     if report["faults"]:
         lines += ["", "Faults: " + "; ".join(e["event"] for e in report["faults"]) + "."]
+    if report["restarts"]:
+        lines += ["", "| restarted | times | recovery p50 (s) | max (s) |", "|---|---|---|---|"]
+        lines += [f"| {c} | {n} | {_f(s['recovery_s'][c]['p50'], '.1f')} | {_f(s['recovery_s'][c]['max'], '.1f')} |"
+                  for c, n in s["restarts"].items()]
+        lines += ["", "Restarts: " + "; ".join(f"{r['component']} ({r['cause']})" for r in report["restarts"]) + "."]
     return "\n".join(lines) + "\n"
 
 
