@@ -4,7 +4,7 @@ onto Kafka topics, partitions and consumer groups).
 | stream             | written by | read by  | holds                                                     |
 |--------------------|------------|----------|-----------------------------------------------------------|
 | events.<p>         | driver     | joiner   | user events of partition p = user_id % partitions          |
-| samples.<stream>   | joiner     | trainer  | a micro-batch of samples per joiner step, with its watermark |
+| samples.<stream>.<k> | joiner k | trainer  | a micro-batch of samples per joiner step, with its watermark |
 | quarantine         | joiner     | report   | entries the joiner refused, with the reason               |
 | answers            | driver     | driver   | the ranker's answer to each request (a restarted driver's log) |
 
@@ -36,8 +36,10 @@ def events_stream(partition: int) -> str:
     return f"events.{partition}"
 
 
-def samples_stream(stream: str) -> str:
-    return f"samples.{stream}"
+def samples_stream(stream: str, part: int = 0) -> str:
+    """Label stream `stream`'s samples as joiner `part` publishes them (one stream per joiner process:
+    a Kafka topic's partitions)."""
+    return f"samples.{stream}.{part}"
 
 
 RECONNECT = (redis.ConnectionError, redis.TimeoutError)

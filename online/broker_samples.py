@@ -13,7 +13,7 @@ from collections import deque
 
 import numpy as np
 
-from data_pipelines.micro_batch import MicroBatch, take_rows
+from data_pipelines.micro_batch import MicroBatch, concat_arrays, take_rows
 from data_pipelines.streams import codec
 from recsys.learning.sources import ReportBuffer
 
@@ -83,3 +83,69 @@ class BrokerSamples:
         """The greatest id below `entry_id` (Redis ids are ms-seq); reading after it reads `entry_id` next."""
         ms, seq = (int(x) for x in entry_id.split(b"-"))
         return f"{ms}-{seq - 1}".encode() if seq > 0 else f"{ms - 1}-{2 ** 64 - 1}".encode()
+
+
+class MergedBrokerSamples:
+    """A label stream published by several joiner processes, one samples stream each
+    (`samples.<stream>.<k>`), as one SampleSource: `until(t)` waits for every joiner's watermark to
+    pass t and hands out their samples reported before t merged in (report_ts, impression, kind)
+    order — one joiner's own order, so one joiner reads as before. `offset_for(n)` names, per joiner
+    stream, where a consumer that has learned the first n samples handed out resumes: a checkpoint
+    commits one offset per partition of the samples topic, as a Kafka consumer of several partitions does."""
+
+    def __init__(self, client, streams: list[str], offsets: dict[str, dict] | None = None, position: int = 0,
+                 block_ms: int = 200):
+        """`offsets`: per stream {"after", "skip", "position"} from a checkpoint (None: from the
+        start); `position`: the samples learned in all (the checkpoint's)."""
+        offsets = offsets or {}
+        self.streams = list(streams)
+        self.parts = [BrokerSamples(client, s, offsets.get(s, {}).get("after", "0-0").encode(),
+                                    int(offsets.get(s, {}).get("skip", 0)), int(offsets.get(s, {}).get("position", 0)),
+                                    block_ms=block_ms) for s in self.streams]
+        self._learned = {s: int(offsets.get(s, {}).get("position", 0)) for s in self.streams}  # before `_handed`
+        self._position = int(position)  # samples learned before the first of `_handed`
+        self._handed: deque[np.ndarray] = deque()  # per batch handed out: each row's stream (index)
+        self.exhausted = False
+
+    @property
+    def watermark(self) -> int | None:
+        marks = [p.watermark for p in self.parts]
+        return None if None in marks else min(marks)
+
+    def first_watermark(self) -> int:
+        return min(p.first_watermark() for p in self.parts)
+
+    def until(self, t_ms: int) -> MicroBatch | None:
+        cuts = [(k, part.until(t_ms)) for k, part in enumerate(self.parts)]
+        self.exhausted = all(part.exhausted for part in self.parts)
+        cuts = [(k, c) for k, c in cuts if c is not None]
+        if not cuts:
+            return None
+        if len(cuts) == 1:
+            batch, source = cuts[0][1], np.full(len(cuts[0][1]["report_ts"]), cuts[0][0], np.int32)
+        else:
+            merged = concat_arrays([c for _, c in cuts])
+            order = np.lexsort((merged["kind"], merged["impression_id"], merged["report_ts"]))
+            batch = take_rows(merged, order)
+            source = np.concatenate([np.full(len(c["report_ts"]), k, np.int32) for k, c in cuts])[order]
+        self._handed.append(source)
+        return batch
+
+    def offset_for(self, learned: int) -> dict[str, dict]:
+        """Per stream {"after", "skip", "position"} for a consumer that has learned the first
+        `learned` samples (in all) handed out; the batches before them are forgotten."""
+        n = learned - self._position
+        while self._handed and len(self._handed[0]) <= n:
+            done = self._handed.popleft()
+            n -= len(done)
+            self._position += len(done)
+            for k, count in zip(*np.unique(done, return_counts=True)):
+                self._learned[self.streams[k]] += int(count)
+        partial = np.bincount(self._handed[0][:n], minlength=len(self.streams)) if n and self._handed else \
+            np.zeros(len(self.streams), np.int64)
+        out = {}
+        for k, (stream, part) in enumerate(zip(self.streams, self.parts)):
+            position = self._learned[stream] + int(partial[k])
+            after, skip = part.offset_for(position)
+            out[stream] = {"after": after.decode(), "skip": skip, "position": position}
+        return out

@@ -250,11 +250,22 @@ class JoinerSettings:
     idle_stream_maxlen: int  # a samples stream nobody learns is kept about this short
     checkpoint_every_s: float = 60.0  # data time between two checkpoints (state + offsets)
     read_count: int = 2000  # entries per partition and read, at most
+    processes: int = 1  # joiner processes; process k owns the partitions p with p % processes == k
 
     def __post_init__(self) -> None:
-        if min(self.partitions, self.step_s, self.idle_stream_maxlen, self.checkpoint_every_s, self.read_count) <= 0:
-            raise ValueError(f"joiner: partitions, step_s, idle_stream_maxlen, checkpoint_every_s and read_count "
-                             f"must be positive, got {self}")
+        if min(self.partitions, self.step_s, self.idle_stream_maxlen, self.checkpoint_every_s, self.read_count,
+               self.processes) <= 0:
+            raise ValueError(f"joiner: partitions, step_s, idle_stream_maxlen, checkpoint_every_s, read_count and "
+                             f"processes must be positive, got {self}")
+        if self.processes > self.partitions:
+            raise ValueError(f"joiner.processes ({self.processes}) cannot exceed the partitions ({self.partitions}): "
+                             f"a process owns whole partitions")
+
+    def owned(self, index: int) -> list[int]:
+        """The partitions joiner process `index` consumes: a user's events all go to one of them."""
+        if not 0 <= index < self.processes:
+            raise ValueError(f"joiner {index}: there are {self.processes} joiner processes")
+        return [p for p in range(self.partitions) if p % self.processes == index]
 
     @property
     def step_ms(self) -> int:
@@ -297,20 +308,23 @@ def restore(checkpoints: JoinerCheckpoints, rules: LabelRules, streams: list[str
 
 
 def run_joiner(rules: LabelRules, settings: JoinerSettings, broker_url: str, learned_stream: str,
-               checkpoints: JoinerCheckpoints) -> tuple[JoinerSummary, dict[str, StreamLedger]]:
+               checkpoints: JoinerCheckpoints, index: int = 0) -> tuple[JoinerSummary, dict[str, StreamLedger]]:
     """Consumes the partitions until each has said `end`; emits samples each `step_s` of watermark
     and checkpoints each `checkpoint_every_s`. Started again after a crash, it resumes from its
     newest checkpoint: the events after its offsets are read again and the samples they give that
     a samples stream already holds (published after the checkpoint, before the crash) are counted
     and kept in the ledger but not published twice — the stream's last watermark says which.
     Every stream but `learned_stream` (the one the trainer learns) is trimmed as it is written; the
-    events are trimmed up to the offsets of each checkpoint."""
+    events are trimmed up to the offsets of each checkpoint. Joiner `index` of `settings.processes`
+    consumes its own partitions (`settings.owned`) and publishes to its own samples streams: its
+    watermark is the lowest clock of its partitions, and each sample is made by the one joiner that
+    holds its user's events."""
     r = brk.connect(broker_url)
     producer = brk.Producer(r)
-    maxlen = {brk.samples_stream(n): settings.idle_stream_maxlen for n in rules.engines if n != learned_stream}
-    streams = [brk.events_stream(p) for p in range(settings.partitions)]
+    maxlen = {brk.samples_stream(n, index): settings.idle_stream_maxlen for n in rules.engines if n != learned_stream}
+    streams = [brk.events_stream(p) for p in settings.owned(index)]
     joiner, pos = restore(checkpoints, rules, streams)
-    published = {name: _Published.read(r, brk.samples_stream(name)) for name in joiner.engines}
+    published = {name: _Published.read(r, brk.samples_stream(name, index)) for name in joiner.engines}
     quarantined_before = {(f[b"stream"], f[b"entry"]) for _, f in r.xrange(brk.QUARANTINE)} if pos.resumes else set()
     if pos.resumes:
         log.warning("joiner resumed (%d) at watermark %s after %d events; samples streams hold up to %s",
@@ -336,10 +350,10 @@ def run_joiner(rules: LabelRules, settings: JoinerSettings, broker_url: str, lea
         watermark = min(known) if len(known) == len(streams) else None
         done = len(pos.ended) == len(streams)
         if watermark is not None and (done or pos.last_step is None or watermark - pos.last_step >= settings.step_ms):
-            _publish(producer, joiner.advance(watermark), watermark, maxlen, ledger, published)
+            _publish(producer, joiner.advance(watermark), watermark, maxlen, ledger, published, index)
             pos.last_step = watermark
             publish(r, JoinerProgress(watermark=watermark, events=pos.events, quarantined=pos.quarantined,
-                                      emitted=dict(joiner.emitted), unix_s=time.time()))
+                                      emitted=dict(joiner.emitted), unix_s=time.time()), instance=index)
             if not done and (last_checkpoint is None or watermark - last_checkpoint >= settings.checkpoint_every_ms):
                 checkpoints.save(joiner.state(), pos, _ledger(ledger))
                 ledger.clear()
@@ -347,12 +361,12 @@ def run_joiner(rules: LabelRules, settings: JoinerSettings, broker_url: str, lea
                 for s in streams:  # consumed and checkpointed: needed by no one now
                     r.xtrim(s, minid=pos.offsets[s], approximate=True)
     final = joiner.finish()
-    _publish(producer, final, (joiner.watermark or 0), maxlen, ledger, published)
-    producer.send([(brk.samples_stream(name), joiner.watermark or 0,
+    _publish(producer, final, (joiner.watermark or 0), maxlen, ledger, published, index)
+    producer.send([(brk.samples_stream(name, index), joiner.watermark or 0,
                     {b"end": b"1", b"watermark": str(joiner.watermark or 0).encode()})
                    for name in joiner.engines if not published[name].ended])
     publish(r, JoinerProgress(events=pos.events, quarantined=pos.quarantined, emitted=dict(joiner.emitted),
-                              unix_s=time.time()))
+                              unix_s=time.time()), instance=index)
     if joiner.stays:
         log.warning("%d impressions had no exit when the partitions ended; none of their exit samples was emitted",
                     len(joiner.stays))
@@ -376,7 +390,7 @@ def _consume(joiner: LabelJoiner, pos: JoinerPosition, stream: str, event: Event
 
 
 def _publish(producer: brk.Producer, batches: dict[str, dict[str, np.ndarray] | None], watermark: int,
-             maxlen: dict[str, int], ledger: list[tuple], published: dict[str, _Published]) -> None:
+             maxlen: dict[str, int], ledger: list[tuple], published: dict[str, _Published], index: int) -> None:
     """One step's samples, a stream's entry left out where the stream already holds this watermark
     (a resumed joiner's re-emission: its samples are in the ledger all the same)."""
     now = time.time()
@@ -395,7 +409,7 @@ def _publish(producer: brk.Producer, batches: dict[str, dict[str, np.ndarray] | 
                   str(len(batch["report_ts"])).encode()}
         if batch is not None:
             fields[b"batch"] = codec.encode(batch)
-        entries.append((brk.samples_stream(name), watermark, fields))
+        entries.append((brk.samples_stream(name, index), watermark, fields))
     producer.send(entries, maxlen=maxlen)
 
 
@@ -410,13 +424,13 @@ def _ledger(entries: list[tuple]) -> dict[str, StreamLedger]:
     return out
 
 
-def main(config_yaml: str, broker_url: str) -> None:
-    """The joiner's process, as the supervisor (online/live.py) spawns (and restarts) it: the label
+def main(config_yaml: str, broker_url: str, index: int = 0) -> None:
+    """Joiner process `index`, as the supervisor (online/live.py) spawns (and restarts) it: the label
     rules of cfg.stream, the settings of cfg.joiner; its summary and ledger go into the run's record."""
     own_process_group()
     cfg = OmegaConf.create(config_yaml)
     run = LiveRun.of(cfg.paths, cfg.online.name)
     summary, ledger = run_joiner(build(cfg.stream), build(cfg.joiner), broker_url, str(cfg.online_train.stream),
-                                 JoinerCheckpoints(run.joiner_checkpoints))
-    run.save_ledger(ledger)
-    run.save_joiner_summary(summary)
+                                 JoinerCheckpoints(run.joiner_checkpoints(index)), index)
+    run.save_ledger(ledger, index)
+    run.save_joiner_summary(summary, index)

@@ -36,11 +36,10 @@ from online import broker as brk
 from online import driver, joiner, trainer
 from online.progress import ProgressSample
 from online.record import Fault, LiveRun, LoopRecord, Restart
-from online.supervision import RESTARTABLE, Kill, RestartPolicy, fault_schedule
+from online.supervision import Kill, RestartPolicy, fault_schedule
 from serving.binaries import RANKER_SERVER
 from serving.server_process import RankerServer
 
-ROLES = ("trainer", "joiner", "driver")
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,7 @@ class LiveLoop:
         if not RANKER_SERVER.exists():
             raise FileNotFoundError(f"{RANKER_SERVER} does not exist: run make ranker first")
         self.sample_streams = list(build(cfg.stream).engines)  # what the joiner publishes
+        self.joiners = build(cfg.joiner).processes
         self.ctx = multiprocessing.get_context("spawn")
         self.broker: brk.BrokerServer | None = None
         self.broker_url = ""
@@ -126,13 +126,15 @@ class LiveLoop:
         self.start_trainer()
         self._wait(self.run.export.has_meta, "the trainer's first full export", 900, ["trainer"])
         self.start_ranker()
-        self.start_joiner()
+        for index in range(self.joiners):
+            self.start_joiner(index)
         self.start_driver()
         return self
 
     def _clear_streams(self) -> None:
         keys = [brk.events_stream(p) for p in range(self.s.partitions)] + [
-            brk.samples_stream(n) for n in self.sample_streams] + [brk.QUARANTINE, brk.PROGRESS, brk.ANSWERS]
+            brk.samples_stream(n, k) for n in self.sample_streams for k in range(self.joiners)] + [
+            brk.QUARANTINE, brk.PROGRESS, brk.ANSWERS]
         self.redis.delete(*keys)
 
     def _spawn(self, role: str, target, args: tuple) -> None:
@@ -150,8 +152,8 @@ class LiveLoop:
         self.ranker = RankerServer(self.run.export.root, "--format", self.s.ranker_format, "--intra-op-threads",
                                    str(self.s.ranker_threads), port=self.ranker_port)
 
-    def start_joiner(self) -> None:
-        self._spawn("joiner", joiner.main, (self.config_yaml, self.broker_url))
+    def start_joiner(self, index: int) -> None:
+        self._spawn(f"joiner.{index}", joiner.main, (self.config_yaml, self.broker_url, index))
 
     def start_driver(self) -> None:
         self._spawn("driver", driver.main, (self.config_yaml, self.broker_url, f"127.0.0.1:{self.ranker_port}"))
@@ -189,14 +191,16 @@ class LiveLoop:
             self.start_ranker()
         elif component == "broker":
             self.broker.start()
+        elif component.startswith("joiner."):
+            self.start_joiner(int(component.split(".")[1]))
         else:
-            {"trainer": self.start_trainer, "joiner": self.start_joiner, "driver": self.start_driver}[component]()
+            {"trainer": self.start_trainer, "driver": self.start_driver}[component]()
 
     def supervise(self) -> None:
         """Starts again, after its backoff, every component that died; raises once one has died more
         often than the policy allows."""
         now = time.time()
-        for component in RESTARTABLE:
+        for component in [*self.procs, "ranker", "broker"]:
             if component in self._restarting or (component == "broker" and self.broker is None):
                 continue
             code = self._exit_status(component)
@@ -229,10 +233,10 @@ class LiveLoop:
             since = restart.restarted_unix_s
             at = {"broker": since, "ranker": since,
                   "trainer": row.trainer.unix_s if (row.trainer.unix_s or 0) > since else None,
-                  "joiner": row.joiner.unix_s if (row.joiner.unix_s or 0) > since else None,
+                  **{f"joiner.{k}": j.unix_s if (j.unix_s or 0) > since else None for k, j in enumerate(row.joiners)},
                   # the n-th driver started again is the (n + 1)-th start
                   "driver": row.unix_s if restart in drivers and (row.driver.starts or 0) >= drivers.index(restart) + 2
-                  else None}[restart.component]
+                  else None}.get(restart.component)
             if at is not None:
                 restart.recovered_unix_s = at
                 self._recovering.remove(restart)
@@ -245,7 +249,7 @@ class LiveLoop:
         try:
             # Events published and not consumed yet: the joiner trims what it has checkpointed.
             backlog = float(sum(self.redis.xlen(brk.events_stream(p)) for p in range(self.s.partitions)))
-            row = ProgressSample.read(self.redis, backlog)
+            row = ProgressSample.read(self.redis, backlog, self.joiners)
         except brk.RECONNECT:
             return None
         self.record.series.append(row)
@@ -280,7 +284,7 @@ class LiveLoop:
             time.sleep(1.0)
 
     def _done(self) -> bool:
-        return not self._restarting and all(self.procs[r].exitcode == 0 for r in ROLES)
+        return not self._restarting and all(proc.exitcode == 0 for proc in self.procs.values())
 
     def finish(self, timeout_s: float = 3600) -> None:
         """Waits for the driver, the joiner and the trainer to end, sampling progress each second,
@@ -306,14 +310,18 @@ class LiveLoop:
         """The schedule's next fault, once its target runs (one being started again is waited for;
         a process that has finished its work cannot be killed, and is recorded as skipped)."""
         fault = self.schedule[0]
-        if fault.component in self._restarting:
+        target = fault.component
+        if target == "joiner":  # the joiner processes in turn
+            killed = sum(f.event.startswith("joiner.") for f in self.record.faults)
+            target = f"joiner.{killed % self.joiners}"
+        if target in self._restarting:
             return
         self.schedule.pop(0)
-        if fault.component in self.procs and not self.procs[fault.component].is_alive():
-            self.record.faults_skipped.append(fault.component)
+        if target in self.procs and not self.procs[target].is_alive():
+            self.record.faults_skipped.append(target)
             return
-        print(f"fault: {fault.signal} to the {fault.component} at {share:.0%} of the span", flush=True)
-        self.kill(fault.component, fault.signal)
+        print(f"fault: {fault.signal} to the {target} at {share:.0%} of the span", flush=True)
+        self.kill(target, fault.signal)
 
     def collect(self) -> None:
         """What the record needs from the components still running (the quarantine, the ranker's

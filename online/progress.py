@@ -21,7 +21,6 @@ class DriverProgress:
     clock_ms: int | None = None  # every partition is complete up to here
     sent: int | None = None  # requests
     answered: int | None = None
-    lost: int | None = None
     done_unix_s: float | None = None  # every event published and every request answered or lost
     starts: int | None = None  # drivers of this run started so far (a restarted one resumes the run)
 
@@ -54,9 +53,10 @@ COMPONENTS = {"driver": DriverProgress, "joiner": JoinerProgress, "trainer": Tra
 _NAME_OF = {cls: name for name, cls in COMPONENTS.items()}
 
 
-def publish(client, progress) -> None:
-    """Writes the fields of `progress` (a component's schema) that are set."""
-    prefix = _NAME_OF[type(progress)]
+def publish(client, progress, instance: int | None = None) -> None:
+    """Writes the fields of `progress` (a component's schema) that are set; `instance`: which of a
+    component's processes writes them (the joiners: `joiner<k>.<field>`)."""
+    prefix = _NAME_OF[type(progress)] + ("" if instance is None else str(instance))
     mapping = {}
     for name, value in asdict(progress).items():
         if isinstance(value, dict):
@@ -83,24 +83,47 @@ def _number(raw: str, annotation: str):
     return int(float(raw)) if annotation.startswith("int") else float(raw)
 
 
+def joined(joiners: list[JoinerProgress]) -> JoinerProgress:
+    """The joiner processes as one: the lowest watermark (every event up to it is applied by all),
+    the counters summed; None where one has not written it yet."""
+    def all_of(name: str) -> list:
+        values = [getattr(j, name) for j in joiners]
+        return [] if not joiners or None in values else values
+
+    emitted: dict[str, int] = {}
+    for j in joiners:
+        for stream, n in j.emitted.items():
+            emitted[stream] = emitted.get(stream, 0) + n
+    return JoinerProgress(watermark=min(all_of("watermark"), default=None), events=sum(all_of("events")) if
+                          all_of("events") else None, quarantined=sum(all_of("quarantined")) if
+                          all_of("quarantined") else None, emitted=emitted,
+                          unix_s=min(all_of("unix_s"), default=None))
+
+
 @dataclass
 class ProgressSample:
-    """The loop's counters at one moment, as the supervisor sampled them."""
+    """The loop's counters at one moment, as the supervisor sampled them; `joiner` is the joiner
+    processes as one (`joined`), `joiners` each of them."""
 
     unix_s: float
-    events_in_broker: float  # published, not consumed yet (approximately: the joiner trims what it read)
+    events_in_broker: float  # published, not consumed yet (approximately: the joiner trims what it checkpointed)
     driver: DriverProgress
     joiner: JoinerProgress
     trainer: TrainerProgress
+    joiners: list[JoinerProgress] = field(default_factory=list)
 
     @classmethod
-    def read(cls, client, events_in_broker: float) -> "ProgressSample":
+    def read(cls, client, events_in_broker: float, joiners: int = 1) -> "ProgressSample":
         raw = {k.decode(): v.decode() for k, v in client.hgetall(PROGRESS).items()}
-        parts = {name: _parse(schema, {k.split(".", 1)[1]: v for k, v in raw.items() if k.startswith(f"{name}.")})
-                 for name, schema in COMPONENTS.items()}
-        return cls(time.time(), events_in_broker, **parts)
+
+        def part(prefix: str, schema):
+            return _parse(schema, {k.split(".", 1)[1]: v for k, v in raw.items() if k.startswith(f"{prefix}.")})
+
+        each = [part(f"joiner{k}", JoinerProgress) for k in range(joiners)]
+        return cls(time.time(), events_in_broker, part("driver", DriverProgress), joined(each),
+                   part("trainer", TrainerProgress), each)
 
     @classmethod
     def of_dict(cls, d: dict) -> "ProgressSample":
-        return cls(d["unix_s"], d["events_in_broker"],
-                   **{name: schema(**d[name]) for name, schema in COMPONENTS.items()})
+        return cls(d["unix_s"], d["events_in_broker"], **{name: schema(**d[name]) for name, schema in COMPONENTS.items()},
+                   joiners=[JoinerProgress(**j) for j in d.get("joiners", [])])

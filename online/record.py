@@ -5,13 +5,13 @@ computed from the record alone (`python -m online.report` renders it again from 
     logs/online/<name>/
       config.yaml            the run's composed config (the comparison replay runs with it)
       answers.npz            the driver: what the ranker answered for each impression (Answers)
-      joiner_samples.npz     the joiner's ledger: every sample emitted (a StreamLedger per stream)
+      joiner_samples.<k>.npz joiner k's ledger: every sample it emitted (a StreamLedger per stream)
       versions.jsonl         the trainer: every version a ranker may serve and what it had learned
-      driver_summary.json, joiner_summary.json
+      driver_summary.json, joiner_summary.<k>.json
       loop.json              the supervisor: progress samples, faults, the ranker's log and metrics,
                              the quarantine
       latest, clock-<ms>/    the trainer's checkpoints (the newest one named by `latest`)
-      joiner/                the joiner's checkpoints and its ledger in parts (online/joiner_checkpoint.py)
+      joiner.<k>/            joiner k's checkpoints and its ledger in parts (online/joiner_checkpoint.py)
     artifacts/<name>/        the export the ranker serves, and its pushes (export/export_dir.py)
     reports/online_train_<name>.json   the trainer's summary (make online-train writes it too)
     reports/<name>.{json,md,png}       the report
@@ -151,6 +151,7 @@ class JoinerSummary:
     emitted: dict[str, int]  # samples, by stream
     open_at_end: int  # impressions with no exit when the partitions ended
     resumes: int = 0  # times the joiner started again from its checkpoint
+    processes: int = 1  # joiner processes these figures sum
 
 
 @dataclass
@@ -245,9 +246,8 @@ class LiveRun:
     def answers_path(self) -> Path:
         return self.logs / "answers.npz"
 
-    @property
-    def ledger_path(self) -> Path:
-        return self.logs / "joiner_samples.npz"
+    def ledger_path(self, index: int) -> Path:
+        return self.logs / f"joiner_samples.{index}.npz"
 
     @property
     def versions_path(self) -> Path:
@@ -257,9 +257,8 @@ class LiveRun:
     def driver_summary_path(self) -> Path:
         return self.logs / "driver_summary.json"
 
-    @property
-    def joiner_summary_path(self) -> Path:
-        return self.logs / "joiner_summary.json"
+    def joiner_summary_path(self, index: int) -> Path:
+        return self.logs / f"joiner_summary.{index}.json"
 
     @property
     def loop_path(self) -> Path:
@@ -270,9 +269,8 @@ class LiveRun:
         """The trainer's checkpoints."""
         return self.logs
 
-    @property
-    def joiner_checkpoints(self) -> Path:
-        return self.logs / "joiner"
+    def joiner_checkpoints(self, index: int) -> Path:
+        return self.logs / f"joiner.{index}"
 
     @property
     def trainer_summary_path(self) -> Path:
@@ -296,11 +294,24 @@ class LiveRun:
     def answers(self) -> Answers:
         return Answers.load(self.answers_path)
 
-    def save_ledger(self, ledger: dict[str, StreamLedger]) -> None:
-        save_ledger(ledger, self.ledger_path)
+    def _joiner_files(self, pattern: str) -> list[Path]:
+        files = sorted(self.logs.glob(pattern))
+        if not files:
+            raise FileNotFoundError(f"{self.logs}: no {pattern} (the joiner did not finish)")
+        return files
+
+    def save_ledger(self, ledger: dict[str, StreamLedger], index: int = 0) -> None:
+        save_ledger(ledger, self.ledger_path(index))
 
     def ledger(self) -> dict[str, StreamLedger]:
-        return load_ledger(self.ledger_path)
+        """Every joiner's ledger, per stream in the order the trainer learns its samples: report
+        time, then impression, then kind (one joiner emits in that order; several are merged so)."""
+        merged = concat_ledgers([load_ledger(f) for f in self._joiner_files("joiner_samples.*.npz")])
+        out = {}
+        for stream, part in merged.items():
+            order = np.lexsort((part.kind, part.impression_id, part.report_ts))
+            out[stream] = StreamLedger(*(getattr(part, key)[order] for key in LEDGER_FIELDS))
+        return out
 
     def append_version(self, version: Version) -> None:
         self.versions_path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,11 +327,18 @@ class LiveRun:
     def driver_summary(self) -> DriverSummary:
         return DriverSummary(**json.loads(self.driver_summary_path.read_text()))
 
-    def save_joiner_summary(self, summary: JoinerSummary) -> None:
-        _write_json(self.joiner_summary_path, asdict(summary))
+    def save_joiner_summary(self, summary: JoinerSummary, index: int = 0) -> None:
+        _write_json(self.joiner_summary_path(index), asdict(summary))
 
     def joiner_summary(self) -> JoinerSummary:
-        return JoinerSummary(**json.loads(self.joiner_summary_path.read_text()))
+        """Every joiner process's summary, summed."""
+        parts = [JoinerSummary(**json.loads(f.read_text())) for f in self._joiner_files("joiner_summary.*.json")]
+        emitted: dict[str, int] = {}
+        for p in parts:
+            for stream, n in p.emitted.items():
+                emitted[stream] = emitted.get(stream, 0) + n
+        return JoinerSummary(sum(p.events for p in parts), sum(p.quarantined for p in parts), emitted,
+                             sum(p.open_at_end for p in parts), sum(p.resumes for p in parts), len(parts))
 
     def save_trainer_summary(self, summary: TrainerSummary) -> None:
         _write_json(self.trainer_summary_path, asdict(summary))

@@ -45,7 +45,7 @@ from data_pipelines.dataset import FINAL, DataSet
 from data_pipelines.micro_batch import MicroBatch, take_rows
 from export.scorer import inputs_from_batch
 from online import broker as brk
-from online.broker_samples import BrokerSamples
+from online.broker_samples import MergedBrokerSamples
 from online.process import own_process_group
 from online.progress import TrainerProgress, publish
 from online.pusher import Pusher, PushSettings
@@ -79,10 +79,13 @@ class OnlineTrainSettings:
     progress: bool
     source: str  # shards | broker
     redis_url: str | None  # the broker, for source=broker (the live loop passes its own)
+    joiners: int = 1  # source=broker: the joiner processes publishing the stream (one samples stream each)
 
     def __post_init__(self) -> None:
         if self.source not in ("shards", "broker"):
             raise ValueError(f"online_train.source must be shards or broker, got {self.source!r}")
+        if self.joiners < 1:
+            raise ValueError(f"online_train.joiners must be at least 1, got {self.joiners}")
         if self.checkpoint_every_s <= 0 or self.pace < 0:
             raise ValueError("online_train.checkpoint_every_s must be positive and online_train.pace at least 0")
 
@@ -188,9 +191,8 @@ class OnlineTrainer:
 
     def _checkpoint(self, clock_ms: int, source: SampleSource) -> Path:
         position = {"clock_ms": clock_ms, "samples_learned": self.learned, "digest": str(self.digest)}
-        if isinstance(source, BrokerSamples):
-            after, skip = source.offset_for(self.learned)
-            position["broker"] = {"after": after.decode(), "skip": skip}
+        if isinstance(source, MergedBrokerSamples):
+            position["broker"] = source.offset_for(self.learned)
         directory = self.learner.save(self.checkpoints / f"clock-{clock_ms}", position)
         pointer = self.checkpoints / f".{LATEST}.tmp"
         pointer.write_text(directory.name)
@@ -198,17 +200,20 @@ class OnlineTrainer:
         for old in self.checkpoints.glob("clock-*"):  # the newest is all a restart needs
             if old != directory:
                 shutil.rmtree(old, ignore_errors=True)
-        if "broker" in position:  # entries before the resume point are needed by nobody now
-            self.broker.xtrim(brk.samples_stream(self.s.stream), minid=position["broker"]["after"], approximate=True)
+        for stream, offset in position.get("broker", {}).items():  # entries before it are needed by nobody now
+            self.broker.xtrim(stream, minid=offset["after"], approximate=True)
         return directory
 
     def _source(self, resumed: dict | None) -> tuple[SampleSource, int]:
         """The samples to learn after those of the checkpoint, and the data time to start the clock at."""
         s, every = self.s, self.push_settings.every_ms
         if s.source == "broker":
-            offset = (resumed or {}).get("broker", {"after": "0-0", "skip": 0})
-            source = BrokerSamples(self.broker, brk.samples_stream(s.stream), offset["after"].encode(),
-                                   int(offset["skip"]), position=self.learned)
+            streams = [brk.samples_stream(s.stream, k) for k in range(s.joiners)]
+            offsets = (resumed or {}).get("broker")
+            if offsets is not None and sorted(offsets) != sorted(streams):
+                raise ValueError(f"the checkpoint read {sorted(offsets)}, this run's joiners publish {streams}: "
+                                 f"joiner.processes cannot change while a run resumes")
+            source = MergedBrokerSamples(self.broker, streams, offsets, position=self.learned)
             first = int(resumed["clock_ms"]) if resumed else source.first_watermark()
             return source, (first // every) * every
         parts = ShardDataset(self.data.stream(s.stream), batch_size=1).micro_batches()

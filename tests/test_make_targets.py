@@ -75,7 +75,8 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
                            f"bench.pipeline.ray_workers=[] bench.push.world=tiny bench.push.data_seconds=600 "
                            f"bench.push.formats=[torchscript] bench.push.seconds=2 "
                            f"'bench.push.rates=[{{every_s:0.2,pushes:3}}]' bench.push.live_data_seconds=120 "
-                           f"bench.push.live_pace=0.01 bench.output={tmp_path}/bench.json")
+                           f"bench.push.live_pace=0.01 bench.broker.events=3000 bench.broker.round_sizes=[500] "
+                           f"bench.output={tmp_path}/bench.json")
     assert result.returncode == 0, result.stderr
     machine = describe()  # the figures name their machine first, and the load before and after
     first = result.stdout.splitlines()[1]  # after make's echo of the command
@@ -83,8 +84,8 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     assert result.stdout.splitlines()[2].startswith("load average: ") and "load average at the end: " in result.stdout
     run = json.loads((tmp_path / "bench.json").read_text())
     assert run["machine"]["cpu"] == machine.cpu and run["machine"]["features"] == machine.features
-    assert set(run["figures"]) == {"history_store", "streams", "pipeline", "training", "online", "serving", "service",
-                                   "push"}
+    assert set(run["figures"]) == {"history_store", "streams", "pipeline", "training", "online", "broker", "serving",
+                                   "service", "push"}
     compared = subprocess.run([sys.executable, "-m", "bench.compare", str(tmp_path / "bench.json"),
                                str(tmp_path / "bench.json")], cwd=ROOT, capture_output=True, text=True, check=True)
     ratios = [line.split()[-1] for line in compared.stdout.splitlines()[3:] if line.split()[-1] != "-"]
@@ -95,6 +96,8 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     assert "precision 32-true" in result.stdout and "precision bf16-mixed" in result.stdout
     assert "C++ ranker" in result.stdout and "model cost" in result.stdout and "bound ms" in result.stdout
     assert "service load test" in result.stdout  # a reload under load: tests/test_ranker_service.py
+    assert "appendfsync always" in result.stdout and "appendfsync everysec" in result.stdout
+    assert run["figures"]["broker"]["joiner"]["events_per_s"] > 0 and "joiner, one process over 4" in result.stdout
     assert "history + streams (tiny" in result.stdout and "local    history" in result.stdout
     push = run["figures"]["push"]
     assert push["trainer"]["pushes"] == 600 // 30 and push["torchscript"]["rates"][0]["pushes_applied"] == 3

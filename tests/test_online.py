@@ -233,6 +233,64 @@ class _Killed(Exception):
     pass
 
 
+def _publish_world(client, timeline, features, partitions: int) -> None:
+    """Every event of the timeline on its user's partition, as the driver publishes them: a clock
+    mark on every partition about each second of data time, an end on each at the last."""
+    producer = brk.Producer(client)
+    partition = ev.partition_of(timeline.user, partitions)
+    entries, mark = [], int(timeline.ts[0]) - 1
+    for i in range(len(timeline)):
+        event = timeline.event(i, features)
+        if event.ts - 1 > mark + 1_000:  # every partition is complete up to ts - 1
+            mark = event.ts - 1
+            entries += [(brk.events_stream(p), mark, ev.encode(ev.Event(ev.CLOCK, mark))) for p in range(partitions)]
+        entries.append((brk.events_stream(int(partition[i])), event.ts, ev.encode(event)))
+    end = int(timeline.ts[-1])
+    entries += [(brk.events_stream(p), end, ev.encode(ev.Event(ev.END, end))) for p in range(partitions)]
+    for a in range(0, len(entries), 5000):
+        producer.send(entries[a:a + 5000])
+
+
+@pytest.mark.slow
+def test_two_joiner_processes_owning_half_the_partitions_each_emit_exactly_the_samples_one_emits(
+        tiny_events, broker, tmp_path):
+    """K = 2 over four partitions, side by side: each joiner publishes its own samples streams; their
+    union is make streams' samples (what K = 1 gives: tested above), no sample made by both."""
+    import threading
+
+    from data_pipelines.micro_batch import concat_arrays
+    from online.joiner import JoinerSettings, run_joiner
+    from online.joiner_checkpoint import JoinerCheckpoints
+    from online.record import concat_ledgers
+
+    rules, timeline, features, shards = tiny_events
+    client = brk.connect(broker.url)
+    _publish_world(client, timeline, features, 4)
+    settings = JoinerSettings(partitions=4, step_s=2, idle_stream_maxlen=10**9, checkpoint_every_s=600, processes=2)
+    assert settings.owned(0) == [0, 2] and settings.owned(1) == [1, 3]
+    results: dict[int, tuple] = {}
+
+    def joiner(index: int) -> None:
+        results[index] = run_joiner(rules, settings, broker.url, "realtime",
+                                    JoinerCheckpoints(tmp_path / f"joiner.{index}"), index)
+
+    threads = [threading.Thread(target=joiner, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert sorted(results) == [0, 1] and sum(results[k][0].events for k in range(2)) == len(timeline)
+    assert all(results[k][0].events > 0.3 * len(timeline) for k in range(2))  # both had work
+    ledger = concat_ledgers([results[k][1] for k in range(2)])
+    for name in rules.engines:
+        published = concat_arrays([codec.decode(f[b"batch"]) for k in range(2)
+                                   for _, f in client.xrange(brk.samples_stream(name, k)) if f.get(b"batch")])
+        _assert_same_samples(published, shards[name], name)
+        assert sample_digest(ledger[name].impression_id, ledger[name].report_ts, ledger[name].kind) == \
+            sample_digest(shards[name]["impression_id"], shards[name]["report_ts"], shards[name]["kind"])
+    client.close()
+
+
 @pytest.mark.slow
 def test_a_joiner_killed_between_publishing_and_checkpointing_resumes_and_publishes_each_sample_once(
         tiny_events, broker, tmp_path):
@@ -246,19 +304,8 @@ def test_a_joiner_killed_between_publishing_and_checkpointing_resumes_and_publis
 
     rules, timeline, features, shards = tiny_events
     client = brk.connect(broker.url)
-    producer, partitions = brk.Producer(client), 2
-    partition = ev.partition_of(timeline.user, partitions)
-    entries, mark = [], int(timeline.ts[0]) - 1
-    for i in range(len(timeline)):
-        event = timeline.event(i, features)
-        if event.ts - 1 > mark + 1_000:  # every partition is complete up to ts - 1
-            mark = event.ts - 1
-            entries += [(brk.events_stream(p), mark, ev.encode(ev.Event(ev.CLOCK, mark))) for p in range(partitions)]
-        entries.append((brk.events_stream(int(partition[i])), event.ts, ev.encode(event)))
-    end = int(timeline.ts[-1])
-    entries += [(brk.events_stream(p), end, ev.encode(ev.Event(ev.END, end))) for p in range(partitions)]
-    for a in range(0, len(entries), 5000):
-        producer.send(entries[a:a + 5000])
+    partitions = 2
+    _publish_world(client, timeline, features, partitions)
 
     class Dying(JoinerCheckpoints):
         def __init__(self, root, dies_at: int):
@@ -331,6 +378,37 @@ def test_a_consumer_resumes_at_the_offset_its_checkpoint_names_and_nothing_is_re
     rest = resumed.until(100)
     assert rest["report_ts"].tolist() == [6, 7, 8, 9] and resumed.exhausted
     assert resumed.offset_for(9)[1] == 0
+    client.close()
+
+
+def test_samples_of_two_joiners_are_merged_in_report_order_and_a_resume_reads_nothing_twice(broker):
+    """Two joiner streams (report times 1, 3, 5, ... and 2, 4, 6, ...): the merged reader hands out
+    every sample before t once both watermarks passed it, in report order; a checkpoint's offsets
+    taken in the middle of a handed-out batch resume each stream where its learned samples end."""
+    from online.broker_samples import MergedBrokerSamples
+
+    client = brk.connect(broker.url)
+
+    def publish(stream: str, first: int) -> None:
+        producer, ts = brk.Producer(client), first
+        for n in (3, 2, 4):
+            report = np.arange(ts, ts + 2 * n, 2, dtype=np.int64)
+            batch = {"report_ts": report, "impression_id": report * 10, "kind": np.zeros(n, np.int8)}
+            producer.send([(stream, int(report[-1]), {b"watermark": str(int(report[-1])).encode(),
+                                                      b"count": str(n).encode(), b"batch": codec.encode(batch)})])
+            ts += 2 * n
+        producer.send([(stream, ts, {b"end": b"1", b"watermark": str(ts).encode()})])
+
+    publish("a", 1)
+    publish("b", 2)
+    merged = MergedBrokerSamples(client, ["a", "b"])
+    got = merged.until(8)
+    assert got["report_ts"].tolist() == [1, 2, 3, 4, 5, 6, 7]
+    offsets = merged.offset_for(6)  # 1..6 learned: a's 1, 3, 5 (its first entry), b's 2, 4, 6
+    assert {s: o["position"] for s, o in offsets.items()} == {"a": 3, "b": 3}
+    resumed = MergedBrokerSamples(client, ["a", "b"], offsets, position=6)
+    rest = resumed.until(100)
+    assert rest["report_ts"].tolist() == list(range(7, 19)) and resumed.exhausted
     client.close()
 
 
@@ -554,20 +632,26 @@ def test_each_component_writes_its_own_progress_fields_and_the_sample_reads_them
 
     client = _Hash()
     publish(client, DriverProgress(data0_ms=1_000, unix0_s=5.5, last_ms=15_000, last_request_ms=11_000, speed=20.0))
-    publish(client, DriverProgress(clock_ms=6_000, sent=7, answered=6, lost=0))
-    publish(client, JoinerProgress(watermark=5_500, events=40, quarantined=1, emitted={"realtime": 9, "fast_slow": 2}))
+    publish(client, DriverProgress(clock_ms=6_000, sent=7, answered=6))
+    publish(client, JoinerProgress(watermark=5_500, events=40, quarantined=1, emitted={"realtime": 9, "fast_slow": 2},
+                                   unix_s=7.0), instance=0)
+    publish(client, JoinerProgress(watermark=5_100, events=30, quarantined=0, emitted={"realtime": 4},
+                                   unix_s=6.0), instance=1)
     publish(client, TrainerProgress(clock_ms=4_000, learned=8))
     assert set(client.fields) == {b"driver.data0_ms", b"driver.unix0_s", b"driver.last_ms", b"driver.last_request_ms",
-                                  b"driver.speed",
-                                  b"driver.clock_ms", b"driver.sent", b"driver.answered", b"driver.lost",
-                                  b"joiner.watermark", b"joiner.events", b"joiner.quarantined",
-                                  b"joiner.emitted.realtime", b"joiner.emitted.fast_slow", b"trainer.clock_ms",
-                                  b"trainer.learned"}
-    sample = ProgressSample.read(client, events_in_broker=3)
+                                  b"driver.speed", b"driver.clock_ms", b"driver.sent", b"driver.answered",
+                                  *(f"joiner{k}.{f}".encode() for k in (0, 1) for f in
+                                    ("watermark", "events", "quarantined", "emitted.realtime", "unix_s")),
+                                  b"joiner0.emitted.fast_slow", b"trainer.clock_ms", b"trainer.learned"}
+    sample = ProgressSample.read(client, events_in_broker=3, joiners=2)
     assert sample.driver == DriverProgress(data0_ms=1_000, unix0_s=5.5, last_ms=15_000, last_request_ms=11_000,
-                                           speed=20.0, clock_ms=6_000, sent=7, answered=6, lost=0)
+                                           speed=20.0, clock_ms=6_000, sent=7, answered=6)
     assert sample.driver.played_share() == 0.5  # (6000 - 1000) / (11000 - 1000): of the requests' span
-    assert sample.joiner.emitted == {"realtime": 9, "fast_slow": 2} and sample.trainer.pushes is None
+    # The joiners as one: every event up to the lower watermark is applied; counters summed.
+    assert sample.joiner == JoinerProgress(watermark=5_100, events=70, quarantined=1,
+                                           emitted={"realtime": 13, "fast_slow": 2}, unix_s=6.0)
+    assert sample.joiners[1].watermark == 5_100 and sample.trainer.pushes is None
+    assert ProgressSample.read(client, events_in_broker=3, joiners=3).joiner.watermark is None  # one not started
     assert ProgressSample.of_dict(dataclasses.asdict(sample)) == sample  # as loop.json holds it
 
 

@@ -121,17 +121,16 @@ def _series_figures(loop: LoopRecord, learned_stream: str) -> dict:
 
 
 def restart_figures(loop: LoopRecord) -> dict:
-    """Restarts by component, and per component the seconds from each death (the kill, or when the
-    supervisor saw it gone) to the component at work again: p50 and max."""
-    components = sorted({r.component for r in loop.restarts})
+    """Restarts by component (the joiner processes `joiner.<k>` together), and per component the
+    seconds from each death (the kill, or when the supervisor saw it gone) to the component at work
+    again: p50 and max."""
+    kind = [r.component.split(".")[0] for r in loop.restarts]
     recovery = {}
-    for c in components:
-        seconds = np.array([r.recovered_unix_s - r.died_unix_s for r in loop.restarts
-                            if r.component == c and r.recovered_unix_s is not None])
-        q = quantiles(seconds)
-        recovery[c] = {"p50": q["p50"], "max": q["max"],
-                       "not_recovered": sum(r.component == c and r.recovered_unix_s is None for r in loop.restarts)}
-    return {"restarts": {c: sum(r.component == c for r in loop.restarts) for c in components}, "recovery_s": recovery}
+    for c in sorted(set(kind)):
+        mine = [r for r, k in zip(loop.restarts, kind) if k == c]
+        q = quantiles(np.array([r.recovered_unix_s - r.died_unix_s for r in mine if r.recovered_unix_s is not None]))
+        recovery[c] = {"p50": q["p50"], "max": q["max"], "not_recovered": sum(r.recovered_unix_s is None for r in mine)}
+    return {"restarts": {c: kind.count(c) for c in sorted(set(kind))}, "recovery_s": recovery}
 
 
 def expected_samples(data: DataSet, stream: str, played_impressions: np.ndarray) -> tuple[int, int]:

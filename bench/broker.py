@@ -1,0 +1,103 @@
+"""The live loop's event path, per process: how fast the driver encodes this world's events, how
+many a redis-server of the job's own takes per second under each fsync policy (`always`, the loop's:
+no acknowledged write lost to a SIGKILL; `everysec`) in the driver's round sizes, and how many the
+label joiner consumes per second — one process over P partitions, checkpoints included — with the
+samples it emits. docs/capacity.md scales these figures out."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra import compose
+from omegaconf import DictConfig
+
+from bench.data import ensure_shards
+from data_pipelines.configured import build
+from online import broker as brk
+from online import events as ev
+from online.driver import END_SEQ, MARK_SEQ, event_id
+from online.joiner import JoinerSettings, run_joiner
+from online.joiner_checkpoint import JoinerCheckpoints
+from online.world import played_world
+
+
+def _entries(world, partitions: int, limit: int, mark_every_ms: int) -> list[tuple[str, str, dict]]:
+    """The first `limit` events of the world as the driver publishes them on `partitions`, a clock
+    mark on every partition each `mark_every_ms` of data time, and the partitions' ends."""
+    tl = world.timeline
+    n = min(limit, len(tl))
+    partition = ev.partition_of(tl.user[:n], partitions)
+    out, mark = [], int(tl.ts[0]) - 1
+    for k in range(n):
+        event = tl.event(k, world.features)
+        if event.ts - 1 >= mark + mark_every_ms:
+            mark = event.ts - 1
+            out += [(brk.events_stream(p), event_id(mark, MARK_SEQ), ev.encode(ev.Event(ev.CLOCK, mark)))
+                    for p in range(partitions)]
+        out.append((brk.events_stream(int(partition[k])), event_id(event.ts, k + 1), ev.encode(event)))
+    end = int(tl.ts[n - 1])
+    return out + [(brk.events_stream(p), event_id(end, END_SEQ), ev.encode(ev.Event(ev.END, end)))
+                  for p in range(partitions)]
+
+
+def _append_rate(entries: list, fsync: str, round_size: int) -> dict:
+    with brk.BrokerServer(fsync=fsync) as server:
+        client = brk.connect(server.url)
+        producer = brk.Producer(client)
+        start = time.perf_counter()
+        for a in range(0, len(entries), round_size):
+            producer.send_keyed(entries[a:a + round_size])
+        seconds = time.perf_counter() - start
+        client.close()
+    return {"events_per_s": len(entries) / seconds, "seconds": seconds}
+
+
+def run(cfg: DictConfig) -> dict:
+    bc = cfg.bench.broker
+    data = ensure_shards(cfg)
+    online_cfg = compose(config_name="online", overrides=[f"world={cfg.world.name}",
+                                                          f"paths.data_dir={cfg.paths.data_dir}"])
+    world = played_world(data, None)
+    figures: dict = {"world": data.name}
+
+    start = time.perf_counter()
+    entries = _entries(world, int(bc.partitions), int(bc.events), int(bc.mark_every_ms))
+    encode_s = time.perf_counter() - start
+    facts = sum(1 for _, _, f in entries if f[b"type"] not in (b"clock", b"end"))
+    size = float(np.mean([sum(len(k) + len(v) for k, v in f.items()) for _, _, f in entries]))
+    figures["driver_encode_events_per_s"] = facts / encode_s
+    figures["entry_bytes_mean"] = size
+    print(f"broker and joiner ({data.name}: {facts:,} events on {bc.partitions} partitions, {size:,.0f} bytes an "
+          f"entry on average; the driver encodes {facts / encode_s:,.0f} events/s)")
+
+    figures["append"] = {}
+    for fsync in bc.fsync:
+        for round_size in bc.round_sizes:
+            rate = _append_rate(entries, str(fsync), int(round_size))
+            figures["append"][f"{fsync}/{round_size}"] = rate
+            print(f"  broker, appendfsync {fsync:<8} rounds of {round_size:>5}: {rate['events_per_s']:>9,.0f} "
+                  f"entries/s")
+
+    settings = JoinerSettings(partitions=int(bc.partitions), step_s=2.0, idle_stream_maxlen=1000,
+                              checkpoint_every_s=float(online_cfg.joiner.checkpoint_every_s))
+    with brk.BrokerServer(fsync="always") as server, tempfile.TemporaryDirectory() as scratch:
+        client = brk.connect(server.url)
+        producer = brk.Producer(client)
+        for a in range(0, len(entries), 2000):
+            producer.send_keyed(entries[a:a + 2000])
+        start = time.perf_counter()
+        summary, _ = run_joiner(build(online_cfg.stream), settings, server.url, str(online_cfg.online_train.stream),
+                                JoinerCheckpoints(Path(scratch) / "joiner"))
+        seconds = time.perf_counter() - start
+        client.close()
+    samples = sum(summary.emitted.values())
+    figures["joiner"] = {"events_per_s": summary.events / seconds, "samples_per_s": samples / seconds,
+                         "partitions": int(bc.partitions), "seconds": seconds,
+                         "events_per_s_per_partition": summary.events / seconds / int(bc.partitions)}
+    print(f"  joiner, one process over {bc.partitions} partitions: {summary.events / seconds:,.0f} events/s, "
+          f"{samples / seconds:,.0f} samples/s emitted (every stream), checkpoints every "
+          f"{settings.checkpoint_every_s:g} s of data time included")
+    return figures
