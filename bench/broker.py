@@ -81,8 +81,21 @@ def run(cfg: DictConfig) -> dict:
             print(f"  broker, appendfsync {fsync:<8} rounds of {round_size:>5}: {rate['events_per_s']:>9,.0f} "
                   f"entries/s")
 
-    settings = JoinerSettings(partitions=int(bc.partitions), step_s=2.0, idle_stream_maxlen=1000,
-                              checkpoint_every_s=float(online_cfg.joiner.checkpoint_every_s))
+    figures["joiner"] = {}
+    for processes in bc.joiner_processes:
+        rate = _joiner_rate(entries, online_cfg, int(bc.partitions), int(processes))
+        figures["joiner"][f"K={processes}"] = rate
+        print(f"  joiner, process 0 of {processes} ({rate['partitions']} of {bc.partitions} partitions): "
+              f"{rate['events_per_s']:,.0f} events/s ({rate['events_per_s_per_partition']:,.0f} per partition), "
+              f"{rate['samples_per_s']:,.0f} samples/s emitted (every stream), checkpoints every "
+              f"{online_cfg.joiner.checkpoint_every_s:g} s of data time included")
+    return figures
+
+
+def _joiner_rate(entries: list, online_cfg: DictConfig, partitions: int, processes: int) -> dict:
+    """Joiner 0 of `processes` on its partitions of the published entries, timed alone."""
+    settings = JoinerSettings(partitions=partitions, step_s=float(online_cfg.joiner.step_s), idle_stream_maxlen=1000,
+                              checkpoint_every_s=float(online_cfg.joiner.checkpoint_every_s), processes=processes)
     with brk.BrokerServer(fsync="always") as server, tempfile.TemporaryDirectory() as scratch:
         client = brk.connect(server.url)
         producer = brk.Producer(client)
@@ -90,14 +103,10 @@ def run(cfg: DictConfig) -> dict:
             producer.send_keyed(entries[a:a + 2000])
         start = time.perf_counter()
         summary, _ = run_joiner(build(online_cfg.stream), settings, server.url, str(online_cfg.online_train.stream),
-                                JoinerCheckpoints(Path(scratch) / "joiner"))
+                                JoinerCheckpoints(Path(scratch) / "joiner"), 0)
         seconds = time.perf_counter() - start
         client.close()
-    samples = sum(summary.emitted.values())
-    figures["joiner"] = {"events_per_s": summary.events / seconds, "samples_per_s": samples / seconds,
-                         "partitions": int(bc.partitions), "seconds": seconds,
-                         "events_per_s_per_partition": summary.events / seconds / int(bc.partitions)}
-    print(f"  joiner, one process over {bc.partitions} partitions: {summary.events / seconds:,.0f} events/s, "
-          f"{samples / seconds:,.0f} samples/s emitted (every stream), checkpoints every "
-          f"{settings.checkpoint_every_s:g} s of data time included")
-    return figures
+    owned = len(settings.owned(0))
+    return {"events_per_s": summary.events / seconds, "samples_per_s": sum(summary.emitted.values()) / seconds,
+            "partitions": owned, "events": summary.events, "seconds": seconds,
+            "events_per_s_per_partition": summary.events / seconds / owned}

@@ -97,7 +97,9 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     assert "C++ ranker" in result.stdout and "model cost" in result.stdout and "bound ms" in result.stdout
     assert "service load test" in result.stdout  # a reload under load: tests/test_ranker_service.py
     assert "appendfsync always" in result.stdout and "appendfsync everysec" in result.stdout
-    assert run["figures"]["broker"]["joiner"]["events_per_s"] > 0 and "joiner, one process over 4" in result.stdout
+    joiner = run["figures"]["broker"]["joiner"]
+    assert joiner["K=1"]["partitions"] == 4 and joiner["K=2"]["partitions"] == 2
+    assert 0 < joiner["K=2"]["events"] < joiner["K=1"]["events"] and "joiner, process 0 of 2" in result.stdout
     assert "history + streams (tiny" in result.stdout and "local    history" in result.stdout
     push = run["figures"]["push"]
     assert push["trainer"]["pushes"] == 600 // 30 and push["torchscript"]["rates"][0]["pushes_applied"] == 3

@@ -252,10 +252,14 @@ def _publish_world(client, timeline, features, partitions: int) -> None:
 
 
 @pytest.mark.slow
-def test_two_joiner_processes_owning_half_the_partitions_each_emit_exactly_the_samples_one_emits(
+def test_two_joiners_one_killed_twice_between_publishing_and_checkpointing_emit_each_sample_once(
         tiny_events, broker, tmp_path):
-    """K = 2 over four partitions, side by side: each joiner publishes its own samples streams; their
-    union is make streams' samples (what K = 1 gives: tested above), no sample made by both."""
+    """K = 2 over four partitions, side by side on one broker, each publishing its own samples
+    streams. Joiner 1 dies twice right after publishing a step's samples and before that step's
+    checkpoint (the worst moment: its samples streams are ahead of its state) and is started again
+    each time, reading at another pace each time, so that its steps after a resume do not line up
+    with those published before the crash. The union of what the broker holds is `make streams`'
+    samples, each once — what K = 1 gives (tested above) — and so is the joiners' ledger."""
     import threading
 
     from data_pipelines.micro_batch import concat_arrays
@@ -266,49 +270,9 @@ def test_two_joiner_processes_owning_half_the_partitions_each_emit_exactly_the_s
     rules, timeline, features, shards = tiny_events
     client = brk.connect(broker.url)
     _publish_world(client, timeline, features, 4)
-    settings = JoinerSettings(partitions=4, step_s=2, idle_stream_maxlen=10**9, checkpoint_every_s=600, processes=2)
-    assert settings.owned(0) == [0, 2] and settings.owned(1) == [1, 3]
-    results: dict[int, tuple] = {}
-
-    def joiner(index: int) -> None:
-        results[index] = run_joiner(rules, settings, broker.url, "realtime",
-                                    JoinerCheckpoints(tmp_path / f"joiner.{index}"), index)
-
-    threads = [threading.Thread(target=joiner, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
-    assert sorted(results) == [0, 1] and sum(results[k][0].events for k in range(2)) == len(timeline)
-    assert all(results[k][0].events > 0.3 * len(timeline) for k in range(2))  # both had work
-    ledger = concat_ledgers([results[k][1] for k in range(2)])
-    for name in rules.engines:
-        published = concat_arrays([codec.decode(f[b"batch"]) for k in range(2)
-                                   for _, f in client.xrange(brk.samples_stream(name, k)) if f.get(b"batch")])
-        _assert_same_samples(published, shards[name], name)
-        assert sample_digest(ledger[name].impression_id, ledger[name].report_ts, ledger[name].kind) == \
-            sample_digest(shards[name]["impression_id"], shards[name]["report_ts"], shards[name]["kind"])
-    client.close()
-
-
-@pytest.mark.slow
-def test_a_joiner_killed_between_publishing_and_checkpointing_resumes_and_publishes_each_sample_once(
-        tiny_events, broker, tmp_path):
-    """The tiny world's events on two partitions of a broker; the joiner dies twice right after
-    publishing a step's samples and before that step's checkpoint (the worst moment: the samples
-    streams are ahead of its state), and is started again each time. Every stream on the broker
-    then holds make streams' samples exactly once, and so does the ledger."""
-    from data_pipelines.micro_batch import concat_arrays
-    from online.joiner import JoinerSettings, run_joiner
-    from online.joiner_checkpoint import JoinerCheckpoints
-
-    rules, timeline, features, shards = tiny_events
-    client = brk.connect(broker.url)
-    partitions = 2
-    _publish_world(client, timeline, features, partitions)
 
     class Dying(JoinerCheckpoints):
-        def __init__(self, root, dies_at: int):
+        def __init__(self, root, dies_at: int | None):
             super().__init__(root)
             self.saves, self.dies_at = 0, dies_at
 
@@ -318,28 +282,41 @@ def test_a_joiner_killed_between_publishing_and_checkpointing_resumes_and_publis
                 raise _Killed
             return super().save(state, position, ledger_part)
 
-    # Each incarnation reads at another pace, as events arriving at other moments would make it: the
-    # steps after a resume do not line up with the ones published before the crash.
     def settings(read_count: int) -> JoinerSettings:
-        return JoinerSettings(partitions=partitions, step_s=2, idle_stream_maxlen=10**9, checkpoint_every_s=600,
-                              read_count=read_count)
+        return JoinerSettings(partitions=4, step_s=2, idle_stream_maxlen=10**9, checkpoint_every_s=600,
+                              read_count=read_count, processes=2)
 
-    root = tmp_path / "joiner"
-    for dies_at, read_count in ((4, 700), (3, 300)):
-        with pytest.raises(_Killed):
-            run_joiner(rules, settings(read_count), broker.url, "realtime", Dying(root, dies_at))
-    summary, ledger = run_joiner(rules, settings(1000), broker.url, "realtime", JoinerCheckpoints(root))
-    assert summary.resumes == 2 and summary.quarantined == 0 and summary.open_at_end == 0
-    assert summary.events == len(timeline)
+    assert settings(1).owned(0) == [0, 2] and settings(1).owned(1) == [1, 3]
+    results: dict[int, tuple] = {}
+    deaths: dict[int, list] = {0: [], 1: []}
+
+    def joiner(index: int, lives: tuple[tuple[int | None, int], ...]) -> None:
+        for dies_at, read_count in lives:
+            try:
+                results[index] = run_joiner(rules, settings(read_count), broker.url, "realtime",
+                                            Dying(tmp_path / f"joiner.{index}", dies_at), index)
+            except _Killed:
+                deaths[index].append(dies_at)
+
+    threads = [threading.Thread(target=joiner, args=(0, ((None, 2000),))),
+               threading.Thread(target=joiner, args=(1, ((4, 700), (3, 300), (None, 1000))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert deaths == {0: [], 1: [4, 3]} and sorted(results) == [0, 1]
+    summaries = [results[k][0] for k in range(2)]
+    assert [j.resumes for j in summaries] == [0, 2] and sum(j.events for j in summaries) == len(timeline)
+    assert all(j.events > 0.3 * len(timeline) and j.quarantined == j.open_at_end == 0 for j in summaries)
+    ledger = concat_ledgers([results[k][1] for k in range(2)])
     for name in rules.engines:
-        stream = client.xrange(brk.samples_stream(name))
-        assert sum(bool(f.get(b"end")) for _, f in stream) == 1
-        published = concat_arrays([codec.decode(f[b"batch"]) for _, f in stream if f.get(b"batch")])
+        entries = [f for k in range(2) for _, f in client.xrange(brk.samples_stream(name, k))]
+        assert sum(bool(f.get(b"end")) for f in entries) == 2  # one end per joiner stream
+        published = concat_arrays([codec.decode(f[b"batch"]) for f in entries if f.get(b"batch")])
         _assert_same_samples(published, shards[name], name)
-        assert summary.emitted[name] == len(shards[name]["report_ts"]) == len(ledger[name].report_ts)
-        order = np.lexsort((ledger[name].kind, ledger[name].impression_id, ledger[name].report_ts))
-        assert np.array_equal(ledger[name].impression_id[order], shards[name]["impression_id"])
-        assert np.array_equal(ledger[name].report_ts[order], shards[name]["report_ts"])
+        assert sum(j.emitted[name] for j in summaries) == len(shards[name]["report_ts"]) == len(ledger[name].report_ts)
+        assert sample_digest(ledger[name].impression_id, ledger[name].report_ts, ledger[name].kind) == \
+            sample_digest(shards[name]["impression_id"], shards[name]["report_ts"], shards[name]["kind"])
     client.close()
 
 
