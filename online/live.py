@@ -66,6 +66,11 @@ class LiveSettings:
 
     def __post_init__(self) -> None:
         fault_schedule(self.drill, self.chaos, self.chaos_seed)  # refuses both at once, or a negative count
+        if (self.drill or self.chaos) and self.redis_url is not None:
+            raise ValueError(f"online.drill and online.chaos stop the job's own broker; online.redis_url points at "
+                             f"another ({self.redis_url}): unset it to run a fault schedule")
+        if self.broker_fsync not in brk.FSYNC_POLICIES:
+            raise ValueError(f"online.broker_fsync must be one of {brk.FSYNC_POLICIES}, got {self.broker_fsync!r}")
         if self.speed <= 0 or self.partitions < 1 or self.ranker_threads < 1 or self.trainer_threads < 1:
             raise ValueError(f"online.speed, online.partitions, online.ranker_threads and online.trainer_threads must "
                              f"be positive, got {self}")

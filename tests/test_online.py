@@ -799,3 +799,52 @@ def test_a_producer_sending_again_from_an_earlier_point_appends_only_what_is_mis
     assert brk.Producer(client).send_keyed(entries[3:]) == 1  # 9, 9 held (below the mark); 12 new
     assert [f.get(b"k", b"mark") for _, f in client.xrange("e")] == [b"0", b"1", b"2", b"3", b"4", b"mark", b"5"]
     client.close()
+
+
+class _Exited:
+    """A component process as the supervisor sees it: its exit code (None: running)."""
+
+    def __init__(self, exitcode=None):
+        self.exitcode = exitcode
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+
+def test_the_supervisor_starts_a_dead_component_again_after_its_backoff_and_gives_up_past_the_limit():
+    """LiveLoop.supervise on stand-in processes: a joiner exiting with status 1 is started again once
+    its backoff has passed (not before), recorded with its cause; a trainer that finished (status 0)
+    is left alone; a third death past limit 2 ends the run naming the component."""
+    from online.live import LiveLoop
+    from online.record import LoopRecord
+    from online.supervision import RestartPolicy
+
+    loop = LiveLoop.__new__(LiveLoop)  # the supervisor's decisions only: no config, no processes
+    loop.s = type("S", (), {"restart": RestartPolicy(limit=2, backoff_s=0.3, backoff_max_s=0.3)})()
+    loop.procs = {"trainer": _Exited(0), "joiner.0": _Exited(1)}
+    loop.ranker = type("Ranker", (), {"proc": _Exited()})()  # running: poll() is None
+    loop.ranker.proc.poll = lambda: None
+    loop.broker = None  # not the job's own
+    loop.record, loop._restarting, loop._recovering, loop._killed_at = LoopRecord(wall_s=0.0), {}, [], {}
+    started = []
+
+    def start(component):
+        started.append(component)
+        loop.procs[component] = _Exited(None)
+
+    loop._start = start
+    loop.supervise()
+    assert started == [] and list(loop._restarting) == ["joiner.0"]  # waiting out its backoff
+    time.sleep(0.35)
+    loop.supervise()
+    assert started == ["joiner.0"] and [r.cause for r in loop.record.restarts] == ["exit status 1"]
+    loop.procs["joiner.0"] = _Exited(-9)  # the second death: the second restart (limit 2)
+    loop.supervise()
+    time.sleep(0.35)
+    loop.supervise()
+    assert started == ["joiner.0"] * 2 and [r.cause for r in loop.record.restarts][1] == "exit status -9"
+    assert all(r.restarted_unix_s - r.died_unix_s >= 0.3 for r in loop.record.restarts)
+    loop.procs["joiner.0"] = _Exited(-9)  # the third: past the limit
+    with pytest.raises(RuntimeError, match="the joiner.0 exited with status -9 after 2 restarts"):
+        loop.supervise()
+    assert "trainer" not in started
