@@ -45,7 +45,7 @@ def samples_stream(stream: str, part: int = 0) -> str:
 RECONNECT = (redis.ConnectionError, redis.TimeoutError)
 
 
-def _through_outage(call, outage_s: float):
+def through_outage(call, outage_s: float = 60.0):
     """`call()`, again with backoff while the broker is unreachable, for up to `outage_s`."""
     deadline, delay = time.monotonic() + outage_s, 0.02
     while True:
@@ -66,7 +66,7 @@ class _Client(redis.Redis):
     outage_s = 60.0
 
     def execute_command(self, *args, **options):
-        return _through_outage(lambda: super(_Client, self).execute_command(*args, **options), self.outage_s)
+        return through_outage(lambda: super(_Client, self).execute_command(*args, **options), self.outage_s)
 
 
 def connect(url: str, outage_s: float = 60.0) -> redis.Redis:
@@ -111,7 +111,7 @@ class Producer:
             return pipe.execute(raise_on_error=False)
 
         appended = 0
-        for reply in _through_outage(attempt, getattr(self.client, "outage_s", 60.0)) if entries else []:
+        for reply in through_outage(attempt, getattr(self.client, "outage_s", 60.0)) if entries else []:
             if isinstance(reply, Exception):
                 if "equal or smaller" not in str(reply):
                     raise reply

@@ -116,16 +116,21 @@ class AnswerLog:
         """The rows answered since the last flush, one `answers` entry each."""
         with self._lock:
             rows, self._fresh = self._fresh, []
+        if not rows:
+            return
         a = self.answers
-        pipe = r.pipeline(transaction=False)
-        for row in rows:
-            pipe.xadd(brk.ANSWERS, {b"row": str(row).encode(), b"p": a.probabilities[row].astype(np.float32).tobytes(),
-                                    b"export": a.exports[a.export[row]].encode(), b"push": str(int(a.push[row])).encode(),
-                                    b"attempts": str(int(a.attempts[row])).encode(),
-                                    b"sent": repr(float(a.sent_unix_s[row])).encode(),
-                                    b"answered": repr(float(a.answered_unix_s[row])).encode()})
-        if rows:
+        entries = [{b"row": str(row).encode(), b"p": a.probabilities[row].astype(np.float32).tobytes(),
+                    b"export": a.exports[a.export[row]].encode(), b"push": str(int(a.push[row])).encode(),
+                    b"attempts": str(int(a.attempts[row])).encode(), b"sent": repr(float(a.sent_unix_s[row])).encode(),
+                    b"answered": repr(float(a.answered_unix_s[row])).encode()} for row in rows]
+
+        def attempt() -> None:  # again, whole, through a broker restart: `load` keeps a row's first
+            pipe = r.pipeline(transaction=False)
+            for fields in entries:
+                pipe.xadd(brk.ANSWERS, fields)
             pipe.execute()
+
+        brk.through_outage(attempt)
 
     def load(self, r) -> int:
         """The answers an earlier driver of this run flushed (the first of a row, where a retried
@@ -156,7 +161,6 @@ class TrafficDriver:
         self.tasks = list(tasks)
         self.log: AnswerLog | None = None
         self.sent = 0
-        self._count_lock = threading.Lock()
 
     def _score(self, client: RankerClient, row: int, arrays: dict[str, np.ndarray]) -> None:
         """Scores one impression (`arrays`: its request arrays) and logs the answer."""

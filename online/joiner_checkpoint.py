@@ -21,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from online.record import StreamLedger, concat_ledgers, load_ledger, save_ledger
-
-LATEST = "latest"
+from online.record import LATEST, StreamLedger, commit_checkpoint, concat_ledgers, load_ledger, save_ledger
 
 
 @dataclass
@@ -68,12 +66,7 @@ class JoinerCheckpoints:
         (staging / "position.json").write_text(json.dumps({"position": asdict(position), "joiner": meta}) + "\n")
         shutil.rmtree(directory, ignore_errors=True)
         staging.rename(directory)
-        pointer = self.root / f".{LATEST}.tmp"
-        pointer.write_text(directory.name)
-        pointer.replace(self.root / LATEST)
-        for old in self.root.glob("w-*"):  # the newest is all a restart needs
-            if old != directory:
-                shutil.rmtree(old, ignore_errors=True)
+        commit_checkpoint(self.root, directory, "w-*")
         return directory
 
     def load(self) -> tuple[dict[str, np.ndarray], dict, JoinerPosition] | None:

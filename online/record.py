@@ -209,6 +209,21 @@ class LoopRecord:
                    [Restart(**r) for r in d.get("restarts", [])], d.get("faults_skipped", []))
 
 
+LATEST = "latest"  # a checkpoint directory's pointer to its newest checkpoint
+
+
+def commit_checkpoint(root: Path, directory: Path, pattern: str) -> None:
+    """Points `root`/latest at `directory` (written whole before: the pointer is replaced
+    atomically, last), then removes the older checkpoints matching `pattern`: the newest is all a
+    restart needs."""
+    pointer = root / f".{LATEST}.tmp"
+    pointer.write_text(directory.name)
+    pointer.replace(root / LATEST)
+    for old in root.glob(pattern):
+        if old != directory:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _write_json(path: Path, value) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f".{path.name}.tmp")

@@ -49,7 +49,7 @@ from online.broker_samples import MergedBrokerSamples
 from online.process import own_process_group
 from online.progress import TrainerProgress, publish
 from online.pusher import Pusher, PushSettings
-from online.record import LiveRun, TrainerSummary, Version
+from online.record import LATEST, LiveRun, TrainerSummary, Version, commit_checkpoint
 from recsys.allocator import keep_freed_memory
 from recsys.data import ShardDataset, make_loader
 from recsys.data.batch import to_batch
@@ -60,7 +60,6 @@ from recsys.learning.spec import LearnerSpec
 from recsys.model.factory import model_from_config
 from recsys.train.precision import warn_if_emulated
 
-LATEST = "latest"  # the checkpoint directory's pointer to its newest checkpoint
 
 
 @dataclass(frozen=True)
@@ -194,12 +193,7 @@ class OnlineTrainer:
         if isinstance(source, MergedBrokerSamples):
             position["broker"] = source.offset_for(self.learned)
         directory = self.learner.save(self.checkpoints / f"clock-{clock_ms}", position)
-        pointer = self.checkpoints / f".{LATEST}.tmp"
-        pointer.write_text(directory.name)
-        pointer.replace(self.checkpoints / LATEST)
-        for old in self.checkpoints.glob("clock-*"):  # the newest is all a restart needs
-            if old != directory:
-                shutil.rmtree(old, ignore_errors=True)
+        commit_checkpoint(self.checkpoints, directory, "clock-*")
         for stream, offset in position.get("broker", {}).items():  # entries before it are needed by nobody now
             self.broker.xtrim(stream, minid=offset["after"], approximate=True)
         return directory
