@@ -199,7 +199,7 @@ class LabelJoiner:
                   "action": np.array([(i, code, ts) for i, s in zip(imps, stays) for code, ts in s.actions],
                                      np.int64).reshape(-1, 3),
                   "unreported": np.array(list(self.unreported.items()), np.int64).reshape(-1, 2),
-                  "request.impression": np.array(list(self.requests), np.int64)}
+                  "held.impression": np.array(list(self.requests), np.int64)}
         if self.requests:
             held = concat_arrays(list(self.requests.values()))
             arrays.update({f"request.{key}": values for key, values in held.items()})
@@ -217,10 +217,10 @@ class LabelJoiner:
                 *(arrays[f"stay.{f}"].tolist() for f in ("impression", "request_ts", "clicked", "exited", "exit_ts",
                                                           "watch_ms"))):
             joiner.stays[imp] = _Stay(request_ts, clicked, exit_ts if exited else None, watch_ms, actions.get(imp, []))
-        held = arrays["request.impression"]
+        held = arrays["held.impression"]
         if len(held):
             requests = {key.split(".", 1)[1]: v for key, v in arrays.items()
-                        if key.startswith("request.") and key != "request.impression"}
+                        if key.startswith("request.")}
             joiner.requests = {int(imp): take_rows(requests, np.array([row])) for row, imp in enumerate(held.tolist())}
         joiner.unreported = {imp: n for imp, n in arrays["unreported"].tolist()}
         for name in joiner.engines:
