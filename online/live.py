@@ -33,7 +33,6 @@ from omegaconf import DictConfig, OmegaConf
 from data_pipelines.configured import build
 from data_pipelines.dataset import FINAL, DataSet
 from online import broker as brk
-from online import driver, joiner, trainer
 from online.progress import ProgressSample
 from online.record import Fault, LiveRun, LoopRecord, Restart
 from online.supervision import Kill, RestartPolicy, fault_schedule
@@ -142,6 +141,9 @@ class LiveLoop:
             brk.QUARANTINE, brk.PROGRESS, brk.ANSWERS]
         self.redis.delete(*keys)
 
+    # The components' modules are imported where they are started, not above: a spawned process
+    # imports this module first (as __mp_main__), and their imports (torch, TorchRec: ~6 s) would
+    # be paid again by every process of the loop at every start and restart.
     def _spawn(self, role: str, target, args: tuple) -> None:
         proc = self.ctx.Process(target=target, args=args, name=f"online-{role}", daemon=False)
         proc.start()
@@ -151,6 +153,8 @@ class LiveLoop:
         self.record.faults.append(Fault(event, time.time()))
 
     def start_trainer(self) -> None:
+        from online import trainer
+
         self._spawn("trainer", trainer.main, (self.config_yaml, self.broker_url, self.s.trainer_threads))
 
     def start_ranker(self) -> None:
@@ -158,9 +162,13 @@ class LiveLoop:
                                    str(self.s.ranker_threads), port=self.ranker_port)
 
     def start_joiner(self, index: int) -> None:
+        from online import joiner
+
         self._spawn(f"joiner.{index}", joiner.main, (self.config_yaml, self.broker_url, index))
 
     def start_driver(self) -> None:
+        from online import driver
+
         self._spawn("driver", driver.main, (self.config_yaml, self.broker_url, f"127.0.0.1:{self.ranker_port}"))
 
     # -- supervision ------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.fs as pafs
-import webdataset as wds
 from tqdm import tqdm
 
 from data_pipelines import contract
@@ -125,6 +124,8 @@ def write_micro_batches(batches: Iterable[dict[str, np.ndarray]], out_dir: str, 
 def _write_shard(fs: pafs.FileSystem, out_dir: str, index: int, batches: list[dict[str, np.ndarray]],
                  first_mb: int) -> dict:
     """One shard file (written aside, then renamed: it appears whole or not at all) and its manifest entry."""
+    import webdataset as wds  # here, not above: it imports torch (~2 s), which this module's other users never need
+
     name = f"shard-{index:06d}.tar"
     buffer = io.BytesIO()
     writer = wds.TarWriter(buffer, encoder=False, mtime=0.0)  # fixed mtime: reproducible bytes
