@@ -107,11 +107,6 @@ class MergedBrokerSamples:
         self._handed: deque[np.ndarray] = deque()  # per batch handed out: each row's stream (index)
         self.exhausted = False
 
-    @property
-    def watermark(self) -> int | None:
-        marks = [p.watermark for p in self.parts]
-        return None if None in marks else min(marks)
-
     def first_watermark(self) -> int:
         return min(p.first_watermark() for p in self.parts)
 
