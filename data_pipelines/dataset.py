@@ -13,7 +13,7 @@ are the KuaiLive schema's, in conf/data/*.yaml, and the simulator writes that sc
       history/    store.npz, the interaction-log store; user_buckets/ the same per user bucket
                   (engine=ray) and their buckets.json
       streams/    one shard folder per stream (manifest.json + shard-NNNNNN.tar), vocab.npz,
-                  label_consistency.{json,md}
+                  label_consistency.{json,md}, feature_catalog/ (the ranker's feature stage)
 """
 
 from __future__ import annotations
@@ -188,6 +188,11 @@ class DataSet:
     @property
     def vocab(self) -> Path:
         return self.streams / "vocab.npz"
+
+    @property
+    def feature_catalog(self) -> Path:
+        """The ranker's feature catalog (data_pipelines/streams/catalog.py), written by `make streams`."""
+        return self.streams / "feature_catalog"
 
     @property
     def label_consistency(self) -> Path:

@@ -57,12 +57,16 @@ def brute_force(events, vocab, photo_emb, live_emb, user, t0, live_id, author):
     mine = mine.sort_values(["ts", "start_ts", "domain"], kind="stable").tail(MAX_EVENTS)
     rows = list(mine.itertuples(index=False))  # oldest first
     recent_first = rows[::-1]
-    target = live_emb[int(np.searchsorted(vocab.live.ids, live_id))]
+    # Scores are exact integer dot products of the embeddings quantized with one scale: the largest
+    # |coordinate| of either table becomes 4095 (gsu.py, "the dot products are taken over ...").
+    scale = 4095 / max(np.abs(photo_emb).max(), np.abs(live_emb).max())
+    photo_q = [[int(round(float(x) * scale)) for x in row] for row in photo_emb]
+    live_q = [[int(round(float(x) * scale)) for x in row] for row in live_emb]
+    target = live_q[int(np.searchsorted(vocab.live.ids, live_id))]
 
     def score(r):
-        if r.domain == SHORT:
-            return float(photo_emb[int(np.searchsorted(vocab.photo.ids, r.item))] @ target)
-        return float(live_emb[int(np.searchsorted(vocab.live.ids, r.item))] @ target)
+        table, ids = (photo_q, vocab.photo.ids) if r.domain == SHORT else (live_q, vocab.live.ids)
+        return sum(a * b for a, b in zip(table[int(np.searchsorted(ids, r.item))], target))
 
     def ranked(cands):  # best score first, ties: the more recent first
         order = sorted(range(len(cands)), key=lambda k: (-score(cands[k]), k))

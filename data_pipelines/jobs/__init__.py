@@ -95,8 +95,17 @@ def run_streams(cfg: DictConfig):
     data = data_set(cfg)
     data.ingested()
     store = HistoryStore.load(data.require(data.history, "make simulate / make ingest"))
-    return build_streams(data, store, reports_dir=Path(cfg.paths.reports_dir), rules=rules, spec=features,
-                         layout=instantiate(cfg.shards), progress=cfg.get("progress", True))
+    built = build_streams(data, store, reports_dir=Path(cfg.paths.reports_dir), rules=rules, spec=features,
+                          layout=instantiate(cfg.shards), progress=cfg.get("progress", True))
+    write_feature_catalog(data, instantiate(cfg.history), features)
+    return built
+
+
+def write_feature_catalog(data: DataSet, history: HistoryStoreConfig, spec) -> Path:
+    """The ranker's feature catalog of a data set whose streams are built (data_pipelines/streams/catalog.py)."""
+    from data_pipelines.streams.catalog import catalog_inputs, write_catalog
+
+    return write_catalog(catalog_inputs(data, history, spec), data.feature_catalog)
 
 
 def describe_ingest(report: IngestReport) -> str:

@@ -140,8 +140,20 @@ class Vocabularies:
                 "category": self.category.size, "live_type": self.live_type.size, **BUCKET_TABLE_ROWS}
 
     def save(self, path: Path | BinaryIO) -> None:
-        np.savez(path, **{f"{name}_ids": getattr(self, name).ids for name in
-                          ("user", "author", "photo", "live", "category", "live_type")})
+        np.savez(path, **{f"{name}_ids": getattr(self, name).ids for name in _VOCAB_NAMES})
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocabularies":
+        """The vocabularies `save` wrote (lives' rows follow the photos' in the one item table)."""
+        with np.load(path, allow_pickle=False) as saved:
+            ids = {name: saved[f"{name}_ids"] for name in _VOCAB_NAMES}
+        photo = Vocab(ids["photo"])
+        return cls(user=Vocab(ids["user"]), author=Vocab(ids["author"]), photo=photo,
+                   live=Vocab(ids["live"], offset=photo.size - 1), category=Vocab(ids["category"]),
+                   live_type=Vocab(ids["live_type"]))
+
+
+_VOCAB_NAMES = ("user", "author", "photo", "live", "category", "live_type")
 
 
 def _as_text(frame: pd.DataFrame, column: str | None) -> np.ndarray:

@@ -7,6 +7,12 @@ strictly before the request (at most the last `max_events` interactions, DESIGN.
 | long     | the top-L short videos by content-embedding dot product with the live |
 | aidhard  | the latest L short videos by the target live's author                 |
 | livelong | the top-L lives by content-embedding dot product with the live        |
+
+The dot products are taken over content embeddings quantized to integers (`quantize_embeddings`):
+integer sums are exact in any order, so the ranker's feature stage (serving/ranker/src/features),
+which vectorizes them differently, selects and orders exactly the same elements — with float sums
+two near-equal scores could swap between the two. The quantization step is 1/4095 of the largest
+coordinate, far below the content model's own noise.
 | mixed    | the latest L long-view interactions, lives and short videos mixed     |
 
 Each sequence is ragged (no padding): per request a length, then per element the fields
@@ -80,11 +86,30 @@ def _pairs(subset: RowSubset, begin: np.ndarray, end: np.ndarray) -> tuple[np.nd
     return request, subset.rows[np.repeat(b, counts) + within_group(counts)]
 
 
+EMBEDDING_LEVELS = 4095  # the largest quantized coordinate: sums of 128 products stay within int32
+
+
+def quantize_embeddings(photo: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both content-embedding tables as int16, one scale for the two (the largest |coordinate| becomes
+    EMBEDDING_LEVELS), rounded half to even. Written once here; the ranker's feature catalog holds
+    these tables as they come out (export/feature_catalog.py)."""
+    if photo.shape[1] != live.shape[1] or photo.shape[1] > 128:
+        raise ValueError(f"content embeddings must share one width of at most 128, got {photo.shape[1]} and "
+                         f"{live.shape[1]}")
+    largest = max(float(np.abs(photo).max(initial=0.0)), float(np.abs(live).max(initial=0.0)))
+    scale = EMBEDDING_LEVELS / largest if largest > 0 else 0.0
+    return (np.rint(photo.astype(np.float64) * scale).astype(np.int16),
+            np.rint(live.astype(np.float64) * scale).astype(np.int16))
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise integer dot products of int16 rows, exact."""
+    return np.einsum("ne,ne->n", a.astype(np.int32), b.astype(np.int32))
+
+
 def _descending_key(score: np.ndarray) -> np.ndarray:
-    """int64 in [0, 2**32) that orders like -score (float32 bits made monotonic)."""
-    bits = score.astype(np.float32).view(np.int32).astype(np.int64)
-    monotonic = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # increases with the float
-    return (2**31 - 1) - monotonic
+    """int64 in [0, 2**32) that orders like -score (an int32 score)."""
+    return (2**31 - 1) - score.astype(np.int64)
 
 
 def _rank_within_request(request: np.ndarray) -> np.ndarray:
@@ -120,8 +145,8 @@ class GsuRetriever:
 
     store: HistoryStore
     vocab: Vocabularies
-    photo_embedding: np.ndarray  # [P, E] float32, rows aligned with vocab.photo ids
-    live_embedding: np.ndarray  # [R, E] float32, rows aligned with vocab.live ids
+    photo_embedding: np.ndarray  # [P, E] int16 (quantize_embeddings), rows aligned with vocab.photo ids
+    live_embedding: np.ndarray  # [R, E] int16, rows aligned with vocab.live ids
     subsets: dict[str, RowSubset]  # "short", "live", "long_view" rows of the store
     emb_row: np.ndarray  # [N] embedding row of every history row (-1: none)
     item_row: np.ndarray  # [N] item-table row of every history row
@@ -137,7 +162,8 @@ class GsuRetriever:
                    "long_view": RowSubset(np.flatnonzero(store.long_view))}
         emb_row = np.where(store.domain == LIVE, vocab.live.index(store.item_id) - vocab.live.offset,
                            vocab.photo.index(store.item_id)) - 1
-        return cls(store, vocab, photo_embedding.astype(np.float32), live_embedding.astype(np.float32), subsets,
+        photo_q, live_q = quantize_embeddings(photo_embedding, live_embedding)
+        return cls(store, vocab, photo_q, live_q, subsets,
                    emb_row, vocab.item_index(store.item_id, store.domain), vocab.author.index(store.author_id),
                    length, max_pairs)
 
@@ -160,13 +186,14 @@ class GsuRetriever:
     def _select(self, begin, end, live_id, author_id) -> dict[str, tuple]:
         L, subsets = self.length, self.subsets
         target_emb_row = self.vocab.live.index(live_id) - self.vocab.live.offset - 1
-        target = np.where((target_emb_row >= 0)[:, None], self.live_embedding[np.maximum(target_emb_row, 0)], 0.0)
+        target = np.where((target_emb_row >= 0)[:, None], self.live_embedding[np.maximum(target_emb_row, 0)],
+                          0).astype(np.int16)
         selected = {"short": _latest(subsets["short"], begin, end, L),
                     "mixed": _latest(subsets["long_view"], begin, end, L)}
 
         request, row = _pairs(subsets["short"], begin, end)
         emb_row = self.emb_row[row]
-        score = np.einsum("ne,ne->n", self.photo_embedding[np.maximum(emb_row, 0)], target[request])
+        score = _dot(self.photo_embedding[np.maximum(emb_row, 0)], target[request])
         has_emb = emb_row >= 0
         selected["long"] = _top(request[has_emb], row[has_emb], score[has_emb], L)
         same_author = self.store.author_id[row] == author_id[request]
@@ -174,7 +201,7 @@ class GsuRetriever:
 
         request, row = _pairs(subsets["live"], begin, end)
         emb_row = self.emb_row[row]
-        score = np.einsum("ne,ne->n", self.live_embedding[np.maximum(emb_row, 0)], target[request])
+        score = _dot(self.live_embedding[np.maximum(emb_row, 0)], target[request])
         has_emb = emb_row >= 0
         selected["livelong"] = _top(request[has_emb], row[has_emb], score[has_emb], L)
         return selected

@@ -1,0 +1,268 @@
+// ranker_features --catalog DIR [--input FILE] [--bench FILE]
+//
+// The feature stage as a JSON-lines tool, without a model: each input line is an event or a query,
+//   {"event": {"type": "play", "ts": 1, "user": 7, ...}}   the fields of a broker entry (event_fields.hpp)
+//   {"query": {"request_id": "r1", "user_id": 7, "request_ts": 2, "live_ids": [3, 4]}}
+// and each query is answered by one line: the features the ranker would score, by contract name, as
+// a full-feature request's user part and candidates (docs/serving.md), or {"request_id", "error"}.
+// An event the state refuses is answered by {"event_error": reason, "line": n}. Tests hold this
+// against make streams' features (tests/test_feature_stage.py); --bench times the assembly per GSU.
+#include <simdjson.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "features/event_fields.hpp"
+#include "features/state.hpp"
+#include "options.hpp"
+
+namespace {
+
+using namespace ranker::features;
+using simdjson::dom::element;
+
+struct Query {
+  std::string request_id;
+  int64_t user = 0, request_ts = 0;
+  std::vector<int64_t> live_ids;
+};
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+      out += buf;
+      continue;
+    }
+    out += ch;
+  }
+  return out + "\"";
+}
+
+void put_sequence(std::string& out, const char* name, const Sequence& seq) {
+  out += json_string(name) + ":{";
+  const char* fields[] = {"item", "author", "gap", "watch", "domain"};
+  for (int f = 0; f < 5; ++f) {
+    out += (f ? ",\"" : "\"") + std::string(fields[f]) + "\":[";
+    for (size_t i = 0; i < seq.size(); ++i) {
+      const Element& e = seq[i];
+      const int64_t v = f == 0 ? e.item : f == 1 ? e.author : f == 2 ? e.gap : f == 3 ? e.watch : e.domain;
+      out += (i ? "," : "") + std::to_string(v);
+    }
+    out += "]";
+  }
+  out += "}";
+}
+
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string features_line(const std::string& request_id, const Assembled& a) {
+  const UserFeatures& u = a.user;
+  std::string out = "{\"request_id\":" + json_string(request_id) + ",\"known_user\":" + (a.known_user ? "true" : "false") +
+                    ",\"history_events\":" + std::to_string(a.history_events) + ",\"user\":{\"ids\":{\"user_id\":" +
+                    std::to_string(u.user_id) + ",\"hour\":" + std::to_string(u.hour) + ",\"user_history_bucket\":" +
+                    std::to_string(u.user_history_bucket) + ",\"user_live_bucket\":" +
+                    std::to_string(u.user_live_bucket) + "},\"dense\":{\"user_history_len\":" +
+                    number(u.user_history_len) + ",\"user_live_history_len\":" + number(u.user_live_history_len) +
+                    "},\"sequences\":{";
+  put_sequence(out, "short", u.short_seq);
+  out += ",";
+  put_sequence(out, "mixed", u.mixed_seq);
+  out += "}},\"candidates\":[";
+  for (size_t k = 0; k < a.candidates.size(); ++k) {
+    const CandidateFeatures& c = a.candidates[k];
+    out += std::string(k ? "," : "") + "{\"ids\":{\"live_item\":" + std::to_string(c.live_item) + ",\"author_id\":" +
+           std::to_string(c.author_id) + ",\"category\":" + std::to_string(c.category) + ",\"live_type\":" +
+           std::to_string(c.live_type) + "},\"dense\":{";
+    for (int r = 0; r < kRoomCount; ++r) out += (r ? ",\"" : "\"") + std::string(kRoomNames[r]) + "\":" + number(c.room[r]);
+    out += "},\"sequences\":{";
+    put_sequence(out, "long", c.long_seq);
+    out += ",";
+    put_sequence(out, "aidhard", c.aidhard_seq);
+    out += ",";
+    put_sequence(out, "livelong", c.livelong_seq);
+    out += "}}";
+  }
+  out += "]}";
+  return out;
+}
+
+// The text of a field of an event object: a string as is, an integer written in decimal.
+std::optional<std::string_view> field_text(element event, std::string_view name, std::string& scratch) {
+  element v;
+  if (event.at_key(name).get(v)) return std::nullopt;
+  std::string_view s;
+  if (!v.get_string().get(s)) return s;
+  int64_t i = 0;
+  if (!v.get_int64().get(i)) {
+    scratch = std::to_string(i);
+    return std::string_view(scratch);
+  }
+  scratch = simdjson::to_string(v);  // anything else is left for event_of to refuse as not an integer
+  return std::string_view(scratch);
+}
+
+Query query_of(element q) {
+  Query out;
+  auto integer = [&](const char* name) {
+    int64_t v = 0;
+    element e;
+    if (q.at_key(name).get(e)) throw FeatureError(std::string("missing field '") + name + "'");
+    if (e.get_int64().get(v)) throw FeatureError(std::string(name) + " must be an integer");
+    return v;
+  };
+  std::string_view id;
+  element e;
+  if (!q.at_key("request_id").get(e) && !e.get_string().get(id)) out.request_id = std::string(id);
+  out.user = integer("user_id");
+  out.request_ts = integer("request_ts");
+  simdjson::dom::array ids;
+  if (q.at_key("live_ids").get(e) || e.get_array().get(ids)) throw FeatureError("live_ids must be an array");
+  for (element v : ids) {
+    int64_t i = 0;
+    if (v.get_int64().get(i)) throw FeatureError("live_ids must hold integers");
+    out.live_ids.push_back(i);
+  }
+  return out;
+}
+
+// Applies an event line's event; its error text, or "" when applied (or ignored).
+std::string apply_line(FeatureState& state, element event) {
+  std::string scratch;
+  try {
+    auto parsed = event_of([&](std::string_view name) { return field_text(event, name, scratch); });
+    if (parsed) state.apply(*parsed);
+    return "";
+  } catch (const EventError& e) {
+    return e.what();
+  }
+}
+
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t rank = static_cast<size_t>(std::ceil(q * v.size()));
+  return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+int64_t rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * 4096;
+}
+
+int run(FeatureState& state, std::istream& in, bool bench, int repeat) {
+  simdjson::dom::parser parser;
+  std::string line;
+  int64_t number = 0;
+  std::vector<double> total, gsu[kGsuCount];
+  int64_t candidates = 0, history = 0, queries = 0;
+  const int64_t rss_before = rss_bytes();
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    element root;
+    if (parser.parse(line).get(root) || !root.is_object()) {
+      std::cout << "{\"event_error\":\"bad JSON\",\"line\":" << number << "}\n";
+      continue;
+    }
+    element body;
+    if (!root.at_key("event").get(body)) {
+      const std::string error = apply_line(state, body);
+      if (!error.empty()) std::cout << "{\"event_error\":" << json_string(error) << ",\"line\":" << number << "}\n";
+      continue;
+    }
+    if (root.at_key("query").get(body)) {
+      std::cout << "{\"event_error\":\"neither an event nor a query\",\"line\":" << number << "}\n";
+      continue;
+    }
+    Query q;
+    try {
+      q = query_of(body);
+      if (!bench) {
+        std::cout << features_line(q.request_id, state.assemble(q.user, q.request_ts, q.live_ids)) << "\n";
+        continue;
+      }
+      for (int r = 0; r < repeat; ++r) {
+        const Assembled a = state.assemble(q.user, q.request_ts, q.live_ids);
+        total.push_back(a.total_seconds * 1e3);
+        for (int g = 0; g < kGsuCount; ++g) gsu[g].push_back(a.gsu_seconds[g] * 1e3);
+        candidates = static_cast<int64_t>(q.live_ids.size());
+        history = a.history_events;
+      }
+      ++queries;
+    } catch (const FeatureError& e) {
+      std::cout << "{\"request_id\":" << json_string(q.request_id) << ",\"error\":" << json_string(e.what()) << "}\n";
+    }
+  }
+  if (bench) {
+    const StateStats s = state.stats();
+    const int64_t rss = rss_bytes();
+    std::printf("feature assembly: %lld queries x %d, %lld candidates, %lld history events searched\n",
+                static_cast<long long>(queries), repeat, static_cast<long long>(candidates), static_cast<long long>(history));
+    std::printf("  total  p50 %.3f ms  p99 %.3f ms\n", percentile(total, 0.5), percentile(total, 0.99));
+    std::string json = "{\"queries\":" + std::to_string(queries) + ",\"candidates\":" + std::to_string(candidates) +
+                       ",\"history_events\":" + std::to_string(history) + ",\"p50_ms\":" +
+                       std::to_string(percentile(total, 0.5)) + ",\"p99_ms\":" + std::to_string(percentile(total, 0.99)) +
+                       ",\"gsu\":{";
+    for (int g = 0; g < kGsuCount; ++g) {
+      std::printf("  %-8s p50 %.3f ms  p99 %.3f ms\n", kGsuNames[g], percentile(gsu[g], 0.5), percentile(gsu[g], 0.99));
+      json += std::string(g ? "," : "") + "\"" + kGsuNames[g] + "\":{\"p50_ms\":" + std::to_string(percentile(gsu[g], 0.5)) +
+              ",\"p99_ms\":" + std::to_string(percentile(gsu[g], 0.99)) + "}";
+    }
+    json += "},\"state\":{\"events\":" + std::to_string(s.events) + ",\"users\":" + std::to_string(s.users) +
+            ",\"rooms\":" + std::to_string(s.rooms) + ",\"history_events\":" + std::to_string(s.history_events) +
+            ",\"rss_growth_bytes\":" + std::to_string(rss - rss_before) + ",\"rss_bytes\":" + std::to_string(rss) + "}}";
+    std::printf("  state: %lld history events of %lld users, RSS %.1f MiB (+%.1f MiB while loading)\n",
+                static_cast<long long>(s.history_events), static_cast<long long>(s.users), rss / 1048576.0,
+                (rss - rss_before) / 1048576.0);
+    std::printf("BENCH_JSON %s\n", json.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string catalog_dir, input, bench;
+  StateOptions options;
+  int repeat = 20;
+  CLI::App app("The ranker's feature stage as a JSON-lines tool: events and queries in, features out.", "ranker_features");
+  app.add_option("--catalog", catalog_dir, "the feature catalog directory (make streams writes <data>/streams/feature_catalog)")->required();
+  app.add_option("--input", input, "event and query lines (default: stdin)");
+  app.add_option("--tolerance-ms", options.tolerance_ms, "refuse a request further than this from the state's clock")
+      ->check(ranker::at_least(0));
+  app.add_option("--max-candidates", options.max_candidates, "most candidates per request")->check(ranker::at_least(1));
+  app.add_option("--bench", bench, "time each query's assembly (per GSU) instead of answering it");
+  app.add_option("--repeat", repeat, "bench: assemblies per query")->check(ranker::at_least(1));
+  ranker::parse_or_exit(app, argc, argv);
+  try {
+    FeatureState state(Catalog::load(catalog_dir), options);
+    std::ios::sync_with_stdio(false);
+    const std::string& path = bench.empty() ? input : bench;
+    if (path.empty()) return run(state, std::cin, false, 1);
+    std::ifstream in(path);
+    if (!in) {
+      std::cerr << "ranker_features: cannot open " << path << "\n";
+      return 2;
+    }
+    return run(state, in, !bench.empty(), repeat);
+  } catch (const std::exception& e) {
+    std::cerr << "ranker_features: " << e.what() << std::endl;
+    return 1;
+  }
+}

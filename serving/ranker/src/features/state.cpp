@@ -1,0 +1,400 @@
+#include "features/state.hpp"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <queue>
+
+namespace ranker::features {
+
+const char* const kGsuNames[kGsuCount] = {"short", "long", "aidhard", "livelong", "mixed"};
+const char* const kRoomNames[kRoomCount] = {"room_viewers_now", "room_clicks_30s", "room_clicks_5min",
+                                            "room_impressions_5min", "room_ctr_5min", "room_age_min"};
+
+namespace {
+
+constexpr int64_t kWindow30s = 30'000, kWindow5min = 300'000;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// data_pipelines/streams/features.py log2_bucket_row: 1 for x < 1, then floor(log2(x)) + 2, at most
+// log_buckets. std::log2 is the function numpy's log2 calls.
+int64_t log2_bucket_row(double x, int64_t log_buckets) {
+  const double bucket = x < 1.0 ? 0.0 : std::floor(std::log2(x)) + 1.0;
+  return static_cast<int64_t>(std::min(bucket, static_cast<double>(log_buckets - 1))) + 1;
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+std::string text(int64_t v) { return std::to_string(v); }
+
+// ---- the long and livelong GSUs' scores: exact integer dot products, 8 history events at a time ---
+// Embeddings of the searched events, packed as [blocks of 8][dimension pairs][8] 32-bit words, each
+// holding two int16 coordinates (2p low, 2p+1 high): one multiply-add instruction (vpmaddwd) scores a
+// pair of dimensions of 8 events against a target. Sums are exact in int32 (catalog: |q| <= 4095, width
+// <= 128), so the order of summation cannot change a score, nor the GSU's selection.
+struct Packed {
+  int64_t rows = 0, pairs = 0, blocks = 0;
+  std::vector<uint32_t> words;
+};
+
+uint32_t word(int16_t lo, int16_t hi) {
+  return static_cast<uint32_t>(static_cast<uint16_t>(lo)) | (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
+}
+
+void pack(const std::vector<const int16_t*>& rows, int64_t dim, Packed& out) {
+  out.rows = static_cast<int64_t>(rows.size());
+  out.pairs = (dim + 1) / 2;
+  out.blocks = (out.rows + 7) / 8;
+  out.words.assign(static_cast<size_t>(out.blocks * out.pairs * 8), 0u);
+  for (int64_t r = 0; r < out.rows; ++r) {
+    const int16_t* v = rows[static_cast<size_t>(r)];
+    uint32_t* block = out.words.data() + (r / 8) * out.pairs * 8 + (r % 8);
+    for (int64_t p = 0; p < out.pairs; ++p) {
+      const int16_t hi = 2 * p + 1 < dim ? v[2 * p + 1] : 0;
+      block[p * 8] = word(v[2 * p], hi);
+    }
+  }
+}
+
+std::vector<uint32_t> target_words(const int16_t* v, int64_t dim) {  // nullptr: the zero vector
+  std::vector<uint32_t> out(static_cast<size_t>((dim + 1) / 2), 0u);
+  if (v != nullptr)
+    for (int64_t p = 0; p < static_cast<int64_t>(out.size()); ++p) out[p] = word(v[2 * p], 2 * p + 1 < dim ? v[2 * p + 1] : 0);
+  return out;
+}
+
+int32_t madd(uint32_t a, uint32_t b) {
+  return static_cast<int32_t>(static_cast<int16_t>(a & 0xFFFF)) * static_cast<int16_t>(b & 0xFFFF) +
+         static_cast<int32_t>(static_cast<int16_t>(a >> 16)) * static_cast<int16_t>(b >> 16);
+}
+
+void score_portable(const Packed& p, const uint32_t* target, int32_t* out) {
+  for (int64_t b = 0; b < p.blocks; ++b) {
+    const uint32_t* block = p.words.data() + b * p.pairs * 8;
+    int32_t acc[8] = {};
+    for (int64_t q = 0; q < p.pairs; ++q)
+      for (int l = 0; l < 8; ++l) acc[l] += madd(block[q * 8 + l], target[q]);
+    std::copy(acc, acc + 8, out + b * 8);
+  }
+}
+
+__attribute__((target("avx2"))) void score_avx2(const Packed& p, const uint32_t* target, int32_t* out) {
+  for (int64_t b = 0; b < p.blocks; ++b) {
+    const __m256i* block = reinterpret_cast<const __m256i*>(p.words.data() + b * p.pairs * 8);
+    __m256i acc = _mm256_setzero_si256();
+    for (int64_t q = 0; q < p.pairs; ++q)
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256(block + q),
+                                                    _mm256_set1_epi32(static_cast<int32_t>(target[q]))));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * 8), acc);
+  }
+}
+
+const bool kHasAvx2 = __builtin_cpu_supports("avx2");
+
+// Positions (0 = the most recent) of the `length` best scores, best first; ties: the more recent.
+std::vector<int64_t> top(const int32_t* score, int64_t n, int64_t length) {
+  using Entry = std::pair<int32_t, int64_t>;  // (score, position)
+  auto worse_on_top = [](const Entry& a, const Entry& b) {  // the heap's top is the worst kept
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  std::priority_queue<Entry, std::vector<Entry>, decltype(worse_on_top)> kept(worse_on_top);
+  for (int64_t j = 0; j < n; ++j) {
+    if (static_cast<int64_t>(kept.size()) < length) {
+      kept.emplace(score[j], j);
+    } else if (score[j] > kept.top().first) {  // an equal score is older: worse
+      kept.pop();
+      kept.emplace(score[j], j);
+    }
+  }
+  std::vector<int64_t> out(kept.size());
+  for (size_t k = out.size(); k-- > 0; kept.pop()) out[k] = kept.top().second;
+  return out;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------- Times
+
+void FeatureState::Times::add(int64_t t, int64_t horizon) {
+  if (t < horizon) {  // counted as before any time a request may still ask about
+    ++forgotten;
+    return;
+  }
+  ts.insert(std::upper_bound(ts.begin(), ts.end(), t), t);  // at the end, unless out of order
+}
+
+int64_t FeatureState::Times::before(int64_t t) const {
+  return forgotten + (std::lower_bound(ts.begin(), ts.end(), t) - ts.begin());
+}
+
+void FeatureState::Times::forget(int64_t horizon) {
+  while (!ts.empty() && ts.front() < horizon) {
+    ts.pop_front();
+    ++forgotten;
+  }
+}
+
+// ------------------------------------------------------------------------------------------- state
+
+FeatureState::FeatureState(Catalog catalog, StateOptions options)
+    : catalog_(std::move(catalog)), options_(options) {}
+
+int64_t FeatureState::horizon() const {
+  // The oldest time a room counter may still be asked about: the oldest request accepted, minus the
+  // longest window.
+  return clock_ == INT64_MIN ? INT64_MIN : clock_ - options_.tolerance_ms - kWindow5min - 1;
+}
+
+FeatureState::RoomState& FeatureState::room(int64_t live) {
+  auto [it, fresh] = rooms_.try_emplace(live);
+  if (fresh) {
+    it->second.item_row = catalog_.live_row(live);
+    const int64_t pos = it->second.item_row - static_cast<int64_t>(catalog_.photo_ids.size()) - 1;
+    it->second.embedding = it->second.item_row == 0 ? -1 : pos;
+  }
+  return it->second;
+}
+
+void FeatureState::check(const StateEvent& e) const {
+  auto need = [](bool ok, const std::string& why) {
+    if (!ok) throw EventError(why);
+  };
+  const bool interaction = e.kind == EventKind::play || (e.kind == EventKind::exit && e.clicked);
+  if (interaction) {
+    need(e.watch_ms >= 0 && e.watch_ms <= INT32_MAX, "watch_ms " + text(e.watch_ms) + " is not in [0, 2^31)");
+    need(e.start_ts <= e.ts && e.ts - e.start_ts <= INT32_MAX,
+         "start_ts " + text(e.start_ts) + " is not within 2^31 ms before ts " + text(e.ts));
+  }
+  if (e.kind == EventKind::room_end) {
+    auto it = rooms_.find(e.live);
+    need(it == rooms_.end() || !it->second.started || it->second.start_ts <= e.ts,
+         "room_end at " + text(e.ts) + " before the room's start " + (it == rooms_.end() ? "" : text(it->second.start_ts)));
+  }
+}
+
+void FeatureState::add_history(int64_t user, const HistoryEvent& ev) {
+  auto& h = users_[user];
+  // (ts, start, domain, item, author, watch): make streams' order of a user's interactions
+  // (history_store.py from_events), item and author rows following their raw ids.
+  auto key = [](const HistoryEvent& a) {
+    return std::make_tuple(a.ts, a.ts - a.duration_ms, a.live(), a.item_row(), a.author, a.watch_ms);
+  };
+  const auto cap = static_cast<size_t>(catalog_.max_events);
+  if (h.size() == cap && key(ev) < key(h.front())) return;  // older than every kept one: never asked for
+  h.insert(std::upper_bound(h.begin(), h.end(), ev, [&](const HistoryEvent& a, const HistoryEvent& b) {
+             return key(a) < key(b);
+           }),
+           ev);
+  ++history_events_;
+  if (h.size() > cap) {
+    h.pop_front();
+    --history_events_;
+  }
+}
+
+void FeatureState::apply(const StateEvent& e) {
+  std::unique_lock lock(mutex_);
+  check(e);
+  clock_ = std::max(clock_, e.ts);
+  const int64_t forget_before = horizon();
+  ++events_;
+  switch (e.kind) {
+    case EventKind::clock:
+      return;
+    case EventKind::play: {
+      const int64_t row = catalog_.photo_row(e.photo);
+      add_history(e.user, HistoryEvent{e.ts, static_cast<int32_t>(e.ts - e.start_ts), static_cast<uint32_t>(row),
+                                       static_cast<int32_t>(catalog_.author_row(e.author)),
+                                       static_cast<int32_t>(e.watch_ms)});
+      return;
+    }
+    case EventKind::impression: {
+      auto& r = room(e.live);
+      r.shown.add(e.ts, forget_before);
+      r.shown.forget(forget_before);
+      return;
+    }
+    case EventKind::click: {
+      auto& r = room(e.live);
+      r.entries.add(e.ts, forget_before);
+      r.entries.forget(forget_before);
+      return;
+    }
+    case EventKind::exit: {
+      if (!e.clicked) return;  // an impression never entered: no stay, nothing counted
+      auto& r = room(e.live);
+      r.exits.add(e.ts, forget_before);
+      r.exits.forget(forget_before);
+      add_history(e.user, HistoryEvent{e.ts, static_cast<int32_t>(e.ts - e.start_ts),
+                                       static_cast<uint32_t>(r.item_row) | HistoryEvent::kLiveBit,
+                                       static_cast<int32_t>(catalog_.author_row(e.author)),
+                                       static_cast<int32_t>(e.watch_ms)});
+      return;
+    }
+    case EventKind::room_start: {
+      auto& r = room(e.live);
+      r.started = true;
+      r.start_ts = e.ts;
+      r.author = e.author;
+      r.author_row = catalog_.author_row(e.author);
+      r.category_row = catalog_.category_row(e.category);
+      r.live_type_row = catalog_.live_type_row(e.live_type);
+      return;
+    }
+    case EventKind::room_end:
+      room(e.live).end_ts = e.ts;
+      return;
+  }
+}
+
+int64_t FeatureState::clock_ms() const {
+  std::shared_lock lock(mutex_);
+  return clock_;
+}
+
+StateStats FeatureState::stats() const {
+  std::shared_lock lock(mutex_);
+  return StateStats{events_, static_cast<int64_t>(users_.size()), static_cast<int64_t>(rooms_.size()),
+                    history_events_, clock_};
+}
+
+// ------------------------------------------------------------------------------------------- assembly
+
+Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int64_t>& live_ids) const {
+  const auto started = Clock::now();
+  const Catalog& c = catalog_;
+  if (live_ids.empty()) throw FeatureError("live_ids: at least one candidate is needed");
+  if (static_cast<int64_t>(live_ids.size()) > options_.max_candidates)
+    throw FeatureError("live_ids: " + text(static_cast<int64_t>(live_ids.size())) + " candidates, at most " +
+                       text(options_.max_candidates));
+  std::shared_lock lock(mutex_);
+  if (clock_ == INT64_MIN) throw FeatureError("request_ts: the feature state holds no events yet");
+  if (t0 > clock_ + options_.tolerance_ms || t0 < clock_ - options_.tolerance_ms)
+    throw FeatureError("request_ts " + text(t0) + " is " + text(std::abs(t0 - clock_)) + " ms " +
+                       (t0 > clock_ ? "ahead of" : "behind") + " the feature state's clock " + text(clock_) +
+                       " (tolerance " + text(options_.tolerance_ms) + " ms)");
+  const int64_t n = static_cast<int64_t>(live_ids.size());
+  std::vector<const RoomState*> rooms(static_cast<size_t>(n));
+  for (int64_t k = 0; k < n; ++k) {
+    auto it = rooms_.find(live_ids[k]);
+    const std::string where = "live_ids[" + text(k) + "]: live " + text(live_ids[k]);
+    if (it == rooms_.end() || !it->second.started || it->second.start_ts >= t0)
+      throw FeatureError(where + " has not started before request_ts " + text(t0) + " (no room_start event)");
+    if (it->second.end_ts <= t0)
+      throw FeatureError(where + " ended at " + text(it->second.end_ts) + ", before request_ts " + text(t0));
+    rooms[k] = &it->second;
+  }
+
+  Assembled out;
+  out.candidates.resize(static_cast<size_t>(n));
+  static const std::deque<HistoryEvent> kNone;
+  auto found = users_.find(user);
+  out.known_user = found != users_.end();
+  const auto& h = out.known_user ? found->second : kNone;
+  // The user's most recent max_events interactions known strictly before t0: [b, e).
+  const int64_t e = std::partition_point(h.begin(), h.end(), [t0](const HistoryEvent& x) { return x.ts < t0; }) - h.begin();
+  const int64_t b = std::max<int64_t>(0, e - c.max_events);
+  out.history_events = e - b;
+  const int64_t L = c.gsu_length;
+  auto element = [&](const HistoryEvent& x) {
+    return Element{x.item_row(), x.author, log2_bucket_row(static_cast<double>(t0 - x.ts) / 60'000.0, c.log_buckets),
+                   log2_bucket_row(x.watch_ms / 1000.0, c.log_buckets), x.live() ? c.domain_live : c.domain_short};
+  };
+  auto long_view = [&](const HistoryEvent& x) {
+    return x.watch_ms >= (x.live() ? c.live_long_view_ms : c.short_long_view_ms);
+  };
+
+  // ---- the user's features
+  UserFeatures& u = out.user;
+  int64_t lives = 0;
+  for (int64_t i = b; i < e; ++i) lives += h[i].live();
+  u.user_id = c.user_row(user);
+  u.hour = ((floor_div(t0, 3'600'000) + c.tz_offset_hours) % 24 + 24) % 24 + 1;
+  u.user_history_bucket = log2_bucket_row(static_cast<double>(e - b), c.log_buckets);
+  u.user_live_bucket = log2_bucket_row(static_cast<double>(lives), c.log_buckets);
+  u.user_history_len = std::log1p(static_cast<double>(e - b));
+  u.user_live_history_len = std::log1p(static_cast<double>(lives));
+  auto t = Clock::now();
+  for (int64_t i = e - 1; i >= b && static_cast<int64_t>(u.short_seq.size()) < L; --i)
+    if (!h[i].live()) u.short_seq.push_back(element(h[i]));
+  out.gsu_seconds[kShort] = seconds_since(t);
+  t = Clock::now();
+  for (int64_t i = e - 1; i >= b && static_cast<int64_t>(u.mixed_seq.size()) < L; --i)
+    if (long_view(h[i])) u.mixed_seq.push_back(element(h[i]));
+  out.gsu_seconds[kMixed] = seconds_since(t);
+
+  // ---- each candidate's ids and room state
+  for (int64_t k = 0; k < n; ++k) {
+    const RoomState& r = *rooms[k];
+    CandidateFeatures& f = out.candidates[k];
+    f.live_item = r.item_row;
+    f.author_id = r.author_row;
+    f.category = r.category_row;
+    f.live_type = r.live_type_row;
+    const double clicks_5min = static_cast<double>(r.entries.before(t0) - r.entries.before(t0 - kWindow5min));
+    const double shown_5min = static_cast<double>(r.shown.before(t0) - r.shown.before(t0 - kWindow5min));
+    f.room[kViewersNow] = std::log1p(static_cast<double>(r.entries.before(t0) - r.exits.before(t0)));
+    f.room[kClicks30s] = std::log1p(static_cast<double>(r.entries.before(t0) - r.entries.before(t0 - kWindow30s)));
+    f.room[kClicks5min] = std::log1p(clicks_5min);
+    f.room[kImpressions5min] = std::log1p(shown_5min);
+    f.room[kCtr5min] = clicks_5min / std::max(shown_5min, 1.0);
+    f.room[kAgeMin] = std::log1p(static_cast<double>(std::max<int64_t>(t0 - r.start_ts, 0)) / 60'000.0);
+  }
+
+  // ---- aidhard: the latest L short videos by each candidate's author
+  t = Clock::now();
+  std::unordered_map<int64_t, std::vector<int64_t>> by_author;  // author row -> history positions
+  for (const RoomState* r : rooms)
+    if (r->author_row != 0) by_author.try_emplace(r->author_row);
+  size_t full = 0;
+  for (int64_t i = e - 1; i >= b && full < by_author.size(); --i) {
+    if (h[i].live()) continue;
+    auto it = by_author.find(h[i].author);
+    if (it == by_author.end() || static_cast<int64_t>(it->second.size()) == L) continue;
+    it->second.push_back(i);
+    full += static_cast<int64_t>(it->second.size()) == L;
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    auto it = by_author.find(rooms[k]->author_row);
+    if (it == by_author.end()) continue;
+    for (int64_t i : it->second) out.candidates[k].aidhard_seq.push_back(element(h[i]));
+  }
+  out.gsu_seconds[kAidhard] = seconds_since(t);
+
+  // ---- long and livelong: the top L of the user's short videos / lives by content similarity
+  auto search = [&](bool live_domain, Sequence CandidateFeatures::*seq, Gsu gsu) {
+    const auto begun = Clock::now();
+    std::vector<int64_t> position;  // newest first, events with an embedding
+    std::vector<const int16_t*> rows;
+    const int64_t photos = static_cast<int64_t>(c.photo_ids.size());
+    for (int64_t i = e - 1; i >= b; --i) {
+      if (h[i].live() != live_domain || h[i].item_row() == 0) continue;
+      const int64_t emb = live_domain ? h[i].item_row() - photos - 1 : h[i].item_row() - 1;
+      position.push_back(i);
+      rows.push_back((live_domain ? c.live_embedding.data() : c.photo_embedding.data()) + emb * c.dim);
+    }
+    Packed packed;
+    pack(rows, c.dim, packed);
+    std::vector<int32_t> score(static_cast<size_t>(packed.blocks * 8));
+    for (int64_t k = 0; k < n; ++k) {
+      const RoomState& r = *rooms[k];
+      const auto target = target_words(r.embedding < 0 ? nullptr : c.live_embedding.data() + r.embedding * c.dim, c.dim);
+      if (kHasAvx2) score_avx2(packed, target.data(), score.data()); else score_portable(packed, target.data(), score.data());
+      for (int64_t j : top(score.data(), packed.rows, L)) (out.candidates[k].*seq).push_back(element(h[position[j]]));
+    }
+    out.gsu_seconds[gsu] = seconds_since(begun);
+  };
+  search(false, &CandidateFeatures::long_seq, kLong);
+  search(true, &CandidateFeatures::livelong_seq, kLivelong);
+  out.total_seconds = seconds_since(started);
+  return out;
+}
+
+}  // namespace ranker::features

@@ -1,0 +1,154 @@
+// The feature stage's live state and the features it assembles for a request: per user a capped
+// history of short-video plays and live stays, per room its catalog entry and the counters of the
+// dense room features, all fed by events (the broker's events streams, or the JSON tool's lines),
+// and at request time the five GSUs, the dense counters and the ids — with the rules of
+// data_pipelines/streams/{features,gsu}.py, which tests/test_feature_stage.py holds this against.
+//
+// Point in time: a request at t0 sees only events with ts < t0, whatever the state already holds
+// (events published early, or out of order). One writer (apply) and any number of readers
+// (assemble) share it under a reader-writer lock.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "features/catalog.hpp"
+
+namespace ranker::features {
+
+// An event the state cannot take; the message is the reason a consumer quarantines it with.
+struct EventError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A request the state cannot answer (unknown or ended room, a time far from the state's clock,
+// too many candidates); the message names the field and the value.
+struct FeatureError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum class EventKind { play, impression, click, exit, room_start, room_end, clock };
+
+// What the state learns from one event (docs/serving.md, "Live feature state"):
+//   play        user, photo, author, start_ts, ts (its end), watch_ms: a short-video interaction
+//   impression  user, live, ts: the room was shown
+//   click       user, live, ts: the user entered the room
+//   exit        user, live, author, start_ts (the request), ts, watch_ms, clicked: a stay ended
+//   room_start  live, author, category, live_type, ts;   room_end  live, ts;   clock  ts
+struct StateEvent {
+  EventKind kind = EventKind::clock;
+  int64_t ts = 0;
+  int64_t user = 0, live = 0, photo = 0, author = 0;
+  int64_t start_ts = 0, watch_ms = 0;
+  bool clicked = false;
+  std::string category, live_type;
+};
+
+// One interaction of a user's history: 24 bytes (docs/serving.md: the memory target).
+struct HistoryEvent {
+  int64_t ts;           // when it became known: its end
+  int32_t duration_ms;  // ts - its start
+  uint32_t item;        // item-table row, kLiveBit set for a live
+  int32_t author;       // author-table row
+  int32_t watch_ms;
+  static constexpr uint32_t kLiveBit = 1u << 31;
+  bool live() const { return (item & kLiveBit) != 0; }
+  int64_t item_row() const { return static_cast<int64_t>(item & ~kLiveBit); }
+};
+static_assert(sizeof(HistoryEvent) == 24, "a history event must stay 24 bytes");
+
+// One GSU sequence element, the contract's fields (contract.SEQUENCE_FIELDS).
+struct Element {
+  int64_t item, author, gap, watch, domain;
+};
+using Sequence = std::vector<Element>;
+
+enum Gsu { kShort, kLong, kAidhard, kLivelong, kMixed, kGsuCount };
+extern const char* const kGsuNames[kGsuCount];  // contract.GSU_NAMES
+
+// Features the same for every candidate of a request (contract names in comments).
+struct UserFeatures {
+  int64_t user_id = 0, hour = 0, user_history_bucket = 0, user_live_bucket = 0;
+  double user_history_len = 0, user_live_history_len = 0;  // log1p of the counts
+  Sequence short_seq, mixed_seq;
+};
+
+enum Room { kViewersNow, kClicks30s, kClicks5min, kImpressions5min, kCtr5min, kAgeMin, kRoomCount };
+extern const char* const kRoomNames[kRoomCount];  // contract.ROOM_STATE_FEATURES
+
+struct CandidateFeatures {
+  int64_t live_item = 0, author_id = 0, category = 0, live_type = 0;
+  double room[kRoomCount] = {};
+  Sequence long_seq, aidhard_seq, livelong_seq;
+};
+
+struct Assembled {
+  UserFeatures user;
+  std::vector<CandidateFeatures> candidates;
+  bool known_user = false;   // the state holds events of this user (else: an empty history)
+  int64_t history_events = 0;  // the history the GSUs searched
+  double gsu_seconds[kGsuCount] = {};  // time per GSU (the user's once, the candidates' summed)
+  double total_seconds = 0;
+};
+
+struct StateOptions {
+  // A request whose time is further than this from the state's clock (the newest event's time) is
+  // refused: the state has not caught up with it, or has forgotten what it needs.
+  int64_t tolerance_ms = 60'000;
+  int64_t max_candidates = 1000;
+};
+
+struct StateStats {
+  int64_t events = 0, users = 0, rooms = 0, history_events = 0, clock_ms = 0;
+};
+
+class FeatureState {
+ public:
+  FeatureState(Catalog catalog, StateOptions options);
+
+  // Applies one event; throws EventError (the state unchanged) for one it cannot take.
+  void apply(const StateEvent& event);
+  // The features of `live_ids` for `user` at `request_ts`; throws FeatureError.
+  Assembled assemble(int64_t user, int64_t request_ts, const std::vector<int64_t>& live_ids) const;
+
+  StateStats stats() const;
+  const Catalog& catalog() const { return catalog_; }
+  int64_t clock_ms() const;
+
+ private:
+  // Times of one kind of room event, sorted; those older than the horizon are only counted.
+  struct Times {
+    int64_t forgotten = 0;
+    std::deque<int64_t> ts;
+    void add(int64_t t, int64_t horizon);
+    int64_t before(int64_t t) const;  // events with ts < t
+    void forget(int64_t horizon);
+  };
+  struct RoomState {
+    bool started = false;
+    int64_t start_ts = 0, end_ts = INT64_MAX;
+    int64_t author = 0;  // raw id
+    int64_t item_row = 0, author_row = 0, category_row = 0, live_type_row = 0, embedding = -1;
+    Times entries, exits, shown;
+  };
+
+  RoomState& room(int64_t live);
+  int64_t horizon() const;
+  void add_history(int64_t user, const HistoryEvent& event);
+  void check(const StateEvent& e) const;
+
+  Catalog catalog_;
+  StateOptions options_;
+  mutable std::shared_mutex mutex_;
+  std::unordered_map<int64_t, std::deque<HistoryEvent>> users_;
+  std::unordered_map<int64_t, RoomState> rooms_;
+  int64_t clock_ = INT64_MIN;
+  int64_t events_ = 0, history_events_ = 0;
+};
+
+}  // namespace ranker::features
