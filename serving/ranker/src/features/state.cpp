@@ -186,14 +186,18 @@ void FeatureState::add_history(int64_t user, const HistoryEvent& ev) {
   auto key = [](const HistoryEvent& a) {
     return std::make_tuple(a.ts, a.ts - a.duration_ms, a.live(), a.item_row(), a.author, a.watch_ms);
   };
-  const auto cap = static_cast<size_t>(catalog_.max_events);
-  if (h.size() == cap && key(ev) < key(h.front())) return;  // older than every kept one: never asked for
   h.insert(std::upper_bound(h.begin(), h.end(), ev, [&](const HistoryEvent& a, const HistoryEvent& b) {
              return key(a) < key(b);
            }),
            ev);
   ++history_events_;
-  if (h.size() > cap) {
+  // A request is at least clock - tolerance: every event before that time is before any request the
+  // state still answers, and only the latest max_events of them can be asked for. Events after it
+  // are all kept (published early, they must not push out what an earlier request needs).
+  const int64_t oldest_request = clock_ - options_.tolerance_ms;
+  int64_t settled = std::partition_point(h.begin(), h.end(), [&](const HistoryEvent& x) { return x.ts < oldest_request; }) -
+                    h.begin();
+  for (; settled > catalog_.max_events; --settled) {
     h.pop_front();
     --history_events_;
   }
