@@ -41,6 +41,22 @@ class StateEvents:
     def __len__(self) -> int:
         return len(self.columns["ts"])
 
+    def partition(self, partitions: int) -> np.ndarray:
+        """[E] the events stream of each event: a user's events on the user's partition (as the label
+        joiner's, online/events.py partition_of), a room's on its live id's."""
+        is_room = np.isin(self.columns["kind"], [KINDS.index("room_start"), KINDS.index("room_end")])
+        return np.where(is_room, self.columns["live"], self.columns["user"]) % partitions
+
+    def broker_entries(self, partitions: int, rows: np.ndarray | None = None) -> list[tuple[str, str, dict]]:
+        """Events `rows` (default: all) as broker entries (stream, id, fields): id `<ts>-<i + 1>` from
+        the event's position i, so that sending them again appends nothing twice (broker.Producer.send_keyed)."""
+        from online.broker import events_stream
+
+        stream = self.partition(partitions)
+        rows = np.arange(len(self)) if rows is None else rows
+        return [(events_stream(int(stream[i])), f"{max(int(self.columns['ts'][i]), 0)}-{int(i) + 1}",
+                 {k.encode(): str(v).encode() for k, v in self.fields(int(i)).items()}) for i in rows]
+
     def fields(self, i: int) -> dict[str, int | str]:
         """The broker entry of event i, as a mapping of field name to value."""
         c = {name: c[i] for name, c in self.columns.items()}

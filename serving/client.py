@@ -6,6 +6,7 @@ Requests and answers are the JSON tool's dicts (docs/serving.md), converted to a
     with RankerClient("127.0.0.1:50051") as ranker:
         ranker.wait_until_serving()
         answer = ranker.rank({"request_id": "r-1", "user": {...}, "candidates": [{...}, ...]})
+        answer = ranker.rank({"request_id": "r-2", "ids": {"user_id": 7, "live_ids": [3, 4]}})  # ids-only
         answer["ranked"][0]  # {"candidate": 3, "score": 1.42, "probabilities": {"ctr": 0.17, ...}}
 
 A request the server refuses raises `RankError` with its gRPC status code and the server's message
@@ -52,7 +53,7 @@ def _fill_part(part: ranker_pb2.Part, source: dict[str, Any], where: str) -> Non
 def request_to_proto(request: dict[str, Any]) -> ranker_pb2.RankRequest:
     """A JSON-tool request as the proto message. Raises ValueError / TypeError for what the proto
     cannot carry (a field it does not have, a non-integer id): such a request cannot be sent at all."""
-    unknown = sorted(set(request) - {"request_id", "user", "candidates"})
+    unknown = sorted(set(request) - {"request_id", "user", "candidates", "ids"})
     if unknown:
         raise ValueError(f"the proto has no request field {unknown[0]!r}")
     message = ranker_pb2.RankRequest()
@@ -62,6 +63,15 @@ def request_to_proto(request: dict[str, Any]) -> ranker_pb2.RankRequest:
         _fill_part(message.user, request["user"], "user")
     for i, candidate in enumerate(request.get("candidates", [])):
         _fill_part(message.candidates.add(), candidate, f"candidates[{i}]")
+    if "ids" in request:
+        ids = request["ids"]
+        unknown = sorted(set(ids) - {"user_id", "request_ts", "live_ids"})
+        if unknown:
+            raise ValueError(f"the proto has no ids field {unknown[0]!r}")
+        message.ids.user_id = ids["user_id"]
+        if ids.get("request_ts") is not None:
+            message.ids.request_ts = ids["request_ts"]
+        message.ids.live_ids.extend(ids["live_ids"])
     return message
 
 

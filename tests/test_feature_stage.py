@@ -20,7 +20,7 @@ from data_pipelines.history_store import HistoryStore, HistoryStoreConfig
 from data_pipelines.streams.build import build_features
 from data_pipelines.streams.catalog import CatalogInputs, catalog_inputs, write_catalog
 from data_pipelines.streams.features import FeatureColumns, FeatureSpec, Vocab, Vocabularies
-from online.feature_lines import feed_lines
+from online.feature_lines import feed_lines, impression_queries
 from online.state_events import world_state_events
 from serving.binaries import FEATURE_TOOL
 from tests.conftest import build_world, compose_config, job_paths
@@ -75,7 +75,7 @@ def assert_same_features(answers: list[dict], features, n: int) -> None:
 
 def test_every_impression_of_tiny_gets_the_streams_features(feature_tool, tiny_world, tmp_path):
     impressions, features, catalog, events = streams_features(tiny_world, tmp_path)
-    answers = run_tool(feature_tool, catalog, feed_lines(events, impressions))
+    answers = run_tool(feature_tool, catalog, feed_lines(events, impression_queries(impressions)))
     assert_same_features(answers, features, len(impressions))
     # Not a vacuous match: histories, all five GSUs and the room counters are populated.
     assert max(a["history_events"] for a in answers) > 1000
@@ -88,7 +88,7 @@ def test_a_second_world_published_early_and_out_of_order_gets_the_same_features(
     world = build_world(tmp_path / "data", ["world=tiny", "world.seed=5"])
     impressions, features, catalog, events = streams_features(world, tmp_path)
     lead = np.random.default_rng(0).integers(0, 30_000, len(events))
-    lines = feed_lines(events, impressions, lead_ms=lead)
+    lines = feed_lines(events, impression_queries(impressions), lead_ms=lead)
     answers = run_tool(feature_tool, catalog, lines)
     assert_same_features(answers, features, len(impressions))
     # The schedule did publish the future first: some query came after events at or past its time.

@@ -297,3 +297,152 @@ def test_the_naming_rules_flag_what_promtool_flags():
         'wait_milliseconds: use base unit "seconds" instead of "milliseconds"',
         'queue_total: non-counter metrics should not have "_total" suffix',
         "bytesRead: metric names should be written in 'snake_case' not 'camelCase'"])
+
+
+# ---------------------------------------------------------------- the ids-only form
+
+def ids_requests(data, count: int = 12, per_request: int = 6) -> tuple[list[tuple[int, dict]], object]:
+    """Ids-only requests at the times of `count` impressions spread over the tiny world, each for the
+    impression's user with its room and the other rooms live then; and the world's state events."""
+    import pandas as pd
+
+    from data_pipelines.streams.features import FeatureSpec
+    from online.state_events import world_state_events
+
+    impressions = pd.read_parquet(data.canonical.live_impressions).sort_values("request_ts", kind="stable")
+    lives = pd.read_parquet(data.canonical.lives)
+    spec = FeatureSpec.of_manifest(data.manifest("final"))
+    events = world_state_events(lives, impressions, pd.read_parquet(data.canonical.short_plays), spec.columns)
+    asked = []
+    for k, row in enumerate(impressions.iloc[np.linspace(len(impressions) // 10, len(impressions) - 1, count,
+                                                         dtype=int)].itertuples()):
+        t = int(row.request_ts)
+        live = lives[(lives["start_ts"] < t) & (lives["end_ts"] > t) & (lives["live_id"] != row.live_id)]
+        candidates = [int(row.live_id), *live["live_id"].head(per_request - 1).astype(int)]
+        asked.append((t, {"request_id": f"ids-{k}", "ids": {"user_id": int(row.user_id), "request_ts": t,
+                                                             "live_ids": candidates}}))
+    return asked, events
+
+
+def full_form(features: dict, meta: dict, request_id: str) -> dict:
+    """The full-feature request of what the feature stage assembled (ranker_features' answer), split
+    between the user and the candidates as the export's request layout says."""
+    user_side = meta["request_layout"]["user"]
+    user = features["user"]
+    merged = [{section: {**user[section], **c[section]} for section in ("ids", "dense", "sequences")}
+              for c in features["candidates"]]
+    own = {section: set(user_side[section]) for section in ("ids", "dense", "sequences")}
+    return {"request_id": request_id,
+            "user": {section: {n: v for n, v in merged[0][section].items() if n in own[section]}
+                     for section in own},
+            "candidates": [{section: {n: v for n, v in c[section].items() if n not in own[section]} for section in own}
+                           for c in merged]}
+
+
+@pytest.fixture(scope="module")
+def ids_only(both, tiny_streams, ranker_binary):
+    """The JSON ranker's answers to ids-only requests fed with the tiny world's events on time, and
+    the full-feature requests of the same features (from ranker_features): (requests, answers, full)."""
+    from online.feature_lines import feed_lines
+    from serving.binaries import FEATURE_TOOL
+
+    model_dir, meta, _ = both
+    asked, events = ids_requests(tiny_streams)
+    catalog = str(tiny_streams.feature_catalog)
+    lines = feed_lines(events, [(t, json.dumps(r)) for t, r in asked])
+    result = subprocess.run([str(ranker_binary), "--model", str(model_dir), "--format", "torchscript",
+                             "--reload-check-ms", "0", "--features-catalog", catalog],
+                            input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    queries = [json.dumps({"query": {"request_id": r["request_id"], "user_id": r["ids"]["user_id"],
+                                     "request_ts": t, "live_ids": r["ids"]["live_ids"]}}) for t, r in asked]
+    features = subprocess.run([str(FEATURE_TOOL), "--catalog", catalog],
+                              input="\n".join(feed_lines(events, list(zip([t for t, _ in asked], queries)))) + "\n",
+                              capture_output=True, text=True, timeout=300)
+    full = [full_form(json.loads(line), meta, r["request_id"]) for line, (_, r) in
+            zip(features.stdout.splitlines(), asked)]
+    return [r for _, r in asked], answers, full, events
+
+
+def test_an_ids_only_request_ranks_as_the_full_feature_form_of_the_features_assembled(both, ranker_binary, ids_only):
+    model_dir, _, _ = both
+    requests, answers, full, _ = ids_only
+    assert [a.get("request_id") for a in answers] == [r["request_id"] for r in requests], answers[:2]
+    expected = json_tool(ranker_binary, model_dir, full)
+    for r, got, want in zip(requests, answers, expected):
+        assert len(got["ranked"]) == len(r["ids"]["live_ids"]) > 1
+        assert as_float32(got) == as_float32(want), r["request_id"]
+    # The wire: 200 candidate ids fit in well under 4 KB (the full-feature form: ~180 KB).
+    wide = request_to_proto({"request_id": "r", "ids": {"user_id": 10**6, "request_ts": 1_700_000_000_000,
+                                                        "live_ids": list(range(10**9, 10**9 + 200))}})
+    assert len(wide.SerializeToString()) <= 4096
+
+
+def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_state_on_restart(both, tiny_streams,
+                                                                                                 ids_only):
+    """Every event on the broker at once (published before the requests' times): the server's state
+    is rebuilt from the streams before SERVING, and answers the requests as the JSON tool did with
+    the events fed on time (point in time); killed and started again, it answers the same."""
+    from online.broker import BrokerServer, Producer, connect
+
+    model_dir, _, _ = both
+    requests, answers, _, events = ids_only
+    with BrokerServer(fsync="everysec") as broker:
+        r = connect(broker.url)
+        Producer(r).send_keyed(events.broker_entries(partitions=2))
+        flags = ["--format", "torchscript", "--reload-check-ms", "0", "--features-catalog",
+                 str(tiny_streams.feature_catalog), "--events-broker", f"127.0.0.1:{broker.port}",
+                 "--event-partitions", "2", "--feature-tolerance-ms", str(10**12)]
+        for attempt in range(2):
+            with RankerServer(model_dir, *flags) as server:
+                published = len(events) + 2 * attempt  # the second server also finds the room and clock below
+                assert f"feature state rebuilt from {published} events (0 quarantined)" in server.stderr
+                for request, expected in zip(requests, answers):
+                    assert as_float32(server.client.rank(request)) == as_float32(expected), request["request_id"]
+                assert server.metrics()['ranker_state_events_total{outcome="applied"}'] == published
+                if attempt == 1:
+                    break
+                # The feed follows the streams: a room started now can be asked for a moment later.
+                now = int(events.columns["ts"].max())
+                r.xadd("events.1", {b"type": b"room_start", b"ts": str(now + 1).encode(), b"live": b"999999",
+                                    b"author": b"1", b"category": b"x", b"live_type": b"y"})
+                r.xadd("events.1", {b"type": b"clock", b"ts": str(now + 1_000).encode()})  # no request_ts: this clock
+                ask = {"request_id": "new", "ids": {"user_id": requests[0]["ids"]["user_id"], "live_ids": [999999]}}
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        assert len(server.client.rank(ask)["ranked"]) == 1
+                        break
+                    except RankError as e:
+                        assert "live 999999 has not started" in e.message and time.monotonic() < deadline
+                        time.sleep(0.05)
+                server.kill()  # a crash: the next server rebuilds its state from the streams
+
+
+def test_bytes_that_do_not_parse_get_invalid_argument_in_both_forms(both, tiny_streams):
+    model_dir, _, _ = both
+    full = request_to_proto(sample_requests(model_dir)[0]).SerializeToString()
+    ids = request_to_proto({"ids": {"user_id": 1, "live_ids": [1, 2, 3]}}).SerializeToString()
+    garbage = {"truncated full-feature form": full[: len(full) // 2],
+               "truncated ids-only form": ids[:-2],
+               "random bytes": bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)),
+               "a runaway varint": b"\x08" + b"\xff" * 12}
+    with RankerServer(model_dir, "--format", "torchscript", "--reload-check-ms", "0") as server:
+        channel = grpc.insecure_channel(server.grpc_address)
+        raw = channel.unary_unary("/moment_cross.ranker.v1.Ranker/Rank")  # bytes in, bytes out
+        for name, payload in garbage.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                raw(payload, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+            assert "do not parse as a moment_cross.ranker.v1.RankRequest" in refused.value.details(), name
+        # An ids-only request to a ranker without a feature state, and a request in both forms:
+        with pytest.raises(RankError) as refused:
+            server.client.rank({"ids": {"user_id": 1, "live_ids": [1]}})
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT and "no feature state" in refused.value.message
+        both_forms = {**sample_requests(model_dir)[0], "ids": {"user_id": 1, "live_ids": [1]}}
+        with pytest.raises(RankError) as refused:
+            server.client.rank(both_forms)
+        assert "no feature state" in refused.value.message or "not both" in refused.value.message
+        assert "ranked" in server.client.rank(sample_requests(model_dir)[0])  # still serving
+        channel.close()

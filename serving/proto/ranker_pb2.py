@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aserving/proto/ranker.proto\x12\x16moment_cross.ranker.v1\"\x1b\n\tInt64List\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x9a\x01\n\x08Sequence\x12<\n\x06\x66ields\x18\x01 \x03(\x0b\x32,.moment_cross.ranker.v1.Sequence.FieldsEntry\x1aP\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.moment_cross.ranker.v1.Int64List:\x02\x38\x01\"\xe0\x02\n\x04Part\x12\x32\n\x03ids\x18\x01 \x03(\x0b\x32%.moment_cross.ranker.v1.Part.IdsEntry\x12\x36\n\x05\x64\x65nse\x18\x02 \x03(\x0b\x32\'.moment_cross.ranker.v1.Part.DenseEntry\x12>\n\tsequences\x18\x03 \x03(\x0b\x32+.moment_cross.ranker.v1.Part.SequencesEntry\x1a*\n\x08IdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a,\n\nDenseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1aR\n\x0eSequencesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .moment_cross.ranker.v1.Sequence:\x02\x38\x01\"\x93\x01\n\x0bRankRequest\x12\x17\n\nrequest_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12*\n\x04user\x18\x02 \x01(\x0b\x32\x1c.moment_cross.ranker.v1.Part\x12\x30\n\ncandidates\x18\x03 \x03(\x0b\x32\x1c.moment_cross.ranker.v1.PartB\r\n\x0b_request_id\"\xbc\x01\n\x0fRankedCandidate\x12\x11\n\tcandidate\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12Q\n\rprobabilities\x18\x03 \x03(\x0b\x32:.moment_cross.ranker.v1.RankedCandidate.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xb3\x01\n\x0cRankResponse\x12\x17\n\nrequest_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x10model_generation\x18\x02 \x01(\x03\x12\x12\n\nmodel_push\x18\x04 \x01(\x03\x12\x14\n\x0cmodel_export\x18\x05 \x01(\t\x12\x37\n\x06ranked\x18\x03 \x03(\x0b\x32\'.moment_cross.ranker.v1.RankedCandidateB\r\n\x0b_request_id2[\n\x06Ranker\x12Q\n\x04Rank\x12#.moment_cross.ranker.v1.RankRequest\x1a$.moment_cross.ranker.v1.RankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aserving/proto/ranker.proto\x12\x16moment_cross.ranker.v1\"\x1b\n\tInt64List\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x9a\x01\n\x08Sequence\x12<\n\x06\x66ields\x18\x01 \x03(\x0b\x32,.moment_cross.ranker.v1.Sequence.FieldsEntry\x1aP\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.moment_cross.ranker.v1.Int64List:\x02\x38\x01\"\xe0\x02\n\x04Part\x12\x32\n\x03ids\x18\x01 \x03(\x0b\x32%.moment_cross.ranker.v1.Part.IdsEntry\x12\x36\n\x05\x64\x65nse\x18\x02 \x03(\x0b\x32\'.moment_cross.ranker.v1.Part.DenseEntry\x12>\n\tsequences\x18\x03 \x03(\x0b\x32+.moment_cross.ranker.v1.Part.SequencesEntry\x1a*\n\x08IdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a,\n\nDenseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1aR\n\x0eSequencesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .moment_cross.ranker.v1.Sequence:\x02\x38\x01\"P\n\x03Ids\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x17\n\nrequest_ts\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08live_ids\x18\x03 \x03(\x03\x42\r\n\x0b_request_ts\"\xbd\x01\n\x0bRankRequest\x12\x17\n\nrequest_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12*\n\x04user\x18\x02 \x01(\x0b\x32\x1c.moment_cross.ranker.v1.Part\x12\x30\n\ncandidates\x18\x03 \x03(\x0b\x32\x1c.moment_cross.ranker.v1.Part\x12(\n\x03ids\x18\x04 \x01(\x0b\x32\x1b.moment_cross.ranker.v1.IdsB\r\n\x0b_request_id\"\xbc\x01\n\x0fRankedCandidate\x12\x11\n\tcandidate\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12Q\n\rprobabilities\x18\x03 \x03(\x0b\x32:.moment_cross.ranker.v1.RankedCandidate.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xb3\x01\n\x0cRankResponse\x12\x17\n\nrequest_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x10model_generation\x18\x02 \x01(\x03\x12\x12\n\nmodel_push\x18\x04 \x01(\x03\x12\x14\n\x0cmodel_export\x18\x05 \x01(\t\x12\x37\n\x06ranked\x18\x03 \x03(\x0b\x32\'.moment_cross.ranker.v1.RankedCandidateB\r\n\x0b_request_id2[\n\x06Ranker\x12Q\n\x04Rank\x12#.moment_cross.ranker.v1.RankRequest\x1a$.moment_cross.ranker.v1.RankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,14 +55,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PART_DENSEENTRY']._serialized_end=509
   _globals['_PART_SEQUENCESENTRY']._serialized_start=511
   _globals['_PART_SEQUENCESENTRY']._serialized_end=593
-  _globals['_RANKREQUEST']._serialized_start=596
-  _globals['_RANKREQUEST']._serialized_end=743
-  _globals['_RANKEDCANDIDATE']._serialized_start=746
-  _globals['_RANKEDCANDIDATE']._serialized_end=934
-  _globals['_RANKEDCANDIDATE_PROBABILITIESENTRY']._serialized_start=882
-  _globals['_RANKEDCANDIDATE_PROBABILITIESENTRY']._serialized_end=934
-  _globals['_RANKRESPONSE']._serialized_start=937
-  _globals['_RANKRESPONSE']._serialized_end=1116
-  _globals['_RANKER']._serialized_start=1118
-  _globals['_RANKER']._serialized_end=1209
+  _globals['_IDS']._serialized_start=595
+  _globals['_IDS']._serialized_end=675
+  _globals['_RANKREQUEST']._serialized_start=678
+  _globals['_RANKREQUEST']._serialized_end=867
+  _globals['_RANKEDCANDIDATE']._serialized_start=870
+  _globals['_RANKEDCANDIDATE']._serialized_end=1058
+  _globals['_RANKEDCANDIDATE_PROBABILITIESENTRY']._serialized_start=1006
+  _globals['_RANKEDCANDIDATE_PROBABILITIESENTRY']._serialized_end=1058
+  _globals['_RANKRESPONSE']._serialized_start=1061
+  _globals['_RANKRESPONSE']._serialized_end=1240
+  _globals['_RANKER']._serialized_start=1242
+  _globals['_RANKER']._serialized_end=1333
 # @@protoc_insertion_point(module_scope)

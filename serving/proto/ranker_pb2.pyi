@@ -56,15 +56,27 @@ class Part(_message.Message):
     sequences: _containers.MessageMap[str, Sequence]
     def __init__(self, ids: _Optional[_Mapping[str, int]] = ..., dense: _Optional[_Mapping[str, float]] = ..., sequences: _Optional[_Mapping[str, Sequence]] = ...) -> None: ...
 
+class Ids(_message.Message):
+    __slots__ = ("user_id", "request_ts", "live_ids")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_id: int
+    request_ts: int
+    live_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, user_id: _Optional[int] = ..., request_ts: _Optional[int] = ..., live_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "user", "candidates")
+    __slots__ = ("request_id", "user", "candidates", "ids")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     user: Part
     candidates: _containers.RepeatedCompositeFieldContainer[Part]
-    def __init__(self, request_id: _Optional[str] = ..., user: _Optional[_Union[Part, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Part, _Mapping]]] = ...) -> None: ...
+    ids: Ids
+    def __init__(self, request_id: _Optional[str] = ..., user: _Optional[_Union[Part, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Part, _Mapping]]] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("candidate", "score", "probabilities")

@@ -45,8 +45,8 @@ class RankerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Rank(self, request, context):
-        """Ranks the candidates for the user. Errors: INVALID_ARGUMENT (the request breaks a rule; the
-        message names the field), UNAVAILABLE (no model loaded yet, or the server is shutting down),
+        """Ranks the candidates for the user. Errors: INVALID_ARGUMENT (the request breaks a rule, or its
+        bytes do not parse as a RankRequest; the message names the field), UNAVAILABLE (no model loaded yet, or the server is shutting down),
         INTERNAL (the model failed or returned something that cannot be ranked).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

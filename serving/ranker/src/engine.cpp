@@ -6,6 +6,8 @@
 #endif
 
 #include "batcher.hpp"
+#include "features/layout.hpp"
+#include "features/state.hpp"
 #include "model_store.hpp"
 #include "operator_libraries.hpp"
 #include "ranking.hpp"
@@ -20,9 +22,10 @@ void keep_freed_memory() {
 }
 
 struct Engine::Impl {
-  Impl(const EngineOptions& o, Metrics& m)
+  Impl(const EngineOptions& o, Metrics& m, const features::FeatureState* f)
       : options(o),
         metrics(m),
+        features(f),
         libraries(load_operator_libraries(o.ops_dir, o.verbose)),
         store(o.model_dir, store_options(o, m)),
         batcher(BatcherOptions{o.workers, o.intra_op_threads, o.max_batch_candidates,
@@ -48,14 +51,38 @@ struct Engine::Impl {
     return s;
   }
 
+  // The ids-only form: the features of the request's candidates, assembled from the live state.
+  ValidRequest from_ids(const RequestInput& input, const ModelMeta& meta) {
+    if (features == nullptr)
+      throw RequestError("ids: this ranker has no feature state; send the full-feature form (user, candidates), or "
+                         "start the ranker with --features-catalog");
+    if (input.user || !input.candidates.empty())
+      throw RequestError("a request is ids-only (ids) or full-feature (user, candidates), not both");
+    const IdsInput& ids = *input.ids;
+    if (static_cast<int64_t>(ids.live_ids.size()) > meta.max_candidates)
+      throw RequestError(std::to_string(ids.live_ids.size()) + " candidates, more than the limit of " +
+                         std::to_string(meta.max_candidates));
+    features::Assembled assembled;
+    try {
+      assembled = features->assemble(ids.user_id, ids.request_ts.value_or(features->clock_ms()), ids.live_ids);
+    } catch (const features::FeatureError& e) {
+      throw RequestError(std::string("ids.") + e.what());
+    }
+    if (!assembled.known_user) metrics.unknown_user();
+    metrics.stage_done("features", assembled.total_seconds);
+    return features::lay_out(assembled, meta, input.request_id);
+  }
+
   EngineOptions options;
   Metrics& metrics;
+  const features::FeatureState* features;
   int libraries;
   ModelStore store;
   Batcher batcher;
 };
 
-Engine::Engine(const EngineOptions& options, Metrics& metrics) : impl_(std::make_unique<Impl>(options, metrics)) {}
+Engine::Engine(const EngineOptions& options, Metrics& metrics, const features::FeatureState* features)
+    : impl_(std::make_unique<Impl>(options, metrics, features)) {}
 
 Engine::~Engine() = default;
 
@@ -74,7 +101,7 @@ Ranking Engine::rank(const RequestInput& input) {
   const auto t0 = clock::now();
   Scores scores;
   try {
-    ValidRequest request = validate(input, model->meta);
+    ValidRequest request = input.ids ? impl_->from_ids(input, model->meta) : validate(input, model->meta);
     impl_->metrics.stage_done("validate", std::chrono::duration<double>(clock::now() - t0).count());
     scores = impl_->batcher.score(model, std::move(request));
   } catch (const BatcherStopped& e) {

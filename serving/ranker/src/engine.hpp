@@ -17,6 +17,10 @@
 
 namespace ranker {
 
+namespace features {
+class FeatureState;
+}
+
 struct EngineOptions {
   std::string model_dir;
   std::string format = "auto";  // auto | torchscript | aoti
@@ -47,13 +51,15 @@ void keep_freed_memory();
 class Engine {
  public:
   // Loads the operator libraries and the model, warms it up, starts the workers; throws
-  // std::runtime_error saying what is wrong.
-  Engine(const EngineOptions& options, Metrics& metrics);
+  // std::runtime_error saying what is wrong. `features`: the live feature state ids-only requests
+  // are assembled from (null: the full-feature form only); it must outlive the engine.
+  Engine(const EngineOptions& options, Metrics& metrics, const features::FeatureState* features = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Validates and scores one request (blocks until its batch is scored). Throws RankFailure.
+  // Validates and scores one request (blocks until its batch is scored): the full-feature form as
+  // sent, the ids-only form with the features the feature state assembles. Throws RankFailure.
   Ranking rank(const RequestInput& request);
   EngineInfo info() const;
   // Refuses new requests, finishes the queued ones, stops the workers and the reload watcher.

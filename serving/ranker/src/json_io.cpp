@@ -164,6 +164,38 @@ class Reading {
     return part;
   }
 
+  // {"user_id": int, "request_ts": int (optional), "live_ids": [int, ...]}: the ids-only form.
+  IdsInput ids(ondemand::value value) {
+    IdsInput ids;
+    bool user = false, lives = false;
+    members(value, "ids", [&](std::string_view name, ondemand::value field) {
+      const std::string at = "ids." + std::string(name);
+      if (name == "user_id") {
+        ids.user_id = id(field, [&] { return at; });
+        user = true;
+      } else if (name == "request_ts") {
+        if (!field.is_null()) ids.request_ts = id(field, [&] { return at; });
+      } else if (name == "live_ids") {
+        ondemand::array array;
+        if (field.get_array().get(array)) {
+          note(at + " must be an array");
+          return;
+        }
+        lives = true;
+        for (auto element : array) {
+          ondemand::value v;
+          check(std::move(element).get(v));
+          ids.live_ids.push_back(id(v, [&] { return at + "[" + std::to_string(ids.live_ids.size()) + "]"; }));
+        }
+      } else {
+        note("ids: unexpected field '" + std::string(name) + "' (expected here: ['user_id', 'request_ts', 'live_ids'])");
+      }
+    });
+    if (!user) note("ids: missing field 'user_id'");
+    if (!lives) note("ids: missing field 'live_ids'");
+    return ids;
+  }
+
  private:
   std::optional<std::string> problem_;
 };
@@ -234,6 +266,8 @@ RequestInput RequestReader::read(std::string& line) {
       else request.request_id = std::string(id);
     } else if (key == "user") {
       request.user = reading.part(value, "user");
+    } else if (key == "ids") {
+      request.ids = reading.ids(value);
     } else if (key == "candidates") {
       ondemand::array candidates;
       if (value.get_array().get(candidates)) continue;  // as if absent: "missing or non-array"
@@ -253,7 +287,7 @@ RequestInput RequestReader::read(std::string& line) {
     bad_json("text after the request at column " + std::to_string(trailing - line.data() + 1));
   reading.finish();
   if (!unknown.empty()) fail("unexpected field '" + std::string(unknown) + "'");
-  if (!has_candidates) fail("missing or non-array field 'candidates'");
+  if (!has_candidates && !request.ids) fail("missing or non-array field 'candidates'");
   return request;
 }
 
@@ -290,6 +324,12 @@ std::string error_line(const std::optional<std::string>& request_id, std::string
   append_string(out, message);
   out += '}';
   return out;
+}
+
+std::string event_error_line(std::string_view message, int64_t line) {
+  std::string out = "{\"event_error\":";
+  append_string(out, message);
+  return out + ",\"line\":" + std::to_string(line) + "}";
 }
 
 }  // namespace ranker::json

@@ -32,5 +32,7 @@ class RequestReader {
 std::string ranking_line(const Ranking& ranking);
 // {"request_id": ... or null, "error": "..."}
 std::string error_line(const std::optional<std::string>& request_id, std::string_view message);
+// {"event_error": "...", "line": n}: an event line the feature state refused.
+std::string event_error_line(std::string_view message, int64_t line);
 
 }  // namespace ranker::json

@@ -148,6 +148,15 @@ std::string Metrics::prometheus_text() const {
   out += "ranker_push_data_timestamp_seconds " + number(push_data_time_ms_.load() / 1000.0) + "\n";
   header(out, "ranker_requests_in_flight", "Rank calls being served now.", "gauge");
   out += "ranker_requests_in_flight " + std::to_string(in_flight_.load()) + "\n";
+  header(out, "ranker_unknown_users_total",
+         "Ids-only requests for a user the feature state holds no event of (served with an empty history).", "counter");
+  out += "ranker_unknown_users_total " + std::to_string(unknown_users_.load()) + "\n";
+  header(out, "ranker_state_events_total", "Events the feature state took from the events streams, by outcome.",
+         "counter");
+  out += "ranker_state_events_total{outcome=\"applied\"} " + std::to_string(state_events_applied_.load()) + "\n";
+  out += "ranker_state_events_total{outcome=\"quarantined\"} " + std::to_string(state_events_quarantined_.load()) + "\n";
+  header(out, "ranker_state_clock_seconds", "The feature state's clock: the newest event's time (data time).", "gauge");
+  out += "ranker_state_clock_seconds " + number(state_clock_ms_.load() / 1000.0) + "\n";
   return out;
 }
 

@@ -42,12 +42,22 @@ class Metrics {
   // A push looked at: applied (the push now serving, its apply time, the wall clock at which its
   // newest batch was learned), refused (by reason) or a gap in the sequence.
   void push_done(const PushOutcome& outcome);
-  // Time spent in one stage of a call: "convert" (proto to the validator's input), "validate"
+  // Time spent in one stage of a call: "convert" (proto to the validator's input), "features" (an
+  // ids-only request's features assembled from the feature state), "validate"
   // (rules and tensors), "queue" (waiting for a worker), "rank" (ordering and the answer).
   void stage_done(const std::string& stage, double seconds);
   void set_generation(int64_t generation) { generation_ = generation; }
   void set_push(int64_t push) { push_ = push; }
   void in_flight(int delta) { in_flight_ += delta; }
+  // An ids-only request for a user the feature state holds no event of (served, with an empty history).
+  void unknown_user() { ++unknown_users_; }
+  // The feature state fed by the events streams: events applied, events quarantined (with the reason
+  // logged), the state's clock (data ms), and the newest event's publication-to-state delay.
+  void state_events(uint64_t applied, uint64_t quarantined) {
+    state_events_applied_ += applied;
+    state_events_quarantined_ += quarantined;
+  }
+  void set_state_clock(int64_t clock_ms) { state_clock_ms_ = clock_ms; }
 
   std::string prometheus_text() const;
 
@@ -66,6 +76,8 @@ class Metrics {
   std::map<std::string, uint64_t> pushes_by_result_;  // "applied", "gap", "refused/<reason>"
   Histogram push_apply_;
   std::atomic<int64_t> in_flight_{0};
+  std::atomic<uint64_t> unknown_users_{0}, state_events_applied_{0}, state_events_quarantined_{0};
+  std::atomic<int64_t> state_clock_ms_{0};
 };
 
 }  // namespace ranker

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "engine.hpp"
+#include "features/state.hpp"
 
 #ifndef RANKER_DEFAULT_OPS_DIR
 #define RANKER_DEFAULT_OPS_DIR ""
@@ -53,6 +54,22 @@ inline void add_engine_options(CLI::App& app, EngineOptions& o) {
   app.add_option("--reload-check-ms", o.reload_check_ms, "how often to look for a newer export (default 1000; 0 = never)")
       ->check(at_least(0));
   app.add_flag("--verbose", o.verbose, "say which operator libraries did not load");
+}
+
+// The live feature state that ids-only requests are assembled from (docs/serving.md, "Live feature state").
+struct FeatureOptions {
+  std::string catalog;  // empty: no feature state, the full-feature form only
+  features::StateOptions state;
+};
+
+inline void add_feature_options(CLI::App& app, FeatureOptions& o) {
+  app.add_option("--features-catalog", o.catalog,
+                 "the feature catalog (make streams writes <data>/streams/feature_catalog): with it, ids-only "
+                 "requests are served from a live feature state");
+  app.add_option("--feature-tolerance-ms", o.state.tolerance_ms,
+                 "refuse an ids-only request whose request_ts is further than this from the feature state's clock "
+                 "(default 60000)")
+      ->check(at_least(0));
 }
 
 // Parses the command line; a bad one is reported as "<program>: <what>" and exits 2, --help exits 0.

@@ -36,10 +36,18 @@ struct PartInput {  // the user, or one candidate
   std::vector<std::pair<std::string_view, SequenceInput>> sequences;
 };
 
+// The ids-only form: the ranker's feature state computes every feature (features/state.hpp).
+struct IdsInput {
+  int64_t user_id = 0;
+  std::optional<int64_t> request_ts;  // absent: the feature state's clock
+  std::vector<int64_t> live_ids;
+};
+
 struct RequestInput {
   std::optional<std::string> request_id;
   std::optional<PartInput> user;  // absent: "missing field 'user'"
   std::vector<PartInput> candidates;
+  std::optional<IdsInput> ids;  // present: the ids-only form (then neither user nor candidates)
 };
 
 // ---- validated: values in the model's orders, one side at a time ---------------------------------

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "features/event_fields.hpp"
+#include "features/json_events.hpp"
 #include "features/state.hpp"
 #include "options.hpp"
 
@@ -100,21 +100,6 @@ std::string features_line(const std::string& request_id, const Assembled& a) {
   return out;
 }
 
-// The text of a field of an event object: a string as is, an integer written in decimal.
-std::optional<std::string_view> field_text(element event, std::string_view name, std::string& scratch) {
-  element v;
-  if (event.at_key(name).get(v)) return std::nullopt;
-  std::string_view s;
-  if (!v.get_string().get(s)) return s;
-  int64_t i = 0;
-  if (!v.get_int64().get(i)) {
-    scratch = std::to_string(i);
-    return std::string_view(scratch);
-  }
-  scratch = simdjson::to_string(v);  // anything else is left for event_of to refuse as not an integer
-  return std::string_view(scratch);
-}
-
 Query query_of(element q) {
   Query out;
   auto integer = [&](const char* name) {
@@ -137,18 +122,6 @@ Query query_of(element q) {
     out.live_ids.push_back(i);
   }
   return out;
-}
-
-// Applies an event line's event; its error text, or "" when applied (or ignored).
-std::string apply_line(FeatureState& state, element event) {
-  std::string scratch;
-  try {
-    auto parsed = event_of([&](std::string_view name) { return field_text(event, name, scratch); });
-    if (parsed) state.apply(*parsed);
-    return "";
-  } catch (const EventError& e) {
-    return e.what();
-  }
 }
 
 double percentile(std::vector<double> v, double q) {
@@ -182,7 +155,7 @@ int run(FeatureState& state, std::istream& in, bool bench, int repeat) {
     }
     element body;
     if (!root.at_key("event").get(body)) {
-      const std::string error = apply_line(state, body);
+      const std::string error = apply_json_event(state, body);
       if (!error.empty()) std::cout << "{\"event_error\":" << json_string(error) << ",\"line\":" << number << "}\n";
       continue;
     }

@@ -27,6 +27,14 @@ RequestInput to_input(const pb::RankRequest& request) {
   RequestInput out;
   if (request.has_request_id()) out.request_id = request.request_id();
   if (request.has_user()) out.user = part(request.user());
+  if (request.has_ids()) {
+    const pb::Ids& ids = request.ids();
+    IdsInput in;
+    in.user_id = ids.user_id();
+    if (ids.has_request_ts()) in.request_ts = ids.request_ts();
+    in.live_ids.assign(ids.live_ids().begin(), ids.live_ids().end());
+    out.ids = std::move(in);
+  }
   out.candidates.reserve(request.candidates_size());
   for (const auto& c : request.candidates()) out.candidates.push_back(part(c));
   return out;

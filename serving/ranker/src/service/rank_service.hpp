@@ -11,13 +11,18 @@
 
 namespace ranker::service {
 
-class RankService final : public moment_cross::ranker::v1::Ranker::Service {
+// Rank is served as a "streamed unary" method: the handler reads the message itself, so bytes that do
+// not parse as a RankRequest are answered INVALID_ARGUMENT saying so (gRPC's own unary handler answers
+// them INTERNAL with an empty message: what monitoring counts as a server fault).
+class RankService final
+    : public moment_cross::ranker::v1::Ranker::WithStreamedUnaryMethod_Rank<moment_cross::ranker::v1::Ranker::Service> {
  public:
   explicit RankService(Metrics& metrics) : metrics_(metrics) {}
   void attach(Engine* engine) { engine_ = engine; }
 
-  grpc::Status Rank(grpc::ServerContext* context, const moment_cross::ranker::v1::RankRequest* request,
-                    moment_cross::ranker::v1::RankResponse* response) override;
+  grpc::Status StreamedRank(grpc::ServerContext* context,
+                            grpc::ServerUnaryStreamer<moment_cross::ranker::v1::RankRequest,
+                                                      moment_cross::ranker::v1::RankResponse>* stream) override;
 
  private:
   Metrics& metrics_;

@@ -20,6 +20,8 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "engine.hpp"
+#include "features/consumer.hpp"
+#include "features/state.hpp"
 #include "metrics.hpp"
 #include "ops_http.hpp"
 #include "options.hpp"
@@ -31,6 +33,9 @@ const char* kServiceName = "moment_cross.ranker.v1.Ranker";
 
 struct Options {
   ranker::EngineOptions engine;
+  ranker::FeatureOptions features;
+  std::string events_broker;  // host:port of the events streams' Redis; empty: no feed
+  int event_partitions = 1;
   std::string host = "127.0.0.1";
   int port = 50051;
   int http_port = 8080;
@@ -46,6 +51,12 @@ Options parse_args(int argc, char** argv) {
   CLI::App app("The ranker as a gRPC service (moment_cross.ranker.v1.Ranker, grpc.health.v1) with HTTP "
                "health and metrics.", "ranker_server");
   ranker::add_engine_options(app, o.engine);
+  ranker::add_feature_options(app, o.features);
+  app.add_option("--events-broker", o.events_broker,
+                 "HOST:PORT of the Redis whose events.<p> streams feed the feature state (needs --features-catalog); "
+                 "the state is rebuilt from them before the server reports SERVING");
+  app.add_option("--event-partitions", o.event_partitions, "how many events.<p> streams there are (default 1)")
+      ->check(ranker::at_least(1));
   app.add_option("--host", o.host, "address to bind both ports to (default 127.0.0.1; 0.0.0.0 = every interface)");
   app.add_option("--port", o.port, "gRPC port: Ranker and grpc.health.v1 (default 50051; 0 = any free port)")
       ->check(ranker::at_least(0));
@@ -78,6 +89,9 @@ Options parse_args(int argc, char** argv) {
   for (const auto* path : {&o.healthz_path, &o.metrics_path})
     if (path->empty() || (*path)[0] != '/') usage_error("HTTP paths must start with '/', got '" + *path + "'");
   if (o.healthz_path == o.metrics_path) usage_error("--healthz-path and --metrics-path must differ");
+  if (!o.events_broker.empty() && o.features.catalog.empty()) usage_error("--events-broker needs --features-catalog");
+  if (!o.events_broker.empty() && o.events_broker.rfind(':') == std::string::npos)
+    usage_error("--events-broker must be HOST:PORT, got '" + o.events_broker + "'");
   return o;
 }
 
@@ -129,9 +143,37 @@ int main(int argc, char** argv) {
   std::cerr << "ranker_server: listening grpc=" << address(o.host, grpc_port)
             << " http=" << address(o.host, http->port()) << std::endl;
 
+  std::unique_ptr<ranker::features::FeatureState> state;
+  std::unique_ptr<ranker::features::EventConsumer> feed;
   std::unique_ptr<ranker::Engine> engine;
   try {
-    engine = std::make_unique<ranker::Engine>(o.engine, metrics);
+    if (!o.features.catalog.empty()) {
+      state = std::make_unique<ranker::features::FeatureState>(ranker::features::Catalog::load(o.features.catalog),
+                                                               o.features.state);
+      if (!o.events_broker.empty()) {
+        ranker::features::ConsumerOptions feed_options;
+        const size_t colon = o.events_broker.rfind(':');
+        feed_options.host = o.events_broker.substr(0, colon);
+        feed_options.port = std::stoi(o.events_broker.substr(colon + 1));
+        feed_options.partitions = o.event_partitions;
+        auto* observed = state.get();
+        feed = std::make_unique<ranker::features::EventConsumer>(
+            *state, feed_options, [&metrics, observed](uint64_t applied, uint64_t quarantined) {
+              metrics.state_events(applied, quarantined);
+              metrics.set_state_clock(observed->clock_ms());
+            });
+        // Rebuilt before SERVING: a ranker that starts again answers from the same state as before.
+        const auto rebuilt = feed->catch_up();
+        const auto stats = state->stats();
+        std::cerr << "ranker_server: feature state rebuilt from " << rebuilt.entries << " events ("
+                  << rebuilt.quarantined << " quarantined) in " << rebuilt.seconds << " s ("
+                  << (rebuilt.entries > 0 ? rebuilt.seconds * 1e6 / rebuilt.entries : 0.0) << " s per million): "
+                  << stats.users << " users, " << stats.history_events << " history events, " << stats.rooms
+                  << " rooms" << std::endl;
+        feed->start();
+      }
+    }
+    engine = std::make_unique<ranker::Engine>(o.engine, metrics, state.get());
   } catch (const std::exception& e) {
     std::cerr << "ranker_server: " << e.what() << std::endl;
     server->Shutdown();
@@ -156,6 +198,7 @@ int main(int argc, char** argv) {
   // Stops accepting calls and waits for those in flight, cancelling any still running at the deadline.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(o.shutdown_timeout_ms));
   engine->stop();
+  if (feed) feed->stop();
   http->stop();
   std::cerr << "ranker_server: stopped" << std::endl;
   return 0;
