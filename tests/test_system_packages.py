@@ -73,7 +73,7 @@ def test_the_cmake_needs_are_read_from_the_cmake_files():
     """The parser finds what CMakeLists.txt asks for today (written out by hand from the file)."""
     assert cmake_needs() == {"program:cmake", "program:make", "program:g++", "program:pkg-config",
                              "pkg-config:grpc++", "pkg-config:protobuf", "pkg-config:cpp-httplib",
-                             "pkg-config:simdjson", "pkg-config:CLI11", "pkg-config:zlib",
+                             "pkg-config:simdjson", "pkg-config:CLI11", "pkg-config:zlib", "pkg-config:hiredis",
                              "program:protoc", "program:grpc_cpp_plugin"}
 
 
