@@ -1,4 +1,4 @@
-// ranker_features --catalog DIR [--input FILE] [--bench FILE]
+// ranker_features --catalog DIR [--input FILE] [--bench FILE] [--memory-users N]
 //
 // The feature stage as a JSON-lines tool, without a model: each input line is an event or a query,
 //   {"event": {"type": "play", "ts": 1, "user": 7, ...}}   the fields of a broker entry (event_fields.hpp)
@@ -208,12 +208,51 @@ int run(FeatureState& state, std::istream& in, bool bench, int repeat) {
   return 0;
 }
 
+// The state's memory: `users` synthetic users with `events` short-video plays each, applied to an
+// empty state; the resident memory it grew by, per history event and per 100,000 users.
+int memory(FeatureState& state, int64_t users, int64_t events) {
+  const Catalog& c = state.catalog();
+  if (c.photo_ids.empty() || c.author_ids.empty()) {
+    std::cerr << "ranker_features: the catalog has no photos to play\n";
+    return 2;
+  }
+  const int64_t before = rss_bytes();
+  const auto start = std::chrono::steady_clock::now();
+  StateEvent e;
+  e.kind = EventKind::play;
+  for (int64_t k = 0; k < events; ++k)
+    for (int64_t u = 0; u < users; ++u) {  // time-ordered, as a feed delivers them
+      e.user = u;
+      e.ts = 1'000'000 + k * 1000;
+      e.start_ts = e.ts - 500;
+      e.watch_ms = 500;
+      e.photo = c.photo_ids[static_cast<size_t>((u * 7919 + k) % static_cast<int64_t>(c.photo_ids.size()))];
+      e.author = c.author_ids[static_cast<size_t>((u + k) % static_cast<int64_t>(c.author_ids.size()))];
+      state.apply(e);
+    }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const int64_t grown = rss_bytes() - before;
+  const StateStats s = state.stats();
+  const double per_event = static_cast<double>(grown) / std::max<int64_t>(s.history_events, 1);
+  const double per_100k = static_cast<double>(grown) / std::max<int64_t>(s.users, 1) * 100'000;
+  std::printf("feature state memory: %lld users x %lld plays = %lld history events in %.2f s (%.0f events/s); RSS +%.1f MiB: "
+              "%.1f bytes per history event (%zu in the event itself), %.1f MiB per 100,000 users\n",
+              static_cast<long long>(s.users), static_cast<long long>(events), static_cast<long long>(s.history_events),
+              seconds, s.history_events / seconds, grown / 1048576.0, per_event, sizeof(HistoryEvent), per_100k / 1048576.0);
+  std::printf("BENCH_JSON {\"users\":%lld,\"events_per_user\":%lld,\"history_events\":%lld,\"rss_growth_bytes\":%lld,"
+              "\"bytes_per_history_event\":%.2f,\"event_bytes\":%zu,\"rss_mib_per_100k_users\":%.2f,\"apply_events_per_s\":%.0f}\n",
+              static_cast<long long>(s.users), static_cast<long long>(events), static_cast<long long>(s.history_events),
+              static_cast<long long>(grown), per_event, sizeof(HistoryEvent), per_100k / 1048576.0, s.history_events / seconds);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string catalog_dir, input, bench;
   StateOptions options;
   int repeat = 20;
+  int64_t memory_users = 0, memory_events = 100;
   CLI::App app("The ranker's feature stage as a JSON-lines tool: events and queries in, features out.", "ranker_features");
   app.add_option("--catalog", catalog_dir, "the feature catalog directory (make streams writes <data>/streams/feature_catalog)")->required();
   app.add_option("--input", input, "event and query lines (default: stdin)");
@@ -222,9 +261,18 @@ int main(int argc, char** argv) {
   app.add_option("--max-candidates", options.max_candidates, "most candidates per request")->check(ranker::at_least(1));
   app.add_option("--bench", bench, "time each query's assembly (per GSU) instead of answering it");
   app.add_option("--repeat", repeat, "bench: assemblies per query")->check(ranker::at_least(1));
+  app.add_option("--memory-users", memory_users,
+                 "measure the state's memory instead: this many synthetic users' plays applied to an empty state")
+      ->check(ranker::at_least(1));
+  app.add_option("--memory-events", memory_events, "plays per synthetic user (default 100)")->check(ranker::at_least(1));
   ranker::parse_or_exit(app, argc, argv);
   try {
     FeatureState state(Catalog::load(catalog_dir), options);
+    if (memory_users > 0) {
+      options.tolerance_ms = 0;  // every event settles at once: the history keeps max_events, as in a steady state
+      FeatureState empty(Catalog::load(catalog_dir), options);
+      return memory(empty, memory_users, memory_events);
+    }
     std::ios::sync_with_stdio(false);
     const std::string& path = bench.empty() ? input : bench;
     if (path.empty()) return run(state, std::cin, false, 1);

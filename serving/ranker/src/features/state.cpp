@@ -179,12 +179,19 @@ void FeatureState::check(const StateEvent& e) const {
   }
 }
 
+int64_t FeatureState::watch_row(int64_t watch_ms) const {
+  return log2_bucket_row(static_cast<double>(watch_ms) / 1000.0, catalog_.log_buckets);
+}
+
 void FeatureState::add_history(int64_t user, const HistoryEvent& ev) {
   auto& h = users_[user];
   // (ts, start, domain, item, author, watch): make streams' order of a user's interactions
-  // (history_store.py from_events), item and author rows following their raw ids.
+  // (history_store.py from_events), item and author rows following their raw ids (the watch time
+  // by its bucket, and a duration beyond 18.6 hours saturated: ties that differ only there may order
+  // differently).
   auto key = [](const HistoryEvent& a) {
-    return std::make_tuple(a.ts, a.ts - a.duration_ms, a.live(), a.item_row(), a.author, a.watch_ms);
+    const int64_t ts = a.ts();
+    return std::make_tuple(ts, ts - a.duration_ms(), a.live(), a.item_row(), a.author, a.watch_row());
   };
   h.insert(std::upper_bound(h.begin(), h.end(), ev, [&](const HistoryEvent& a, const HistoryEvent& b) {
              return key(a) < key(b);
@@ -195,7 +202,7 @@ void FeatureState::add_history(int64_t user, const HistoryEvent& ev) {
   // state still answers, and only the latest max_events of them can be asked for. Events after it
   // are all kept (published early, they must not push out what an earlier request needs).
   const int64_t oldest_request = clock_ - options_.tolerance_ms;
-  int64_t settled = std::partition_point(h.begin(), h.end(), [&](const HistoryEvent& x) { return x.ts < oldest_request; }) -
+  int64_t settled = std::partition_point(h.begin(), h.end(), [&](const HistoryEvent& x) { return x.ts() < oldest_request; }) -
                     h.begin();
   for (; settled > catalog_.max_events; --settled) {
     h.pop_front();
@@ -212,13 +219,11 @@ void FeatureState::apply(const StateEvent& e) {
   switch (e.kind) {
     case EventKind::clock:
       return;
-    case EventKind::play: {
-      const int64_t row = catalog_.photo_row(e.photo);
-      add_history(e.user, HistoryEvent{e.ts, static_cast<int32_t>(e.ts - e.start_ts), static_cast<uint32_t>(row),
-                                       static_cast<int32_t>(catalog_.author_row(e.author)),
-                                       static_cast<int32_t>(e.watch_ms)});
+    case EventKind::play:
+      add_history(e.user, HistoryEvent::of(e.ts, e.ts - e.start_ts, catalog_.photo_row(e.photo), false,
+                                           catalog_.author_row(e.author), watch_row(e.watch_ms),
+                                           e.watch_ms >= catalog_.short_long_view_ms));
       return;
-    }
     case EventKind::impression: {
       auto& r = room(e.live);
       r.shown.add(e.ts, forget_before);
@@ -236,10 +241,8 @@ void FeatureState::apply(const StateEvent& e) {
       auto& r = room(e.live);
       r.exits.add(e.ts, forget_before);
       r.exits.forget(forget_before);
-      add_history(e.user, HistoryEvent{e.ts, static_cast<int32_t>(e.ts - e.start_ts),
-                                       static_cast<uint32_t>(r.item_row) | HistoryEvent::kLiveBit,
-                                       static_cast<int32_t>(catalog_.author_row(e.author)),
-                                       static_cast<int32_t>(e.watch_ms)});
+      add_history(e.user, HistoryEvent::of(e.ts, e.ts - e.start_ts, r.item_row, true, catalog_.author_row(e.author),
+                                           watch_row(e.watch_ms), e.watch_ms >= catalog_.live_long_view_ms));
       return;
     }
     case EventKind::room_start: {
@@ -303,16 +306,13 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
   out.known_user = found != users_.end();
   const auto& h = out.known_user ? found->second : kNone;
   // The user's most recent max_events interactions known strictly before t0: [b, e).
-  const int64_t e = std::partition_point(h.begin(), h.end(), [t0](const HistoryEvent& x) { return x.ts < t0; }) - h.begin();
+  const int64_t e = std::partition_point(h.begin(), h.end(), [t0](const HistoryEvent& x) { return x.ts() < t0; }) - h.begin();
   const int64_t b = std::max<int64_t>(0, e - c.max_events);
   out.history_events = e - b;
   const int64_t L = c.gsu_length;
   auto element = [&](const HistoryEvent& x) {
-    return Element{x.item_row(), x.author, log2_bucket_row(static_cast<double>(t0 - x.ts) / 60'000.0, c.log_buckets),
-                   log2_bucket_row(x.watch_ms / 1000.0, c.log_buckets), x.live() ? c.domain_live : c.domain_short};
-  };
-  auto long_view = [&](const HistoryEvent& x) {
-    return x.watch_ms >= (x.live() ? c.live_long_view_ms : c.short_long_view_ms);
+    return Element{x.item_row(), x.author, log2_bucket_row(static_cast<double>(t0 - x.ts()) / 60'000.0, c.log_buckets),
+                   x.watch_row(), x.live() ? c.domain_live : c.domain_short};
   };
 
   // ---- the user's features
@@ -331,7 +331,7 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
   out.gsu_seconds[kShort] = seconds_since(t);
   t = Clock::now();
   for (int64_t i = e - 1; i >= b && static_cast<int64_t>(u.mixed_seq.size()) < L; --i)
-    if (long_view(h[i])) u.mixed_seq.push_back(element(h[i]));
+    if (h[i].long_view()) u.mixed_seq.push_back(element(h[i]));
   out.gsu_seconds[kMixed] = seconds_since(t);
 
   // ---- each candidate's ids and room state

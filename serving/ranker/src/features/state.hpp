@@ -9,6 +9,7 @@
 // (assemble) share it under a reader-writer lock.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <shared_mutex>
@@ -49,18 +50,34 @@ struct StateEvent {
   std::string category, live_type;
 };
 
-// One interaction of a user's history: 24 bytes (docs/serving.md: the memory target).
+// One interaction of a user's history, packed into 20 bytes (docs/serving.md: at most 24 bytes per
+// history event in the state, container included). What the GSUs read of its watch time is its
+// bucket and whether it was a long view, so those are kept rather than the milliseconds.
 struct HistoryEvent {
-  int64_t ts;           // when it became known: its end
-  int32_t duration_ms;  // ts - its start
-  uint32_t item;        // item-table row, kLiveBit set for a live
-  int32_t author;       // author-table row
-  int32_t watch_ms;
+  uint32_t ts_low, ts_high;  // when it became known (its end), ms; split so the struct aligns to 4 bytes
+  uint32_t item;             // item-table row, kLiveBit set for a live
+  int32_t author;            // author-table row
+  uint32_t bits;             // duration ms (26 bits, saturating) | watch bucket row << 26 | long view << 31
+
   static constexpr uint32_t kLiveBit = 1u << 31;
+  static constexpr uint32_t kDurationMask = (1u << 26) - 1;  // 18.6 hours
+
+  static HistoryEvent of(int64_t ts, int64_t duration_ms, int64_t item_row, bool live, int64_t author_row,
+                         int64_t watch_row, bool long_view) {
+    const auto t = static_cast<uint64_t>(ts);
+    const uint32_t duration = static_cast<uint32_t>(std::min<int64_t>(duration_ms, kDurationMask));
+    return HistoryEvent{static_cast<uint32_t>(t), static_cast<uint32_t>(t >> 32),
+                        static_cast<uint32_t>(item_row) | (live ? kLiveBit : 0u), static_cast<int32_t>(author_row),
+                        duration | (static_cast<uint32_t>(watch_row) << 26) | (long_view ? 1u << 31 : 0u)};
+  }
+  int64_t ts() const { return static_cast<int64_t>((static_cast<uint64_t>(ts_high) << 32) | ts_low); }
+  int64_t duration_ms() const { return bits & kDurationMask; }
+  int64_t watch_row() const { return (bits >> 26) & 0x1F; }
+  bool long_view() const { return (bits >> 31) != 0; }
   bool live() const { return (item & kLiveBit) != 0; }
   int64_t item_row() const { return static_cast<int64_t>(item & ~kLiveBit); }
 };
-static_assert(sizeof(HistoryEvent) == 24, "a history event must stay 24 bytes");
+static_assert(sizeof(HistoryEvent) == 20, "a history event must stay 20 bytes");
 
 // One GSU sequence element, the contract's fields (contract.SEQUENCE_FIELDS).
 struct Element {
@@ -140,6 +157,7 @@ class FeatureState {
   RoomState& room(int64_t live);
   int64_t horizon() const;
   void add_history(int64_t user, const HistoryEvent& event);
+  int64_t watch_row(int64_t watch_ms) const;
   void check(const StateEvent& e) const;
 
   Catalog catalog_;
