@@ -12,10 +12,11 @@ from omegaconf import DictConfig
 
 from recsys.allocator import keep_freed_memory
 from recsys.machine import describe
-from bench import broker, history_store, online, pipeline, push, service, serving, streams, training
+from bench import broker, features, history_store, online, pipeline, push, service, serving, streams, training
 
 BENCHMARKS = {"history_store": history_store.run, "streams": streams.run, "pipeline": pipeline.run, "training": training.run,
-              "online": online.run, "broker": broker.run, "serving": serving.run, "service": service.run, "push": push.run}
+              "online": online.run, "broker": broker.run, "serving": serving.run, "features": features.run, "service": service.run,
+              "push": push.run}
 
 
 @hydra.main(config_path="../conf", config_name="bench", version_base="1.3")

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <mutex>
-#include <queue>
 
 namespace ranker::features {
 
@@ -75,47 +75,98 @@ int32_t madd(uint32_t a, uint32_t b) {
          static_cast<int32_t>(static_cast<int16_t>(a >> 16)) * static_cast<int16_t>(b >> 16);
 }
 
-void score_portable(const Packed& p, const uint32_t* target, int32_t* out) {
-  for (int64_t b = 0; b < p.blocks; ++b) {
+// The `length` best (score, position) pairs seen, positions offered in increasing order (0 = the
+// most recent event), each kept as one int64 key that orders like the pair: score high, position low
+// (a later position with an equal score is older, hence worse). A min-heap of keys: its top is the
+// worst kept, and only a strictly higher score displaces it.
+class Best {
+ public:
+  explicit Best(int64_t length) : length_(static_cast<size_t>(length)) { heap_.reserve(length_); }
+  bool full() const { return heap_.size() == length_; }
+  int32_t worst() const { return static_cast<int32_t>(heap_.front() >> 32); }  // when full
+  void offer(int32_t score, int64_t position) {
+    const int64_t key = (static_cast<int64_t>(score) << 32) | (0xFFFFFFFFll - position);
+    if (!full()) {
+      heap_.push_back(key);
+      std::push_heap(heap_.begin(), heap_.end(), std::greater<int64_t>());
+    } else if (key > heap_.front()) {
+      std::pop_heap(heap_.begin(), heap_.end(), std::greater<int64_t>());
+      heap_.back() = key;
+      std::push_heap(heap_.begin(), heap_.end(), std::greater<int64_t>());
+    }
+  }
+  // Positions, best first.
+  std::vector<int64_t> positions() {
+    std::sort(heap_.begin(), heap_.end(), std::greater<int64_t>());
+    std::vector<int64_t> out;
+    out.reserve(heap_.size());
+    for (int64_t key : heap_) out.push_back(0xFFFFFFFFll - (key & 0xFFFFFFFFll));
+    return out;
+  }
+
+ private:
+  size_t length_;
+  std::vector<int64_t> heap_;
+};
+
+// Blocks [b0, b1) of `p` scored against `target`, each event offered to `best`.
+void best_portable(const Packed& p, int64_t b0, int64_t b1, const uint32_t* target, Best& best) {
+  for (int64_t b = b0; b < b1; ++b) {
     const uint32_t* block = p.words.data() + b * p.pairs * 8;
     int32_t acc[8] = {};
     for (int64_t q = 0; q < p.pairs; ++q)
       for (int l = 0; l < 8; ++l) acc[l] += madd(block[q * 8 + l], target[q]);
-    std::copy(acc, acc + 8, out + b * 8);
+    for (int l = 0; l < 8 && b * 8 + l < p.rows; ++l) best.offer(acc[l], b * 8 + l);
   }
 }
 
-__attribute__((target("avx2"))) void score_avx2(const Packed& p, const uint32_t* target, int32_t* out) {
-  for (int64_t b = 0; b < p.blocks; ++b) {
-    const __m256i* block = reinterpret_cast<const __m256i*>(p.words.data() + b * p.pairs * 8);
-    __m256i acc = _mm256_setzero_si256();
-    for (int64_t q = 0; q < p.pairs; ++q)
-      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256(block + q),
-                                                    _mm256_set1_epi32(static_cast<int32_t>(target[q]))));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * 8), acc);
-  }
-}
-
-const bool kHasAvx2 = __builtin_cpu_supports("avx2");
-
-// Positions (0 = the most recent) of the `length` best scores, best first; ties: the more recent.
-std::vector<int64_t> top(const int32_t* score, int64_t n, int64_t length) {
-  using Entry = std::pair<int32_t, int64_t>;  // (score, position)
-  auto worse_on_top = [](const Entry& a, const Entry& b) {  // the heap's top is the worst kept
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
-  std::priority_queue<Entry, std::vector<Entry>, decltype(worse_on_top)> kept(worse_on_top);
-  for (int64_t j = 0; j < n; ++j) {
-    if (static_cast<int64_t>(kept.size()) < length) {
-      kept.emplace(score[j], j);
-    } else if (score[j] > kept.top().first) {  // an equal score is older: worse
-      kept.pop();
-      kept.emplace(score[j], j);
+// Scores 8 events per step and skips the 8 at once when none beats the worst kept (most steps, once
+// the best are found): the selection then costs one compare per 8 events. `Pairs` > 0: the width's
+// dimension pairs known at compile time (the loop unrolled); 0: read from `p`.
+template <int Pairs>
+__attribute__((target("avx2"))) void best_avx2(const Packed& p, int64_t b0, int64_t b1, const uint32_t* target,
+                                               Best& best) {
+  const int64_t pairs = Pairs > 0 ? Pairs : p.pairs;
+  alignas(32) int32_t acc_out[8];
+  for (int64_t b = b0; b < b1; ++b) {
+    const __m256i* block = reinterpret_cast<const __m256i*>(p.words.data() + b * pairs * 8);
+    __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();  // two chains: no add waits on the last
+    int64_t q = 0;
+    for (; q + 1 < pairs; q += 2) {
+      even = _mm256_add_epi32(even, _mm256_madd_epi16(_mm256_loadu_si256(block + q),
+                                                      _mm256_set1_epi32(static_cast<int32_t>(target[q]))));
+      odd = _mm256_add_epi32(odd, _mm256_madd_epi16(_mm256_loadu_si256(block + q + 1),
+                                                    _mm256_set1_epi32(static_cast<int32_t>(target[q + 1]))));
+    }
+    if (q < pairs)
+      even = _mm256_add_epi32(even, _mm256_madd_epi16(_mm256_loadu_si256(block + q),
+                                                      _mm256_set1_epi32(static_cast<int32_t>(target[q]))));
+    const __m256i acc = _mm256_add_epi32(even, odd);
+    // Lanes that may enter: all while filling, else those above the worst kept.
+    int lanes = 0xFF;
+    if (best.full()) {
+      lanes = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(acc, _mm256_set1_epi32(best.worst()))));
+      if (lanes == 0) continue;
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(acc_out), acc);
+    for (; lanes != 0; lanes &= lanes - 1) {  // in lane order: the more recent first
+      const int l = __builtin_ctz(static_cast<unsigned>(lanes));
+      if (b * 8 + l < p.rows) best.offer(acc_out[l], b * 8 + l);
     }
   }
-  std::vector<int64_t> out(kept.size());
-  for (size_t k = out.size(); k-- > 0; kept.pop()) out[k] = kept.top().second;
-  return out;
+}
+
+bool has_avx2() {
+  __builtin_cpu_init();  // needed before __builtin_cpu_supports in a static initializer
+  return __builtin_cpu_supports("avx2");
+}
+
+const bool kHasAvx2 = has_avx2();
+
+void best_of(const Packed& p, int64_t b0, int64_t b1, const uint32_t* target, Best& best) {
+  if (!kHasAvx2) best_portable(p, b0, b1, target, best);
+  else if (p.pairs == 16) best_avx2<16>(p, b0, b1, target, best);  // width 31-32, the worlds' content embeddings
+  else best_avx2<0>(p, b0, b1, target, best);
 }
 
 }  // namespace
@@ -386,13 +437,21 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
     }
     Packed packed;
     pack(rows, c.dim, packed);
-    std::vector<int32_t> score(static_cast<size_t>(packed.blocks * 8));
-    for (int64_t k = 0; k < n; ++k) {
-      const RoomState& r = *rooms[k];
-      const auto target = target_words(r.embedding < 0 ? nullptr : c.live_embedding.data() + r.embedding * c.dim, c.dim);
-      if (kHasAvx2) score_avx2(packed, target.data(), score.data()); else score_portable(packed, target.data(), score.data());
-      for (int64_t j : top(score.data(), packed.rows, L)) (out.candidates[k].*seq).push_back(element(h[position[j]]));
+    std::vector<std::vector<uint32_t>> targets;
+    std::vector<Best> best(static_cast<size_t>(n), Best(L));
+    for (const RoomState* r : rooms)
+      targets.push_back(target_words(r->embedding < 0 ? nullptr : c.live_embedding.data() + r->embedding * c.dim, c.dim));
+    // A chunk of ~16 KB of the packed events, scored for every candidate while it is in the L1 cache:
+    // streamed once per request rather than once per candidate (10,000 events are 640 KB at width 32).
+    const int64_t chunk = std::max<int64_t>(1, 16'384 / (packed.pairs * 32));
+    for (int64_t b0 = 0; b0 < packed.blocks; b0 += chunk) {
+      const int64_t b1 = std::min(packed.blocks, b0 + chunk);
+      for (int64_t k = 0; k < n; ++k) {
+        best_of(packed, b0, b1, targets[k].data(), best[k]);
+      }
     }
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t j : best[k].positions()) (out.candidates[k].*seq).push_back(element(h[position[j]]));
     out.gsu_seconds[gsu] = seconds_since(begun);
   };
   search(false, &CandidateFeatures::long_seq, kLong);
