@@ -55,6 +55,7 @@ def synthetic_feed(data: DataSet, history_events: int, candidates: int, queries:
         end = t - int(gap)
         if k % 5 == 4:
             room = lives.iloc[int(rng.integers(len(lives)))]
+            events.append({"type": "click", "ts": end - 90_000, "user": user, "live": int(room.live_id)})
             events.append({"type": "exit", "ts": end, "user": user, "live": int(room.live_id),
                            "author": int(room.author_id), "start_ts": end - 90_000, "watch_ms": 90_000, "clicked": 1})
         else:

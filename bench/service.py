@@ -1,5 +1,7 @@
 """Load test of the gRPC ranker (serving/ranker/build/ranker_server) on loopback: 1, 4 and 16 concurrent
-clients sending requests of real evaluation samples, for each model format; the same model served by
+clients sending requests of real evaluation samples, for each model format; the ids-only form, its
+features assembled by the ranker's feature state from the events streams (bench/features.py's user
+with a 10,000-event history; the state rebuilt from a broker first), beside it; the same model served by
 the peers a user might pick instead (Ray Serve, PyTriton; bench/peers), with the same requests and
 client threads; then the ranker once more while a re-export lands mid-run. Bounded in requests and
 time: it stops by itself.
@@ -57,7 +59,8 @@ def _mean_batch(before: dict, after: dict, name: str) -> float:
 def load(server: RankerServer, requests: list, clients: int, seconds: float, per_client: int, during=None) -> dict:
     """The harness against the ranker, with the batches its /metrics saw form."""
     before = server.metrics()
-    row = drive(_ranker_clients(server, requests), clients, len(requests[0].candidates), seconds, per_client, during)
+    candidates = len(requests[0].ids.live_ids) if requests[0].HasField("ids") else len(requests[0].candidates)
+    row = drive(_ranker_clients(server, requests), clients, candidates, seconds, per_client, during)
     after = server.metrics()
     return {**row, "generations": row.pop("tags"),
             "mean_batch_requests": _mean_batch(before, after, "ranker_batch_requests"),
@@ -131,6 +134,47 @@ def _ratios(figures: dict, formats: tuple[str, ...], clients: list[int]) -> None
         print(f"    {n:>2} client(s): " + "; ".join(cells))
 
 
+def _ids_only_rows(cfg: DictConfig, data, model_dir: Path, formats: tuple[str, ...], flags: list[str],
+                   server_cores, figures: dict, full_request: ranker_pb2.RankRequest) -> dict:
+    """The ids-only form at the same candidates, against the same model: the events of bench/features.py's
+    synthetic feed on a broker, the ranker's feature state rebuilt from them, then the load."""
+    from bench.features import ensure_catalog, synthetic_feed
+    from online.broker import BrokerServer, Producer, connect, events_stream
+
+    bc = cfg.bench.service
+    n = int(bc.candidates)
+    events, id_requests, _ = synthetic_feed(data, int(bc.ids_only.history_events), n, int(bc.distinct_requests))
+    requests = [request_to_proto(r) for r in id_requests]
+    sizes = {"full": len(full_request.SerializeToString()), "ids": len(requests[0].SerializeToString())}
+    print(f"  request bytes at {n} candidates: full-feature {sizes['full']:,}, ids-only {sizes['ids']:,} "
+          f"(x{sizes['full'] / sizes['ids']:.0f} smaller)")
+    rows = {"request_bytes": sizes}
+    with BrokerServer(fsync="everysec") as broker:
+        entries = [(events_stream(0), f"{max(int(e['ts']), 0)}-{i + 1}", {k.encode(): str(v).encode() for k, v in e.items()})
+                   for i, e in enumerate(events)]
+        Producer(connect(broker.url)).send_keyed(entries)
+        feature_flags = ["--features-catalog", str(ensure_catalog(cfg, data)), "--events-broker",
+                         f"127.0.0.1:{broker.port}", "--event-partitions", "1"]
+        for fmt in formats:
+            with RankerServer(model_dir, "--format", fmt, *flags, *feature_flags, cores=server_cores) as server:
+                rebuilt = [line for line in server.stderr.splitlines() if "feature state rebuilt" in line]
+                print(f"  ({rebuilt[0].split('ranker_server: ')[-1]})" if rebuilt else "")
+                for clients in bc.ids_only.clients:
+                    load(server, requests[:4], 1, 5.0, 10)  # warm the channel
+                    row = load(server, requests, int(clients), float(bc.seconds), int(bc.requests_per_client))
+                    full = figures.get(f"{fmt}/{clients}")
+                    label = (f"ids-only; p99 x{row['p99_ms'] / full['p99_ms']:.2f} the full-feature form's" if full else "ids-only")
+                    rows[f"{fmt}/{clients}"] = row
+                    _print(f"C++ ranker ({fmt})", row, label)
+                stages = server.metrics()
+                count = stages.get('ranker_stage_seconds_count{stage="features"}', 0)
+                if count:
+                    mean_ms = 1e3 * stages['ranker_stage_seconds_sum{stage="features"}'] / count
+                    print(f"    feature assembly inside the ranker: mean {mean_ms:.2f} ms over {int(count)} requests")
+                    rows[f"{fmt}/features_mean_ms"] = mean_ms
+    return rows
+
+
 def run(cfg: DictConfig) -> dict:
     bc = cfg.bench.service
     data = ensure_shards(cfg)
@@ -181,6 +225,9 @@ def run(cfg: DictConfig) -> dict:
                     raise SystemExit(f"unknown peer '{peer}'; known: {sorted(peers)}")
                 figures["peers"][peer] = peers[peer]()
             _ratios(figures, formats, [int(c) for c in bc.clients])
+            if bc.ids_only.clients:
+                figures["ids_only"] = _ids_only_rows(cfg, data, model_dir, formats, flags, server_cores, figures,
+                                                     requests[0])
             if int(bc.reload_clients) > 0:
                 reload_format = formats[0]
                 with RankerServer(model_dir, "--format", reload_format, *flags, cores=server_cores) as server:
@@ -197,7 +244,9 @@ def run(cfg: DictConfig) -> dict:
                                          "answered by model generation 2")
         finally:
             os.sched_setaffinity(0, cores_before)
-    bad = {k: r["errors"] for k, r in figures.items() if k != "peers" and r["errors"]}
+    bad = {k: r["errors"] for k, r in figures.items() if k not in ("peers", "ids_only") and r["errors"]}
+    bad |= {f"ids_only/{k}": r["errors"] for k, r in figures.get("ids_only", {}).items()
+            if isinstance(r, dict) and r.get("errors")}
     bad |= {f"{peer}/{n}": r["errors"] for peer, rows in figures["peers"].items() for n, r in rows.items() if r["errors"]}
     if bad:
         raise SystemExit(f"servers answered with errors under load: {bad}")

@@ -217,3 +217,13 @@ def test_a_damaged_catalog_is_refused(feature_tool, small_catalog, tmp_path):
     (damaged / "catalog.bin").write_bytes(bytes(blob))
     result = subprocess.run([str(feature_tool), "--catalog", str(damaged)], input="", capture_output=True, text=True)
     assert result.returncode == 1 and "CRC-32 does not match catalog.json" in result.stderr
+
+
+def test_an_exit_whose_click_has_not_arrived_counts_no_negative_viewers(feature_tool, small_catalog):
+    """Events of one room arrive over several partitions: an exit may come before its click. The room's
+    viewers are then 0, not a negative count (whose log1p would reach the model as a NaN)."""
+    t0 = HOUR
+    lines = [*ROOMS, event(type="exit", ts=t0 - 10_000, user=2, live=100, author=7, start_ts=t0 - 70_000,
+                           watch_ms=60_000, clicked=1), query(t0, [100])]
+    [a] = run_tool(feature_tool, small_catalog, lines)
+    assert a["candidates"][0]["dense"]["room_viewers_now"] == 0

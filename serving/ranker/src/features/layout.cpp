@@ -1,6 +1,7 @@
 #include "features/layout.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace ranker::features {
 namespace {
@@ -75,6 +76,11 @@ void add_sequence(const Sequence& seq, const ModelMeta& meta, const std::string&
   out.lengths.push_back(static_cast<int64_t>(n));
 }
 
+float finite(double v, const std::string& name) {
+  if (!std::isfinite(v)) fail(name + " is " + std::to_string(v) + ", not a finite number");
+  return static_cast<float>(v);
+}
+
 void check_row(int64_t v, int64_t rows, const std::string& name) {
   if (v < 0 || v >= rows) fail(name + " row " + std::to_string(v) + " beyond the model's " + std::to_string(rows) + " rows");
 }
@@ -97,7 +103,7 @@ ValidRequest lay_out(const Assembled& a, const ModelMeta& meta, const std::optio
   for (const auto& name : user.dense) {
     double v = 0;
     if (!user_dense_feature(a.user, name, v)) fail("model.json puts '" + name + "' on the user's side");
-    out.user_dense.push_back(static_cast<float>(v));
+    out.user_dense.push_back(finite(v, name));
   }
   for (const auto& name : user.sequences) {
     const Sequence* seq = user_sequence(a.user, name);
@@ -119,7 +125,7 @@ ValidRequest lay_out(const Assembled& a, const ModelMeta& meta, const std::optio
       double v = 0;
       if (!candidate_dense_feature(c, name, v) && !user_dense_feature(a.user, name, v))
         fail("'" + name + "' is not a feature the stage computes");
-      out.dense.push_back(static_cast<float>(v));
+      out.dense.push_back(finite(v, name));
     }
     for (const auto& name : own.sequences) {
       const Sequence* seq = candidate_sequence(c, name);

@@ -395,7 +395,9 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
     f.live_type = r.live_type_row;
     const double clicks_5min = static_cast<double>(r.entries.before(t0) - r.entries.before(t0 - kWindow5min));
     const double shown_5min = static_cast<double>(r.shown.before(t0) - r.shown.before(t0 - kWindow5min));
-    f.room[kViewersNow] = std::log1p(static_cast<double>(r.entries.before(t0) - r.exits.before(t0)));
+    // Never below 0: an exit whose click the feed has not delivered yet (another partition) must not
+    // make the count negative, which log1p would turn into a NaN.
+    f.room[kViewersNow] = std::log1p(static_cast<double>(std::max<int64_t>(r.entries.before(t0) - r.exits.before(t0), 0)));
     f.room[kClicks30s] = std::log1p(static_cast<double>(r.entries.before(t0) - r.entries.before(t0 - kWindow30s)));
     f.room[kClicks5min] = std::log1p(clicks_5min);
     f.room[kImpressions5min] = std::log1p(shown_5min);
