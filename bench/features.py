@@ -87,22 +87,24 @@ def run(cfg: DictConfig) -> dict:
     data = ensure_shards(cfg)
     ensure_ranker()
     catalog = ensure_catalog(cfg, data)
-    events, requests, _ = synthetic_feed(data, int(bc.history_events), int(bc.candidates), int(bc.queries))
-    lines = [json.dumps({"event": e}) for e in events] + [
-        json.dumps({"query": {"request_id": r["request_id"], "user_id": r["ids"]["user_id"],
-                              "request_ts": r["ids"]["request_ts"], "live_ids": r["ids"]["live_ids"]}})
-        for r in requests]
-    with tempfile.TemporaryDirectory() as tmp:
-        feed = Path(tmp) / "feed.jsonl"
-        feed.write_text("\n".join(lines) + "\n")
-        result = subprocess.run(["taskset", "-c", str(bc.core), str(FEATURE_TOOL), "--catalog", str(catalog),
-                                 "--bench", str(feed), "--repeat", str(bc.repeat)],
-                                capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        raise SystemExit(f"ranker_features --bench failed:\n{result.stderr[-2000:]}")
     print(f"feature stage ({cfg.world.name} world's catalog; one core, {bc.core})")
-    print("\n".join("  " + line for line in result.stdout.splitlines() if not line.startswith("BENCH_JSON")))
-    figures = {"assembly": _bench_json(result.stdout), "memory": []}
+    figures: dict = {"assembly": {}, "memory": []}
+    for history in bc.history_events:
+        events, requests, _ = synthetic_feed(data, int(history), int(bc.candidates), int(bc.queries))
+        lines = [json.dumps({"event": e}) for e in events] + [
+            json.dumps({"query": {"request_id": r["request_id"], "user_id": r["ids"]["user_id"],
+                                  "request_ts": r["ids"]["request_ts"], "live_ids": r["ids"]["live_ids"]}})
+            for r in requests]
+        with tempfile.TemporaryDirectory() as tmp:
+            feed = Path(tmp) / "feed.jsonl"
+            feed.write_text("\n".join(lines) + "\n")
+            result = subprocess.run(["taskset", "-c", str(bc.core), str(FEATURE_TOOL), "--catalog", str(catalog),
+                                     "--bench", str(feed), "--repeat", str(bc.repeat)],
+                                    capture_output=True, text=True, timeout=1800)
+        if result.returncode != 0:
+            raise SystemExit(f"ranker_features --bench failed:\n{result.stderr[-2000:]}")
+        print("\n".join("  " + line for line in result.stdout.splitlines() if not line.startswith("BENCH_JSON")))
+        figures["assembly"][int(history)] = _bench_json(result.stdout)
     for users, per_user in bc.memory:
         memory = subprocess.run([str(FEATURE_TOOL), "--catalog", str(catalog), "--memory-users", str(users),
                                  "--memory-events", str(per_user)], capture_output=True, text=True, timeout=1800)

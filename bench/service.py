@@ -143,35 +143,39 @@ def _ids_only_rows(cfg: DictConfig, data, model_dir: Path, formats: tuple[str, .
 
     bc = cfg.bench.service
     n = int(bc.candidates)
-    events, id_requests, _ = synthetic_feed(data, int(bc.ids_only.history_events), n, int(bc.distinct_requests))
-    requests = [request_to_proto(r) for r in id_requests]
-    sizes = {"full": len(full_request.SerializeToString()), "ids": len(requests[0].SerializeToString())}
-    print(f"  request bytes at {n} candidates: full-feature {sizes['full']:,}, ids-only {sizes['ids']:,} "
-          f"(x{sizes['full'] / sizes['ids']:.0f} smaller)")
-    rows = {"request_bytes": sizes}
-    with BrokerServer(fsync="everysec") as broker:
-        entries = [(events_stream(0), f"{max(int(e['ts']), 0)}-{i + 1}", {k.encode(): str(v).encode() for k, v in e.items()})
-                   for i, e in enumerate(events)]
-        Producer(connect(broker.url)).send_keyed(entries)
-        feature_flags = ["--features-catalog", str(ensure_catalog(cfg, data)), "--events-broker",
-                         f"127.0.0.1:{broker.port}", "--event-partitions", "1"]
-        for fmt in formats:
-            with RankerServer(model_dir, "--format", fmt, *flags, *feature_flags, cores=server_cores) as server:
-                rebuilt = [line for line in server.stderr.splitlines() if "feature state rebuilt" in line]
-                print(f"  ({rebuilt[0].split('ranker_server: ')[-1]})" if rebuilt else "")
-                for clients in bc.ids_only.clients:
-                    load(server, requests[:4], 1, 5.0, 10)  # warm the channel
-                    row = load(server, requests, int(clients), float(bc.seconds), int(bc.requests_per_client))
-                    full = figures.get(f"{fmt}/{clients}")
-                    label = (f"ids-only; p99 x{row['p99_ms'] / full['p99_ms']:.2f} the full-feature form's" if full else "ids-only")
-                    rows[f"{fmt}/{clients}"] = row
-                    _print(f"C++ ranker ({fmt})", row, label)
-                stages = server.metrics()
-                count = stages.get('ranker_stage_seconds_count{stage="features"}', 0)
-                if count:
-                    mean_ms = 1e3 * stages['ranker_stage_seconds_sum{stage="features"}'] / count
-                    print(f"    feature assembly inside the ranker: mean {mean_ms:.2f} ms over {int(count)} requests")
-                    rows[f"{fmt}/features_mean_ms"] = mean_ms
+    rows: dict = {}
+    for history in bc.ids_only.history_events:
+        events, id_requests, _ = synthetic_feed(data, int(history), n, int(bc.distinct_requests))
+        requests = [request_to_proto(r) for r in id_requests]
+        sizes = {"full": len(full_request.SerializeToString()), "ids": len(requests[0].SerializeToString())}
+        rows["request_bytes"] = sizes
+        print(f"  request bytes at {n} candidates: full-feature {sizes['full']:,}, ids-only {sizes['ids']:,} "
+              f"(x{sizes['full'] / sizes['ids']:.0f} smaller); the ids-only user's history: {int(history):,} events")
+        with BrokerServer(fsync="everysec") as broker:
+            entries = [(events_stream(0), f"{max(int(e['ts']), 0)}-{i + 1}",
+                        {k.encode(): str(v).encode() for k, v in e.items()}) for i, e in enumerate(events)]
+            Producer(connect(broker.url)).send_keyed(entries)
+            feature_flags = ["--features-catalog", str(ensure_catalog(cfg, data)), "--events-broker",
+                             f"127.0.0.1:{broker.port}", "--event-partitions", "1"]
+            for fmt in formats:
+                with RankerServer(model_dir, "--format", fmt, *flags, *feature_flags, cores=server_cores) as server:
+                    rebuilt = [line for line in server.stderr.splitlines() if "feature state rebuilt" in line]
+                    if rebuilt:
+                        print(f"  ({rebuilt[0].split('ranker_server: ')[-1]})")
+                    for clients in bc.ids_only.clients:
+                        load(server, requests[:4], 1, 5.0, 10)  # warm the channel
+                        row = load(server, requests, int(clients), float(bc.seconds), int(bc.requests_per_client))
+                        full = figures.get(f"{fmt}/{clients}")
+                        label = f"ids-only, {int(history):,}-event history"
+                        if full:
+                            label += f"; p99 x{row['p99_ms'] / full['p99_ms']:.2f} the full-feature form's"
+                        stages = server.metrics()
+                        count = stages.get('ranker_stage_seconds_count{stage="features"}', 0)
+                        if count:
+                            row["features_mean_ms"] = 1e3 * stages['ranker_stage_seconds_sum{stage="features"}'] / count
+                            label += f"; assembly {row['features_mean_ms']:.2f} ms mean"
+                        rows[f"{fmt}/{clients}/{int(history)}"] = row
+                        _print(f"C++ ranker ({fmt})", row, label)
     return rows
 
 

@@ -89,9 +89,12 @@ def run_streams(cfg: DictConfig):
 
         if not is_uri(cfg.data.output_dir):
             data_set(cfg).ingested()
-        return build_streams_ray(Storage(cfg.data.output_dir), reports_dir=Path(cfg.paths.reports_dir), engine=engine,
-                                 rules=rules, features=features, layout=instantiate(cfg.shards),
-                                 progress=cfg.get("progress", True))
+        built = build_streams_ray(Storage(cfg.data.output_dir), reports_dir=Path(cfg.paths.reports_dir),
+                                  engine=engine, rules=rules, features=features, layout=instantiate(cfg.shards),
+                                  progress=cfg.get("progress", True))
+        if not is_uri(cfg.data.output_dir):  # the catalog of data in object storage is written where it is served
+            write_feature_catalog(data_set(cfg), instantiate(cfg.history), features)
+        return built
     data = data_set(cfg)
     data.ingested()
     store = HistoryStore.load(data.require(data.history, "make simulate / make ingest"))

@@ -24,10 +24,14 @@ double seconds_since(Clock::time_point start) {
 }
 
 // data_pipelines/streams/features.py log2_bucket_row: 1 for x < 1, then floor(log2(x)) + 2, at most
-// log_buckets. std::log2 is the function numpy's log2 calls.
+// log_buckets. floor(log2(x)) is read off the binary exponent (frexp), exact and ~20x cheaper than a
+// log2 per sequence element; numpy's rounded log2 could differ only for x within ~1e-15 below a power
+// of two, and every x here is a count, or milliseconds over 1,000 or 60,000 (at least 5e-10 away).
 int64_t log2_bucket_row(double x, int64_t log_buckets) {
-  const double bucket = x < 1.0 ? 0.0 : std::floor(std::log2(x)) + 1.0;
-  return static_cast<int64_t>(std::min(bucket, static_cast<double>(log_buckets - 1))) + 1;
+  if (!(x >= 1.0)) return 1;
+  int exponent = 0;
+  std::frexp(x, &exponent);  // x = m 2^exponent, m in [0.5, 1): floor(log2(x)) = exponent - 1
+  return std::min<int64_t>(exponent, log_buckets - 1) + 1;
 }
 
 int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
