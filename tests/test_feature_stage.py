@@ -187,6 +187,7 @@ def test_bad_requests_and_events_are_answered_with_the_reason(feature_tool, smal
              query(t0, [555], request_id="unknown"),
              query(t0, [100, 101], request_id="ended"),
              query(t0 + 61_000, [100], request_id="ahead"),
+             query(t0 - 70_000, [100], request_id="behind"),
              query(t0, [100] * 1001, request_id="many"),
              event(type="purchase", ts=1),
              event(type="play", ts="soon", user=1, photo=10, author=7, start_ts=0, watch_ms=1),
@@ -201,6 +202,8 @@ def test_bad_requests_and_events_are_answered_with_the_reason(feature_tool, smal
     assert "live 555 has not started" in by_id["unknown"]["error"] and "live_ids[0]" in by_id["unknown"]["error"]
     assert "live_ids[1]: live 101 ended at 3599999" in by_id["ended"]["error"]
     assert "request_ts 3661000 is 61001 ms ahead of the feature state's clock 3599999" in by_id["ahead"]["error"]
+    assert "the state has not caught up" in by_id["ahead"]["error"]
+    assert "request_ts 3530000 is 69999 ms behind the feature state's clock 3599999" in by_id["behind"]["error"]
     assert "1001 candidates, at most 1000" in by_id["many"]["error"]
     errors = [a["event_error"] for a in out if "event_error" in a]
     assert errors == ["unknown event type 'purchase'", "field 'ts' is not an integer: 'soon'",

@@ -386,14 +386,14 @@ def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_
     the events fed on time (point in time); killed and started again, it answers the same."""
     from online.broker import BrokerServer, Producer, connect
 
-    model_dir, _, _ = both
-    requests, answers, _, events = ids_only
+    model_dir, meta, _ = both
+    requests, answers, full, events = ids_only
     with BrokerServer(fsync="everysec") as broker:
         r = connect(broker.url)
         Producer(r).send_keyed(events.broker_entries(partitions=2))
         flags = ["--format", "torchscript", "--reload-check-ms", "0", "--features-catalog",
                  str(tiny_streams.feature_catalog), "--events-broker", f"127.0.0.1:{broker.port}",
-                 "--event-partitions", "2", "--feature-tolerance-ms", str(10**12)]
+                 "--event-partitions", "2", "--feature-tolerance-ms", str(10**12), "--log-served"]
         for attempt in range(2):
             with RankerServer(model_dir, *flags) as server:
                 published = len(events) + 2 * attempt  # the second server also finds the room and clock below
@@ -401,6 +401,10 @@ def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_
                 for request, expected in zip(requests, answers):
                     assert as_float32(server.client.rank(request)) == as_float32(expected), request["request_id"]
                 assert server.metrics()['ranker_state_events_total{outcome="applied"}'] == published
+                ahead = {"ids": {**requests[0]["ids"], "request_ts": 10**15}}  # the state has not caught up: retry
+                with pytest.raises(RankError) as refused:
+                    server.client.rank(ahead)
+                assert refused.value.code == grpc.StatusCode.UNAVAILABLE and "not caught up" in refused.value.message
                 if attempt == 1:
                     break
                 # The feed follows the streams: a room started now can be asked for a moment later.
@@ -417,7 +421,25 @@ def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_
                     except RankError as e:
                         assert "live 999999 has not started" in e.message and time.monotonic() < deadline
                         time.sleep(0.05)
+                while server.metrics()['ranker_served_log_total{outcome="written"}'] < len(requests) + 1:
+                    assert time.monotonic() < deadline + 10  # the log is written off the request path
+                    time.sleep(0.05)
                 server.kill()  # a crash: the next server rebuilds its state from the streams
+        # Every answered ids-only request's features were logged, by the version that answered, on
+        # the user's partition: the features the model scored, the features_json of ranker_features.
+        served = {}
+        for p in range(2):
+            for _, f in r.xrange(f"served.{p}"):
+                served.setdefault(f[b"request"].decode(), []).append((p, f))
+        logged = served[requests[0]["request_id"]]
+        assert len(logged) == 2  # one per server: both answered it
+        for request, features in zip(requests, full):
+            for p, f in served[request["request_id"]]:
+                assert p == request["ids"]["user_id"] % 2 and int(f[b"user"]) == request["ids"]["user_id"]
+                assert f[b"export"].decode() == json.loads((model_dir / "model.json").read_text())["export_id"]
+                got = json.loads(f[b"features"])
+                assert full_form(got, meta, request["request_id"]) == features, request["request_id"]
+        assert "new" in served
 
 
 def test_bytes_that_do_not_parse_get_invalid_argument_in_both_forms(both, tiny_streams):

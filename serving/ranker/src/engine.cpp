@@ -7,6 +7,7 @@
 
 #include "batcher.hpp"
 #include "features/layout.hpp"
+#include "features/served_log.hpp"
 #include "features/state.hpp"
 #include "model_store.hpp"
 #include "operator_libraries.hpp"
@@ -22,10 +23,11 @@ void keep_freed_memory() {
 }
 
 struct Engine::Impl {
-  Impl(const EngineOptions& o, Metrics& m, const features::FeatureState* f)
+  Impl(const EngineOptions& o, Metrics& m, const features::FeatureState* f, features::ServedLog* log)
       : options(o),
         metrics(m),
         features(f),
+        served_log(log),
         libraries(load_operator_libraries(o.ops_dir, o.verbose)),
         store(o.model_dir, store_options(o, m)),
         batcher(BatcherOptions{o.workers, o.intra_op_threads, o.max_batch_candidates,
@@ -51,8 +53,9 @@ struct Engine::Impl {
     return s;
   }
 
-  // The ids-only form: the features of the request's candidates, assembled from the live state.
-  ValidRequest from_ids(const RequestInput& input, const ModelMeta& meta) {
+  // The ids-only form: the features of the request's candidates, assembled from the live state
+  // (kept in `assembled` for the served-features log).
+  ValidRequest from_ids(const RequestInput& input, const ModelMeta& meta, features::Assembled& assembled) {
     if (features == nullptr)
       throw RequestError("ids: this ranker has no feature state; send the full-feature form (user, candidates), or "
                          "start the ranker with --features-catalog");
@@ -62,9 +65,10 @@ struct Engine::Impl {
     if (static_cast<int64_t>(ids.live_ids.size()) > meta.max_candidates)
       throw RequestError(std::to_string(ids.live_ids.size()) + " candidates, more than the limit of " +
                          std::to_string(meta.max_candidates));
-    features::Assembled assembled;
     try {
       assembled = features->assemble(ids.user_id, ids.request_ts.value_or(features->clock_ms()), ids.live_ids);
+    } catch (const features::FeatureLagError& e) {
+      throw RankFailure(RankFailure::Kind::Unavailable, std::string("ids.") + e.what());
     } catch (const features::FeatureError& e) {
       throw RequestError(std::string("ids.") + e.what());
     }
@@ -76,13 +80,15 @@ struct Engine::Impl {
   EngineOptions options;
   Metrics& metrics;
   const features::FeatureState* features;
+  features::ServedLog* served_log;
   int libraries;
   ModelStore store;
   Batcher batcher;
 };
 
-Engine::Engine(const EngineOptions& options, Metrics& metrics, const features::FeatureState* features)
-    : impl_(std::make_unique<Impl>(options, metrics, features)) {}
+Engine::Engine(const EngineOptions& options, Metrics& metrics, const features::FeatureState* features,
+               features::ServedLog* served_log)
+    : impl_(std::make_unique<Impl>(options, metrics, features, served_log)) {}
 
 Engine::~Engine() = default;
 
@@ -100,8 +106,9 @@ Ranking Engine::rank(const RequestInput& input) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   Scores scores;
+  features::Assembled assembled;
   try {
-    ValidRequest request = input.ids ? impl_->from_ids(input, model->meta) : validate(input, model->meta);
+    ValidRequest request = input.ids ? impl_->from_ids(input, model->meta, assembled) : validate(input, model->meta);
     impl_->metrics.stage_done("validate", std::chrono::duration<double>(clock::now() - t0).count());
     scores = impl_->batcher.score(model, std::move(request));
   } catch (const BatcherStopped& e) {
@@ -120,6 +127,11 @@ Ranking Engine::rank(const RequestInput& input) {
   for (int64_t i : ranked_order(score, n))
     ranking.ranked.push_back(RankedCandidate{i, score[i], std::vector<float>(prob + i * t, prob + (i + 1) * t)});
   impl_->metrics.stage_done("rank", std::chrono::duration<double>(clock::now() - t1).count());
+  if (input.ids && impl_->served_log != nullptr)  // what was served, by the version that served it
+    impl_->served_log->log(features::ServedRecord{input.request_id.value_or(""), input.ids->user_id,
+                                                  input.ids->request_ts.value_or(assembled.request_ts),
+                                                  assembled.state_clock_ms, ranking.export_id, ranking.push,
+                                                  std::move(assembled)});
   return ranking;
 }
 

@@ -19,6 +19,7 @@ namespace ranker {
 
 namespace features {
 class FeatureState;
+class ServedLog;
 }
 
 struct EngineOptions {
@@ -52,8 +53,10 @@ class Engine {
  public:
   // Loads the operator libraries and the model, warms it up, starts the workers; throws
   // std::runtime_error saying what is wrong. `features`: the live feature state ids-only requests
-  // are assembled from (null: the full-feature form only); it must outlive the engine.
-  Engine(const EngineOptions& options, Metrics& metrics, const features::FeatureState* features = nullptr);
+  // are assembled from (null: the full-feature form only); `served_log`: where each answered ids-only
+  // request's features go (null: nowhere). Both must outlive the engine.
+  Engine(const EngineOptions& options, Metrics& metrics, const features::FeatureState* features = nullptr,
+         features::ServedLog* served_log = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

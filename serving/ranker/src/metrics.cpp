@@ -155,6 +155,10 @@ std::string Metrics::prometheus_text() const {
          "counter");
   out += "ranker_state_events_total{outcome=\"applied\"} " + std::to_string(state_events_applied_.load()) + "\n";
   out += "ranker_state_events_total{outcome=\"quarantined\"} " + std::to_string(state_events_quarantined_.load()) + "\n";
+  header(out, "ranker_served_log_total", "Answered ids-only requests whose features were logged, by outcome.",
+         "counter");
+  out += "ranker_served_log_total{outcome=\"written\"} " + std::to_string(served_written_.load()) + "\n";
+  out += "ranker_served_log_total{outcome=\"dropped\"} " + std::to_string(served_dropped_.load()) + "\n";
   header(out, "ranker_state_clock_seconds", "The feature state's clock: the newest event's time (data time).", "gauge");
   out += "ranker_state_clock_seconds " + number(state_clock_ms_.load() / 1000.0) + "\n";
   return out;

@@ -58,6 +58,10 @@ class Metrics {
     state_events_quarantined_ += quarantined;
   }
   void set_state_clock(int64_t clock_ms) { state_clock_ms_ = clock_ms; }
+  void served_logged(uint64_t written, uint64_t dropped) {
+    served_written_ += written;
+    served_dropped_ += dropped;
+  }
 
   std::string prometheus_text() const;
 
@@ -77,6 +81,7 @@ class Metrics {
   Histogram push_apply_;
   std::atomic<int64_t> in_flight_{0};
   std::atomic<uint64_t> unknown_users_{0}, state_events_applied_{0}, state_events_quarantined_{0};
+  std::atomic<uint64_t> served_written_{0}, served_dropped_{0};
   std::atomic<int64_t> state_clock_ms_{0};
 };
 

@@ -337,11 +337,14 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
     throw FeatureError("live_ids: " + text(static_cast<int64_t>(live_ids.size())) + " candidates, at most " +
                        text(options_.max_candidates));
   std::shared_lock lock(mutex_);
-  if (clock_ == INT64_MIN) throw FeatureError("request_ts: the feature state holds no events yet");
-  if (t0 > clock_ + options_.tolerance_ms || t0 < clock_ - options_.tolerance_ms)
-    throw FeatureError("request_ts " + text(t0) + " is " + text(std::abs(t0 - clock_)) + " ms " +
-                       (t0 > clock_ ? "ahead of" : "behind") + " the feature state's clock " + text(clock_) +
-                       " (tolerance " + text(options_.tolerance_ms) + " ms)");
+  if (clock_ == INT64_MIN) throw FeatureLagError("request_ts: the feature state holds no events yet");
+  if (t0 > clock_ + options_.tolerance_ms)
+    throw FeatureLagError("request_ts " + text(t0) + " is " + text(t0 - clock_) +
+                          " ms ahead of the feature state's clock " + text(clock_) + " (tolerance " +
+                          text(options_.tolerance_ms) + " ms): the state has not caught up");
+  if (t0 < clock_ - options_.tolerance_ms)
+    throw FeatureError("request_ts " + text(t0) + " is " + text(clock_ - t0) + " ms behind the feature state's clock " +
+                       text(clock_) + " (tolerance " + text(options_.tolerance_ms) + " ms): what it needs is forgotten");
   const int64_t n = static_cast<int64_t>(live_ids.size());
   std::vector<const RoomState*> rooms(static_cast<size_t>(n));
   for (int64_t k = 0; k < n; ++k) {
@@ -355,6 +358,8 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
   }
 
   Assembled out;
+  out.request_ts = t0;
+  out.state_clock_ms = clock_;
   out.candidates.resize(static_cast<size_t>(n));
   static const std::deque<HistoryEvent> kNone;
   auto found = users_.find(user);

@@ -27,10 +27,16 @@ struct EventError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A request the state cannot answer (unknown or ended room, a time far from the state's clock,
+// A request the state cannot answer (unknown or ended room, a time far behind the state's clock,
 // too many candidates); the message names the field and the value.
 struct FeatureError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// A request ahead of what the state has seen: the feed lags (or the caller's clock runs ahead).
+// Worth retrying, unlike a FeatureError: the ranker answers UNAVAILABLE.
+struct FeatureLagError : FeatureError {
+  using FeatureError::FeatureError;
 };
 
 enum class EventKind { play, impression, click, exit, room_start, room_end, clock };
@@ -105,6 +111,8 @@ struct CandidateFeatures {
 };
 
 struct Assembled {
+  int64_t request_ts = 0;      // the time the features are of
+  int64_t state_clock_ms = 0;  // the state's clock then: its newest event's time
   UserFeatures user;
   std::vector<CandidateFeatures> candidates;
   bool known_user = false;   // the state holds events of this user (else: an empty history)

@@ -21,6 +21,7 @@
 
 #include "engine.hpp"
 #include "features/consumer.hpp"
+#include "features/served_log.hpp"
 #include "features/state.hpp"
 #include "metrics.hpp"
 #include "ops_http.hpp"
@@ -36,6 +37,7 @@ struct Options {
   ranker::FeatureOptions features;
   std::string events_broker;  // host:port of the events streams' Redis; empty: no feed
   int event_partitions = 1;
+  bool log_served = false;
   std::string host = "127.0.0.1";
   int port = 50051;
   int http_port = 8080;
@@ -57,6 +59,9 @@ Options parse_args(int argc, char** argv) {
                  "the state is rebuilt from them before the server reports SERVING");
   app.add_option("--event-partitions", o.event_partitions, "how many events.<p> streams there are (default 1)")
       ->check(ranker::at_least(1));
+  app.add_flag("--log-served", o.log_served,
+               "log every answered ids-only request's features to the events broker's served.<p> streams "
+               "(needs --events-broker)");
   app.add_option("--host", o.host, "address to bind both ports to (default 127.0.0.1; 0.0.0.0 = every interface)");
   app.add_option("--port", o.port, "gRPC port: Ranker and grpc.health.v1 (default 50051; 0 = any free port)")
       ->check(ranker::at_least(0));
@@ -90,6 +95,7 @@ Options parse_args(int argc, char** argv) {
     if (path->empty() || (*path)[0] != '/') usage_error("HTTP paths must start with '/', got '" + *path + "'");
   if (o.healthz_path == o.metrics_path) usage_error("--healthz-path and --metrics-path must differ");
   if (!o.events_broker.empty() && o.features.catalog.empty()) usage_error("--events-broker needs --features-catalog");
+  if (o.log_served && o.events_broker.empty()) usage_error("--log-served needs --events-broker");
   if (!o.events_broker.empty() && o.events_broker.rfind(':') == std::string::npos)
     usage_error("--events-broker must be HOST:PORT, got '" + o.events_broker + "'");
   return o;
@@ -145,6 +151,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<ranker::features::FeatureState> state;
   std::unique_ptr<ranker::features::EventConsumer> feed;
+  std::unique_ptr<ranker::features::ServedLog> served_log;
   std::unique_ptr<ranker::Engine> engine;
   try {
     if (!o.features.catalog.empty()) {
@@ -171,9 +178,17 @@ int main(int argc, char** argv) {
                   << stats.users << " users, " << stats.history_events << " history events, " << stats.rooms
                   << " rooms" << std::endl;
         feed->start();
+        if (o.log_served) {
+          ranker::features::ServedLogOptions log_options;
+          log_options.host = feed_options.host;
+          log_options.port = feed_options.port;
+          log_options.partitions = o.event_partitions;
+          served_log = std::make_unique<ranker::features::ServedLog>(
+              log_options, [&metrics](uint64_t written, uint64_t dropped) { metrics.served_logged(written, dropped); });
+        }
       }
     }
-    engine = std::make_unique<ranker::Engine>(o.engine, metrics, state.get());
+    engine = std::make_unique<ranker::Engine>(o.engine, metrics, state.get(), served_log.get());
   } catch (const std::exception& e) {
     std::cerr << "ranker_server: " << e.what() << std::endl;
     server->Shutdown();
@@ -198,6 +213,7 @@ int main(int argc, char** argv) {
   // Stops accepting calls and waits for those in flight, cancelling any still running at the deadline.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(o.shutdown_timeout_ms));
   engine->stop();
+  if (served_log) served_log->stop();  // what was answered is logged before the process goes
   if (feed) feed->stop();
   http->stop();
   std::cerr << "ranker_server: stopped" << std::endl;
