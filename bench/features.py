@@ -88,7 +88,7 @@ def run(cfg: DictConfig) -> dict:
     ensure_ranker()
     catalog = ensure_catalog(cfg, data)
     print(f"feature stage ({cfg.world.name} world's catalog; one core, {bc.core})")
-    figures: dict = {"assembly": {}, "memory": []}
+    figures: dict = {"assembly": {}, "memory": {}}
     for history in bc.history_events:
         events, requests, _ = synthetic_feed(data, int(history), int(bc.candidates), int(bc.queries))
         lines = [json.dumps({"event": e}) for e in events] + [
@@ -111,5 +111,5 @@ def run(cfg: DictConfig) -> dict:
         if memory.returncode != 0:
             raise SystemExit(f"ranker_features --memory-users failed:\n{memory.stderr[-2000:]}")
         print("  " + memory.stdout.splitlines()[0])
-        figures["memory"].append(_bench_json(memory.stdout))
+        figures["memory"][f"{users}x{per_user}"] = _bench_json(memory.stdout)
     return figures

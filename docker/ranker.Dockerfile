@@ -1,6 +1,6 @@
 # The C++ ranker image: a build stage with the toolchain, the gRPC development packages and the CPU
-# torch / fbgemm wheels, and a slim runtime stage with the two binaries, libtorch's shared libraries,
-# the fbgemm operator libraries, and the gRPC, protobuf, cpp-httplib and simdjson runtime libraries. The
+# torch / fbgemm wheels, and a slim runtime stage with the binaries, libtorch's shared libraries,
+# the fbgemm operator libraries, and the gRPC, protobuf, cpp-httplib, simdjson and hiredis runtime libraries. The
 # development machines have no Docker engine, so this file is built elsewhere:
 #   docker build -f docker/ranker.Dockerfile -t moment-cross-ranker .
 #   docker run -p 50051:50051 -p 8080:8080 -v $PWD/artifacts/<name>:/model moment-cross-ranker
@@ -11,6 +11,9 @@
 # The JSON-lines tool: docker run -i --entrypoint /opt/ranker/bin/ranker -v ...:/model IMAGE \
 #   --ops-dir /opt/ranker/ops --model /model < requests.jsonl
 # A newer export written into the mounted directory is picked up by the running server.
+# Ids-only requests: mount the data set's feature catalog and point the server at the events broker,
+#   ... -v $PWD/data/<name>/streams/feature_catalog:/catalog IMAGE --model /model \
+#       --features-catalog /catalog --events-broker redis-host:6379 --event-partitions 4
 
 # ---- build ---------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS build
@@ -30,14 +33,14 @@ RUN /opt/venv/bin/python -c "import torch; print(torch.utils.cmake_prefix_path)"
  && cmake --build /build -j "$(nproc)"
 RUN site=$(/opt/venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
  && mkdir -p /opt/ranker/bin /opt/ranker/lib /opt/ranker/ops \
- && cp /build/ranker /build/ranker_server /opt/ranker/bin/ \
+ && cp /build/ranker /build/ranker_server /build/ranker_features /opt/ranker/bin/ \
  && cp -a "$site"/torch/lib/*.so* /opt/ranker/lib/ \
  && cp "$site"/fbgemm_gpu/*.so /opt/ranker/ops/
 
 # ---- runtime -------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgrpc++1.51 libprotobuf32 libcpp-httplib0.11 libsimdjson14 \
+ && apt-get install -y --no-install-recommends libgrpc++1.51 libprotobuf32 libcpp-httplib0.11 libsimdjson14 libhiredis0.14 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/ranker /opt/ranker
 ENV LD_LIBRARY_PATH=/opt/ranker/lib

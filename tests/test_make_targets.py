@@ -71,7 +71,9 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
                            f"bench.serving.formats=[torchscript] bench.service.formats=[torchscript] "
                            f"bench.service.candidates=20 bench.service.distinct_requests=2 bench.service.clients=[2] "
                            f"bench.service.requests_per_client=20 bench.service.seconds=2 bench.service.reload_clients=0 "
-                           f"bench.service.peers=[] "
+                           f"bench.service.peers=[] bench.service.ids_only.history_events=[500] "
+                           f"bench.features.history_events=[500] bench.features.queries=3 bench.features.repeat=2 "
+                           f"'bench.features.memory=[[1000,10]]' "
                            f"bench.pipeline.ray_workers=[] bench.push.world=tiny bench.push.data_seconds=600 "
                            f"bench.push.formats=[torchscript] bench.push.seconds=2 "
                            f"'bench.push.rates=[{{every_s:0.2,pushes:3}}]' bench.push.live_data_seconds=120 "
@@ -85,7 +87,7 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     run = json.loads((tmp_path / "bench.json").read_text())
     assert run["machine"]["cpu"] == machine.cpu and run["machine"]["features"] == machine.features
     assert set(run["figures"]) == {"history_store", "streams", "pipeline", "training", "online", "broker", "serving",
-                                   "service", "push"}
+                                   "features", "service", "push"}
     compared = subprocess.run([sys.executable, "-m", "bench.compare", str(tmp_path / "bench.json"),
                                str(tmp_path / "bench.json")], cwd=ROOT, capture_output=True, text=True, check=True)
     ratios = [line.split()[-1] for line in compared.stdout.splitlines()[3:] if line.split()[-1] != "-"]
@@ -96,6 +98,9 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     assert "precision 32-true" in result.stdout and "precision bf16-mixed" in result.stdout
     assert "C++ ranker" in result.stdout and "model cost" in result.stdout and "bound ms" in result.stdout
     assert "service load test" in result.stdout  # a reload under load: tests/test_ranker_service.py
+    assert "ids-only, 500-event history" in result.stdout and run["figures"]["service"]["ids_only"]["request_bytes"]
+    assert "feature assembly: 3 queries x 2, 200 candidates, 500 history events searched" in result.stdout
+    assert run["figures"]["features"]["memory"]["1000x10"]["history_events"] == 1000 * 10
     assert "appendfsync always" in result.stdout and "appendfsync everysec" in result.stdout
     joiner = run["figures"]["broker"]["joiner"]
     assert joiner["K=1"]["partitions"] == 4 and joiner["K=2"]["partitions"] == 2

@@ -56,11 +56,11 @@ struct Engine::Impl {
   // The ids-only form: the features of the request's candidates, assembled from the live state
   // (kept in `assembled` for the served-features log).
   ValidRequest from_ids(const RequestInput& input, const ModelMeta& meta, features::Assembled& assembled) {
+    if (input.user || !input.candidates.empty())
+      throw RequestError("a request is ids-only (ids) or full-feature (user, candidates), not both");
     if (features == nullptr)
       throw RequestError("ids: this ranker has no feature state; send the full-feature form (user, candidates), or "
                          "start the ranker with --features-catalog");
-    if (input.user || !input.candidates.empty())
-      throw RequestError("a request is ids-only (ids) or full-feature (user, candidates), not both");
     const IdsInput& ids = *input.ids;
     if (static_cast<int64_t>(ids.live_ids.size()) > meta.max_candidates)
       throw RequestError(std::to_string(ids.live_ids.size()) + " candidates, more than the limit of " +
