@@ -112,4 +112,36 @@ def run(cfg: DictConfig) -> dict:
             raise SystemExit(f"ranker_features --memory-users failed:\n{memory.stderr[-2000:]}")
         print("  " + memory.stdout.splitlines()[0])
         figures["memory"][f"{users}x{per_user}"] = _bench_json(memory.stdout)
+    if bc.rebuild_partitions:
+        figures["rebuild"] = rebuild_world(data, catalog, int(bc.rebuild_partitions))
     return figures
+
+
+def rebuild_world(data: DataSet, catalog: Path, partitions: int) -> dict:
+    """Every state event of the world (its rooms, plays and live impressions) on a broker, then the
+    state rebuilt from it as a starting ranker rebuilds it: the restart's cost per million events."""
+    from online.broker import BrokerServer, Producer, connect
+    from online.state_events import world_state_events
+
+    spec = build_spec_of(data)
+    events = world_state_events(pd.read_parquet(data.canonical.lives), pd.read_parquet(data.canonical.live_impressions),
+                                pd.read_parquet(data.canonical.short_plays) if data.canonical.short_plays.exists() else None,
+                                spec.columns)
+    with BrokerServer(fsync="everysec") as broker:
+        producer = Producer(connect(broker.url))
+        for start in range(0, len(events), 100_000):  # pipelined rounds of bounded size
+            producer.send_keyed(events.broker_entries(partitions, np.arange(start, min(start + 100_000, len(events)))))
+        result = subprocess.run([str(FEATURE_TOOL), "--catalog", str(catalog), "--events-broker",
+                                 f"127.0.0.1:{broker.port}", "--event-partitions", str(partitions)],
+                                capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise SystemExit(f"ranker_features --events-broker failed:\n{result.stderr[-2000:]}")
+    print("  " + result.stdout.splitlines()[0] + f" ({partitions} partitions, the whole world)")
+    return _bench_json(result.stdout)
+
+
+def build_spec_of(data: DataSet):
+    from data_pipelines.dataset import FINAL
+    from data_pipelines.streams.features import FeatureSpec
+
+    return FeatureSpec.of_manifest(data.manifest(FINAL))

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+from data_pipelines.history_store import HistoryStore
 import pytest
 
 from recsys.machine import describe
@@ -101,6 +103,8 @@ def test_simulate_streams_and_bench_on_a_tiny_world(tmp_path):
     assert "ids-only, 500-event history" in result.stdout and run["figures"]["service"]["ids_only"]["request_bytes"]
     assert "feature assembly: 3 queries x 2, 200 candidates, 500 history events searched" in result.stdout
     assert run["figures"]["features"]["memory"]["1000x10"]["history_events"] == 1000 * 10
+    rebuilt = run["figures"]["features"]["rebuild"]  # the world's every interaction, from the broker
+    assert rebuilt["quarantined"] == 0 and rebuilt["history_events"] == len(HistoryStore.load(tmp_path / "tiny" / "history" / "store.npz"))
     assert "appendfsync always" in result.stdout and "appendfsync everysec" in result.stdout
     joiner = run["figures"]["broker"]["joiner"]
     assert joiner["K=1"]["partitions"] == 4 and joiner["K=2"]["partitions"] == 2

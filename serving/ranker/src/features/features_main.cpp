@@ -1,4 +1,4 @@
-// ranker_features --catalog DIR [--input FILE] [--bench FILE] [--memory-users N]
+// ranker_features --catalog DIR [--input FILE] [--bench FILE] [--memory-users N] [--events-broker HOST:PORT]
 //
 // The feature stage as a JSON-lines tool, without a model: each input line is an event or a query,
 //   {"event": {"type": "play", "ts": 1, "user": 7, ...}}   the fields of a broker entry (event_fields.hpp)
@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "features/consumer.hpp"
 #include "features/features_json.hpp"
 #include "features/json_events.hpp"
 #include "features/state.hpp"
@@ -180,6 +181,35 @@ int memory(FeatureState& state, int64_t users, int64_t events) {
   return 0;
 }
 
+// The state rebuilt from a broker's events streams, as a starting ranker_server rebuilds it.
+int rebuild(FeatureState& state, const std::string& broker, int partitions) {
+  ConsumerOptions options;
+  const size_t colon = broker.rfind(':');
+  if (colon == std::string::npos) {
+    std::cerr << "ranker_features: --events-broker must be HOST:PORT\n";
+    return 2;
+  }
+  options.host = broker.substr(0, colon);
+  options.port = std::stoi(broker.substr(colon + 1));
+  options.partitions = partitions;
+  const int64_t before = rss_bytes();
+  EventConsumer feed(state, options);
+  const CatchUpReport r = feed.catch_up();
+  const StateStats s = state.stats();
+  const double per_million = r.entries > 0 ? r.seconds * 1e6 / static_cast<double>(r.entries) : 0.0;
+  std::printf("feature state rebuilt from %lld events (%lld quarantined) in %.2f s: %.2f s per million events; "
+              "%lld users, %lld history events, %lld rooms, RSS +%.1f MiB\n",
+              static_cast<long long>(r.entries), static_cast<long long>(r.quarantined), r.seconds, per_million,
+              static_cast<long long>(s.users), static_cast<long long>(s.history_events), static_cast<long long>(s.rooms),
+              (rss_bytes() - before) / 1048576.0);
+  std::printf("BENCH_JSON {\"events\":%lld,\"quarantined\":%lld,\"seconds\":%.3f,\"seconds_per_million\":%.3f,"
+              "\"users\":%lld,\"history_events\":%lld,\"rss_growth_bytes\":%lld}\n",
+              static_cast<long long>(r.entries), static_cast<long long>(r.quarantined), r.seconds, per_million,
+              static_cast<long long>(s.users), static_cast<long long>(s.history_events),
+              static_cast<long long>(rss_bytes() - before));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -187,6 +217,8 @@ int main(int argc, char** argv) {
   StateOptions options;
   int repeat = 20;
   int64_t memory_users = 0, memory_events = 100;
+  std::string events_broker;
+  int event_partitions = 1;
   CLI::App app("The ranker's feature stage as a JSON-lines tool: events and queries in, features out.", "ranker_features");
   app.add_option("--catalog", catalog_dir, "the feature catalog directory (make streams writes <data>/streams/feature_catalog)")->required();
   app.add_option("--input", input, "event and query lines (default: stdin)");
@@ -199,9 +231,15 @@ int main(int argc, char** argv) {
                  "measure the state's memory instead: this many synthetic users' plays applied to an empty state")
       ->check(ranker::at_least(1));
   app.add_option("--memory-events", memory_events, "plays per synthetic user (default 100)")->check(ranker::at_least(1));
+  app.add_option("--events-broker", events_broker,
+                 "rebuild the state from this Redis's events.<p> streams instead (HOST:PORT), as ranker_server does "
+                 "before SERVING, and report the time");
+  app.add_option("--event-partitions", event_partitions, "how many events.<p> streams (default 1)")
+      ->check(ranker::at_least(1));
   ranker::parse_or_exit(app, argc, argv);
   try {
     FeatureState state(Catalog::load(catalog_dir), options);
+    if (!events_broker.empty()) return rebuild(state, events_broker, event_partitions);
     if (memory_users > 0) {
       options.tolerance_ms = 0;  // every event settles at once: the history keeps max_events, as in a steady state
       FeatureState empty(Catalog::load(catalog_dir), options);
