@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-
-from data_pipelines.history_store import HistoryStore
 import pytest
 
+from data_pipelines.history_store import HistoryStore
 from recsys.machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
