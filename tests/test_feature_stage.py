@@ -193,9 +193,10 @@ def test_bad_requests_and_events_are_answered_with_the_reason(feature_tool, smal
              event(type="play", ts="soon", user=1, photo=10, author=7, start_ts=0, watch_ms=1),
              event(type="play", ts=t0, user=1, photo=10, author=7, start_ts=t0 - 10, watch_ms=-5),
              event(type="click", ts=t0, user=1),
+             play(t0 + 4 * HOUR, 10),  # a garbled time: it would move the clock past every request
              "{not json",
              query(t0, [100], request_id="after")]
-    out = run_tool(feature_tool, small_catalog, lines)
+    out = run_tool(feature_tool, small_catalog, lines, "--max-event-lead-ms", "3600000")
     by_id = {a.get("request_id"): a for a in out if "request_id" in a}
     stranger = by_id["stranger"]  # an unknown user: served, with an empty history
     assert not stranger["known_user"] and stranger["history_events"] == 0 and stranger["user"]["ids"]["user_id"] == 0
@@ -207,7 +208,9 @@ def test_bad_requests_and_events_are_answered_with_the_reason(feature_tool, smal
     assert "1001 candidates, at most 1000" in by_id["many"]["error"]
     errors = [a["event_error"] for a in out if "event_error" in a]
     assert errors == ["unknown event type 'purchase'", "field 'ts' is not an integer: 'soon'",
-                      "watch_ms -5 is not in [0, 2^31)", "missing field 'live'", "bad JSON"]
+                      "watch_ms -5 is not in [0, 2^31)", "missing field 'live'",
+                      "ts 18000000 is 14400001 ms ahead of the feature state's clock 3599999 (at most 3600000)",
+                      "bad JSON"]
     assert by_id["after"]["history_events"] == 1  # the refused events changed nothing
 
 

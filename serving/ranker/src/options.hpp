@@ -70,6 +70,9 @@ inline void add_feature_options(CLI::App& app, FeatureOptions& o) {
                  "refuse an ids-only request whose request_ts is further than this from the feature state's clock "
                  "(default 60000)")
       ->check(at_least(0));
+  app.add_option("--feature-max-event-lead-ms", o.state.max_event_lead_ms,
+                 "quarantine an event further than this ahead of the feature state's clock (default 0: no limit; with clock marks on every partition, e.g. 3600000)")
+      ->check(at_least(0));
 }
 
 // Parses the command line; a bad one is reported as "<program>: <what>" and exits 2, --help exits 0.

@@ -225,6 +225,9 @@ int main(int argc, char** argv) {
   app.add_option("--tolerance-ms", options.tolerance_ms, "refuse a request further than this from the state's clock")
       ->check(ranker::at_least(0));
   app.add_option("--max-candidates", options.max_candidates, "most candidates per request")->check(ranker::at_least(1));
+  app.add_option("--max-event-lead-ms", options.max_event_lead_ms,
+                 "quarantine an event further than this ahead of the state's clock (default 0: no limit)")
+      ->check(ranker::at_least(0));
   app.add_option("--bench", bench, "time each query's assembly (per GSU) instead of answering it");
   app.add_option("--repeat", repeat, "bench: assemblies per query")->check(ranker::at_least(1));
   app.add_option("--memory-users", memory_users,

@@ -1,6 +1,8 @@
 #include "features/state.hpp"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -124,6 +126,7 @@ void best_portable(const Packed& p, int64_t b0, int64_t b1, const uint32_t* targ
   }
 }
 
+#if defined(__x86_64__)
 // Scores 8 events per step and skips the 8 at once when none beats the worst kept (most steps, once
 // the best are found): the selection then costs one compare per 8 events. `Pairs` > 0: the width's
 // dimension pairs known at compile time (the loop unrolled); 0: read from `p`.
@@ -166,11 +169,17 @@ bool has_avx2() {
 }
 
 const bool kHasAvx2 = has_avx2();
+#endif
 
 void best_of(const Packed& p, int64_t b0, int64_t b1, const uint32_t* target, Best& best) {
-  if (!kHasAvx2) best_portable(p, b0, b1, target, best);
-  else if (p.pairs == 16) best_avx2<16>(p, b0, b1, target, best);  // width 31-32, the worlds' content embeddings
-  else best_avx2<0>(p, b0, b1, target, best);
+#if defined(__x86_64__)
+  if (kHasAvx2) {
+    if (p.pairs == 16) best_avx2<16>(p, b0, b1, target, best);  // width 31-32, the worlds' content embeddings
+    else best_avx2<0>(p, b0, b1, target, best);
+    return;
+  }
+#endif
+  best_portable(p, b0, b1, target, best);
 }
 
 }  // namespace
@@ -221,6 +230,9 @@ void FeatureState::check(const StateEvent& e) const {
   auto need = [](bool ok, const std::string& why) {
     if (!ok) throw EventError(why);
   };
+  need(options_.max_event_lead_ms == 0 || clock_ == INT64_MIN || e.ts <= clock_ + options_.max_event_lead_ms,
+       "ts " + text(e.ts) + " is " + text(e.ts - clock_) + " ms ahead of the feature state's clock " + text(clock_) +
+           " (at most " + text(options_.max_event_lead_ms) + ")");
   const bool interaction = e.kind == EventKind::play || (e.kind == EventKind::exit && e.clicked);
   if (interaction) {
     need(e.watch_ms >= 0 && e.watch_ms <= INT32_MAX, "watch_ms " + text(e.watch_ms) + " is not in [0, 2^31)");

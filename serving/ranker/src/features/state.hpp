@@ -126,6 +126,11 @@ struct StateOptions {
   // refused: the state has not caught up with it, or has forgotten what it needs.
   int64_t tolerance_ms = 60'000;
   int64_t max_candidates = 1000;
+  // An event further than this ahead of the clock is quarantined (0: no limit), so that one garbled
+  // time cannot move the clock past every request and make the state forget what they need. Set it
+  // where every partition carries clock marks (a feed's heartbeat): a legitimate quiet gap longer
+  // than the limit would otherwise be refused.
+  int64_t max_event_lead_ms = 0;
 };
 
 struct StateStats {
