@@ -373,13 +373,43 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
   out.request_ts = t0;
   out.state_clock_ms = clock_;
   out.candidates.resize(static_cast<size_t>(n));
-  static const std::deque<HistoryEvent> kNone;
-  auto found = users_.find(user);
-  out.known_user = found != users_.end();
-  const auto& h = out.known_user ? found->second : kNone;
-  // The user's most recent max_events interactions known strictly before t0: [b, e).
-  const int64_t e = std::partition_point(h.begin(), h.end(), [t0](const HistoryEvent& x) { return x.ts() < t0; }) - h.begin();
-  const int64_t b = std::max<int64_t>(0, e - c.max_events);
+  // ---- each candidate's ids and room state
+  for (int64_t k = 0; k < n; ++k) {
+    const RoomState& r = *rooms[k];
+    CandidateFeatures& f = out.candidates[k];
+    f.live_item = r.item_row;
+    f.author_id = r.author_row;
+    f.category = r.category_row;
+    f.live_type = r.live_type_row;
+    const double clicks_5min = static_cast<double>(r.entries.before(t0) - r.entries.before(t0 - kWindow5min));
+    const double shown_5min = static_cast<double>(r.shown.before(t0) - r.shown.before(t0 - kWindow5min));
+    // Never below 0: an exit whose click the feed has not delivered yet (another partition) must not
+    // make the count negative, which log1p would turn into a NaN.
+    f.room[kViewersNow] = std::log1p(static_cast<double>(std::max<int64_t>(r.entries.before(t0) - r.exits.before(t0), 0)));
+    f.room[kClicks30s] = std::log1p(static_cast<double>(r.entries.before(t0) - r.entries.before(t0 - kWindow30s)));
+    f.room[kClicks5min] = std::log1p(clicks_5min);
+    f.room[kImpressions5min] = std::log1p(shown_5min);
+    f.room[kCtr5min] = clicks_5min / std::max(shown_5min, 1.0);
+    f.room[kAgeMin] = std::log1p(static_cast<double>(std::max<int64_t>(t0 - r.start_ts, 0)) / 60'000.0);
+  }
+
+  // What the GSUs need of the rooms and of the user's history is copied out, and the lock let go
+  // before the searches: they take milliseconds, and with readers overlapping all the time the
+  // feed's writer (glibc's reader-writer lock prefers readers) would wait without end.
+  std::vector<std::pair<int64_t, int64_t>> targets;  // per candidate: (author row, embedding row or -1)
+  targets.reserve(static_cast<size_t>(n));
+  for (const RoomState* r : rooms) targets.emplace_back(r->author_row, r->embedding);
+  std::vector<HistoryEvent> h;
+  if (auto found = users_.find(user); found != users_.end()) {
+    out.known_user = true;
+    const auto& all = found->second;
+    // The user's most recent max_events interactions known strictly before t0.
+    const int64_t end = std::partition_point(all.begin(), all.end(), [t0](const HistoryEvent& x) { return x.ts() < t0; }) -
+                        all.begin();
+    h.assign(all.begin() + std::max<int64_t>(0, end - c.max_events), all.begin() + end);
+  }
+  lock.unlock();
+  const int64_t b = 0, e = static_cast<int64_t>(h.size());
   out.history_events = e - b;
   const int64_t L = c.gsu_length;
   auto element = [&](const HistoryEvent& x) {
@@ -406,31 +436,11 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
     if (h[i].long_view()) u.mixed_seq.push_back(element(h[i]));
   out.gsu_seconds[kMixed] = seconds_since(t);
 
-  // ---- each candidate's ids and room state
-  for (int64_t k = 0; k < n; ++k) {
-    const RoomState& r = *rooms[k];
-    CandidateFeatures& f = out.candidates[k];
-    f.live_item = r.item_row;
-    f.author_id = r.author_row;
-    f.category = r.category_row;
-    f.live_type = r.live_type_row;
-    const double clicks_5min = static_cast<double>(r.entries.before(t0) - r.entries.before(t0 - kWindow5min));
-    const double shown_5min = static_cast<double>(r.shown.before(t0) - r.shown.before(t0 - kWindow5min));
-    // Never below 0: an exit whose click the feed has not delivered yet (another partition) must not
-    // make the count negative, which log1p would turn into a NaN.
-    f.room[kViewersNow] = std::log1p(static_cast<double>(std::max<int64_t>(r.entries.before(t0) - r.exits.before(t0), 0)));
-    f.room[kClicks30s] = std::log1p(static_cast<double>(r.entries.before(t0) - r.entries.before(t0 - kWindow30s)));
-    f.room[kClicks5min] = std::log1p(clicks_5min);
-    f.room[kImpressions5min] = std::log1p(shown_5min);
-    f.room[kCtr5min] = clicks_5min / std::max(shown_5min, 1.0);
-    f.room[kAgeMin] = std::log1p(static_cast<double>(std::max<int64_t>(t0 - r.start_ts, 0)) / 60'000.0);
-  }
-
   // ---- aidhard: the latest L short videos by each candidate's author
   t = Clock::now();
   std::unordered_map<int64_t, std::vector<int64_t>> by_author;  // author row -> history positions
-  for (const RoomState* r : rooms)
-    if (r->author_row != 0) by_author.try_emplace(r->author_row);
+  for (const auto& [author_row, embedding] : targets)
+    if (author_row != 0) by_author.try_emplace(author_row);
   size_t full = 0;
   for (int64_t i = e - 1; i >= b && full < by_author.size(); --i) {
     if (h[i].live()) continue;
@@ -440,7 +450,7 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
     full += static_cast<int64_t>(it->second.size()) == L;
   }
   for (int64_t k = 0; k < n; ++k) {
-    auto it = by_author.find(rooms[k]->author_row);
+    auto it = by_author.find(targets[k].first);
     if (it == by_author.end()) continue;
     for (int64_t i : it->second) out.candidates[k].aidhard_seq.push_back(element(h[i]));
   }
@@ -460,17 +470,17 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
     }
     Packed packed;
     pack(rows, c.dim, packed);
-    std::vector<std::vector<uint32_t>> targets;
+    std::vector<std::vector<uint32_t>> words;
     std::vector<Best> best(static_cast<size_t>(n), Best(L));
-    for (const RoomState* r : rooms)
-      targets.push_back(target_words(r->embedding < 0 ? nullptr : c.live_embedding.data() + r->embedding * c.dim, c.dim));
+    for (const auto& [author_row, embedding] : targets)
+      words.push_back(target_words(embedding < 0 ? nullptr : c.live_embedding.data() + embedding * c.dim, c.dim));
     // A chunk of ~16 KB of the packed events, scored for every candidate while it is in the L1 cache:
     // streamed once per request rather than once per candidate (10,000 events are 640 KB at width 32).
     const int64_t chunk = std::max<int64_t>(1, 16'384 / (packed.pairs * 32));
     for (int64_t b0 = 0; b0 < packed.blocks; b0 += chunk) {
       const int64_t b1 = std::min(packed.blocks, b0 + chunk);
       for (int64_t k = 0; k < n; ++k) {
-        best_of(packed, b0, b1, targets[k].data(), best[k]);
+        best_of(packed, b0, b1, words[k].data(), best[k]);
       }
     }
     for (int64_t k = 0; k < n; ++k)
