@@ -28,6 +28,7 @@ import pandas as pd
 from data_pipelines.contract import LIVE, N_LOG_BUCKETS, SHORT
 from data_pipelines.dataset import DataSet
 from data_pipelines.history_store import HistoryStoreConfig
+from data_pipelines.streams.build import _aligned_embedding, _read_optional
 from data_pipelines.streams.features import FeatureSpec, Vocabularies, _as_text
 from data_pipelines.streams.gsu import quantize_embeddings
 
@@ -50,10 +51,9 @@ def catalog_inputs(data: DataSet, history: HistoryStoreConfig, spec: FeatureSpec
                    vocab: Vocabularies | None = None) -> CatalogInputs:
     """A data set's catalog: the vocabularies `make streams` saved (or `vocab`, as build_features
     returns them), its embeddings aligned to them."""
-    from data_pipelines.streams.build import _aligned_embedding, _read_optional
-
     canonical = data.canonical
-    vocab = vocab or Vocabularies.load(data.require(data.vocab, "make streams"))
+    if vocab is None:
+        vocab = Vocabularies.load(data.require(data.vocab, "make streams"))
     lives = pd.read_parquet(canonical.lives)
     photos = _read_optional(canonical.photos)
     photo_q, live_q = quantize_embeddings(
@@ -63,8 +63,8 @@ def catalog_inputs(data: DataSet, history: HistoryStoreConfig, spec: FeatureSpec
 
 
 def write_catalog(inputs: CatalogInputs, out_dir: Path) -> Path:
-    """The catalog's two files in `out_dir` (the JSON last, renamed into place: a reader sees the
-    old catalog or the new one whole)."""
+    """The catalog's two files in `out_dir`, each renamed into place, the JSON last: a ranker that
+    reads between the two renames finds the CRC-32 wrong and refuses the catalog, never a mix."""
     v = inputs.vocab
     arrays = {"user_ids": v.user.ids, "author_ids": v.author.ids, "photo_ids": v.photo.ids, "live_ids": v.live.ids,
               "photo_embedding": inputs.photo_embedding, "live_embedding": inputs.live_embedding}
