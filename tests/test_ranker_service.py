@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_pipelines.history_store import HistoryStore
 from serving.client import SERVICE_NAME, RankError, RankerClient, request_to_proto
 from export.job import rebuild_model, run_export
 from export.request_scorer import RequestLayout
@@ -398,6 +399,8 @@ def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_
             with RankerServer(model_dir, *flags) as server:
                 published = len(events) + 2 * attempt  # the second server also finds the room and clock below
                 assert f"feature state rebuilt from {published} events (0 quarantined)" in server.stderr
+                # Every interaction of the world, and nothing else, is in the users' histories.
+                assert f"{len(HistoryStore.load(tiny_streams.history))} history events" in server.stderr
                 for request, expected in zip(requests, answers):
                     assert as_float32(server.client.rank(request)) == as_float32(expected), request["request_id"]
                 assert server.metrics()['ranker_state_events_total{outcome="applied"}'] == published
