@@ -11,6 +11,7 @@ headers and value in a deployment):
 | like, comment, gift | the action |                                                                 |
 | clock      | -                   | only ts: every event of this partition up to ts is published   |
 | end        | -                   | only ts: the partition is complete                              |
+| play, room_start, room_end | their time | the ranker's feature state's (online/state_events.py): passed over here |
 
 `features` is the request's micro-batch arrays in the shard layout (one row), encoded with the shard
 codec: the features the ranker scored are the features the trainer learns (logged at serving,
@@ -36,6 +37,9 @@ IMPRESSION, CLICK, EXIT, CLOCK, END = "impression", "click", "exit", "clock", "e
 ACTIONS = tuple(ACTION_CODES)  # like, comment, gift
 FACT_TYPES = (IMPRESSION, CLICK, *ACTIONS, EXIT)  # the order of a user's events at one instant
 MARKER_TYPES = (CLOCK, END)
+# Events on the same streams for the ranker's feature state (short-video plays, rooms starting and
+# ending: online/state_events.py), which the label joiner has no use for.
+STATE_TYPES = ("play", "room_start", "room_end")
 
 
 # The arrays every impression event carries: the shard layout's request arrays (shards.request_arrays).
@@ -92,10 +96,10 @@ def parse(fields: dict[bytes, bytes], request_keys: frozenset[str] = REQUEST_KEY
     """The event an entry holds, checked on its own (the joiner checks it against what it has seen).
     `request_keys`: the arrays an impression's features must hold."""
     kind = fields.get(b"type", b"").decode("utf-8", "replace")
-    if kind not in FACT_TYPES and kind not in MARKER_TYPES:
+    if kind not in FACT_TYPES and kind not in MARKER_TYPES and kind not in STATE_TYPES:
         raise MalformedEvent(f"unknown event type '{kind[:40]}'")
     ts = _int(fields, "ts")
-    if kind in MARKER_TYPES:
+    if kind in MARKER_TYPES or kind in STATE_TYPES:  # a state event's fields are the ranker's to check
         return Event(kind, ts)
     user, impression = _int(fields, "user"), _int(fields, "impression")
     if kind == EXIT:

@@ -34,7 +34,7 @@ from data_pipelines.streams import codec
 from data_pipelines.streams.labels import LabelRules
 from data_pipelines.streams.shards import with_labels
 from online import broker as brk
-from online.events import ACTIONS, CLICK, CLOCK, END, EXIT, IMPRESSION, Event, MalformedEvent, parse
+from online.events import ACTIONS, CLICK, CLOCK, END, EXIT, IMPRESSION, STATE_TYPES, Event, MalformedEvent, parse
 from online.process import own_process_group
 from online.progress import JoinerProgress, publish
 from online.joiner_checkpoint import JoinerCheckpoints, JoinerPosition
@@ -377,7 +377,9 @@ def run_joiner(rules: LabelRules, settings: JoinerSettings, broker_url: str, lea
 
 def _consume(joiner: LabelJoiner, pos: JoinerPosition, stream: str, event: Event) -> None:
     """One event of `stream`: a clock mark or an end moves the partition's clock, a fact goes to
-    the joiner (MalformedEvent: refused, nothing changed)."""
+    the joiner (MalformedEvent: refused, nothing changed), a feature-state event is passed over."""
+    if event.type in STATE_TYPES:
+        return
     if event.type in (CLOCK, END):
         if event.type == END and stream not in pos.ended:
             pos.ended.append(stream)

@@ -78,6 +78,9 @@ def test_an_event_survives_encoding_and_bad_entries_are_refused_with_their_reaso
     for reason, fields in cases.items():
         with pytest.raises(ev.MalformedEvent, match=reason.replace("(", r"\(").replace(")", r"\)")):
             ev.parse(fields)
+    # The feature state's events share the streams: the joiner passes over them, whatever they hold.
+    for kind in ("play", "room_start", "room_end"):
+        assert ev.parse({b"type": kind.encode(), b"ts": b"5", b"live": b"x"}) == ev.Event(kind, 5)
 
 
 # -- the joiner ---------------------------------------------------------------------------------------
@@ -235,7 +238,9 @@ class _Killed(Exception):
 
 def _publish_world(client, timeline, features, partitions: int) -> None:
     """Every event of the timeline on its user's partition, as the driver publishes them: a clock
-    mark on every partition about each second of data time, an end on each at the last."""
+    mark on every partition about each second of data time, an end on each at the last; beside
+    each impression a short-video play of its user, as the ranker's feature state takes it (the
+    joiner must pass over it)."""
     producer = brk.Producer(client)
     partition = ev.partition_of(timeline.user, partitions)
     entries, mark = [], int(timeline.ts[0]) - 1
@@ -245,6 +250,11 @@ def _publish_world(client, timeline, features, partitions: int) -> None:
             mark = event.ts - 1
             entries += [(brk.events_stream(p), mark, ev.encode(ev.Event(ev.CLOCK, mark))) for p in range(partitions)]
         entries.append((brk.events_stream(int(partition[i])), event.ts, ev.encode(event)))
+        if event.type == ev.IMPRESSION:
+            play = {"type": "play", "ts": event.ts, "user": event.user, "photo": 1, "author": 1,
+                    "start_ts": event.ts - 1_000, "watch_ms": 1_000}
+            entries.append((brk.events_stream(int(partition[i])), event.ts,
+                            {k.encode(): str(v).encode() for k, v in play.items()}))
     end = int(timeline.ts[-1])
     entries += [(brk.events_stream(p), end, ev.encode(ev.Event(ev.END, end))) for p in range(partitions)]
     for a in range(0, len(entries), 5000):
