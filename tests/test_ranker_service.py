@@ -413,7 +413,8 @@ def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_
                 # The feed follows the streams: a room started now can be asked for a moment later.
                 now = int(events.columns["ts"].max())
                 r.xadd("events.1", {b"type": b"room_start", b"ts": str(now + 1).encode(), b"live": b"999999",
-                                    b"author": b"1", b"category": b"x", b"live_type": b"y"})
+                                    b"author": b"1", b"category": b"x", b"live_type": b"y",
+                                    b"pub": str(int(time.time() * 1000)).encode()})  # its publication, wall ms
                 r.xadd("events.1", {b"type": b"clock", b"ts": str(now + 1_000).encode()})  # no request_ts: this clock
                 ask = {"request_id": "new", "ids": {"user_id": requests[0]["ids"]["user_id"], "live_ids": [999999]}}
                 deadline = time.monotonic() + 10
@@ -424,6 +425,8 @@ def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_
                     except RankError as e:
                         assert "live 999999 has not started" in e.message and time.monotonic() < deadline
                         time.sleep(0.05)
+                lag = server.metrics()  # the one entry with a publication time: applied within the test's wait
+                assert lag["ranker_state_event_lag_seconds_count"] == 1 and 0 <= lag["ranker_state_event_lag_seconds_sum"] < 10
                 while server.metrics()['ranker_served_log_total{outcome="written"}'] < len(requests) + 1:
                     assert time.monotonic() < deadline + 10  # the log is written off the request path
                     time.sleep(0.05)

@@ -46,7 +46,8 @@ Metrics::Metrics()
       forward_({0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}),
       batch_candidates_({1, 10, 50, 100, 200, 400, 800, 1600, 3200, 6400, 10000}),
       batch_requests_({1, 2, 4, 8, 16, 32, 64}),
-      push_apply_({0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}) {}
+      push_apply_({0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}),
+      state_lag_({0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60}) {}
 
 void Metrics::request_done(const std::string& code, double seconds) {
   {
@@ -159,6 +160,8 @@ std::string Metrics::prometheus_text() const {
          "counter");
   out += "ranker_served_log_total{outcome=\"written\"} " + std::to_string(served_written_.load()) + "\n";
   out += "ranker_served_log_total{outcome=\"dropped\"} " + std::to_string(served_dropped_.load()) + "\n";
+  state_lag_.write(out, "ranker_state_event_lag_seconds",
+                   "From an event's publication (its pub field, wall clock) to its being applied to the feature state.");
   header(out, "ranker_state_clock_seconds", "The feature state's clock: the newest event's time (data time).", "gauge");
   out += "ranker_state_clock_seconds " + number(state_clock_ms_.load() / 1000.0) + "\n";
   return out;

@@ -57,6 +57,8 @@ class Metrics {
     state_events_applied_ += applied;
     state_events_quarantined_ += quarantined;
   }
+  // An event's publication (its `pub` field, wall ms) to its being applied to the state.
+  void state_event_lag(double seconds) { state_lag_.observe(seconds); }
   void set_state_clock(int64_t clock_ms) { state_clock_ms_ = clock_ms; }
   void served_logged(uint64_t written, uint64_t dropped) {
     served_written_ += written;
@@ -79,6 +81,7 @@ class Metrics {
   std::atomic<int64_t> push_learned_unix_ms_{0}, push_data_time_ms_{0};
   std::map<std::string, uint64_t> pushes_by_result_;  // "applied", "gap", "refused/<reason>"
   Histogram push_apply_;
+  Histogram state_lag_;
   std::atomic<int64_t> in_flight_{0};
   std::atomic<uint64_t> unknown_users_{0}, state_events_applied_{0}, state_events_quarantined_{0};
   std::atomic<uint64_t> served_written_{0}, served_dropped_{0};

@@ -2,6 +2,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -34,6 +35,11 @@ Context connect(const ConsumerOptions& o) {
 
 std::string_view text(const redisReply* r) { return std::string_view(r->str, r->len); }
 
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // The id after which `id` is the next entry: XREAD returns entries strictly after the id given.
 bool id_less(std::string_view a, std::string_view b) {
   auto split = [](std::string_view id) {
@@ -65,30 +71,35 @@ int64_t EventConsumer::read_batch(void* ctx, Partition& p, bool block, CatchUpRe
   if (reply->type == REDIS_REPLY_ERROR) throw std::runtime_error(p.stream + ": " + std::string(text(reply.get())));
   if (reply->type == REDIS_REPLY_NIL || reply->elements == 0) return 0;  // nothing new within block_ms
   const redisReply* entries = reply->element[0]->element[1];  // [[stream, [[id, [field, value, ...]], ...]]]
-  uint64_t applied = 0, quarantined = 0;
+  Batch batch;
   for (size_t i = 0; i < entries->elements; ++i) {
     const redisReply* entry = entries->element[i];
     const redisReply* fields = entry->element[1];
     const std::string_view id = text(entry->element[0]);
+    auto field = [fields](std::string_view name) -> std::optional<std::string_view> {
+      for (size_t f = 0; f + 1 < fields->elements; f += 2)
+        if (text(fields->element[f]) == name) return text(fields->element[f + 1]);
+      return std::nullopt;
+    };
     try {
-      auto event = event_of([fields](std::string_view name) -> std::optional<std::string_view> {
-        for (size_t f = 0; f + 1 < fields->elements; f += 2)
-          if (text(fields->element[f]) == name) return text(fields->element[f + 1]);
-        return std::nullopt;
-      });
+      auto event = event_of(field);
       if (event) state_.apply(*event);
-      ++applied;
+      ++batch.applied;
+      int64_t published = 0;
+      if (auto pub = field("pub");
+          pub && std::from_chars(pub->data(), pub->data() + pub->size(), published).ec == std::errc())
+        batch.lag_seconds.push_back(static_cast<double>(wall_ms() - published) / 1000.0);
     } catch (const EventError& e) {
-      ++quarantined;
-      if (quarantined <= 5)  // a flood of bad entries must not flood the log
+      ++batch.quarantined;
+      if (batch.quarantined <= 5)  // a flood of bad entries must not flood the log
         std::cerr << "ranker: feature state quarantined " << p.stream << " " << id << ": " << e.what() << std::endl;
     }
     p.last_id = std::string(id);
   }
   report.entries += static_cast<int64_t>(entries->elements);
-  report.applied += static_cast<int64_t>(applied);
-  report.quarantined += static_cast<int64_t>(quarantined);
-  if (observer_) observer_(applied, quarantined);
+  report.applied += static_cast<int64_t>(batch.applied);
+  report.quarantined += static_cast<int64_t>(batch.quarantined);
+  if (observer_) observer_(batch);
   return static_cast<int64_t>(entries->elements);
 }
 

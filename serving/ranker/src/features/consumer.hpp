@@ -36,8 +36,13 @@ struct CatchUpReport {
 
 class EventConsumer {
  public:
-  // on_events(applied, quarantined) after each batch read (the server's metrics).
-  using Observer = std::function<void(uint64_t applied, uint64_t quarantined)>;
+  // After each batch read (the server's metrics): how many entries were applied and quarantined, and
+  // for those carrying a `pub` field (their publication's wall-clock ms) the seconds until applied.
+  struct Batch {
+    uint64_t applied = 0, quarantined = 0;
+    std::vector<double> lag_seconds;
+  };
+  using Observer = std::function<void(const Batch&)>;
 
   EventConsumer(FeatureState& state, ConsumerOptions options, Observer observer = {});
   ~EventConsumer();

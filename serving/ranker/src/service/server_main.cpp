@@ -165,8 +165,9 @@ int main(int argc, char** argv) {
         feed_options.partitions = o.event_partitions;
         auto* observed = state.get();
         feed = std::make_unique<ranker::features::EventConsumer>(
-            *state, feed_options, [&metrics, observed](uint64_t applied, uint64_t quarantined) {
-              metrics.state_events(applied, quarantined);
+            *state, feed_options, [&metrics, observed](const ranker::features::EventConsumer::Batch& batch) {
+              metrics.state_events(batch.applied, batch.quarantined);
+              for (double lag : batch.lag_seconds) metrics.state_event_lag(lag);
               metrics.set_state_clock(observed->clock_ms());
             });
         // Rebuilt before SERVING: a ranker that starts again answers from the same state as before.
