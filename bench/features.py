@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from bench.data import ensure_shards
 from bench.serving import ensure_ranker
 from data_pipelines.configured import build
-from data_pipelines.dataset import DataSet
-from data_pipelines.streams.features import Vocabularies
+from data_pipelines.dataset import FINAL, DataSet
+from data_pipelines.streams.features import FeatureSpec, Vocabularies
 from serving.binaries import FEATURE_TOOL
 
 
@@ -123,7 +123,7 @@ def rebuild_world(data: DataSet, catalog: Path, partitions: int) -> dict:
     from online.broker import BrokerServer, Producer, connect
     from online.state_events import world_state_events
 
-    spec = build_spec_of(data)
+    spec = FeatureSpec.of_manifest(data.manifest(FINAL))  # what the world's streams were computed with
     events = world_state_events(pd.read_parquet(data.canonical.lives), pd.read_parquet(data.canonical.live_impressions),
                                 pd.read_parquet(data.canonical.short_plays) if data.canonical.short_plays.exists() else None,
                                 spec.columns)
@@ -139,9 +139,3 @@ def rebuild_world(data: DataSet, catalog: Path, partitions: int) -> dict:
     print("  " + result.stdout.splitlines()[0] + f" ({partitions} partitions, the whole world)")
     return _bench_json(result.stdout)
 
-
-def build_spec_of(data: DataSet):
-    from data_pipelines.dataset import FINAL
-    from data_pipelines.streams.features import FeatureSpec
-
-    return FeatureSpec.of_manifest(data.manifest(FINAL))
