@@ -272,7 +272,12 @@ def test_the_server_refuses_bad_flags_and_a_missing_export_with_clear_errors(ran
     server = ranker_binary.parent / "ranker_server"
     for flags, message in ((["--model", str(tmp_path), "--workers", "0"], "--workers: must be at least 1"),
                            (["--model", str(tmp_path), "--port", "x"], "--port: needs a number, got x"),
-                           (["--port", "0"], "--model is required")):
+                           (["--port", "0"], "--model is required"),
+                           (["--model", str(tmp_path), "--features-catalog", str(tmp_path)],
+                            "--features-catalog needs --events-broker"),
+                           (["--model", str(tmp_path), "--log-served"], "--log-served needs --events-broker"),
+                           (["--model", str(tmp_path), "--features-catalog", str(tmp_path), "--events-broker", "nohost"],
+                            "--events-broker must be HOST:PORT, got 'nohost'")):
         result = subprocess.run([str(server), *flags], capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and message in result.stderr, (flags, result.stderr)
     with pytest.raises(RuntimeError, match=f"{tmp_path}/model.json: cannot open"):

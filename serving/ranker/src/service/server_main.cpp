@@ -95,6 +95,8 @@ Options parse_args(int argc, char** argv) {
     if (path->empty() || (*path)[0] != '/') usage_error("HTTP paths must start with '/', got '" + *path + "'");
   if (o.healthz_path == o.metrics_path) usage_error("--healthz-path and --metrics-path must differ");
   if (!o.events_broker.empty() && o.features.catalog.empty()) usage_error("--events-broker needs --features-catalog");
+  if (o.events_broker.empty() && !o.features.catalog.empty())  // nothing would ever feed the state
+    usage_error("--features-catalog needs --events-broker: the feature state is fed by the events streams");
   if (o.log_served && o.events_broker.empty()) usage_error("--log-served needs --events-broker");
   if (!o.events_broker.empty() && o.events_broker.rfind(':') == std::string::npos)
     usage_error("--events-broker must be HOST:PORT, got '" + o.events_broker + "'");
