@@ -92,13 +92,11 @@ class Best {
   int32_t worst() const { return static_cast<int32_t>(heap_.front() >> 32); }  // when full
   void offer(int32_t score, int64_t position) {
     const int64_t key = (static_cast<int64_t>(score) << 32) | (0xFFFFFFFFll - position);
-    if (!full()) {
+    if (!full()) {  // filling: ordered once, when full
       heap_.push_back(key);
-      std::push_heap(heap_.begin(), heap_.end(), std::greater<int64_t>());
+      if (full()) std::make_heap(heap_.begin(), heap_.end(), std::greater<int64_t>());
     } else if (key > heap_.front()) {
-      std::pop_heap(heap_.begin(), heap_.end(), std::greater<int64_t>());
-      heap_.back() = key;
-      std::push_heap(heap_.begin(), heap_.end(), std::greater<int64_t>());
+      replace_worst(key);
     }
   }
   // Positions, best first.
@@ -111,8 +109,23 @@ class Best {
   }
 
  private:
+  // The worst kept replaced by `key`, sifted down once (a pop and a push would sift twice).
+  void replace_worst(int64_t key) {
+    const size_t n = heap_.size();
+    size_t i = 0;
+    while (true) {
+      size_t child = 2 * i + 1;
+      if (child >= n) break;
+      if (child + 1 < n && heap_[child + 1] < heap_[child]) ++child;
+      if (heap_[child] >= key) break;
+      heap_[i] = heap_[child];
+      i = child;
+    }
+    heap_[i] = key;
+  }
+
   size_t length_;
-  std::vector<int64_t> heap_;
+  std::vector<int64_t> heap_;  // a min-heap of keys once full
 };
 
 // Blocks [b0, b1) of `p` scored against `target`, each event offered to `best`.
@@ -452,6 +465,7 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
   for (int64_t k = 0; k < n; ++k) {
     auto it = by_author.find(targets[k].first);
     if (it == by_author.end()) continue;
+    out.candidates[k].aidhard_seq.reserve(it->second.size());
     for (int64_t i : it->second) out.candidates[k].aidhard_seq.push_back(element(h[i]));
   }
   out.gsu_seconds[kAidhard] = seconds_since(t);
@@ -470,21 +484,27 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
     }
     Packed packed;
     pack(rows, c.dim, packed);
-    std::vector<std::vector<uint32_t>> words;
+    std::vector<uint32_t> words;  // [n, pairs]: each candidate's target, packed as the events are
+    words.reserve(static_cast<size_t>(n * packed.pairs));
     std::vector<Best> best(static_cast<size_t>(n), Best(L));
-    for (const auto& [author_row, embedding] : targets)
-      words.push_back(target_words(embedding < 0 ? nullptr : c.live_embedding.data() + embedding * c.dim, c.dim));
+    for (const auto& [author_row, embedding] : targets) {
+      const auto w = target_words(embedding < 0 ? nullptr : c.live_embedding.data() + embedding * c.dim, c.dim);
+      words.insert(words.end(), w.begin(), w.end());
+    }
     // A chunk of ~16 KB of the packed events, scored for every candidate while it is in the L1 cache:
     // streamed once per request rather than once per candidate (10,000 events are 640 KB at width 32).
     const int64_t chunk = std::max<int64_t>(1, 16'384 / (packed.pairs * 32));
     for (int64_t b0 = 0; b0 < packed.blocks; b0 += chunk) {
       const int64_t b1 = std::min(packed.blocks, b0 + chunk);
       for (int64_t k = 0; k < n; ++k) {
-        best_of(packed, b0, b1, words[k].data(), best[k]);
+        best_of(packed, b0, b1, words.data() + k * packed.pairs, best[k]);
       }
     }
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t j : best[k].positions()) (out.candidates[k].*seq).push_back(element(h[position[j]]));
+    for (int64_t k = 0; k < n; ++k) {
+      Sequence& sequence = out.candidates[k].*seq;
+      sequence.reserve(static_cast<size_t>(L));
+      for (int64_t j : best[k].positions()) sequence.push_back(element(h[position[j]]));
+    }
     out.gsu_seconds[gsu] = seconds_since(begun);
   };
   search(false, &CandidateFeatures::long_seq, kLong);
