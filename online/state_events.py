@@ -41,6 +41,11 @@ class StateEvents:
     def __len__(self) -> int:
         return len(self.columns["ts"])
 
+    def until(self, ts: int) -> "StateEvents":
+        """The events at or before `ts`, in the same order."""
+        keep = self.columns["ts"] <= ts
+        return StateEvents({name: v[keep] for name, v in self.columns.items()}, self.categories, self.live_types)
+
     def partition(self, partitions: int) -> np.ndarray:
         """[E] the events stream of each event: a user's events on the user's partition (as the label
         joiner's, online/events.py partition_of), a room's on its live id's."""

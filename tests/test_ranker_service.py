@@ -308,8 +308,9 @@ def test_the_naming_rules_flag_what_promtool_flags():
 # ---------------------------------------------------------------- the ids-only form
 
 def ids_requests(data, count: int = 12, per_request: int = 6) -> tuple[list[tuple[int, dict]], object]:
-    """Ids-only requests at the times of `count` impressions spread over the tiny world, each for the
-    impression's user with its room and the other rooms live then; and the world's state events."""
+    """Ids-only requests at the times of `count` impressions spread over the first half of the tiny
+    world, each for the impression's user with its room and the other rooms live then; and the world's
+    state events up to an hour after the last request (all in the future of some request)."""
     import pandas as pd
 
     from data_pipelines.streams.features import FeatureSpec
@@ -320,14 +321,14 @@ def ids_requests(data, count: int = 12, per_request: int = 6) -> tuple[list[tupl
     spec = FeatureSpec.of_manifest(data.manifest("final"))
     events = world_state_events(lives, impressions, pd.read_parquet(data.canonical.short_plays), spec.columns)
     asked = []
-    for k, row in enumerate(impressions.iloc[np.linspace(len(impressions) // 10, len(impressions) - 1, count,
+    for k, row in enumerate(impressions.iloc[np.linspace(len(impressions) // 10, len(impressions) // 2, count,
                                                          dtype=int)].itertuples()):
         t = int(row.request_ts)
         live = lives[(lives["start_ts"] < t) & (lives["end_ts"] > t) & (lives["live_id"] != row.live_id)]
         candidates = [int(row.live_id), *live["live_id"].head(per_request - 1).astype(int)]
         asked.append((t, {"request_id": f"ids-{k}", "ids": {"user_id": int(row.user_id), "request_ts": t,
                                                              "live_ids": candidates}}))
-    return asked, events
+    return asked, events.until(max(t for t, _ in asked) + 3_600_000)
 
 
 def full_form(features: dict, meta: dict, request_id: str) -> dict:
@@ -356,15 +357,17 @@ def ids_only(both, tiny_streams, ranker_binary):
     asked, events = ids_requests(tiny_streams)
     catalog = str(tiny_streams.feature_catalog)
     lines = feed_lines(events, [(t, json.dumps(r)) for t, r in asked])
+    # The same feed for ranker_features: each request's line replaced by its query.
+    queries = {json.dumps(r): json.dumps({"query": {"request_id": r["request_id"], "user_id": r["ids"]["user_id"],
+                                                    "request_ts": t, "live_ids": r["ids"]["live_ids"]}})
+               for t, r in asked}
     result = subprocess.run([str(ranker_binary), "--model", str(model_dir), "--format", "torchscript",
                              "--reload-check-ms", "0", "--features-catalog", catalog],
                             input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     answers = [json.loads(line) for line in result.stdout.splitlines()]
-    queries = [json.dumps({"query": {"request_id": r["request_id"], "user_id": r["ids"]["user_id"],
-                                     "request_ts": t, "live_ids": r["ids"]["live_ids"]}}) for t, r in asked]
     features = subprocess.run([str(FEATURE_TOOL), "--catalog", catalog],
-                              input="\n".join(feed_lines(events, list(zip([t for t, _ in asked], queries)))) + "\n",
+                              input="\n".join(queries.get(line, line) for line in lines) + "\n",
                               capture_output=True, text=True, timeout=300)
     full = [full_form(json.loads(line), meta, r["request_id"]) for line, (_, r) in
             zip(features.stdout.splitlines(), asked)]
@@ -404,8 +407,9 @@ def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_
             with RankerServer(model_dir, *flags) as server:
                 published = len(events) + 2 * attempt  # the second server also finds the room and clock below
                 assert f"feature state rebuilt from {published} events (0 quarantined)" in server.stderr
-                # Every interaction of the world, and nothing else, is in the users' histories.
-                assert f"{len(HistoryStore.load(tiny_streams.history))} history events" in server.stderr
+                # Every interaction published, and nothing else, is in the users' histories.
+                published_interactions = int((HistoryStore.load(tiny_streams.history).ts <= events.columns["ts"].max()).sum())
+                assert f"{published_interactions} history events" in server.stderr
                 for request, expected in zip(requests, answers):
                     assert as_float32(server.client.rank(request)) == as_float32(expected), request["request_id"]
                 assert server.metrics()['ranker_state_events_total{outcome="applied"}'] == published
