@@ -126,7 +126,8 @@ def test_the_service_bench_measures_the_peers_beside_the_ranker(tmp_path):
     result = make("bench", f"ARGS={base} bench.run=[service] bench.service.formats=[torchscript] "
                            f"bench.service.peer_format=torchscript bench.service.candidates=20 "
                            f"bench.service.distinct_requests=2 bench.service.clients=[2] "
-                           f"bench.service.requests_per_client=10 bench.service.seconds=2 bench.service.reload_clients=0")
+                           f"bench.service.requests_per_client=10 bench.service.seconds=2 bench.service.reload_clients=0 "
+                           f"bench.service.ids_only.clients=[]")  # the ids-only rows: the tiny-world bench test
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "C++ ranker (torchscript)" in result.stdout
     assert "Ray Serve (torchscript)" in result.stdout and "PyTriton (torchscript)" in result.stdout
