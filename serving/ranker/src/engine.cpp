@@ -109,7 +109,9 @@ Ranking Engine::rank(const RequestInput& input) {
   features::Assembled assembled;
   try {
     ValidRequest request = input.ids ? impl_->from_ids(input, model->meta, assembled) : validate(input, model->meta);
-    impl_->metrics.stage_done("validate", std::chrono::duration<double>(clock::now() - t0).count());
+    // An ids-only request's assembly is its own stage ("features"); the layout is its "validate".
+    impl_->metrics.stage_done("validate",
+                              std::chrono::duration<double>(clock::now() - t0).count() - assembled.total_seconds);
     scores = impl_->batcher.score(model, std::move(request));
   } catch (const BatcherStopped& e) {
     throw RankFailure(RankFailure::Kind::Unavailable, e.what());
@@ -129,7 +131,7 @@ Ranking Engine::rank(const RequestInput& input) {
   impl_->metrics.stage_done("rank", std::chrono::duration<double>(clock::now() - t1).count());
   if (input.ids && impl_->served_log != nullptr)  // what was served, by the version that served it
     impl_->served_log->log(features::ServedRecord{input.request_id.value_or(""), input.ids->user_id,
-                                                  input.ids->request_ts.value_or(assembled.request_ts),
+                                                  assembled.request_ts,
                                                   assembled.state_clock_ms, ranking.export_id, ranking.push,
                                                   std::move(assembled)});
   return ranking;
