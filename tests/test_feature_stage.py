@@ -85,7 +85,7 @@ def test_every_impression_of_tiny_gets_the_streams_features(feature_tool, tiny_w
 def test_a_second_world_published_early_and_out_of_order_gets_the_same_features(feature_tool, tmp_path):
     """Point in time: every event is published up to 30 s before its time, in a shuffled order, so
     the state holds events at and after a request's time when it is asked; none may be used."""
-    world = build_world(tmp_path / "data", ["world=tiny", "world.seed=5"])
+    world = build_world(tmp_path / "data", ["world=tiny", "world.seed=5", "world.n_users=600"])
     impressions, features, catalog, events = streams_features(world, tmp_path)
     lead = np.random.default_rng(0).integers(0, 30_000, len(events))
     lines = feed_lines(events, impression_queries(impressions), lead_ms=lead)
