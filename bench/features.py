@@ -45,7 +45,9 @@ def synthetic_feed(data: DataSet, history_events: int, candidates: int, queries:
     vocab = Vocabularies.load(data.vocab)
     lives = pd.read_parquet(data.canonical.lives)
     lives = lives[lives["live_id"].isin(vocab.live.ids)]
-    photos = pd.read_parquet(data.canonical.photos) if data.canonical.photos.exists() else None
+    if not data.canonical.photos.exists():
+        raise SystemExit(f"{data.canonical.dir}: no short videos to build the benchmark's history from")
+    photos = pd.read_parquet(data.canonical.photos)
     t = 1_800_000_000_000
     events = [{"type": "room_start", "ts": t - 3_600_000, "live": int(r.live_id), "author": int(r.author_id),
                "category": str(r.live_content_category), "live_type": str(r.live_type)} for r in lives.itertuples()]
@@ -59,10 +61,9 @@ def synthetic_feed(data: DataSet, history_events: int, candidates: int, queries:
             events.append({"type": "exit", "ts": end, "user": user, "live": int(room.live_id),
                            "author": int(room.author_id), "start_ts": end - 90_000, "watch_ms": 90_000, "clicked": 1})
         else:
-            photo = int(rng.integers(len(photos))) if photos is not None else 0
+            photo = photos.iloc[int(rng.integers(len(photos)))]
             events.append({"type": "play", "ts": end, "user": user,
-                           "photo": int(photos["photo_id"].iloc[photo]) if photos is not None else 0,
-                           "author": int(photos["author_id"].iloc[photo]) if photos is not None else 0,
+                           "photo": int(photo.photo_id), "author": int(photo.author_id),
                            "start_ts": end - 20_000, "watch_ms": int(rng.integers(1_000, 40_000))})
     for k in range(5_000):
         ts = t - 600_000 + k * 120
