@@ -24,23 +24,46 @@ from online.joiner_checkpoint import JoinerCheckpoints
 from online.world import played_world
 
 
-def _entries(world, partitions: int, limit: int, mark_every_ms: int) -> list[tuple[str, str, dict]]:
-    """The first `limit` events of the world as the driver publishes them on `partitions`, a clock
-    mark on every partition each `mark_every_ms` of data time, and the partitions' ends."""
-    tl = world.timeline
-    n = min(limit, len(tl))
-    partition = ev.partition_of(tl.user[:n], partitions)
-    out, mark = [], int(tl.ts[0]) - 1
+def _entries(world, features, partitions: int, limit: int, mark_every_ms: int) -> list[tuple[str, str, dict]]:
+    """The first `limit` entries of the world's schedule as the driver publishes them on `partitions`
+    (the ranker's state events included), each impression's served-features record as the ranker
+    logs it (`features`: make streams' features of every impression), a clock mark on every
+    partition each `mark_every_ms` of data time, and the partitions' ends."""
+    from data_pipelines.streams.shards import request_arrays
+    from online.served import served_fields
+
+    n = min(limit, len(world))
+    partition = world.partition(partitions)
+    out, mark = [], int(world.ts[0]) - 1
     for k in range(n):
-        event = tl.event(k, world.features)
-        if event.ts - 1 >= mark + mark_every_ms:
-            mark = event.ts - 1
+        ts = int(world.ts[k])
+        if ts - 1 >= mark + mark_every_ms:
+            mark = ts - 1
             out += [(brk.events_stream(p), event_id(mark, MARK_SEQ), ev.encode(ev.Event(ev.CLOCK, mark)))
                     for p in range(partitions)]
-        out.append((brk.events_stream(int(partition[k])), event_id(event.ts, k + 1), ev.encode(event)))
-    end = int(tl.ts[n - 1])
+        out.append((brk.events_stream(int(partition[k])), event_id(ts, k + 1), world.fields(k)))
+        if world.is_fact[k] and world.fact(k).type == ev.IMPRESSION:
+            row = int(world.timeline.row[world.index[k]])
+            out.append((brk.served_stream(int(partition[k])), event_id(ts, k + 1),
+                        served_fields(request_arrays(features, np.array([row])), int(world.timeline.user[world.index[k]]))))
+    end = int(world.ts[n - 1])
     return out + [(brk.events_stream(p), event_id(end, END_SEQ), ev.encode(ev.Event(ev.END, end)))
                   for p in range(partitions)]
+
+
+def _streams_features(data):
+    """make streams' features of every impression (what the ranker would serve and log)."""
+    import pandas as pd
+
+    from data_pipelines.dataset import FINAL
+    from data_pipelines.history_store import HistoryStore
+    from data_pipelines.streams.build import build_features
+    from data_pipelines.streams.features import FeatureSpec
+
+    impressions = pd.read_parquet(data.canonical.live_impressions)
+    features, _ = build_features(data.canonical, impressions, HistoryStore.load(data.history),
+                                 FeatureSpec.of_manifest(data.manifest(FINAL)), progress=False)
+    return features
 
 
 def _append_rate(entries: list, fsync: str, round_size: int) -> dict:
@@ -62,16 +85,20 @@ def run(cfg: DictConfig) -> dict:
                                                           f"paths.data_dir={cfg.paths.data_dir}"])
     world = played_world(data, None)
     figures: dict = {"world": data.name}
+    features = _streams_features(data)
 
     start = time.perf_counter()
-    entries = _entries(world, int(bc.partitions), int(bc.events), int(bc.mark_every_ms))
+    entries = _entries(world, features, int(bc.partitions), int(bc.events), int(bc.mark_every_ms))
     encode_s = time.perf_counter() - start
-    facts = sum(1 for _, _, f in entries if f[b"type"] not in (b"clock", b"end"))
+    facts = sum(1 for stream, _, f in entries if stream.startswith("events.") and f[b"type"] not in (b"clock", b"end"))
+    served = sum(1 for stream, _, _ in entries if stream.startswith("served."))
     size = float(np.mean([sum(len(k) + len(v) for k, v in f.items()) for _, _, f in entries]))
-    figures["driver_encode_events_per_s"] = facts / encode_s
+    figures["driver_encode_events_per_s"] = (facts + served) / encode_s
     figures["entry_bytes_mean"] = size
-    print(f"broker and joiner ({data.name}: {facts:,} events on {bc.partitions} partitions, {size:,.0f} bytes an "
-          f"entry on average; the driver encodes {facts / encode_s:,.0f} events/s)")
+    figures["served_records"] = served
+    print(f"broker and joiner ({data.name}: {facts:,} events and {served:,} served-features records on "
+          f"{bc.partitions} partitions, {size:,.0f} bytes an entry on average; encoded at "
+          f"{(facts + served) / encode_s:,.0f} entries/s)")
 
     figures["append"] = {}
     for fsync in bc.fsync:
@@ -102,7 +129,7 @@ def _joiner_rate(entries: list, online_cfg: DictConfig, partitions: int, process
         for a in range(0, len(entries), 2000):
             producer.send_keyed(entries[a:a + 2000])
         start = time.perf_counter()
-        summary, _ = run_joiner(build(online_cfg.stream), settings, server.url, str(online_cfg.online_train.stream),
+        summary, _, _ = run_joiner(build(online_cfg.stream), settings, server.url, str(online_cfg.online_train.stream),
                                 JoinerCheckpoints(Path(scratch) / "joiner"), 0)
         seconds = time.perf_counter() - start
         client.close()

@@ -46,6 +46,9 @@ GSU_NAMES = ("short", "long", "aidhard", "livelong", "mixed")
 SEQUENCE_ID_FIELDS = ("item", "author")  # rows of the shared item and author tables
 SIDE_FIELDS = ("gap", "watch", "domain")  # small bucket tables of the ESU
 SEQUENCE_FIELDS = SEQUENCE_ID_FIELDS + SIDE_FIELDS  # the one order of a sequence element's fields
+# How the shards store them (numpy dtype names): table rows as int32, the small bucket rows as int8.
+SEQUENCE_DTYPES = {"item": "int32", "author": "int32", "gap": "int8", "watch": "int8", "domain": "int8"}
+SPARSE_DTYPE, DENSE_DTYPE, LENGTHS_DTYPE = "int32", "float32", "int32"
 
 # ---------------------------------------------------------------- bucket tables
 N_LOG_BUCKETS = 16  # log2 buckets 0 .. 15 of counts and durations, stored as rows 1 .. 16

@@ -30,10 +30,16 @@ from redis.retry import Retry
 PROGRESS = "progress"
 QUARANTINE = "quarantine"
 ANSWERS = "answers"
+ROUNDS = "rounds"  # the driver's publishing rounds: when each range of its schedule went out
 
 
 def events_stream(partition: int) -> str:
     return f"events.{partition}"
+
+
+def served_stream(partition: int) -> str:
+    """The ranker's served-features log of partition `partition`'s users (online/served.py)."""
+    return f"served.{partition}"
 
 
 def samples_stream(stream: str, part: int = 0) -> str:

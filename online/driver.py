@@ -1,31 +1,37 @@
-"""The traffic driver: plays a data set's live impressions on an accelerated wall clock.
+"""The traffic driver: plays a data set on an accelerated wall clock against the ranker.
 
 Data time t runs at `speed` times the wall clock from the first impression of the span, until the
 last request; the events after it (exits, late actions: nothing is asked of the ranker any more) are
-published at once. At each impression's request time the driver asks the ranker (gRPC) to score it,
-with the request's features as the streams compute them (data_pipelines/streams: every value from events strictly
-before the request, so computing them ahead of the clock changes none), and logs the answer with
-the version that gave it; every event goes to its user's partition on the broker at its time, then a
-`clock` mark says the partition is complete up to now. A request the ranker cannot take (restarting,
-overloaded) is retried with backoff up to `retries` times; one that still fails is counted as lost.
+published at once. The driver publishes one schedule (online/world.py): the joiner's facts and the
+ranker's feature-state events (short-video plays, rooms starting and ending), every entry on its
+partition at its time — those before the first request as a backlog before the clock starts — and
+after each round a `clock` mark on every partition. Then, at each impression's request time, it asks
+the ranker (gRPC) to score it with an **ids-only** request: user, request time and the live id. The
+ranker computes the features from the events it has read and logs them to `served.<p>`; the driver
+computes none. A request the ranker cannot take (restarting, its feature state not caught up yet:
+UNAVAILABLE) is retried with backoff up to `retries` times; one that still fails is counted as lost.
+Each clock mark also says up to when every request has been answered or given up (`answered`), so
+that the joiner knows when a request's served features are all on the broker.
 
 Its log, the run's answers (online/record.py: Answers): per impression (rows of the canonical
-table), the probabilities by task, the version that answered (export and push), the attempts, and
-the wall times it was sent and answered, with the clock's origin to map wall time onto data time.
-Each answer also goes to the broker's `answers` stream as it comes.
+table), the probabilities by task, the version that answered (export and push), the attempts, the
+request's size on the wire, and the wall times it was sent and answered, with the clock's origin to
+map wall time onto data time. Each answer also goes to the broker's `answers` stream as it comes,
+and each publishing round to `rounds` (when which entries went out: the report's feature-skew causes).
 
 A driver started again (the supervisor restarts one that died) resumes the same run: the clock's
 origin and the last clock mark it published are in the broker's progress hash, its answers in the
-`answers` stream. It publishes again from that mark — every entry's id is derived from the event
-itself (`event_id`), so what the broker already holds is refused, not doubled — catches the clock up
-at once (the events of its outage as a backlog), and sends again the requests that had no answer.
+`answers` stream. It publishes again from that mark — every entry's id is derived from its place in
+the schedule (`event_id`), so what the broker already holds is refused, not doubled — catches the
+clock up at once (the events of its outage as a backlog), and sends again the requests that had no
+answer.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -34,20 +40,19 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from data_pipelines.configured import build
-from data_pipelines.contract import DENSE_FEATURES, lengths_key, sequence_key, sparse_key
 from data_pipelines.dataset import DataSet
-from export.requests import RequestSchema
 from online import events as ev
 from online import broker as brk
 from online.process import own_process_group
 from online.progress import DriverProgress, ProgressSample, publish
 from online.record import Answers, DriverClock, DriverSummary, LiveRun
 from online.world import PlayedWorld, played_world
-from serving.client import RankerClient, RankError, request_to_proto
+from serving.client import RankerClient, RankError
+from serving.proto import ranker_pb2
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-# Entry ids on the events streams, `<ts>-<seq>`: a fact's seq is its position in the timeline + 1, a
-# clock mark's and an end's are above any position (a mark at ts follows every fact at ts).
+# Entry ids on the events streams, `<ts>-<seq>`: an entry's seq is its position in the schedule + 1, a
+# clock mark's and an end's are above any position (a mark at ts follows every entry at ts).
 MARK_SEQ, END_SEQ = 2**64 - 2, 2**64 - 1
 
 
@@ -74,23 +79,6 @@ class DriverSettings:
                              f"least 0, got {self}")
         if self.span_s is not None and self.span_s <= 0:
             raise ValueError(f"online.span_s must be positive (or null: the whole data set), got {self.span_s}")
-
-
-def request_of(arrays: dict[str, np.ndarray], schema: RequestSchema, request_id: str) -> dict:
-    """The ranker request scoring one impression (the one row of `arrays`, shard layout) as its only
-    candidate: ids, dense features and GSU sequences split into the user's and the candidate's part
-    as the export's request layout says."""
-    parts: dict[str, dict] = {"user": {"ids": {}, "dense": {}, "sequences": {}},
-                              "candidate": {"ids": {}, "dense": {}, "sequences": {}}}
-    for name in schema.id_features:
-        parts[schema.owner[("ids", name)]]["ids"][name] = int(arrays[sparse_key(name)][0])
-    for name in schema.dense_features:
-        parts[schema.owner[("dense", name)]]["dense"][name] = float(arrays["dense"][0, DENSE_FEATURES.index(name)])
-    for gsu in schema.gsu_names:
-        n = min(int(arrays[lengths_key(gsu)][0]), schema.seq_len)
-        parts[schema.owner[("sequences", gsu)]]["sequences"][gsu] = {
-            f: arrays[sequence_key(gsu, f)][:n].astype(np.int64).tolist() for f in schema.sequence_fields}
-    return {"request_id": request_id, "user": parts["user"], "candidates": [parts["candidate"]]}
 
 
 class AnswerLog:
@@ -121,7 +109,8 @@ class AnswerLog:
         a = self.answers
         entries = [{b"row": str(row).encode(), b"p": a.probabilities[row].astype(np.float32).tobytes(),
                     b"export": a.exports[a.export[row]].encode(), b"push": str(int(a.push[row])).encode(),
-                    b"attempts": str(int(a.attempts[row])).encode(), b"sent": repr(float(a.sent_unix_s[row])).encode(),
+                    b"attempts": str(int(a.attempts[row])).encode(), b"bytes": str(int(a.request_bytes[row])).encode(),
+                    b"sent": repr(float(a.sent_unix_s[row])).encode(),
                     b"answered": repr(float(a.answered_unix_s[row])).encode()} for row in rows]
 
         def attempt() -> None:  # again, whole, through a broker restart: `load` keeps a row's first
@@ -145,6 +134,7 @@ class AnswerLog:
                 a.probabilities[row] = np.frombuffer(f[b"p"], dtype=np.float32)
                 a.export[row] = self.export_index(f[b"export"].decode())
                 a.push[row], a.attempts[row] = int(f[b"push"]), int(f[b"attempts"])
+                a.request_bytes[row] = int(f[b"bytes"])
                 a.sent_unix_s[row], a.answered_unix_s[row] = float(f[b"sent"]), float(f[b"answered"])
                 rows += 1
             if len(page) < 10_000:
@@ -152,29 +142,82 @@ class AnswerLog:
             after = "(" + page[-1][0].decode()
 
 
+class _Settling:
+    """Which requests are settled (answered, or given up) in submission order, which is request-time
+    order: `answered_through(mark)` is the latest time up to which every request submitted is settled."""
+
+    def __init__(self):
+        self._ts: list[int] = []
+        self._done: list[bool] = []
+        self._lock = threading.Lock()
+        self._first_open = 0
+
+    def submit(self, ts: int) -> int:
+        with self._lock:
+            self._ts.append(int(ts))
+            self._done.append(False)
+            return len(self._ts) - 1
+
+    def settle(self, k: int) -> None:
+        self._done[k] = True
+
+    def all_settled(self) -> bool:
+        with self._lock:
+            return all(self._done[self._first_open:])
+
+    def answered_through(self, mark: int) -> int:
+        with self._lock:
+            while self._first_open < len(self._done) and self._done[self._first_open]:
+                self._first_open += 1
+            return mark if self._first_open == len(self._done) else min(mark, self._ts[self._first_open] - 1)
+
+
 class TrafficDriver:
-    def __init__(self, world: PlayedWorld, settings: DriverSettings, schema: RequestSchema, tasks: list[str],
-                 broker_url: str, ranker_address: str):
-        self.world, self.s, self.schema = world, settings, schema
-        self.timeline, self.features = world.timeline, world.features
+    def __init__(self, world: PlayedWorld, settings: DriverSettings, tasks: list[str], broker_url: str,
+                 ranker_address: str):
+        self.world, self.s = world, settings
         self.broker_url, self.ranker_address = broker_url, ranker_address
         self.tasks = list(tasks)
         self.log: AnswerLog | None = None
+        self.settling = _Settling()
         self.sent = 0
 
-    def _score(self, client: RankerClient, row: int, arrays: dict[str, np.ndarray]) -> None:
-        """Scores one impression (`arrays`: its request arrays) and logs the answer."""
-        message = request_to_proto(request_of(arrays, self.schema, f"imp-{int(arrays['impression_id'][0])}"))
+    def _request(self, row: int) -> ranker_pb2.RankRequest:
+        """The ids-only request of impression `row`: its user, its time, its live as the one candidate."""
+        imp = self.world.impressions
+        message = ranker_pb2.RankRequest(request_id=f"imp-{int(imp['impression_id'].iat[row])}")
+        message.ids.user_id = int(imp["user_id"].iat[row])
+        message.ids.request_ts = int(imp["request_ts"].iat[row])
+        message.ids.live_ids.append(int(imp["live_id"].iat[row]))
+        return message
+
+    def _submit(self, pool: ThreadPoolExecutor, client: RankerClient, row: int) -> Future:
+        k = self.settling.submit(int(self.world.impressions["request_ts"].iat[row]))
+        return pool.submit(self._score, client, row, k)
+
+    def _score(self, client: RankerClient, row: int, k: int) -> None:
+        """Scores one impression and logs the answer; settles submission k either way."""
+        try:
+            self._ask(client, row)
+        finally:
+            self.settling.settle(k)
+
+    def _ask(self, client: RankerClient, row: int) -> None:
+        message = self._request(row)
         log = self.log.answers
         log.sent_unix_s[row] = time.time()
+        log.request_bytes[row] = message.ByteSize()
         for attempt in range(self.s.retries + 1):
             log.attempts[row] = attempt + 1
             try:
                 answer = client.rank_proto(message)
             except RankError as exc:
                 if exc.code not in RETRYABLE or attempt == self.s.retries:
+                    if exc.code not in RETRYABLE:
+                        print(f"driver: request {message.request_id} refused: {exc.code.name}: {exc}", flush=True)
                     return  # lost
-                time.sleep(min(1.0, 0.05 * 2 ** attempt))
+                # The feature state a moment behind the clock is the common case: retry soon.
+                time.sleep(min(1.0, 0.005 * 2 ** attempt))
                 continue
             ranked = answer.ranked[0]
             log.probabilities[row] = [ranked.probabilities[t] for t in log.tasks]
@@ -184,105 +227,136 @@ class TrafficDriver:
             self.log.answered(row)
             return
 
-    def _malformed(self, data0: int) -> list[tuple[str, int, dict]]:
-        """`malformed` entries, one of each kind in turn, on partition 0 before any event: an unknown
-        type, a time that is no number, an impression whose features fail their checksum, a click of
-        an impression nobody saw, an exit whose watch time contradicts its stay."""
-        first = int(np.flatnonzero(self.timeline.type == ev.FACT_TYPES.index(ev.IMPRESSION))[0])
-        good = ev.encode(self.timeline.event(first, self.features))
-        corrupt = bytearray(good[b"features"])
-        corrupt[-1] ^= 0xFF
+    def _malformed(self, data0: int) -> list[tuple[str, str, dict]]:
+        """`malformed` entries, one of each kind in turn, on partition 0 before any request: an unknown
+        type, a time that is no number, an impression of no room, a click of an impression nobody
+        saw, an exit whose watch time contradicts its stay."""
         kinds = [{b"type": b"purchase", b"ts": b"0", b"user": b"1", b"impression": b"1"},
                  {b"type": b"click", b"ts": b"soon", b"user": b"1", b"impression": b"1"},
-                 {**good, b"features": bytes(corrupt)},
+                 {b"type": b"impression", b"ts": str(data0 - 1).encode(), b"user": b"0", b"impression": b"-8"},
                  {b"type": b"click", b"ts": str(data0 - 1).encode(), b"user": b"0", b"impression": b"-7"},
                  {b"type": b"exit", b"ts": str(data0 - 1).encode(), b"user": b"0", b"impression": b"-7",
                   b"watch_ms": b"-5"}]
-        return [(brk.events_stream(0), event_id(data0 - 1, k + 1), kinds[k % len(kinds)]) for k in range(self.s.malformed)]
+        return [(brk.events_stream(0), event_id(data0 - 1, len(self.world) + k + 1), kinds[k % len(kinds)])
+                for k in range(self.s.malformed)]
 
     def _publish_progress(self, r, **fields) -> None:
         answered = int(self.log.answers.answered.sum())
         publish(r, DriverProgress(sent=self.sent, answered=answered, **fields))
 
-    def _resume(self, r, data0: int) -> tuple[DriverClock, int, int]:
-        """(the clock, the last clock mark published, earlier starts) of this run: a new clock and
+    def _resume(self, r, data0: int) -> tuple[DriverClock | None, int, int]:
+        """(the clock, the last clock mark published, earlier starts) of this run: no clock yet and
         nothing published for its first driver; an earlier driver's, from the progress hash, for
         one started again."""
         earlier = ProgressSample.read(r, 0.0).driver
         if earlier.unix0_s is None:
-            return DriverClock(data0, time.time(), self.s.speed), data0 - 1, 0
+            return None, data0 - 1, 0
         return (DriverClock(int(earlier.data0_ms), float(earlier.unix0_s), self.s.speed),
                 int(earlier.clock_ms if earlier.clock_ms is not None else data0 - 1), (earlier.starts or 1))
 
+    def _entries(self, i: int, j: int, partition: np.ndarray, on_clock: bool = True) -> list[tuple[str, str, dict]]:
+        """Schedule entries [i, j) as broker entries; those published on the clock stamped with the
+        wall time (`pub`: the ranker's publication-to-state lag; a backlog's would measure the backlog)."""
+        stamp = {b"pub": str(int(time.time() * 1000)).encode()} if on_clock else {}
+        return [(brk.events_stream(int(partition[k])), event_id(self.world.ts[k], k + 1),
+                 {**self.world.fields(k), **stamp}) for k in range(i, j)]
+
+    @staticmethod
+    def _round(i: int, j: int, mark: int | None = None) -> tuple[str, str, dict]:
+        """The `rounds` entry of a round that published schedule entries [i, j) and the clock mark
+        `mark` after them (id `*`: a retried round may appear twice; the first says when)."""
+        return (brk.ROUNDS, "*", {b"unix_ms": str(int(time.time() * 1000)).encode(), b"first": str(i).encode(),
+                                  b"end": str(j).encode(), b"mark": str(-1 if mark is None else mark).encode()})
+
+    def _backlog(self, producer: brk.Producer, partition: np.ndarray, until: int) -> None:
+        """Every entry before the first request, before the clock starts: the histories and rooms the
+        ranker must hold before it can answer the first request."""
+        bar = tqdm(total=until, desc="driver backlog", unit="event", disable=not self.s.progress, mininterval=2.0)
+        for a in range(0, until, 5000):
+            b = min(until, a + 5000)
+            producer.send_keyed([*self._entries(a, b, partition, on_clock=False), self._round(a, b)])
+            bar.update(b - a)
+        bar.close()
+
     def run(self) -> tuple[Answers, DriverSummary]:
-        s, tl = self.s, self.timeline
+        s, world = self.s, self.world
         r = brk.connect(self.broker_url)
         client = RankerClient(self.ranker_address, timeout_s=5.0)
         client.wait_until_serving(timeout_s=600)
         pool = ThreadPoolExecutor(max_workers=s.request_threads, thread_name_prefix="rank")
-        partition = ev.partition_of(tl.user, s.partitions)
-        data0 = int(tl.ts[0])
+        partition = world.partition(s.partitions)
+        data0 = world.first_request_ms
         started = time.monotonic()
+        producer = brk.Producer(r)
         clock, last_mark, starts = self._resume(r, data0)
-        self.log = AnswerLog(Answers.empty(len(self.features.request_ts), self.tasks, self.world.rows, clock))
+        if clock is None:  # the first driver of the run: the backlog, then the clock starts
+            self._backlog(producer, partition, int(np.searchsorted(world.ts, data0, side="left")))
+            producer.send_keyed(self._malformed(data0))  # after the backlog: their ids are above its
+            clock = DriverClock(data0, time.time(), s.speed)
+        self.log = AnswerLog(Answers.empty(len(world.impressions), self.tasks, world.rows, clock))
+        request_ts = world.impressions["request_ts"].to_numpy()
         # After the last request the rest are label events only (exits, late gifts) with no answer to
         # wait for: they are published at once rather than on the clock, as a backlog would be.
-        last_request = int(tl.ts[tl.type == ev.FACT_TYPES.index(ev.IMPRESSION)].max())
-        producer = brk.Producer(r)
-        is_request = tl.type == ev.FACT_TYPES.index(ev.IMPRESSION)
-        i = int(np.searchsorted(tl.ts, last_mark, side="right"))  # every event up to the mark is published
+        last_request = int(request_ts[world.rows].max())
+        last_ms = int(world.ts[-1])
+        facts = world.timeline
+        is_request = world.is_fact.copy()
+        is_request[world.is_fact] = facts.type[world.index[world.is_fact]] == ev.FACT_TYPES.index(ev.IMPRESSION)
+        row_of = np.full(len(world), -1, dtype=np.int64)
+        row_of[world.is_fact] = facts.row[world.index[world.is_fact]]
+        i = int(np.searchsorted(world.ts, last_mark, side="right"))  # every entry up to the mark is published
+        through_last_request = int(np.searchsorted(world.ts, last_request, side="right"))
         futures = []
         if starts == 0:
-            publish(r, DriverProgress(data0_ms=data0, unix0_s=clock.unix0_s, last_ms=int(tl.ts[-1]),
+            publish(r, DriverProgress(data0_ms=data0, unix0_s=clock.unix0_s, last_ms=last_ms,
                                       last_request_ms=last_request, speed=s.speed, starts=1))
-            producer.send_keyed(self._malformed(data0))
         else:
             loaded = self.log.load(r)
             publish(r, DriverProgress(starts=starts + 1))
-            again = [k for k in np.flatnonzero(is_request[:i]) if not self.log.answers.answered[tl.row[k]]]
+            again = [int(row_of[k]) for k in np.flatnonzero(is_request[:i]) if not self.log.answers.answered[row_of[k]]]
             print(f"driver started again ({starts + 1}): from data time {last_mark}, {loaded:,} answers kept, "
                   f"{len(again):,} requests sent again", flush=True)
-            for k in again:  # sent by the driver that died, never answered
-                futures.append(pool.submit(self._score, client, int(tl.row[k]), tl.event(int(k), self.features).features))
+            for row in again:  # sent by the driver that died, never answered (request-time order)
+                futures.append(self._submit(pool, client, row))
         self.sent = int(is_request[:i].sum())
-        bar = tqdm(total=len(tl), initial=i, desc="driver events", unit="event", disable=not s.progress,
+        bar = tqdm(total=len(world), initial=i, desc="driver events", unit="event", disable=not s.progress,
                    mininterval=2.0)
-        while i < len(tl):
+        while i < len(world):
             now = clock.data0_ms + int((time.time() - clock.unix0_s) * s.speed * 1000)
-            if now > last_request:
-                now = int(tl.ts[-1])
-            j = int(np.searchsorted(tl.ts, now, side="right"))
-            entries = []
-            for k in range(i, j):
-                event = tl.event(k, self.features)
-                if event.type == ev.IMPRESSION:  # scored with the features its event logs
-                    futures.append(pool.submit(self._score, client, int(tl.row[k]), event.features))
-                    self.sent += 1
-                entries.append((brk.events_stream(int(partition[k])), event_id(event.ts, k + 1), ev.encode(event)))
+            on_clock = now <= last_request
+            if not on_clock:  # the rest once every request is sent and settled: none may find its events passed
+                now = last_ms if i >= through_last_request and self.settling.all_settled() else last_request
+            j = int(np.searchsorted(world.ts, now, side="right"))
+            # The round's answers first: a mark's `answered` must not claim one the answers stream lacks.
+            self.log.flush(r)
+            entries = self._entries(i, j, partition, on_clock)
+            mark = min(now, last_ms) if j == len(world) else now
+            if mark > last_mark:  # every partition is complete up to the mark
+                answered = self.settling.answered_through(mark)
+                entries += [(brk.events_stream(p), event_id(mark, MARK_SEQ),
+                             ev.encode(ev.Event(ev.CLOCK, mark, answered=answered))) for p in range(s.partitions)]
+                last_mark = mark
+            producer.send_keyed([*entries, self._round(i, j, last_mark)])
+            for k in np.flatnonzero(is_request[i:j]) + i:  # asked once the events before them are out
+                futures.append(self._submit(pool, client, int(row_of[k])))
+                self.sent += 1
             bar.update(j - i)
             i = j
-            mark = min(now, int(tl.ts[-1])) if i == len(tl) else now
-            if mark > last_mark:  # every partition is complete up to the mark
-                entries += [(brk.events_stream(p), event_id(mark, MARK_SEQ), ev.encode(ev.Event(ev.CLOCK, mark)))
-                            for p in range(s.partitions)]
-                last_mark = mark
-            producer.send_keyed(entries)
-            self.log.flush(r)
             self._publish_progress(r, clock_ms=last_mark)
             time.sleep(s.tick_s)
-        producer.send_keyed([(brk.events_stream(p), event_id(tl.ts[-1], END_SEQ), ev.encode(ev.Event(ev.END, int(tl.ts[-1]))))
-                             for p in range(s.partitions)])
         bar.close()
         for f in futures:
             f.result()
         pool.shutdown()
         client.close()
         self.log.flush(r)
+        producer.send_keyed([(brk.events_stream(p), event_id(last_ms, END_SEQ),
+                              ev.encode(ev.Event(ev.END, last_ms, answered=last_ms))) for p in range(s.partitions)])
         self._publish_progress(r, done_unix_s=time.time())
         r.close()
         answered = int(self.log.answers.answered.sum())
         return self.log.answers, DriverSummary(self.sent, answered, self.sent - answered, time.monotonic() - started,
-                                               len(tl) + s.malformed, starts)
+                                               len(world.timeline) + s.malformed, starts, len(world.state))
 
 
 def run_driver(cfg: DictConfig, broker_url: str, ranker_address: str) -> DriverSummary:
@@ -290,9 +364,8 @@ def run_driver(cfg: DictConfig, broker_url: str, ranker_address: str) -> DriverS
     to the broker at `broker_url`; writes the answers and the summary into the run's record."""
     settings: DriverSettings = build(cfg.driver)
     run = LiveRun.of(cfg.paths, cfg.online.name)
-    meta = run.export.meta()
-    world = played_world(DataSet(cfg.data.output_dir), settings.span_s, settings.progress)
-    driver = TrafficDriver(world, settings, RequestSchema(meta), list(meta["tasks"]), broker_url, ranker_address)
+    world = played_world(DataSet(cfg.data.output_dir), settings.span_s)
+    driver = TrafficDriver(world, settings, list(run.export.meta()["tasks"]), broker_url, ranker_address)
     answers, summary = driver.run()
     run.save_answers(answers)
     run.save_driver_summary(summary)

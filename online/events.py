@@ -5,17 +5,18 @@ headers and value in a deployment):
 
 | type       | at                  | fields beyond type, ts, user, impression                        |
 |------------|---------------------|-----------------------------------------------------------------|
-| impression | the request         | features: the request's arrays, as logged when it was served   |
-| click      | the entry (= request time in the simulated worlds)  |                                 |
-| exit       | the end of the stay | watch_ms (0 for an impression never clicked: exit = request)   |
+| impression | the request         | live (and the ranker's fields, online/state_events.py)          |
+| click      | the entry (= request time in the simulated worlds) | live                             |
+| exit       | the end of the stay | watch_ms (0 for an impression never clicked: exit = request); live, author, start_ts, clicked |
 | like, comment, gift | the action |                                                                 |
-| clock      | -                   | only ts: every event of this partition up to ts is published   |
-| end        | -                   | only ts: the partition is complete                              |
+| clock      | -                   | only ts, and `answered`: every event of this partition up to ts is published, and every request up to `answered` answered (its features on `served.<p>`) or given up |
+| end        | -                   | only ts (and `answered`): the partition is complete                                        |
 | play, room_start, room_end | their time | the ranker's feature state's (online/state_events.py): passed over here |
 
-`features` is the request's micro-batch arrays in the shard layout (one row), encoded with the shard
-codec: the features the ranker scored are the features the trainer learns (logged at serving,
-joined with labels later), and decoding runs no code from the message.
+The features of an impression are not in its event: the ranker computes them when it answers and
+logs them to `served.<p>` (online/served.py), and the joiner joins those with the labels, so the
+trainer learns exactly what the ranker scored (feature logging). Every entry may carry `pub`, the
+wall-clock ms it was published (the ranker measures publication-to-state with it).
 
 `parse` turns an entry into an `Event` or raises `MalformedEvent` with the reason; the joiner
 quarantines such entries with that reason and never learns from them.
@@ -29,9 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from data_pipelines.contract import ACTION_CODES, DENSE_FEATURES, GSU_NAMES, SEQUENCE_FIELDS, SPARSE_FEATURES, lengths_key, sequence_key, sparse_key
-from data_pipelines.streams import codec
-from data_pipelines.streams.shards import ImpressionFeatures, request_arrays
+from data_pipelines.contract import ACTION_CODES
 
 IMPRESSION, CLICK, EXIT, CLOCK, END = "impression", "click", "exit", "clock", "end"
 ACTIONS = tuple(ACTION_CODES)  # like, comment, gift
@@ -40,12 +39,6 @@ MARKER_TYPES = (CLOCK, END)
 # Events on the same streams for the ranker's feature state (short-video plays, rooms starting and
 # ending: online/state_events.py), which the label joiner has no use for.
 STATE_TYPES = ("play", "room_start", "room_end")
-
-
-# The arrays every impression event carries: the shard layout's request arrays (shards.request_arrays).
-REQUEST_KEYS = frozenset(["impression_id", "request_ts", "dense", *(sparse_key(f) for f in SPARSE_FEATURES),
-                          *(lengths_key(g) for g in GSU_NAMES),
-                          *(sequence_key(g, f) for g in GSU_NAMES for f in SEQUENCE_FIELDS)])
 
 
 class MalformedEvent(ValueError):
@@ -59,7 +52,7 @@ class Event:
     user: int = -1
     impression: int = -1
     watch_ms: int = 0  # exit only
-    features: dict[str, np.ndarray] | None = None  # impression only, one row
+    answered: int | None = None  # clock and end only: every request up to here answered (None: up to ts)
 
 
 def partition_of(user: np.ndarray | int, partitions: int) -> np.ndarray | int:
@@ -68,15 +61,16 @@ def partition_of(user: np.ndarray | int, partitions: int) -> np.ndarray | int:
 
 
 def encode(event: Event) -> dict[bytes, bytes]:
+    """The joiner's fields of an event (the driver adds the ranker's: online/world.py)."""
     fields = {b"type": event.type.encode(), b"ts": str(int(event.ts)).encode()}
     if event.type in MARKER_TYPES:
+        if event.answered is not None:
+            fields[b"answered"] = str(int(event.answered)).encode()
         return fields
     fields[b"user"] = str(int(event.user)).encode()
     fields[b"impression"] = str(int(event.impression)).encode()
     if event.type == EXIT:
         fields[b"watch_ms"] = str(int(event.watch_ms)).encode()
-    if event.type == IMPRESSION:
-        fields[b"features"] = codec.encode(event.features)
     return fields
 
 
@@ -92,44 +86,25 @@ def _int(fields: dict[bytes, bytes], key: str) -> int:
     return int(raw)
 
 
-def parse(fields: dict[bytes, bytes], request_keys: frozenset[str] = REQUEST_KEYS) -> Event:
-    """The event an entry holds, checked on its own (the joiner checks it against what it has seen).
-    `request_keys`: the arrays an impression's features must hold."""
+def parse(fields: dict[bytes, bytes]) -> Event:
+    """The event an entry holds, checked on its own (the joiner checks it against what it has seen)."""
     kind = fields.get(b"type", b"").decode("utf-8", "replace")
     if kind not in FACT_TYPES and kind not in MARKER_TYPES and kind not in STATE_TYPES:
         raise MalformedEvent(f"unknown event type '{kind[:40]}'")
     ts = _int(fields, "ts")
-    if kind in MARKER_TYPES or kind in STATE_TYPES:  # a state event's fields are the ranker's to check
+    if kind in STATE_TYPES:  # a state event's fields are the ranker's to check
         return Event(kind, ts)
+    if kind in MARKER_TYPES:
+        return Event(kind, ts, answered=_int(fields, "answered") if b"answered" in fields else None)
     user, impression = _int(fields, "user"), _int(fields, "impression")
     if kind == EXIT:
         watch = _int(fields, "watch_ms")
         if watch < 0:
             raise MalformedEvent(f"exit with a negative watch_ms {watch}")
         return Event(kind, ts, user, impression, watch_ms=watch)
-    if kind != IMPRESSION:
-        return Event(kind, ts, user, impression)
-    raw = fields.get(b"features")
-    if raw is None:
-        raise MalformedEvent("impression without features")
-    try:
-        arrays = codec.decode(raw)
-    except codec.CodecError as exc:
-        raise MalformedEvent(f"impression features: {exc}") from None
-    missing = sorted(request_keys - set(arrays))
-    if missing:
-        raise MalformedEvent(f"impression features lack {missing[:3]}")
-    one_row = ["impression_id", "request_ts", *(sparse_key(f) for f in SPARSE_FEATURES),
-               *(lengths_key(g) for g in GSU_NAMES)]
-    if any(arrays[k].shape != (1,) for k in one_row) or arrays["dense"].shape != (1, len(DENSE_FEATURES)):
-        raise MalformedEvent("impression features must hold exactly one request's ids, lengths and dense features")
-    for g in GSU_NAMES:
-        n = int(arrays[lengths_key(g)][0])
-        if any(arrays[sequence_key(g, f)].shape != (n,) for f in SEQUENCE_FIELDS):
-            raise MalformedEvent(f"impression features: the {g} sequence's fields are not {n} long")
-    if int(arrays["impression_id"][0]) != impression or int(arrays["request_ts"][0]) != ts:
-        raise MalformedEvent("impression features belong to another impression or request time")
-    return Event(kind, ts, user, impression, features={k: arrays[k] for k in request_keys})
+    if kind == IMPRESSION:
+        _int(fields, "live")  # the ranker's, but an impression of no room is no impression
+    return Event(kind, ts, user, impression)
 
 
 @dataclass(frozen=True)
@@ -146,10 +121,9 @@ class Timeline:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def event(self, i: int, features: ImpressionFeatures) -> Event:
-        kind = FACT_TYPES[self.type[i]]
-        arrays = request_arrays(features, self.row[i:i + 1]) if kind == IMPRESSION else None
-        return Event(kind, int(self.ts[i]), int(self.user[i]), int(self.impression[i]), int(self.watch_ms[i]), arrays)
+    def event(self, i: int) -> Event:
+        return Event(FACT_TYPES[self.type[i]], int(self.ts[i]), int(self.user[i]), int(self.impression[i]),
+                     int(self.watch_ms[i]))
 
 
 def world_timeline(impressions: pd.DataFrame, actions: pd.DataFrame) -> Timeline:

@@ -14,6 +14,13 @@ emits, per stream, the samples reported in (W_prev, W], in (report_ts, impressio
 
 So the joiner's samples are `make streams`' samples, one for one, with the same report_ts; only
 when they reach the trainer differs (the step after report_ts; tests/test_online.py checks both).
+
+A sample's features are those the ranker answered its request with, read from the ranker's
+served-features log (`served.<p>`, online/served.py) — feature logging: the trainer learns what was
+scored, never a recomputation. The watermark waits for them: a clock mark says up to when every
+request was answered (`answered`) and the ranker writes a record before it answers, so at watermark
+W the record of every answered request up to W has been read. A sample whose request was never
+answered (lost) has no features and is dropped, counted.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from data_pipelines.configured import build
-from data_pipelines.contract import ACTION_CODES
+from data_pipelines.contract import ACTION_CODES, DENSE_FEATURES
 from data_pipelines.micro_batch import concat_arrays, take_rows
 from data_pipelines.streams import codec
 from data_pipelines.streams.labels import LabelRules
@@ -38,7 +45,8 @@ from online.events import ACTIONS, CLICK, CLOCK, END, EXIT, IMPRESSION, STATE_TY
 from online.process import own_process_group
 from online.progress import JoinerProgress, publish
 from online.joiner_checkpoint import JoinerCheckpoints, JoinerPosition
-from online.record import JoinerSummary, LiveRun, StreamLedger
+from online.record import JoinerSummary, LiveRun, ServedLedger, StreamLedger
+from online.served import features_digests, parse_served
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +91,11 @@ class LabelJoiner:
         self.rules = rules
         self.engines, self.tasks = rules.engines, rules.tasks
         self.stays: dict[int, _Stay] = {}  # open impressions
-        self.requests: dict[int, dict[str, np.ndarray]] = {}  # impression -> request arrays, until its last sample
+        # impression -> the request arrays it was served with (the served log), until its last sample
+        self.requests: dict[int, dict[str, np.ndarray]] = {}
+        self.digests: dict[int, int] = {}  # impression -> features_digests of its request arrays
+        self.served = {"served": 0, "served_duplicates": 0, "served_conflicts": 0, "served_orphans": 0,
+                       "samples_unserved": 0}
         self.unreported: dict[int, int] = {}  # closed impression -> its samples still pending
         self.pending = {name: _Labels.empty(len(self.tasks)) for name in self.engines}
         self.watermark: int | None = None
@@ -96,15 +108,14 @@ class LabelJoiner:
             raise MalformedEvent(f"{event.type} at {event.ts} arrived after the watermark passed it ({self.watermark})")
         imp = event.impression
         if event.type == IMPRESSION:
-            if imp in self.stays or imp in self.requests:
+            if imp in self.stays or imp in self.unreported:
                 raise MalformedEvent(f"impression {imp} seen before")
             self.stays[imp] = _Stay(event.ts)
-            self.requests[imp] = event.features
             return
         stay = self.stays.get(imp)
         if stay is None:
             raise MalformedEvent(f"{event.type} of impression {imp}, which is not open "
-                                 f"({'closed' if imp in self.requests else 'never seen'})")
+                                 f"({'closed' if imp in self.unreported else 'never seen'})")
         if event.type == CLICK:
             if stay.clicked or event.ts != stay.request_ts:
                 raise MalformedEvent(f"click of impression {imp} at {event.ts}: " +
@@ -123,6 +134,24 @@ class LabelJoiner:
             stay.actions.append((ACTION_CODES[event.type], event.ts))
         else:
             raise MalformedEvent(f"{event.type} is not a fact about an impression")
+
+    def serve(self, impression: int, arrays: dict[str, np.ndarray]) -> int:
+        """The features impression's request was answered with (a served-log record); returns their
+        digest. A request served again (retried) keeps its first record; one of an impression whose
+        samples are all out already (or that the joiner will never see) is counted and dropped."""
+        digest = int(features_digests(arrays)[0])
+        self.served["served"] += 1
+        if impression in self.requests:
+            self.served["served_duplicates"] += 1
+            self.served["served_conflicts"] += int(self.digests[impression] != digest)
+            return digest
+        expected = impression in self.stays or impression in self.unreported or self.watermark is None or \
+            int(arrays["request_ts"][0]) > self.watermark
+        if not expected:
+            self.served["served_orphans"] += 1
+            return digest
+        self.requests[impression], self.digests[impression] = arrays, digest
+        return digest
 
     # -- samples --------------------------------------------------------------------------------
     def _labels(self, ids: list[int], watermark: int) -> dict[str, _Labels]:
@@ -176,6 +205,7 @@ class LabelJoiner:
             if self.unreported.get(imp, 0) == 0:
                 self.unreported.pop(imp, None)
                 self.requests.pop(imp, None)
+                self.digests.pop(imp, None)
         return batches
 
     def finish(self) -> dict[str, dict[str, np.ndarray] | None]:
@@ -205,7 +235,7 @@ class LabelJoiner:
             arrays.update({f"request.{key}": values for key, values in held.items()})
         for name, labels in self.pending.items():
             arrays.update({f"pending.{name}.{f}": getattr(labels, f) for f in _LABEL_FIELDS})
-        return arrays, {"watermark": self.watermark, "emitted": dict(self.emitted)}
+        return arrays, {"watermark": self.watermark, "emitted": dict(self.emitted), "served": dict(self.served)}
 
     @classmethod
     def restored(cls, rules: LabelRules, arrays: dict[str, np.ndarray], meta: dict) -> "LabelJoiner":
@@ -222,15 +252,22 @@ class LabelJoiner:
             requests = {key.split(".", 1)[1]: v for key, v in arrays.items()
                         if key.startswith("request.")}
             joiner.requests = {int(imp): take_rows(requests, np.array([row])) for row, imp in enumerate(held.tolist())}
+            joiner.digests = dict(zip(held.tolist(), features_digests(requests).tolist()))
         joiner.unreported = {imp: n for imp, n in arrays["unreported"].tolist()}
         for name in joiner.engines:
             joiner.pending[name] = _Labels(*(arrays[f"pending.{name}.{f}"] for f in _LABEL_FIELDS))
         joiner.watermark = meta["watermark"]
         joiner.emitted = {name: int(meta["emitted"].get(name, 0)) for name in joiner.engines}
+        joiner.served.update(meta.get("served", {}))
         return joiner
 
     def _micro_batch(self, name: str, parts: list[_Labels]) -> dict[str, np.ndarray] | None:
         labels = _Labels.concat(parts) if parts else _Labels.empty(len(self.tasks))
+        if not len(labels.report_ts):
+            return None
+        served = np.array([i in self.requests for i in labels.impression_id.tolist()], dtype=bool)
+        self.served["samples_unserved"] += int((~served).sum())  # never answered: no features to learn
+        labels = labels.take(served)
         if not len(labels.report_ts):
             return None
         order = np.lexsort((labels.kind, labels.impression_id, labels.report_ts))
@@ -293,37 +330,59 @@ class _Published:
         return cls(int(fields[b"watermark"]), bool(fields.get(b"end")))
 
 
-def restore(checkpoints: JoinerCheckpoints, rules: LabelRules, streams: list[str]) -> tuple[LabelJoiner,
-                                                                                             JoinerPosition]:
+def restore(checkpoints: JoinerCheckpoints, rules: LabelRules, streams: list[str],
+            served: list[str]) -> tuple[LabelJoiner, JoinerPosition]:
     """The joiner and its position from the newest checkpoint (its resumes counted), or new ones."""
     loaded = checkpoints.load()
     if loaded is None:
-        return LabelJoiner(rules), JoinerPosition.start(streams)
+        return LabelJoiner(rules), JoinerPosition.start(streams, served)
     arrays, meta, position = loaded
-    if sorted(position.offsets) != sorted(streams):
+    if sorted(position.offsets) != sorted([*streams, *served]):
         raise ValueError(f"{checkpoints.root}: the checkpoint consumed {sorted(position.offsets)}, this joiner owns "
-                         f"{sorted(streams)}; a run's partitions cannot change while it resumes")
+                         f"{sorted([*streams, *served])}; a run's partitions cannot change while it resumes")
     position.resumes += 1
     return LabelJoiner.restored(rules, arrays, meta), position
 
 
+class _ServedRows:
+    """The served records read since the last checkpoint (a part of the served ledger)."""
+
+    def __init__(self):
+        self.rows: list[tuple] = []
+
+    def add(self, impression: int, arrays: dict[str, np.ndarray], state_clock: int, digest: int) -> None:
+        self.rows.append((impression, int(arrays["request_ts"][0]), state_clock, digest, arrays["dense"][0]))
+
+    def take(self) -> ServedLedger:
+        rows, self.rows = self.rows, []
+        if not rows:
+            return ServedLedger.empty(len(DENSE_FEATURES))
+        imp, ts, clock, digest, dense = zip(*rows)
+        return ServedLedger(np.array(imp, np.int64), np.array(ts, np.int64), np.array(clock, np.int64),
+                            np.array(digest, np.uint64), np.stack(dense).astype(np.float32))
+
+
 def run_joiner(rules: LabelRules, settings: JoinerSettings, broker_url: str, learned_stream: str,
-               checkpoints: JoinerCheckpoints, index: int = 0) -> tuple[JoinerSummary, dict[str, StreamLedger]]:
-    """Consumes the partitions until each has said `end`; emits samples each `step_s` of watermark
-    and checkpoints each `checkpoint_every_s`. Started again after a crash, it resumes from its
-    newest checkpoint: the events after its offsets are read again and the samples they give that
-    a samples stream already holds (published after the checkpoint, before the crash) are counted
-    and kept in the ledger but not published twice — the stream's last watermark says which.
-    Every stream but `learned_stream` (the one the trainer learns) is trimmed as it is written; the
-    events are trimmed up to the offsets of each checkpoint. Joiner `index` of `settings.processes`
-    consumes its own partitions (`settings.owned`) and publishes to its own samples streams: its
-    watermark is the lowest clock of its partitions, and each sample is made by the one joiner that
-    holds its user's events."""
+               checkpoints: JoinerCheckpoints, index: int = 0) -> tuple[JoinerSummary, dict[str, StreamLedger],
+                                                                         ServedLedger]:
+    """Consumes the partitions until each has said `end`, and the served-features records of their
+    users; emits samples each `step_s` of watermark and checkpoints each `checkpoint_every_s`.
+    Started again after a crash, it resumes from its newest checkpoint: the entries after its offsets
+    are read again and the samples they give that a samples stream already holds (published after
+    the checkpoint, before the crash) are counted and kept in the ledger but not published twice —
+    the stream's last watermark says which. Every stream but `learned_stream` (the one the trainer
+    learns) is trimmed as it is written; the served records up to each checkpoint's offsets are
+    trimmed after it (the events are not: a ranker that starts again rebuilds its feature state from
+    them). Joiner `index` of `settings.processes` consumes its own partitions (`settings.owned`) and
+    publishes to its own samples streams: its watermark is the lowest over its partitions of the
+    clock marks and their `answered`, and each sample is made by the one joiner that holds its
+    user's events and served records."""
     r = brk.connect(broker_url)
     producer = brk.Producer(r)
     maxlen = {brk.samples_stream(n, index): settings.idle_stream_maxlen for n in rules.engines if n != learned_stream}
     streams = [brk.events_stream(p) for p in settings.owned(index)]
-    joiner, pos = restore(checkpoints, rules, streams)
+    served_streams = [brk.served_stream(p) for p in settings.owned(index)]
+    joiner, pos = restore(checkpoints, rules, streams, served_streams)
     published = {name: _Published.read(r, brk.samples_stream(name, index)) for name in joiner.engines}
     quarantined_before = {(f[b"stream"], f[b"entry"]) for _, f in r.xrange(brk.QUARANTINE)} if pos.resumes else set()
     if pos.resumes:
@@ -331,34 +390,48 @@ def run_joiner(rules: LabelRules, settings: JoinerSettings, broker_url: str, lea
                     pos.resumes, joiner.watermark, pos.events,
                     {n: p.watermark for n, p in published.items()})
     ledger: list[tuple] = []
+    served_rows = _ServedRows()
     last_checkpoint = joiner.watermark
-    while len(pos.ended) < len(streams):
-        reply = r.xread({s: pos.offsets[s] for s in streams if s not in pos.ended}, count=settings.read_count, block=100)
+    done = False
+    while not done:  # until every partition has said `end` and its served records are all read
+        reading = [s for s in streams if s not in pos.ended] + served_streams
+        reply = r.xread({s: pos.offsets[s] for s in reading}, count=settings.read_count, block=100)
+        served_read = dict.fromkeys(served_streams, 0)
         for raw_name, entries in reply or []:
             stream = raw_name.decode()
             for entry_id, fields in entries:
                 pos.offsets[stream] = entry_id.decode()
                 try:
-                    _consume(joiner, pos, stream, parse(fields))
+                    if stream in served_read:
+                        impression, arrays = parse_served(fields)
+                        digest = joiner.serve(impression, arrays)
+                        served_rows.add(impression, arrays, int(fields.get(b"state_clock", b"0")), digest)
+                    else:
+                        _consume(joiner, pos, stream, parse(fields))
                 except MalformedEvent as exc:
                     pos.quarantined += 1
                     if (stream.encode(), entry_id) not in quarantined_before:
                         kept = {k: v for k, v in fields.items() if k != b"features"}
                         r.xadd(brk.QUARANTINE, {b"stream": stream.encode(), b"entry": entry_id,
                                                 b"reason": str(exc).encode(), **kept})
-        known = [c for c in pos.clocks.values() if c is not None]
-        watermark = min(known) if len(known) == len(streams) else None
-        done = len(pos.ended) == len(streams)
+            if stream in served_read:
+                served_read[stream] = len(entries)
+        # A served stream read to its count may hold more before the marks just read: not yet.
+        drained = all(n < settings.read_count for n in served_read.values())
+        known = [min(c, a if a is not None else c) for c, a in ((pos.clocks[s], pos.answered.get(s)) for s in streams)
+                 if c is not None]
+        watermark = min(known) if len(known) == len(streams) and drained else None
+        done = len(pos.ended) == len(streams) and drained
         if watermark is not None and (done or pos.last_step is None or watermark - pos.last_step >= settings.step_ms):
             _publish(producer, joiner.advance(watermark), watermark, maxlen, ledger, published, index)
             pos.last_step = watermark
             publish(r, JoinerProgress(watermark=watermark, events=pos.events, quarantined=pos.quarantined,
                                       emitted=dict(joiner.emitted), unix_s=time.time()), instance=index)
             if not done and (last_checkpoint is None or watermark - last_checkpoint >= settings.checkpoint_every_ms):
-                checkpoints.save(joiner.state(), pos, _ledger(ledger))
+                checkpoints.save(joiner.state(), pos, _ledger(ledger), served_rows.take())
                 ledger.clear()
                 last_checkpoint = watermark
-                for s in streams:  # consumed and checkpointed: needed by no one now
+                for s in served_streams:  # consumed and checkpointed: needed by no one now
                     r.xtrim(s, minid=pos.offsets[s], approximate=True)
     final = joiner.finish()
     _publish(producer, final, (joiner.watermark or 0), maxlen, ledger, published, index)
@@ -371,19 +444,24 @@ def run_joiner(rules: LabelRules, settings: JoinerSettings, broker_url: str, lea
         log.warning("%d impressions had no exit when the partitions ended; none of their exit samples was emitted",
                     len(joiner.stays))
     r.close()
-    return (JoinerSummary(pos.events, pos.quarantined, dict(joiner.emitted), len(joiner.stays), pos.resumes),
-            checkpoints.ledger(pos.ledger_parts, _ledger(ledger)))
+    return (JoinerSummary(pos.events, pos.quarantined, dict(joiner.emitted), len(joiner.stays), pos.resumes,
+                          **joiner.served),
+            checkpoints.ledger(pos.ledger_parts, _ledger(ledger)),
+            checkpoints.served(pos.ledger_parts, served_rows.take()))
 
 
 def _consume(joiner: LabelJoiner, pos: JoinerPosition, stream: str, event: Event) -> None:
-    """One event of `stream`: a clock mark or an end moves the partition's clock, a fact goes to
-    the joiner (MalformedEvent: refused, nothing changed), a feature-state event is passed over."""
+    """One event of `stream`: a clock mark or an end moves the partition's clock (and how far its
+    requests are answered), a fact goes to the joiner (MalformedEvent: refused, nothing changed), a
+    feature-state event is passed over."""
     if event.type in STATE_TYPES:
         return
     if event.type in (CLOCK, END):
         if event.type == END and stream not in pos.ended:
             pos.ended.append(stream)
         pos.clocks[stream] = max(event.ts, pos.clocks[stream] or event.ts)
+        answered = event.ts if event.answered is None else event.answered
+        pos.answered[stream] = max(answered, pos.answered.get(stream) or answered)
         return
     if pos.clocks[stream] is not None and event.ts <= pos.clocks[stream]:
         raise MalformedEvent(f"{event.type} at {event.ts} came after its partition's clock mark {pos.clocks[stream]}")
@@ -398,9 +476,9 @@ def _publish(producer: brk.Producer, batches: dict[str, dict[str, np.ndarray] | 
     now = time.time()
     entries = []
     for name, batch in batches.items():
-        if batch is not None:
+        if batch is not None:  # the features as published: the report checks them against the served ones
             ledger.append((name, batch["impression_id"], batch["request_ts"], batch["report_ts"], batch["kind"],
-                           batch["state"], now))
+                           batch["state"], now, features_digests(batch)))
         held = published[name].watermark
         if held is not None and watermark <= held:
             continue
@@ -416,13 +494,14 @@ def _publish(producer: brk.Producer, batches: dict[str, dict[str, np.ndarray] | 
 
 
 def _ledger(entries: list[tuple]) -> dict[str, StreamLedger]:
-    """Per stream: the emitted samples' impression, request, report and state, and the wall time
-    each was published, in emission order."""
+    """Per stream: the emitted samples' impression, request, report and state, the wall time each
+    was published and its features' digest, in emission order."""
     out = {}
     for name in sorted({e[0] for e in entries}):
         mine = [e for e in entries if e[0] == name]
         out[name] = StreamLedger(*(np.concatenate([e[k] for e in mine]) for k in range(1, 6)),
-                                 np.concatenate([np.full(len(e[1]), e[6]) for e in mine]))
+                                 np.concatenate([np.full(len(e[1]), e[6]) for e in mine]),
+                                 np.concatenate([e[7] for e in mine]))
     return out
 
 
@@ -432,7 +511,9 @@ def main(config_yaml: str, broker_url: str, index: int = 0) -> None:
     own_process_group()
     cfg = OmegaConf.create(config_yaml)
     run = LiveRun.of(cfg.paths, cfg.online.name)
-    summary, ledger = run_joiner(build(cfg.stream), build(cfg.joiner), broker_url, str(cfg.online_train.stream),
-                                 JoinerCheckpoints(run.joiner_checkpoints(index)), index)
+    summary, ledger, served = run_joiner(build(cfg.stream), build(cfg.joiner), broker_url,
+                                         str(cfg.online_train.stream), JoinerCheckpoints(run.joiner_checkpoints(index)),
+                                         index)
     run.save_ledger(ledger, index)
+    run.save_served(served, index)
     run.save_joiner_summary(summary, index)

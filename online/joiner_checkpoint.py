@@ -6,6 +6,7 @@ that a joiner started again resumes exactly there (docs/online.md, "A joiner tha
       latest                 names the newest checkpoint (replaced atomically, last)
       w-<watermark>/         state.npz (numbers only: loaded without pickle), position.json
       ledger/part-<k>.npz    the samples emitted between checkpoints k-1 and k (the run's ledger, in parts)
+      ledger/served-<k>.npz  the served-features records read between them (the served ledger, in parts)
 
 A checkpoint is written after the samples of its watermark are published. The ledger part first,
 then the state into a staging directory renamed into place, then the pointer: a joiner killed at any
@@ -21,15 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from online.record import LATEST, StreamLedger, commit_checkpoint, concat_ledgers, load_ledger, save_ledger
+from online.record import (LATEST, ServedLedger, StreamLedger, commit_checkpoint, concat_ledgers, load_ledger,
+                           save_ledger)
 
 
 @dataclass
 class JoinerPosition:
     """Where the joiner's consumption stood when its state was saved."""
 
-    offsets: dict[str, str]  # events stream -> id of the last entry consumed
+    offsets: dict[str, str]  # events and served stream -> id of the last entry consumed
     clocks: dict[str, int | None]  # events stream -> its newest clock mark
+    answered: dict[str, int | None] = field(default_factory=dict)  # events stream -> its marks' newest `answered`
     ended: list[str] = field(default_factory=list)  # events streams that said `end`
     events: int = 0  # applied
     quarantined: int = 0
@@ -38,8 +41,8 @@ class JoinerPosition:
     resumes: int = 0  # times a joiner started from a checkpoint of this run
 
     @classmethod
-    def start(cls, streams: list[str]) -> "JoinerPosition":
-        return cls({s: "0-0" for s in streams}, {s: None for s in streams})
+    def start(cls, streams: list[str], served: list[str] = ()) -> "JoinerPosition":
+        return cls({s: "0-0" for s in [*streams, *served]}, {s: None for s in streams}, {s: None for s in streams})
 
 
 class JoinerCheckpoints:
@@ -51,11 +54,13 @@ class JoinerCheckpoints:
         return self.root / "ledger"
 
     def save(self, state: tuple[dict[str, np.ndarray], dict], position: JoinerPosition,
-             ledger_part: dict[str, StreamLedger]) -> Path:
-        """The joiner's `state` (LabelJoiner.state()) at `position`, with the samples emitted since
-        the previous checkpoint; returns the checkpoint's directory."""
+             ledger_part: dict[str, StreamLedger], served_part: ServedLedger | None = None) -> Path:
+        """The joiner's `state` (LabelJoiner.state()) at `position`, with the samples emitted and the
+        served records read since the previous checkpoint; returns the checkpoint's directory."""
         arrays, meta = state
         self._ledger_dir.mkdir(parents=True, exist_ok=True)
+        if served_part is not None:
+            served_part.save(self._ledger_dir / f"served-{position.ledger_parts}.npz")
         save_ledger(ledger_part, self._ledger_dir / f"part-{position.ledger_parts}.npz")
         position.ledger_parts += 1
         directory = self.root / f"w-{meta['watermark']}"
@@ -83,4 +88,9 @@ class JoinerCheckpoints:
     def ledger(self, parts: int, tail: dict[str, StreamLedger]) -> dict[str, StreamLedger]:
         """The run's ledger: the first `parts` parts (those a checkpoint vouches for) and `tail`."""
         return concat_ledgers([load_ledger(self._ledger_dir / f"part-{k}.npz") for k in range(parts)] + [tail])
+
+    def served(self, parts: int, tail: ServedLedger) -> ServedLedger:
+        """The run's served ledger: the first `parts` parts and `tail`."""
+        files = [self._ledger_dir / f"served-{k}.npz" for k in range(parts)]
+        return ServedLedger.concat([ServedLedger.load(f) for f in files if f.exists()] + [tail])
 

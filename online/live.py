@@ -26,15 +26,17 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from data_pipelines.configured import build
 from data_pipelines.dataset import FINAL, DataSet
 from online import broker as brk
 from online.progress import ProgressSample
-from online.record import Fault, LiveRun, LoopRecord, Restart
+from online.record import Fault, LiveRun, LoopRecord, Restart, Rounds
 from online.supervision import Kill, RestartPolicy, fault_schedule
 from serving.binaries import RANKER_SERVER
 from serving.server_process import RankerServer
@@ -54,6 +56,8 @@ class LiveSettings:
     redis_url: str | None  # None: a broker of the job's own
     ranker_format: str  # auto | torchscript | aoti
     ranker_threads: int  # the ranker's --intra-op-threads
+    feature_tolerance_s: float  # the ranker's feature state: how far behind its clock a request may be
+    served_log_wait_ms: int  # the ranker answers once a request's features are logged (or UNAVAILABLE)
     trainer_threads: int  # torch threads of the trainer
     replay: bool  # the replay of the same world, learner and seed beside the live figures
     progress: bool
@@ -73,6 +77,9 @@ class LiveSettings:
         if self.speed <= 0 or self.partitions < 1 or self.ranker_threads < 1 or self.trainer_threads < 1:
             raise ValueError(f"online.speed, online.partitions, online.ranker_threads and online.trainer_threads must "
                              f"be positive, got {self}")
+        if self.feature_tolerance_s <= 0 or self.served_log_wait_ms <= 0:
+            raise ValueError(f"online.feature_tolerance_s and online.served_log_wait_ms must be positive, got "
+                             f"{self.feature_tolerance_s} and {self.served_log_wait_ms}")
         if self.ranker_format not in ("auto", "torchscript", "aoti"):
             raise ValueError(f"online.ranker_format must be auto, torchscript or aoti, got {self.ranker_format!r}")
 
@@ -137,6 +144,7 @@ class LiveLoop:
 
     def _clear_streams(self) -> None:
         keys = [brk.events_stream(p) for p in range(self.s.partitions)] + [
+            brk.served_stream(p) for p in range(self.s.partitions)] + [brk.ROUNDS] + [
             brk.samples_stream(n, k) for n in self.sample_streams for k in range(self.joiners)] + [
             brk.QUARANTINE, brk.PROGRESS, brk.ANSWERS]
         self.redis.delete(*keys)
@@ -158,8 +166,15 @@ class LiveLoop:
         self._spawn("trainer", trainer.main, (self.config_yaml, self.broker_url, self.s.trainer_threads))
 
     def start_ranker(self) -> None:
-        self.ranker = RankerServer(self.run.export.root, "--format", self.s.ranker_format, "--intra-op-threads",
-                                   str(self.s.ranker_threads), port=self.ranker_port)
+        """The ranker with its live feature state: rebuilt from the events streams before it serves,
+        fed by them after, logging every answer's features to served.<p> before it answers."""
+        broker = urlsplit(self.broker_url)
+        self.ranker = RankerServer(
+            self.run.export.root, "--format", self.s.ranker_format, "--intra-op-threads", str(self.s.ranker_threads),
+            "--features-catalog", str(self.data.require(self.data.feature_catalog, "make streams")),
+            "--events-broker", f"{broker.hostname}:{broker.port}", "--event-partitions", str(self.s.partitions),
+            "--feature-tolerance-ms", str(int(self.s.feature_tolerance_s * 1000)),
+            "--log-served", "--log-served-wait-ms", str(self.s.served_log_wait_ms), port=self.ranker_port)
 
     def start_joiner(self, index: int) -> None:
         from online import joiner
@@ -260,7 +275,7 @@ class LiveLoop:
         if self.broker is not None and not self.broker.alive:
             return None
         try:
-            # Events published and not consumed yet: the joiner trims what it has checkpointed.
+            # Events the partitions hold: all of them (a ranker started again rebuilds its state from them).
             backlog = float(sum(self.redis.xlen(brk.events_stream(p)) for p in range(self.s.partitions)))
             row = ProgressSample.read(self.redis, backlog, self.joiners)
         except brk.RECONNECT:
@@ -341,6 +356,9 @@ class LiveLoop:
         metrics and log), then the record itself."""
         self.record.quarantine = [{k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
                                   for _, fields in self.redis.xrange(brk.QUARANTINE)]
+        rounds = np.array([[int(f[k]) for k in (b"unix_ms", b"first", b"end", b"mark")]
+                           for _, f in self.redis.xrange(brk.ROUNDS)], np.int64).reshape(-1, 4)
+        self.run.save_rounds(Rounds(*rounds.T))
         self.record.ranker_metrics = self.ranker.metrics()
         self.record.ranker_logs.append(self.ranker.stderr)
         self.record.wall_s = time.time() - self._started

@@ -6,6 +6,8 @@ computed from the record alone (`python -m online.report` renders it again from 
       config.yaml            the run's composed config (the comparison replay runs with it)
       answers.npz            the driver: what the ranker answered for each impression (Answers)
       joiner_samples.<k>.npz joiner k's ledger: every sample it emitted (a StreamLedger per stream)
+      joiner_served.<k>.npz  joiner k's served ledger: every served-features record it read (ServedLedger)
+      rounds.npz             the driver's publishing rounds (Rounds)
       versions.jsonl         the trainer: every version a ranker may serve and what it had learned
       driver_summary.json, joiner_summary.<k>.json
       loop.json              the supervisor: progress samples, faults, the ranker's log and metrics,
@@ -57,6 +59,7 @@ class Answers:
     export: np.ndarray  # [N] int32: index into `exports`
     push: np.ndarray  # [N] int64
     attempts: np.ndarray  # [N] int16
+    request_bytes: np.ndarray  # [N] int32: the request's size on the wire (0: never sent)
     sent_unix_s: np.ndarray  # [N]
     answered_unix_s: np.ndarray  # [N]
     exports: list[str]  # export ids, in the order first seen
@@ -66,7 +69,7 @@ class Answers:
     @classmethod
     def empty(cls, n: int, tasks: list[str], rows: np.ndarray, clock: DriverClock) -> "Answers":
         return cls(list(tasks), np.full((n, len(tasks)), np.nan, dtype=np.float32), np.full(n, -1, dtype=np.int32),
-                   np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int16), np.full(n, np.nan),
+                   np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int16), np.zeros(n, dtype=np.int32), np.full(n, np.nan),
                    np.full(n, np.nan), [], np.asarray(rows), clock)
 
     @property
@@ -75,7 +78,7 @@ class Answers:
 
     def save(self, path: Path) -> None:
         np.savez(path, tasks=np.array(self.tasks, dtype=str), probabilities=self.probabilities, export=self.export,
-                 push=self.push, attempts=self.attempts, sent_unix_s=self.sent_unix_s,
+                 push=self.push, attempts=self.attempts, request_bytes=self.request_bytes, sent_unix_s=self.sent_unix_s,
                  answered_unix_s=self.answered_unix_s, exports=np.array(self.exports, dtype=str), rows=self.rows,
                  data0_ms=self.clock.data0_ms, unix0_s=self.clock.unix0_s, speed=self.clock.speed)
 
@@ -83,7 +86,7 @@ class Answers:
     def load(cls, path: Path) -> "Answers":
         with np.load(path, allow_pickle=False) as f:
             return cls([str(t) for t in f["tasks"]], f["probabilities"], f["export"], f["push"], f["attempts"],
-                       f["sent_unix_s"], f["answered_unix_s"], [str(e) for e in f["exports"]], f["rows"],
+                       f["request_bytes"], f["sent_unix_s"], f["answered_unix_s"], [str(e) for e in f["exports"]], f["rows"],
                        DriverClock(int(f["data0_ms"]), float(f["unix0_s"]), float(f["speed"])))
 
 
@@ -98,9 +101,78 @@ class StreamLedger:
     kind: np.ndarray
     state: np.ndarray  # [S, T]
     published_unix_s: np.ndarray  # when each was published
+    features_digest: np.ndarray  # uint64: online/served.py features_digest of the sample's features
 
 
-LEDGER_FIELDS = ("impression_id", "request_ts", "report_ts", "kind", "state", "published_unix_s")
+LEDGER_FIELDS = ("impression_id", "request_ts", "report_ts", "kind", "state", "published_unix_s", "features_digest")
+
+
+@dataclass
+class ServedLedger:
+    """The served-features records a joiner read (the ranker's log of what it answered with), in the
+    order read, duplicates included (a request answered twice: retried after the answer was lost)."""
+
+    impression_id: np.ndarray
+    request_ts: np.ndarray
+    state_clock: np.ndarray  # the feature state's clock (newest event) when it answered
+    features_digest: np.ndarray  # uint64, of the record's integer features
+    dense: np.ndarray  # [R, len(DENSE_FEATURES)] float32
+
+    @classmethod
+    def empty(cls, dense_width: int) -> "ServedLedger":
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64),
+                   np.zeros((0, dense_width), np.float32))
+
+    @classmethod
+    def concat(cls, parts: list["ServedLedger"]) -> "ServedLedger":
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in SERVED_FIELDS))
+
+    def save(self, path: Path) -> None:
+        np.savez(path, **{f: getattr(self, f) for f in SERVED_FIELDS})
+
+    @classmethod
+    def load(cls, path: Path) -> "ServedLedger":
+        with np.load(path, allow_pickle=False) as f:
+            return cls(*(f[name] for name in SERVED_FIELDS))
+
+
+SERVED_FIELDS = ("impression_id", "request_ts", "state_clock", "features_digest", "dense")
+
+
+@dataclass
+class Rounds:
+    """The driver's publishing rounds: round k put schedule entries [first, end) on the broker at
+    unix_ms, then clock marks at `mark` (-1: none yet) (a round retried, or published again by a
+    driver started again, appears again)."""
+
+    unix_ms: np.ndarray
+    first: np.ndarray
+    end: np.ndarray
+    mark: np.ndarray
+
+    def published_unix_s(self, entries: int) -> np.ndarray:
+        """[entries] when each schedule entry was first published (inf: never)."""
+        out = np.full(entries, np.inf)
+        for t, a, b in sorted(zip(self.unix_ms.tolist(), self.first.tolist(), self.end.tolist()), reverse=True):
+            out[a:b] = t / 1000.0  # the earliest round covering an entry is written last
+        return out
+
+    def marked_unix_s(self, ts: np.ndarray) -> np.ndarray:
+        """[len(ts)] when a clock mark at or past each time was first published (inf: never): from
+        then on the partitions claimed every event up to that time was out."""
+        order = np.argsort(self.unix_ms, kind="stable")
+        highest = np.maximum.accumulate(self.mark[order]) if len(order) else np.zeros(0, np.int64)
+        at = np.searchsorted(highest, ts, side="left")  # the first round whose marks reach ts
+        return np.where(at < len(order), self.unix_ms[order][np.minimum(at, len(order) - 1)] / 1000.0, np.inf) \
+            if len(order) else np.full(len(ts), np.inf)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, unix_ms=self.unix_ms, first=self.first, end=self.end, mark=self.mark)
+
+    @classmethod
+    def load(cls, path: Path) -> "Rounds":
+        with np.load(path, allow_pickle=False) as f:
+            return cls(f["unix_ms"], f["first"], f["end"], f["mark"])
 
 
 def save_ledger(ledger: dict[str, StreamLedger], path: Path) -> None:
@@ -140,8 +212,9 @@ class DriverSummary:
     requests_answered: int
     requests_lost: int
     wall_s: float  # of the last driver
-    events_published: int = 0  # facts and malformed entries, each acknowledged by the broker
+    events_published: int = 0  # the joiner's facts and malformed entries, each acknowledged by the broker
     restarts: int = 0  # drivers started again before the last one ended
+    state_events_published: int = 0  # the ranker's own: short-video plays, rooms starting and ending
 
 
 @dataclass
@@ -152,6 +225,11 @@ class JoinerSummary:
     open_at_end: int  # impressions with no exit when the partitions ended
     resumes: int = 0  # times the joiner started again from its checkpoint
     processes: int = 1  # joiner processes these figures sum
+    served: int = 0  # served-features records read (duplicates included)
+    served_duplicates: int = 0  # records of a request already served (retried): the first one is kept
+    served_conflicts: int = 0  # duplicates whose features differ from the first record's
+    served_orphans: int = 0  # records of no impression the joiner holds or expects (its samples all out)
+    samples_unserved: int = 0  # samples dropped: their impression has no served features (request lost)
 
 
 @dataclass
@@ -264,6 +342,13 @@ class LiveRun:
     def ledger_path(self, index: int) -> Path:
         return self.logs / f"joiner_samples.{index}.npz"
 
+    def served_path(self, index: int) -> Path:
+        return self.logs / f"joiner_served.{index}.npz"
+
+    @property
+    def rounds_path(self) -> Path:
+        return self.logs / "rounds.npz"
+
     @property
     def versions_path(self) -> Path:
         return self.logs / "versions.jsonl"
@@ -328,6 +413,19 @@ class LiveRun:
             out[stream] = StreamLedger(*(getattr(part, key)[order] for key in LEDGER_FIELDS))
         return out
 
+    def save_served(self, served: ServedLedger, index: int = 0) -> None:
+        served.save(self.served_path(index))
+
+    def served(self) -> ServedLedger:
+        """Every joiner's served ledger, in read order per joiner."""
+        return ServedLedger.concat([ServedLedger.load(f) for f in self._joiner_files("joiner_served.*.npz")])
+
+    def save_rounds(self, rounds: Rounds) -> None:
+        rounds.save(self.rounds_path)
+
+    def rounds(self) -> Rounds:
+        return Rounds.load(self.rounds_path)
+
     def append_version(self, version: Version) -> None:
         self.versions_path.parent.mkdir(parents=True, exist_ok=True)
         with self.versions_path.open("a") as f:
@@ -352,8 +450,10 @@ class LiveRun:
         for p in parts:
             for stream, n in p.emitted.items():
                 emitted[stream] = emitted.get(stream, 0) + n
+        summed = ("served", "served_duplicates", "served_conflicts", "served_orphans", "samples_unserved")
         return JoinerSummary(sum(p.events for p in parts), sum(p.quarantined for p in parts), emitted,
-                             sum(p.open_at_end for p in parts), sum(p.resumes for p in parts), len(parts))
+                             sum(p.open_at_end for p in parts), sum(p.resumes for p in parts), len(parts),
+                             **{f: sum(getattr(p, f) for p in parts) for f in summed})
 
     def save_trainer_summary(self, summary: TrainerSummary) -> None:
         _write_json(self.trainer_summary_path, asdict(summary))

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_pipelines.contract import MASKED, NEG, POS, TASKS, is_sequence_key, sequence_key
+from data_pipelines.contract import DENSE_FEATURES, MASKED, NEG, POS, TASKS, is_sequence_key, sequence_key
 from data_pipelines.streams import codec
 from data_pipelines.streams.labels import FastSlowStream, LabelRules, RealtimeStream
 from online import broker as brk
 from online import events as ev
+from online import served as sv
 from online.broker_samples import BrokerSamples
 from online.joiner import LabelJoiner
 from online.trainer import sample_digest
@@ -35,8 +36,8 @@ LONG_VIEW_MS = 60_000
 def _request(impression: int, ts: int) -> dict[str, np.ndarray]:
     """One request's arrays in the shard layout, every sequence empty."""
     arrays = {"impression_id": np.array([impression]), "request_ts": np.array([ts]),
-              "dense": np.zeros((1, len(ev.DENSE_FEATURES)), np.float32)}
-    for key in ev.REQUEST_KEYS - set(arrays):
+              "dense": np.zeros((1, len(DENSE_FEATURES)), np.float32)}
+    for key in sv.REQUEST_KEYS - set(arrays):
         element = is_sequence_key(key) and not key.endswith(".lengths")
         arrays[key] = np.zeros(0 if element else 1, dtype=np.int64 if element else np.int32)
     return arrays
@@ -53,27 +54,23 @@ def test_request_keys_are_the_shard_layouts_request_arrays(untrained, tiny_strea
     from recsys.data import ShardDataset
 
     part = next(ShardDataset(tiny_streams.stream("realtime"), batch_size=1).micro_batches())
-    assert ev.REQUEST_KEYS == set(part) - set(LABEL_KEYS)
+    assert sv.REQUEST_KEYS == set(part) - set(LABEL_KEYS)
 
 
 def test_an_event_survives_encoding_and_bad_entries_are_refused_with_their_reason():
-    good = ev.Event(ev.IMPRESSION, T0, user=5, impression=9, features=_request(9, T0))
-    back = ev.parse(ev.encode(good))
+    good = ev.Event(ev.IMPRESSION, T0, user=5, impression=9)
+    back = ev.parse({**ev.encode(good), b"live": b"3"})
     assert (back.type, back.ts, back.user, back.impression) == (ev.IMPRESSION, T0, 5, 9)
-    assert all(np.array_equal(back.features[k], good.features[k]) for k in ev.REQUEST_KEYS)
-    corrupt = ev.encode(good)
-    corrupt[b"features"] = corrupt[b"features"][:-1] + bytes([corrupt[b"features"][-1] ^ 1])
-    other = ev.encode(ev.Event(ev.IMPRESSION, T0 + 1, user=5, impression=9, features=_request(9, T0)))
-    short = _request(9, T0)
-    short[sequence_key("short", "item")] = np.zeros(3, np.int64)  # three elements, length 0
+    mark = ev.parse(ev.encode(ev.Event(ev.CLOCK, T0, answered=T0 - 7)))
+    assert (mark.type, mark.ts, mark.answered) == (ev.CLOCK, T0, T0 - 7)
+    assert ev.parse(ev.encode(ev.Event(ev.CLOCK, T0))).answered is None  # a mark of no request stream
     cases = {
         "unknown event type 'purchase'": {b"type": b"purchase", b"ts": b"1"},
         "field 'ts' is not an integer": {b"type": b"click", b"ts": b"12.5", b"user": b"1", b"impression": b"2"},
         "missing field 'impression'": {b"type": b"click", b"ts": b"12", b"user": b"1"},
         "negative watch_ms": {**ev.encode(ev.Event(ev.EXIT, T0, 1, 2, watch_ms=0)), b"watch_ms": b"-3"},
-        "checksum": corrupt,
-        "belong to another impression or request time": other,
-        "sequence's fields are not 0 long": {**ev.encode(good), b"features": codec.encode(short)},
+        "missing field 'live'": ev.encode(good),
+        "field 'answered' is not an integer": {**ev.encode(ev.Event(ev.CLOCK, T0)), b"answered": b"soon"},
     }
     for reason, fields in cases.items():
         with pytest.raises(ev.MalformedEvent, match=reason.replace("(", r"\(").replace(")", r"\)")):
@@ -81,6 +78,42 @@ def test_an_event_survives_encoding_and_bad_entries_are_refused_with_their_reaso
     # The feature state's events share the streams: the joiner passes over them, whatever they hold.
     for kind in ("play", "room_start", "room_end"):
         assert ev.parse({b"type": kind.encode(), b"ts": b"5", b"live": b"x"}) == ev.Event(kind, 5)
+
+
+def test_a_served_record_reads_back_as_the_request_arrays_and_bad_ones_are_refused():
+    """The ranker's served-log entry (features_json.cpp's JSON, written here by hand for one known
+    request) read into the shard layout; and what no record may be."""
+    arrays = _request(9, T0)
+    arrays["dense"][0] = np.arange(len(DENSE_FEATURES)) / 8
+    for field, values in (("item", [4, 5]), ("author", [6, 7]), ("gap", [1, 2]), ("watch", [3, 4]), ("domain", [1, 2])):
+        arrays[sequence_key("long", field)] = np.array(values)
+    arrays["seq.long.lengths"] = np.array([2], np.int32)
+    arrays["sparse.live_item"] = np.array([11], np.int32)
+    record = sv.served_fields(arrays, user=5)
+    impression, back = sv.parse_served(record)
+    assert impression == 9 and set(back) == sv.REQUEST_KEYS
+    assert back["seq.long.item"].tolist() == [4, 5] and back["seq.long.gap"].dtype == np.int8
+    assert back["sparse.live_item"].tolist() == [11] and back["dense"].dtype == np.float32
+    np.testing.assert_array_equal(back["dense"], arrays["dense"])
+    assert sv.features_digests(back)[0] == sv.features_digests(arrays)[0]
+    moved = dict(arrays, **{"seq.long.item": np.array([5, 4])})
+    assert sv.features_digests(moved)[0] != sv.features_digests(arrays)[0]  # order matters
+    features = json.loads(record[b"features"])
+    two = json.dumps({**features, "candidates": features["candidates"] * 2}).encode()
+    uneven = json.loads(record[b"features"])
+    uneven["candidates"][0]["sequences"]["long"]["gap"] = [1]
+    wide = json.loads(record[b"features"])
+    wide["candidates"][0]["sequences"]["long"]["gap"] = [1, 300]
+    cases = {"names no impression": {**record, b"request": b"req-9"},
+             "2 candidates": {**record, b"features": two},
+             "fields differ in length": {**record, b"features": json.dumps(uneven).encode()},
+             "long.gap out of range": {**record, b"features": json.dumps(wide).encode()},
+             "JSONDecodeError": {**record, b"features": b"{not json"},
+             "KeyError": {**record, b"features": b'{"user": {}}'},
+             "without 'request_ts'": {k: v for k, v in record.items() if k != b"request_ts"}}
+    for reason, fields in cases.items():
+        with pytest.raises(ev.MalformedEvent, match=reason):
+            sv.parse_served(fields)
 
 
 # -- the joiner ---------------------------------------------------------------------------------------
@@ -98,9 +131,11 @@ def test_the_joiner_emits_each_sample_once_its_watermark_passes_the_report_time(
     at T0+300 s, click, long view and like positive. A second impression, never clicked, exits at
     its request: one realtime negative at the end of its first tick, one fast sample."""
     j = _joiner()
-    j.apply(ev.Event(ev.IMPRESSION, T0, 1, 10, features=_request(10, T0)))
+    j.apply(ev.Event(ev.IMPRESSION, T0, 1, 10))
+    j.serve(10, _request(10, T0))
     j.apply(ev.Event(ev.CLICK, T0, 1, 10))
-    j.apply(ev.Event(ev.IMPRESSION, T0 + 5_000, 2, 11, features=_request(11, T0 + 5_000)))
+    j.serve(11, _request(11, T0 + 5_000))  # a served record may come before its impression
+    j.apply(ev.Event(ev.IMPRESSION, T0 + 5_000, 2, 11))
     j.apply(ev.Event(ev.EXIT, T0 + 5_000, 2, 11, watch_ms=0))
     emitted = {"realtime": [], "fast_slow": []}
 
@@ -130,13 +165,36 @@ def test_the_joiner_emits_each_sample_once_its_watermark_passes_the_report_time(
     assert sum(len(e) for e in emitted["fast_slow"][:-1]) == 0
     assert j.finish() == {"realtime": None, "fast_slow": None}  # nothing pending: no slow sample
     assert not j.stays and not j.requests  # everything emitted, nothing kept
+    assert j.served == {"served": 2, "served_duplicates": 0, "served_conflicts": 0, "served_orphans": 0,
+                        "samples_unserved": 0}
+
+
+def test_samples_carry_the_first_served_record_and_a_request_never_served_gives_none():
+    """Impression 10 served twice (a retry after a lost answer), the second time with other
+    features: its samples carry the first, the conflict counted. Impression 11 never served (its
+    request lost): its samples are dropped and counted. A record of an impression long gone is an
+    orphan."""
+    j = _joiner()
+    first, second = _request(10, T0), _request(10, T0)
+    second["sparse.hour"] = np.array([7], np.int32)
+    j.apply(ev.Event(ev.IMPRESSION, T0, 1, 10))
+    j.serve(10, first)
+    j.serve(10, second)
+    j.apply(ev.Event(ev.IMPRESSION, T0, 2, 11))
+    j.apply(ev.Event(ev.EXIT, T0, 1, 10, watch_ms=0))
+    j.apply(ev.Event(ev.EXIT, T0, 2, 11, watch_ms=0))
+    batch = j.advance(T0 + 400_000)["realtime"]
+    assert batch["impression_id"].tolist() == [10] and batch["sparse.hour"].tolist() == [0]
+    j.serve(12, _request(12, T0))  # before the watermark, of nothing open or pending
+    assert j.served == {"served": 3, "served_duplicates": 1, "served_conflicts": 1, "served_orphans": 1,
+                        "samples_unserved": 2}  # 11's realtime and fast samples
 
 
 def test_the_joiner_refuses_events_that_contradict_what_it_knows():
     j = _joiner()
-    j.apply(ev.Event(ev.IMPRESSION, T0, 1, 10, features=_request(10, T0)))
+    j.apply(ev.Event(ev.IMPRESSION, T0, 1, 10))
     refused = {
-        "seen before": ev.Event(ev.IMPRESSION, T0 + 1, 1, 10, features=_request(10, T0 + 1)),
+        "seen before": ev.Event(ev.IMPRESSION, T0 + 1, 1, 10),
         "never seen": ev.Event(ev.CLICK, T0, 1, 99),
         "not at its request time": ev.Event(ev.CLICK, T0 + 7, 1, 10),
         "outside its stay": ev.Event("gift", T0 + 5, 1, 10),  # no click: no stay
@@ -194,12 +252,15 @@ def _assert_same_samples(mine: dict[str, np.ndarray], shards: dict[str, np.ndarr
 
 @pytest.mark.slow
 def test_the_joiner_emits_exactly_the_samples_make_streams_writes(tiny_events, tmp_path):
-    """Every event of the tiny world through the event codec and the joiner, the watermark advanced
-    every 10 s: each stream's samples equal its shards' one for one, every field, report_ts included
+    """Every event of the tiny world through the event codec and the joiner, each impression's
+    features through the served log's format, the watermark advanced every 10 s: each stream's
+    samples equal its shards' one for one, every field, report_ts included
     (emitted at the first step at or after report_ts, never before). Every 40 steps the joiner's
     state goes through a checkpoint and a new joiner goes on from it."""
     from data_pipelines.micro_batch import concat_arrays
     from online.joiner_checkpoint import JoinerCheckpoints, JoinerPosition
+
+    from data_pipelines.streams.shards import request_arrays
 
     rules, timeline, features, shards = tiny_events
     joiner = LabelJoiner(rules)
@@ -214,7 +275,7 @@ def test_the_joiner_emits_exactly_the_samples_make_streams_writes(tiny_events, t
                 out[name].append((batch, at))
 
     for i in range(len(timeline)):
-        event = ev.parse(ev.encode(timeline.event(i, features)))
+        event = ev.parse({**ev.encode(timeline.event(i)), b"live": b"0"})
         while event.ts > watermark + 10_000:
             watermark += 10_000
             keep(joiner.advance(watermark), watermark)
@@ -224,6 +285,9 @@ def test_the_joiner_emits_exactly_the_samples_make_streams_writes(tiny_events, t
                 arrays, meta, _ = checkpoints.load()
                 joiner = LabelJoiner.restored(rules, arrays, meta)
         joiner.apply(event)
+        if event.type == ev.IMPRESSION:  # its features as the ranker's served log carries them
+            served = sv.served_fields(request_arrays(features, timeline.row[i:i + 1]), event.user)
+            joiner.serve(*sv.parse_served(served))
     keep(joiner.advance(int(timeline.ts[-1])), int(timeline.ts[-1]))
     keep(joiner.finish(), np.iinfo(np.int64).max)
     assert steps >= 80
@@ -237,24 +301,30 @@ class _Killed(Exception):
 
 
 def _publish_world(client, timeline, features, partitions: int) -> None:
-    """Every event of the timeline on its user's partition, as the driver publishes them: a clock
+    """Every event of the timeline on its user's partition, as the driver publishes them, and each
+    impression's served features on its partition's served stream, as the ranker logs them: a clock
     mark on every partition about each second of data time, an end on each at the last; beside
     each impression a short-video play of its user, as the ranker's feature state takes it (the
     joiner must pass over it)."""
+    from data_pipelines.streams.shards import request_arrays
+
     producer = brk.Producer(client)
     partition = ev.partition_of(timeline.user, partitions)
     entries, mark = [], int(timeline.ts[0]) - 1
     for i in range(len(timeline)):
-        event = timeline.event(i, features)
+        event = timeline.event(i)
         if event.ts - 1 > mark + 1_000:  # every partition is complete up to ts - 1
             mark = event.ts - 1
-            entries += [(brk.events_stream(p), mark, ev.encode(ev.Event(ev.CLOCK, mark))) for p in range(partitions)]
-        entries.append((brk.events_stream(int(partition[i])), event.ts, ev.encode(event)))
+            entries += [(brk.events_stream(p), mark, ev.encode(ev.Event(ev.CLOCK, mark, answered=mark)))
+                        for p in range(partitions)]
+        entries.append((brk.events_stream(int(partition[i])), event.ts, {**ev.encode(event), b"live": b"1"}))
         if event.type == ev.IMPRESSION:
             play = {"type": "play", "ts": event.ts, "user": event.user, "photo": 1, "author": 1,
                     "start_ts": event.ts - 1_000, "watch_ms": 1_000}
             entries.append((brk.events_stream(int(partition[i])), event.ts,
                             {k.encode(): str(v).encode() for k, v in play.items()}))
+            entries.append((brk.served_stream(int(partition[i])), event.ts,
+                            sv.served_fields(request_arrays(features, timeline.row[i:i + 1]), event.user)))
     end = int(timeline.ts[-1])
     entries += [(brk.events_stream(p), end, ev.encode(ev.Event(ev.END, end))) for p in range(partitions)]
     for a in range(0, len(entries), 5000):
@@ -286,11 +356,11 @@ def test_two_joiners_one_killed_twice_between_publishing_and_checkpointing_emit_
             super().__init__(root)
             self.saves, self.dies_at = 0, dies_at
 
-        def save(self, state, position, ledger_part):
+        def save(self, state, position, ledger_part, served_part=None):
             self.saves += 1
             if self.saves == self.dies_at:
                 raise _Killed
-            return super().save(state, position, ledger_part)
+            return super().save(state, position, ledger_part, served_part)
 
     def settings(read_count: int) -> JoinerSettings:
         return JoinerSettings(partitions=4, step_s=2, idle_stream_maxlen=10**9, checkpoint_every_s=600,
@@ -318,7 +388,11 @@ def test_two_joiners_one_killed_twice_between_publishing_and_checkpointing_emit_
     summaries = [results[k][0] for k in range(2)]
     assert [j.resumes for j in summaries] == [0, 2] and sum(j.events for j in summaries) == len(timeline)
     assert all(j.events > 0.3 * len(timeline) and j.quarantined == j.open_at_end == 0 for j in summaries)
+    assert sum(j.samples_unserved + j.served_conflicts + j.served_orphans for j in summaries) == 0
     ledger = concat_ledgers([results[k][1] for k in range(2)])
+    served = [results[k][2] for k in range(2)]  # every impression's record read, a resumed one's again
+    impressions = timeline.impression[timeline.type == ev.FACT_TYPES.index(ev.IMPRESSION)]
+    assert set(np.concatenate([p.impression_id for p in served]).tolist()) == set(impressions.tolist())
     for name in rules.engines:
         entries = [f for k in range(2) for _, f in client.xrange(brk.samples_stream(name, k))]
         assert sum(bool(f.get(b"end")) for f in entries) == 2  # one end per joiner stream
@@ -429,22 +503,45 @@ def test_the_digest_changes_when_a_sample_is_learned_twice_or_missed():
     assert sample_digest(imp[1:], report[1:], kind[1:]) != whole
 
 
-def test_the_drivers_request_carries_what_the_export_request_builder_puts_in_it(untrained, tiny_streams):
-    from export.requests import RequestSchema, requests_from_inputs
-    from online.driver import request_of
-    from recsys.data import ShardDataset, make_loader
-    from export.scorer import inputs_from_batch
+def test_the_drivers_schedule_holds_every_fact_and_state_event_once_in_order_and_asks_by_ids(tiny_streams):
+    """The first hour of tiny as the driver publishes it: the label facts of the impressions played,
+    the plays and room starts and ends up to the last of them (counted here from the canonical
+    tables), in time order, entry ids rising on every partition (the broker refuses a lower one as
+    already there); an exit carries the ranker's fields; a request carries ids only."""
+    from online.driver import DriverSettings, TrafficDriver, event_id
+    from online.world import played_world
 
-    model, meta, _ = untrained
-    batch = next(iter(make_loader(ShardDataset(tiny_streams.stream("final"), 4))))
-    arrays = next(ShardDataset(tiny_streams.stream("final"), batch_size=1).micro_batches())
-    schema = RequestSchema(meta)
-    expected = requests_from_inputs(inputs_from_batch(batch, model), schema, 1)
-    from data_pipelines.micro_batch import take_rows
-
-    for row in range(4):
-        mine = request_of(take_rows(arrays, np.array([row])), schema, f"req-1-{row}")
-        assert mine == expected[row]
+    data = tiny_streams
+    world = played_world(data, 3600)
+    imp = pd.read_parquet(data.canonical.live_impressions)
+    actions = pd.read_parquet(data.canonical.live_actions)
+    played = imp[imp["request_ts"] < imp["request_ts"].min() + 3_600_000]
+    last = int(world.ts[-1])
+    assert last == int(np.max([played["exit_ts"].max(), actions[actions["impression_id"].isin(
+        played["impression_id"])]["ts"].max()]))
+    facts = 2 * len(played) + int(played["clicked"].sum()) + int(actions["impression_id"].isin(played["impression_id"]).sum())
+    plays = pd.read_parquet(data.canonical.short_plays)
+    lives = pd.read_parquet(data.canonical.lives)
+    state = int((plays["end_ts"] <= last).sum() + (lives["start_ts"] <= last).sum() + (lives["end_ts"] <= last).sum())
+    assert int(world.is_fact.sum()) == facts and int((~world.is_fact).sum()) == state
+    assert np.all(np.diff(world.ts) >= 0)
+    partition = world.partition(4)
+    for p in range(4):
+        ids = [tuple(map(int, event_id(world.ts[k], k + 1).split("-"))) for k in np.flatnonzero(partition == p)]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    exit_k = next(k for k in range(len(world)) if world.is_fact[k] and world.fact(k).type == ev.EXIT
+                  and imp["clicked"].iat[int(world.timeline.row[world.index[k]])])
+    row = int(world.timeline.row[world.index[exit_k]])
+    fields = world.fields(exit_k)
+    assert (int(fields[b"live"]), int(fields[b"author"]), int(fields[b"start_ts"]), fields[b"clicked"]) == (
+        int(imp["live_id"].iat[row]), int(imp["author_id"].iat[row]), int(imp["request_ts"].iat[row]), b"1")
+    assert int(fields[b"user"]) % 4 == partition[exit_k]
+    driver = TrafficDriver(world, DriverSettings(20, 4, 3600, 0.05, 1, 0, False), ["ctr"], "", "")
+    request = driver._request(row)
+    assert (request.request_id, request.ids.user_id, request.ids.request_ts, list(request.ids.live_ids)) == (
+        f"imp-{int(imp['impression_id'].iat[row])}", int(imp["user_id"].iat[row]), int(imp["request_ts"].iat[row]),
+        [int(imp["live_id"].iat[row])])
+    assert not request.HasField("user") and not request.candidates
 
 
 # -- make online, as a chaos run ------------------------------------------------------------------
@@ -542,7 +639,7 @@ def test_malformed_events_are_quarantined_with_their_reason_and_never_learned(ch
     reasons = sorted(q["reason"] for q in report["quarantine"])
     assert any("unknown event type 'purchase'" in r for r in reasons)
     assert any("'ts' is not an integer" in r for r in reasons)
-    assert any("checksum" in r for r in reasons)
+    assert any("missing field 'live'" in r for r in reasons)
     assert any("never seen" in r for r in reasons)
     assert any("negative watch_ms" in r for r in reasons)
 
@@ -554,6 +651,22 @@ def test_the_report_holds_the_summary_and_nothing_is_left_running(chaos):
     for key in ("served_auc_ctr", "replay_auc_ctr", "click_to_served_s", "samples_emitted", "samples_learned",
                 "pushes_applied", "requests_sent", "requests_answered"):
         assert s[key] is not None, key
+
+
+@pytest.mark.slow
+def test_through_every_kill_the_ranker_serves_the_streams_features_from_events_and_samples_carry_them(chaos):
+    """The ranker computed every request's features from the events it read — rebuilt after its own
+    kill, fed through the broker's — and they equal make streams' recomputation (skew 0); every
+    sample the trainer was given carries the features its request was served with; the requests
+    are ids only."""
+    report, _, _ = chaos
+    s = report["summary"]
+    assert s["feature_skew"]["requests"] == s["requests_answered"] and s["feature_skew_rate"] == 0.0
+    assert s["samples_with_served_features"]["share"] == 1.0 and s["samples_with_served_features"]["samples"] > 1000
+    assert s["request_bytes"]["p99"] < 64
+    assert report["joiner"]["samples_unserved"] == 0 and report["joiner"]["served"] >= s["requests_answered"]
+    assert 0 < s["event_to_state_s"]["wall"]["p50"] <= s["event_to_state_s"]["wall"]["p99"] < 5
+    assert report["ranker_metrics"]['ranker_served_log_total{outcome="dropped"}'] == 0
     assert 0 < s["click_to_served_s"]["p50"] <= s["click_to_served_s"]["p99"]
     assert (out / "reports" / "online.md").exists() and (out / "reports" / "online.png").exists()
     # The comparison replayed the live run's own world — named by overrides — on the span played.
@@ -582,7 +695,8 @@ def test_click_to_served_and_staleness_on_a_hand_made_log():
     state[0, ctr] = NEG
     learned = StreamLedger(impression_id=np.arange(4), request_ts=np.array([0, 1_000, 2_000, 5_000]),
                            report_ts=np.array([500, 1_500, 2_500, 5_500]), kind=np.zeros(4, np.int8), state=state,
-                           published_unix_s=np.array([100.05, 100.2, 100.3, 100.6]))
+                           published_unix_s=np.array([100.05, 100.2, 100.3, 100.6]),
+                           features_digest=np.zeros(4, np.uint64))
     n = 5
     answers = Answers.empty(n, list(TASKS), np.arange(n), DriverClock(0, 100.0, 10.0))
     answers.answered_unix_s[:] = [101.0, 102.0, 103.0, 102.5, np.nan]
@@ -646,7 +760,7 @@ def test_a_runs_record_reads_back_what_was_written(tmp_path):
     from omegaconf import OmegaConf
 
     from online.record import (Answers, DriverClock, DriverSummary, Fault, JoinerSummary, LiveRun, LoopRecord,
-                               StreamLedger, Version)
+                               Rounds, ServedLedger, StreamLedger, Version)
 
     run = LiveRun.of(OmegaConf.create({"log_dir": str(tmp_path / "logs"), "artifacts_dir": str(tmp_path / "a"),
                                        "reports_dir": str(tmp_path / "r")}), "x")
@@ -660,9 +774,20 @@ def test_a_runs_record_reads_back_what_was_written(tmp_path):
     np.testing.assert_array_equal(back.probabilities, answers.probabilities)
     np.testing.assert_array_equal(back.rows, [2, 0])
     ledger = {"realtime": StreamLedger(np.array([5]), np.array([1]), np.array([2]), np.array([3], np.int8),
-                                       np.zeros((1, 5), np.int8), np.array([9.5]))}
+                                       np.zeros((1, 5), np.int8), np.array([9.5]), np.array([2**63 + 1], np.uint64))}
     run.save_ledger(ledger)
     assert list(run.ledger()) == ["realtime"] and run.ledger()["realtime"].published_unix_s.tolist() == [9.5]
+    assert run.ledger()["realtime"].features_digest.tolist() == [2**63 + 1]
+    served = ServedLedger(np.array([5, 5]), np.array([1, 1]), np.array([0, 3]), np.array([7, 7], np.uint64),
+                          np.ones((2, 8), np.float32))
+    run.save_served(served)
+    assert run.served().state_clock.tolist() == [0, 3] and run.served().dense.shape == (2, 8)
+    run.save_rounds(Rounds(np.array([2_000, 1_000, 3_000]), np.array([4, 0, 6]), np.array([6, 4, 9]),
+                           np.array([50, -1, 80])))
+    rounds = run.rounds()
+    # Entries 0-3 in the round at 1 s, 4-5 at 2 s, 6-8 at 3 s, 9 never; a mark reaching 50 first at 2 s.
+    assert rounds.published_unix_s(10).tolist() == [1.0] * 4 + [2.0] * 2 + [3.0] * 3 + [np.inf]
+    assert rounds.marked_unix_s(np.array([10, 50, 51, 80, 81])).tolist() == [2.0, 2.0, 3.0, 3.0, np.inf]
     run.append_version(Version("e1", 0, 0, 100, 1.0))
     run.append_version(Version("e1", 1, 4, 130, 2.0))
     assert run.versions() == [Version("e1", 0, 0, 100, 1.0), Version("e1", 1, 4, 130, 2.0)]

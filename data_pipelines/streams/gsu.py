@@ -28,7 +28,7 @@ from functools import cached_property
 
 import numpy as np
 
-from data_pipelines.contract import GSU_NAMES, LIVE, SEQUENCE_FIELDS, SHORT
+from data_pipelines.contract import GSU_NAMES, LENGTHS_DTYPE, LIVE, SEQUENCE_DTYPES, SEQUENCE_FIELDS, SHORT
 from data_pipelines.history_store import HistoryStore
 from data_pipelines.ragged import gather_rows, within_group
 from data_pipelines.streams.features import Vocabularies, log2_bucket_row
@@ -210,10 +210,8 @@ class GsuRetriever:
         s = self.store
         gap_min = (request_ts[request] - s.ts[row]) / 60_000.0
         return Sequences(
-            lengths=np.bincount(request, minlength=n).astype(np.int32),
-            fields={"item": self.item_row[row].astype(np.int32),
-                    "author": self.author_row[row].astype(np.int32),
-                    "gap": log2_bucket_row(gap_min).astype(np.int8),
-                    "watch": log2_bucket_row(s.watch_ms[row] / 1000.0).astype(np.int8),
-                    "domain": s.domain[row].astype(np.int8)},
+            lengths=np.bincount(request, minlength=n).astype(LENGTHS_DTYPE),
+            fields={f: v.astype(SEQUENCE_DTYPES[f]) for f, v in (
+                ("item", self.item_row[row]), ("author", self.author_row[row]), ("gap", log2_bucket_row(gap_min)),
+                ("watch", log2_bucket_row(s.watch_ms[row] / 1000.0)), ("domain", s.domain[row]))},
         )

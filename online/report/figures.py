@@ -147,6 +147,46 @@ def expected_samples(data: DataSet, stream: str, played_impressions: np.ndarray)
     return count, digest
 
 
+def histogram_quantiles(metrics: dict[str, float], name: str, qs: tuple[float, ...] = (0.5, 0.99)) -> list[float | None]:
+    """Quantiles of a Prometheus histogram in {"name{labels}": value} metrics, interpolated linearly
+    inside the bucket they fall in (None: no observation)."""
+    buckets = sorted((float(key.split('le="', 1)[1].split('"', 1)[0]), value) for key, value in metrics.items()
+                     if key.startswith(f"{name}_bucket{{"))
+    if not buckets or buckets[-1][1] == 0:
+        return [None for _ in qs]
+    bounds = np.array([b for b, _ in buckets])
+    cumulative = np.array([c for _, c in buckets])
+    out = []
+    for q in qs:
+        rank = q * cumulative[-1]
+        k = int(np.searchsorted(cumulative, rank, side="left"))
+        lower, below = (0.0, 0.0) if k == 0 else (bounds[k - 1], cumulative[k - 1])
+        upper = bounds[k] if np.isfinite(bounds[k]) else lower  # the +Inf bucket: its lower bound
+        inside = cumulative[k] - below
+        out.append(float(lower + (upper - lower) * ((rank - below) / inside if inside else 1.0)))
+    return out
+
+
+def feature_figures(run: LiveRun, data: DataSet, answers: Answers, ledger: dict[str, StreamLedger], loop: LoopRecord,
+                    speed: float, span_s: float | None) -> dict:
+    """The ids-only loop's figures: request bytes, feature skew against the streams' recomputation,
+    samples carrying the served features, and an event's publication to the state a request sees."""
+    from online.report.skew import feature_skew, samples_match_served
+    from online.world import played_world
+
+    served = run.served()
+    sent = answers.request_bytes[answers.request_bytes > 0]
+    lag = histogram_quantiles(loop.ranker_metrics, "ranker_state_event_lag_seconds")
+    skew = feature_skew(data, played_world(data, span_s), served, answers, run.rounds())
+    return {"request_bytes": {"p50": float(np.quantile(sent, 0.5)) if len(sent) else None,
+                              "p99": float(np.quantile(sent, 0.99)) if len(sent) else None},
+            "feature_skew_rate": skew["rate"], "feature_skew": skew,
+            "samples_with_served_features": samples_match_served(ledger, served),
+            "event_to_state_s": {"wall": {"p50": lag[0], "p99": lag[1]},
+                                 "data": {"p50": None if lag[0] is None else lag[0] * speed,
+                                          "p99": None if lag[1] is None else lag[1] * speed}}}
+
+
 def build_report(run: LiveRun, data: DataSet, light_user_max_live: int, windows: CatchWindows, learned_stream: str,
                  comparison: tuple[np.ndarray, np.ndarray, str] | None, settings: dict) -> tuple[dict, np.ndarray]:
     """The report's content from the run's record, and every click's data seconds to a served model
@@ -203,6 +243,7 @@ def build_report(run: LiveRun, data: DataSet, light_user_max_live: int, windows:
         "ranker_request_ms": ms(quantiles(request_s)),
         "ranker_request_ms_first_try": ms(quantiles((answers.answered_unix_s - answers.sent_unix_s)[first_try])),
         "served_model_staleness_s": staleness(answers, versions, learned),
+        **feature_figures(run, data, answers, ledger, loop, settings["speed"], settings["span_s"]),
         "wall_s": loop.wall_s,
     }
     if replay_auc is not None:
@@ -213,7 +254,8 @@ def build_report(run: LiveRun, data: DataSet, light_user_max_live: int, windows:
               "click_to_served": latency, "joiner": asdict(joiner), "driver": asdict(driver),
               "trainer": {k: v for k, v in asdict(trainer).items() if k in
                           ("samples_learned_total", "digest", "resumed_after_samples", "pushes", "exports")},
-              "ranker_metrics": {k: v for k, v in loop.ranker_metrics.items() if k.startswith("ranker_push")},
+              "ranker_metrics": {k: v for k, v in loop.ranker_metrics.items()
+                                 if k.startswith(("ranker_push", "ranker_state", "ranker_served", "ranker_unknown"))},
               "faults": [asdict(f) for f in loop.faults], "restarts": [asdict(r) for r in loop.restarts],
               "faults_skipped": loop.faults_skipped, "quarantine": loop.quarantine[:100]}
     return report, click_latencies

@@ -47,8 +47,14 @@ def markdown(report: dict) -> str:
               f"{_f(s['joiner_lag_s']['p99'], '.1f')} |",
               f"| samples published, not learned yet | {_f(s['samples_waiting']['p50'], '.0f')} | "
               f"{_f(s['samples_waiting']['p99'], '.0f')} |",
-              f"| events in the broker, not consumed yet (approx.) | {_f(s['events_in_broker']['p50'], '.0f')} | "
+              f"| events the partitions hold (kept for a ranker's rebuild) | {_f(s['events_in_broker']['p50'], '.0f')} | "
               f"{_f(s['events_in_broker']['p99'], '.0f')} |",
+              f"| an event's publication → the ranker's state (wall s) | "
+              f"{_f(s['event_to_state_s']['wall']['p50'], '.4f')} | {_f(s['event_to_state_s']['wall']['p99'], '.4f')} |",
+              f"| the same in data seconds | {_f(s['event_to_state_s']['data']['p50'], '.3f')} | "
+              f"{_f(s['event_to_state_s']['data']['p99'], '.3f')} |",
+              f"| request size on the wire, ids-only (bytes) | {_f(s['request_bytes']['p50'], '.0f')} | "
+              f"{_f(s['request_bytes']['p99'], '.0f')} |",
               f"| ranker request, client side (ms) | {_f(s['ranker_request_ms']['p50'], '.2f')} | "
               f"{_f(s['ranker_request_ms']['p99'], '.2f')} |", "",
               f"Requests: {s['requests_sent']:,} sent, {s['requests_answered']:,} answered, {s['requests_lost']:,} lost. "
@@ -56,6 +62,12 @@ def markdown(report: dict) -> str:
               f"Pushes applied by the ranker: {s['pushes_applied']:,}. Events quarantined: {s['events_quarantined']:,}.",
               "", f"Replay figures from `{report['replay_source']}`." if report["replay_source"] else
               "No replay figures (online.replay=false)."]
+    skew, matched = s["feature_skew"], s["samples_with_served_features"]
+    lines += ["", f"Features: the ranker computed every request's features from the events it had read; "
+                  f"{skew['skewed']:,} of {skew['requests']:,} served requests differ from make streams' "
+                  f"recomputation (feature_skew_rate {_f(s['feature_skew_rate'], '.4f')}; causes: "
+                  + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in skew["causes"].items()) + "). "
+                  f"{matched['matching']:,} of {matched['samples']:,} samples carry their request's served features."]
     lines += ["", f"Exactly once: {s['samples_learned']:,} samples learned of {s['samples_expected']:,} that make "
                   f"streams gives the impressions played; digest {'matches' if s['samples_digest_matches'] else 'DIFFERS'}"
                   f". Events lost (published, acknowledged, never consumed): {s['lost_events']:,}."]

@@ -66,7 +66,7 @@ struct Engine::Impl {
       throw RequestError(std::to_string(ids.live_ids.size()) + " candidates, more than the limit of " +
                          std::to_string(meta.max_candidates));
     try {
-      assembled = features->assemble(ids.user_id, ids.request_ts.value_or(features->clock_ms()), ids.live_ids);
+      assembled = features->assemble(ids.user_id, ids.request_ts.value_or(features->answerable_ms()), ids.live_ids);
     } catch (const features::FeatureLagError& e) {
       throw RankFailure(RankFailure::Kind::Unavailable, std::string("ids.") + e.what());
     } catch (const features::FeatureError& e) {
@@ -129,11 +129,14 @@ Ranking Engine::rank(const RequestInput& input) {
   for (int64_t i : ranked_order(score, n))
     ranking.ranked.push_back(RankedCandidate{i, score[i], std::vector<float>(prob + i * t, prob + (i + 1) * t)});
   impl_->metrics.stage_done("rank", std::chrono::duration<double>(clock::now() - t1).count());
-  if (input.ids && impl_->served_log != nullptr)  // what was served, by the version that served it
-    impl_->served_log->log(features::ServedRecord{input.request_id.value_or(""), input.ids->user_id,
-                                                  assembled.request_ts,
-                                                  assembled.state_clock_ms, ranking.export_id, ranking.push,
-                                                  std::move(assembled)});
+  // What was served, by the version that served it; where the log is waited for, no answer without it.
+  if (input.ids && impl_->served_log != nullptr &&
+      !impl_->served_log->log(features::ServedRecord{input.request_id.value_or(""), input.ids->user_id,
+                                                     assembled.request_ts, assembled.state_clock_ms,
+                                                     ranking.export_id, ranking.push, std::move(assembled), nullptr}))
+    throw RankFailure(RankFailure::Kind::Unavailable,
+                      "the served-features log could not be written in time: not answered, so that no answer "
+                      "goes without its features (retry)");
   return ranking;
 }
 

@@ -2,7 +2,9 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <charconv>
+#include <climits>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -53,9 +55,22 @@ bool id_less(std::string_view a, std::string_view b) {
 }  // namespace
 
 EventConsumer::EventConsumer(FeatureState& state, ConsumerOptions options, Observer observer)
-    : state_(state), options_(std::move(options)), observer_(std::move(observer)) {
+    : state_(state),
+      options_(std::move(options)),
+      observer_(std::move(observer)),
+      marks_(static_cast<size_t>(std::max(options_.partitions, 1))) {
   if (options_.partitions < 1) throw std::invalid_argument("the events streams need at least one partition");
-  for (int p = 0; p < options_.partitions; ++p) partitions_.push_back(Partition{options_.stream_prefix + std::to_string(p)});
+  for (int p = 0; p < options_.partitions; ++p)
+    partitions_.push_back(Partition{static_cast<size_t>(p), options_.stream_prefix + std::to_string(p)});
+  for (auto& m : marks_) m = INT64_MIN;
+}
+
+void EventConsumer::marked(size_t index, int64_t ts) {
+  if (ts <= marks_[index].load()) return;
+  marks_[index] = ts;  // one thread per partition writes its own
+  int64_t lowest = INT64_MAX;
+  for (const auto& m : marks_) lowest = std::min(lowest, m.load());
+  state_.set_complete_until(lowest);
 }
 
 EventConsumer::~EventConsumer() { stop(); }
@@ -72,6 +87,7 @@ int64_t EventConsumer::read_batch(void* ctx, Partition& p, bool block, CatchUpRe
   if (reply->type == REDIS_REPLY_NIL || reply->elements == 0) return 0;  // nothing new within block_ms
   const redisReply* entries = reply->element[0]->element[1];  // [[stream, [[id, [field, value, ...]], ...]]]
   Batch batch;
+  int64_t mark = INT64_MIN;
   for (size_t i = 0; i < entries->elements; ++i) {
     const redisReply* entry = entries->element[i];
     const redisReply* fields = entry->element[1];
@@ -84,10 +100,12 @@ int64_t EventConsumer::read_batch(void* ctx, Partition& p, bool block, CatchUpRe
     try {
       auto event = event_of(field);
       if (event) state_.apply(*event);
+      if (event && event->kind == EventKind::clock) mark = std::max(mark, event->ts);
       ++batch.applied;
       int64_t published = 0;
+      // Following only: a rebuild reads old entries, whose lag says how old they are, not how fast the feed is.
       if (auto pub = field("pub");
-          pub && std::from_chars(pub->data(), pub->data() + pub->size(), published).ec == std::errc())
+          block && pub && std::from_chars(pub->data(), pub->data() + pub->size(), published).ec == std::errc())
         batch.lag_seconds.push_back(static_cast<double>(wall_ms() - published) / 1000.0);
     } catch (const EventError& e) {
       ++batch.quarantined;
@@ -96,6 +114,7 @@ int64_t EventConsumer::read_batch(void* ctx, Partition& p, bool block, CatchUpRe
     }
     p.last_id = std::string(id);
   }
+  if (mark != INT64_MIN) marked(p.index, mark);
   report.entries += static_cast<int64_t>(entries->elements);
   report.applied += static_cast<int64_t>(batch.applied);
   report.quarantined += static_cast<int64_t>(batch.quarantined);

@@ -7,6 +7,11 @@
 // ranker that starts, or starts again, has rebuilt its state before it reports SERVING; then start()
 // follows the streams. A lost connection (the broker restarting) is retried with backoff, from the
 // last entry applied: nothing is read twice, nothing skipped.
+//
+// Completeness: a `clock` entry on a partition says every event of it up to its time is published.
+// Once any partition has carried one, the state is told the lowest of the partitions' latest marks
+// (FeatureState::set_complete_until; a partition without a mark yet counts as complete up to nothing),
+// so that no request is answered while another partition's events before it are still unread.
 #pragma once
 
 #include <atomic>
@@ -57,9 +62,11 @@ class EventConsumer {
 
  private:
   struct Partition {
+    size_t index = 0;
     std::string stream;
     std::string last_id = "0-0";
   };
+  void marked(size_t index, int64_t ts);
   // Reads one batch of partition p after its last id (blocking up to block_ms when `block`);
   // the entries read. Throws std::runtime_error on a broker error.
   int64_t read_batch(void* context, Partition& p, bool block, CatchUpReport& report);
@@ -69,6 +76,7 @@ class EventConsumer {
   ConsumerOptions options_;
   Observer observer_;
   std::vector<Partition> partitions_;
+  std::vector<std::atomic<int64_t>> marks_;  // per partition its latest clock mark (INT64_MIN: none yet)
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};
 };

@@ -29,16 +29,24 @@ ServedLog::ServedLog(ServedLogOptions options, Observer observer)
 
 ServedLog::~ServedLog() { stop(); }
 
-void ServedLog::log(ServedRecord record) {
+bool ServedLog::log(ServedRecord record) {
+  std::future<bool> written;
+  if (options_.wait_ms > 0) {
+    record.written = std::make_shared<std::promise<bool>>();
+    written = record.written->get_future();
+  }
   {
     std::lock_guard lock(mutex_);
     if (!stopping_ && queue_.size() < options_.max_queued) {
       queue_.push_back(std::move(record));
       wake_.notify_one();
-      return;
+    } else {
+      if (observer_) observer_(0, 1);
+      return false;
     }
   }
-  if (observer_) observer_(0, 1);
+  if (options_.wait_ms <= 0) return true;
+  return written.wait_for(std::chrono::milliseconds(options_.wait_ms)) == std::future_status::ready && written.get();
 }
 
 void ServedLog::stop(int timeout_ms) {
@@ -63,6 +71,8 @@ void ServedLog::run() {
       if (queue_.empty() && batch.empty()) return;  // stopping, and nothing left
       if (stopping_ && now_ms() > stop_deadline_ms_) {
         if (observer_) observer_(0, queue_.size() + batch.size());
+        for (auto& r : queue_) if (r.written) r.written->set_value(false);
+        for (auto& r : batch) if (r.written) r.written->set_value(false);
         return;
       }
       while (!queue_.empty() && batch.size() < 256) {
@@ -98,6 +108,7 @@ void ServedLog::run() {
         if (error) throw std::runtime_error(what);
       }
       if (observer_) observer_(batch.size(), 0);
+      for (auto& r : batch) if (r.written) r.written->set_value(true);
       batch.clear();
       backoff = std::chrono::milliseconds(50);
     } catch (const std::exception& e) {

@@ -7,13 +7,18 @@
 // Off the request path: log() queues the record and returns; a writer thread serializes (the features
 // as features_json.hpp writes them) and appends in pipelined batches, reconnecting with backoff when
 // the broker goes away (a batch whose replies were lost is sent again: a reader dedupes by request).
-// A full queue drops the record and counts it: ranking never waits for the log.
+// A full queue drops the record and counts it: ranking never waits for the log — unless the caller
+// is configured to (wait_ms, the server's --log-served-wait-ms): then the answer goes out only once its
+// record is on the broker, so that a ranker killed at any moment leaves no answered request without
+// its features (the live loop's trainer learns from nothing else).
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -28,6 +33,7 @@ struct ServedLogOptions {
   int partitions = 1;
   std::string stream_prefix = "served.";
   size_t max_queued = 10'000;  // records waiting to be written; beyond: dropped, counted
+  int wait_ms = 0;             // > 0: log() returns once the record is written, or false after this long
 };
 
 struct ServedRecord {
@@ -36,6 +42,7 @@ struct ServedRecord {
   std::string model_export;
   int64_t model_push = 0;
   Assembled features;
+  std::shared_ptr<std::promise<bool>> written;  // set once appended (true) or given up (false); may be null
 };
 
 class ServedLog {
@@ -47,7 +54,9 @@ class ServedLog {
   ServedLog(const ServedLog&) = delete;
   ServedLog& operator=(const ServedLog&) = delete;
 
-  void log(ServedRecord record);
+  // Queues the record; with wait_ms, waits until the broker has it: false when it could not be
+  // written (queue full, broker away) within wait_ms. True at once without wait_ms.
+  bool log(ServedRecord record);
   // Writes what is queued (waiting up to `timeout_ms` for the broker), then stops the writer.
   void stop(int timeout_ms = 5000);
 

@@ -346,6 +346,16 @@ int64_t FeatureState::clock_ms() const {
   return clock_;
 }
 
+void FeatureState::set_complete_until(int64_t ts) {
+  std::unique_lock lock(mutex_);
+  complete_until_ = complete_until_ == INT64_MAX ? ts : std::max(complete_until_, ts);
+}
+
+int64_t FeatureState::answerable_ms() const {
+  std::shared_lock lock(mutex_);
+  return complete_until_ == INT64_MAX ? clock_ : std::min(clock_, complete_until_ + 1);
+}
+
 StateStats FeatureState::stats() const {
   std::shared_lock lock(mutex_);
   return StateStats{events_, static_cast<int64_t>(users_.size()), static_cast<int64_t>(rooms_.size()),
@@ -367,6 +377,10 @@ Assembled FeatureState::assemble(int64_t user, int64_t t0, const std::vector<int
     throw FeatureLagError("request_ts " + text(t0) + " is " + text(t0 - clock_) +
                           " ms ahead of the feature state's clock " + text(clock_) + " (tolerance " +
                           text(options_.tolerance_ms) + " ms): the state has not caught up");
+  if (complete_until_ != INT64_MAX && t0 - 1 > complete_until_)
+    throw FeatureLagError("request_ts " + text(t0) + " needs every event before it, and every partition is delivered "
+                          "only up to " + text(complete_until_) + " (its lowest clock mark): the state has not "
+                          "caught up");
   if (t0 < clock_ - options_.tolerance_ms)
     throw FeatureError("request_ts " + text(t0) + " is " + text(clock_ - t0) + " ms behind the feature state's clock " +
                        text(clock_) + " (tolerance " + text(options_.tolerance_ms) + " ms): what it needs is forgotten");

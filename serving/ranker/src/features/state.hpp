@@ -146,9 +146,17 @@ class FeatureState {
   // The features of `live_ids` for `user` at `request_ts`; throws FeatureError.
   Assembled assemble(int64_t user, int64_t request_ts, const std::vector<int64_t>& live_ids) const;
 
+  // How far the feed is complete: every event with ts <= `ts` has been applied (a feed with clock
+  // marks on every partition: the lowest of the partitions' latest marks). Once set, a request that
+  // needs an event not yet delivered (request_ts - 1 > it) is a FeatureLagError however close its
+  // time is to the clock: the newest event seen says nothing of a partition that lags.
+  void set_complete_until(int64_t ts);
+
   StateStats stats() const;
   const Catalog& catalog() const { return catalog_; }
   int64_t clock_ms() const;
+  // The latest request time the state can answer now: the clock, or past the complete time once set.
+  int64_t answerable_ms() const;
 
  private:
   // Times of one kind of room event, sorted; those older than the horizon are only counted.
@@ -179,6 +187,7 @@ class FeatureState {
   std::unordered_map<int64_t, std::deque<HistoryEvent>> users_;
   std::unordered_map<int64_t, RoomState> rooms_;
   int64_t clock_ = INT64_MIN;
+  int64_t complete_until_ = INT64_MAX;  // INT64_MAX: not set (a feed without clock marks)
   int64_t events_ = 0, history_events_ = 0;
 };
 

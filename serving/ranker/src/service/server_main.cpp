@@ -38,6 +38,7 @@ struct Options {
   std::string events_broker;  // host:port of the events streams' Redis; empty: no feed
   int event_partitions = 1;
   bool log_served = false;
+  int log_served_wait_ms = 0;
   std::string host = "127.0.0.1";
   int port = 50051;
   int http_port = 8080;
@@ -62,6 +63,10 @@ Options parse_args(int argc, char** argv) {
   app.add_flag("--log-served", o.log_served,
                "log every answered ids-only request's features to the events broker's served.<p> streams "
                "(needs --events-broker)");
+  app.add_option("--log-served-wait-ms", o.log_served_wait_ms,
+                 "answer an ids-only request only once its features are on the broker, waiting at most this long "
+                 "(else UNAVAILABLE: retry); default 0: log in the background, never wait (needs --log-served)")
+      ->check(ranker::at_least(0));
   app.add_option("--host", o.host, "address to bind both ports to (default 127.0.0.1; 0.0.0.0 = every interface)");
   app.add_option("--port", o.port, "gRPC port: Ranker and grpc.health.v1 (default 50051; 0 = any free port)")
       ->check(ranker::at_least(0));
@@ -98,6 +103,7 @@ Options parse_args(int argc, char** argv) {
   if (o.events_broker.empty() && !o.features.catalog.empty())  // nothing would ever feed the state
     usage_error("--features-catalog needs --events-broker: the feature state is fed by the events streams");
   if (o.log_served && o.events_broker.empty()) usage_error("--log-served needs --events-broker");
+  if (o.log_served_wait_ms > 0 && !o.log_served) usage_error("--log-served-wait-ms needs --log-served");
   if (!o.events_broker.empty() && o.events_broker.rfind(':') == std::string::npos)
     usage_error("--events-broker must be HOST:PORT, got '" + o.events_broker + "'");
   return o;
@@ -186,6 +192,7 @@ int main(int argc, char** argv) {
           log_options.host = feed_options.host;
           log_options.port = feed_options.port;
           log_options.partitions = o.event_partitions;
+          log_options.wait_ms = o.log_served_wait_ms;
           served_log = std::make_unique<ranker::features::ServedLog>(
               log_options, [&metrics](uint64_t written, uint64_t dropped) { metrics.served_logged(written, dropped); });
         }
