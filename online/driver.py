@@ -332,7 +332,9 @@ class TrafficDriver:
             entries = self._entries(i, j, partition, on_clock)
             mark = min(now, last_ms) if j == len(world) else now
             if mark > last_mark:  # every partition is complete up to the mark
-                answered = self.settling.answered_through(mark)
+                # Requests up to the previous mark are all sent (this round's go out after its entries):
+                # only those can be vouched for.
+                answered = self.settling.answered_through(last_mark)
                 entries += [(brk.events_stream(p), event_id(mark, MARK_SEQ),
                              ev.encode(ev.Event(ev.CLOCK, mark, answered=answered))) for p in range(s.partitions)]
                 last_mark = mark

@@ -651,6 +651,16 @@ def test_the_report_holds_the_summary_and_nothing_is_left_running(chaos):
     for key in ("served_auc_ctr", "replay_auc_ctr", "click_to_served_s", "samples_emitted", "samples_learned",
                 "pushes_applied", "requests_sent", "requests_answered"):
         assert s[key] is not None, key
+    assert 0 < s["click_to_served_s"]["p50"] <= s["click_to_served_s"]["p99"]
+    assert (out / "reports" / "online.md").exists() and (out / "reports" / "online.png").exists()
+    # The comparison replayed the live run's own world — named by overrides — on the span played.
+    assert report["config"]["world"] == "tiny_w3" and report["replay_source"].startswith(str(out / "reports"))
+    compared = json.loads((out / "reports" / "replay_online_compare.json").read_text())["config"]
+    assert compared["world"] == "tiny_w3" and compared["until_s"] == SPAN_S
+    assert compared["learner"] == report["config"]["learner"]
+    leftover = subprocess.run(["pgrep", "-f", "online-broker-|ranker_server --model " + str(out)], capture_output=True,
+                              text=True)
+    assert leftover.stdout.strip() == ""
 
 
 @pytest.mark.slow
@@ -667,16 +677,6 @@ def test_through_every_kill_the_ranker_serves_the_streams_features_from_events_a
     assert report["joiner"]["samples_unserved"] == 0 and report["joiner"]["served"] >= s["requests_answered"]
     assert 0 < s["event_to_state_s"]["wall"]["p50"] <= s["event_to_state_s"]["wall"]["p99"] < 5
     assert report["ranker_metrics"]['ranker_served_log_total{outcome="dropped"}'] == 0
-    assert 0 < s["click_to_served_s"]["p50"] <= s["click_to_served_s"]["p99"]
-    assert (out / "reports" / "online.md").exists() and (out / "reports" / "online.png").exists()
-    # The comparison replayed the live run's own world — named by overrides — on the span played.
-    assert report["config"]["world"] == "tiny_w3" and report["replay_source"].startswith(str(out / "reports"))
-    compared = json.loads((out / "reports" / "replay_online_compare.json").read_text())["config"]
-    assert compared["world"] == "tiny_w3" and compared["until_s"] == SPAN_S
-    assert compared["learner"] == report["config"]["learner"]
-    leftover = subprocess.run(["pgrep", "-f", "online-broker-|ranker_server --model " + str(out)], capture_output=True,
-                              text=True)
-    assert leftover.stdout.strip() == ""
 
 
 def test_click_to_served_and_staleness_on_a_hand_made_log():

@@ -405,7 +405,7 @@ def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_
                  "--event-partitions", "2", "--feature-tolerance-ms", str(10**12), "--log-served"]
         for attempt in range(2):
             with RankerServer(model_dir, *flags) as server:
-                published = len(events) + 2 * attempt  # the second server also finds the room and clock below
+                published = len(events) + 3 * attempt  # the second server also finds the room and clocks below
                 assert f"feature state rebuilt from {published} events (0 quarantined)" in server.stderr
                 # Every interaction published, and nothing else, is in the users' histories.
                 published_interactions = int((HistoryStore.load(tiny_streams.history).ts <= events.columns["ts"].max()).sum())
@@ -424,15 +424,29 @@ def test_grpc_serves_ids_only_requests_from_the_events_streams_and_rebuilds_its_
                 r.xadd("events.1", {b"type": b"room_start", b"ts": str(now + 1).encode(), b"live": b"999999",
                                     b"author": b"1", b"category": b"x", b"live_type": b"y",
                                     b"pub": str(int(time.time() * 1000)).encode()})  # its publication, wall ms
-                r.xadd("events.1", {b"type": b"clock", b"ts": str(now + 1_000).encode()})  # no request_ts: this clock
-                ask = {"request_id": "new", "ids": {"user_id": requests[0]["ids"]["user_id"], "live_ids": [999999]}}
+                # Clock marks: once a partition carries one, a request is answered only as far as every
+                # partition is delivered — here partition 1 (the room's) is, partition 0 not yet.
+                r.xadd("events.1", {b"type": b"clock", b"ts": str(now + 1_000).encode()})
+                ask = {"request_id": "new", "ids": {"user_id": requests[0]["ids"]["user_id"], "live_ids": [999999],
+                                                    "request_ts": now + 1_000}}
                 deadline = time.monotonic() + 10
+                while True:
+                    with pytest.raises(RankError) as lagging:
+                        server.client.rank(ask)
+                    if "lowest clock mark" in lagging.value.message:
+                        break
+                    assert "live 999999 has not started" in lagging.value.message and time.monotonic() < deadline
+                    time.sleep(0.05)
+                assert lagging.value.code == grpc.StatusCode.UNAVAILABLE
+                r.xadd("events.0", {b"type": b"clock", b"ts": str(now + 1_000).encode()})
+                del ask["ids"]["request_ts"]  # absent: as far as the state can answer, the marks' time
                 while True:
                     try:
                         assert len(server.client.rank(ask)["ranked"]) == 1
                         break
-                    except RankError as e:
-                        assert "live 999999 has not started" in e.message and time.monotonic() < deadline
+                    except RankError as e:  # until the room's start and partition 0's mark are read
+                        assert ("live 999999 has not started" in e.message or "lowest clock mark" in e.message) \
+                            and time.monotonic() < deadline, e.message
                         time.sleep(0.05)
                 lag = server.metrics()  # the one entry with a publication time: applied within the test's wait
                 assert lag["ranker_state_event_lag_seconds_count"] == 1 and 0 <= lag["ranker_state_event_lag_seconds_sum"] < 10

@@ -353,7 +353,9 @@ void FeatureState::set_complete_until(int64_t ts) {
 
 int64_t FeatureState::answerable_ms() const {
   std::shared_lock lock(mutex_);
-  return complete_until_ == INT64_MAX ? clock_ : std::min(clock_, complete_until_ + 1);
+  // Before every partition has a mark there is no time it can answer yet: the clock, refused as lagging.
+  if (complete_until_ == INT64_MAX || complete_until_ == INT64_MIN) return clock_;
+  return std::min(clock_, complete_until_ + 1);
 }
 
 StateStats FeatureState::stats() const {
