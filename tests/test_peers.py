@@ -162,7 +162,7 @@ def test_peers_learn_the_realtime_stream_and_are_paired_with_the_projects_model(
                                     "replay.progress=false", f"replay.streams=[realtime,{','.join(PEERS)}]",
                                     "replay.push_every_s=[300]", "replay.ranking.requests=300",
                                     "peers.lightgbm.model.params.num_threads=1",
-                                    f"replay.until_s={90 * 60}"])
+                                    f"replay.until_s={60 * 60}"])
     report = run_replay(cfg)
     summary = report["summary"]
     # Every peer learned the same samples as the project's model (the realtime stream's, same batches).
@@ -186,7 +186,7 @@ def test_peers_learn_the_realtime_stream_and_are_paired_with_the_projects_model(
     # The ceiling's share of realtime's gap to the truth (which scores 1), seed by seed.
     gap = (np.subtract(per_seed["ceiling"], per_seed["realtime"])) / (1 - np.asarray(per_seed["realtime"]))
     np.testing.assert_allclose(summary["ceiling_gap_closed"]["per_seed"], gap)
-    assert report["config"]["peers"]["lightgbm"]["refits"]["per_run"] >= 15  # a refit per 300-s push of 1.5 h
+    assert report["config"]["peers"]["lightgbm"]["refits"]["per_run"] >= 10  # a refit per 300-s push of 1 h
     # Two peers with different models do not give the same predictions.
     dlrm = np.load(tmp_path / "replay" / "dlrm-seed0.npz")["push_300s"]
     dcn = np.load(tmp_path / "replay" / "dcn_v2-seed0.npz")["push_300s"]
