@@ -1,10 +1,9 @@
 """`make online`: the live loop on an accelerated clock (docs/online.md).
 
-    traffic driver --events--> broker (Redis Streams, events.<p>) --> label joiner
-         |  ^                                                             |
-     Rank|  |answers                                           samples.<stream>
-         v  |                                                             v
-      ranker (gRPC) <---- pushes every 30 s, full exports ---- continuous trainer
+    traffic driver --events.<p>--> broker --events.<p>, served.<p>--> label joiner --samples--> trainer
+       |  ^ ids-only Rank,          |  ^                                                         |
+       v  | answers      events.<p> v  | served.<p> (features logged, then the answer)          |
+      ranker (gRPC) + live feature state <------- pushes every 30 s, full exports -------------+
 
 This module is the supervisor: it starts every component as a process of its own — the broker
 (redis-server), the trainer, the ranker, the joiner, the driver — each of which reads its own config

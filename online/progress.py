@@ -106,7 +106,7 @@ class ProgressSample:
     processes as one (`joined`), `joiners` each of them."""
 
     unix_s: float
-    events_in_broker: float  # published, not consumed yet (approximately: the joiner trims what it checkpointed)
+    events_in_broker: float  # what the events partitions hold: all of it (kept for a ranker's rebuild)
     driver: DriverProgress
     joiner: JoinerProgress
     trainer: TrainerProgress
