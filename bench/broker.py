@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from bench.data import ensure_shards
 from data_pipelines.configured import build
+from data_pipelines.streams.build import data_set_features
 from online import broker as brk
 from online import events as ev
 from online.driver import END_SEQ, MARK_SEQ, event_id
@@ -51,21 +52,6 @@ def _entries(world, features, partitions: int, limit: int, mark_every_ms: int) -
                   for p in range(partitions)]
 
 
-def _streams_features(data):
-    """make streams' features of every impression (what the ranker would serve and log)."""
-    import pandas as pd
-
-    from data_pipelines.dataset import FINAL
-    from data_pipelines.history_store import HistoryStore
-    from data_pipelines.streams.build import build_features
-    from data_pipelines.streams.features import FeatureSpec
-
-    impressions = pd.read_parquet(data.canonical.live_impressions)
-    features, _ = build_features(data.canonical, impressions, HistoryStore.load(data.history),
-                                 FeatureSpec.of_manifest(data.manifest(FINAL)), progress=False)
-    return features
-
-
 def _append_rate(entries: list, fsync: str, round_size: int) -> dict:
     with brk.BrokerServer(fsync=fsync) as server:
         client = brk.connect(server.url)
@@ -85,7 +71,7 @@ def run(cfg: DictConfig) -> dict:
                                                           f"paths.data_dir={cfg.paths.data_dir}"])
     world = played_world(data, None)
     figures: dict = {"world": data.name}
-    features = _streams_features(data)
+    features = data_set_features(data)  # what the ranker would serve and log
 
     start = time.perf_counter()
     entries = _entries(world, features, int(bc.partitions), int(bc.events), int(bc.mark_every_ms))

@@ -9,6 +9,7 @@ when it is asked (docs/serving.md, "Live feature state")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -62,29 +63,18 @@ class PlayedWorld:
         event = self.fact(k)
         fields = ev.encode(event)
         if event.type in (ev.IMPRESSION, ev.CLICK, ev.EXIT):
-            row = int(self.timeline.row[self.index[k]])
-            fields[b"live"] = str(int(self._live[row])).encode()
+            row, c = int(self.timeline.row[self.index[k]]), self._stays
+            fields[b"live"] = str(int(c["live_id"][row])).encode()
             if event.type == ev.EXIT:
-                fields[b"author"] = str(int(self._author[row])).encode()
-                fields[b"start_ts"] = str(int(self._request_ts[row])).encode()
-                fields[b"clicked"] = b"1" if self._clicked[row] else b"0"
+                fields[b"author"] = str(int(c["author_id"][row])).encode()
+                fields[b"start_ts"] = str(int(c["request_ts"][row])).encode()
+                fields[b"clicked"] = b"1" if c["clicked"][row] else b"0"
         return fields
 
-    @property
-    def _live(self) -> np.ndarray:
-        return self.impressions["live_id"].to_numpy()
-
-    @property
-    def _author(self) -> np.ndarray:
-        return self.impressions["author_id"].to_numpy()
-
-    @property
-    def _request_ts(self) -> np.ndarray:
-        return self.impressions["request_ts"].to_numpy()
-
-    @property
-    def _clicked(self) -> np.ndarray:
-        return self.impressions["clicked"].to_numpy()
+    @cached_property
+    def _stays(self) -> dict[str, np.ndarray]:
+        """The impressions' columns an entry carries for the ranker, as arrays (a row lookup each)."""
+        return {name: self.impressions[name].to_numpy() for name in ("live_id", "author_id", "request_ts", "clicked")}
 
 
 def played_span(impressions: pd.DataFrame, span_s: float | None) -> np.ndarray:

@@ -211,16 +211,12 @@ def tiny_events(tiny_streams):
     order). An impression's samples depend on its own events only, so the span's are `make streams`'."""
     from hydra.utils import instantiate
 
-    from data_pipelines.dataset import FINAL
-    from data_pipelines.history_store import HistoryStore
-    from data_pipelines.streams.build import build_features
-    from data_pipelines.streams.features import FeatureSpec
+    from data_pipelines.streams.build import data_set_features
 
     cfg = compose_config("online", job_paths(tiny_streams))
     data = tiny_streams
     impressions = pd.read_parquet(data.canonical.live_impressions)
-    features, _ = build_features(data.canonical, impressions, HistoryStore.load(data.history),
-                                 FeatureSpec.of_manifest(data.manifest(FINAL)), progress=False)
+    features = data_set_features(data)
     played = impressions["request_ts"].to_numpy() < int(impressions["request_ts"].min()) + 6 * 3_600_000
     kept = impressions[played]
     actions = pd.read_parquet(data.canonical.live_actions)

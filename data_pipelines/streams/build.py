@@ -93,6 +93,18 @@ def gaps_of(has_plays: bool, has_photo_embedding: bool, has_live_embedding: bool
     return gaps
 
 
+def data_set_features(data: DataSet, progress: bool = False) -> ImpressionFeatures:
+    """Every impression's features as a data set's streams were built (its final manifest's feature
+    spec): what `make streams` wrote, recomputed — the reference the live loop's served features are
+    held to."""
+    from data_pipelines.dataset import FINAL
+
+    impressions = pd.read_parquet(data.canonical.live_impressions)
+    features, _ = build_features(data.canonical, impressions, HistoryStore.load(data.history),
+                                 FeatureSpec.of_manifest(data.manifest(FINAL)), progress=progress)
+    return features
+
+
 def build_features(canonical: CanonicalTables, impressions: pd.DataFrame, store: HistoryStore, spec: FeatureSpec,
                    progress: bool = True, chunk: int = 20_000, logged: pd.DataFrame | None = None
                    ) -> tuple[ImpressionFeatures, Vocabularies]:

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from data_pipelines.contract import DENSE_FEATURES
-from data_pipelines.dataset import FINAL, DataSet
-from online.record import Answers, Rounds, ServedLedger
+from data_pipelines.dataset import DataSet
+from online.record import SERVED_FIELDS, Answers, Rounds, ServedLedger
 from online.world import PlayedWorld
 from online.served import features_digests
 from online.state_events import KINDS
@@ -33,22 +33,16 @@ def first_records(served: ServedLedger) -> ServedLedger:
     """Each impression's first record (what its samples carry: the joiner keeps the first)."""
     _, first = np.unique(served.impression_id, return_index=True)
     first = np.sort(first)
-    return ServedLedger(*(getattr(served, f)[first] for f in ("impression_id", "request_ts", "state_clock",
-                                                              "features_digest", "dense")))
+    return ServedLedger(*(getattr(served, f)[first] for f in SERVED_FIELDS))
 
 
 def recomputed(data: DataSet, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(digests, dense [n, D]) of `make streams`' features of impressions `rows` (canonical rows)."""
-    from data_pipelines.history_store import HistoryStore
-    from data_pipelines.streams.build import build_features
-    from data_pipelines.streams.features import FeatureSpec
+    from data_pipelines.streams.build import data_set_features
     from data_pipelines.streams.shards import request_arrays
 
-    impressions = pd.read_parquet(data.canonical.live_impressions)
     # A request's room state counts every earlier request of the room: the whole table, then the rows.
-    features, _ = build_features(data.canonical, impressions, HistoryStore.load(data.history),
-                                 FeatureSpec.of_manifest(data.manifest(FINAL)), progress=False)
-    arrays = request_arrays(features, rows)
+    arrays = request_arrays(data_set_features(data), rows)
     return features_digests(arrays), arrays["dense"].astype(np.float32)
 
 
