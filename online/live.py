@@ -55,7 +55,9 @@ class LiveSettings:
     redis_url: str | None  # None: a broker of the job's own
     ranker_format: str  # auto | torchscript | aoti
     ranker_threads: int  # the ranker's --intra-op-threads
-    feature_tolerance_s: float  # the ranker's feature state: how far behind its clock a request may be
+    # How far behind the ranker's state clock a request may be, in wall seconds (× speed: data time):
+    # a request retried through an outage finds the clock moved on by the outage's data time.
+    feature_tolerance_wall_s: float
     served_log_wait_ms: int  # the ranker answers once a request's features are logged (or UNAVAILABLE)
     trainer_threads: int  # torch threads of the trainer
     replay: bool  # the replay of the same world, learner and seed beside the live figures
@@ -76,9 +78,9 @@ class LiveSettings:
         if self.speed <= 0 or self.partitions < 1 or self.ranker_threads < 1 or self.trainer_threads < 1:
             raise ValueError(f"online.speed, online.partitions, online.ranker_threads and online.trainer_threads must "
                              f"be positive, got {self}")
-        if self.feature_tolerance_s <= 0 or self.served_log_wait_ms <= 0:
-            raise ValueError(f"online.feature_tolerance_s and online.served_log_wait_ms must be positive, got "
-                             f"{self.feature_tolerance_s} and {self.served_log_wait_ms}")
+        if self.feature_tolerance_wall_s <= 0 or self.served_log_wait_ms <= 0:
+            raise ValueError(f"online.feature_tolerance_wall_s and online.served_log_wait_ms must be positive, got "
+                             f"{self.feature_tolerance_wall_s} and {self.served_log_wait_ms}")
         if self.ranker_format not in ("auto", "torchscript", "aoti"):
             raise ValueError(f"online.ranker_format must be auto, torchscript or aoti, got {self.ranker_format!r}")
 
@@ -172,7 +174,7 @@ class LiveLoop:
             self.run.export.root, "--format", self.s.ranker_format, "--intra-op-threads", str(self.s.ranker_threads),
             "--features-catalog", str(self.data.require(self.data.feature_catalog, "make streams")),
             "--events-broker", f"{broker.hostname}:{broker.port}", "--event-partitions", str(self.s.partitions),
-            "--feature-tolerance-ms", str(int(self.s.feature_tolerance_s * 1000)),
+            "--feature-tolerance-ms", str(int(self.s.feature_tolerance_wall_s * self.s.speed * 1000)),
             "--log-served", "--log-served-wait-ms", str(self.s.served_log_wait_ms), port=self.ranker_port)
 
     def start_joiner(self, index: int) -> None:
