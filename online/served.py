@@ -26,7 +26,8 @@ import re
 
 import numpy as np
 
-from data_pipelines.contract import (DENSE_DTYPE, DENSE_FEATURES, GSU_NAMES, LENGTHS_DTYPE, SEQUENCE_DTYPES,
+from data_pipelines.contract import (DENSE_DTYPE, DENSE_FEATURES, GSU_NAMES, LENGTHS_DTYPE, ROOM_STATE_FEATURES,
+                                     SEQUENCE_DTYPES,
                                      SEQUENCE_FIELDS, SPARSE_DTYPE, SPARSE_FEATURES, lengths_key, sequence_key,
                                      sparse_key)
 from online.events import MalformedEvent
@@ -119,8 +120,6 @@ def features_digests(arrays: dict[str, np.ndarray]) -> np.ndarray:
 def features_json_of(arrays: dict[str, np.ndarray], request_id: str) -> str:
     """A one-row request's features as the ranker's served log writes them (features_json.cpp), for
     tests and drills that publish served records without a ranker."""
-    from data_pipelines.contract import ROOM_STATE_FEATURES
-
     user_ids = ("user_id", "hour", "user_history_bucket", "user_live_bucket")
     user_dense = tuple(f for f in DENSE_FEATURES if f not in ROOM_STATE_FEATURES)
     user_gsus = ("short", "mixed")
